@@ -1,0 +1,45 @@
+"""In-process fan-out of alert state changes, so adapters can tell the device (status topic, observe)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from bridge.lifecycle import DEVICE_MESSAGES
+from bridge.model import AlertState
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    alert_id: str
+    device_id: str
+    tenant_id: str
+    state: AlertState
+    event: str
+
+    @property
+    def message(self) -> str:
+        return DEVICE_MESSAGES[self.state]
+
+
+class StatusBus:
+    def __init__(self, queue_size: int = 1000) -> None:
+        self._subscribers: set[asyncio.Queue[StatusEvent]] = set()
+        self._queue_size = queue_size
+
+    def publish(self, event: StatusEvent) -> None:
+        for q in list(self._subscribers):
+            with contextlib.suppress(asyncio.QueueFull):
+                # A slow listener loses status echoes, never alerts: the state is in the store.
+                q.put_nowait(event)
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self) -> AsyncIterator[asyncio.Queue[StatusEvent]]:
+        q: asyncio.Queue[StatusEvent] = asyncio.Queue(self._queue_size)
+        self._subscribers.add(q)
+        try:
+            yield q
+        finally:
+            self._subscribers.discard(q)

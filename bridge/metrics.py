@@ -1,0 +1,42 @@
+"""Prometheus metrics, one registry per runtime so several bridges can live in one test process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.alerts_accepted = Counter(
+            "sosbridge_alerts_accepted", "Alerts accepted", ["transport", "kind", "outcome"], registry=r
+        )
+        self.alerts_rejected = Counter(
+            "sosbridge_alerts_rejected", "Messages rejected", ["transport", "reason"], registry=r
+        )
+        self.duplicates = Counter("sosbridge_duplicates", "Duplicate messages absorbed", ["transport"], registry=r)
+        self.deliveries = Counter(
+            "sosbridge_deliveries", "Contact delivery attempts", ["sink", "outcome"], registry=r
+        )
+        self.e2e_latency = Histogram(
+            "sosbridge_end_to_end_seconds",
+            "From the bridge receiving an alert to the platform accepting its first contact",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.outbox_depth = Gauge("sosbridge_outbox_depth", "Contacts waiting for delivery", registry=r)
+        self.degraded = Gauge("sosbridge_degraded", "1 while an operational alarm is raised", registry=r)
+        self.alarms = Counter("sosbridge_operational_alarms", "Operational alarms raised", ["reason"], registry=r)
+
+    def accepted(self, transport: str, kind: str, outcome: str) -> None:
+        self.alerts_accepted.labels(transport, kind, outcome).inc()
+
+    def rejected(self, transport: str, reason: str) -> None:
+        self.alerts_rejected.labels(transport, reason).inc()
+
+    def duplicate(self, transport: str) -> None:
+        self.duplicates.labels(transport).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

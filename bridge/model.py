@@ -1,0 +1,248 @@
+"""The normalised data model every adapter, store and sink speaks.
+
+Vendor vocabularies map onto the closed `AlertKind` set in device profiles; anything vendor-specific
+rides in `attributes`. Location quality (accuracy, fix time, source, last-known flag) travels with the
+location so the contact platform can judge how far to trust it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ulid import ULID
+
+
+class AlertKind(StrEnum):
+    sos = "sos"
+    panic = "panic"
+    duress = "duress"
+    fall = "fall"
+    no_movement = "no_movement"
+    medical = "medical"
+    fire = "fire"
+    check_in_missed = "check_in_missed"
+    device_offline = "device_offline"
+    tamper = "tamper"
+    low_battery = "low_battery"
+    device_removed = "device_removed"
+    test = "test"
+
+
+class Severity(StrEnum):
+    """CAP 1.2 severity words, lower-cased; ordered from least to most severe."""
+
+    unknown = "unknown"
+    minor = "minor"
+    moderate = "moderate"
+    severe = "severe"
+    extreme = "extreme"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_ORDER.index(self)
+
+    def raised(self) -> Severity:
+        return _SEVERITY_ORDER[min(self.rank + 1, len(_SEVERITY_ORDER) - 1)]
+
+
+_SEVERITY_ORDER = [Severity.unknown, Severity.minor, Severity.moderate, Severity.severe, Severity.extreme]
+
+LIFE_SAFETY_KINDS = frozenset(
+    {
+        AlertKind.sos,
+        AlertKind.panic,
+        AlertKind.duress,
+        AlertKind.fall,
+        AlertKind.no_movement,
+        AlertKind.medical,
+        AlertKind.fire,
+    }
+)
+
+DEFAULT_SEVERITY: dict[AlertKind, Severity] = {
+    **{k: Severity.severe for k in LIFE_SAFETY_KINDS},
+    AlertKind.check_in_missed: Severity.moderate,
+    AlertKind.device_offline: Severity.minor,
+    AlertKind.tamper: Severity.moderate,
+    AlertKind.low_battery: Severity.minor,
+    AlertKind.device_removed: Severity.moderate,
+    AlertKind.test: Severity.minor,
+}
+
+# Kinds that are always silent towards the caller: a duress alarm must never make a sound.
+ALWAYS_SILENT_KINDS = frozenset({AlertKind.duress})
+
+
+class AlertState(StrEnum):
+    received = "received"
+    forwarded = "forwarded"
+    acknowledged = "acknowledged"
+    resolved = "resolved"
+    cancelled = "cancelled"
+
+
+FINAL_STATES = frozenset({AlertState.resolved, AlertState.cancelled})
+
+ContactStatus = Literal["actual", "exercise", "test"]
+LocationSource = Literal["gnss", "wifi", "cell", "fixed", "registered_address", "last_known", "network"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(ULID())
+
+
+class CivicAddress(BaseModel):
+    """A subset of RFC 5139 civic address elements, as used in the UK."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    country: str = "GB"
+    a1: str | None = Field(default=None, description="Country subdivision, e.g. Scotland")
+    a2: str | None = Field(default=None, description="Council area")
+    a3: str | None = Field(default=None, description="City or town")
+    a6: str | None = Field(default=None, description="Street")
+    hno: str | None = Field(default=None, description="House number")
+    loc: str | None = Field(default=None, description="Additional location, e.g. flat 2/1")
+    nam: str | None = Field(default=None, description="Building or site name")
+    pc: str | None = Field(default=None, description="Postcode")
+
+    def one_line(self) -> str:
+        parts = [self.loc, self.nam, " ".join(p for p in (self.hno, self.a6) if p), self.a3, self.pc]
+        return ", ".join(p for p in parts if p)
+
+
+class Location(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    accuracy_m: float | None = Field(default=None, ge=0, description="Radius of the 95% circle, metres")
+    altitude_m: float | None = None
+    source: LocationSource = "gnss"
+    fix_time: datetime | None = None
+    last_known: bool = False
+    age_s: float | None = Field(default=None, description="Age of the fix when the alert was received")
+    civic: CivicAddress | None = None
+    grid_ref: str | None = Field(default=None, description="British National Grid reference (EPSG:27700)")
+    speed_mps: float | None = None
+    heading_deg: float | None = None
+
+    @field_validator("fix_time")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            return v.replace(tzinfo=UTC)
+        return v
+
+    @property
+    def has_coordinates(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+
+class Person(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    phone: str | None = None
+    language: str | None = Field(default=None, description="BCP 47 tag, e.g. en-GB, gd, pl")
+    communication_needs: list[str] = Field(default_factory=list, description='e.g. "deaf: text only"')
+    vulnerability_notes: str | None = None
+
+
+class Device(BaseModel):
+    """A registered device. The registry is the source of person data and the registered address."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    tenant_id: str = Field(default="default", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    profile_id: str | None = None
+    label: str | None = None
+    person: Person | None = None
+    registered_address: Location | None = None
+    identifiers: dict[str, str] = Field(
+        default_factory=dict, description="Transport identities: msisdn, deveui, z2m, alexa_device, ..."
+    )
+    status: ContactStatus = Field(default="actual", description="exercise for simulated or training devices")
+    check_in_interval_s: int | None = None
+    gateway_id: str | None = None
+    last_location: Location | None = None
+    last_seen: datetime | None = None
+
+
+ObservationAction = Literal["alert", "cancel", "location", "restore", "heartbeat"]
+
+
+class Observation(BaseModel):
+    """What an adapter saw, after authentication and decoding; the input to `Pipeline.submit`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str
+    transport: str
+    action: ObservationAction = "alert"
+    kind: AlertKind | None = None
+    message_id: str | None = Field(default=None, description="Transport message id, used for dedupe")
+    alert_id: str | None = Field(default=None, description="Target alert for cancel/location updates")
+    occurred_at: datetime | None = None
+    location: Location | None = None
+    silent: bool = False
+    severity: Severity | None = None
+    language: str | None = None
+    status: ContactStatus | None = None
+    verified: bool = True
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    raw: str | None = Field(default=None, description="Raw frame for audit (text, or hex for binary)")
+    reason: str | None = None
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v.tzinfo is None:
+            return v.replace(tzinfo=UTC)
+        return v
+
+
+class HistoryEntry(BaseModel):
+    at: datetime
+    event: str
+    state: AlertState
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class Alert(BaseModel):
+    alert_id: str
+    tenant_id: str
+    device_id: str
+    kind: AlertKind
+    severity: Severity
+    silent: bool
+    status: ContactStatus
+    state: AlertState
+    occurred_at: datetime
+    received_at: datetime
+    updated_at: datetime
+    transport: str
+    location: Location | None = None
+    language: str | None = None
+    verified: bool = True
+    escalation_count: int = 0
+    contact_seq: int = 0
+    dedupe_key: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    raw: str | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.state not in FINAL_STATES
+
+    @property
+    def critical(self) -> bool:
+        return self.kind in LIFE_SAFETY_KINDS or self.severity.rank >= Severity.severe.rank

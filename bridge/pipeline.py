@@ -1,0 +1,369 @@
+"""`Pipeline.submit()`: the one path every adapter hands its observations to.
+
+resolve device → normalise → dedupe on transport message id → escalate into an open alert → locate →
+enrich from the registry → persist alert + history + outbox row in one transaction → return, and only
+then may the adapter acknowledge the device. A store failure propagates as `StoreError` so the adapter
+answers with an error (and the device retries) instead of acknowledging an alert that is not stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from bridge.contact import MsgType, build_contact
+from bridge.events import StatusBus, StatusEvent
+from bridge.geo import enrich_location
+from bridge.lifecycle import IllegalTransition, LifecycleEvent, needs_stand_down, next_state
+from bridge.metrics import Metrics
+from bridge.model import (
+    ALWAYS_SILENT_KINDS,
+    DEFAULT_SEVERITY,
+    LIFE_SAFETY_KINDS,
+    Alert,
+    AlertKind,
+    AlertState,
+    ContactStatus,
+    Device,
+    HistoryEntry,
+    Location,
+    Observation,
+    Severity,
+    new_id,
+    utcnow,
+)
+from bridge.store.base import Change, DuplicateMessage, OutboxItem, Store
+
+log = logging.getLogger("sosbridge.pipeline")
+
+Outcome = Literal["created", "escalated", "duplicate", "updated", "cancelled", "recorded"]
+KindPolicy = Callable[[Device], frozenset[AlertKind] | None]
+
+
+class Rejected(Exception):
+    """The observation cannot be accepted; `reason` is safe to show the sender."""
+
+    def __init__(self, reason: str, code: str = "invalid") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class UnknownDevice(Rejected):
+    def __init__(self, device_id: str) -> None:
+        super().__init__(f"device {device_id!r} is not registered", "unknown_device")
+
+
+class AlertNotFound(Rejected):
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(f"alert {alert_id!r} not found", "not_found")
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    alert_id: str | None
+    outcome: Outcome
+    state: AlertState | None
+
+
+def _age_s(when: datetime | None, now: datetime) -> float | None:
+    return None if when is None else max(0.0, (now - when).total_seconds())
+
+
+def locate(
+    fix: Location | None, device: Device, now: datetime, max_last_known_age_s: float
+) -> Location | None:
+    """Device fix; else last known (flagged, with its age); else the registered address. Pure."""
+    if fix is not None and (fix.has_coordinates or fix.civic is not None):
+        return enrich_location(fix.model_copy(update={"age_s": _age_s(fix.fix_time, now)}))
+    last = device.last_location
+    if last is not None and last.has_coordinates:
+        age = _age_s(last.fix_time or device.last_seen, now)
+        if age is None or age <= max_last_known_age_s:
+            return enrich_location(
+                last.model_copy(update={"last_known": True, "source": "last_known", "age_s": age})
+            )
+    if device.registered_address is not None:
+        return enrich_location(device.registered_address.model_copy(update={"source": "registered_address"}))
+    return None
+
+
+def should_escalate(open_alert: Alert, kind: AlertKind) -> bool:
+    """A repeated press folds into the open alert; a new emergency never hides behind a housekeeping one."""
+    if kind == open_alert.kind:
+        return True
+    return kind in LIFE_SAFETY_KINDS and open_alert.kind in LIFE_SAFETY_KINDS
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: Store,
+        bus: StatusBus,
+        metrics: Metrics,
+        *,
+        public_url: str | None = None,
+        default_status: ContactStatus = "actual",
+        last_known_max_age_s: float = 24 * 3600,
+        kind_policy: KindPolicy | None = None,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.metrics = metrics
+        self.public_url = public_url
+        self.default_status = default_status
+        self.last_known_max_age_s = last_known_max_age_s
+        self.kind_policy = kind_policy
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, device_id: str) -> asyncio.Lock:
+        lock = self._locks.get(device_id)
+        if lock is None:
+            lock = self._locks[device_id] = asyncio.Lock()
+        return lock
+
+    # -- entry point ----------------------------------------------------------------------------------
+    async def submit(self, obs: Observation) -> SubmitResult:
+        try:
+            result = await self._submit(obs)
+        except Rejected as exc:
+            self.metrics.rejected(obs.transport, exc.code)
+            log.info("rejected", extra={"device_id": obs.device_id, "reason": exc.code})
+            raise
+        if result.outcome in ("created", "escalated"):
+            self.metrics.accepted(obs.transport, (obs.kind or AlertKind.sos).value, result.outcome)
+        elif result.outcome == "duplicate":
+            self.metrics.duplicate(obs.transport)
+        log.info(
+            "accepted",
+            extra={"alert_id": result.alert_id, "device_id": obs.device_id, "outcome": result.outcome},
+        )
+        return result
+
+    async def _submit(self, obs: Observation) -> SubmitResult:
+        device = await self.store.get_device(obs.device_id)
+        if device is None:
+            if obs.verified:
+                raise UnknownDevice(obs.device_id)
+            # An unknown caller (e.g. a smart speaker not yet linked) still reaches the police, unverified.
+            device = Device(device_id=obs.device_id, label="unverified caller")
+        dedupe_key = f"{obs.device_id}|{obs.transport}|{obs.message_id}" if obs.message_id else None
+        async with self._lock(obs.device_id):
+            if dedupe_key is not None:
+                existing = await self.store.alert_for_dedupe(dedupe_key)
+                if existing is not None:
+                    return await self._duplicate(existing)
+            try:
+                if obs.action == "alert":
+                    return await self._alert(obs, device, dedupe_key)
+                if obs.action == "cancel":
+                    return await self._cancel(obs, device, dedupe_key)
+                if obs.action in ("location", "restore"):
+                    return await self._update(obs, device, dedupe_key)
+                return await self._heartbeat(obs, device)
+            except DuplicateMessage as dup:
+                return await self._duplicate(dup.alert_id)
+
+    async def _duplicate(self, alert_id: str) -> SubmitResult:
+        alert = await self.store.get_alert(alert_id)
+        return SubmitResult(alert_id, "duplicate", alert.state if alert else None)
+
+    # -- actions --------------------------------------------------------------------------------------
+    async def _alert(self, obs: Observation, device: Device, dedupe_key: str | None) -> SubmitResult:
+        if obs.kind is None:
+            raise Rejected("an alert needs a kind", "missing_kind")
+        if self.kind_policy is not None:
+            allowed = self.kind_policy(device)
+            if allowed is not None and obs.kind not in allowed:
+                raise Rejected(
+                    f"kind {obs.kind.value!r} is not declared by profile {device.profile_id!r}",
+                    "undeclared_kind",
+                )
+        now = utcnow()
+        open_alert = await self.store.open_alert_for_device(device.device_id)
+        if open_alert is not None and should_escalate(open_alert, obs.kind):
+            return await self._escalate(open_alert, obs, device, dedupe_key, now)
+
+        location = locate(obs.location, device, now, self.last_known_max_age_s)
+        severity = obs.severity or DEFAULT_SEVERITY[obs.kind]
+        status: ContactStatus = obs.status or (device.status if device.status != "actual" else self.default_status)
+        alert = Alert(
+            alert_id=new_id(),
+            tenant_id=device.tenant_id,
+            device_id=device.device_id,
+            kind=obs.kind,
+            severity=severity,
+            silent=obs.silent or obs.kind in ALWAYS_SILENT_KINDS,
+            status=status,
+            state=AlertState.received,
+            occurred_at=obs.occurred_at or now,
+            received_at=now,
+            updated_at=now,
+            transport=obs.transport,
+            location=location,
+            language=obs.language or (device.person.language if device.person else None),
+            verified=obs.verified,
+            dedupe_key=dedupe_key,
+            attributes=dict(obs.attributes),
+            raw=obs.raw,
+        )
+        history = [
+            HistoryEntry(
+                at=now,
+                event="received",
+                state=alert.state,
+                detail={"transport": obs.transport, "kind": obs.kind.value, "message_id": obs.message_id},
+            )
+        ]
+        change = Change(alert=alert, history=history, dedupe_key=dedupe_key)
+        self._queue_contact(change, device, "alert", obs.reason)
+        if obs.location is not None and obs.location.has_coordinates:
+            change.device_location = (device.device_id, obs.location)
+        await self.store.commit(change)
+        self._publish(alert, "received")
+        return SubmitResult(alert.alert_id, "created", alert.state)
+
+    async def _escalate(
+        self, alert: Alert, obs: Observation, device: Device, dedupe_key: str | None, now: datetime
+    ) -> SubmitResult:
+        assert obs.kind is not None
+        alert = alert.model_copy(deep=True)
+        alert.escalation_count += 1
+        alert.severity = max(alert.severity.raised(), obs.severity or Severity.unknown, key=lambda s: s.rank)
+        alert.silent = alert.silent or obs.silent or obs.kind in ALWAYS_SILENT_KINDS
+        alert.updated_at = now
+        kinds = list(alert.attributes.get("escalation_kinds", []))
+        kinds.append(obs.kind.value)
+        alert.attributes["escalation_kinds"] = kinds
+        change = Change(alert=alert, dedupe_key=dedupe_key)
+        if obs.location is not None and obs.location.has_coordinates:
+            alert.location = locate(obs.location, device, now, self.last_known_max_age_s)
+            change.device_location = (device.device_id, obs.location)
+        change.history.append(
+            HistoryEntry(
+                at=now,
+                event="escalated",
+                state=alert.state,
+                detail={"kind": obs.kind.value, "count": alert.escalation_count, "transport": obs.transport},
+            )
+        )
+        reason = f"escalation: repeated {obs.kind.value} (press {alert.escalation_count + 1})"
+        self._queue_contact(change, device, "update", reason)
+        await self.store.commit(change)
+        self._publish(alert, "escalated")
+        return SubmitResult(alert.alert_id, "escalated", alert.state)
+
+    async def _target(self, obs: Observation) -> Alert | None:
+        if obs.alert_id is not None:
+            alert = await self.store.get_alert(obs.alert_id)
+            if alert is None or alert.device_id != obs.device_id:
+                # Another device's alert is indistinguishable from a missing one.
+                raise AlertNotFound(obs.alert_id)
+            return alert
+        return await self.store.open_alert_for_device(obs.device_id)
+
+    async def _cancel(self, obs: Observation, device: Device, dedupe_key: str | None) -> SubmitResult:
+        alert = await self._target(obs)
+        if alert is None:
+            raise Rejected("no open alert to cancel", "nothing_to_cancel")
+        try:
+            new_state = next_state(alert.state, LifecycleEvent.cancel)
+        except IllegalTransition as exc:
+            raise Rejected(str(exc), "illegal_transition") from exc
+        if new_state == alert.state:
+            return SubmitResult(alert.alert_id, "duplicate", alert.state)
+        stand_down = needs_stand_down(alert.state, await self.store.contact_sent(alert.alert_id))
+        now = utcnow()
+        alert = alert.model_copy(update={"state": new_state, "updated_at": now})
+        change = Change(alert=alert, dedupe_key=dedupe_key, cancel_pending_outbox=True)
+        change.history.append(
+            HistoryEntry(
+                at=now,
+                event="cancelled",
+                state=new_state,
+                detail={"transport": obs.transport, "stand_down": stand_down, "by": obs.reason or "device"},
+            )
+        )
+        if stand_down:
+            self._queue_contact(change, device, "cancel", obs.reason or "stand-down: cancelled at the device")
+        await self.store.commit(change)
+        self._publish(alert, "cancelled")
+        return SubmitResult(alert.alert_id, "cancelled", alert.state)
+
+    async def _update(self, obs: Observation, device: Device, dedupe_key: str | None) -> SubmitResult:
+        alert = await self._target(obs)
+        now = utcnow()
+        if alert is None or not alert.is_open:
+            # No open alert: the fix becomes the device's last known position for the next alert.
+            if obs.location is not None and obs.location.has_coordinates:
+                await self.store.touch_device(device.device_id, now, obs.location)
+            return SubmitResult(alert.alert_id if alert else None, "recorded", alert.state if alert else None)
+        alert = alert.model_copy(deep=True)
+        alert.updated_at = now
+        change = Change(alert=alert, dedupe_key=dedupe_key)
+        if obs.action == "location":
+            if obs.location is None:
+                raise Rejected("a location update needs a location", "missing_location")
+            alert.location = locate(obs.location, device, now, self.last_known_max_age_s)
+            if obs.location.has_coordinates:
+                change.device_location = (device.device_id, obs.location)
+            event, reason = "location", obs.reason or "location update"
+        else:
+            event, reason = "restore", obs.reason or f"restore reported by the device ({obs.transport})"
+        change.history.append(
+            HistoryEntry(at=now, event=event, state=alert.state, detail={"transport": obs.transport})
+        )
+        self._queue_contact(change, device, "update", reason)
+        await self.store.commit(change)
+        return SubmitResult(alert.alert_id, "updated", alert.state)
+
+    async def _heartbeat(self, obs: Observation, device: Device) -> SubmitResult:
+        await self.store.touch_device(device.device_id, utcnow(), obs.location)
+        return SubmitResult(None, "recorded", None)
+
+    # -- callbacks from the forwarder and the platform ------------------------------------------------
+    async def lifecycle_event(self, alert_id: str, event: LifecycleEvent, actor: str, note: str = "") -> Alert:
+        alert = await self.store.get_alert(alert_id)
+        if alert is None:
+            raise AlertNotFound(alert_id)
+        async with self._lock(alert.device_id):
+            alert = await self.store.get_alert(alert_id)
+            assert alert is not None
+            try:
+                new_state = next_state(alert.state, event)
+            except IllegalTransition as exc:
+                raise Rejected(str(exc), "illegal_transition") from exc
+            if new_state == alert.state:
+                return alert
+            now = utcnow()
+            alert = alert.model_copy(update={"state": new_state, "updated_at": now})
+            history = HistoryEntry(at=now, event=event.value, state=new_state, detail={"by": actor, "note": note})
+            await self.store.commit(Change(alert=alert, history=[history]))
+        self._publish(alert, event.value)
+        return alert
+
+    # -- helpers --------------------------------------------------------------------------------------
+    def _queue_contact(self, change: Change, device: Device, msg_type: MsgType, reason: str | None) -> None:
+        alert = change.alert
+        alert.contact_seq += 1
+        contact = build_contact(alert, device, msg_type, alert.contact_seq, reason, self.public_url)
+        change.outbox.append(
+            OutboxItem(
+                item_id=new_id(),
+                alert_id=alert.alert_id,
+                seq=alert.contact_seq,
+                msg_type=msg_type,
+                idempotency_key=contact.idempotency_key,
+                payload=contact.to_json(),
+                critical=alert.critical,
+                created_at=time.time(),
+            )
+        )
+
+    def _publish(self, alert: Alert, event: str) -> None:
+        self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, event))

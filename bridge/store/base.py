@@ -1,0 +1,120 @@
+"""The store contract shared by the SQLite and Redis implementations.
+
+Every method is async so a networked store fits behind it. `commit()` is the single write path for
+alert changes: the alert row, its history entries, its outbox rows and its dedupe key are written in one
+transaction, and only after it returns may an adapter acknowledge the device.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol, runtime_checkable
+
+from bridge.model import Alert, Device, HistoryEntry, Location
+
+OutboxState = Literal["pending", "inflight", "retry", "delivered", "dead", "cancelled"]
+
+
+class StoreError(RuntimeError):
+    """The store could not durably record a change; the device must not be acknowledged."""
+
+
+class DuplicateMessage(Exception):
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(alert_id)
+        self.alert_id = alert_id
+
+
+@dataclass
+class OutboxItem:
+    item_id: str
+    alert_id: str
+    seq: int
+    msg_type: str
+    idempotency_key: str
+    payload: str
+    critical: bool
+    state: OutboxState = "pending"
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    lease_until: float = 0.0
+    last_error: str | None = None
+    fallback_sent: bool = False
+    created_at: float = 0.0
+    route: str = "default"
+
+
+@dataclass
+class Change:
+    """One atomic write: everything an accepted observation changes."""
+
+    alert: Alert
+    history: list[HistoryEntry] = field(default_factory=list)
+    outbox: list[OutboxItem] = field(default_factory=list)
+    dedupe_key: str | None = None
+    device_location: tuple[str, Location] | None = None
+    cancel_pending_outbox: bool = False
+
+
+@dataclass
+class OutboxStats:
+    pending: int = 0
+    inflight: int = 0
+    retry: int = 0
+    delivered: int = 0
+    dead: int = 0
+    cancelled: int = 0
+    critical_overdue: int = 0
+    oldest_pending_age_s: float = 0.0
+
+
+def hash_secret(secret: str) -> str:
+    """Tokens are stored as SHA-256: they are long random strings, so a slow KDF buys nothing."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def secret_matches(secret: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+@runtime_checkable
+class Store(Protocol):
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def ping(self) -> bool: ...
+
+    # registry
+    async def put_device(self, device: Device) -> None: ...
+    async def get_device(self, device_id: str) -> Device | None: ...
+    async def list_devices(self, tenant_id: str | None = None) -> list[Device]: ...
+    async def remove_device(self, device_id: str) -> bool: ...
+    async def find_device(self, scheme: str, value: str) -> Device | None: ...
+    async def touch_device(self, device_id: str, seen_at: datetime, location: Location | None) -> None: ...
+
+    # credentials; `secret` is stored hashed unless hashed=False (keys the bridge must use itself)
+    async def set_credential(self, device_id: str, scheme: str, secret: str, hashed: bool = True) -> None: ...
+    async def get_credential(self, device_id: str, scheme: str) -> str | None: ...
+    async def device_for_token(self, token: str) -> Device | None: ...
+
+    # alerts
+    async def commit(self, change: Change) -> None: ...
+    async def get_alert(self, alert_id: str) -> Alert | None: ...
+    async def open_alert_for_device(self, device_id: str) -> Alert | None: ...
+    async def history(self, alert_id: str) -> list[HistoryEntry]: ...
+    async def alert_for_dedupe(self, dedupe_key: str) -> str | None: ...
+    async def contact_sent(self, alert_id: str) -> bool: ...
+
+    # outbox
+    async def lease(self, limit: int, lease_s: float, now: float) -> list[OutboxItem]: ...
+    async def mark_delivered(self, item_id: str, now: float) -> None: ...
+    async def reschedule(self, item_id: str, next_attempt_at: float, error: str, attempts: int) -> None: ...
+    async def mark_dead(self, item_id: str, error: str, attempts: int) -> None: ...
+    async def mark_fallback_sent(self, item_id: str) -> None: ...
+    async def outbox_stats(self, now: float, overdue_attempts: int) -> OutboxStats: ...
+    async def outbox_items(self, alert_id: str) -> list[OutboxItem]: ...
+
+    # audit
+    async def audit(self, at: datetime, actor: str, action: str, subject: str, detail: str = "") -> None: ...

@@ -1,0 +1,463 @@
+"""Embedded SQLite store: WAL journal, synchronous=FULL, one transaction per accepted change.
+
+All access goes through one worker thread that owns the connection, so writes are serialised without
+locks in the event loop and a slow fsync never blocks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.model import Alert, Device, HistoryEntry, Location
+from bridge.store.base import (
+    Change,
+    DuplicateMessage,
+    OutboxItem,
+    OutboxStats,
+    StoreError,
+    hash_secret,
+)
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS devices (
+  device_id TEXT PRIMARY KEY,
+  tenant_id TEXT NOT NULL,
+  doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identifiers (
+  scheme TEXT NOT NULL, value TEXT NOT NULL, device_id TEXT NOT NULL,
+  PRIMARY KEY (scheme, value)
+);
+CREATE TABLE IF NOT EXISTS credentials (
+  device_id TEXT NOT NULL, scheme TEXT NOT NULL, secret TEXT NOT NULL, hashed INTEGER NOT NULL,
+  PRIMARY KEY (device_id, scheme)
+);
+CREATE INDEX IF NOT EXISTS credentials_secret ON credentials (scheme, secret);
+CREATE TABLE IF NOT EXISTS alerts (
+  alert_id TEXT PRIMARY KEY,
+  device_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  is_open INTEGER NOT NULL,
+  received_at TEXT NOT NULL,
+  doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts (device_id, is_open, received_at);
+CREATE TABLE IF NOT EXISTS history (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  alert_id TEXT NOT NULL, at TEXT NOT NULL, event TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_alert ON history (alert_id, id);
+CREATE TABLE IF NOT EXISTS outbox (
+  item_id TEXT PRIMARY KEY,
+  alert_id TEXT NOT NULL, seq INTEGER NOT NULL, msg_type TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL, payload TEXT NOT NULL, critical INTEGER NOT NULL,
+  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at REAL NOT NULL DEFAULT 0, lease_until REAL NOT NULL DEFAULT 0,
+  last_error TEXT, fallback_sent INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL,
+  route TEXT NOT NULL DEFAULT 'default'
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
+CREATE UNIQUE INDEX IF NOT EXISTS outbox_key ON outbox (route, idempotency_key);
+CREATE INDEX IF NOT EXISTS outbox_alert ON outbox (alert_id, route, seq);
+CREATE TABLE IF NOT EXISTS dedupe (
+  key TEXT PRIMARY KEY, alert_id TEXT NOT NULL, at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS audit (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL
+);
+"""
+
+_OUTBOX_COLS = (
+    "item_id, alert_id, seq, msg_type, idempotency_key, payload, critical, state, attempts, "
+    "next_attempt_at, lease_until, last_error, fallback_sent, created_at, route"
+)
+
+
+def _row_to_item(row: sqlite3.Row) -> OutboxItem:
+    return OutboxItem(
+        item_id=row["item_id"],
+        alert_id=row["alert_id"],
+        seq=row["seq"],
+        msg_type=row["msg_type"],
+        idempotency_key=row["idempotency_key"],
+        payload=row["payload"],
+        critical=bool(row["critical"]),
+        state=row["state"],
+        attempts=row["attempts"],
+        next_attempt_at=row["next_attempt_at"],
+        lease_until=row["lease_until"],
+        last_error=row["last_error"],
+        fallback_sent=bool(row["fallback_sent"]),
+        created_at=row["created_at"],
+        route=row["route"],
+    )
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._conn: sqlite3.Connection | None = None
+
+    # -- plumbing -------------------------------------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+
+        def call() -> T:
+            if self._conn is None:
+                raise StoreError("store is not open")
+            try:
+                return fn(self._conn)
+            except (DuplicateMessage, StoreError):
+                raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite: {exc}") from exc
+
+        return await loop.run_in_executor(self._executor, call)
+
+    def _connect(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.executescript(SCHEMA)
+        self._conn = conn
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._connect)
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=False)
+
+    async def ping(self) -> bool:
+        return await self._run(lambda c: c.execute("SELECT 1").fetchone()[0] == 1)
+
+    @staticmethod
+    def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = body(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- registry -------------------------------------------------------------------------------------
+    async def put_device(self, device: Device) -> None:
+        def body(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO devices (device_id, tenant_id, doc) VALUES (?, ?, ?) "
+                "ON CONFLICT(device_id) DO UPDATE SET tenant_id=excluded.tenant_id, doc=excluded.doc",
+                (device.device_id, device.tenant_id, device.model_dump_json()),
+            )
+            c.execute("DELETE FROM identifiers WHERE device_id = ?", (device.device_id,))
+            for scheme, value in device.identifiers.items():
+                c.execute(
+                    "INSERT OR REPLACE INTO identifiers (scheme, value, device_id) VALUES (?, ?, ?)",
+                    (scheme, value, device.device_id),
+                )
+
+        await self._run(lambda c: self._tx(c, body))
+
+    async def get_device(self, device_id: str) -> Device | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT doc FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        )
+        return Device.model_validate_json(row["doc"]) if row else None
+
+    async def list_devices(self, tenant_id: str | None = None) -> list[Device]:
+        def q(c: sqlite3.Connection) -> list[Any]:
+            if tenant_id is None:
+                return c.execute("SELECT doc FROM devices ORDER BY device_id").fetchall()
+            return c.execute(
+                "SELECT doc FROM devices WHERE tenant_id = ? ORDER BY device_id", (tenant_id,)
+            ).fetchall()
+
+        return [Device.model_validate_json(r["doc"]) for r in await self._run(q)]
+
+    async def remove_device(self, device_id: str) -> bool:
+        def body(c: sqlite3.Connection) -> bool:
+            n = c.execute("DELETE FROM devices WHERE device_id = ?", (device_id,)).rowcount
+            c.execute("DELETE FROM identifiers WHERE device_id = ?", (device_id,))
+            c.execute("DELETE FROM credentials WHERE device_id = ?", (device_id,))
+            return n > 0
+
+        return await self._run(lambda c: self._tx(c, body))
+
+    async def find_device(self, scheme: str, value: str) -> Device | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT d.doc FROM identifiers i JOIN devices d ON d.device_id = i.device_id "
+                "WHERE i.scheme = ? AND i.value = ?",
+                (scheme, value),
+            ).fetchone()
+        )
+        return Device.model_validate_json(row["doc"]) if row else None
+
+    async def touch_device(self, device_id: str, seen_at: datetime, location: Location | None) -> None:
+        def body(c: sqlite3.Connection) -> None:
+            row = c.execute("SELECT doc FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+            if row is None:
+                return
+            device = Device.model_validate_json(row["doc"])
+            device.last_seen = seen_at
+            if location is not None and location.has_coordinates:
+                device.last_location = location
+            c.execute("UPDATE devices SET doc = ? WHERE device_id = ?", (device.model_dump_json(), device_id))
+
+        await self._run(lambda c: self._tx(c, body))
+
+    async def set_credential(self, device_id: str, scheme: str, secret: str, hashed: bool = True) -> None:
+        stored = hash_secret(secret) if hashed else secret
+        await self._run(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO credentials (device_id, scheme, secret, hashed) VALUES (?, ?, ?, ?)",
+                (device_id, scheme, stored, int(hashed)),
+            )
+        )
+
+    async def get_credential(self, device_id: str, scheme: str) -> str | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT secret FROM credentials WHERE device_id = ? AND scheme = ?", (device_id, scheme)
+            ).fetchone()
+        )
+        return row["secret"] if row else None
+
+    async def device_for_token(self, token: str) -> Device | None:
+        digest = hash_secret(token)
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT d.doc FROM credentials k JOIN devices d ON d.device_id = k.device_id "
+                "WHERE k.scheme = 'token' AND k.secret = ? AND k.hashed = 1",
+                (digest,),
+            ).fetchone()
+        )
+        return Device.model_validate_json(row["doc"]) if row else None
+
+    # -- alerts ---------------------------------------------------------------------------------------
+    async def commit(self, change: Change) -> None:
+        alert = change.alert
+
+        def body(c: sqlite3.Connection) -> None:
+            if change.dedupe_key is not None:
+                existing = c.execute(
+                    "SELECT alert_id FROM dedupe WHERE key = ?", (change.dedupe_key,)
+                ).fetchone()
+                if existing is not None:
+                    raise DuplicateMessage(existing["alert_id"])
+                c.execute(
+                    "INSERT INTO dedupe (key, alert_id, at) VALUES (?, ?, ?)",
+                    (change.dedupe_key, alert.alert_id, time.time()),
+                )
+            c.execute(
+                "INSERT INTO alerts (alert_id, device_id, state, is_open, received_at, doc) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(alert_id) DO UPDATE SET "
+                "state=excluded.state, is_open=excluded.is_open, doc=excluded.doc",
+                (
+                    alert.alert_id,
+                    alert.device_id,
+                    alert.state.value,
+                    int(alert.is_open),
+                    alert.received_at.isoformat(),
+                    alert.model_dump_json(),
+                ),
+            )
+            for h in change.history:
+                c.execute(
+                    "INSERT INTO history (alert_id, at, event, state, detail) VALUES (?, ?, ?, ?, ?)",
+                    (alert.alert_id, h.at.isoformat(), h.event, h.state.value, json.dumps(h.detail)),
+                )
+            if change.cancel_pending_outbox:
+                c.execute(
+                    "UPDATE outbox SET state = 'cancelled' WHERE alert_id = ? AND state IN ('pending', 'retry')",
+                    (alert.alert_id,),
+                )
+            for item in change.outbox:
+                c.execute(
+                    f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        item.item_id,
+                        item.alert_id,
+                        item.seq,
+                        item.msg_type,
+                        item.idempotency_key,
+                        item.payload,
+                        int(item.critical),
+                        item.state,
+                        item.attempts,
+                        item.next_attempt_at,
+                        item.lease_until,
+                        item.last_error,
+                        int(item.fallback_sent),
+                        item.created_at or time.time(),
+                        item.route,
+                    ),
+                )
+            if change.device_location is not None:
+                device_id, loc = change.device_location
+                row = c.execute("SELECT doc FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+                if row is not None:
+                    device = Device.model_validate_json(row["doc"])
+                    device.last_location = loc
+                    device.last_seen = alert.updated_at
+                    c.execute(
+                        "UPDATE devices SET doc = ? WHERE device_id = ?", (device.model_dump_json(), device_id)
+                    )
+
+        await self._run(lambda c: self._tx(c, body))
+
+    async def get_alert(self, alert_id: str) -> Alert | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        )
+        return Alert.model_validate_json(row["doc"]) if row else None
+
+    async def open_alert_for_device(self, device_id: str) -> Alert | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT doc FROM alerts WHERE device_id = ? AND is_open = 1 ORDER BY received_at DESC LIMIT 1",
+                (device_id,),
+            ).fetchone()
+        )
+        return Alert.model_validate_json(row["doc"]) if row else None
+
+    async def history(self, alert_id: str) -> list[HistoryEntry]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT at, event, state, detail FROM history WHERE alert_id = ? ORDER BY id", (alert_id,)
+            ).fetchall()
+        )
+        return [
+            HistoryEntry(
+                at=datetime.fromisoformat(r["at"]),
+                event=r["event"],
+                state=r["state"],
+                detail=json.loads(r["detail"]),
+            )
+            for r in rows
+        ]
+
+    async def alert_for_dedupe(self, dedupe_key: str) -> str | None:
+        row = await self._run(
+            lambda c: c.execute("SELECT alert_id FROM dedupe WHERE key = ?", (dedupe_key,)).fetchone()
+        )
+        return row["alert_id"] if row else None
+
+    async def contact_sent(self, alert_id: str) -> bool:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT 1 FROM outbox WHERE alert_id = ? AND (state IN ('delivered', 'inflight') OR attempts > 0) "
+                "LIMIT 1",
+                (alert_id,),
+            ).fetchone()
+        )
+        return row is not None
+
+    # -- outbox ---------------------------------------------------------------------------------------
+    async def lease(self, limit: int, lease_s: float, now: float) -> list[OutboxItem]:
+        def body(c: sqlite3.Connection) -> list[OutboxItem]:
+            rows = c.execute(
+                f"SELECT {_OUTBOX_COLS} FROM outbox o WHERE "
+                "((o.state IN ('pending', 'retry') AND o.next_attempt_at <= :now) "
+                " OR (o.state = 'inflight' AND o.lease_until < :now)) "
+                "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.alert_id = o.alert_id AND p.route = o.route AND p.seq < o.seq "
+                " AND p.state IN ('pending', 'retry', 'inflight')) "
+                "ORDER BY o.critical DESC, o.created_at LIMIT :limit",
+                {"now": now, "limit": limit},
+            ).fetchall()
+            items = [_row_to_item(r) for r in rows]
+            for item in items:
+                item.state = "inflight"
+                item.lease_until = now + lease_s
+                c.execute(
+                    "UPDATE outbox SET state = 'inflight', lease_until = ? WHERE item_id = ?",
+                    (item.lease_until, item.item_id),
+                )
+            return items
+
+        return await self._run(lambda c: self._tx(c, body))
+
+    async def mark_delivered(self, item_id: str, now: float) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE outbox SET state = 'delivered', last_error = NULL, attempts = attempts + 1, "
+                "lease_until = ? WHERE item_id = ?",
+                (now, item_id),
+            )
+        )
+
+    async def reschedule(self, item_id: str, next_attempt_at: float, error: str, attempts: int) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE outbox SET state = 'retry', next_attempt_at = ?, last_error = ?, attempts = ? "
+                "WHERE item_id = ? AND state = 'inflight'",
+                (next_attempt_at, error[:500], attempts, item_id),
+            )
+        )
+
+    async def mark_dead(self, item_id: str, error: str, attempts: int) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "UPDATE outbox SET state = 'dead', last_error = ?, attempts = ? WHERE item_id = ?",
+                (error[:500], attempts, item_id),
+            )
+        )
+
+    async def mark_fallback_sent(self, item_id: str) -> None:
+        await self._run(lambda c: c.execute("UPDATE outbox SET fallback_sent = 1 WHERE item_id = ?", (item_id,)))
+
+    async def outbox_stats(self, now: float, overdue_attempts: int) -> OutboxStats:
+        def q(c: sqlite3.Connection) -> OutboxStats:
+            stats = OutboxStats()
+            for r in c.execute("SELECT state, COUNT(*) AS n FROM outbox GROUP BY state"):
+                setattr(stats, r["state"], r["n"])
+            stats.critical_overdue = c.execute(
+                "SELECT COUNT(*) FROM outbox WHERE critical = 1 AND state IN ('retry', 'inflight', 'pending') "
+                "AND attempts >= ?",
+                (overdue_attempts,),
+            ).fetchone()[0]
+            oldest = c.execute(
+                "SELECT MIN(created_at) FROM outbox WHERE state IN ('pending', 'retry', 'inflight')"
+            ).fetchone()[0]
+            stats.oldest_pending_age_s = max(0.0, now - oldest) if oldest else 0.0
+            return stats
+
+        return await self._run(q)
+
+    async def outbox_items(self, alert_id: str) -> list[OutboxItem]:
+        rows = await self._run(
+            lambda c: c.execute(
+                f"SELECT {_OUTBOX_COLS} FROM outbox WHERE alert_id = ? ORDER BY seq", (alert_id,)
+            ).fetchall()
+        )
+        return [_row_to_item(r) for r in rows]
+
+    async def audit(self, at: datetime, actor: str, action: str, subject: str, detail: str = "") -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO audit (at, actor, action, subject, detail) VALUES (?, ?, ?, ?, ?)",
+                (at.isoformat(), actor, action, subject, detail),
+            )
+        )
