@@ -191,7 +191,9 @@ class Pipeline:
 
         location = locate(obs.location, device, now, self.last_known_max_age_s)
         severity = obs.severity or DEFAULT_SEVERITY[obs.kind]
-        status: ContactStatus = obs.status or (device.status if device.status != "actual" else self.default_status)
+        status: ContactStatus = obs.status or (
+            device.status if device.status != "actual" else self.default_status
+        )
         alert = Alert(
             alert_id=new_id(),
             tenant_id=device.tenant_id,
@@ -327,7 +329,9 @@ class Pipeline:
         return SubmitResult(None, "recorded", None)
 
     # -- callbacks from the forwarder and the platform ------------------------------------------------
-    async def lifecycle_event(self, alert_id: str, event: LifecycleEvent, actor: str, note: str = "") -> Alert:
+    async def lifecycle_event(
+        self, alert_id: str, event: LifecycleEvent, actor: str, note: str = ""
+    ) -> Alert:
         alert = await self.store.get_alert(alert_id)
         if alert is None:
             raise AlertNotFound(alert_id)
@@ -342,7 +346,9 @@ class Pipeline:
                 return alert
             now = utcnow()
             alert = alert.model_copy(update={"state": new_state, "updated_at": now})
-            history = HistoryEntry(at=now, event=event.value, state=new_state, detail={"by": actor, "note": note})
+            history = HistoryEntry(
+                at=now, event=event.value, state=new_state, detail={"by": actor, "note": note}
+            )
             await self.store.commit(Change(alert=alert, history=[history]))
         self._publish(alert, event.value)
         return alert

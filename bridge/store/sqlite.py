@@ -323,7 +323,8 @@ class SqliteStore:
                     device.last_location = loc
                     device.last_seen = alert.updated_at
                     c.execute(
-                        "UPDATE devices SET doc = ? WHERE device_id = ?", (device.model_dump_json(), device_id)
+                        "UPDATE devices SET doc = ? WHERE device_id = ?",
+                        (device.model_dump_json(), device_id),
                     )
 
         await self._run(lambda c: self._tx(c, body))
@@ -426,7 +427,9 @@ class SqliteStore:
         )
 
     async def mark_fallback_sent(self, item_id: str) -> None:
-        await self._run(lambda c: c.execute("UPDATE outbox SET fallback_sent = 1 WHERE item_id = ?", (item_id,)))
+        await self._run(
+            lambda c: c.execute("UPDATE outbox SET fallback_sent = 1 WHERE item_id = ?", (item_id,))
+        )
 
     async def outbox_stats(self, now: float, overdue_attempts: int) -> OutboxStats:
         def q(c: sqlite3.Connection) -> OutboxStats:

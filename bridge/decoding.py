@@ -1,0 +1,110 @@
+"""Decoder contract: pure, synchronous functions from a raw frame to decoded events.
+
+A decoder turns transport bytes into a JSON-like document (`parse`), and the device profile's mapping
+rules turn that document into `Decoded` events. Decoders with binary or line protocols may instead
+return `Decoded` events directly. Decoders never do I/O; adapters resolve the device and call the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.model import AlertKind, Location, Observation, ObservationAction
+
+if TYPE_CHECKING:
+    from bridge.profiles import DeviceProfile
+
+
+class DecodeError(ValueError):
+    """The frame is malformed; the message is safe to show the sender."""
+
+
+class Frame(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    payload: bytes
+    meta: dict[str, str] = Field(default_factory=dict, description="topic, port, sender, content type ...")
+    retained: bool = False
+
+
+class Decoded(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: ObservationAction = "alert"
+    kind: AlertKind | None = None
+    location: Location | None = None
+    message_id: str | None = None
+    occurred_at: datetime | None = None
+    silent: bool = False
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    device_ref: str | None = Field(default=None, description="Identity found inside the frame, e.g. a DevEUI")
+    reason: str | None = None
+
+    def to_observation(
+        self, device_id: str, transport: str, raw: str | None = None, **extra: Any
+    ) -> Observation:
+        return Observation(
+            device_id=device_id,
+            transport=transport,
+            action=self.action,
+            kind=self.kind,
+            message_id=self.message_id,
+            occurred_at=self.occurred_at,
+            location=self.location,
+            silent=self.silent,
+            attributes=self.attributes,
+            raw=raw,
+            reason=self.reason,
+            **extra,
+        )
+
+
+class Decoder(Protocol):
+    """`decode(frame, profile) -> list[Decoded]`; raise DecodeError with a reason on bad input."""
+
+    def __call__(self, frame: Frame, profile: DeviceProfile) -> list[Decoded]: ...
+
+
+def parse_json_object(payload: bytes, limit: int = 64 * 1024) -> dict[str, Any]:
+    if len(payload) > limit:
+        raise DecodeError(f"payload of {len(payload)} bytes exceeds {limit}")
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError(f"invalid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise DecodeError("expected a JSON object")
+    return doc
+
+
+def json_fields_decoder(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
+    """The generic decoder: a JSON object mapped entirely by the profile's rules."""
+    from bridge.profiles import apply_profile
+
+    return apply_profile(parse_json_object(frame.payload), profile, frame.meta)
+
+
+_DECODERS: dict[str, Callable[..., list[Decoded]]] = {}
+
+
+def decoders() -> dict[str, Callable[..., list[Decoded]]]:
+    """Every decoder registered under the `sosbridge.decoders` entry point group (built-ins included)."""
+    if not _DECODERS:
+        from bridge.plugins import load_group
+
+        for plugin in load_group("sosbridge.decoders"):
+            _DECODERS[plugin.name] = plugin.obj
+        _DECODERS.setdefault("json", json_fields_decoder)
+    return _DECODERS
+
+
+def get_decoder(name: str) -> Callable[..., list[Decoded]]:
+    try:
+        return decoders()[name]
+    except KeyError:
+        raise DecodeError(f"no decoder named {name!r} is installed") from None
