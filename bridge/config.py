@@ -48,9 +48,7 @@ class Settings(BaseSettings):
     coap_port: int = 5683
     coap_enabled: bool = False
     serial_ports: str | None = Field(default=None, description="protocol=path[,protocol=path...]")
-    profile_dirs: str | None = Field(
-        default=None, description="Extra profile directories, os.pathsep-separated"
-    )
+    profile_dirs: str | None = Field(default=None, description="Extra profile directories, os.pathsep-separated")
 
     # behaviour
     default_status: Literal["actual", "exercise", "test"] = "actual"

@@ -45,9 +45,7 @@ class Decoded(BaseModel):
     device_ref: str | None = Field(default=None, description="Identity found inside the frame, e.g. a DevEUI")
     reason: str | None = None
 
-    def to_observation(
-        self, device_id: str, transport: str, raw: str | None = None, **extra: Any
-    ) -> Observation:
+    def to_observation(self, device_id: str, transport: str, raw: str | None = None, **extra: Any) -> Observation:
         return Observation(
             device_id=device_id,
             transport=transport,

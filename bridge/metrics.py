@@ -15,12 +15,8 @@ class Metrics:
         self.alerts_rejected = Counter(
             "sosbridge_alerts_rejected", "Messages rejected", ["transport", "reason"], registry=r
         )
-        self.duplicates = Counter(
-            "sosbridge_duplicates", "Duplicate messages absorbed", ["transport"], registry=r
-        )
-        self.deliveries = Counter(
-            "sosbridge_deliveries", "Contact delivery attempts", ["sink", "outcome"], registry=r
-        )
+        self.duplicates = Counter("sosbridge_duplicates", "Duplicate messages absorbed", ["transport"], registry=r)
+        self.deliveries = Counter("sosbridge_deliveries", "Contact delivery attempts", ["sink", "outcome"], registry=r)
         self.e2e_latency = Histogram(
             "sosbridge_end_to_end_seconds",
             "From the bridge receiving an alert to the platform accepting its first contact",
@@ -29,9 +25,7 @@ class Metrics:
         )
         self.outbox_depth = Gauge("sosbridge_outbox_depth", "Contacts waiting for delivery", registry=r)
         self.degraded = Gauge("sosbridge_degraded", "1 while an operational alarm is raised", registry=r)
-        self.alarms = Counter(
-            "sosbridge_operational_alarms", "Operational alarms raised", ["reason"], registry=r
-        )
+        self.alarms = Counter("sosbridge_operational_alarms", "Operational alarms raised", ["reason"], registry=r)
 
     def accepted(self, transport: str, kind: str, outcome: str) -> None:
         self.alerts_accepted.labels(transport, kind, outcome).inc()

@@ -75,9 +75,7 @@ def _age_s(when: datetime | None, now: datetime) -> float | None:
     return None if when is None else max(0.0, (now - when).total_seconds())
 
 
-def locate(
-    fix: Location | None, device: Device, now: datetime, max_last_known_age_s: float
-) -> Location | None:
+def locate(fix: Location | None, device: Device, now: datetime, max_last_known_age_s: float) -> Location | None:
     """Device fix; else last known (flagged, with its age); else the registered address. Pure."""
     if fix is not None and (fix.has_coordinates or fix.civic is not None):
         return enrich_location(fix.model_copy(update={"age_s": _age_s(fix.fix_time, now)}))
@@ -85,9 +83,7 @@ def locate(
     if last is not None and last.has_coordinates:
         age = _age_s(last.fix_time or device.last_seen, now)
         if age is None or age <= max_last_known_age_s:
-            return enrich_location(
-                last.model_copy(update={"last_known": True, "source": "last_known", "age_s": age})
-            )
+            return enrich_location(last.model_copy(update={"last_known": True, "source": "last_known", "age_s": age}))
     if device.registered_address is not None:
         return enrich_location(device.registered_address.model_copy(update={"source": "registered_address"}))
     return None
@@ -120,6 +116,8 @@ class Pipeline:
         self.last_known_max_age_s = last_known_max_age_s
         self.kind_policy = kind_policy
         self._locks: dict[str, asyncio.Lock] = {}
+        # Called after a commit that queued contacts, so the forwarder wakes at once instead of polling.
+        self.on_queued: Callable[[], None] | None = None
 
     def _lock(self, device_id: str) -> asyncio.Lock:
         lock = self._locks.get(device_id)
@@ -191,9 +189,7 @@ class Pipeline:
 
         location = locate(obs.location, device, now, self.last_known_max_age_s)
         severity = obs.severity or DEFAULT_SEVERITY[obs.kind]
-        status: ContactStatus = obs.status or (
-            device.status if device.status != "actual" else self.default_status
-        )
+        status: ContactStatus = obs.status or (device.status if device.status != "actual" else self.default_status)
         alert = Alert(
             alert_id=new_id(),
             tenant_id=device.tenant_id,
@@ -226,7 +222,7 @@ class Pipeline:
         self._queue_contact(change, device, "alert", obs.reason)
         if obs.location is not None and obs.location.has_coordinates:
             change.device_location = (device.device_id, obs.location)
-        await self.store.commit(change)
+        await self._commit(change)
         self._publish(alert, "received")
         return SubmitResult(alert.alert_id, "created", alert.state)
 
@@ -256,7 +252,7 @@ class Pipeline:
         )
         reason = f"escalation: repeated {obs.kind.value} (press {alert.escalation_count + 1})"
         self._queue_contact(change, device, "update", reason)
-        await self.store.commit(change)
+        await self._commit(change)
         self._publish(alert, "escalated")
         return SubmitResult(alert.alert_id, "escalated", alert.state)
 
@@ -293,7 +289,7 @@ class Pipeline:
         )
         if stand_down:
             self._queue_contact(change, device, "cancel", obs.reason or "stand-down: cancelled at the device")
-        await self.store.commit(change)
+        await self._commit(change)
         self._publish(alert, "cancelled")
         return SubmitResult(alert.alert_id, "cancelled", alert.state)
 
@@ -317,11 +313,9 @@ class Pipeline:
             event, reason = "location", obs.reason or "location update"
         else:
             event, reason = "restore", obs.reason or f"restore reported by the device ({obs.transport})"
-        change.history.append(
-            HistoryEntry(at=now, event=event, state=alert.state, detail={"transport": obs.transport})
-        )
+        change.history.append(HistoryEntry(at=now, event=event, state=alert.state, detail={"transport": obs.transport}))
         self._queue_contact(change, device, "update", reason)
-        await self.store.commit(change)
+        await self._commit(change)
         return SubmitResult(alert.alert_id, "updated", alert.state)
 
     async def _heartbeat(self, obs: Observation, device: Device) -> SubmitResult:
@@ -329,9 +323,7 @@ class Pipeline:
         return SubmitResult(None, "recorded", None)
 
     # -- callbacks from the forwarder and the platform ------------------------------------------------
-    async def lifecycle_event(
-        self, alert_id: str, event: LifecycleEvent, actor: str, note: str = ""
-    ) -> Alert:
+    async def lifecycle_event(self, alert_id: str, event: LifecycleEvent, actor: str, note: str = "") -> Alert:
         alert = await self.store.get_alert(alert_id)
         if alert is None:
             raise AlertNotFound(alert_id)
@@ -346,14 +338,17 @@ class Pipeline:
                 return alert
             now = utcnow()
             alert = alert.model_copy(update={"state": new_state, "updated_at": now})
-            history = HistoryEntry(
-                at=now, event=event.value, state=new_state, detail={"by": actor, "note": note}
-            )
+            history = HistoryEntry(at=now, event=event.value, state=new_state, detail={"by": actor, "note": note})
             await self.store.commit(Change(alert=alert, history=[history]))
         self._publish(alert, event.value)
         return alert
 
     # -- helpers --------------------------------------------------------------------------------------
+    async def _commit(self, change: Change) -> None:
+        await self.store.commit(change)
+        if change.outbox and self.on_queued is not None:
+            self.on_queued()
+
     def _queue_contact(self, change: Change, device: Device, msg_type: MsgType, reason: str | None) -> None:
         alert = change.alert
         alert.contact_seq += 1

@@ -58,11 +58,7 @@ class Condition(BaseModel):
     matches: str | None = Field(default=None, description="Regular expression, searched in str(value)")
 
     def holds(self, doc: Any, meta: dict[str, str]) -> bool:
-        value = (
-            meta.get(self.field[5:], _MISSING)
-            if self.field.startswith("meta.")
-            else get_path(doc, self.field)
-        )
+        value = meta.get(self.field[5:], _MISSING) if self.field.startswith("meta.") else get_path(doc, self.field)
         if self.exists is not None:
             return (value is not _MISSING) == self.exists
         if value is _MISSING:
@@ -160,9 +156,7 @@ class Sample(BaseModel):
 
 
 Transport = Literal["http", "mqtt", "coap", "serial", "alexa", "voice"]
-AckStyle = Literal[
-    "none", "http_status", "mqtt_puback", "mqtt_status", "coap_response", "serial_ack", "speech", "sms"
-]
+AckStyle = Literal["none", "http_status", "mqtt_puback", "mqtt_status", "coap_response", "serial_ack", "speech", "sms"]
 
 
 class DeviceProfile(BaseModel):
@@ -181,9 +175,7 @@ class DeviceProfile(BaseModel):
     mappings: list[KindMapping] = Field(default_factory=list)
     ignore: list[list[Condition]] = Field(default_factory=list, description="Frames that are not events")
     location: LocationSpec | None = None
-    location_updates: bool = Field(
-        default=False, description="Unmapped frames with a fix are location updates"
-    )
+    location_updates: bool = Field(default=False, description="Unmapped frames with a fix are location updates")
     dedupe_field: str | None = None
     device_ref_field: str | None = None
     time_field: str | None = None
@@ -200,9 +192,7 @@ class DeviceProfile(BaseModel):
         declared = set(self.kinds)
         for m in self.mappings:
             if m.kind is not None and m.kind not in declared:
-                raise ValueError(
-                    f"mapping emits {m.kind.value!r}, which the profile does not declare in kinds"
-                )
+                raise ValueError(f"mapping emits {m.kind.value!r}, which the profile does not declare in kinds")
         return self
 
 
@@ -245,14 +235,10 @@ def extract_location(doc: Any, spec: LocationSpec, meta: dict[str, str] | None =
     fix_time = None
     if fix_raw is not _MISSING:
         fix_time = _parse_time(fix_raw, "epoch_s" if isinstance(fix_raw, int | float) else "iso")
-    return Location(
-        lat=lat, lon=lon, accuracy_m=accuracy_m, altitude_m=alt, source=spec.source, fix_time=fix_time
-    )
+    return Location(lat=lat, lon=lon, accuracy_m=accuracy_m, altitude_m=alt, source=spec.source, fix_time=fix_time)
 
 
-def apply_profile(
-    doc: dict[str, Any], profile: DeviceProfile, meta: dict[str, str] | None = None
-) -> list[Decoded]:
+def apply_profile(doc: dict[str, Any], profile: DeviceProfile, meta: dict[str, str] | None = None) -> list[Decoded]:
     """Map a decoded document to events using the profile's rules."""
     meta = meta or {}
     if any(all(c.holds(doc, meta) for c in rule) for rule in profile.ignore):
@@ -270,9 +256,7 @@ def apply_profile(
     if profile.device_ref_field:
         ref = get_path(doc, profile.device_ref_field)
         device_ref = None if ref is _MISSING or ref is None else str(ref)
-    attributes = {
-        path: value for path in profile.attributes if (value := get_path(doc, path)) is not _MISSING
-    }
+    attributes = {path: value for path in profile.attributes if (value := get_path(doc, path)) is not _MISSING}
     declared = set(profile.kinds)
     events: list[Decoded] = []
     seen: set[tuple[str, str | None]] = set()
@@ -281,9 +265,7 @@ def apply_profile(
             continue
         kind = mapping.resolve_kind(doc, declared)
         if mapping.action == "alert" and kind is None:
-            raise DecodeError(
-                f"kind {get_path(doc, mapping.kind_from or '')!r} is not one this device may send"
-            )
+            raise DecodeError(f"kind {get_path(doc, mapping.kind_from or '')!r} is not one this device may send")
         key = (mapping.action, kind.value if kind else None)
         if key in seen:
             continue
@@ -293,9 +275,7 @@ def apply_profile(
                 action=mapping.action,
                 kind=kind,
                 location=location,
-                message_id=message_id
-                if len(seen) == 1
-                else (f"{message_id}:{key[1]}" if message_id else None),
+                message_id=message_id if len(seen) == 1 else (f"{message_id}:{key[1]}" if message_id else None),
                 occurred_at=occurred_at,
                 silent=mapping.silent
                 or (
@@ -356,9 +336,7 @@ class ProfileRegistry:
         self.origins = origins
 
     @classmethod
-    def load(
-        cls, extra_dirs: Iterable[str | Path] = (), builtin_dir: Path = BUILTIN_PROFILE_DIR
-    ) -> ProfileRegistry:
+    def load(cls, extra_dirs: Iterable[str | Path] = (), builtin_dir: Path = BUILTIN_PROFILE_DIR) -> ProfileRegistry:
         profiles: dict[str, DeviceProfile] = {}
         origins: dict[str, Path] = {}
         for directory in [builtin_dir, *map(Path, extra_dirs)]:

@@ -190,9 +190,7 @@ class SqliteStore:
         def q(c: sqlite3.Connection) -> list[Any]:
             if tenant_id is None:
                 return c.execute("SELECT doc FROM devices ORDER BY device_id").fetchall()
-            return c.execute(
-                "SELECT doc FROM devices WHERE tenant_id = ? ORDER BY device_id", (tenant_id,)
-            ).fetchall()
+            return c.execute("SELECT doc FROM devices WHERE tenant_id = ? ORDER BY device_id", (tenant_id,)).fetchall()
 
         return [Device.model_validate_json(r["doc"]) for r in await self._run(q)]
 
@@ -262,9 +260,7 @@ class SqliteStore:
 
         def body(c: sqlite3.Connection) -> None:
             if change.dedupe_key is not None:
-                existing = c.execute(
-                    "SELECT alert_id FROM dedupe WHERE key = ?", (change.dedupe_key,)
-                ).fetchone()
+                existing = c.execute("SELECT alert_id FROM dedupe WHERE key = ?", (change.dedupe_key,)).fetchone()
                 if existing is not None:
                     raise DuplicateMessage(existing["alert_id"])
                 c.execute(
@@ -330,9 +326,7 @@ class SqliteStore:
         await self._run(lambda c: self._tx(c, body))
 
     async def get_alert(self, alert_id: str) -> Alert | None:
-        row = await self._run(
-            lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
-        )
+        row = await self._run(lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone())
         return Alert.model_validate_json(row["doc"]) if row else None
 
     async def open_alert_for_device(self, device_id: str) -> Alert | None:
@@ -427,9 +421,7 @@ class SqliteStore:
         )
 
     async def mark_fallback_sent(self, item_id: str) -> None:
-        await self._run(
-            lambda c: c.execute("UPDATE outbox SET fallback_sent = 1 WHERE item_id = ?", (item_id,))
-        )
+        await self._run(lambda c: c.execute("UPDATE outbox SET fallback_sent = 1 WHERE item_id = ?", (item_id,)))
 
     async def outbox_stats(self, now: float, overdue_attempts: int) -> OutboxStats:
         def q(c: sqlite3.Connection) -> OutboxStats:

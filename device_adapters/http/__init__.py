@@ -1,0 +1,165 @@
+"""HTTP wearable adapter: `POST /v1/alerts` and friends, authenticated by a device bearer token.
+
+The 202 answer is sent only after `submit()` has stored the alert; a store failure answers 503 with
+Retry-After, so the wearable keeps the alert and retries.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from bridge.adapters import AdapterContext, BaseAdapter
+from bridge.api.auth import require_device
+from bridge.lifecycle import DEVICE_MESSAGES
+from bridge.model import AlertKind, Device, Location, LocationSource, Observation, Severity
+from bridge.pipeline import AlertNotFound, SubmitResult
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
+
+TRANSPORT = "http"
+
+
+class LocationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    accuracy_m: float | None = Field(default=None, ge=0, le=1_000_000)
+    altitude_m: float | None = Field(default=None, ge=-1000, le=20000)
+    source: LocationSource = "gnss"
+    fix_time: datetime | None = None
+
+    def to_location(self) -> Location:
+        return Location(**self.model_dump())
+
+
+class AlertIn(BaseModel):
+    """The wearable's alert. Unknown fields are refused so a typo is not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: AlertKind
+    silent: bool = False
+    severity: Severity | None = None
+    location: LocationIn | None = None
+    occurred_at: datetime | None = None
+    message_id: str | None = Field(default=None, min_length=1, max_length=128)
+    language: str | None = Field(default=None, max_length=35, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+    attributes: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("attributes")
+    @classmethod
+    def _small_values(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key, value in v.items():
+            if len(key) > 64 or (isinstance(value, str) and len(value) > 256):
+                raise ValueError("attribute keys are at most 64 and values at most 256 characters")
+        return v
+
+
+class LocationUpdateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    location: LocationIn
+    message_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class CancelIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Literal["im_ok", "false_alarm", "other"] = "im_ok"
+    message_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+def accepted(result: SubmitResult, status: int = 202) -> JSONResponse:
+    state = result.state.value if result.state else None
+    return JSONResponse(
+        status_code=status,
+        content={
+            "alert_id": result.alert_id,
+            "outcome": result.outcome,
+            "state": state,
+            "message": DEVICE_MESSAGES[result.state] if result.state else None,
+        },
+    )
+
+
+def build_router(ctx: AdapterContext) -> APIRouter:
+    router = APIRouter(prefix="/v1/alerts", tags=["wearables"])
+
+    @router.post("", status_code=202)
+    async def create_alert(body: AlertIn, device: Device = Depends(require_device)) -> JSONResponse:
+        obs = Observation(
+            device_id=device.device_id,
+            transport=TRANSPORT,
+            kind=body.kind,
+            silent=body.silent,
+            severity=body.severity,
+            location=body.location.to_location() if body.location else None,
+            occurred_at=body.occurred_at,
+            message_id=body.message_id,
+            language=body.language,
+            attributes=dict(body.attributes),
+            raw=body.model_dump_json(),
+        )
+        return accepted(await ctx.pipeline.submit(obs))
+
+    @router.post("/{alert_id}/location", status_code=202)
+    async def add_location(
+        alert_id: str, body: LocationUpdateIn, device: Device = Depends(require_device)
+    ) -> JSONResponse:
+        obs = Observation(
+            device_id=device.device_id,
+            transport=TRANSPORT,
+            action="location",
+            alert_id=alert_id,
+            location=body.location.to_location(),
+            message_id=body.message_id,
+        )
+        return accepted(await ctx.pipeline.submit(obs))
+
+    @router.post("/{alert_id}/cancel", status_code=202)
+    async def cancel_alert(
+        alert_id: str, body: CancelIn | None = None, device: Device = Depends(require_device)
+    ) -> JSONResponse:
+        body = body or CancelIn()
+        obs = Observation(
+            device_id=device.device_id,
+            transport=TRANSPORT,
+            action="cancel",
+            alert_id=alert_id,
+            message_id=body.message_id,
+            reason=f"stand-down: {body.reason.replace('_', ' ')} (cancelled at the device)",
+        )
+        return accepted(await ctx.pipeline.submit(obs))
+
+    @router.get("/{alert_id}")
+    async def alert_status(alert_id: str, device: Device = Depends(require_device)) -> dict[str, Any]:
+        alert = await ctx.store.get_alert(alert_id)
+        if alert is None or alert.device_id != device.device_id:
+            raise AlertNotFound(alert_id)
+        return {
+            "alert_id": alert.alert_id,
+            "state": alert.state.value,
+            "message": DEVICE_MESSAGES[alert.state],
+            "kind": alert.kind.value,
+            "escalation_count": alert.escalation_count,
+            "updated_at": alert.updated_at.isoformat(),
+        }
+
+    return router
+
+
+class HttpAdapter(BaseAdapter):
+    name = "http"
+
+    def enabled(self, settings: Settings) -> bool:
+        return True
+
+    def routers(self, ctx: AdapterContext) -> list[APIRouter]:
+        return [build_router(ctx)]

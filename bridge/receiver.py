@@ -1,0 +1,240 @@
+"""The reference contact platform (`sosbridge receiver`).
+
+It verifies each webhook's signature, validates the body (our JSON envelope, CAP or EIDO), stores each
+contact as one JSON line, answers 2xx, and calls the bridge back with ack and resolve — automatically
+after a configurable delay, or on command. Fault modes (down, slow) let testers rehearse outages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from bridge.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
+
+Mode = Literal["normal", "down", "slow"]
+
+
+def _validate(body: bytes, content_type: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """Parse our JSON envelope directly; hand CAP/EIDO to the standards validators."""
+    if content_type.startswith("application/json") and b'"sosbridge.contact/1"' in body:
+        from pydantic import ValidationError
+
+        from bridge.contact import Contact
+
+        try:
+            contact = Contact.model_validate_json(body)
+        except ValidationError as exc:
+            return None, [str(exc)[:500]]
+        return json.loads(contact.to_json()), []
+    try:
+        from bridge.formats import parse_incoming, validate
+    except ImportError:
+        return None, [f"no validator for {content_type}"]
+    errors = validate(body, content_type)
+    return parse_incoming(body, content_type), errors
+
+
+class Receiver:
+    def __init__(
+        self,
+        secret: str,
+        jsonl_path: str | Path | None = None,
+        bridge_url: str | None = None,
+        platform_token: str | None = None,
+        auto_ack_s: float | None = 0.5,
+        auto_resolve_s: float | None = None,
+    ) -> None:
+        self.secret = secret
+        self.jsonl_path = Path(jsonl_path) if jsonl_path else None
+        self.bridge_url = bridge_url.rstrip("/") if bridge_url else None
+        self.platform_token = platform_token
+        self.auto_ack_s = auto_ack_s
+        self.auto_resolve_s = auto_resolve_s
+        self.records: list[dict[str, Any]] = []
+        self.seen_keys: dict[str, int] = {}
+        self.mode: Mode = "normal"
+        self.slow_s = 5.0
+        self.rejected = 0
+        self._changed = asyncio.Condition()
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        if self.jsonl_path is not None and self.jsonl_path.exists():
+            for line in self.jsonl_path.read_text().splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    record = json.loads(line)
+                    self.records.append(record)
+                    key = record.get("idempotency_key") or ""
+                    self.seen_keys[key] = self.seen_keys.get(key, 0) + 1
+
+    @property
+    def contacts(self) -> list[dict[str, Any]]:
+        return [r["contact"] for r in self.records if r.get("contact")]
+
+    async def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        """Wait until predicate(contacts) holds; returns the contacts, raises TimeoutError otherwise."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.contacts)), timeout)
+        return self.contacts
+
+    def _append(self, record: dict[str, Any]) -> None:
+        if self.jsonl_path is None:
+            return
+        self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.jsonl_path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    async def callback(self, alert_id: str, event: Literal["ack", "resolve"], note: str = "") -> int:
+        if self.bridge_url is None or self._client is None:
+            return 0
+        url = f"{self.bridge_url}/v1/platform/alerts/{alert_id}/{event}"
+        headers = {"Authorization": f"Bearer {self.platform_token or self.secret}"}
+        for attempt in range(5):
+            try:
+                response = await self._client.post(url, json={"note": note, "operator": "receiver"}, headers=headers)
+                if response.status_code < 500:
+                    return response.status_code
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2 * (attempt + 1))
+        return 0
+
+    def _schedule_callbacks(self, contact: dict[str, Any]) -> None:
+        if contact.get("msg_type") != "alert" or not contact.get("alert_id"):
+            return
+
+        async def run() -> None:
+            alert_id = contact["alert_id"]
+            if self.auto_ack_s is not None:
+                await asyncio.sleep(self.auto_ack_s)
+                await self.callback(alert_id, "ack", "help is on the way")
+            if self.auto_resolve_s is not None:
+                await asyncio.sleep(self.auto_resolve_s)
+                await self.callback(alert_id, "resolve", "resolved by the receiver")
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def handle(self, request: Request) -> JSONResponse:
+        if self.mode == "down":
+            return JSONResponse(status_code=503, content={"error": "down"}, headers={"Retry-After": "1"})
+        if self.mode == "slow":
+            await asyncio.sleep(self.slow_s)
+        body = await request.body()
+        if not verify(body, self.secret, request.headers.get(SIGNATURE_HEADER)):
+            self.rejected += 1
+            return JSONResponse(status_code=401, content={"error": "bad_signature"})
+        key = request.headers.get(IDEMPOTENCY_HEADER, "")
+        content_type = request.headers.get("content-type", "application/json")
+        contact, errors = _validate(body, content_type)
+        duplicate = key in self.seen_keys
+        self.seen_keys[key] = self.seen_keys.get(key, 0) + 1
+        record = {
+            "received_at": time.time(),
+            "idempotency_key": key,
+            "content_type": content_type,
+            "valid": not errors,
+            "errors": errors,
+            "duplicate": duplicate,
+            "contact": contact,
+            "body": None if content_type.startswith("application/json") else body.decode("utf-8", "replace"),
+        }
+        await asyncio.to_thread(self._append, record)
+        async with self._changed:
+            self.records.append(record)
+            self._changed.notify_all()
+        if contact is not None and not duplicate:
+            self._schedule_callbacks(contact)
+        if errors:
+            return JSONResponse(status_code=422, content={"error": "invalid", "reason": "; ".join(errors)[:1000]})
+        return JSONResponse(status_code=200, content={"status": "accepted", "duplicate": duplicate})
+
+    def create_app(self) -> FastAPI:
+        @contextlib.asynccontextmanager
+        async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            self._client = httpx.AsyncClient(timeout=5.0)
+            try:
+                yield
+            finally:
+                for task in list(self._tasks):
+                    task.cancel()
+                await self._client.aclose()
+
+        app = FastAPI(title="SOS Bridge reference contact platform", lifespan=lifespan)
+
+        @app.post("/contacts")
+        async def contacts(request: Request) -> JSONResponse:
+            return await self.handle(request)
+
+        @app.get("/contacts")
+        async def list_contacts() -> list[dict[str, Any]]:
+            return self.records
+
+        @app.post("/control/{event}/{alert_id}")
+        async def control(event: Literal["ack", "resolve"], alert_id: str) -> dict[str, Any]:
+            return {"alert_id": alert_id, "event": event, "bridge_status": await self.callback(alert_id, event)}
+
+        @app.post("/control/mode/{mode}")
+        async def set_mode(mode: Mode, slow_s: float = 5.0) -> dict[str, Any]:
+            self.mode, self.slow_s = mode, slow_s
+            return {"mode": mode}
+
+        @app.get("/healthz")
+        async def healthz() -> dict[str, str]:
+            return {"status": "ok", "mode": self.mode}
+
+        return app
+
+
+class EmbeddedReceiver:
+    """`async with EmbeddedReceiver(secret=...) as rx:` runs the receiver on a free loopback port."""
+
+    def __init__(self, secret: str, port: int = 0, host: str = "127.0.0.1", **kwargs: Any) -> None:
+        from bridge.serving import free_port
+
+        self.receiver = Receiver(secret, **kwargs)
+        self.host = host
+        self.port = port or free_port(host)
+        self._cm: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/contacts"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def contacts(self) -> list[dict[str, Any]]:
+        return self.receiver.contacts
+
+    async def wait_for(
+        self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+    ) -> list[dict[str, Any]]:
+        return await self.receiver.wait_for(predicate, timeout)
+
+    async def __aenter__(self) -> EmbeddedReceiver:
+        from bridge.serving import serve_app
+
+        self._cm = serve_app(self.receiver.create_app(), self.host, self.port)
+        await self._cm.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._cm.__aexit__(None, None, None)

@@ -1,0 +1,131 @@
+"""The bridge runtime: wires store, status bus, metrics, pipeline, forwarder and adapters together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from bridge.adapters import Adapter
+from bridge.config import Settings
+from bridge.events import StatusBus
+from bridge.forwarder import Forwarder
+from bridge.metrics import Metrics
+from bridge.pipeline import Pipeline
+from bridge.plugins import LoadedPlugin, load_all
+from bridge.profiles import ProfileRegistry
+from bridge.sinks.base import Sink
+from bridge.sinks.file import FileSink
+from bridge.sinks.webhook import WebhookSink
+from bridge.store import Store, make_store
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+log = logging.getLogger("sosbridge.runtime")
+
+
+def build_sinks(settings: Settings) -> tuple[dict[str, Sink], Sink | None]:
+    sinks: dict[str, Sink] = {}
+    if settings.platform_url:
+        sinks["default"] = WebhookSink(
+            settings.platform_url,
+            settings.platform_secret,
+            settings.platform_format,
+            settings.platform_timeout_s,
+            name="platform",
+        )
+    fallback: Sink
+    if settings.fallback_url:
+        fallback = WebhookSink(
+            settings.fallback_url,
+            settings.platform_secret,
+            settings.platform_format,
+            settings.platform_timeout_s,
+            name="fallback",
+        )
+    else:
+        fallback = FileSink(settings.effective_fallback_file, name="fallback-spool")
+    return sinks, fallback
+
+
+class BridgeRuntime:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store: Store = store or make_store(settings)
+        self.bus = StatusBus()
+        self.metrics = Metrics()
+        extra_dirs = settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else []
+        self.profiles = ProfileRegistry.load(extra_dirs)
+        self.pipeline = Pipeline(
+            self.store,
+            self.bus,
+            self.metrics,
+            public_url=settings.effective_public_url,
+            default_status=settings.default_status,
+            last_known_max_age_s=settings.last_known_max_age_s,
+            kind_policy=self.profiles.allowed_kinds,
+        )
+        sinks, fallback = build_sinks(settings)
+        self.forwarder = Forwarder(
+            self.store,
+            self.pipeline,
+            self.metrics,
+            sinks,
+            fallback,
+            workers=settings.forwarder_workers,
+            lease_s=settings.lease_s,
+            retry_base_s=settings.retry_base_s,
+            retry_max_s=settings.retry_max_s,
+            fallback_after_attempts=settings.fallback_after_attempts,
+        )
+        self.pipeline.on_queued = self.forwarder.wake
+        self.plugins: dict[str, list[LoadedPlugin]] = load_all()
+        self.adapters: list[Adapter] = []
+        for plugin in self.plugins["sosbridge.adapters"]:
+            try:
+                adapter = plugin.obj()
+                if adapter.enabled(settings):
+                    self.adapters.append(adapter)
+            except Exception as exc:
+                log.error("adapter failed to initialise", extra={"adapter": plugin.name, "error": repr(exc)})
+        self.started_adapters: list[str] = []
+        self._health_task: asyncio.Task[None] | None = None
+
+    def create_app(self) -> FastAPI:
+        from bridge.api.app import create_app
+
+        return create_app(self)
+
+    async def start(self) -> None:
+        await self.store.open()
+        await self.forwarder.start()
+        for adapter in self.adapters:
+            try:
+                await adapter.start(self)
+                self.started_adapters.append(adapter.name)
+            except Exception as exc:
+                # One transport failing (a port in use, a broker down at boot) must not stop the others.
+                self.forwarder.raise_alarm(f"adapter_{adapter.name}_failed", repr(exc))
+        self._health_task = asyncio.create_task(self._health_loop(), name="health")
+        log.info("bridge started", extra={"adapters": self.started_adapters})
+
+    async def _health_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self.forwarder.refresh_health(self.settings.fallback_after_attempts)
+            await asyncio.sleep(1.0)
+
+    async def stop(self) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        for adapter in reversed(self.adapters):
+            if adapter.name in self.started_adapters:
+                with contextlib.suppress(Exception):
+                    await adapter.stop()
+        await self.forwarder.stop()
+        await self.store.close()
