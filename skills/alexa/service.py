@@ -1,0 +1,141 @@
+"""The bridge side of a voice request: who is calling, raise/cancel an alert, wait for the platform.
+
+Async and bound to the bridge's store, pipeline and status bus; shared by the Alexa skill (through a
+gateway, because ask-sdk handlers are synchronous), the Lambda relay routes and Home Assistant Assist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass
+
+from bridge.events import StatusBus
+from bridge.model import AlertState, Device, Observation
+from bridge.pipeline import Pipeline, Rejected
+from bridge.store.base import Store, StoreError
+
+log = logging.getLogger("sosbridge.voice")
+
+# States after which waiting for the platform is pointless.
+SETTLED = frozenset({AlertState.acknowledged, AlertState.resolved, AlertState.cancelled})
+
+
+class VoiceRejected(Exception):
+    """The pipeline refused the request; `reason` is safe to say to the caller."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class VoiceUnavailable(Exception):
+    """Nothing could be stored: the caller must not be told the alert was sent."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    device_id: str
+    verified: bool
+    via: str  # token | alexa_device | alexa_user | unverified
+    language: str | None = None
+    has_registered_address: bool = False
+
+
+@dataclass(frozen=True)
+class AlertOutcome:
+    alert_id: str | None
+    outcome: str
+    state: AlertState | None
+
+
+def unverified_device_id(external_id: str, prefix: str = "alexa") -> str:
+    """Alexa ids are longer than a device id may be; hashing also keeps them out of contacts and logs."""
+    return f"{prefix}-{hashlib.sha256(external_id.encode()).hexdigest()[:24]}"
+
+
+def _identity(device: Device, via: str) -> Identity:
+    language = device.person.language if device.person else None
+    return Identity(device.device_id, True, via, language, device.registered_address is not None)
+
+
+class VoiceService:
+    def __init__(self, store: Store, pipeline: Pipeline, bus: StatusBus) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.bus = bus
+
+    async def identify(
+        self, *, device: str | None, user: str | None, access_token: str | None, prefix: str = "alexa"
+    ) -> Identity:
+        """Account linking (a bridge device token), then the Alexa device id, then the Alexa user id."""
+        if access_token:
+            found = await self.store.device_for_token(access_token)
+            if found is not None:
+                return _identity(found, "token")
+        if device:
+            found = await self.store.find_device(f"{prefix}_device", device)
+            if found is not None:
+                return _identity(found, f"{prefix}_device")
+        if user:
+            found = await self.store.find_device(f"{prefix}_user", user)
+            if found is not None:
+                return _identity(found, f"{prefix}_user")
+        external = device or user or "anonymous"
+        return Identity(unverified_device_id(external, prefix), False, "unverified")
+
+    async def raise_alert(self, obs: Observation, wait_s: float) -> AlertOutcome:
+        # Subscribe before submitting so an acknowledgement racing the submit is not missed.
+        async with self.bus.subscribe() as events:
+            try:
+                result = await self.pipeline.submit(obs)
+            except Rejected as exc:
+                raise VoiceRejected(exc.code, exc.reason) from exc
+            except StoreError as exc:
+                log.error("voice alert not stored", extra={"device_id": obs.device_id})
+                raise VoiceUnavailable(str(exc)) from exc
+            state = result.state
+            if result.alert_id is not None and wait_s > 0 and state not in SETTLED:
+                state = await self._wait(events, result.alert_id, state, wait_s)
+            return AlertOutcome(result.alert_id, result.outcome, state)
+
+    async def _wait(
+        self, events: asyncio.Queue, alert_id: str, state: AlertState | None, wait_s: float
+    ) -> AlertState | None:
+        async def until_settled() -> AlertState:
+            while True:
+                ev = await events.get()
+                if ev.alert_id == alert_id and ev.state in SETTLED:
+                    return ev.state
+
+        with contextlib.suppress(TimeoutError):
+            return await asyncio.wait_for(until_settled(), wait_s)
+        # The bus is lossy by design; the store has the truth.
+        alert = await self.store.get_alert(alert_id)
+        return alert.state if alert else state
+
+    async def cancel(self, device_id: str, transport: str, message_id: str | None, reason: str) -> AlertOutcome:
+        obs = Observation(
+            device_id=device_id, transport=transport, action="cancel", message_id=message_id, reason=reason,
+            verified=await self.store.get_device(device_id) is not None,
+        )
+        try:
+            result = await self.pipeline.submit(obs)
+        except Rejected as exc:
+            raise VoiceRejected(exc.code, exc.reason) from exc
+        except StoreError as exc:
+            raise VoiceUnavailable(str(exc)) from exc
+        return AlertOutcome(result.alert_id, result.outcome, result.state)
+
+    async def status(self, device_id: str, alert_id: str | None) -> AlertOutcome | None:
+        alert = await self.store.open_alert_for_device(device_id)
+        if alert is None and alert_id:
+            alert = await self.store.get_alert(alert_id)
+            if alert is not None and alert.device_id != device_id:
+                alert = None
+        if alert is None:
+            return None
+        return AlertOutcome(alert.alert_id, "status", alert.state)
