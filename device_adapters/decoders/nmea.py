@@ -1,0 +1,127 @@
+"""NMEA 0183 position sentences (GGA, RMC, any talker) from a serial-attached GPS, via pynmea2.
+
+Only a valid fix becomes a location: RMC status A, or GGA fix quality > 0. The 95% radius comes from
+HDOP: accuracy_m = HDOP x UERE x 2 (UERE, the user equivalent range error, is a profile option, 5 m by
+default; x2 turns a 1-sigma radius into roughly 95%), never below `min_accuracy_m`. RMC carries no HDOP,
+so it gets the profile's `default_accuracy_m`.
+
+Some cheap modules print decimal degrees instead of ddmm.mmmm (pynmea2 test_utils.py has one); the
+`coordinates` option is `auto` (decide from the digits before the point), `ddmm` or `decimal`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+from typing import Any
+
+import pynmea2
+
+from bridge.decoding import Decoded, DecodeError, Frame
+from bridge.model import Location
+from bridge.profiles import DeviceProfile
+
+
+class ChecksumError(DecodeError):
+    pass
+
+
+def _coordinate(raw: str, hemi: str, is_lat: bool, mode: str) -> float | None:
+    if not raw or hemi not in ("N", "S", "E", "W"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    int_digits = len(raw.split(".")[0].lstrip("-"))
+    decimal = mode == "decimal" or (mode == "auto" and int_digits < (4 if is_lat else 5))
+    if not decimal:
+        degrees = int(value // 100)
+        value = degrees + (value - degrees * 100) / 60
+    if hemi in ("S", "W"):
+        value = -value
+    limit = 90 if is_lat else 180
+    return value if -limit <= value <= limit else None
+
+
+def parse_sentence(text: str, allow_missing_checksum: bool = True) -> pynmea2.NMEASentence:
+    text = text.strip()
+    has_checksum = len(text) > 3 and text[-3] == "*"
+    if not has_checksum and not allow_missing_checksum:
+        raise ChecksumError("NMEA sentence without a checksum")
+    try:
+        return pynmea2.parse(text, check=has_checksum)
+    except pynmea2.ChecksumError:
+        raise ChecksumError("NMEA checksum does not verify") from None
+    except pynmea2.ParseError as exc:
+        raise DecodeError(f"not an NMEA sentence: {str(exc)[:80]}") from None
+
+
+def _option(profile: DeviceProfile, name: str, default: Any) -> Any:
+    return profile.options.get(name, default)
+
+
+def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
+    try:
+        text = frame.payload.decode("ascii")
+    except UnicodeDecodeError:
+        raise DecodeError("NMEA sentences are ASCII") from None
+    msg = parse_sentence(text, bool(_option(profile, "allow_missing_checksum", True)))
+    mode = str(_option(profile, "coordinates", "auto"))
+    sentence = getattr(msg, "sentence_type", "")
+    attributes: dict[str, Any] = {"nmea": sentence}
+    fix_time: datetime | None = None
+    if sentence == "RMC":
+        if msg.status != "A":
+            return []
+        lat = _coordinate(msg.lat, msg.lat_dir, True, mode)
+        lon = _coordinate(msg.lon, msg.lon_dir, False, mode)
+        accuracy = float(_option(profile, "default_accuracy_m", 30.0))
+        if isinstance(msg.timestamp, time) and isinstance(msg.datestamp, date):
+            fix_time = datetime.combine(msg.datestamp, msg.timestamp.replace(tzinfo=None), UTC)
+        speed_mps = float(msg.spd_over_grnd) * 0.514444 if msg.spd_over_grnd not in (None, "") else None
+        heading = float(msg.true_course) if msg.true_course not in (None, "") else None
+        altitude = None
+    elif sentence == "GGA":
+        try:
+            quality = int(msg.gps_qual or 0)
+        except ValueError:
+            quality = 0
+        if quality <= 0:
+            return []
+        lat = _coordinate(msg.lat, msg.lat_dir, True, mode)
+        lon = _coordinate(msg.lon, msg.lon_dir, False, mode)
+        try:
+            hdop = float(msg.horizontal_dil)
+        except (TypeError, ValueError):
+            hdop = None
+        if hdop is not None:
+            attributes["hdop"] = hdop
+            accuracy = hdop * float(_option(profile, "uere_m", 5.0)) * 2.0
+            accuracy = max(accuracy, float(_option(profile, "min_accuracy_m", 5.0)))
+        else:
+            accuracy = float(_option(profile, "default_accuracy_m", 30.0))
+        attributes["satellites"] = int(msg.num_sats) if str(msg.num_sats or "").isdigit() else None
+        # GGA has no date: the adapter passes the date of the last RMC (or today's UTC date) in meta.
+        utc_date = frame.meta.get("utc_date")
+        if utc_date and isinstance(msg.timestamp, time):
+            fix_time = datetime.combine(date.fromisoformat(utc_date), msg.timestamp.replace(tzinfo=None), UTC)
+        try:
+            altitude = float(msg.altitude) if msg.altitude not in (None, "") else None
+        except (TypeError, ValueError):
+            altitude = None
+        speed_mps = heading = None
+    else:
+        return []  # GSV, GSA, VTG ...: no position of their own
+    if lat is None or lon is None or (lat == 0 and lon == 0):
+        return []
+    location = Location(
+        lat=lat,
+        lon=lon,
+        accuracy_m=round(accuracy, 1),
+        altitude_m=altitude,
+        source="gnss",
+        fix_time=fix_time,
+        speed_mps=speed_mps,
+        heading_deg=heading,
+    )
+    return [Decoded(action="location", location=location, occurred_at=fix_time, attributes=attributes)]
