@@ -12,6 +12,7 @@ from typing import Literal
 from bridge.contact import Contact
 from bridge.formats import cap, eido, pidf
 from bridge.formats.common import RenderOptions, options_from_settings
+from bridge.formats.parse import parse_incoming
 from bridge.formats.validate import media_type, validate
 
 Format = Literal["json", "cap", "eido", "pidf"]
@@ -46,6 +47,7 @@ __all__ = [
     "RenderOptions",
     "media_type",
     "options_from_settings",
+    "parse_incoming",
     "render",
     "validate",
 ]
