@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from bridge.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
 
 Mode = Literal["normal", "down", "slow"]
+ContactPredicate = Callable[[list[dict[str, Any]]], bool]
 
 
 def _validate(body: bytes, content_type: str) -> tuple[dict[str, Any] | None, list[str]]:

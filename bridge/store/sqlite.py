@@ -377,7 +377,8 @@ class SqliteStore:
                 f"SELECT {_OUTBOX_COLS} FROM outbox o WHERE "
                 "((o.state IN ('pending', 'retry') AND o.next_attempt_at <= :now) "
                 " OR (o.state = 'inflight' AND o.lease_until < :now)) "
-                "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.alert_id = o.alert_id AND p.route = o.route AND p.seq < o.seq "
+                "AND NOT EXISTS (SELECT 1 FROM outbox p WHERE p.alert_id = o.alert_id AND p.route = o.route "
+                " AND p.seq < o.seq "
                 " AND p.state IN ('pending', 'retry', 'inflight')) "
                 "ORDER BY o.critical DESC, o.created_at LIMIT :limit",
                 {"now": now, "limit": limit},

@@ -1,0 +1,146 @@
+"""A virtual wearable speaking the bridge's HTTP API: falls with a cancellable countdown, panics, trails."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from simulator.scenario import RunContext, Step, action
+
+
+@dataclass
+class VirtualWearable:
+    bridge_url: str
+    device_id: str
+    token: str
+    client: httpx.AsyncClient | None = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self.client is None:
+            self.client = httpx.AsyncClient(base_url=self.bridge_url, timeout=10.0)
+        return self.client
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    async def alert(self, kind: str, *, retries: int = 5, **fields: Any) -> dict[str, Any]:
+        """Send an alert the way firmware should: same message id on every retry until a 202."""
+        body = {"kind": kind, "message_id": fields.pop("message_id", None) or uuid.uuid4().hex, **fields}
+        last: httpx.Response | None = None
+        for attempt in range(retries):
+            try:
+                last = await self._client().post("/v1/alerts", json=body, headers=self.headers)
+            except httpx.HTTPError:
+                await asyncio.sleep(0.2 * (attempt + 1))
+                continue
+            if last.status_code != 503:
+                break
+            await asyncio.sleep(float(last.headers.get("Retry-After", "1")))
+        if last is None:
+            raise ConnectionError("bridge unreachable")
+        return {"status": last.status_code, **last.json()}
+
+    async def fall(self, countdown_s: float, cancel_during_countdown: bool, **fields: Any) -> dict[str, Any] | None:
+        """Fall detected: the wearer has `countdown_s` to press "I'm OK" before the alert is sent."""
+        deadline = time.monotonic() + countdown_s
+        while time.monotonic() < deadline:
+            if cancel_during_countdown:
+                return None  # the wearer cancelled on the watch; nothing leaves the device
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+        return await self.alert("fall", **fields)
+
+    async def location(self, alert_id: str, lat: float, lon: float, accuracy_m: float) -> dict[str, Any]:
+        r = await self._client().post(
+            f"/v1/alerts/{alert_id}/location",
+            json={"location": {"lat": lat, "lon": lon, "accuracy_m": accuracy_m}},
+            headers=self.headers,
+        )
+        return {"status": r.status_code, **r.json()}
+
+    async def cancel(self, alert_id: str) -> dict[str, Any]:
+        r = await self._client().post(f"/v1/alerts/{alert_id}/cancel", json={"reason": "im_ok"}, headers=self.headers)
+        return {"status": r.status_code, **r.json()}
+
+    async def status(self, alert_id: str) -> dict[str, Any]:
+        r = await self._client().get(f"/v1/alerts/{alert_id}", headers=self.headers)
+        return {"status": r.status_code, **r.json()}
+
+    async def wait_state(self, alert_id: str, states: set[str], timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = (await self.status(alert_id)).get("state", "")
+            if state in states:
+                return state
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"alert {alert_id} still {state!r}")
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+
+
+def wearable(ctx: RunContext, device_id: str) -> VirtualWearable:
+    key = f"wearable:{device_id}"
+    if key not in ctx.scratch:
+        ctx.scratch[key] = VirtualWearable(ctx.bridge_url, device_id, ctx.tokens[device_id])
+    w: VirtualWearable = ctx.scratch[key]
+    return w
+
+
+def _require_device(step: Step) -> str:
+    if not step.device:
+        raise ValueError(f"step {step.action} needs a device")
+    return step.device
+
+
+@action("http.alert")
+async def http_alert(ctx: RunContext, step: Step) -> None:
+    device = _require_device(step)
+    args = dict(step.args)
+    kind = args.pop("kind", "sos")
+    result = await wearable(ctx, device).alert(kind, **args)
+    if result["status"] != 202:
+        raise RuntimeError(f"{device}: alert refused: {result}")
+    ctx.last_alert[device] = result["alert_id"]
+
+
+@action("http.fall")
+async def http_fall(ctx: RunContext, step: Step) -> None:
+    device = _require_device(step)
+    args = dict(step.args)
+    countdown = float(args.pop("countdown_s", 1.0))
+    cancel = bool(args.pop("cancel_during_countdown", False))
+    result = await wearable(ctx, device).fall(countdown, cancel, **args)
+    if result is not None:
+        ctx.last_alert[device] = result["alert_id"]
+
+
+@action("http.location")
+async def http_location(ctx: RunContext, step: Step) -> None:
+    device = _require_device(step)
+    w = wearable(ctx, device)
+    for point in step.args.get("trail", []):
+        await w.location(ctx.last_alert[device], point["lat"], point["lon"], point.get("accuracy_m", 10))
+        await asyncio.sleep(float(step.args.get("interval_s", 0.1)))
+
+
+@action("http.wait_state")
+async def http_wait_state(ctx: RunContext, step: Step) -> None:
+    device = _require_device(step)
+    states = set(step.args.get("states", ["forwarded", "acknowledged"]))
+    await wearable(ctx, device).wait_state(ctx.last_alert[device], states, float(step.args.get("timeout_s", 10)))
+
+
+@action("http.cancel")
+async def http_cancel(ctx: RunContext, step: Step) -> None:
+    device = _require_device(step)
+    result = await wearable(ctx, device).cancel(ctx.last_alert[device])
+    if result["status"] != 202:
+        raise RuntimeError(f"{device}: cancel refused: {result}")

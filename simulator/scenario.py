@@ -1,0 +1,214 @@
+"""Scenarios: YAML files of devices, steps, faults and expected contacts, run against a live bridge.
+
+Each step names an action (`http.alert`, `mqtt.sample`, `serial.sample`, `fault.receiver_down`, ...);
+virtual devices register their actions in `ACTIONS`. After the steps, the runner waits until every
+expected contact has arrived at the receiver and reports what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.model import Device
+
+SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
+
+
+class ExpectedContact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device: str
+    kind: str | None = None
+    msg_type: str = "alert"
+    silent: bool | None = None
+    status: str | None = None
+    language: str | None = None
+    location_source: str | None = None
+    has_location: bool | None = None
+    verified: bool | None = None
+
+    def matches(self, contact: dict[str, Any]) -> bool:
+        if contact.get("device", {}).get("id") != self.device or contact.get("msg_type") != self.msg_type:
+            return False
+        loc = contact.get("location") or {}
+        checks = {
+            "kind": contact.get("kind"),
+            "silent": contact.get("silent"),
+            "status": contact.get("status"),
+            "language": contact.get("language"),
+            "location_source": loc.get("source"),
+            "has_location": bool(loc.get("lat") is not None or loc.get("civic")),
+            "verified": contact.get("verified"),
+        }
+        return all(getattr(self, k) is None or getattr(self, k) == v for k, v in checks.items())
+
+    def describe(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.model_dump(exclude_none=True).items() if k != "device")
+        return f"{self.device}: {extra}"
+
+
+class Step(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: str
+    device: str | None = None
+    title: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    delay_s: float = 0.0
+    expect: list[ExpectedContact] = Field(default_factory=list)
+    await_expected: bool = Field(default=False, description="Wait for this step's contacts before going on")
+
+
+class Scenario(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    needs: list[str] = Field(default_factory=list, description="Transports this scenario uses: mqtt, coap, ...")
+    devices: list[dict[str, Any]] = Field(default_factory=list)
+    steps: list[Step]
+    timeout_s: float = 30.0
+
+    @classmethod
+    def load(cls, path: str | Path) -> Scenario:
+        path = Path(path)
+        if not path.exists() and (SCENARIO_DIR / f"{path}.yaml").exists():
+            path = SCENARIO_DIR / f"{path}.yaml"
+        return cls.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+    @property
+    def expected(self) -> list[ExpectedContact]:
+        return [e for s in self.steps for e in s.expect]
+
+
+@dataclass
+class RunContext:
+    """What step actions can use: the bridge, the receiver, device tokens, the last alert of each device."""
+
+    bridge_url: str
+    receiver: Any  # bridge.receiver.EmbeddedReceiver (in-process) or a client of a remote one
+    settings: Any
+    runtime: Any = None
+    tokens: dict[str, str] = field(default_factory=dict)
+    devices: dict[str, Device] = field(default_factory=dict)
+    last_alert: dict[str, str] = field(default_factory=dict)
+    sent_at: dict[str, float] = field(default_factory=dict)
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+
+Action = Callable[[RunContext, Step], Awaitable[None]]
+ACTIONS: dict[str, Action] = {}
+
+
+def action(name: str) -> Callable[[Action], Action]:
+    def register(fn: Action) -> Action:
+        ACTIONS[name] = fn
+        return fn
+
+    return register
+
+
+def load_builtin_actions() -> None:
+    """Import every virtual device module so its actions register; a missing optional one is skipped."""
+    import importlib
+
+    for module in (
+        "simulator.devices.http",
+        "simulator.devices.faults",
+        "simulator.devices.mqtt",
+        "simulator.devices.coap",
+        "simulator.devices.serial",
+        "simulator.devices.alexa",
+    ):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue
+
+
+@dataclass
+class ScenarioResult:
+    scenario: str
+    matched: list[tuple[ExpectedContact, dict[str, Any]]]
+    missing: list[ExpectedContact]
+    contacts: list[dict[str, Any]]
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing
+
+
+def match_expected(expected: list[ExpectedContact], contacts: list[dict[str, Any]]) -> tuple[
+    list[tuple[ExpectedContact, dict[str, Any]]], list[ExpectedContact]
+]:
+    """Greedy one-to-one matching of expected contacts to received ones."""
+    used: set[int] = set()
+    matched: list[tuple[ExpectedContact, dict[str, Any]]] = []
+    missing: list[ExpectedContact] = []
+    for exp in expected:
+        for i, contact in enumerate(contacts):
+            if i not in used and exp.matches(contact):
+                used.add(i)
+                matched.append((exp, contact))
+                break
+        else:
+            missing.append(exp)
+    return matched, missing
+
+
+async def register_devices(scenario: Scenario, ctx: RunContext, store: Any) -> None:
+    import secrets
+
+    for spec in scenario.devices:
+        spec = dict(spec)
+        token = spec.pop("token", None) or secrets.token_urlsafe(24)
+        secrets_by_scheme = spec.pop("credentials", {}) or {}
+        device = Device.model_validate(spec)
+        await store.put_device(device)
+        await store.set_credential(device.device_id, "token", token)
+        for scheme, value in secrets_by_scheme.items():
+            await store.set_credential(device.device_id, scheme, value, hashed=False)
+        ctx.tokens[device.device_id] = token
+        ctx.devices[device.device_id] = device
+
+
+async def run_scenario(
+    scenario: Scenario,
+    ctx: RunContext,
+    on_step: Callable[[Step], None] | None = None,
+) -> ScenarioResult:
+    load_builtin_actions()
+    started = time.monotonic()
+    for step in scenario.steps:
+        if step.delay_s:
+            await asyncio.sleep(step.delay_s)
+        handler = ACTIONS.get(step.action)
+        if handler is None:
+            raise KeyError(f"unknown scenario action {step.action!r}; known: {sorted(ACTIONS)}")
+        if on_step:
+            on_step(step)
+        await handler(ctx, step)
+        if step.await_expected and step.expect:
+            try:
+                await ctx.receiver.wait_for(
+                    lambda cs, exp=step.expect: not match_expected(exp, cs)[1], timeout=scenario.timeout_s
+                )
+            except TimeoutError:
+                break
+    expected = scenario.expected
+    try:
+        await ctx.receiver.wait_for(lambda cs: not match_expected(expected, cs)[1], timeout=scenario.timeout_s)
+    except TimeoutError:
+        pass
+    contacts = list(ctx.receiver.contacts)
+    matched, missing = match_expected(expected, contacts)
+    return ScenarioResult(scenario.name, matched, missing, contacts, time.monotonic() - started)
