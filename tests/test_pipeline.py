@@ -1,0 +1,153 @@
+"""submit(): dedupe, escalation, location fallbacks, cancel rules, and no acknowledgement without storage."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from bridge.events import StatusBus
+from bridge.metrics import Metrics
+from bridge.model import AlertKind, AlertState, Device, Location, Observation, Person, utcnow
+from bridge.pipeline import AlertNotFound, Pipeline, Rejected, UnknownDevice, locate, should_escalate
+from bridge.store.base import StoreError
+from bridge.store.sqlite import SqliteStore
+
+
+@pytest.fixture
+async def pipeline(tmp_path: Path) -> AsyncIterator[Pipeline]:
+    store = SqliteStore(tmp_path / "p.db")
+    await store.open()
+    await store.put_device(
+        Device(
+            device_id="w1",
+            person=Person(name="Morag", language="gd", communication_needs=["deaf: text only"]),
+            registered_address=Location(lat=58.209, lon=-6.385, accuracy_m=30, source="fixed"),
+        )
+    )
+    await store.put_device(Device(device_id="w2"))
+    yield Pipeline(store, StatusBus(), Metrics(), public_url="http://bridge.test")
+    await store.close()
+
+
+def obs(**kw: object) -> Observation:
+    base: dict[str, object] = {"device_id": "w1", "transport": "http", "kind": AlertKind.sos}
+    base.update(kw)
+    return Observation.model_validate(base)
+
+
+async def test_dedupe_on_device_and_message_id(pipeline: Pipeline) -> None:
+    first = await pipeline.submit(obs(message_id="m1"))
+    again = await pipeline.submit(obs(message_id="m1"))
+    assert (first.outcome, again.outcome, again.alert_id) == ("created", "duplicate", first.alert_id)
+    # Same message id from another device is not a duplicate.
+    other = await pipeline.submit(obs(device_id="w2", message_id="m1"))
+    assert other.outcome == "created" and other.alert_id != first.alert_id
+    assert len(await pipeline.store.outbox_items(first.alert_id)) == 1
+
+
+async def test_second_sos_is_an_escalation_not_a_duplicate(pipeline: Pipeline) -> None:
+    first = await pipeline.submit(obs(message_id="m1"))
+    second = await pipeline.submit(obs(message_id="m2"))
+    assert second.outcome == "escalated" and second.alert_id == first.alert_id
+    alert = await pipeline.store.get_alert(first.alert_id)
+    assert alert is not None and alert.escalation_count == 1 and alert.severity == "extreme"
+    items = await pipeline.store.outbox_items(first.alert_id)
+    assert [(i.seq, i.msg_type) for i in items] == [(1, "alert"), (2, "update")]
+    assert "escalation" in items[1].payload
+    assert [h.event for h in await pipeline.store.history(first.alert_id)] == ["received", "escalated"]
+
+
+async def test_low_battery_does_not_swallow_an_sos(pipeline: Pipeline) -> None:
+    battery = await pipeline.submit(obs(kind=AlertKind.low_battery))
+    sos = await pipeline.submit(obs(kind=AlertKind.sos))
+    assert sos.outcome == "created" and sos.alert_id != battery.alert_id
+
+
+async def test_enrichment_from_registry(pipeline: Pipeline) -> None:
+    result = await pipeline.submit(obs(location=Location(lat=58.2093, lon=-6.387, accuracy_m=9)))
+    payload = (await pipeline.store.outbox_items(result.alert_id or ""))[0].payload
+    assert '"language":"gd"' in payload and "deaf: text only" in payload
+    assert '"grid_ref":"NB ' in payload  # Stornoway lies in the NB 100 km square
+    assert '"ack":"http://bridge.test/v1/platform/alerts/' in payload
+
+
+async def test_duress_is_always_silent(pipeline: Pipeline) -> None:
+    result = await pipeline.submit(obs(kind=AlertKind.duress, silent=False))
+    alert = await pipeline.store.get_alert(result.alert_id or "")
+    assert alert is not None and alert.silent
+
+
+async def test_cancel_before_forwarding_sends_nothing(pipeline: Pipeline) -> None:
+    created = await pipeline.submit(obs())
+    cancelled = await pipeline.submit(obs(action="cancel", alert_id=created.alert_id, kind=None))
+    assert cancelled.state == AlertState.cancelled
+    assert [(i.msg_type, i.state) for i in await pipeline.store.outbox_items(created.alert_id or "")] == [
+        ("alert", "cancelled")
+    ]
+
+
+async def test_cancel_after_forwarding_is_a_stand_down(pipeline: Pipeline) -> None:
+    from bridge.lifecycle import LifecycleEvent
+
+    created = await pipeline.submit(obs())
+    await pipeline.lifecycle_event(created.alert_id or "", LifecycleEvent.delivered, actor="test")
+    await pipeline.submit(obs(action="cancel", kind=None))
+    items = await pipeline.store.outbox_items(created.alert_id or "")
+    assert [i.msg_type for i in items] == ["alert", "cancel"]
+    assert '"msg_type":"cancel"' in items[1].payload and '"references":["' in items[1].payload
+
+
+async def test_unknown_and_foreign(pipeline: Pipeline) -> None:
+    with pytest.raises(UnknownDevice):
+        await pipeline.submit(obs(device_id="ghost"))
+    unverified = await pipeline.submit(obs(device_id="speaker-unknown", verified=False))
+    assert unverified.outcome == "created"
+    mine = await pipeline.submit(obs())
+    with pytest.raises(AlertNotFound):
+        await pipeline.submit(obs(device_id="w2", action="cancel", alert_id=mine.alert_id, kind=None))
+    with pytest.raises(Rejected):
+        await pipeline.submit(obs(kind=None))
+
+
+async def test_failing_store_is_not_acknowledged(pipeline: Pipeline) -> None:
+    """A full disk (SQLite max_page_count) makes the commit fail: submit raises, nothing half-written."""
+    store = pipeline.store
+    pages = await store._run(lambda c: c.execute("PRAGMA page_count").fetchone()[0])  # type: ignore[attr-defined]
+    await store._run(lambda c: c.execute(f"PRAGMA max_page_count={pages}"))  # type: ignore[attr-defined]
+    with pytest.raises(StoreError):
+        await pipeline.submit(obs(message_id="full", attributes={"pad": "x" * 20000}))
+    await store._run(lambda c: c.execute("PRAGMA max_page_count=1073741823"))  # type: ignore[attr-defined]
+    assert await store.alert_for_dedupe("w1|http|full") is None
+    retried = await pipeline.submit(obs(message_id="full", attributes={"pad": "x" * 20000}))
+    assert retried.outcome == "created"
+
+
+def test_locate_fallbacks() -> None:
+    now = utcnow()
+    registered = Location(lat=58.2, lon=-6.3, source="fixed", accuracy_m=30)
+    device = Device(device_id="d", registered_address=registered)
+    fix = Location(lat=55.9, lon=-3.2, accuracy_m=5, fix_time=now - timedelta(seconds=4))
+    located = locate(fix, device, now, 3600)
+    assert located is not None and located.source == "gnss" and located.age_s == pytest.approx(4, abs=0.1)
+    stale = device.model_copy(update={"last_location": fix.model_copy(update={"fix_time": now - timedelta(hours=2)})})
+    last = locate(None, stale, now, 3 * 3600)
+    assert last is not None and last.last_known and last.source == "last_known" and last.age_s > 7000
+    too_old = locate(None, stale, now, 3600)
+    assert too_old is not None and too_old.source == "registered_address"
+    assert locate(None, Device(device_id="x"), now, 3600) is None
+
+
+def test_should_escalate() -> None:
+    from bridge.model import Alert, Severity
+
+    now = utcnow()
+    base = Alert(
+        alert_id="a", tenant_id="t", device_id="d", kind=AlertKind.fall, severity=Severity.severe, silent=False,
+        status="actual", state=AlertState.received, occurred_at=now, received_at=now, updated_at=now, transport="http",
+    )
+    assert should_escalate(base, AlertKind.sos)
+    assert not should_escalate(base, AlertKind.low_battery)
+    assert not should_escalate(base.model_copy(update={"kind": AlertKind.low_battery}), AlertKind.sos)

@@ -1,0 +1,195 @@
+"""The store contract, run against every store implementation (SQLite here; Redis joins in its issue)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bridge.model import Alert, AlertKind, AlertState, Device, HistoryEntry, Location, Severity, new_id, utcnow
+from bridge.store.base import Change, DuplicateMessage, OutboxItem, Store
+
+STORES = ["sqlite"] + (["redis"] if importlib.util.find_spec("bridge.store.redis") else [])
+
+
+@pytest.fixture(params=STORES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        from bridge.store.sqlite import SqliteStore
+
+        s: Store = SqliteStore(tmp_path / "store.db")
+    else:
+        from bridge.store.redis import RedisStore
+
+        url = request.getfixturevalue("redis_url")
+        s = RedisStore(url, namespace=f"t{new_id()}")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def make_alert(device_id: str = "d1", state: AlertState = AlertState.received) -> Alert:
+    now = utcnow()
+    return Alert(
+        alert_id=new_id(),
+        tenant_id="t1",
+        device_id=device_id,
+        kind=AlertKind.sos,
+        severity=Severity.severe,
+        silent=False,
+        status="actual",
+        state=state,
+        occurred_at=now,
+        received_at=now,
+        updated_at=now,
+        transport="http",
+    )
+
+
+def item(alert: Alert, seq: int, critical: bool = True, route: str = "default") -> OutboxItem:
+    return OutboxItem(
+        item_id=new_id(),
+        alert_id=alert.alert_id,
+        seq=seq,
+        msg_type="alert" if seq == 1 else "update",
+        idempotency_key=f"{alert.alert_id}:{seq}",
+        payload="{}",
+        critical=critical,
+        created_at=time.time(),
+        route=route,
+    )
+
+
+async def test_device_registry_and_identifiers(store: Store) -> None:
+    device = Device(device_id="d1", tenant_id="t1", identifiers={"msisdn": "+447700900123", "deveui": "a1b2"})
+    await store.put_device(device)
+    assert (await store.get_device("d1")) == device
+    assert (await store.find_device("msisdn", "+447700900123")).device_id == "d1"  # type: ignore[union-attr]
+    assert await store.find_device("msisdn", "+447700900999") is None
+    # Re-registering replaces identifiers: the old number no longer resolves.
+    await store.put_device(device.model_copy(update={"identifiers": {"msisdn": "+447700900456"}}))
+    assert await store.find_device("msisdn", "+447700900123") is None
+    assert [d.device_id for d in await store.list_devices("t1")] == ["d1"]
+    assert await store.list_devices("other") == []
+    assert await store.remove_device("d1") is True
+    assert await store.get_device("d1") is None
+    assert await store.remove_device("d1") is False
+
+
+async def test_tokens_are_hashed_and_resolve_their_device(store: Store, tmp_path: Path) -> None:
+    await store.put_device(Device(device_id="d1"))
+    await store.set_credential("d1", "token", "s3cret-token-value")
+    assert (await store.device_for_token("s3cret-token-value")).device_id == "d1"  # type: ignore[union-attr]
+    assert await store.device_for_token("wrong") is None
+    assert await store.get_credential("d1", "token") != "s3cret-token-value"
+    await store.set_credential("d1", "coap_hmac", "raw-key", hashed=False)
+    assert await store.get_credential("d1", "coap_hmac") == "raw-key"
+    db = tmp_path / "store.db"
+    if db.exists():
+        raw = sqlite3.connect(db).execute("SELECT group_concat(secret) FROM credentials").fetchone()[0]
+        assert "s3cret-token-value" not in raw
+
+
+async def test_commit_is_atomic_with_dedupe(store: Store) -> None:
+    await store.put_device(Device(device_id="d1"))
+    first = make_alert()
+    history = [HistoryEntry(at=utcnow(), event="received", state=AlertState.received)]
+    await store.commit(Change(alert=first, history=history, outbox=[item(first, 1)], dedupe_key="d1|http|m1"))
+    assert await store.alert_for_dedupe("d1|http|m1") == first.alert_id
+    second = make_alert()
+    with pytest.raises(DuplicateMessage) as dup:
+        await store.commit(Change(alert=second, outbox=[item(second, 1)], dedupe_key="d1|http|m1"))
+    assert dup.value.alert_id == first.alert_id
+    # Nothing of the rejected change was written.
+    assert await store.get_alert(second.alert_id) is None
+    assert await store.outbox_items(second.alert_id) == []
+    assert [h.event for h in await store.history(first.alert_id)] == ["received"]
+
+
+async def test_open_alert_and_location(store: Store) -> None:
+    await store.put_device(Device(device_id="d1"))
+    alert = make_alert()
+    fix = Location(lat=55.95, lon=-3.19, accuracy_m=10)
+    await store.commit(Change(alert=alert, device_location=("d1", fix)))
+    assert (await store.open_alert_for_device("d1")).alert_id == alert.alert_id  # type: ignore[union-attr]
+    assert (await store.get_device("d1")).last_location == fix  # type: ignore[union-attr]
+    closed = alert.model_copy(update={"state": AlertState.resolved})
+    await store.commit(Change(alert=closed))
+    assert await store.open_alert_for_device("d1") is None
+
+
+async def test_lease_orders_contacts_of_one_alert(store: Store) -> None:
+    alert = make_alert()
+    first, second = item(alert, 1), item(alert, 2)
+    await store.commit(Change(alert=alert, outbox=[first, second]))
+    now = time.time()
+    leased = await store.lease(10, 30, now)
+    # The update waits until the alert itself is delivered.
+    assert [i.seq for i in leased] == [1]
+    assert await store.lease(10, 30, now) == []
+    await store.mark_delivered(first.item_id, now)
+    assert [i.seq for i in await store.lease(10, 30, now)] == [2]
+
+
+async def test_expired_lease_is_released_after_a_crash(store: Store) -> None:
+    alert = make_alert()
+    await store.commit(Change(alert=alert, outbox=[item(alert, 1)]))
+    now = time.time()
+    assert len(await store.lease(10, 5, now)) == 1
+    assert await store.lease(10, 5, now + 1) == []
+    # The worker died without reporting: after the lease expires the row is leased again.
+    assert len(await store.lease(10, 5, now + 6)) == 1
+
+
+async def test_retry_dead_and_stats(store: Store) -> None:
+    a, b = make_alert("d1"), make_alert("d2")
+    ia, ib = item(a, 1, critical=True), item(b, 1, critical=False)
+    await store.commit(Change(alert=a, outbox=[ia]))
+    await store.commit(Change(alert=b, outbox=[ib]))
+    now = time.time()
+    leased = await store.lease(10, 30, now)
+    assert {i.item_id for i in leased} == {ia.item_id, ib.item_id}
+    assert leased[0].critical  # critical contacts first
+    await store.reschedule(ia.item_id, now + 100, "HTTP 503", 3)
+    await store.mark_dead(ib.item_id, "HTTP 400", 1)
+    assert await store.lease(10, 30, now + 50) == []
+    stats = await store.outbox_stats(now, overdue_attempts=3)
+    assert (stats.retry, stats.dead, stats.critical_overdue) == (1, 1, 1)
+    retried = await store.lease(10, 30, now + 101)
+    assert [(i.item_id, i.attempts, i.last_error) for i in retried] == [(ia.item_id, 3, "HTTP 503")]
+    await store.mark_fallback_sent(ia.item_id)
+    assert (await store.outbox_items(a.alert_id))[0].fallback_sent is True
+
+
+async def test_cancel_pending_outbox(store: Store) -> None:
+    alert = make_alert()
+    await store.commit(Change(alert=alert, outbox=[item(alert, 1)]))
+    assert await store.contact_sent(alert.alert_id) is False
+    cancelled = alert.model_copy(update={"state": AlertState.cancelled})
+    await store.commit(Change(alert=cancelled, cancel_pending_outbox=True))
+    assert [i.state for i in await store.outbox_items(alert.alert_id)] == ["cancelled"]
+    assert await store.lease(10, 30, time.time()) == []
+
+
+async def test_routes_are_independent(store: Store) -> None:
+    alert = make_alert()
+    await store.commit(Change(alert=alert, outbox=[item(alert, 1, route="a"), item(alert, 1, route="b")]))
+    leased = await store.lease(10, 30, time.time())
+    assert sorted(i.route for i in leased) == ["a", "b"]
+
+
+async def test_sqlite_pragmas(tmp_path: Path) -> None:
+    from bridge.store.sqlite import SqliteStore
+
+    s = SqliteStore(tmp_path / "p.db")
+    await s.open()
+    try:
+        mode = await s._run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+        sync = await s._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+        assert (mode, sync) == ("wal", 2)  # 2 = FULL
+    finally:
+        await s.close()
