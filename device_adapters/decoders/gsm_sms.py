@@ -40,7 +40,9 @@ def parse_scts(scts: str) -> datetime | None:
     yy, mo, dd, hh, mi, ss, sign, qh = m.groups()
     offset = timedelta(minutes=15 * int(qh)) * (1 if sign == "+" else -1)
     try:
-        local = datetime(2000 + int(yy), int(mo), int(dd), int(hh), int(mi), int(ss), tzinfo=timezone(offset))
+        # Two-digit years: 80-99 are the 1900s (manual examples from 1998 exist), the rest 2000s.
+        year = int(yy) + (1900 if int(yy) >= 80 else 2000)
+        local = datetime(year, int(mo), int(dd), int(hh), int(mi), int(ss), tzinfo=timezone(offset))
     except ValueError:
         return None
     return local.astimezone(UTC)

@@ -1,0 +1,53 @@
+"""NMEA GPS on a serial port: valid fixes become `location` observations for the port's device."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from bridge.decoding import DecodeError, Frame
+from device_adapters.serial.base import PortHandler, is_checksum_error, log
+from device_adapters.serial.link import Connection
+
+
+class NmeaHandler(PortHandler):
+    last_date: str | None = None
+    _last_sent = 0.0
+
+    @property
+    def interval_s(self) -> float:
+        return float(self.port.options.get("interval", "10"))
+
+    async def session(self, conn: Connection) -> None:
+        while True:
+            line = (await conn.readline()).decode("ascii", "replace")
+            if not line.startswith("$"):
+                continue  # partial sentence after (re)connecting, or module chatter
+            await self.handle_line(line)
+
+    async def handle_line(self, line: str) -> None:
+        if "RMC," in line[:7]:
+            # GGA carries no date: remember the last RMC's (from its ddmmyy field) for the next GGA.
+            fields = line.split(",")
+            if len(fields) > 9 and len(fields[9]) == 6 and fields[9].isdigit():
+                d = fields[9]
+                self.last_date = f"20{d[4:6]}-{d[2:4]}-{d[0:2]}"
+        meta = {"utc_date": self.last_date or datetime.now(UTC).date().isoformat(), "port": self.port.path}
+        frame = Frame(payload=line.encode(), meta=meta)
+        try:
+            events = self.decode(frame, self.default_profile)  # type: ignore[arg-type]
+        except DecodeError as exc:
+            self.refuse("bad_checksum" if is_checksum_error(exc) else "malformed", error=str(exc)[:100])
+            return
+        if not events:
+            return
+        now = time.monotonic()
+        if now - self._last_sent < self.interval_s:
+            return  # a GPS talks at 1 Hz; the platform needs a fix every few seconds at most
+        device = await self.port_device()
+        if device is None:
+            self.refuse("unknown_device")
+            return
+        self._last_sent = now
+        outcome, _, _ = await self.submit_all(device, events, line)
+        log.debug("gps fix submitted", extra={"device_id": device.device_id, "outcome": outcome.value})

@@ -1,0 +1,231 @@
+"""Serial devices end to end: virtual devices on pty pairs → serial adapter → pipeline → reference receiver.
+
+Vectors: genuine samples from /work/shared/device-formats/05-nmea-gsm-sms.md (pynmea2 README GGA; TK-203
+manual §5.12 SOS text; Bulldog Secure FAQ SOS text) and 04-contact-id-sia-dc09.md (SpanDSP layout and
+mod-15 rule; the panic/restore lines are derived with that rule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.embedded import EmbeddedBridge
+from bridge.model import AlertKind, Device, Location, Person
+from bridge.receiver import EmbeddedReceiver
+from device_adapters.decoders import diy_frame
+from simulator.devices.serial import (
+    VirtualAlarmReceiver,
+    VirtualDiyButton,
+    VirtualGps,
+    VirtualGsmModem,
+    VirtualSerialPort,
+)
+from tests.conftest import bridge_settings
+
+TK203_SOS = (
+    "lat: 22.566923 long: 114.051331 speed:85.60 28/10/09 03:33 F:4.32V,0, Signal:F\n"
+    "heip me imei:359587011016261 05 41.9"
+)
+BULLDOG_SOS = "SOS,110727 02:48,V,16,23Km/h,61%,,114.082329"
+GGA = "$GPGGA,184353.07,1929.045,S,02410.506,E,1,04,2.6,100.00,M,-33.9,M,,0000*6D"
+HOME = Location(lat=55.9486, lon=-3.1999, accuracy_m=10, source="fixed")
+
+
+@dataclass
+class SerialEnv:
+    bridge: EmbeddedBridge
+    rx: EmbeddedReceiver
+    ports: dict[str, VirtualSerialPort]
+    modem: VirtualGsmModem
+
+    @property
+    def adapter(self) -> Any:
+        return next(a for a in self.bridge.runtime.adapters if a.name == "serial")
+
+    def handler(self, proto: str) -> Any:
+        return self.adapter.handlers[str(self.ports[proto].path)]
+
+    def link(self, proto: str) -> Any:
+        return self.adapter.links[str(self.ports[proto].path)]
+
+    def rejected(self, reason: str) -> float:
+        value = self.bridge.runtime.metrics.registry.get_sample_value(
+            "sosbridge_alerts_rejected_total", {"transport": "serial", "reason": reason}
+        )
+        return value or 0.0
+
+    async def contact(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        found = await self.rx.wait_for(lambda cs: any(pred(c) for c in cs), timeout)
+        return next(c for c in found if pred(c))
+
+
+async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await cond() if asyncio.iscoroutinefunction(cond) else not cond():
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def serial_env(tmp_path: Path) -> AsyncIterator[SerialEnv]:
+    ports = {p: VirtualSerialPort(tmp_path / f"tty-{p}") for p in ("gsm", "nmea", "contactid", "diy")}
+    for port in ports.values():
+        port.plug()
+    modem = VirtualGsmModem(ports["gsm"])
+    modem.start()
+    spec = ",".join(
+        [
+            f"gsm={ports['gsm'].path}?cc=44",
+            f"nmea={ports['nmea'].path}?device=button-1&interval=0",
+            f"contactid={ports['contactid'].path}?ack=1",
+            f"diy={ports['diy'].path}",
+        ]
+    )
+    secret, token = secrets.token_hex(16), secrets.token_hex(16)
+    async with EmbeddedReceiver(
+        secret=secret, jsonl_path=tmp_path / "contacts.jsonl", platform_token=token, auto_ack_s=0.05
+    ) as rx:
+        settings = bridge_settings(tmp_path, rx.url, secret, token, serial_ports=spec)
+        async with EmbeddedBridge(settings) as eb:
+            rx.receiver.bridge_url = eb.url
+            store = eb.runtime.store
+            person = Person(name="Test Person", language="en-GB")
+            await store.put_device(Device(device_id="tracker-1", profile_id="coban-tk-sms-tracker",
+                                          identifiers={"msisdn": "+447700900123"}, person=person))
+            await store.put_device(Device(device_id="bulldog-1", profile_id="bulldog-secure-sms-tracker",
+                                          identifiers={"msisdn": "+447700900456"}, person=person,
+                                          registered_address=HOME))
+            await store.put_device(Device(device_id="button-1", profile_id="sosbridge-diy-button",
+                                          identifiers={"diy_unit": "00C0FFEE"}, person=person))
+            await store.put_device(Device(device_id="premises-1", profile_id="ademco-contact-id-receiver",
+                                          identifiers={"contact_id": "1234"}, person=person,
+                                          registered_address=HOME))
+            env = SerialEnv(eb, rx, ports, modem)
+            await until(lambda: all(link.connected.is_set() for link in env.adapter.links.values()))
+            await until(lambda: env.handler("gsm").ready.is_set())
+            try:
+                yield env
+            finally:
+                await modem.stop()
+                for port in ports.values():
+                    port.unplug()
+
+
+async def test_gps_fix_locates_the_diy_buttons_alert(serial_env: SerialEnv) -> None:
+    env = serial_env
+    VirtualGps(env.ports["nmea"]).send("$GPGGA,201716.684,,,,,0,00,,,M,0.0,M,,0000*5F")  # no fix: ignored
+    VirtualGps(env.ports["nmea"]).send(GGA)
+    store = env.bridge.runtime.store
+
+    async def located() -> bool:
+        dev = await store.get_device("button-1")
+        return dev is not None and dev.last_location is not None
+
+    await until(located)
+    dev = await store.get_device("button-1")
+    assert dev.last_location.lat == pytest.approx(-19.48408, abs=1e-4)
+    assert dev.last_location.accuracy_m == pytest.approx(26.0)
+
+    button = VirtualDiyButton(env.ports["diy"], unit=0xC0FFEE, boot=3)
+    answer = await button.press(AlertKind.sos)
+    assert answer == diy_frame.ack(button.seq)  # 06 + SEQ, only after storage
+    contact = await env.contact(lambda c: c["device"]["id"] == "button-1")
+    assert contact["kind"] == "sos"
+    loc = contact["location"]
+    assert loc["last_known"] is True and loc["lat"] == pytest.approx(-19.48408, abs=1e-4)
+    assert loc["accuracy_m"] == pytest.approx(26.0)
+
+    # The same frame again (the ACK was lost) is absorbed, and still acknowledged.
+    again = await button.send_until_answered(diy_frame.encode_alert(0xC0FFEE, 3, button.seq, AlertKind.sos))
+    assert again == diy_frame.ack(button.seq)
+
+
+async def test_diy_bad_crc_refused_and_counted_unknown_unit_nak(serial_env: SerialEnv) -> None:
+    env = serial_env
+    before = env.rejected("bad_checksum")
+    raw = bytearray(diy_frame.encode_alert(0xC0FFEE, 1, 1, AlertKind.panic))
+    raw[-1] ^= 0xFF
+    env.ports["diy"].write(bytes(raw))
+    await until(lambda: env.rejected("bad_checksum") == before + 1)
+    with pytest.raises(TimeoutError):
+        await env.ports["diy"].read(timeout=0.3)  # no answer to a corrupted frame
+    stranger = VirtualDiyButton(env.ports["diy"], unit=0xBAD)
+    answer = await stranger.press(AlertKind.panic)
+    assert answer == diy_frame.nak(stranger.seq, diy_frame.NAK_UNKNOWN_DEVICE)
+    assert not [c for c in env.rx.contacts if c["kind"] == "panic"]
+
+
+async def test_contact_id_panic_restore_and_bad_checksum(serial_env: SerialEnv) -> None:
+    env = serial_env
+    panel = VirtualAlarmReceiver(env.ports["contactid"])
+    panel.event("1234", "1", "122", zone="015")  # silent panic (hold-up)
+    assert await panel.reply() == b"\x06"
+    contact = await env.contact(lambda c: c["device"]["id"] == "premises-1")
+    assert contact["kind"] == "panic" and contact["silent"] is True
+    assert contact["location"]["source"] == "registered_address"
+    assert contact["attributes"]["zone"] == "015"
+
+    panel.event("1234", "3", "122", zone="015")  # restore: an update, not a stand-down
+    assert await panel.reply() == b"\x06"
+    update = await env.contact(lambda c: c["device"]["id"] == "premises-1" and c["msg_type"] == "update")
+    assert update["alert_id"] == contact["alert_id"] and "restore" in (update["reason"] or "")
+
+    before = env.rejected("bad_checksum")
+    panel.send("1234 18 1 120 01 015 1")  # checksum should be F
+    assert await panel.reply() == b"\x15"
+    assert env.rejected("bad_checksum") == before + 1
+
+    panel.event("1234", "1", "406", zone="003")  # user cancel → stand-down
+    assert await panel.reply() == b"\x06"
+    await env.contact(lambda c: c["device"]["id"] == "premises-1" and c["msg_type"] == "cancel")
+
+
+async def test_gsm_tracker_sms_stored_then_deleted(serial_env: SerialEnv) -> None:
+    env = serial_env
+    idx = env.modem.receive_sms("+447700900123", TK203_SOS, "09/10/28,03:33:10+00")
+    contact = await env.contact(lambda c: c["device"]["id"] == "tracker-1")
+    assert contact["kind"] == "sos"
+    assert contact["location"]["lat"] == pytest.approx(22.566923)
+    assert contact["location"]["lon"] == pytest.approx(114.051331)
+    assert contact["attributes"]["imei"] == "359587011016261"
+    await until(lambda: idx not in env.modem.storage)
+    assert f"AT+CMGR={idx}" in env.modem.commands and f"AT+CMGD={idx}" in env.modem.commands
+    assert env.modem.text_mode
+
+    # Bulldog: GPS flag V, so no current fix: the registered address stands in.
+    env.modem.receive_sms("07700900456", BULLDOG_SOS, "11/07/27,02:48:30+04")  # national number, cc=44
+    bulldog = await env.contact(lambda c: c["device"]["id"] == "bulldog-1")
+    assert bulldog["kind"] == "sos" and bulldog["location"]["source"] == "registered_address"
+
+    # A text from an unknown number is refused, counted, and deleted so the SIM does not fill up.
+    before = env.rejected("unknown_device")
+    stranger = env.modem.receive_sms("+447700900999", "help me!")
+    await until(lambda: stranger not in env.modem.storage)
+    assert env.rejected("unknown_device") == before + 1
+
+
+async def test_unplug_and_replug_is_survived(serial_env: SerialEnv) -> None:
+    env = serial_env
+    # DIY: pull the cable, plug it back in under the same path.
+    env.ports["diy"].unplug()
+    await until(lambda: not env.link("diy").connected.is_set())
+    env.ports["diy"].plug()
+    await until(lambda: env.link("diy").connections >= 2 and env.link("diy").connected.is_set())
+    button = VirtualDiyButton(env.ports["diy"], unit=0xC0FFEE, boot=4)
+    assert await button.press(AlertKind.fall) == diy_frame.ack(button.seq)
+    await env.contact(lambda c: c["device"]["id"] == "button-1" and c["kind"] == "fall")
+
+    # GSM: a text that arrives while the modem is unplugged waits on the SIM and is read on reconnect.
+    env.ports["gsm"].unplug()
+    await until(lambda: not env.link("gsm").connected.is_set())
+    idx = env.modem.receive_sms("+447700900123", TK203_SOS, "09/10/28,03:36:10+00")
+    env.ports["gsm"].plug()
+    await env.contact(lambda c: c["device"]["id"] == "tracker-1")
+    await until(lambda: idx not in env.modem.storage)
+    assert env.link("gsm").connections >= 2
