@@ -68,7 +68,10 @@ class SerialEnv:
 
 async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
-        while not await cond() if asyncio.iscoroutinefunction(cond) else not cond():
+        while True:  # polling state owned by the bridge; there is no event to wait on
+            done = await cond() if asyncio.iscoroutinefunction(cond) else cond()
+            if done:
+                return
             await asyncio.sleep(0.02)
 
 
