@@ -1,0 +1,153 @@
+"""paho-mqtt 2.x client run in its own network thread, handing messages to the asyncio loop.
+
+Persistent session (clean start off, a stable client id, session expiry on v5) so messages published
+while the bridge is down are queued by the broker; QoS 1 subscriptions; manual acknowledgement, so a
+PUBACK goes out only when the adapter calls `ack()` after the pipeline has stored the alert. paho's
+own loop reconnects with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from device_adapters.mqtt.url import BrokerUrl
+
+log = logging.getLogger("sosbridge.mqtt")
+
+SESSION_EXPIRY_S = 7 * 24 * 3600
+RECEIVE_MAXIMUM = 64  # unacknowledged QoS 1 messages the broker may have in flight to us
+
+
+@dataclass(frozen=True)
+class Inbound:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    mid: int
+    dup: bool
+
+
+class MqttConnection:
+    def __init__(
+        self,
+        url: BrokerUrl,
+        client_id: str,
+        filters: list[str],
+        loop: asyncio.AbstractEventLoop,
+        on_message: Callable[[Inbound], None],
+        shared_group: str | None = None,
+        reconnect_min_s: int = 1,
+        reconnect_max_s: int = 30,
+    ) -> None:
+        self.url = url
+        self.loop = loop
+        self.filters = [f"$share/{shared_group}/{f}" if shared_group else f for f in filters]
+        self._on_message = on_message
+        self.connected = asyncio.Event()
+        self.subscribed = asyncio.Event()
+        protocol = mqtt.MQTTv5 if url.mqtt5 else mqtt.MQTTv311
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=None if url.mqtt5 else False,
+            protocol=protocol,
+            manual_ack=True,
+            reconnect_on_failure=True,
+        )
+        if url.username:
+            self.client.username_pw_set(url.username, url.password)
+        if url.tls:
+            ctx = ssl.create_default_context(cafile=url.ca_file)
+            if url.insecure:
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            self.client.tls_set_context(ctx)
+        self.client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+        self.client.on_connect = self._cb_connect
+        self.client.on_disconnect = self._cb_disconnect
+        self.client.on_subscribe = self._cb_subscribe
+        self.client.on_message = self._cb_message
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        props = None
+        if self.url.mqtt5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.ReceiveMaximum = RECEIVE_MAXIMUM
+            self.client.connect_async(
+                self.url.host, self.url.port, keepalive=30, clean_start=False, properties=props
+            )
+        else:
+            self.client.connect_async(self.url.host, self.url.port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    # -- called from the asyncio side --------------------------------------------------------------
+    def ack(self, msg: Inbound) -> None:
+        if msg.qos > 0:
+            self.client.ack(msg.mid, msg.qos)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
+        if not self.client.is_connected():
+            log.debug("publish dropped while disconnected", extra={"topic": topic})
+            return
+        self.client.publish(topic, payload, qos=qos, retain=retain)
+
+    # -- paho callbacks (network thread) -----------------------------------------------------------
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass  # the event loop is closed: we are shutting down and the message stays unacknowledged
+
+    def _cb_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.warning("mqtt connect refused", extra={"reason": str(reason), "broker": self.url.redacted()})
+            return
+        log.info(
+            "mqtt connected",
+            extra={"broker": self.url.redacted(), "session_present": bool(flags.session_present)},
+        )
+        self._call(self.connected.set)
+        if self.url.mqtt5:
+            client.subscribe([(f, SubscribeOptions(qos=1)) for f in self.filters])
+        else:
+            client.subscribe([(f, 1) for f in self.filters])
+
+    def _cb_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, codes: list[Any], _props: Any) -> None:
+        failed = [str(c) for c in codes if c.is_failure]
+        if failed:
+            log.error("mqtt subscription refused", extra={"reasons": failed})
+        self._call(self.subscribed.set)
+
+    def _cb_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        log.warning("mqtt disconnected", extra={"reason": str(reason)})
+        self._call(self.connected.clear)
+        self._call(self.subscribed.clear)
+
+    def _cb_message(self, _c: mqtt.Client, _ud: Any, m: mqtt.MQTTMessage) -> None:
+        try:
+            topic = m.topic
+        except UnicodeDecodeError:
+            # Invalid UTF-8 topic: nothing can route it; acknowledge so it cannot block the session.
+            if m.qos > 0:
+                self.client.ack(m.mid, m.qos)
+            return
+        msg = Inbound(topic, bytes(m.payload), m.qos, bool(m.retain), m.mid, bool(m.dup))
+        self._call(self._on_message, msg)

@@ -1,0 +1,54 @@
+"""An in-process MQTT broker (amqtt, MQTT 3.1.1 only) on 127.0.0.1 for `sosbridge demo` and
+`sosbridge serve --embedded-broker`. amqtt is the optional `embedded` extra; production and the tests
+use Mosquitto. The URL carries `?version=3.1.1` so the adapter does not try MQTT v5 against it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any
+
+log = logging.getLogger("sosbridge.mqtt.broker")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+class EmbeddedBroker:
+    """`async with EmbeddedBroker(port=0) as broker:` then connect to `broker.url`."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or _free_port(host)
+        self._broker: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}?version=3.1.1"
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        try:
+            from amqtt.broker import Broker
+        except ImportError as exc:
+            raise RuntimeError("the embedded broker needs the optional extra: sos-bridge[embedded]") from exc
+        config = {
+            # Bind to loopback only: amqtt's default listener is 0.0.0.0:1883.
+            "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+        self._broker = Broker(config)
+        await self._broker.start()
+        log.info("embedded mqtt broker started", extra={"url": self.url})
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._broker is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._broker.shutdown(), timeout=5)
+            self._broker = None
