@@ -262,6 +262,10 @@ async def test_duress_phrase_raises_a_silent_alert_with_innocuous_speech(stack: 
     assert contact["silent"] is True and contact["kind"] == "duress"
     assert contact["language"] == "en-GB"
     assert contact["location"]["lat"] == 38.2
+    # Asking for the status of a silent alert stays innocuous too.
+    status = stack.current(GEO_SAMPLE, intent="StatusIntent")
+    status["request"]["locale"] = "en-GB"
+    assert speech(await stack.post(status)) == "OK, noted."
 
 
 @pytest.mark.parametrize("stack", [6.0], indirect=True)

@@ -272,6 +272,10 @@ class StatusHandler(_Base):
         outcome = self.deps.gateway.status(identity.device_id, remembered)
         if outcome is None or outcome.state is None:
             return rb.speak(say("no_alert", loc)).set_should_end_session(True).response
+        if outcome.silent:
+            # Whoever asks may be the person the silent alert is about: stay innocuous.
+            reply = self.deps.settings.duress_reply or say("duress_reply", loc)
+            return rb.speak(reply).set_should_end_session(True).response
         return rb.speak(state_speech(outcome.state, loc)).set_should_end_session(True).response
 
 

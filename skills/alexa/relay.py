@@ -44,13 +44,19 @@ def signature_ok(secret: str, timestamp: str | None, signature: str | None, body
 def _outcome(o: AlertOutcome | None) -> dict[str, Any] | None:
     if o is None:
         return None
-    return {"alert_id": o.alert_id, "outcome": o.outcome, "state": o.state.value if o.state else None}
+    return {
+        "alert_id": o.alert_id,
+        "outcome": o.outcome,
+        "state": o.state.value if o.state else None,
+        "silent": o.silent,
+    }
 
 
 def _parse_outcome(d: dict[str, Any] | None) -> AlertOutcome | None:
     if d is None:
         return None
-    return AlertOutcome(d.get("alert_id"), d.get("outcome", ""), AlertState(d["state"]) if d.get("state") else None)
+    state = AlertState(d["state"]) if d.get("state") else None
+    return AlertOutcome(d.get("alert_id"), d.get("outcome", ""), state, bool(d.get("silent")))
 
 
 def relay_router(path: str, secret: str, service: VoiceService) -> APIRouter:

@@ -50,6 +50,7 @@ class AlertOutcome:
     alert_id: str | None
     outcome: str
     state: AlertState | None
+    silent: bool = False
 
 
 def unverified_device_id(external_id: str, prefix: str = "alexa") -> str:
@@ -138,4 +139,4 @@ class VoiceService:
                 alert = None
         if alert is None:
             return None
-        return AlertOutcome(alert.alert_id, "status", alert.state)
+        return AlertOutcome(alert.alert_id, "status", alert.state, alert.silent)

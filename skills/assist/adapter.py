@@ -1,0 +1,150 @@
+"""Offline voice: Home Assistant Assist (custom sentences + intent_script + rest_command) → the bridge.
+
+POST /v1/voice/assist with the device's bearer token (the same token as POST /v1/alerts) and
+{"intent": "HelpIntent" | "DuressIntent" | "CancelAlertIntent" | "StatusIntent", "text": "...",
+ "language": "en-GB", "confirmed": false, "location": {...}}. The reply carries `speech` for Assist to
+say, with the same honesty rules as the Alexa skill (skills/alexa/speech.py). A voice satellite has no
+location of its own: the bridge uses the device's registered address unless a fix is posted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.adapters import AdapterContext, BaseAdapter
+from bridge.config import Settings
+from bridge.model import AlertKind, AlertState, Location, Observation, new_id
+from skills.alexa.service import AlertOutcome, VoiceRejected, VoiceService, VoiceUnavailable
+from skills.alexa.speech import say, state_speech
+from skills.assist.config import AssistSettings
+
+log = logging.getLogger("sosbridge.assist")
+
+AssistIntent = Literal["HelpIntent", "DuressIntent", "CancelAlertIntent", "StatusIntent"]
+
+
+class AssistFix(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    accuracy_m: float | None = Field(default=None, ge=0)
+
+
+class AssistRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    intent: AssistIntent = "HelpIntent"
+    text: str | None = Field(default=None, max_length=500, description="What was said, if known")
+    language: str | None = Field(default=None, max_length=35)
+    confirmed: bool = Field(default=False, description="A cancel acts only when confirmed")
+    site_id: str | None = Field(default=None, max_length=100, description="Satellite / area id, for the record")
+    conversation_id: str | None = Field(default=None, max_length=100, description="Used to dedupe retries")
+    location: AssistFix | None = None
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w' ]+", " ", text.lower()).split())
+
+
+def is_duress(req: AssistRequest, phrase: str) -> bool:
+    if req.intent == "DuressIntent":
+        return True
+    return bool(req.text) and normalise(req.text or "") == normalise(phrase)
+
+
+def _reply(speech: str, outcome: AlertOutcome | None = None, status: int = 200) -> JSONResponse:
+    body: dict[str, object] = {"speech": speech}
+    if outcome is not None:
+        body.update(alert_id=outcome.alert_id, state=outcome.state.value if outcome.state else None)
+    return JSONResponse(body, status_code=status)
+
+
+class AssistAdapter(BaseAdapter):
+    name = "assist"
+
+    def __init__(self, config: AssistSettings | None = None) -> None:
+        self.config = config or AssistSettings()
+
+    def enabled(self, settings: Settings) -> bool:
+        return self.config.enabled
+
+    def routers(self, ctx: AdapterContext) -> list[APIRouter]:
+        cfg = self.config
+        service = VoiceService(ctx.store, ctx.pipeline, ctx.bus)
+        router = APIRouter(tags=["voice"])
+
+        @router.post(cfg.path, summary="Home Assistant Assist / intent_script trigger (device bearer token)")
+        async def assist(request: Request) -> JSONResponse:
+            auth = request.headers.get("authorization", "")
+            token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+            device = await ctx.store.device_for_token(token) if token else None
+            if device is None:
+                ctx.metrics.rejected("assist", "bad_auth")
+                return JSONResponse({"error": "unknown or missing device token"}, status_code=401)
+            body = await request.body()
+            if len(body) > cfg.max_body_bytes:
+                ctx.metrics.rejected("assist", "too_large")
+                return JSONResponse({"error": "request too large"}, status_code=413)
+            try:
+                req = AssistRequest.model_validate_json(body)
+            except ValidationError as exc:
+                ctx.metrics.rejected("assist", "invalid")
+                return JSONResponse({"error": "invalid request", "detail": exc.errors()[:3]}, status_code=422)
+            lang = req.language or (device.person.language if device.person else None) or cfg.default_language
+            try:
+                if req.intent == "StatusIntent":
+                    outcome = await service.status(device.device_id, None)
+                    if outcome is None or outcome.state is None:
+                        return _reply(say("no_alert", lang))
+                    if outcome.silent:
+                        # Whoever asks may be the person the silent alert is about.
+                        return _reply(cfg.duress_reply or say("duress_reply", lang))
+                    return _reply(state_speech(outcome.state, lang), outcome)
+                if req.intent == "CancelAlertIntent":
+                    if not req.confirmed:
+                        return _reply(say("confirm_cancel", lang))
+                    outcome = await service.cancel(
+                        device.device_id, "assist", req.conversation_id, "cancelled by voice (Home Assistant)"
+                    )
+                    return _reply(state_speech(outcome.state or AlertState.cancelled, lang), outcome)
+                duress = is_duress(req, cfg.duress_phrase)
+                fix = req.location
+                obs = Observation(
+                    device_id=device.device_id,
+                    transport="assist",
+                    action="alert",
+                    kind=AlertKind.duress if duress else AlertKind.sos,
+                    message_id=req.conversation_id or new_id(),
+                    location=Location(lat=fix.lat, lon=fix.lon, accuracy_m=fix.accuracy_m, source="network")
+                    if fix
+                    else None,
+                    silent=duress,
+                    language=lang,
+                    attributes={
+                        "location_source": "assist_fix" if fix else (
+                            "registered_address" if device.registered_address else "none"
+                        ),
+                        "voice_intent": req.intent,
+                        "site_id": req.site_id,
+                    },
+                    reason=f"{'silent duress phrase' if duress else 'help requested by voice'} (Home Assistant)",
+                )
+                outcome = await service.raise_alert(obs, 0.0 if duress else cfg.ack_wait_s)
+            except VoiceRejected as exc:
+                if exc.code == "nothing_to_cancel":
+                    return _reply(say("nothing_to_cancel", lang))
+                return _reply(say("rejected", lang, reason=exc.reason), status=422)
+            except VoiceUnavailable:
+                # Not acknowledged: a non-2xx lets the automation retry, and the speech is honest.
+                return _reply(say("store_failed", lang), status=503)
+            log.info("assist alert", extra={"alert_id": outcome.alert_id, "device_id": device.device_id})
+            if duress:
+                return _reply(cfg.duress_reply or say("duress_reply", lang), outcome)
+            return _reply(state_speech(outcome.state or AlertState.received, lang), outcome)
+
+        return [router]

@@ -1,0 +1,118 @@
+"""Home Assistant Assist route (skills/assist) on a real EmbeddedBridge delivering to the reference receiver.
+
+The request body is what the documented rest_command in docs/readme/voice.md sends from an
+intent_script; the reply's `speech` is what Assist says (HA conversation API shape, see
+/work/shared/device-formats/06-voice-assistants.md §2).
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from bridge.config import Settings
+from bridge.embedded import EmbeddedBridge
+from bridge.model import AlertState, CivicAddress, Device, Location, Person
+from bridge.receiver import EmbeddedReceiver
+from bridge.serving import free_port
+
+SECRET = "assist-test-secret"
+TOKEN = "kitchen-satellite-token-0123456789"
+
+
+@pytest.fixture
+async def bridge(tmp_path):
+    port = free_port()
+    async with EmbeddedReceiver(secret=SECRET, bridge_url=f"http://127.0.0.1:{port}", auto_ack_s=None) as rx:
+        settings = Settings(
+            db=str(tmp_path / "b.db"), data_dir=str(tmp_path), http_port=port, platform_url=rx.url,
+            platform_secret=SECRET, retry_base_s=0.05,
+        )
+        async with EmbeddedBridge(settings) as eb, httpx.AsyncClient(timeout=30) as client:
+            store = eb.runtime.store
+            await store.put_device(
+                Device(
+                    device_id="ha-kitchen",
+                    person=Person(language="en-GB"),
+                    registered_address=Location(
+                        source="registered_address",
+                        civic=CivicAddress(hno="4", a6="Mill Lane", a3="Perth", pc="PH1 1AA"),
+                    ),
+                )
+            )
+            await store.set_credential("ha-kitchen", "token", TOKEN)
+
+            async def post(body: dict, token: str | None = TOKEN) -> httpx.Response:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                return await client.post(f"{eb.url}/v1/voice/assist", json=body, headers=headers)
+
+            yield eb, rx, post
+
+
+async def test_help_status_and_confirmed_cancel(bridge) -> None:
+    eb, rx, post = bridge
+    resp = await post({"intent": "HelpIntent", "text": "I need help", "site_id": "kitchen"})
+    assert resp.status_code == 200
+    body = resp.json()
+    assert "Help is on the way" not in body["speech"] and "999" in body["speech"]
+    contacts = await rx.wait_for(lambda cs: any(c["alert_id"] == body["alert_id"] for c in cs))
+    contact = next(c for c in contacts if c["alert_id"] == body["alert_id"])
+    assert contact["device"]["transport"] == "assist" and contact["kind"] == "sos"
+    assert contact["language"] == "en-GB" and contact["verified"] is True
+    assert contact["location"]["source"] == "registered_address"
+    assert contact["attributes"]["location_source"] == "registered_address"
+    assert contact["attributes"]["site_id"] == "kitchen"
+
+    await rx.receiver.callback(body["alert_id"], "ack")
+    status = (await post({"intent": "StatusIntent"})).json()
+    assert status["speech"] == "Your alert has been answered. Help is on the way."
+
+    ask = (await post({"intent": "CancelAlertIntent"})).json()
+    assert ask["speech"] == "Do you want to cancel your alert?"
+    assert (await eb.runtime.store.get_alert(body["alert_id"])).state == AlertState.acknowledged
+    done = (await post({"intent": "CancelAlertIntent", "confirmed": True})).json()
+    assert done["speech"] == "Your alert is cancelled."
+    assert (await eb.runtime.store.get_alert(body["alert_id"])).state == AlertState.cancelled
+    again = (await post({"intent": "CancelAlertIntent", "confirmed": True})).json()
+    assert again["speech"] == "You have no open alert to cancel."
+
+
+async def test_duress_phrase_by_text_is_silent(bridge) -> None:
+    _eb, rx, post = bridge
+    resp = await post({"intent": "HelpIntent", "text": "Is the kettle on?", "language": "en-GB"})
+    body = resp.json()
+    assert body["speech"] == "OK, noted."
+    contacts = await rx.wait_for(lambda cs: any(c["alert_id"] == body["alert_id"] for c in cs))
+    contact = next(c for c in contacts if c["alert_id"] == body["alert_id"])
+    assert contact["silent"] is True and contact["kind"] == "duress"
+    assert (await post({"intent": "StatusIntent"})).json()["speech"] == "OK, noted."
+
+
+async def test_posted_fix_and_language(bridge) -> None:
+    _eb, rx, post = bridge
+    fix = {"lat": 56.39, "lon": -3.43, "accuracy_m": 20}
+    body = (await post({"intent": "HelpIntent", "language": "de-DE", "location": fix})).json()
+    assert body["speech"].startswith("Dein Alarm wurde")
+    contacts = await rx.wait_for(lambda cs: any(c["alert_id"] == body["alert_id"] for c in cs))
+    contact = next(c for c in contacts if c["alert_id"] == body["alert_id"])
+    assert contact["language"] == "de-DE"
+    assert (contact["location"]["lat"], contact["location"]["lon"]) == (56.39, -3.43)
+    assert contact["attributes"]["location_source"] == "assist_fix"
+
+
+@pytest.mark.parametrize("token", [None, "wrong-token"])
+async def test_bad_token_is_refused_and_raises_nothing(bridge, token: str | None) -> None:
+    eb, _rx, post = bridge
+    resp = await post({"intent": "HelpIntent"}, token=token)
+    assert resp.status_code == 401
+    assert await eb.runtime.store.open_alert_for_device("ha-kitchen") is None
+    assert eb.runtime.metrics.registry.get_sample_value(
+        "sosbridge_alerts_rejected_total", {"transport": "assist", "reason": "bad_auth"}
+    ) == 1.0
+
+
+async def test_invalid_intent_is_422(bridge) -> None:
+    eb, _rx, post = bridge
+    resp = await post({"intent": "OrderPizza"})
+    assert resp.status_code == 422
+    assert await eb.runtime.store.open_alert_for_device("ha-kitchen") is None
