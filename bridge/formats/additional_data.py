@@ -25,6 +25,11 @@ BLOCKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "SubscriberInfo": (f"{ECD}:SubscriberInfo", ("SubscriberData",)),
     "Comment": (f"{ECD}:Comment", ()),
 }
+for _prefix, _name in (("pi", "ProviderInfo"), ("svc", "ServiceInfo"), ("dev", "DeviceInfo"),
+                      ("sub", "SubscriberInfo"), ("com", "Comment")):
+    ET.register_namespace(_prefix, BLOCKS[_name][0])
+ET.register_namespace("xcard", VCARD_NS)
+
 _ORDER: dict[str, tuple[str, ...]] = {
     "ProviderInfo": (
         "DataProviderReference",
