@@ -148,8 +148,12 @@ def devices_add(
     registered = None
     if (lat is not None and lon is not None) or address or postcode:
         civic = CivicAddress(a6=address, pc=postcode) if (address or postcode) else None
-        registered = Location(lat=lat, lon=lon, source="registered_address", accuracy_m=50 if lat else None, civic=civic)
-    person = Person(name=name, phone=phone, language=language, communication_needs=need or [], vulnerability_notes=notes)
+        registered = Location(
+            lat=lat, lon=lon, source="registered_address", accuracy_m=50 if lat else None, civic=civic
+        )
+    person = Person(
+        name=name, phone=phone, language=language, communication_needs=need or [], vulnerability_notes=notes
+    )
     device = Device(
         device_id=device_id,
         tenant_id=tenant,
@@ -220,8 +224,14 @@ def profiles_list(config: ConfigOpt = None) -> None:
     table = Table("id", "vendor", "model", "transport", "decoder", "kinds", "samples", "file")
     for pid, p in sorted(registry.profiles.items()):
         table.add_row(
-            pid, p.vendor, p.model, p.transport, p.decoder, ", ".join(k.value for k in p.kinds),
-            str(len(p.samples)), str(registry.origins[pid]),
+            pid,
+            p.vendor,
+            p.model,
+            p.transport,
+            p.decoder,
+            ", ".join(k.value for k in p.kinds),
+            str(len(p.samples)),
+            str(registry.origins[pid]),
         )
     console.print(table)
 
@@ -240,7 +250,9 @@ def profiles_check(file: Path) -> None:
     table = Table("sample", "expected", "actual", "result")
     for r in results:
         actual = r.error if r.error else json.dumps(r.actual, default=str)
-        table.add_row(r.sample, json.dumps(r.expected, default=str), actual, "[green]ok[/green]" if r.ok else "[red]FAIL[/red]")
+        table.add_row(
+            r.sample, json.dumps(r.expected, default=str), actual, "[green]ok[/green]" if r.ok else "[red]FAIL[/red]"
+        )
     console.print(table)
     failed = sum(not r.ok for r in results)
     console.print(f"{profile.id}: {len(results) - failed} passed, {failed} failed")

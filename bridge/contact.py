@@ -46,7 +46,7 @@ class ContactLinks(BaseModel):
 class Contact(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, title="SOS Bridge contact")
 
-    schema_: Literal["sosbridge.contact/1"] = Field(default=SCHEMA_ID, alias="schema")
+    schema_: Literal["sosbridge.contact/1"] = Field(default="sosbridge.contact/1", alias="schema")
     contact_id: str = Field(description="<alert_id>:<seq>, also the Idempotency-Key")
     alert_id: str
     seq: int = Field(ge=1)

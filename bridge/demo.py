@@ -70,7 +70,9 @@ async def optional_broker(console: Console) -> AsyncIterator[str | None]:
         await broker.__aexit__(None, None, None)
 
 
-async def run_demo(console: Console, keep: bool = False, timeout: float = 60.0, scenario_name: str = "showcase") -> bool:
+async def run_demo(
+    console: Console, keep: bool = False, timeout: float = 60.0, scenario_name: str = "showcase"
+) -> bool:
     from simulator.scenario import RunContext, Scenario, Step, register_devices, run_scenario
 
     logging.getLogger().setLevel(logging.ERROR)

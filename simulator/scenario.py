@@ -147,9 +147,9 @@ class ScenarioResult:
         return not self.missing
 
 
-def match_expected(expected: list[ExpectedContact], contacts: list[dict[str, Any]]) -> tuple[
-    list[tuple[ExpectedContact, dict[str, Any]]], list[ExpectedContact]
-]:
+def match_expected(
+    expected: list[ExpectedContact], contacts: list[dict[str, Any]]
+) -> tuple[list[tuple[ExpectedContact, dict[str, Any]]], list[ExpectedContact]]:
     """Greedy one-to-one matching of expected contacts to received ones."""
     used: set[int] = set()
     matched: list[tuple[ExpectedContact, dict[str, Any]]] = []

@@ -143,7 +143,7 @@ def sosbridge_cmd(*args: str) -> list[str]:
 
 def start_bridge_process(env: dict[str, str], port: int, log: Path) -> Proc:
     full_env = {**os.environ, **env, "SOSBRIDGE_HTTP_PORT": str(port), "SOSBRIDGE_HTTP_HOST": "127.0.0.1"}
-    fh = open(log, "ab")  # noqa: SIM115 - the process owns it
+    fh = open(log, "ab")
     proc = subprocess.Popen(sosbridge_cmd("serve"), env=full_env, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     wait_http(f"{url}/healthz", proc=proc)
@@ -151,10 +151,21 @@ def start_bridge_process(env: dict[str, str], port: int, log: Path) -> Proc:
 
 
 def start_receiver_process(port: int, secret: str, jsonl: Path, bridge_url: str, token: str, log: Path) -> Proc:
-    fh = open(log, "ab")  # noqa: SIM115
+    fh = open(log, "ab")
     cmd = sosbridge_cmd(
-        "receiver", "--port", str(port), "--secret", secret, "--jsonl", str(jsonl),
-        "--bridge-url", bridge_url, "--platform-token", token, "--ack-after", "0.05",
+        "receiver",
+        "--port",
+        str(port),
+        "--secret",
+        secret,
+        "--jsonl",
+        str(jsonl),
+        "--bridge-url",
+        bridge_url,
+        "--platform-token",
+        token,
+        "--ack-after",
+        "0.05",
     )
     proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"

@@ -42,7 +42,10 @@ async def test_alert_to_contact_and_back(bridge_env: BridgeEnv) -> None:
         contacts = await bridge_env.receiver.wait_for(lambda cs: len(cs) >= 1)
         contact = contacts[0]
         assert (contact["alert_id"], contact["kind"], contact["silent"], contact["language"]) == (
-            alert_id, "fall", True, "pl",
+            alert_id,
+            "fall",
+            True,
+            "pl",
         )
         assert contact["occurred_at"].startswith("2026-11-28T10:00:00")
         assert contact["location"]["accuracy_m"] == 7.5 and contact["location"]["grid_ref"].startswith("NN 16")
@@ -50,7 +53,9 @@ async def test_alert_to_contact_and_back(bridge_env: BridgeEnv) -> None:
         body = await wait_state(c, alert_id, "acknowledged")
         assert body["message"] == "Help is on the way."
 
-        r = await c.post(f"/v1/alerts/{alert_id}/location", json={"location": {"lat": 56.8, "lon": -5.0, "accuracy_m": 5}})
+        r = await c.post(
+            f"/v1/alerts/{alert_id}/location", json={"location": {"lat": 56.8, "lon": -5.0, "accuracy_m": 5}}
+        )
         assert r.status_code == 202 and r.json()["outcome"] == "updated"
         r = await c.post(f"/v1/alerts/{alert_id}/cancel", json={"reason": "im_ok"})
         assert r.status_code == 202 and r.json()["state"] == "cancelled"
@@ -86,9 +91,24 @@ BAD_REQUESTS = [
     ("basic auth", "POST", "/v1/alerts", {"Authorization": "Basic Zm9vOmJhcg=="}, {"kind": "sos"}, 401, "token"),
     ("unknown kind", "POST", "/v1/alerts", "dev", {"kind": "alien"}, 422, "kind"),
     ("missing kind", "POST", "/v1/alerts", "dev", {"silent": True}, 422, "kind"),
-    ("latitude out of range", "POST", "/v1/alerts", "dev", {"kind": "sos", "location": {"lat": 91, "lon": 0}}, 422, "lat"),
-    ("negative accuracy", "POST", "/v1/alerts", "dev",
-     {"kind": "sos", "location": {"lat": 55, "lon": -3, "accuracy_m": -1}}, 422, "accuracy_m"),
+    (
+        "latitude out of range",
+        "POST",
+        "/v1/alerts",
+        "dev",
+        {"kind": "sos", "location": {"lat": 91, "lon": 0}},
+        422,
+        "lat",
+    ),
+    (
+        "negative accuracy",
+        "POST",
+        "/v1/alerts",
+        "dev",
+        {"kind": "sos", "location": {"lat": 55, "lon": -3, "accuracy_m": -1}},
+        422,
+        "accuracy_m",
+    ),
     ("unknown field", "POST", "/v1/alerts", "dev", {"kind": "sos", "colour": "red"}, 422, "colour"),
     ("wrong type", "POST", "/v1/alerts", "dev", {"kind": "sos", "silent": "perhaps"}, 422, "silent"),
     ("not json", "POST", "/v1/alerts", "dev", b"{kind: sos", 422, ""),
@@ -105,14 +125,16 @@ BAD_REQUESTS = [
 ]
 
 
-@pytest.mark.parametrize(("name", "method", "path", "headers", "body", "status", "fragment"), BAD_REQUESTS,
-                         ids=[r[0] for r in BAD_REQUESTS])
-async def test_bad_input(bridge_env: BridgeEnv, name: str, method: str, path: str, headers: object,
-                         body: object, status: int, fragment: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "method", "path", "headers", "body", "status", "fragment"), BAD_REQUESTS, ids=[r[0] for r in BAD_REQUESTS]
+)
+async def test_bad_input(
+    bridge_env: BridgeEnv, name: str, method: str, path: str, headers: object, body: object, status: int, fragment: str
+) -> None:
     token = await bridge_env.add_device("dev")
     other_token = await bridge_env.add_device("other-dev")
     async with httpx.AsyncClient(base_url=bridge_env.url) as c:
-        other = (await c.post("/v1/alerts", json={"kind": "sos"}, headers={"Authorization": f"Bearer {other_token}"}))
+        other = await c.post("/v1/alerts", json={"kind": "sos"}, headers={"Authorization": f"Bearer {other_token}"})
         hdrs = {"Authorization": f"Bearer {token}"} if headers == "dev" else dict(headers)  # type: ignore[call-overload]
         content = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
         if content is not None:
@@ -146,7 +168,9 @@ async def test_metrics_and_readiness(bridge_env: BridgeEnv) -> None:
 async def test_receiver_refuses_bad_signature(bridge_env: BridgeEnv) -> None:
     body = b'{"schema":"sosbridge.contact/1"}'
     async with httpx.AsyncClient() as c:
-        bad = await c.post(bridge_env.receiver.url, content=body, headers={"X-SOSBridge-Signature": sign(body, "wrong")})
+        bad = await c.post(
+            bridge_env.receiver.url, content=body, headers={"X-SOSBridge-Signature": sign(body, "wrong")}
+        )
         assert bad.status_code == 401
         assert bridge_env.receiver.contacts == []
 

@@ -145,8 +145,18 @@ def test_should_escalate() -> None:
 
     now = utcnow()
     base = Alert(
-        alert_id="a", tenant_id="t", device_id="d", kind=AlertKind.fall, severity=Severity.severe, silent=False,
-        status="actual", state=AlertState.received, occurred_at=now, received_at=now, updated_at=now, transport="http",
+        alert_id="a",
+        tenant_id="t",
+        device_id="d",
+        kind=AlertKind.fall,
+        severity=Severity.severe,
+        silent=False,
+        status="actual",
+        state=AlertState.received,
+        occurred_at=now,
+        received_at=now,
+        updated_at=now,
+        transport="http",
     )
     assert should_escalate(base, AlertKind.sos)
     assert not should_escalate(base, AlertKind.low_battery)

@@ -1,0 +1,126 @@
+"""Delivery: backoff with jitter and Retry-After, outages, permanent failures, fail-over of critical contacts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import secrets
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bridge.embedded import EmbeddedBridge
+from bridge.forwarder import backoff_delay
+from bridge.receiver import EmbeddedReceiver
+from bridge.sinks.webhook import classify, parse_retry_after
+from tests.conftest import BridgeEnv, bridge_settings
+
+
+def test_backoff_grows_with_jitter_and_cap() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(n, 0.5, 60, None, rng) for n in range(1, 12)]
+    for n, d in enumerate(delays, start=1):
+        step = min(60, 0.5 * 2 ** (n - 1))
+        assert step / 2 <= d <= step
+    assert backoff_delay(1, 0.5, 60, 30, rng) >= 30  # Retry-After is a floor
+    assert backoff_delay(1, 0.5, 60, 3600, rng) <= 60  # ...capped at the maximum
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        (200, "Delivered"),
+        (202, "Delivered"),
+        (408, "Retry"),
+        (429, "Retry"),
+        (500, "Retry"),
+        (503, "Retry"),
+        (400, "Permanent"),
+        (401, "Permanent"),
+        (404, "Permanent"),
+        (422, "Permanent"),
+    ],
+)
+def test_classify(status: int, kind: str) -> None:
+    assert type(classify(status, None)).__name__ == kind
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after("7") == 7
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0
+    assert parse_retry_after("soon") is None
+
+
+async def readyz(url: str) -> dict:
+    async with httpx.AsyncClient() as c:
+        return (await c.get(f"{url}/readyz")).json()
+
+
+async def wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def test_outage_fails_over_then_recovers(bridge_env: BridgeEnv) -> None:
+    bridge_env.receiver.receiver.mode = "down"
+    token = await bridge_env.add_device("w")
+    async with httpx.AsyncClient(base_url=bridge_env.url) as c:
+        r = await c.post("/v1/alerts", json={"kind": "sos"}, headers={"Authorization": f"Bearer {token}"})
+        alert_id = r.json()["alert_id"]
+    spool = Path(bridge_env.settings.effective_fallback_file)
+
+    async def degraded() -> bool:
+        return (await readyz(bridge_env.url))["status"] == "degraded" and spool.exists()
+
+    await wait_until(degraded)
+    spooled = [json.loads(line) for line in spool.read_text().splitlines()]
+    assert [s["idempotency_key"] for s in spooled] == [f"{alert_id}:1"]
+    assert bridge_env.receiver.contacts == []
+    # The platform comes back: the primary still gets the contact, and the alarm clears.
+    bridge_env.receiver.receiver.mode = "normal"
+    await bridge_env.receiver.wait_for(lambda cs: len(cs) == 1, timeout=10)
+
+    async def ready() -> bool:
+        return (await readyz(bridge_env.url))["status"] == "ready"
+
+    await wait_until(ready)
+
+
+async def test_permanent_failure(tmp_path: Path) -> None:
+    secret = secrets.token_hex(8)
+    async with EmbeddedReceiver(secret=secret, auto_ack_s=None) as rx:
+        # The bridge signs with the wrong secret: the platform answers 401, a permanent failure.
+        settings = bridge_settings(tmp_path, rx.url, "wrong-secret", "tok", fallback_after_attempts=2)
+        async with EmbeddedBridge(settings) as eb:
+            store = eb.runtime.store
+            from bridge.model import Device
+
+            await store.put_device(Device(device_id="w"))
+            await store.set_credential("w", "token", "t" * 20)
+            async with httpx.AsyncClient(base_url=eb.url, headers={"Authorization": "Bearer " + "t" * 20}) as c:
+                battery = (await c.post("/v1/alerts", json={"kind": "low_battery"})).json()["alert_id"]
+                sos = (await c.post("/v1/alerts", json={"kind": "sos"})).json()["alert_id"]
+
+            async def settled() -> bool:
+                b = await store.outbox_items(battery)
+                s = await store.outbox_items(sos)
+                return b[0].state == "dead" and s[0].fallback_sent
+
+            await wait_until(settled)
+            sos_item = (await store.outbox_items(sos))[0]
+            # The critical contact is never given up: still scheduled for retry, and spooled to the fallback.
+            assert sos_item.state in ("retry", "inflight") and sos_item.last_error == "HTTP 401"
+            status = await readyz(eb.url)
+            assert status["status"] == "degraded"
+            assert {a["reason"] for a in status["alarms"]} >= {"permanent_delivery_failure", "critical_contact_overdue"}
+            metrics = eb.runtime.metrics.render().decode()
+            assert 'sosbridge_operational_alarms_total{reason="permanent_delivery_failure"} 1.0' in metrics
+            assert "sosbridge_degraded 1.0" in metrics
+    assert rx.receiver.rejected >= 2
