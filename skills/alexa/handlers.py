@@ -165,7 +165,11 @@ class RaiseAlertHandler(_Base):
         duress = is_intent_name(DURESS_INTENT)(handler_input)
         request = handler_input.request_envelope.request
         system = _system(handler_input)
-        identity = identify(handler_input, deps)
+        try:
+            identity = identify(handler_input, deps)
+        except VoiceUnavailable:
+            text = say("error", loc) if duress else say("store_failed", loc)
+            return handler_input.response_builder.speak(text).set_should_end_session(True).response
 
         # "Sending your alert now" is spoken while the alert is located and stored; never for duress.
         speaker: threading.Thread | None = None

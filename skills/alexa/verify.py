@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import posixpath
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -86,7 +87,18 @@ def load_chain(pem: bytes) -> list[x509.Certificate]:
 
 
 def load_trust_roots(pem: bytes) -> list[x509.Certificate]:
-    return x509.load_pem_x509_certificates(pem)
+    """One certificate at a time: a bundle (e.g. certifi's) may hold an old root that newer cryptography
+    warns about or refuses; that root is skipped instead of failing the whole store."""
+    marker = b"-----BEGIN CERTIFICATE-----"
+    roots: list[x509.Certificate] = []
+    for block in pem.split(marker)[1:]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                roots.append(x509.load_pem_x509_certificate(marker + block))
+            except ValueError:
+                continue
+    return roots
 
 
 def check_chain(chain: list[x509.Certificate], roots: Iterable[x509.Certificate], now: datetime) -> None:
