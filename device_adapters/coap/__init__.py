@@ -1,0 +1,293 @@
+"""CoAP adapter (aiocoap): POST /alert, GET + Observe /alert/<id>, /.well-known/core.
+
+Every request is signed per device (auth.py). A confirmable POST is answered 2.01 Created only after
+`Pipeline.submit()` returned, i.e. after the alert is stored; a store failure answers 5.03 so the device
+tries again. 4.00 carries a diagnostic for malformed CBOR/JSON, 4.01 refuses bad credentials or a replay,
+4.13 refuses requests over `MAX_PAYLOAD` bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+import aiocoap
+import aiocoap.resource as resource
+import cbor2
+from aiocoap import Code
+from aiocoap.numbers import ContentFormat
+
+from bridge.adapters import BaseAdapter
+from bridge.decoding import DecodeError
+from bridge.model import Alert
+from bridge.pipeline import AlertNotFound, Rejected
+from bridge.profiles import DeviceProfile, ProfileRegistry, apply_profile
+from bridge.store.base import StoreError
+from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
+
+if TYPE_CHECKING:
+    from bridge.adapters import AdapterContext
+    from bridge.config import Settings
+
+log = logging.getLogger("sosbridge.coap")
+
+TRANSPORT = "coap"
+MAX_PAYLOAD = 1024
+WINDOW_S = 300.0
+DEFAULT_PROFILE = "sosbridge-coap-device"
+CBOR, JSON, TEXT = ContentFormat.CBOR, ContentFormat.JSON, ContentFormat.TEXT
+
+
+class CoapError(Exception):
+    def __init__(self, code: Code, diagnostic: str, metric: str | None = None) -> None:
+        super().__init__(diagnostic)
+        self.code = code
+        self.diagnostic = diagnostic
+        self.metric = metric
+
+
+def decode_payload(payload: bytes, content_format: Any) -> dict[str, Any]:
+    """CBOR (60) or JSON (50); without a Content-Format, CBOR then JSON. Raises CoapError 4.00."""
+    formats = [content_format] if content_format in (CBOR, JSON) else [CBOR, JSON]
+    errors = []
+    for fmt in formats:
+        try:
+            doc = cbor2.loads(payload) if fmt == CBOR else json.loads(payload)
+        except (cbor2.CBORDecodeError, ValueError, UnicodeDecodeError, TypeError) as exc:
+            errors.append(f"{'CBOR' if fmt == CBOR else 'JSON'}: {str(exc)[:80]}")
+            continue
+        if not isinstance(doc, dict):
+            raise CoapError(Code.BAD_REQUEST, "the payload must be a map/object", "malformed")
+        return doc
+    raise CoapError(Code.BAD_REQUEST, "malformed payload; " + "; ".join(errors), "malformed")
+
+
+def encode_body(doc: dict[str, Any], fmt: Any) -> tuple[bytes, Any]:
+    if fmt == JSON:
+        return json.dumps(doc).encode(), JSON
+    return cbor2.dumps(doc), CBOR
+
+
+def response(code: Code, doc: dict[str, Any] | None = None, fmt: Any = CBOR, **opts: Any) -> aiocoap.Message:
+    if doc is None:
+        return aiocoap.Message(code=code, **opts)
+    payload, cf = encode_body(doc, fmt)
+    return aiocoap.Message(code=code, payload=payload, content_format=cf, **opts)
+
+
+def error_response(exc: CoapError) -> aiocoap.Message:
+    msg = aiocoap.Message(code=exc.code, payload=exc.diagnostic.encode()[:200], content_format=TEXT)
+    if exc.code == Code.REQUEST_ENTITY_TOO_LARGE:
+        msg.opt.size1 = MAX_PAYLOAD
+    return msg
+
+
+class Authenticator:
+    """Signature, clock window and a durable, strictly increasing counter per device."""
+
+    def __init__(self, ctx: AdapterContext, window_s: float = WINDOW_S) -> None:
+        self.ctx = ctx
+        self.window_s = window_s
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def check(self, request: aiocoap.Message, path: str, *, advance: bool = True) -> Signed:
+        try:
+            signed = parse_query(request.opt.uri_query)
+            key = await self.ctx.store.get_credential(signed.device_id, "coap_hmac")
+            if key is None:
+                raise AuthError("unknown device or no CoAP key")
+            verify(signed, key, str(request.code), path, request.payload, time.time(), self.window_s)
+            if not advance:
+                return signed
+            lock = self._locks.setdefault(signed.device_id, asyncio.Lock())
+            async with lock:
+                last = await self.ctx.store.get_credential(signed.device_id, "coap_counter")
+                if last is not None and signed.counter <= int(last):
+                    raise AuthError("counter not greater than the last accepted one (replay)", "replay")
+                # Advanced before submit: a retry after a failure must be signed afresh with a new counter.
+                await self.ctx.store.set_credential(
+                    signed.device_id, "coap_counter", str(signed.counter), hashed=False
+                )
+            return signed
+        except AuthError as exc:
+            raise CoapError(Code.UNAUTHORIZED, str(exc), exc.code) from None
+
+
+class AlertCollection(resource.Resource):
+    """POST /alert"""
+
+    rt = "sosbridge.alert"
+    ct = f"{int(CBOR)} {int(JSON)}"
+
+    def __init__(self, adapter: CoapAdapter) -> None:
+        super().__init__()
+        self.adapter = adapter
+
+    async def render_post(self, request: aiocoap.Message) -> aiocoap.Message:
+        try:
+            return await self._post(request)
+        except CoapError as exc:
+            if exc.metric:
+                self.adapter.ctx.metrics.rejected(TRANSPORT, exc.metric)
+            log.info("coap request refused", extra={"code": str(exc.code), "reason": exc.metric})
+            return error_response(exc)
+
+    async def _post(self, request: aiocoap.Message) -> aiocoap.Message:
+        ctx = self.adapter.ctx
+        if len(request.payload) > MAX_PAYLOAD:
+            raise CoapError(Code.REQUEST_ENTITY_TOO_LARGE, f"payload over {MAX_PAYLOAD} bytes", "too_large")
+        signed = await self.adapter.auth.check(request, "alert")
+        fmt = request.opt.content_format
+        doc = decode_payload(request.payload, fmt)
+        device = await ctx.store.get_device(signed.device_id)
+        if device is None:
+            raise CoapError(Code.UNAUTHORIZED, "unknown device", "unknown_device")
+        profile = self.adapter.profile_for(device.profile_id)
+        try:
+            events = apply_profile(doc, profile, {"path": "alert"})
+        except DecodeError as exc:
+            raise CoapError(Code.BAD_REQUEST, str(exc), "malformed") from None
+        if not events:
+            raise CoapError(Code.BAD_REQUEST, "no kind, cancel or location in the request", "malformed")
+        raw = request.payload.hex() if fmt != JSON else request.payload.decode("utf-8", "replace")
+        results = []
+        for ev in events:
+            obs = ev.to_observation(device.device_id, TRANSPORT, raw=raw)
+            if "alert_id" in doc and isinstance(doc["alert_id"], str):
+                obs.alert_id = doc["alert_id"]
+            try:
+                results.append(await ctx.pipeline.submit(obs))
+            except AlertNotFound as exc:
+                return error_response(CoapError(Code.NOT_FOUND, exc.reason))
+            except Rejected as exc:
+                return error_response(CoapError(Code.BAD_REQUEST, exc.reason))
+            except StoreError:
+                log.error("alert not stored; answering 5.03", extra={"device_id": device.device_id})
+                return aiocoap.Message(code=Code.SERVICE_UNAVAILABLE, max_age=5, payload=b"not stored, retry")
+        last = results[-1]
+        body = {"alert_id": last.alert_id, "outcome": last.outcome, "state": last.state.value if last.state else None}
+        log.info(
+            "coap alert accepted",
+            extra={"device_id": device.device_id, "alert_id": last.alert_id, "outcome": last.outcome},
+        )
+        if last.outcome in ("created", "escalated", "duplicate") and last.alert_id:
+            return response(Code.CREATED, body, fmt, location_path=("alert", last.alert_id))
+        return response(Code.CHANGED, body, fmt)
+
+
+class AlertStatus(resource.PathCapable, aiocoap.interfaces.ObservableResource):
+    """GET (+ Observe) /alert/<id>: the alert's state, pushed to observers on every change."""
+
+    def __init__(self, adapter: CoapAdapter) -> None:
+        self.adapter = adapter
+        self.observers: dict[str, set[Any]] = {}
+
+    async def needs_blockwise_assembly(self, request: aiocoap.Message) -> bool:
+        return True
+
+    def get_resources_as_linkheader(self) -> Any:
+        from aiocoap.util.linkformat import LinkFormat
+
+        return LinkFormat([])
+
+    async def _alert_for(self, request: aiocoap.Message, advance: bool) -> Alert:
+        if request.code != Code.GET:
+            raise CoapError(Code.METHOD_NOT_ALLOWED, "GET only")
+        if len(request.opt.uri_path) != 1:
+            raise CoapError(Code.NOT_FOUND, "no such resource")
+        alert_id = request.opt.uri_path[0]
+        signed = await self.adapter.auth.check(request, f"alert/{alert_id}", advance=advance)
+        alert = await self.adapter.ctx.store.get_alert(alert_id)
+        if alert is None or alert.device_id != signed.device_id:
+            raise CoapError(Code.NOT_FOUND, "alert not found")
+        return alert
+
+    async def add_observation(self, request: aiocoap.Message, serverobservation: Any) -> None:
+        # Signature and clock only: render() checks the counter for the same request right after.
+        try:
+            alert = await self._alert_for(request, advance=False)
+        except CoapError:
+            return
+        watchers = self.observers.setdefault(alert.alert_id, set())
+        watchers.add(serverobservation)
+        serverobservation.accept(lambda: watchers.discard(serverobservation))
+
+    async def render(self, request: aiocoap.Message) -> aiocoap.Message:
+        try:
+            alert = await self._alert_for(request, advance=True)
+        except CoapError as exc:
+            if exc.metric:
+                self.adapter.ctx.metrics.rejected(TRANSPORT, exc.metric)
+            return error_response(exc)
+        return self.status_message(alert.alert_id, alert.state.value, alert.kind.value, request.opt.accept)
+
+    @staticmethod
+    def status_message(alert_id: str, state: str, kind: str | None, fmt: Any) -> aiocoap.Message:
+        from bridge.lifecycle import DEVICE_MESSAGES
+        from bridge.model import AlertState
+
+        body = {"alert_id": alert_id, "state": state, "kind": kind, "message": DEVICE_MESSAGES[AlertState(state)]}
+        return response(Code.CONTENT, body, JSON if fmt == JSON else CBOR)
+
+    def notify(self, alert_id: str, state: str) -> None:
+        for obs in list(self.observers.get(alert_id, ())):
+            obs.trigger(self.status_message(alert_id, state, None, CBOR))
+
+
+class CoapAdapter(BaseAdapter):
+    name = "coap"
+
+    def __init__(self) -> None:
+        self.context: aiocoap.Context | None = None
+        self._bus_task: asyncio.Task[None] | None = None
+        self.status: AlertStatus | None = None
+
+    def enabled(self, settings: Settings) -> bool:
+        return settings.coap_enabled
+
+    def profile_for(self, profile_id: str | None) -> DeviceProfile:
+        profile = self.profiles.get(profile_id)
+        if profile is None or profile.transport != TRANSPORT:
+            profile = self.profiles.get(DEFAULT_PROFILE)
+        assert profile is not None, "the built-in CoAP profile is missing"
+        return profile
+
+    def build_site(self) -> resource.Site:
+        site = resource.Site()
+        self.status = AlertStatus(self)
+        site.add_resource([".well-known", "core"], resource.WKCResource(site.get_resources_as_linkheader))
+        site.add_resource(["alert"], AlertCollection(self))
+        site.add_resource(["alert"], self.status)
+        return site
+
+    async def start(self, ctx: AdapterContext) -> None:
+        self.ctx = ctx
+        self.auth = Authenticator(ctx)
+        extra = [d for d in (ctx.settings.profile_dirs or "").split(os.pathsep) if d]
+        self.profiles = ProfileRegistry.load(extra)
+        site = self.build_site()
+        host, port = ctx.settings.coap_host, ctx.settings.coap_port
+        self.context = await aiocoap.Context.create_server_context(site, bind=(host, port))
+        self._bus_task = asyncio.create_task(self._follow_bus(), name="coap-observe")
+        log.info("coap listening", extra={"host": host, "port": port})
+
+    async def _follow_bus(self) -> None:
+        async with self.ctx.bus.subscribe() as q:
+            while True:
+                ev = await q.get()
+                if self.status is not None:
+                    self.status.notify(ev.alert_id, ev.state.value)
+
+    async def stop(self) -> None:
+        if self._bus_task is not None:
+            self._bus_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._bus_task
+        if self.context is not None:
+            await self.context.shutdown()
+            self.context = None

@@ -1,0 +1,164 @@
+"""CoAP end to end: a virtual device (aiocoap client) → CoAP adapter → pipeline → reference receiver."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiocoap
+import cbor2
+import pytest
+from aiocoap import Code
+from aiocoap.numbers import ContentFormat
+
+from bridge.embedded import EmbeddedBridge
+from bridge.model import Device, Person
+from bridge.receiver import EmbeddedReceiver
+from bridge.serving import free_port
+from device_adapters.coap.auth import AuthError, compute_mac, parse_query, verify
+from simulator.devices.coap import VirtualCoapDevice
+from tests.conftest import bridge_settings
+
+EDINBURGH = {"lat": 55.9533, "lon": -3.1883, "accuracy_m": 15.0}
+
+
+@dataclass
+class CoapEnv:
+    bridge: EmbeddedBridge
+    rx: EmbeddedReceiver
+    device: VirtualCoapDevice
+
+    def rejected(self, reason: str) -> float:
+        value = self.bridge.runtime.metrics.registry.get_sample_value(
+            "sosbridge_alerts_rejected_total", {"transport": "coap", "reason": reason}
+        )
+        return value or 0.0
+
+    async def contact(self, pred: Any, timeout: float = 10.0) -> dict[str, Any]:
+        found = await self.rx.wait_for(lambda cs: any(pred(c) for c in cs), timeout)
+        return next(c for c in found if pred(c))
+
+
+@pytest.fixture
+async def coap_env(tmp_path: Path) -> AsyncIterator[CoapEnv]:
+    secret, token = secrets.token_hex(16), secrets.token_hex(16)
+    port = free_port()
+    async with EmbeddedReceiver(
+        secret=secret, jsonl_path=tmp_path / "contacts.jsonl", platform_token=token, auto_ack_s=0.2
+    ) as rx:
+        settings = bridge_settings(tmp_path, rx.url, secret, token, coap_enabled=True, coap_port=port)
+        async with EmbeddedBridge(settings) as eb:
+            rx.receiver.bridge_url = eb.url
+            store = eb.runtime.store
+            key = secrets.token_hex(32)
+            await store.put_device(
+                Device(device_id="pendant-1", profile_id="sosbridge-coap-device", person=Person(name="A"))
+            )
+            await store.set_credential("pendant-1", "coap_hmac", key, hashed=False)
+            device = VirtualCoapDevice("127.0.0.1", port, "pendant-1", key)
+            try:
+                yield CoapEnv(eb, rx, device)
+            finally:
+                await device.close()
+
+
+def test_signature_rules() -> None:
+    key = "00" * 32
+    mac = compute_mac(key, "POST", "alert", "d1", 1000, 5, b"\xa0")
+    signed = parse_query(["d=d1", "t=1000", "c=5", f"m={mac}"])
+    verify(signed, key, "POST", "alert", b"\xa0", now=1010, window_s=300)
+    with pytest.raises(AuthError):
+        verify(signed, key, "POST", "alert", b"\xa1", now=1010, window_s=300)  # payload changed
+    with pytest.raises(AuthError):
+        verify(signed, key, "GET", "alert", b"\xa0", now=1010, window_s=300)  # method changed
+    with pytest.raises(AuthError):
+        verify(signed, key, "POST", "alert", b"\xa0", now=2000, window_s=300)  # stale
+    with pytest.raises(AuthError):
+        parse_query(["d=d1", "t=x", "c=5", "m=00"])
+
+
+async def test_cbor_alert_reaches_the_receiver_and_replay_is_refused(coap_env: CoapEnv) -> None:
+    env = coap_env
+    reply = await env.device.alert("fall", message_id="c-1", location=EDINBURGH)
+    assert reply.code == Code.CREATED
+    alert_id = reply.body["alert_id"]
+    assert reply.location_path == ("alert", alert_id)
+    alert = await env.bridge.runtime.store.get_alert(alert_id)
+    assert alert is not None and alert.transport == "coap"  # 2.01 came after the alert was stored
+
+    contact = await env.contact(lambda c: c["alert_id"] == alert_id)
+    assert contact["kind"] == "fall" and contact["device"]["id"] == "pendant-1"
+    assert contact["location"]["lat"] == pytest.approx(55.9533) and contact["location"]["accuracy_m"] == 15.0
+
+    before = env.rejected("replay")
+    replayed = await env.device.replay(env.device.sent[-1])
+    assert replayed.code == Code.UNAUTHORIZED and b"replay" in replayed.payload
+    assert env.rejected("replay") == before + 1
+    assert await env.bridge.runtime.store.get_credential("pendant-1", "coap_counter") == str(env.device.counter)
+    # The next properly signed request still works (and escalates the open alert).
+    again = await env.device.alert("fall", message_id="c-2", use_json=True)
+    assert again.code == Code.CREATED and again.body["outcome"] == "escalated"
+
+
+async def test_errors_bad_payload_credentials_and_size(coap_env: CoapEnv) -> None:
+    env = coap_env
+    d = env.device
+    bad_cbor = await d.send(d.build(Code.POST, "alert", b"\xff\x00garbage", ContentFormat.CBOR))
+    assert bad_cbor.code == Code.BAD_REQUEST and b"CBOR" in bad_cbor.payload
+    bad_json = await d.send(d.build(Code.POST, "alert", b'{"kind": "sos",', ContentFormat.JSON))
+    assert bad_json.code == Code.BAD_REQUEST and b"JSON" in bad_json.payload
+    not_a_map = await d.send(d.build(Code.POST, "alert", cbor2.dumps([1, 2]), ContentFormat.CBOR))
+    assert not_a_map.code == Code.BAD_REQUEST
+    wrong_kind = await d.send(d.build(Code.POST, "alert", cbor2.dumps({"kind": "check_in_missed"}), ContentFormat.CBOR))
+    assert wrong_kind.code == Code.BAD_REQUEST
+
+    wrong_key = await d.send(d.build(Code.POST, "alert", cbor2.dumps({"kind": "sos"}), key="11" * 32))
+    assert wrong_key.code == Code.UNAUTHORIZED
+    stale = await d.send(d.build(Code.POST, "alert", cbor2.dumps({"kind": "sos"}), timestamp=int(time.time()) - 3600))
+    assert stale.code == Code.UNAUTHORIZED
+    sos = cbor2.dumps({"kind": "sos"})
+    unsigned = aiocoap.Message(code=Code.POST, uri=f"coap://127.0.0.1:{d.port}/alert", payload=sos)
+    assert (await d.send(unsigned)).code == Code.UNAUTHORIZED
+
+    big = cbor2.dumps({"kind": "sos", "pad": "x" * 3000})
+    too_big = await d.send(d.build(Code.POST, "alert", big, ContentFormat.CBOR))
+    assert too_big.code == Code.REQUEST_ENTITY_TOO_LARGE
+    assert not env.rx.contacts  # nothing above was forwarded
+    assert env.rejected("malformed") >= 3 and env.rejected("bad_auth") >= 2
+
+
+async def test_observe_follows_the_alert_and_cancel(coap_env: CoapEnv) -> None:
+    env = coap_env
+    reply = await env.device.alert("sos", message_id="o-1")
+    alert_id = reply.body["alert_id"]
+    states: list[str] = []
+
+    async def watch() -> None:
+        async for doc in env.device.observe(alert_id):
+            states.append(doc["state"])
+            if doc["state"] == "acknowledged":
+                return
+
+    await asyncio.wait_for(watch(), 15)
+    assert states[-1] == "acknowledged" and states[0] in ("received", "forwarded", "acknowledged")
+    assert len(states) >= 2 or states[0] == "acknowledged"
+
+    cancelled = await env.device.cancel(alert_id)
+    assert cancelled.code == Code.CHANGED and cancelled.body["state"] == "cancelled"
+    await env.contact(lambda c: c["alert_id"] == alert_id and c["msg_type"] == "cancel")
+
+    other = await env.device.send(env.device.build(Code.GET, "alert/01NOSUCHALERT"))
+    assert other.code == Code.NOT_FOUND
+
+
+async def test_well_known_core_lists_alert(coap_env: CoapEnv) -> None:
+    ctx = await coap_env.device._ctx()
+    msg = aiocoap.Message(code=Code.GET, uri=f"coap://127.0.0.1:{coap_env.device.port}/.well-known/core")
+    resp = await ctx.request(msg).response
+    assert resp.code == Code.CONTENT
+    assert b"</alert>" in resp.payload and b"sosbridge.alert" in resp.payload
