@@ -82,7 +82,7 @@ def parse_cap(root: ET.Element) -> dict[str, Any]:
 
 def parse_eido(doc: dict[str, Any]) -> dict[str, Any]:
     incident = doc.get("incidentComponent") or {}
-    alarm = next(iter(doc.get("alarmsSensorsComponent") or []), {})
+    alarm: dict[str, Any] = next(iter(doc.get("alarmsSensorsComponent") or []), {})
     summary = dict(
         part.split("=", 1) for part in (alarm.get("csaaAlarmInformation") or "").split(";") if "=" in part
     )
