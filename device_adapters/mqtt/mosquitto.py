@@ -30,6 +30,8 @@ class MosquittoProcess:
         self.passwords = passwords
         self.acl_file = acl_file
         self.dir = Path(tempfile.mkdtemp(prefix="sosbridge-mosquitto-"))
+        # Started as root, mosquitto drops to its own user, which must be able to read these files.
+        self.dir.chmod(0o755)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,8 +43,8 @@ class MosquittoProcess:
         if self.passwords:
             pw = self.dir / "passwd"
             pw.write_text("".join(f"{u}:{p}\n" for u, p in self.passwords.items()))
-            pw.chmod(0o600)
             subprocess.run([shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-U", str(pw)], check=True)
+            pw.chmod(0o644)  # hashed by now; readable by the unprivileged broker user
             lines += ["allow_anonymous false", f"password_file {pw}"]
         else:
             lines.append("allow_anonymous true")

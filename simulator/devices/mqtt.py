@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import threading
 import uuid
 from typing import Any
 
@@ -45,9 +46,19 @@ class MqttPublisher:
             client.username_pw_set(self.username, self.password)
         if self.url.tls:
             client.tls_set()
+        connack: list[Any] = []
+        done = threading.Event()
+
+        def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            connack.append(reason)
+            done.set()
+
+        client.on_connect = on_connect
         client.connect(self.url.host, self.url.port, keepalive=30)
         client.loop_start()
         try:
+            if not done.wait(10) or connack[0].is_failure:
+                raise ConnectionError(f"broker refused the connection: {connack[0] if connack else 'timeout'}")
             infos = [client.publish(topic, payload, qos=qos, retain=retain) for topic, payload, retain in messages]
             for info in infos:
                 info.wait_for_publish(timeout=10)
