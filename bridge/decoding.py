@@ -68,13 +68,34 @@ class Decoder(Protocol):
     def __call__(self, frame: Frame, profile: DeviceProfile) -> list[Decoded]: ...
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise DecodeError(f"number {text[:20]!r} is not finite")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    # No device sends integers this long; bigger ones overflow float() in every mapping downstream.
+    if len(text.lstrip("-")) > 64:
+        raise DecodeError("integer too long")
+    return int(text)
+
+
+def _no_constant(text: str) -> Any:
+    raise DecodeError(f"{text} is not valid JSON")
+
+
 def parse_json_object(payload: bytes, limit: int = 64 * 1024) -> dict[str, Any]:
     if len(payload) > limit:
         raise DecodeError(f"payload of {len(payload)} bytes exceeds {limit}")
     try:
-        doc = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DecodeError(f"invalid JSON: {exc}") from None
+        doc = json.loads(payload, parse_float=_finite, parse_int=_bounded_int, parse_constant=_no_constant)
+    except DecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8 and bad syntax; RecursionError is deeply nested arrays/objects.
+        raise DecodeError(f"invalid JSON: {str(exc)[:200]}") from None
     if not isinstance(doc, dict):
         raise DecodeError("expected a JSON object")
     return doc
