@@ -62,6 +62,16 @@ def _option(profile: DeviceProfile, name: str, default: Any) -> Any:
 
 def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     try:
+        return _decode(frame, profile)
+    except DecodeError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        # pynmea2 converts fields lazily, on attribute access: a garbled field surfaces here, not in parse().
+        raise DecodeError(f"malformed NMEA field: {str(exc)[:80]}") from None
+
+
+def _decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
+    try:
         text = frame.payload.decode("ascii")
     except UnicodeDecodeError:
         raise DecodeError("NMEA sentences are ASCII") from None
