@@ -41,6 +41,10 @@ def _location(doc: dict[str, Any], default_accuracy_m: float | None) -> Location
     acc = _num(doc, "acc")
     vel = _num(doc, "vel")
     cog = _num(doc, "cog")
+    try:
+        fix_time = datetime.fromtimestamp(tst, UTC) if tst is not None else None
+    except (OverflowError, OSError, ValueError):
+        raise DecodeError("OwnTracks tst is not a valid timestamp") from None
     return Location(
         lat=lat,
         lon=lon,
@@ -48,7 +52,7 @@ def _location(doc: dict[str, Any], default_accuracy_m: float | None) -> Location
         accuracy_m=acc if acc and acc > 0 else default_accuracy_m,
         altitude_m=_num(doc, "alt"),
         source="wifi" if doc.get("conn") == "w" and acc and acc > 100 else "gnss",
-        fix_time=datetime.fromtimestamp(tst, UTC) if tst is not None else None,
+        fix_time=fix_time,
         speed_mps=vel / 3.6 if vel is not None else None,
         heading_deg=cog,
     )
