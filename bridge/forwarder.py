@@ -49,6 +49,7 @@ class Forwarder:
         sinks: dict[str, Sink],
         fallback: Sink | None,
         *,
+        fallbacks: dict[str, Sink] | None = None,
         workers: int = 4,
         lease_s: float = 30.0,
         retry_base_s: float = 0.5,
@@ -60,6 +61,7 @@ class Forwarder:
         self.metrics = metrics
         self.sinks = sinks
         self.fallback = fallback
+        self.fallbacks = fallbacks or {}
         self.workers = workers
         self.lease_s = lease_s
         self.retry_base_s = retry_base_s
@@ -90,7 +92,8 @@ class Forwarder:
             task.cancel()
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
-        for sink in {id(s): s for s in [*self.sinks.values(), self.fallback] if s is not None}.values():
+        every = [*self.sinks.values(), *self.fallbacks.values(), self.fallback]
+        for sink in {id(s): s for s in every if s is not None}.values():
             await sink.close()
 
     def raise_alarm(self, reason: str, detail: str) -> None:
@@ -168,10 +171,11 @@ class Forwarder:
 
     async def _fail_over(self, item: OutboxItem, reason: str) -> None:
         self.raise_alarm("critical_contact_overdue", f"{item.idempotency_key}: {reason}")
-        if item.fallback_sent or self.fallback is None:
+        fallback = self.fallbacks.get(item.route) or self.fallback
+        if item.fallback_sent or fallback is None:
             return
-        outcome = await self.fallback.deliver(item)
-        self.metrics.deliveries.labels(self.fallback.name, "fallback_" + type(outcome).__name__.lower()).inc()
+        outcome = await fallback.deliver(item)
+        self.metrics.deliveries.labels(fallback.name, "fallback_" + type(outcome).__name__.lower()).inc()
         if isinstance(outcome, Delivered):
             await self.store.mark_fallback_sent(item.item_id)
             log.error("critical contact sent to fallback", extra={"alert_id": item.alert_id, "seq": item.seq})

@@ -236,6 +236,7 @@ class Alert(BaseModel):
     escalation_count: int = 0
     contact_seq: int = 0
     dedupe_key: str | None = None
+    routes: list[str] = Field(default_factory=list, description="Platform routes its contacts went to")
     attributes: dict[str, Any] = Field(default_factory=dict)
     raw: str | None = None
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from bridge.contact import MsgType, build_contact
+from bridge.contact import Contact, MsgType, build_contact
 from bridge.events import StatusBus, StatusEvent
 from bridge.geo import enrich_location
 from bridge.lifecycle import IllegalTransition, LifecycleEvent, needs_stand_down, next_state
@@ -43,6 +43,9 @@ log = logging.getLogger("sosbridge.pipeline")
 
 Outcome = Literal["created", "escalated", "duplicate", "updated", "cancelled", "recorded"]
 KindPolicy = Callable[[Device], frozenset[AlertKind] | None]
+# Which platform routes a contact goes to, given the routes earlier contacts of its alert went to.
+RouteSelector = Callable[[Contact, list[str]], list[str]]
+DEFAULT_ROUTE = "default"
 
 
 class Rejected(Exception):
@@ -107,6 +110,7 @@ class Pipeline:
         default_status: ContactStatus = "actual",
         last_known_max_age_s: float = 24 * 3600,
         kind_policy: KindPolicy | None = None,
+        route_selector: RouteSelector | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -115,6 +119,7 @@ class Pipeline:
         self.default_status = default_status
         self.last_known_max_age_s = last_known_max_age_s
         self.kind_policy = kind_policy
+        self.route_selector = route_selector
         self._locks: dict[str, asyncio.Lock] = {}
         # Called after a commit that queued contacts, so the forwarder wakes at once instead of polling.
         self.on_queued: Callable[[], None] | None = None
@@ -353,18 +358,26 @@ class Pipeline:
         alert = change.alert
         alert.contact_seq += 1
         contact = build_contact(alert, device, msg_type, alert.contact_seq, reason, self.public_url)
-        change.outbox.append(
-            OutboxItem(
-                item_id=new_id(),
-                alert_id=alert.alert_id,
-                seq=alert.contact_seq,
-                msg_type=msg_type,
-                idempotency_key=contact.idempotency_key,
-                payload=contact.to_json(),
-                critical=alert.critical,
-                created_at=time.time(),
+        routes = self.route_selector(contact, alert.routes) if self.route_selector else []
+        # With no route configured the contact still waits on the default route: the forwarder alarms and
+        # fails critical contacts over, rather than the bridge silently dropping them.
+        routes = routes or [DEFAULT_ROUTE]
+        alert.routes = [*alert.routes, *(r for r in routes if r not in alert.routes)]
+        payload, now = contact.to_json(), time.time()
+        for route in routes:
+            change.outbox.append(
+                OutboxItem(
+                    item_id=new_id(),
+                    alert_id=alert.alert_id,
+                    seq=alert.contact_seq,
+                    msg_type=msg_type,
+                    idempotency_key=contact.idempotency_key,
+                    payload=payload,
+                    critical=alert.critical,
+                    created_at=now,
+                    route=route,
+                )
             )
-        )
 
     def _publish(self, alert: Alert, event: str) -> None:
         self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, event))

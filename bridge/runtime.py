@@ -6,16 +6,20 @@ import asyncio
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.adapters import Adapter
 from bridge.config import Settings
+from bridge.contact import Contact
 from bridge.events import StatusBus
+from bridge.formats import options_from_settings
 from bridge.forwarder import Forwarder
 from bridge.metrics import Metrics
 from bridge.pipeline import Pipeline
 from bridge.plugins import LoadedPlugin, load_all
 from bridge.profiles import ProfileRegistry
+from bridge.routing import DEFAULT_ROUTE, RoutingTable, load_routes
 from bridge.sinks.base import Sink
 from bridge.sinks.file import FileSink
 from bridge.sinks.webhook import WebhookSink
@@ -27,28 +31,27 @@ if TYPE_CHECKING:
 log = logging.getLogger("sosbridge.runtime")
 
 
-def build_sinks(settings: Settings) -> tuple[dict[str, Sink], Sink | None]:
-    sinks: dict[str, Sink] = {}
-    if settings.platform_url:
-        sinks["default"] = WebhookSink(
-            settings.platform_url,
-            settings.platform_secret,
-            settings.platform_format,
-            settings.platform_timeout_s,
-            name="platform",
-        )
-    fallback: Sink
-    if settings.fallback_url:
-        fallback = WebhookSink(
-            settings.fallback_url,
-            settings.platform_secret,
-            settings.platform_format,
-            settings.platform_timeout_s,
-            name="fallback",
-        )
-    else:
-        fallback = FileSink(settings.effective_fallback_file, name="fallback-spool")
-    return sinks, fallback
+@dataclass
+class Sinks:
+    primary: dict[str, Sink]
+    fallbacks: dict[str, Sink]
+    spool: Sink
+
+
+def build_sinks(settings: Settings, table: RoutingTable) -> Sinks:
+    """One webhook per route, its own fallback URL if it has one, and the shared fsynced spool."""
+    options = options_from_settings(settings)
+    primary: dict[str, Sink] = {}
+    fallbacks: dict[str, Sink] = {}
+    for route in table.all_routes():
+        timeout = route.timeout_s or settings.platform_timeout_s
+        name = "platform" if route.name == DEFAULT_ROUTE else route.name
+        primary[route.name] = WebhookSink(route.url, route.secret, route.format, timeout, name=name, options=options)
+        if route.fallback_url:
+            fallbacks[route.name] = WebhookSink(
+                route.fallback_url, route.secret, route.format, timeout, name=f"{name}-fallback", options=options
+            )
+    return Sinks(primary, fallbacks, FileSink(settings.effective_fallback_file, name="fallback-spool"))
 
 
 class BridgeRuntime:
@@ -59,6 +62,7 @@ class BridgeRuntime:
         self.metrics = Metrics()
         extra_dirs = settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else []
         self.profiles = ProfileRegistry.load(extra_dirs)
+        self.routes = load_routes(settings)
         self.pipeline = Pipeline(
             self.store,
             self.bus,
@@ -67,14 +71,16 @@ class BridgeRuntime:
             default_status=settings.default_status,
             last_known_max_age_s=settings.last_known_max_age_s,
             kind_policy=self.profiles.allowed_kinds,
+            route_selector=self.select_routes,
         )
-        sinks, fallback = build_sinks(settings)
+        sinks = build_sinks(settings, self.routes)
         self.forwarder = Forwarder(
             self.store,
             self.pipeline,
             self.metrics,
-            sinks,
-            fallback,
+            sinks.primary,
+            sinks.spool,
+            fallbacks=sinks.fallbacks,
             workers=settings.forwarder_workers,
             lease_s=settings.lease_s,
             retry_base_s=settings.retry_base_s,
@@ -93,6 +99,9 @@ class BridgeRuntime:
                 log.error("adapter failed to initialise", extra={"adapter": plugin.name, "error": repr(exc)})
         self.started_adapters: list[str] = []
         self._health_task: asyncio.Task[None] | None = None
+
+    def select_routes(self, contact: Contact, previous: list[str]) -> list[str]:
+        return [route.name for route in self.routes.select(contact, previous)]
 
     def create_app(self) -> FastAPI:
         from bridge.api.app import create_app

@@ -7,6 +7,8 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from bridge.contact import Contact
+from bridge.formats import RenderOptions, render
+from bridge.formats.pidf import NoLocation
 from bridge.model import utcnow
 from bridge.sinks.base import Delivered, Outcome, Permanent, Retry
 from bridge.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
@@ -25,12 +27,10 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-def render_body(item: OutboxItem, fmt: str) -> tuple[bytes, str]:
+def render_body(item: OutboxItem, fmt: str, options: RenderOptions | None = None) -> tuple[bytes, str]:
     if fmt == "json":
         return item.payload.encode(), "application/json"
-    from bridge.formats import render
-
-    return render(Contact.model_validate_json(item.payload), fmt)  # type: ignore[arg-type]
+    return render(Contact.model_validate_json(item.payload), fmt, options)  # type: ignore[arg-type]
 
 
 def classify(status: int, retry_after: str | None) -> Outcome:
@@ -43,16 +43,27 @@ def classify(status: int, retry_after: str | None) -> Outcome:
 
 
 class WebhookSink:
-    def __init__(self, url: str, secret: str, fmt: str = "json", timeout_s: float = 10.0, name: str = "webhook"):
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        fmt: str = "json",
+        timeout_s: float = 10.0,
+        name: str = "webhook",
+        options: RenderOptions | None = None,
+    ):
         self.name = name
         self.url = url
         self.secret = secret
         self.fmt = fmt
+        self.options = options
         self._client = httpx.AsyncClient(timeout=timeout_s)
 
     async def deliver(self, item: OutboxItem) -> Outcome:
         try:
-            body, content_type = render_body(item, self.fmt)
+            body, content_type = render_body(item, self.fmt, self.options)
+        except NoLocation:
+            return Permanent(f"{self.fmt} needs a location and this contact has none")
         except Exception as exc:  # a formatter bug must not lose the contact: keep it and alarm
             return Retry(f"render failed: {exc}")
         headers = {
