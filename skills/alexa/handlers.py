@@ -103,7 +103,7 @@ def locate(hi: HandlerInput, deps: SkillDeps, identity: Identity) -> Located:
     context = hi.request_envelope.context
     ask: list[str] = []
     geo = _serializer.serialize(context.geolocation) if context is not None and context.geolocation else None
-    found = location_from_geolocation(geo)
+    found = location_from_geolocation(geo if isinstance(geo, dict) else None)
     if found is not None:
         return Located(found, "alexa_geolocation", ask)
     interfaces = system.device.supported_interfaces if system is not None and system.device else None
@@ -163,7 +163,7 @@ class RaiseAlertHandler(_Base):
     def handle(self, handler_input: HandlerInput) -> Response:
         deps, loc = self.deps, self.loc(handler_input)
         duress = is_intent_name(DURESS_INTENT)(handler_input)
-        request = handler_input.request_envelope.request
+        request: Any = handler_input.request_envelope.request
         system = _system(handler_input)
         try:
             identity = identify(handler_input, deps)
@@ -221,7 +221,8 @@ class RaiseAlertHandler(_Base):
             extra={"alert_id": outcome.alert_id, "device_id": identity.device_id, "outcome": outcome.outcome},
         )
         if outcome.alert_id:
-            handler_input.attributes_manager.session_attributes[ALERT_ID_KEY] = outcome.alert_id
+            attrs: Any = handler_input.attributes_manager.session_attributes
+            attrs[ALERT_ID_KEY] = outcome.alert_id
         if duress:
             reply = deps.settings.duress_reply or say("duress_reply", loc)
             return rb.speak(reply).set_should_end_session(True).response
@@ -229,7 +230,7 @@ class RaiseAlertHandler(_Base):
         if located.ask_permissions:
             text = f"{text} {say('permission_address', loc)}" if ADDRESS_PERMISSION in located.ask_permissions \
                 else text
-            rb.set_card(AskForPermissionsConsentCard(permissions=located.ask_permissions))
+            rb.set_card(AskForPermissionsConsentCard(permissions=list[object](located.ask_permissions)))
         return rb.speak(text).set_should_end_session(True).response
 
 
@@ -239,7 +240,7 @@ class CancelAlertHandler(_Base):
 
     def handle(self, handler_input: HandlerInput) -> Response:
         loc, rb = self.loc(handler_input), handler_input.response_builder
-        request = handler_input.request_envelope.request
+        request: Any = handler_input.request_envelope.request
         status = request.intent.confirmation_status
         if status == IntentConfirmationStatus.DENIED:
             return rb.speak(say("cancel_denied", loc)).set_should_end_session(True).response
@@ -272,7 +273,7 @@ class StatusHandler(_Base):
     def handle(self, handler_input: HandlerInput) -> Response:
         loc, rb = self.loc(handler_input), handler_input.response_builder
         identity = identify(handler_input, self.deps)
-        remembered = handler_input.attributes_manager.session_attributes.get(ALERT_ID_KEY)
+        remembered = (handler_input.attributes_manager.session_attributes or {}).get(ALERT_ID_KEY)
         outcome = self.deps.gateway.status(identity.device_id, remembered)
         if outcome is None or outcome.state is None:
             return rb.speak(say("no_alert", loc)).set_should_end_session(True).response
@@ -315,7 +316,7 @@ class SessionEndedHandler(_Base):
 
     def handle(self, handler_input: HandlerInput) -> Response:
         # Never a cancel signal: it also arrives for timeouts and errors (NOTES.md §8).
-        request = handler_input.request_envelope.request
+        request: Any = handler_input.request_envelope.request
         log.info("alexa session ended", extra={"reason": str(getattr(request, "reason", None))})
         return handler_input.response_builder.response
 

@@ -29,8 +29,9 @@ def build_lambda_handler(settings: AlexaSettings | None = None) -> Handler:
     gateway = HttpGateway(cfg.bridge_url, cfg.relay_secret, cfg.path)
     amazon = AmazonApi(HttpxApiClient(cfg.api_timeout_s, cfg.api_ca_bundle or True))
     sb = skill_builder(SkillDeps(cfg, gateway, amazon))
-    sb.skill_id = apps[0]
-    return sb.lambda_handler()
+    sb.skill_id = apps[0]  # type: ignore[assignment]
+    handler: Handler = sb.lambda_handler()  # type: ignore[assignment]
+    return handler
 
 
 _handler: Handler | None = None

@@ -129,7 +129,13 @@ class HttpGateway:
 
     def raise_alert(self, obs: Observation, wait_s: float) -> Future[AlertOutcome]:
         payload = {"observation": obs.model_dump(mode="json"), "wait_s": wait_s}
-        return self._pool.submit(lambda: _parse_outcome(self._call("raise", payload)))  # type: ignore[return-value]
+        def call() -> AlertOutcome:
+            outcome = _parse_outcome(self._call("raise", payload))
+            if outcome is None:
+                raise VoiceUnavailable("bridge returned no outcome")
+            return outcome
+
+        return self._pool.submit(call)
 
     def cancel(self, device_id: str, message_id: str | None, reason: str) -> AlertOutcome:
         out = _parse_outcome(self._call("cancel", {"device_id": device_id, "message_id": message_id, "reason": reason}))
