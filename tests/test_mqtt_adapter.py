@@ -416,3 +416,31 @@ async def test_embedded_amqtt_broker(tmp_path: Path, monkeypatch: pytest.MonkeyP
             await env.sim(device).alert("fall", location={"lat": 57.48, "lon": -4.22, "accuracy_m": 10})
             [contact] = await env.contacts_for("amqtt-btn")
             assert contact["kind"] == "fall" and contact["location"]["lat"] == pytest.approx(57.48)
+
+
+async def test_unstored_alert_is_not_acknowledged(tmp_path: Path, mosquitto_url: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store goes away: the alert must stay unacknowledged at the broker and come back on restart."""
+    async with make_env(tmp_path, mosquitto_url, monkeypatch) as env:
+        async with env.running() as eb:
+            device = await env.add("outage-btn", "sosbridge-mqtt-button")
+            await env.sim(device).alert("sos", message_id="before")
+            await env.contacts_for("outage-btn")
+            acked = env.adapter.handled
+            await eb.runtime.store.close()  # the store is gone: nothing can be stored from here on
+            await env.sim(device).alert("medical", message_id="during-outage")
+            await asyncio.sleep(0.5)
+            assert env.adapter.handled == acked  # received, but not acknowledged
+        assert [c["kind"] for c in env.rx.contacts if c["device"]["id"] == "outage-btn"] == ["sos"]
+        # Restart on the same database and session: the broker redelivers the unacknowledged message,
+        # which is stored now (the open SOS alert is escalated by the "medical" press).
+        async with env.running():
+            alert = None
+            for _ in range(200):
+                alert = await env.store.open_alert_for_device("outage-btn")
+                if alert is not None and alert.attributes.get("escalation_kinds"):
+                    break
+                await asyncio.sleep(0.05)
+            assert alert is not None and alert.attributes["escalation_kinds"] == ["medical"]
+            history = [h.event for h in await env.store.history(alert.alert_id)]
+            assert history.count("received") == 1  # "before" was acknowledged once and not redelivered

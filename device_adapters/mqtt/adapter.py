@@ -160,17 +160,21 @@ class MqttAdapter(BaseAdapter):
             try:
                 await self._process(msg)
                 break
-            except StoreError as exc:
-                # Nothing was stored: do not acknowledge. Retry; if we stop first, the broker redelivers.
-                log.error("store failed; message not acknowledged", extra={"topic": msg.topic, "error": str(exc)})
+            except Exception as exc:
+                # Not stored (a store failure, or a bug on the way there): never acknowledge. Retry; if we
+                # stop first, the broker redelivers the message to the next session. Losing an alert
+                # silently is worse than one message holding an in-flight slot.
+                log.error(
+                    "mqtt message not stored; not acknowledged",
+                    extra={"topic": msg.topic, "error": repr(exc)},
+                    exc_info=not isinstance(exc, StoreError),
+                )
                 if self._stopping:
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.options.store_retry_max_s)
-            except Exception:
-                # A bug must not wedge the session: log it, acknowledge, and keep serving other devices.
-                log.exception("unexpected error handling mqtt message", extra={"topic": msg.topic})
-                break
+                if self._stopping:
+                    return
         self.conn.ack(msg)
         self.handled += 1
 
