@@ -50,6 +50,13 @@ class Settings(BaseSettings):
     serial_ports: str | None = Field(default=None, description="protocol=path[,protocol=path...]")
     profile_dirs: str | None = Field(default=None, description="Extra profile directories, os.pathsep-separated")
 
+    # abuse resistance and retention
+    device_update_burst: int = Field(default=5, description="Escalation contacts a device may cause at once")
+    device_update_per_min: float = Field(default=6, description="...and per minute after the burst")
+    auth_failures_burst: int = Field(default=20, description="Failed credentials per source before 429")
+    auth_failures_per_min: float = 20
+    retention_days: float = Field(default=90, description="Closed alerts older than this are purged")
+
     # behaviour
     default_status: Literal["actual", "exercise", "test"] = "actual"
     last_known_max_age_s: float = 24 * 3600

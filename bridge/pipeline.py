@@ -37,6 +37,7 @@ from bridge.model import (
     new_id,
     utcnow,
 )
+from bridge.ratelimit import TokenBuckets
 from bridge.store.base import Change, DuplicateMessage, OutboxItem, Store
 
 log = logging.getLogger("sosbridge.pipeline")
@@ -111,6 +112,7 @@ class Pipeline:
         last_known_max_age_s: float = 24 * 3600,
         kind_policy: KindPolicy | None = None,
         route_selector: RouteSelector | None = None,
+        update_limiter: TokenBuckets | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -120,6 +122,7 @@ class Pipeline:
         self.last_known_max_age_s = last_known_max_age_s
         self.kind_policy = kind_policy
         self.route_selector = route_selector
+        self.update_limiter = update_limiter
         self._locks: dict[str, asyncio.Lock] = {}
         # Called after a commit that queued contacts, so the forwarder wakes at once instead of polling.
         self.on_queued: Callable[[], None] | None = None
@@ -256,7 +259,12 @@ class Pipeline:
             )
         )
         reason = f"escalation: repeated {obs.kind.value} (press {alert.escalation_count + 1})"
-        self._queue_contact(change, device, "update", reason)
+        if await self._may_queue_update(alert):
+            self._queue_contact(change, device, "update", reason)
+        else:
+            # A flood folds into the open alert: every press is recorded and counted, and the update
+            # already waiting for delivery carries the escalation; no contact per press.
+            change.history[-1].detail["folded"] = True
         await self._commit(change)
         self._publish(alert, "escalated")
         return SubmitResult(alert.alert_id, "escalated", alert.state)
@@ -349,6 +357,12 @@ class Pipeline:
         return alert
 
     # -- helpers --------------------------------------------------------------------------------------
+    async def _may_queue_update(self, alert: Alert) -> bool:
+        if self.update_limiter is None or self.update_limiter.allow(alert.device_id, time.monotonic()):
+            return True
+        waiting = await self.store.outbox_items(alert.alert_id)
+        return not any(i.msg_type == "update" and i.state in ("pending", "retry") for i in waiting)
+
     async def _commit(self, change: Change) -> None:
         await self.store.commit(change)
         if change.outbox and self.on_queued is not None:

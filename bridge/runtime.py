@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bridge.adapters import Adapter
@@ -16,9 +18,11 @@ from bridge.events import StatusBus
 from bridge.formats import options_from_settings
 from bridge.forwarder import Forwarder
 from bridge.metrics import Metrics
+from bridge.model import utcnow
 from bridge.pipeline import Pipeline
 from bridge.plugins import LoadedPlugin, load_all
 from bridge.profiles import ProfileRegistry
+from bridge.ratelimit import TokenBuckets
 from bridge.routing import DEFAULT_ROUTE, RoutingTable, load_routes
 from bridge.sinks.base import Sink
 from bridge.sinks.file import FileSink
@@ -72,7 +76,9 @@ class BridgeRuntime:
             last_known_max_age_s=settings.last_known_max_age_s,
             kind_policy=self.profiles.allowed_kinds,
             route_selector=self.select_routes,
+            update_limiter=TokenBuckets(settings.device_update_burst, settings.device_update_per_min / 60),
         )
+        self.auth_failures = TokenBuckets(settings.auth_failures_burst, settings.auth_failures_per_min / 60)
         sinks = build_sinks(settings, self.routes)
         self.forwarder = Forwarder(
             self.store,
@@ -122,10 +128,23 @@ class BridgeRuntime:
         log.info("bridge started", extra={"adapters": self.started_adapters})
 
     async def _health_loop(self) -> None:
+        last_purge = 0.0
         while True:
             with contextlib.suppress(Exception):
                 await self.forwarder.refresh_health(self.settings.fallback_after_attempts)
+            if time.monotonic() - last_purge > 3600:
+                last_purge = time.monotonic()
+                with contextlib.suppress(Exception):
+                    await self.purge_expired()
             await asyncio.sleep(1.0)
+
+    async def purge_expired(self) -> int:
+        """Retention: closed alerts older than SOSBRIDGE_RETENTION_DAYS go, with their history and contacts."""
+        before = utcnow() - timedelta(days=self.settings.retention_days)
+        purged = await self.store.purge_closed(before)
+        if purged:
+            log.info("retention purge", extra={"purged_alerts": purged})
+        return purged
 
     async def stop(self) -> None:
         if self._health_task is not None:

@@ -187,3 +187,20 @@ async def test_admin_device_api(bridge_env: BridgeEnv) -> None:
         assert (await c.delete("/v1/devices/new-1", headers=admin)).status_code == 200
         gone = await c.post("/v1/alerts", json={"kind": "sos"}, headers={"Authorization": f"Bearer {token}"})
         assert gone.status_code == 401
+
+
+async def test_failed_credentials_are_rate_limited_per_source(bridge_env: BridgeEnv) -> None:
+    token = await bridge_env.add_device("good")
+    async with httpx.AsyncClient(base_url=bridge_env.url) as c:
+        statuses = [
+            (
+                await c.post("/v1/alerts", json={"kind": "sos"}, headers={"Authorization": f"Bearer guess-{i}"})
+            ).status_code
+            for i in range(25)
+        ]
+        assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
+        # A device with a valid token is never locked out by someone else's guessing.
+        ok = await c.post("/v1/alerts", json={"kind": "sos"}, headers={"Authorization": f"Bearer {token}"})
+        assert ok.status_code == 202
+    rows = await bridge_env.store._run(lambda conn: conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+    assert rows >= 25

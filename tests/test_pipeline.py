@@ -161,3 +161,40 @@ def test_should_escalate() -> None:
     assert should_escalate(base, AlertKind.sos)
     assert not should_escalate(base, AlertKind.low_battery)
     assert not should_escalate(base.model_copy(update={"kind": AlertKind.low_battery}), AlertKind.sos)
+
+
+async def test_flood_folds_into_the_open_alert(tmp_path: Path) -> None:
+    """Past the per-device limit every press is still recorded, but contacts are not multiplied."""
+    from bridge.ratelimit import TokenBuckets
+
+    store = SqliteStore(tmp_path / "f.db")
+    await store.open()
+    await store.put_device(Device(device_id="w1"))
+    p = Pipeline(store, StatusBus(), Metrics(), update_limiter=TokenBuckets(2, 0.0))
+    try:
+        results = [await p.submit(obs(message_id=f"m{i}")) for i in range(20)]
+        alert_id = results[0].alert_id or ""
+        assert {r.alert_id for r in results} == {alert_id}
+        alert = await store.get_alert(alert_id)
+        assert alert is not None and alert.escalation_count == 19
+        history = await store.history(alert_id)
+        assert len(history) == 20 and sum(bool(h.detail.get("folded")) for h in history) == 17
+        # alert + 2 updates within the burst + nothing more while an update is still waiting
+        assert [i.msg_type for i in await store.outbox_items(alert_id)] == ["alert", "update", "update"]
+        # A genuine new emergency from another device is never limited.
+        await store.put_device(Device(device_id="w2"))
+        assert (await p.submit(obs(device_id="w2"))).outcome == "created"
+    finally:
+        await store.close()
+
+
+def test_token_buckets() -> None:
+    from bridge.ratelimit import TokenBuckets
+
+    b = TokenBuckets(2, 1.0, max_keys=2)
+    assert [b.allow("a", 0.0) for _ in range(3)] == [True, True, False]
+    assert b.retry_after("a") == pytest.approx(1.0)
+    assert b.allow("a", 1.0) is True
+    b.allow("b", 1.0)
+    b.allow("c", 1.0)  # evicts "a", the least recently used
+    assert "a" not in b._buckets

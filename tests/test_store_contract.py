@@ -193,3 +193,26 @@ async def test_sqlite_pragmas(tmp_path: Path) -> None:
         assert (mode, sync) == ("wal", 2)  # 2 = FULL
     finally:
         await s.close()
+
+
+async def test_purge_closed_keeps_open_alerts(store: Store) -> None:
+    from datetime import timedelta
+
+    old_closed = make_alert().model_copy(update={"state": AlertState.resolved})
+    old_open = make_alert()
+    await store.commit(
+        Change(
+            alert=old_closed,
+            outbox=[item(old_closed, 1)],
+            dedupe_key="d1|http|old",
+            history=[HistoryEntry(at=utcnow(), event="resolve", state=AlertState.resolved)],
+        )
+    )
+    await store.commit(Change(alert=old_open, outbox=[item(old_open, 1)]))
+    await store.mark_delivered((await store.outbox_items(old_closed.alert_id))[0].item_id, time.time())
+    assert await store.purge_closed(utcnow() - timedelta(days=1)) == 0  # too recent
+    assert await store.purge_closed(utcnow() + timedelta(seconds=1)) == 1
+    assert await store.get_alert(old_closed.alert_id) is None
+    assert await store.history(old_closed.alert_id) == []
+    assert await store.alert_for_dedupe("d1|http|old") is None
+    assert await store.get_alert(old_open.alert_id) is not None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hmac
+import time
 
 from fastapi import HTTPException, Request
 
-from bridge.model import Device
+from bridge.model import Device, utcnow
 
 
 def bearer_token(request: Request) -> str | None:
@@ -31,14 +32,30 @@ def require_secret(request: Request, expected: str | None, what: str) -> None:
         raise unauthorised(f"a valid {what} bearer token is required")
 
 
+def client_source(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
 async def require_device(request: Request) -> Device:
+    """Resolve the device from its bearer token. Repeated failures from one source get 429, so tokens
+    can't be guessed at speed; a device with a valid token is never limited here."""
     runtime = request.app.state.runtime
+    source = client_source(request)
     token = bearer_token(request)
+    device: Device | None = await runtime.store.device_for_token(token) if token else None
+    if device is not None:
+        return device
+    reason = "unauthenticated" if token is None else "bad_credentials"
+    runtime.metrics.rejected("http", reason)
+    await runtime.store.audit(utcnow(), f"source:{source}", "credential_refused", "device_token", reason)
+    if not runtime.auth_failures.allow(source, time.monotonic()):
+        runtime.metrics.rejected("http", "auth_rate_limited")
+        wait = max(1, int(runtime.auth_failures.retry_after(source)) + 1)
+        raise HTTPException(
+            status_code=429,
+            detail={"error": "rate_limited", "reason": "too many failed credentials from this source"},
+            headers={"Retry-After": str(wait)},
+        )
     if token is None:
-        runtime.metrics.rejected("http", "unauthenticated")
         raise unauthorised("a device bearer token is required")
-    device: Device | None = await runtime.store.device_for_token(token)
-    if device is None:
-        runtime.metrics.rejected("http", "bad_credentials")
-        raise unauthorised("the device token is not valid")
-    return device
+    raise unauthorised("the device token is not valid")

@@ -450,6 +450,26 @@ class SqliteStore:
         )
         return [_row_to_item(r) for r in rows]
 
+    async def purge_closed(self, before: datetime) -> int:
+        def body(c: sqlite3.Connection) -> int:
+            ids = [
+                r["alert_id"]
+                for r in c.execute(
+                    "SELECT alert_id FROM alerts WHERE is_open = 0 AND received_at < ?", (before.isoformat(),)
+                )
+            ]
+            for alert_id in ids:
+                c.execute("DELETE FROM history WHERE alert_id = ?", (alert_id,))
+                c.execute(
+                    "DELETE FROM outbox WHERE alert_id = ? AND state IN ('delivered', 'dead', 'cancelled')", (alert_id,)
+                )
+                c.execute("DELETE FROM dedupe WHERE alert_id = ?", (alert_id,))
+                c.execute("DELETE FROM alerts WHERE alert_id = ?", (alert_id,))
+            c.execute("DELETE FROM audit WHERE at < ?", (before.isoformat(),))
+            return len(ids)
+
+        return await self._run(lambda c: self._tx(c, body))
+
     async def audit(self, at: datetime, actor: str, action: str, subject: str, detail: str = "") -> None:
         await self._run(
             lambda c: c.execute(
