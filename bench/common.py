@@ -1,0 +1,247 @@
+"""Shared bench plumbing: processes on loopback, /proc sampling, percentiles, machine facts, tables."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.02)
+    raise TimeoutError(f"port {port} not listening after {timeout} s")
+
+
+def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None, ok: int = 500) -> float:
+    """Poll until `url` answers below `ok`; returns the monotonic time it first did."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(url).status_code < ok:
+                    return time.monotonic()
+            time.sleep(0.01)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
+
+
+def which(name: str) -> str | None:
+    return shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
+
+
+@dataclass
+class Proc:
+    """A child process we started; stopped by its own pid only."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def spawn(name: str, cmd: Sequence[str], workdir: Path, env: dict[str, str] | None = None) -> Proc:
+    log = workdir / f"{name}.log"
+    fh = open(log, "ab")
+    proc = subprocess.Popen(list(cmd), stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    fh.close()
+    return Proc(name, proc, log)
+
+
+@contextlib.contextmanager
+def running(procs: list[Proc]) -> Iterator[list[Proc]]:
+    try:
+        yield procs
+    finally:
+        for p in reversed(procs):
+            with contextlib.suppress(Exception):
+                p.stop()
+
+
+def start_mosquitto(workdir: Path) -> tuple[Proc, int]:
+    """Our own broker. QoS 1 messages queued for a slow subscriber are not capped (the default 1000 would
+    drop the excess and make a storm look lossy for the broker's sake, not the bridge's)."""
+    binary = which("mosquitto")
+    if binary is None:
+        raise RuntimeError("mosquitto is not installed (scripts/setup --services installs it)")
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_queued_messages 0\nmax_inflight_messages 20\n"
+    )
+    proc = spawn("mosquitto", [binary, "-c", str(conf)], workdir)
+    wait_port(port)
+    return proc, port
+
+
+def start_redis(workdir: Path) -> tuple[Proc, int]:
+    binary = which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed")
+    port = free_port()
+    cmd = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+           "--dir", str(workdir)]
+    proc = spawn("redis", cmd, workdir)
+    wait_port(port)
+    return proc, port
+
+
+# -- /proc sampling ----------------------------------------------------------------------------------------
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+@dataclass
+class Sampler:
+    """Samples a process's RSS and CPU every `interval_s` in a thread while a block runs."""
+
+    pid: int
+    interval_s: float = 0.2
+    rss: list[float] = field(default_factory=list)
+    _cpu0: float = 0.0
+    _t0: float = 0.0
+    cpu_pct: float = 0.0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __enter__(self) -> Sampler:
+        self._cpu0, self._t0 = cpu_s(self.pid), time.monotonic()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(OSError):
+                self.rss.append(rss_mb(self.pid))
+            self._stop.wait(self.interval_s)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with contextlib.suppress(OSError):
+            elapsed = time.monotonic() - self._t0
+            self.cpu_pct = 100.0 * (cpu_s(self.pid) - self._cpu0) / elapsed if elapsed > 0 else 0.0
+            self.rss.append(rss_mb(self.pid))
+
+    @property
+    def rss_max(self) -> float:
+        return max(self.rss) if self.rss else 0.0
+
+
+# -- statistics and reporting ------------------------------------------------------------------------------
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
+    return ordered[rank - 1]
+
+
+def latency_summary(latencies_s: Sequence[float]) -> dict[str, float]:
+    ms = [v * 1000 for v in latencies_s]
+    return {
+        "n": len(ms),
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p95_ms": round(percentile(ms, 95), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "max_ms": round(max(ms), 3) if ms else float("nan"),
+    }
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_gb = 0.0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "mem_gb": mem_gb,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "sqlite": __import__("sqlite3").sqlite_version,
+    }
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table (readable on a terminal, pasteable into the README)."""
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    line = "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in cells]
+    return "\n".join([line, sep, *body])
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

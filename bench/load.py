@@ -1,0 +1,160 @@
+"""Load generators: QoS 1 MQTT publishers and HTTP wearables, bounded in count and time.
+
+Each returns the wall-clock send time (time.time(), the clock the receiver stamps `received_at` with)
+for every message key, so latency is receiver receipt minus device send on one machine's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bench.seed import TENANT, token_for
+
+
+@dataclass(frozen=True)
+class Msg:
+    key: str  # the device id the receiver will report for this message
+    topic: str
+    payload: bytes
+
+
+def button_alert(device_id: str, message_id: str | None = None) -> Msg:
+    """What our MQTT button firmware sends (hardware/profiles/sosbridge-mqtt-button.yaml)."""
+    body = {
+        "kind": "sos",
+        "message_id": message_id or f"m-{device_id}",
+        "location": {"lat": 51.5007, "lon": -0.1246, "accuracy_m": 8},
+        "battery": 87,
+    }
+    return Msg(device_id, f"sosbridge/{TENANT}/{device_id}/alert", json.dumps(body).encode())
+
+
+def ready_contact(template: dict[str, Any], key: str, topic: str) -> Msg:
+    """A finished contact (as the bridge would have built it) for the relay contenders to carry."""
+    doc = dict(template)
+    doc["device"] = {**template["device"], "id": key}
+    doc["contact_id"] = f"{key}:1"
+    doc["alert_id"] = key
+    return Msg(key, topic, json.dumps(doc).encode())
+
+
+class Publisher:
+    """One paho client with QoS 1; `inflight` unacknowledged messages at most (paho queues the rest)."""
+
+    def __init__(self, port: int, inflight: int = 100) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:8]}")
+        self.client.max_inflight_messages_set(inflight)
+        self.client.max_queued_messages_set(0)
+        self.acked = 0
+        self._lock = threading.Lock()
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+
+    def _on_publish(self, *_args: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def send(
+        self, msgs: Sequence[Msg], rate: float | None = None, deadline_s: float = 120.0,
+        at: dict[float, Callable[[], None]] | None = None,
+    ) -> dict[str, float]:
+        """Publish all (as fast as paho takes them, or paced at `rate`/s); returns key -> first send time.
+        `at` runs callbacks at the given offsets in seconds (the storm's probe SOS)."""
+        sent: dict[str, float] = {}
+        pending = sorted((at or {}).items())
+        start = time.monotonic()
+        stop = start + deadline_s
+        for i, msg in enumerate(msgs):
+            now = time.monotonic()
+            while pending and now - start >= pending[0][0]:
+                pending.pop(0)[1]()
+            if rate is not None:
+                due = start + i / rate
+                if due > now:
+                    time.sleep(due - now)
+            if now > stop:
+                break
+            sent.setdefault(msg.key, time.time())
+            self.client.publish(msg.topic, msg.payload, qos=1)
+        for _, fn in pending:
+            fn()
+        return sent
+
+    def wait_acked(self, n: int, timeout_s: float = 60.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.acked >= n:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+# -- HTTP wearables ----------------------------------------------------------------------------------------
+def wearable_body(device_id: str) -> dict[str, Any]:
+    return {
+        "kind": "sos",
+        "message_id": f"h-{device_id}",
+        "location": {"lat": 51.5007, "lon": -0.1246, "accuracy_m": 12},
+        "attributes": {"battery": 80},
+    }
+
+
+async def _http_send(
+    bridge_url: str, ids: Sequence[str], rate: float | None, concurrency: int, deadline_s: float
+) -> tuple[dict[str, float], dict[int, int]]:
+    sent: dict[str, float] = {}
+    statuses: dict[int, int] = {}
+    sem = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=bridge_url, timeout=30.0, limits=limits) as client:
+
+        async def one(device_id: str) -> None:
+            async with sem:
+                sent[device_id] = time.time()
+                try:
+                    r = await client.post(
+                        "/v1/alerts", json=wearable_body(device_id),
+                        headers={"Authorization": f"Bearer {token_for(device_id)}"},
+                    )
+                    code = r.status_code
+                except httpx.HTTPError:
+                    code = 0
+                statuses[code] = statuses.get(code, 0) + 1
+
+        start = time.monotonic()
+        tasks = []
+        for i, device_id in enumerate(ids):
+            if time.monotonic() - start > deadline_s:
+                break
+            if rate is not None:
+                delay = start + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            else:
+                await sem.acquire()  # keep at most `concurrency` tasks alive when unpaced
+                sem.release()
+            tasks.append(asyncio.create_task(one(device_id)))
+        await asyncio.gather(*tasks)
+    return sent, statuses
+
+
+def http_send(
+    bridge_url: str, ids: Sequence[str], rate: float | None = None, concurrency: int = 16, deadline_s: float = 120.0
+) -> tuple[dict[str, float], dict[int, int]]:
+    return asyncio.run(_http_send(bridge_url, ids, rate, concurrency, deadline_s))
