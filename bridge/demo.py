@@ -5,21 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from bridge.config import Settings
 from bridge.embedded import EmbeddedBridge
 from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
+from simulator.harness import embedded_stack
 
 
 def contact_row(contact: dict[str, Any]) -> list[str]:
@@ -49,27 +46,6 @@ def contact_row(contact: dict[str, Any]) -> list[str]:
 COLUMNS = ["time", "device", "via", "type", "kind", "severity", "where", "lang", "needs", "status"]
 
 
-@contextlib.asynccontextmanager
-async def optional_broker(console: Console) -> AsyncIterator[str | None]:
-    """The in-process MQTT broker, when the mqtt adapter and amqtt are installed."""
-    try:
-        from device_adapters.mqtt.embedded_broker import EmbeddedBroker
-    except ImportError:
-        yield None
-        return
-    try:
-        broker = EmbeddedBroker(port=free_port())
-        await broker.__aenter__()
-    except Exception as exc:  # the demo still shows every other transport
-        console.print(f"[yellow]embedded MQTT broker unavailable: {exc}[/yellow]")
-        yield None
-        return
-    try:
-        yield broker.url
-    finally:
-        await broker.__aexit__(None, None, None)
-
-
 async def run_demo(
     console: Console, keep: bool = False, timeout: float = 60.0, scenario_name: str = "showcase"
 ) -> bool:
@@ -77,64 +53,42 @@ async def run_demo(
 
     logging.getLogger().setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-demo-"))
-    secret, token = secrets.token_hex(16), secrets.token_hex(16)
     scenario = Scenario.load(scenario_name)
     scenario.timeout_s = timeout
     ok = False
     try:
-        async with (
-            EmbeddedReceiver(
-                secret=secret, jsonl_path=workdir / "contacts.jsonl", platform_token=token, auto_ack_s=0.3
-            ) as rx,
-            optional_broker(console) as mqtt_url,
-        ):
-            settings = Settings(
-                db=str(workdir / "bridge.db"),
-                data_dir=str(workdir),
-                http_port=free_port(),
-                platform_url=rx.url,
-                platform_secret=secret,
-                platform_token=token,
-                admin_token=secrets.token_hex(16),
-                default_status="exercise",
-                mqtt_url=mqtt_url,
-                coap_enabled=True,
-                coap_port=free_port(),
-                retry_base_s=0.2,
-                retry_max_s=2.0,
+        async with embedded_stack(workdir) as stack:
+            eb, rx, settings = stack.bridge, stack.receiver, stack.settings
+            console.rule("[bold]SOS Bridge demo[/bold]")
+            console.print(
+                f"bridge {eb.url}  ·  contact platform {rx.url}  ·  adapters: "
+                f"{', '.join(eb.runtime.started_adapters)}  ·  data {workdir}"
             )
-            async with EmbeddedBridge(settings) as eb:
-                rx.receiver.bridge_url = eb.url
-                console.rule("[bold]SOS Bridge demo[/bold]")
-                console.print(
-                    f"bridge {eb.url}  ·  contact platform {rx.url}  ·  adapters: "
-                    f"{', '.join(eb.runtime.started_adapters)}  ·  data {workdir}"
-                )
-                ctx = RunContext(bridge_url=eb.url, receiver=rx, settings=settings, runtime=eb.runtime)
-                await register_devices(scenario, ctx, eb.runtime.store)
-                printer = asyncio.create_task(_print_contacts(console, rx))
+            ctx = RunContext(bridge_url=eb.url, receiver=rx, settings=settings, runtime=eb.runtime)
+            await register_devices(scenario, ctx, eb.runtime.store)
+            printer = asyncio.create_task(_print_contacts(console, rx))
 
-                def on_step(step: Step) -> None:
-                    console.print(f"[dim]▶ {step.title or step.action} ({step.device or ''})[/dim]")
+            def on_step(step: Step) -> None:
+                console.print(f"[dim]▶ {step.title or step.action} ({step.device or ''})[/dim]")
 
-                result = await run_scenario(scenario, ctx, on_step=on_step)
-                await asyncio.sleep(0.2)
-                printer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await printer
-                table = Table(*COLUMNS, title="Contacts received by the contact platform")
-                for contact in result.contacts:
-                    table.add_row(*contact_row(contact))
-                console.print(table)
-                acknowledged = await _wait_acknowledged(eb, result.contacts)
-                for missing in result.missing:
-                    console.print(f"[red]missing contact[/red] {missing.describe()}")
-                ok = result.ok
-                verdict = "[green]OK[/green]" if ok else "[red]FAILED[/red]"
-                console.print(
-                    f"{verdict}: {len(result.matched)}/{len(scenario.expected)} expected contacts arrived "
-                    f"({len(result.contacts)} received, {acknowledged} alerts acknowledged) in {result.elapsed_s:.1f} s"
-                )
+            result = await run_scenario(scenario, ctx, on_step=on_step)
+            await asyncio.sleep(0.2)
+            printer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await printer
+            table = Table(*COLUMNS, title="Contacts received by the contact platform")
+            for contact in result.contacts:
+                table.add_row(*contact_row(contact))
+            console.print(table)
+            acknowledged = await _wait_acknowledged(eb, result.contacts)
+            for missing in result.missing:
+                console.print(f"[red]missing contact[/red] {missing.describe()}")
+            ok = result.ok
+            verdict = "[green]OK[/green]" if ok else "[red]FAILED[/red]"
+            console.print(
+                f"{verdict}: {len(result.matched)}/{len(scenario.expected)} expected contacts arrived "
+                f"({len(result.contacts)} received, {acknowledged} alerts acknowledged) in {result.elapsed_s:.1f} s"
+            )
     finally:
         if keep:
             console.print(f"data kept in {workdir}")
