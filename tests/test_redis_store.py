@@ -11,6 +11,7 @@ import os
 import random
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -216,7 +217,13 @@ async def _run_programme(store: Store, seed: int) -> list[object]:
             clock += rng.choice([0.5, 2.0, 10.0])
         stats = await store.outbox_stats(clock, 2)
         trace.append(("stats", op, stats))
+    # Retention: close every other alert, purge, and the leftovers must agree too.
+    for alert in alerts[::2]:
+        await store.commit(Change(alert=alert.model_copy(update={"state": AlertState.resolved})))
+    trace.append(("purged", await store.purge_closed(utcnow() + timedelta(seconds=1))))
+    trace.append(("after purge", await store.outbox_stats(clock, 2)))
     for alert in alerts:
+        trace.append((alert.alert_id, (await store.get_alert(alert.alert_id)) is not None))
         # Both order by seq; rows sharing a seq (one per route) have no specified order between them.
         items = sorted(await store.outbox_items(alert.alert_id), key=lambda i: (i.seq, i.route))
         trace.append(

@@ -146,12 +146,15 @@ if dkey ~= '' then
   else
     redis.call('SET', P .. 'dd:' .. dkey, alert_id)
   end
+  redis.call('SADD', P .. 'add:' .. alert_id, dkey)  -- so retention can find the alert's dedupe keys
 end
 redis.call('SET', P .. 'alert:' .. alert_id, doc)
 if is_open == '1' then
   redis.call('ZADD', P .. 'aopen:' .. device_id, rscore, alert_id)
+  redis.call('ZREM', P .. 'aclosed', alert_id)
 else
   redis.call('ZREM', P .. 'aopen:' .. device_id, alert_id)
+  redis.call('ZADD', P .. 'aclosed', rscore, alert_id)
 end
 for k = 0, n_hist - 1 do redis.call('RPUSH', P .. 'hist:' .. alert_id, ARGV[hist_at + k]) end
 if cancel == '1' then
@@ -250,6 +253,32 @@ set_state(id, 'dead')
 return 1
 """
 )
+
+_PURGE = r"""
+-- ARGV: P, before_score, batch. Closed alerts received before `before`, with their history, finished
+-- outbox rows and dedupe keys; returns how many alerts went. Rows still active are left alone.
+local P, before, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local ids = redis.call('ZRANGEBYSCORE', P .. 'aclosed', '-inf', '(' .. before, 'LIMIT', 0, batch)
+for _, alert_id in ipairs(ids) do
+  redis.call('DEL', P .. 'hist:' .. alert_id)
+  for _, id in ipairs(redis.call('ZRANGE', P .. 'oa:' .. alert_id, 0, -1)) do
+    local ik = P .. 'oi:' .. id
+    local st, route, key = unpack(redis.call('HMGET', ik, 'state', 'route', 'idempotency_key'))
+    if st == 'delivered' or st == 'dead' or st == 'cancelled' then
+      redis.call('HINCRBY', P .. 'ocount', st, -1)
+      redis.call('HDEL', P .. 'okey', route .. '\n' .. key)
+      redis.call('ZREM', P .. 'oa:' .. alert_id, id)
+      redis.call('DEL', ik)
+    end
+  end
+  for _, dkey in ipairs(redis.call('SMEMBERS', P .. 'add:' .. alert_id)) do
+    if redis.call('GET', P .. 'dd:' .. dkey) == alert_id then redis.call('DEL', P .. 'dd:' .. dkey) end
+  end
+  redis.call('DEL', P .. 'add:' .. alert_id, P .. 'alert:' .. alert_id)
+  redis.call('ZREM', P .. 'aclosed', alert_id)
+end
+return #ids
+"""
 
 _PUT_DEVICE = r"""
 -- ARGV: P, device_id, doc, tenant_id, identifier fields ("scheme\nvalue")...
@@ -440,6 +469,7 @@ class RedisStore:
             "remove_device": _REMOVE_DEVICE,
             "set_credential": _SET_CREDENTIAL,
             "cas_device": _CAS_DEVICE,
+            "purge": _PURGE,
         }.items():
             self._scripts[name] = self._r.register_script(src)
         await self._call(self._r.ping, retries=2)
@@ -643,6 +673,19 @@ class RedisStore:
                 return cast(list[dict[str, str]], await pipe.execute())
 
         return [_item_from_hash(h) for h in await self._call(run, retries=2) if h]
+
+    # -- retention ------------------------------------------------------------------------------------
+    async def purge_closed(self, before: datetime) -> int:
+        total = 0
+        while True:
+            n = int(await self._call(lambda: self._script("purge", repr(before.timestamp()), 500), retries=2))
+            total += n
+            if n < 500:
+                break
+        # Audit entries are stream entries whose ids carry the time they were written.
+        min_id = f"{int(before.timestamp() * 1000)}-0"
+        await self._call(lambda: self.r.xtrim(self._k("audit"), minid=min_id, approximate=False), retries=2)
+        return total
 
     # -- audit ----------------------------------------------------------------------------------------
     async def audit(self, at: datetime, actor: str, action: str, subject: str, detail: str = "") -> None:
