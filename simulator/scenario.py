@@ -76,6 +76,7 @@ class Scenario(BaseModel):
     devices: list[dict[str, Any]] = Field(default_factory=list)
     steps: list[Step]
     timeout_s: float = 30.0
+    exact: bool = Field(default=False, description="Any contact from a scenario device that was not expected fails")
 
     @classmethod
     def load(cls, path: str | Path) -> Scenario:
@@ -141,10 +142,11 @@ class ScenarioResult:
     missing: list[ExpectedContact]
     contacts: list[dict[str, Any]]
     elapsed_s: float
+    unexpected: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.missing
+        return not self.missing and not self.unexpected
 
 
 def match_expected(
@@ -171,6 +173,7 @@ async def register_devices(scenario: Scenario, ctx: RunContext, store: Any) -> N
     for spec in scenario.devices:
         spec = dict(spec)
         token = spec.pop("token", None) or secrets.token_urlsafe(24)
+        spec.setdefault("status", "exercise")  # simulated devices never raise a real call unless told to
         secrets_by_scheme = spec.pop("credentials", {}) or {}
         device = Device.model_validate(spec)
         await store.put_device(device)
@@ -209,6 +212,12 @@ async def run_scenario(
         await ctx.receiver.wait_for(lambda cs: not match_expected(expected, cs)[1], timeout=scenario.timeout_s)
     except TimeoutError:
         pass
+    if scenario.exact:
+        await asyncio.sleep(0.5)  # let any contact that should not exist arrive, so it is seen
     contacts = list(ctx.receiver.contacts)
     matched, missing = match_expected(expected, contacts)
-    return ScenarioResult(scenario.name, matched, missing, contacts, time.monotonic() - started)
+    unexpected: list[dict[str, Any]] = []
+    if scenario.exact:
+        matched_ids = {id(c) for _, c in matched}
+        unexpected = [c for c in contacts if id(c) not in matched_ids and c.get("device", {}).get("id") in ctx.devices]
+    return ScenarioResult(scenario.name, matched, missing, contacts, time.monotonic() - started, unexpected)

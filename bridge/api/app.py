@@ -11,6 +11,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.api.auth import require_secret
 from bridge.api.limits import BodySizeLimit
@@ -64,9 +65,15 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         body = error_body("invalid", validation_reason(list(exc.errors())))
         return JSONResponse(status_code=422, content=body)
 
-    @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
-        content = exc.detail if isinstance(exc.detail, dict) else error_body("error", str(exc.detail))
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.detail, dict):
+            content = exc.detail
+        else:  # raised by the framework itself (unparseable body, unknown route, wrong method)
+            code = "invalid_body" if exc.status_code == 400 else "error"
+            if exc.status_code == 400:
+                runtime.metrics.rejected("http", code)
+            content = error_body(code, str(exc.detail))
         return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
 
     @app.exception_handler(AlertNotFound)

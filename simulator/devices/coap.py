@@ -51,8 +51,16 @@ class VirtualCoapDevice:
             self.context = None
 
     def build(
-        self, method: Code, path: str, payload: bytes = b"", fmt: Any = None, *, counter: int | None = None,
-        timestamp: int | None = None, key: str | None = None, **opts: Any,
+        self,
+        method: Code,
+        path: str,
+        payload: bytes = b"",
+        fmt: Any = None,
+        *,
+        counter: int | None = None,
+        timestamp: int | None = None,
+        key: str | None = None,
+        **opts: Any,
     ) -> aiocoap.Message:
         if counter is None:
             self.counter += 1
@@ -78,8 +86,14 @@ class VirtualCoapDevice:
         return await self.send(copy)
 
     async def alert(
-        self, kind: str, *, message_id: str | None = None, location: dict[str, float] | None = None,
-        silent: bool = False, use_json: bool = False, **extra: Any,
+        self,
+        kind: str,
+        *,
+        message_id: str | None = None,
+        location: dict[str, float] | None = None,
+        silent: bool = False,
+        use_json: bool = False,
+        **extra: Any,
     ) -> CoapReply:
         doc: dict[str, Any] = {"kind": kind, "silent": silent, "occurred_at": int(time.time()), **extra}
         if message_id:

@@ -36,3 +36,18 @@ async def receiver_up(ctx: RunContext, step: Step) -> None:
 @action("wait")
 async def wait(ctx: RunContext, step: Step) -> None:
     await asyncio.sleep(float(step.args.get("seconds", 1.0)))
+
+
+@action("fault.drop_connection")
+async def drop_connection(ctx: RunContext, step: Step) -> None:
+    """Open connections that send half a request and vanish; the bridge must shrug them off."""
+    url = httpx.URL(ctx.bridge_url)
+    for _ in range(int(step.args.get("count", 3))):
+        _reader, writer = await asyncio.open_connection(url.host, url.port)
+        writer.write(b'POST /v1/alerts HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{"kind": ')
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+    async with httpx.AsyncClient() as client:
+        if (await client.get(f"{ctx.bridge_url}/healthz")).status_code != 200:
+            raise RuntimeError("bridge stopped answering after dropped connections")

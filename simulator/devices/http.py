@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -102,13 +104,44 @@ def _require_device(step: Step) -> str:
 
 @action("http.alert")
 async def http_alert(ctx: RunContext, step: Step) -> None:
+    """Args: kind, location, silent, ...; `clock_skew_s` sets the device's clock that far off."""
     device = _require_device(step)
     args = dict(step.args)
     kind = args.pop("kind", "sos")
+    skew = args.pop("clock_skew_s", None)
+    if skew is not None:
+        args["occurred_at"] = datetime.fromtimestamp(time.time() + float(skew), UTC).isoformat()
+    args.setdefault("message_id", uuid.uuid4().hex)
+    ctx.scratch[f"last_body:{device}"] = {"kind": kind, **args}
     result = await wearable(ctx, device).alert(kind, **args)
     if result["status"] != 202:
         raise RuntimeError(f"{device}: alert refused: {result}")
     ctx.last_alert[device] = result["alert_id"]
+
+
+@action("http.replay")
+async def http_replay(ctx: RunContext, step: Step) -> None:
+    """Send the device's last alert again, byte for byte: it must be absorbed as a duplicate."""
+    device = _require_device(step)
+    body = dict(ctx.scratch[f"last_body:{device}"])
+    result = await wearable(ctx, device).alert(body.pop("kind"), **body)
+    if result.get("outcome") != "duplicate":
+        raise RuntimeError(f"{device}: replay was not recognised as a duplicate: {result}")
+
+
+@action("http.garbage")
+async def http_garbage(ctx: RunContext, step: Step) -> None:
+    """Random bytes with a valid token: refused with a 4xx and a reason, and the bridge keeps serving."""
+    device = _require_device(step)
+    w = wearable(ctx, device)
+    rng = random.Random(step.args.get("seed", 0))
+    for _ in range(int(step.args.get("count", 5))):
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 2000)))
+        r = await w._client().post(
+            "/v1/alerts", content=junk, headers={**w.headers, "Content-Type": "application/json"}
+        )
+        if not 400 <= r.status_code < 500 or "reason" not in r.json():
+            raise RuntimeError(f"garbage got {r.status_code}: {r.text[:200]}")
 
 
 @action("http.fall")

@@ -29,8 +29,9 @@ from simulator.scenario import RunContext, Step, action
 class MqttPublisher:
     """A short-lived paho client that publishes and waits for each PUBACK (blocking; use `apublish`)."""
 
-    def __init__(self, url: str, client_id: str | None = None, username: str | None = None,
-                 password: str | None = None) -> None:
+    def __init__(
+        self, url: str, client_id: str | None = None, username: str | None = None, password: str | None = None
+    ) -> None:
         self.url = parse_broker_url(url)
         self.client_id = client_id or f"sim-{uuid.uuid4().hex[:10]}"
         self.username = username or self.url.username
@@ -132,12 +133,12 @@ def find_sample(profile: DeviceProfile, name: str) -> Sample:
 class VirtualMqttDevice:
     """One registered device publishing its profile's samples (or our own JSON) to a broker."""
 
-    def __init__(self, url: str, device: Device, profile: DeviceProfile, username: str | None = None,
-                 password: str | None = None) -> None:
+    def __init__(
+        self, url: str, device: Device, profile: DeviceProfile, username: str | None = None, password: str | None = None
+    ) -> None:
         self.device = device
         self.profile = profile
-        self.publisher = MqttPublisher(url, client_id=f"sim-{device.device_id}", username=username,
-                                       password=password)
+        self.publisher = MqttPublisher(url, client_id=f"sim-{device.device_id}", username=username, password=password)
 
     def message(self, sample_name: str) -> tuple[str, bytes]:
         return sample_message(self.profile, find_sample(self.profile, sample_name), self.device)
