@@ -94,7 +94,9 @@ class AssistAdapter(BaseAdapter):
                 req = AssistRequest.model_validate_json(body)
             except ValidationError as exc:
                 ctx.metrics.rejected("assist", "invalid")
-                return JSONResponse({"error": "invalid request", "detail": exc.errors()[:3]}, status_code=422)
+                # Without input/ctx: they echo raw bytes and exception objects that JSON cannot encode.
+                detail = exc.errors(include_url=False, include_input=False, include_context=False)[:3]
+                return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
             lang = req.language or (device.person.language if device.person else None) or cfg.default_language
             try:
                 if req.intent == "StatusIntent":
