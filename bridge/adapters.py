@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from bridge.events import StatusBus
     from bridge.metrics import Metrics
     from bridge.pipeline import Pipeline
+    from bridge.profiles import ProfileRegistry
     from bridge.store.base import Store
 
 
@@ -25,6 +26,7 @@ class AdapterContext(Protocol):
     pipeline: Pipeline
     metrics: Metrics
     bus: StatusBus
+    profiles: ProfileRegistry
 
 
 @runtime_checkable

@@ -9,7 +9,7 @@ from typing import Any
 
 log = logging.getLogger("sosbridge.plugins")
 
-GROUPS = ("sosbridge.adapters", "sosbridge.decoders", "sosbridge.sinks")
+GROUPS = ("sosbridge.adapters", "sosbridge.decoders", "sosbridge.sinks", "sosbridge.profiles")
 
 
 @dataclass(frozen=True)

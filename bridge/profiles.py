@@ -328,6 +328,19 @@ def _profile_files(directory: Path) -> Iterable[Path]:
         yield from sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml"))
 
 
+def plugin_profile_dirs() -> list[Path]:
+    """Directories named by installed plug-ins through the `sosbridge.profiles` entry point group."""
+    from bridge.plugins import load_group
+
+    dirs: list[Path] = []
+    for plugin in load_group("sosbridge.profiles"):
+        try:
+            dirs.append(Path(plugin.obj() if callable(plugin.obj) else plugin.obj))
+        except Exception as exc:  # a broken plug-in must not take the built-in profiles down with it
+            log.error("plugin profile directory failed", extra={"plugin": plugin.name, "error": repr(exc)})
+    return dirs
+
+
 class ProfileRegistry:
     """Built-in profiles, overridden by same-id profiles from extra directories (later wins)."""
 
@@ -337,9 +350,10 @@ class ProfileRegistry:
 
     @classmethod
     def load(cls, extra_dirs: Iterable[str | Path] = (), builtin_dir: Path = BUILTIN_PROFILE_DIR) -> ProfileRegistry:
+        """Built-ins, then plug-in packages' profiles (`sosbridge.profiles`), then configured directories."""
         profiles: dict[str, DeviceProfile] = {}
         origins: dict[str, Path] = {}
-        for directory in [builtin_dir, *map(Path, extra_dirs)]:
+        for directory in [builtin_dir, *plugin_profile_dirs(), *map(Path, extra_dirs)]:
             for path in _profile_files(directory):
                 try:
                     profile = load_profile_file(path)
