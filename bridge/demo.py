@@ -16,7 +16,7 @@ from rich.table import Table
 
 from bridge.embedded import EmbeddedBridge
 from bridge.receiver import EmbeddedReceiver
-from simulator.harness import embedded_stack
+from simulator.harness import stack_for
 
 
 def contact_row(contact: dict[str, Any]) -> list[str]:
@@ -49,7 +49,7 @@ COLUMNS = ["time", "device", "via", "type", "kind", "severity", "where", "lang",
 async def run_demo(
     console: Console, keep: bool = False, timeout: float = 60.0, scenario_name: str = "showcase"
 ) -> bool:
-    from simulator.scenario import RunContext, Scenario, Step, register_devices, run_scenario
+    from simulator.scenario import Scenario, Step, register_devices, run_scenario
 
     logging.getLogger().setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-demo-"))
@@ -57,14 +57,14 @@ async def run_demo(
     scenario.timeout_s = timeout
     ok = False
     try:
-        async with embedded_stack(workdir) as stack:
-            eb, rx, settings = stack.bridge, stack.receiver, stack.settings
+        async with stack_for(scenario, workdir) as stack:
+            eb, rx = stack.bridge, stack.receiver
             console.rule("[bold]SOS Bridge demo[/bold]")
             console.print(
                 f"bridge {eb.url}  ·  contact platform {rx.url}  ·  adapters: "
                 f"{', '.join(eb.runtime.started_adapters)}  ·  data {workdir}"
             )
-            ctx = RunContext(bridge_url=eb.url, receiver=rx, settings=settings, runtime=eb.runtime)
+            ctx = stack.run_context()
             await register_devices(scenario, ctx, eb.runtime.store)
             printer = asyncio.create_task(_print_contacts(console, rx))
 

@@ -35,13 +35,13 @@ def _show_step(step: Any) -> None:
 
 
 async def _run_embedded(scenario: Any, keep: bool) -> Any:
-    from simulator.harness import embedded_stack
-    from simulator.scenario import RunContext, register_devices, run_scenario
+    from simulator.harness import stack_for
+    from simulator.scenario import register_devices, run_scenario
 
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-sim-"))
     try:
-        async with embedded_stack(workdir) as stack:
-            ctx = RunContext(stack.bridge.url, stack.receiver, stack.settings, stack.bridge.runtime)
+        async with stack_for(scenario, workdir) as stack:
+            ctx = stack.run_context()
             await register_devices(scenario, ctx, stack.bridge.runtime.store)
             return await run_scenario(
                 scenario, ctx, on_step=lambda s: console.print(f"[dim]▶ {s.title or s.action}[/dim]")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from bridge.config import Settings
 from bridge.embedded import EmbeddedBridge
 from bridge.receiver import EmbeddedReceiver
 from bridge.serving import free_port
+from simulator.scenario import RunContext, Scenario
 
 
 @dataclass
@@ -22,6 +24,56 @@ class Stack:
     settings: Settings
     mqtt_url: str | None
     workdir: Path
+    virtual: dict[str, Any] = field(default_factory=dict)
+
+    def run_context(self) -> RunContext:
+        """A scenario context that can reach this stack's virtual serial devices and smart speaker."""
+        ctx = RunContext(self.bridge.url, self.receiver, self.settings, self.bridge.runtime)
+        ctx.scratch.update(self.virtual)
+        return ctx
+
+
+@contextlib.contextmanager
+def patched_environ(values: dict[str, str]) -> Iterator[None]:
+    """Settings read from the environment by adapters (e.g. SOSBRIDGE_ALEXA_*) for this stack only."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+@contextlib.asynccontextmanager
+async def virtual_serial_ports(
+    workdir: Path, gps_device: str | None = None
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """pty pairs with a GSM modem, a GPS, an alarm receiver and a DIY button on the far side."""
+    from simulator.devices.serial import VirtualGsmModem, VirtualSerialPort
+
+    ports = {p: VirtualSerialPort(workdir / f"tty-{p}") for p in ("gsm", "nmea", "contactid", "diy")}
+    for port in ports.values():
+        port.plug()
+    modem = VirtualGsmModem(ports["gsm"])
+    modem.start()
+    spec = ",".join(
+        [
+            f"gsm={ports['gsm'].path}?cc=44",
+            f"nmea={ports['nmea'].path}?interval=0" + (f"&device={gps_device}" if gps_device else ""),
+            f"contactid={ports['contactid'].path}?ack=1",
+            f"diy={ports['diy'].path}",
+        ]
+    )
+    try:
+        yield spec, {"serial_ports": ports, "gsm_modem": modem}
+    finally:
+        await modem.stop()
+        for port in ports.values():
+            port.unplug()
 
 
 @contextlib.asynccontextmanager
@@ -60,7 +112,38 @@ async def embedded_stack(
     embedded_mqtt: bool = True,
     auto_ack_s: float | None = 0.3,
     auto_resolve_s: float | None = None,
+    serial: bool = False,
+    alexa: bool = False,
+    gps_device: str | None = None,
     **overrides: Any,
+) -> AsyncIterator[Stack]:
+    virtual: dict[str, Any] = {}
+    environ: dict[str, str] = {}
+    if alexa:
+        from simulator.devices.alexa import SmartSpeaker
+
+        speaker = SmartSpeaker.create()
+        environ.update(speaker.bridge_environment(workdir))
+        virtual["alexa_speaker"] = speaker
+    async with contextlib.AsyncExitStack() as exits:
+        if serial:
+            spec, devices = await exits.enter_async_context(virtual_serial_ports(workdir, gps_device))
+            overrides.setdefault("serial_ports", spec)
+            virtual.update(devices)
+        exits.enter_context(patched_environ(environ))
+        async with _stack(workdir, mqtt_url, embedded_mqtt, auto_ack_s, auto_resolve_s, virtual, overrides) as stack:
+            yield stack
+
+
+@contextlib.asynccontextmanager
+async def _stack(
+    workdir: Path,
+    mqtt_url: str | None,
+    embedded_mqtt: bool,
+    auto_ack_s: float | None,
+    auto_resolve_s: float | None,
+    virtual: dict[str, Any],
+    overrides: dict[str, Any],
 ) -> AsyncIterator[Stack]:
     secret, token = secrets.token_hex(16), secrets.token_hex(16)
     async with (
@@ -94,4 +177,16 @@ async def embedded_stack(
         async with EmbeddedBridge(settings) as eb:
             rx.receiver.bridge_url = eb.url
             await wait_adapters_ready(eb)
-            yield Stack(eb, rx, settings, settings.mqtt_url, workdir)
+            yield Stack(eb, rx, settings, settings.mqtt_url, workdir, virtual)
+
+
+def stack_for(scenario: Scenario, workdir: Path, **kwargs: Any) -> contextlib.AbstractAsyncContextManager[Stack]:
+    """The embedded stack with the virtual hardware a scenario says it needs."""
+    return embedded_stack(
+        workdir,
+        serial="serial" in scenario.needs,
+        alexa="alexa" in scenario.needs,
+        embedded_mqtt="mqtt" in scenario.needs,
+        gps_device=scenario.serial_gps_device,
+        **kwargs,
+    )

@@ -72,7 +72,10 @@ class Scenario(BaseModel):
 
     name: str
     description: str = ""
-    needs: list[str] = Field(default_factory=list, description="Transports this scenario uses: mqtt, coap, ...")
+    needs: list[str] = Field(
+        default_factory=list, description="Virtual hardware this scenario uses: mqtt, serial, alexa"
+    )
+    serial_gps_device: str | None = Field(default=None, description="Device the virtual serial GPS belongs to")
     devices: list[dict[str, Any]] = Field(default_factory=list)
     steps: list[Step]
     timeout_s: float = 30.0
@@ -180,6 +183,7 @@ async def register_devices(scenario: Scenario, ctx: RunContext, store: Any) -> N
         await store.set_credential(device.device_id, "token", token)
         for scheme, value in secrets_by_scheme.items():
             await store.set_credential(device.device_id, scheme, value, hashed=False)
+            ctx.scratch[f"credential:{device.device_id}:{scheme}"] = value
         ctx.tokens[device.device_id] = token
         ctx.devices[device.device_id] = device
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.harness import embedded_stack
+from simulator.harness import embedded_stack, stack_for
 from simulator.scenario import SCENARIO_DIR, RunContext, Scenario, register_devices, run_scenario
 
 SCENARIOS = sorted(SCENARIO_DIR.glob("*.yaml"))
@@ -19,8 +19,8 @@ def test_there_are_scenarios() -> None:
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 async def test_scenario(path: Path, tmp_path: Path) -> None:
     scenario = Scenario.load(path)
-    async with embedded_stack(tmp_path) as stack:
-        ctx = RunContext(stack.bridge.url, stack.receiver, stack.settings, stack.bridge.runtime)
+    async with stack_for(scenario, tmp_path) as stack:
+        ctx = stack.run_context()
         await register_devices(scenario, ctx, stack.bridge.runtime.store)
         result = await run_scenario(scenario, ctx)
     assert result.ok, f"missing {[m.describe() for m in result.missing]}, unexpected {result.unexpected}"

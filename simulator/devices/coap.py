@@ -14,6 +14,7 @@ from aiocoap import Code
 from aiocoap.numbers import ContentFormat
 
 from device_adapters.coap.auth import sign_query
+from simulator.scenario import RunContext, Step, action
 
 
 @dataclass
@@ -118,3 +119,20 @@ class VirtualCoapDevice:
         yield cbor2.loads(first.payload)
         async for notification in req.observation:
             yield cbor2.loads(notification.payload)
+
+
+@action("coap.alert")
+async def _coap_alert(ctx: RunContext, step: Step) -> None:
+    """A signed CoAP alert (CBOR). The device's scenario entry carries `credentials: {coap_hmac: KEY}`."""
+    device_id = step.device or ""
+    key = ctx.scratch.get(f"credential:{device_id}:coap_hmac")
+    if key is None:
+        raise KeyError(f"{device_id} has no coap_hmac credential in the scenario")
+    args = dict(step.args)
+    device = VirtualCoapDevice(ctx.settings.coap_host, ctx.settings.coap_port, device_id, key)
+    try:
+        reply = await device.alert(args.pop("kind", "sos"), **args)
+    finally:
+        await device.close()
+    if not reply.code.is_successful():
+        raise RuntimeError(f"CoAP alert refused: {reply.code} {reply.payload!r}")

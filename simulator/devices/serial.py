@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bridge.model import AlertKind
 from device_adapters.decoders import contact_id, diy_frame
+from simulator.scenario import RunContext, Step, action
 
 
 class VirtualSerialPort:
@@ -248,3 +249,45 @@ class VirtualGsmModem:
         if self.cnmi_mt == 1:
             self._send(f'+CMTI: "SM",{idx}')
         return idx
+
+
+# -- scenario actions ------------------------------------------------------------------------------------
+def _port(ctx: RunContext, name: str) -> VirtualSerialPort:
+    ports = ctx.scratch.get("serial_ports")
+    if not ports:
+        raise RuntimeError("this scenario needs the virtual serial ports (run it with the embedded stack)")
+    port: VirtualSerialPort = ports[name]
+    return port
+
+
+@action("serial.sms")
+async def _sms(ctx: RunContext, step: Step) -> None:
+    """A tracker's text arrives at the GSM modem. Args: sender, body."""
+    modem: VirtualGsmModem = ctx.scratch["gsm_modem"]
+    modem.receive_sms(step.args["sender"], step.args["body"])
+
+
+@action("serial.contact_id")
+async def _contact_id(ctx: RunContext, step: Step) -> None:
+    """An alarm receiver passes on a Contact ID event. Args: account, qualifier, code, zone."""
+    panel = VirtualAlarmReceiver(_port(ctx, "contactid"))
+    a = step.args
+    panel.event(str(a["account"]), str(a.get("qualifier", "1")), str(a["code"]), zone=str(a.get("zone", "001")))
+    if await panel.reply() != b"\x06":
+        raise RuntimeError("the alarm receiver line was not acknowledged")
+
+
+@action("serial.nmea")
+async def _nmea(ctx: RunContext, step: Step) -> None:
+    VirtualGps(_port(ctx, "nmea")).send(step.args["sentence"])
+
+
+@action("serial.diy")
+async def _diy(ctx: RunContext, step: Step) -> None:
+    """A DIY button press; the ACK byte comes back only once the alert is stored. Args: unit (hex), kind."""
+    button = VirtualDiyButton(
+        _port(ctx, "diy"), unit=int(str(step.args["unit"]), 16), boot=int(step.args.get("boot", 1))
+    )
+    answer = await button.press(AlertKind(step.args.get("kind", "sos")))
+    if not answer or answer[0] != 0x06:
+        raise RuntimeError(f"DIY button got {answer!r} instead of an ACK")

@@ -18,7 +18,7 @@ from typing import Any
 
 from .ca import CERT_URL, Leaf
 
-SAMPLES = Path("/work/shared/alexa/samples")
+SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "alexa" / "samples"
 
 
 def load(name: str) -> dict[str, Any]:
