@@ -42,7 +42,9 @@ def serve(
     """Run the bridge: HTTP API, enabled adapters and the forwarder."""
     from bridge.logs import configure_logging
 
-    settings = _settings(config, http_host=host, http_port=port)
+    # `serve` starts the CoAP server unless told otherwise (library and test defaults leave it off).
+    coap_default = None if "SOSBRIDGE_COAP_ENABLED" in os.environ else True
+    settings = _settings(config, http_host=host, http_port=port, coap_enabled=coap_default)
     configure_logging(settings.log_level)
     asyncio.run(_serve(settings, embedded_broker, broker_port))
 

@@ -204,3 +204,15 @@ async def test_failed_credentials_are_rate_limited_per_source(bridge_env: Bridge
         assert ok.status_code == 202
     rows = await bridge_env.store._run(lambda conn: conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
     assert rows >= 25
+
+
+async def test_a_device_may_only_send_the_kinds_its_profile_declares(bridge_env: BridgeEnv) -> None:
+    # A zigbee2mqtt SOS button declares sos (and housekeeping kinds) but never "fall".
+    token = await bridge_env.add_device("z2m-btn", profile_id="zigbee2mqtt-tuya-ts0215a-sos")
+    async with httpx.AsyncClient(base_url=bridge_env.url, headers={"Authorization": f"Bearer {token}"}) as c:
+        refused = await c.post("/v1/alerts", json={"kind": "fall"})
+        assert refused.status_code == 422 and refused.json()["error"] == "undeclared_kind"
+        assert "zigbee2mqtt-tuya-ts0215a-sos" in refused.json()["reason"]
+        assert (await c.post("/v1/alerts", json={"kind": "sos"})).status_code == 202
+        metrics = (await c.get("/metrics")).text
+    assert 'sosbridge_alerts_rejected_total{reason="undeclared_kind",transport="http"} 1.0' in metrics
