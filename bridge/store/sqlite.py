@@ -2,6 +2,11 @@
 
 All access goes through one worker thread that owns the connection, so writes are serialised without
 locks in the event loop and a slow fsync never blocks it.
+
+Group commit: writes that queue up while the thread is busy (an fsync, a read) run together in one
+transaction, each inside its own SAVEPOINT so one failing write (a duplicate message) rolls back alone.
+Every caller is answered only after the COMMIT that holds its rows has returned, so "acknowledge the
+device after its row is durable" still holds; the batch only shares the fsync.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +33,8 @@ from bridge.store.base import (
 )
 
 T = TypeVar("T")
+
+MAX_BATCH = 256  # writes per group commit; bounds the time one transaction holds the write lock
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -109,6 +117,10 @@ class SqliteStore:
         self.path = str(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
+        # Writes waiting for the next group commit, and whether a flush is already queued on the thread.
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._pending_lock = threading.Lock()
+        self._flush_queued = False
 
     # -- plumbing -------------------------------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -125,6 +137,58 @@ class SqliteStore:
                 raise StoreError(f"sqlite: {exc}") from exc
 
         return await loop.run_in_executor(self._executor, call)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in the next group commit; returns once that commit is durable."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((fn, future))
+            queue_flush = not self._flush_queued
+            self._flush_queued = True
+        if queue_flush:
+            loop.run_in_executor(self._executor, self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        with self._pending_lock:
+            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+            more = bool(self._pending)
+            self._flush_queued = more
+        if more:
+            # The rest go in the next transaction, queued behind any reads that arrived meanwhile.
+            self._executor.submit(self._flush)
+        results: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        conn = self._conn
+        try:
+            if conn is None:
+                raise StoreError("store is not open")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for fn, future in batch:
+                    conn.execute("SAVEPOINT w")
+                    try:
+                        value = fn(conn)
+                    except Exception as exc:
+                        conn.execute("ROLLBACK TO w")
+                        conn.execute("RELEASE w")
+                        if isinstance(exc, sqlite3.Error):
+                            exc = StoreError(f"sqlite: {exc}")
+                        results.append((future, None, exc))
+                        continue
+                    conn.execute("RELEASE w")
+                    results.append((future, value, None))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        except Exception as exc:
+            # Nothing in this batch is durable: every caller hears so (the device is not acknowledged).
+            failure = exc if isinstance(exc, StoreError) else StoreError(f"sqlite: {exc}")
+            results = [(future, None, failure) for _fn, future in batch]
+        for future, value, error in results:
+            future.get_loop().call_soon_threadsafe(_settle, future, value, error)
 
     def _connect(self) -> None:
         if self.path != ":memory:":
@@ -178,7 +242,7 @@ class SqliteStore:
                     (scheme, value, device.device_id),
                 )
 
-        await self._run(lambda c: self._tx(c, body))
+        await self._write(body)
 
     async def get_device(self, device_id: str) -> Device | None:
         row = await self._run(
@@ -201,7 +265,7 @@ class SqliteStore:
             c.execute("DELETE FROM credentials WHERE device_id = ?", (device_id,))
             return n > 0
 
-        return await self._run(lambda c: self._tx(c, body))
+        return await self._write(body)
 
     async def find_device(self, scheme: str, value: str) -> Device | None:
         row = await self._run(
@@ -224,7 +288,7 @@ class SqliteStore:
                 device.last_location = location
             c.execute("UPDATE devices SET doc = ? WHERE device_id = ?", (device.model_dump_json(), device_id))
 
-        await self._run(lambda c: self._tx(c, body))
+        await self._write(body)
 
     async def set_credential(self, device_id: str, scheme: str, secret: str, hashed: bool = True) -> None:
         stored = hash_secret(secret) if hashed else secret
@@ -323,7 +387,7 @@ class SqliteStore:
                         (device.model_dump_json(), device_id),
                     )
 
-        await self._run(lambda c: self._tx(c, body))
+        await self._write(body)
 
     async def get_alert(self, alert_id: str) -> Alert | None:
         row = await self._run(lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone())
@@ -393,10 +457,10 @@ class SqliteStore:
                 )
             return items
 
-        return await self._run(lambda c: self._tx(c, body))
+        return await self._write(body)
 
     async def mark_delivered(self, item_id: str, now: float) -> None:
-        await self._run(
+        await self._write(
             lambda c: c.execute(
                 "UPDATE outbox SET state = 'delivered', last_error = NULL, attempts = attempts + 1, "
                 "lease_until = ? WHERE item_id = ?",
@@ -405,7 +469,7 @@ class SqliteStore:
         )
 
     async def reschedule(self, item_id: str, next_attempt_at: float, error: str, attempts: int) -> None:
-        await self._run(
+        await self._write(
             lambda c: c.execute(
                 "UPDATE outbox SET state = 'retry', next_attempt_at = ?, last_error = ?, attempts = ? "
                 "WHERE item_id = ? AND state = 'inflight'",
@@ -414,7 +478,7 @@ class SqliteStore:
         )
 
     async def mark_dead(self, item_id: str, error: str, attempts: int) -> None:
-        await self._run(
+        await self._write(
             lambda c: c.execute(
                 "UPDATE outbox SET state = 'dead', last_error = ?, attempts = ? WHERE item_id = ?",
                 (error[:500], attempts, item_id),
@@ -422,7 +486,7 @@ class SqliteStore:
         )
 
     async def mark_fallback_sent(self, item_id: str) -> None:
-        await self._run(lambda c: c.execute("UPDATE outbox SET fallback_sent = 1 WHERE item_id = ?", (item_id,)))
+        await self._write(lambda c: c.execute("UPDATE outbox SET fallback_sent = 1 WHERE item_id = ?", (item_id,)))
 
     async def outbox_stats(self, now: float, overdue_attempts: int) -> OutboxStats:
         def q(c: sqlite3.Connection) -> OutboxStats:
@@ -468,7 +532,7 @@ class SqliteStore:
             c.execute("DELETE FROM audit WHERE at < ?", (before.isoformat(),))
             return len(ids)
 
-        return await self._run(lambda c: self._tx(c, body))
+        return await self._write(body)
 
     async def audit(self, at: datetime, actor: str, action: str, subject: str, detail: str = "") -> None:
         await self._run(
@@ -477,3 +541,12 @@ class SqliteStore:
                 (at.isoformat(), actor, action, subject, detail),
             )
         )
+
+
+def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:
+    if future.done():
+        return  # the caller was cancelled; its write still happened (or not) with the batch
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
