@@ -219,9 +219,11 @@ return out
 _MARK_DELIVERED = (
     _LUA_LIB
     + r"""
-local id, now = ARGV[2], ARGV[3]
+local id, now, token = ARGV[2], ARGV[3], ARGV[4]
 local ik = P .. 'oi:' .. id
 if redis.call('EXISTS', ik) == 0 then return 0 end
+-- A retry after a lost reply must not count the attempt twice.
+if redis.call('SET', P .. 'applied:' .. token, '1', 'NX', 'EX', 600) == false then return 1 end
 redis.call('HINCRBY', ik, 'attempts', 1)
 redis.call('HDEL', ik, 'last_error')
 redis.call('HSET', ik, 'lease_until', now)
@@ -413,6 +415,7 @@ class RedisStore:
     # The server-side scripts make each write atomic; a commit whose reply was lost is retried this many
     # times with the same token, which the script recognises, so it is never applied twice.
     commit_retries = 3
+    mark_retries = 12  # about 8 s of backoff in _call
 
     def __init__(self, url: str, namespace: str = "sosbridge", dedupe_ttl_s: int | None = None) -> None:
         self.url, ns, url_ttl = parse_url(url, namespace)
@@ -442,7 +445,7 @@ class RedisStore:
             except (RedisError, OSError) as exc:
                 if attempt >= retries:
                     raise StoreError(f"redis: {type(exc).__name__}: {exc}") from exc
-                await asyncio.sleep(0.1 * (attempt + 1))
+                await asyncio.sleep(min(1.0, 0.1 * (attempt + 1)))
         raise AssertionError("unreachable")
 
     async def _script(self, name: str, *args: str | int | float) -> Any:
@@ -625,7 +628,10 @@ class RedisStore:
         return [_item_from_hash(_pairs(r)) for r in rows]
 
     async def mark_delivered(self, item_id: str, now: float) -> None:
-        await self._call(lambda: self._script("delivered", item_id, repr(float(now))))
+        # Worth persisting through a short Redis outage: if this is lost, the row's lease expires and the
+        # contact is delivered a second time. The token makes the retries safe to repeat.
+        token = secrets.token_hex(12)
+        await self._call(lambda: self._script("delivered", item_id, repr(float(now)), token), retries=self.mark_retries)
 
     async def reschedule(self, item_id: str, next_attempt_at: float, error: str, attempts: int) -> None:
         await self._call(

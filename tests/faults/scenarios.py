@@ -1,0 +1,193 @@
+"""Fault scenarios. Each runs a real stack, injects one kind of fault into a stream of alerts, and returns
+the Tally (delivered / lost / duplicates). Counts and durations are parameters: the pytest suite uses
+small ones, `python -m tests.faults` large ones.
+
+Every alert comes from its own device, so each accepted alert is exactly one expected idempotency key
+(`<alert_id>:1`) and repeated presses never fold into escalations that would blur the count.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.faults.harness import Mosquitto, RedisServer, Stack, Tally, later, send_alert, stack, wait_delivered
+
+
+def _stream(s: Stack, devices: list[tuple[str, str]], urls: list[str], gap_s: float = 0.0) -> set[str]:
+    """Send one alert per device, round-robin over `urls`; a failed bridge's share moves to the next."""
+    expected: set[str] = set()
+    for n, device in enumerate(devices):
+        turn = [n]
+
+        def url(turn: list[int] = turn) -> str:
+            # Each retry tries the next bridge: a device (or a load balancer) fails over.
+            turn[0] += 1
+            return urls[turn[0] % len(urls)]
+
+        expected.add(send_alert(url, device, f"{device[0]}-m1") + ":1")
+        if gap_s:
+            time.sleep(gap_s)
+    return expected
+
+
+def kill9_stream(workdir: Path | None, alerts: int, redis_url: str | None, rng: random.Random) -> Tally:
+    """kill -9 the (only) bridge at a random moment of the stream, restart it, keep sending."""
+    with stack(workdir, redis_url=redis_url, lease_s=2.0) as s:
+        s.start_receiver()
+        s.add_bridge()
+        devices = s.register(alerts)
+        killer = later(rng.uniform(0.05, 0.6), lambda: s.bridges[0].kill9())
+        restarter = threading.Thread(target=lambda: (killer.join(), s.restart_bridge(0)), daemon=True)
+        restarter.start()
+        expected = _stream(s, devices, [s.url(0)], gap_s=0.01)
+        restarter.join(30)
+        return wait_delivered(s, expected, settle_s=s.lease_s + 0.5)
+
+
+def two_instances(redis_url: str, alerts: int, kill: bool, rng: random.Random, workdir: Path | None = None) -> Tally:
+    """Two `sosbridge serve` on one Redis namespace; devices alternate between them. With kill=True,
+    bridge 0 is killed -9 mid-stream and never comes back: bridge 1 takes over its queue."""
+    with stack(workdir, redis_url=redis_url, lease_s=2.0, ack_via=1) as s:
+        s.start_receiver()
+        s.add_bridge()
+        s.add_bridge()
+        devices = s.register(alerts)
+        urls = [s.url(0), s.url(1)]
+        if kill:
+            later(rng.uniform(0.1, 0.8), lambda: s.bridges[0].kill9())
+        expected = _stream(s, devices, urls, gap_s=0.01)
+        return wait_delivered(s, expected, settle_s=s.lease_s + 0.5)
+
+
+def redis_restart(alerts: int, down_s: float, rng: random.Random, workdir: Path | None = None) -> Tally:
+    """kill -9 redis-server (appendonly yes, appendfsync always) mid-stream; restart it after down_s."""
+    with stack(workdir, lease_s=2.0) as s:
+        server = RedisServer(s.workdir / "redis", durable=True)
+        server.start()
+        s.redis_url = server.url
+        try:
+            s.start_receiver()
+            s.add_bridge()
+            devices = s.register(alerts)
+            later(rng.uniform(0.1, 0.6), lambda: (server.kill9(), time.sleep(down_s), server.start()))
+            expected = _stream(s, devices, [s.url(0)], gap_s=0.01)
+            return wait_delivered(s, expected, timeout=60 + down_s, settle_s=s.lease_s + 0.5)
+        finally:
+            s.close()
+            server.stop()
+
+
+def receiver_down(
+    alerts: int, down_s: float, redis_url: str | None, rng: random.Random, workdir: Path | None = None
+) -> Tally:
+    """The contact platform's process is stopped for down_s (connection refused), then started again."""
+    with stack(workdir, redis_url=redis_url, lease_s=3.0) as s:
+        s.start_receiver()
+        s.add_bridge()
+        devices = s.register(alerts)
+
+        def outage() -> None:
+            assert s.receiver is not None
+            s.receiver.kill9()
+            time.sleep(down_s)
+            s.start_receiver()
+
+        fault = later(rng.uniform(0.05, 0.3), outage)
+        expected = _stream(s, devices, [s.url(0)], gap_s=0.02)
+        fault.join(down_s + 30)
+        return wait_delivered(s, expected, timeout=60, settle_s=1.0)
+
+
+def receiver_slow(alerts: int, slow_s: float, redis_url: str | None, workdir: Path | None = None) -> Tally:
+    """Every delivery takes slow_s at the platform (under the 10 s webhook timeout and the lease)."""
+    with stack(workdir, redis_url=redis_url, lease_s=slow_s * 3) as s:
+        s.start_receiver("slow", slow_s)
+        s.add_bridge()
+        devices = s.register(alerts)
+        expected = _stream(s, devices, [s.url(0)])
+        workers = 4  # SOSBRIDGE_FORWARDER_WORKERS default: deliveries run four at a time
+        return wait_delivered(s, expected, timeout=30 + slow_s * (alerts / workers + 2), settle_s=0.5)
+
+
+def mosquitto_restart(alerts: int, down_s: float, rng: random.Random, workdir: Path | None = None) -> Tally:
+    """An MQTT alert stream (QoS 1, one alert per button) survives a broker restart mid-stream.
+
+    The publisher behaves like a real button: it waits for PUBACK and republishes the same message_id
+    when it does not get one. Keys here are device ids: expected is one alert contact per button."""
+    import paho.mqtt.client as mqtt
+
+    with stack(workdir, lease_s=2.0) as s:
+        broker = Mosquitto(s.workdir / "mosquitto")
+        broker.start()
+        s.mqtt_url = broker.url + "?version=3.1.1"
+        try:
+            s.start_receiver()
+            s.add_bridge()
+            devices = s.register(alerts, prefix="btn", tenant_id="t1")
+            probe = s.register(1, prefix="probe", tenant_id="t1")
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fault-publisher", clean_session=False)
+            pub.reconnect_delay_set(0.1, 1)
+            pub.connect("127.0.0.1", broker.port)
+            pub.loop_start()
+            # A probe alert first: once it is delivered, the bridge's subscription certainly exists.
+            _publish(pub, probe[0][0])
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and probe[0][0] not in alert_keys_by_device(s):
+                time.sleep(0.1)
+            later(rng.uniform(0.1, 0.5), lambda: (broker.stop(), time.sleep(down_s), broker.start()))
+            for device_id, _ in devices:
+                _publish(pub, device_id)
+                time.sleep(0.01)
+            pub.loop_stop()
+            pub.disconnect()
+            wanted = {device_id for device_id, _ in devices}
+            deadline = time.monotonic() + 60 + down_s
+            while time.monotonic() < deadline and not wanted <= set(alert_keys_by_device(s)):
+                time.sleep(0.1)
+            time.sleep(s.lease_s + 0.5)
+            # One alert contact per button is right; a repeat, or a second alert id, is a duplicate.
+            received: Counter[str] = Counter()
+            for device_id, keys in alert_keys_by_device(s).items():
+                if device_id in wanted:
+                    received[device_id] = sum(keys.values())
+            return Tally(wanted, received)
+        finally:
+            s.close()
+            broker.stop()
+
+
+def _publish(pub: object, device_id: str) -> None:
+    """Publish until PUBACK, the same message_id every time (the bridge dedupes repeats)."""
+    payload = json.dumps({"kind": "sos", "message_id": f"{device_id}-m1"})
+    deadline = time.monotonic() + 60
+    while True:
+        info = pub.publish(f"sosbridge/t1/{device_id}/alert", payload, qos=1)  # type: ignore[attr-defined]
+        try:
+            info.wait_for_publish(timeout=2)
+            if info.is_published():
+                return
+        except (RuntimeError, ValueError):
+            time.sleep(0.1)  # not connected: paho refuses; try again after it reconnects
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{device_id}: no PUBACK")
+
+
+def alert_keys_by_device(s: Stack) -> dict[str, Counter[str]]:
+    out: dict[str, Counter[str]] = {}
+    path = s.workdir / "contacts.jsonl"
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        contact = record.get("contact") or {}
+        if contact.get("msg_type") == "alert":
+            out.setdefault(contact["device"]["id"], Counter())[record["idempotency_key"]] += 1
+    return out
