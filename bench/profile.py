@@ -1,0 +1,101 @@
+"""Profile the bridge's hot path under MQTT load with py-spy (sampling, attached to the real process).
+
+Usage: python -m bench.profile [--n 3000] [--py-spy PATH]   (py-spy from PyPI: pip install py-spy)
+Writes bench/results/profile-<time>.txt (collapsed stacks) and prints the top frames by own and total
+samples, so a fix can be checked against the same view.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import start_mosquitto
+from bench.harness import ReceiverClient, bridge_env, measure, start_bridge, stop_quietly
+from bench.load import Publisher, button_alert
+from bench.run import RESULTS, ids
+from bench.seed import seed_sync
+
+
+def summarise(collapsed: Path, top: int = 25) -> str:
+    own: collections.Counter[str] = collections.Counter()
+    total: collections.Counter[str] = collections.Counter()
+    samples = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = stack.split(";")
+        own[frames[-1]] += n
+        for f in set(frames):
+            total[f] += n
+    out = [f"{samples} samples", "", "own time:"]
+    out += [f"{100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
+    out += ["", "total time (frame on the stack):"]
+    out += [f"{100 * n / samples:5.1f}%  {f}" for f, n in total.most_common(top * 2)]
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
+    ap.add_argument("--idle", action="store_true", help="include idle frames")
+    args = ap.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="sosbridge-profile-"))
+    broker, port = start_mosquitto(workdir)
+    rx = ReceiverClient(workdir)
+    bridge = None
+    try:
+        env = bridge_env(workdir, "profile", rx.url, port)
+        from bridge.config import Settings
+
+        keys = ids("p", args.n)
+        seed_sync(Settings(db=env["SOSBRIDGE_DB"]), keys)
+        bridge = start_bridge(workdir, "profile", env)
+        time.sleep(1.0)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}.txt"
+        cmd = [args.py_spy, "record", "--pid", str(bridge.proc.pid), "--format", "raw", "--rate", "200",
+               "--output", str(out), "--nonblocking", "--threads"]
+        if args.idle:
+            cmd.append("--idle")
+        spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)
+
+        def send() -> dict[str, float]:
+            pub = Publisher(port)
+            try:
+                sent = pub.send([button_alert(k) for k in keys])
+                pub.wait_acked(len(keys))
+                return sent
+            finally:
+                pub.close()
+
+        res = measure("profile", rx, keys, send, 300)
+        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+        _, err = spy.communicate(timeout=60)
+        print(f"{res.delivered}/{res.expected} delivered at {res.rate_per_s}/s")
+        if not out.exists():
+            print(f"py-spy wrote nothing: {err.decode()[-500:]}")
+            return 1
+        print(summarise(out))
+        print(f"collapsed stacks: {out}")
+        return 0
+    finally:
+        stop_quietly(bridge.proc if bridge else None)
+        rx.close()
+        stop_quietly(broker)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
