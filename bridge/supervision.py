@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -180,8 +181,15 @@ class WatchTable:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        # Calls arrive from worker threads (asyncio.to_thread); a cancelled caller's write may still be
+        # running when stop() closes the table, so every call holds this lock.
+        self._lock = threading.Lock()
 
     def open(self) -> None:
+        with self._lock:
+            self._open()
+
+    def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -191,32 +199,43 @@ class WatchTable:
         )
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
 
     def load(self) -> dict[str, Watch]:
-        assert self._db is not None
-        rows = self._db.execute(
-            "SELECT device_id, baseline, heard_at, silent_since, kind, alert_ids FROM supervision"
-        ).fetchall()
+        with self._lock:
+            assert self._db is not None
+            rows = self._db.execute(
+                "SELECT device_id, baseline, heard_at, silent_since, kind, alert_ids FROM supervision"
+            ).fetchall()
         return {
             r[0]: Watch(r[0], _dt(r[1]) or utcnow(), _dt(r[2]), _dt(r[3]), r[4], list(json.loads(r[5])))
             for r in rows
         }
 
     def save(self, w: Watch) -> None:
-        assert self._db is not None
-        self._db.execute(
-            "INSERT OR REPLACE INTO supervision (device_id, baseline, heard_at, silent_since, kind, alert_ids)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (w.device_id, w.baseline.isoformat(), _iso(w.heard_at), _iso(w.silent_since), w.kind,
-             json.dumps(w.alert_ids)),
+        row = (
+            w.device_id, w.baseline.isoformat(), _iso(w.heard_at), _iso(w.silent_since), w.kind,
+            json.dumps(w.alert_ids),
         )  # fmt: skip
+        with self._lock:
+            if self._db is None:
+                return  # closed by stop() while this write was queued
+            self._db.execute(
+                "INSERT OR REPLACE INTO supervision (device_id, baseline, heard_at, silent_since, kind, alert_ids)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
 
     def delete(self, device_id: str) -> None:
-        assert self._db is not None
-        self._db.execute("DELETE FROM supervision WHERE device_id = ?", (device_id,))
+        with self._lock:
+            if self._db is not None:
+                self._db.execute("DELETE FROM supervision WHERE device_id = ?", (device_id,))
 
 
 def _iso(t: datetime | None) -> str | None:
