@@ -88,6 +88,8 @@ def receiver(
     ack_after: Annotated[float | None, typer.Option(help="Acknowledge each alert after this many seconds")] = 0.5,
     resolve_after: Annotated[float | None, typer.Option(help="Resolve this many seconds after the ack")] = None,
     no_auto_ack: Annotated[bool, typer.Option("--no-auto-ack", help="Only acknowledge on command")] = False,
+    mode: Annotated[str, typer.Option(help="Start as normal, down (503) or slow")] = "normal",
+    slow_s: Annotated[float, typer.Option(help="Delay of each answer in slow mode")] = 5.0,
 ) -> None:
     """Run the reference contact platform: verify, validate, store as JSONL, acknowledge."""
     import uvicorn
@@ -104,6 +106,9 @@ def receiver(
         auto_ack_s=None if no_auto_ack else ack_after,
         auto_resolve_s=resolve_after,
     )
+    if mode not in ("normal", "down", "slow"):
+        raise typer.BadParameter("mode is normal, down or slow")
+    rx.mode, rx.slow_s = mode, slow_s  # type: ignore[assignment]
     uvicorn.run(rx.create_app(), host=host, port=port, log_level="warning", access_log=False)
 
 

@@ -186,14 +186,14 @@ class Receiver:
         async def list_contacts() -> list[dict[str, Any]]:
             return self.records
 
-        @app.post("/control/{event}/{alert_id}")
-        async def control(event: Literal["ack", "resolve"], alert_id: str) -> dict[str, Any]:
-            return {"alert_id": alert_id, "event": event, "bridge_status": await self.callback(alert_id, event)}
-
         @app.post("/control/mode/{mode}")
         async def set_mode(mode: Mode, slow_s: float = 5.0) -> dict[str, Any]:
             self.mode, self.slow_s = mode, slow_s
             return {"mode": mode}
+
+        @app.post("/control/{event}/{alert_id}")
+        async def control(event: Literal["ack", "resolve"], alert_id: str) -> dict[str, Any]:
+            return {"alert_id": alert_id, "event": event, "bridge_status": await self.callback(alert_id, event)}
 
         @app.get("/healthz")
         async def healthz() -> dict[str, str]:

@@ -145,7 +145,7 @@ def test_kill9_mid_delivery_redelivers(tmp_path: Path) -> None:
     receiver = start_receiver_process(
         rport, secret, tmp_path / "contacts.jsonl", f"http://127.0.0.1:{bport}", token, tmp_path / "rx.log"
     )
-    httpx.post(f"{receiver.url}/control/mode/slow", params={"slow_s": 3})
+    assert httpx.post(f"{receiver.url}/control/mode/slow", params={"slow_s": 3}).json() == {"mode": "slow"}
     env = bridge_env(tmp_path, rport, secret, token, admin)
     bridge = start_bridge_process(env, bport, tmp_path / "bridge.log")
     try:
@@ -156,7 +156,7 @@ def test_kill9_mid_delivery_redelivers(tmp_path: Path) -> None:
             ids.append(r.json()["alert_id"])
         time.sleep(0.5)  # the three deliveries are now inside the slow receiver
         bridge.kill9()
-        httpx.post(f"{receiver.url}/control/mode/normal")
+        assert httpx.post(f"{receiver.url}/control/mode/normal").status_code == 200
         bridge = start_bridge_process(env, bport, tmp_path / "bridge.log")
         records = wait_for(
             lambda: (r := received(receiver)) and {x["contact"]["alert_id"] for x in r} >= set(ids) and r, timeout=30
