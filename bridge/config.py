@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     auth_failures_per_min: float = 20
     retention_days: float = Field(default=90, description="Closed alerts older than this are purged")
 
+    # device supervision (check-ins, gateways)
+    supervision_enabled: bool = True
+    supervision_grace_s: float = Field(default=60, description="Tolerance for a late check-in")
+    supervision_tick_s: float = Field(default=5, description="Longest pause between supervision passes")
+
     # behaviour
     default_status: Literal["actual", "exercise", "test"] = "actual"
     last_known_max_age_s: float = 24 * 3600

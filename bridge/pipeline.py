@@ -47,6 +47,8 @@ KindPolicy = Callable[[Device], frozenset[AlertKind] | None]
 # Which platform routes a contact goes to, given the routes earlier contacts of its alert went to.
 RouteSelector = Callable[[Contact, list[str]], list[str]]
 DEFAULT_ROUTE = "default"
+# Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
+BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
 
 
 class Rejected(Exception):
@@ -183,7 +185,7 @@ class Pipeline:
     async def _alert(self, obs: Observation, device: Device, dedupe_key: str | None) -> SubmitResult:
         if obs.kind is None:
             raise Rejected("an alert needs a kind", "missing_kind")
-        if self.kind_policy is not None:
+        if self.kind_policy is not None and obs.kind not in BRIDGE_RAISED_KINDS:
             allowed = self.kind_policy(device)
             if allowed is not None and obs.kind not in allowed:
                 raise Rejected(

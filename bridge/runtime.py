@@ -32,6 +32,8 @@ from bridge.store import Store, make_store
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from bridge.supervision import Supervisor
+
 log = logging.getLogger("sosbridge.runtime")
 
 
@@ -105,6 +107,7 @@ class BridgeRuntime:
                 log.error("adapter failed to initialise", extra={"adapter": plugin.name, "error": repr(exc)})
         self.started_adapters: list[str] = []
         self._health_task: asyncio.Task[None] | None = None
+        self.supervisor: Supervisor | None = None
 
     def select_routes(self, contact: Contact, previous: list[str]) -> list[str]:
         return [route.name for route in self.routes.select(contact, previous)]
@@ -124,6 +127,11 @@ class BridgeRuntime:
             except Exception as exc:
                 # One transport failing (a port in use, a broker down at boot) must not stop the others.
                 self.forwarder.raise_alarm(f"adapter_{adapter.name}_failed", repr(exc))
+        if self.settings.supervision_enabled:
+            from bridge.supervision import Supervisor
+
+            self.supervisor = Supervisor(self)
+            await self.supervisor.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
         log.info("bridge started", extra={"adapters": self.started_adapters})
 
@@ -147,6 +155,9 @@ class BridgeRuntime:
         return purged
 
     async def stop(self) -> None:
+        if self.supervisor is not None:
+            with contextlib.suppress(Exception):
+                await self.supervisor.stop()
         if self._health_task is not None:
             self._health_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
