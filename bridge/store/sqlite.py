@@ -124,6 +124,11 @@ class SqliteStore:
         self.path = str(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._conn: sqlite3.Connection | None = None
+        # Reads use their own connection and thread: under WAL they run while the writer waits on an
+        # fsync, instead of queueing behind it. Every write is awaited before its caller reads again, so
+        # a read never misses a write the same flow made. (":memory:" has one database per connection.)
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
+        self._rconn: sqlite3.Connection | None = None
         # Writes waiting for the next group commit, and whether a flush is already queued on the thread.
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._pending_lock = threading.Lock()
@@ -144,6 +149,28 @@ class SqliteStore:
                 raise StoreError(f"sqlite: {exc}") from exc
 
         return await loop.run_in_executor(self._executor, call)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self.path == ":memory:":
+            return await self._run(fn)
+        loop = asyncio.get_running_loop()
+
+        def call() -> T:
+            if self._rconn is None:
+                raise StoreError("store is not open")
+            try:
+                return fn(self._rconn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"sqlite: {exc}") from exc
+
+        return await loop.run_in_executor(self._reader, call)
+
+    def _connect_reader(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA query_only=ON")
+        self._rconn = conn
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` in the next group commit; returns once that commit is durable."""
@@ -212,13 +239,19 @@ class SqliteStore:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._connect)
+        if self.path != ":memory:":
+            await loop.run_in_executor(self._reader, self._connect_reader)
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, conn.close)
+        rconn, self._rconn = self._rconn, None
+        if rconn is not None:
+            await asyncio.get_running_loop().run_in_executor(self._reader, rconn.close)
         self._executor.shutdown(wait=False)
+        self._reader.shutdown(wait=False)
 
     async def ping(self) -> bool:
         return await self._run(lambda c: c.execute("SELECT 1").fetchone()[0] == 1)
@@ -252,7 +285,7 @@ class SqliteStore:
         await self._write(body)
 
     async def get_device(self, device_id: str) -> Device | None:
-        row = await self._run(
+        row = await self._read(
             lambda c: c.execute("SELECT doc FROM devices WHERE device_id = ?", (device_id,)).fetchone()
         )
         return Device.model_validate_json(row["doc"]) if row else None
@@ -263,7 +296,7 @@ class SqliteStore:
                 return c.execute("SELECT doc FROM devices ORDER BY device_id").fetchall()
             return c.execute("SELECT doc FROM devices WHERE tenant_id = ? ORDER BY device_id", (tenant_id,)).fetchall()
 
-        return [Device.model_validate_json(r["doc"]) for r in await self._run(q)]
+        return [Device.model_validate_json(r["doc"]) for r in await self._read(q)]
 
     async def remove_device(self, device_id: str) -> bool:
         def body(c: sqlite3.Connection) -> bool:
@@ -275,7 +308,7 @@ class SqliteStore:
         return await self._write(body)
 
     async def find_device(self, scheme: str, value: str) -> Device | None:
-        row = await self._run(
+        row = await self._read(
             lambda c: c.execute(
                 "SELECT d.doc FROM identifiers i JOIN devices d ON d.device_id = i.device_id "
                 "WHERE i.scheme = ? AND i.value = ?",
@@ -307,7 +340,7 @@ class SqliteStore:
         )
 
     async def get_credential(self, device_id: str, scheme: str) -> str | None:
-        row = await self._run(
+        row = await self._read(
             lambda c: c.execute(
                 "SELECT secret FROM credentials WHERE device_id = ? AND scheme = ?", (device_id, scheme)
             ).fetchone()
@@ -316,7 +349,7 @@ class SqliteStore:
 
     async def device_for_token(self, token: str) -> Device | None:
         digest = hash_secret(token)
-        row = await self._run(
+        row = await self._read(
             lambda c: c.execute(
                 "SELECT d.doc FROM credentials k JOIN devices d ON d.device_id = k.device_id "
                 "WHERE k.scheme = 'token' AND k.secret = ? AND k.hashed = 1",
@@ -397,11 +430,11 @@ class SqliteStore:
         await self._write(body)
 
     async def get_alert(self, alert_id: str) -> Alert | None:
-        row = await self._run(lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone())
+        row = await self._read(lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone())
         return Alert.model_validate_json(row["doc"]) if row else None
 
     async def open_alert_for_device(self, device_id: str) -> Alert | None:
-        row = await self._run(
+        row = await self._read(
             lambda c: c.execute(
                 "SELECT doc FROM alerts WHERE device_id = ? AND is_open = 1 ORDER BY received_at DESC LIMIT 1",
                 (device_id,),
@@ -410,7 +443,7 @@ class SqliteStore:
         return Alert.model_validate_json(row["doc"]) if row else None
 
     async def history(self, alert_id: str) -> list[HistoryEntry]:
-        rows = await self._run(
+        rows = await self._read(
             lambda c: c.execute(
                 "SELECT at, event, state, detail FROM history WHERE alert_id = ? ORDER BY id", (alert_id,)
             ).fetchall()
@@ -426,13 +459,13 @@ class SqliteStore:
         ]
 
     async def alert_for_dedupe(self, dedupe_key: str) -> str | None:
-        row = await self._run(
+        row = await self._read(
             lambda c: c.execute("SELECT alert_id FROM dedupe WHERE key = ?", (dedupe_key,)).fetchone()
         )
         return row["alert_id"] if row else None
 
     async def contact_sent(self, alert_id: str) -> bool:
-        row = await self._run(
+        row = await self._read(
             lambda c: c.execute(
                 "SELECT 1 FROM outbox WHERE alert_id = ? AND (state IN ('delivered', 'inflight') OR attempts > 0) "
                 "LIMIT 1",
@@ -517,10 +550,10 @@ class SqliteStore:
             stats.oldest_pending_age_s = max(0.0, now - oldest) if oldest else 0.0
             return stats
 
-        return await self._run(q)
+        return await self._read(q)
 
     async def outbox_items(self, alert_id: str) -> list[OutboxItem]:
-        rows = await self._run(
+        rows = await self._read(
             lambda c: c.execute(
                 f"SELECT {_OUTBOX_COLS} FROM outbox WHERE alert_id = ? ORDER BY seq", (alert_id,)
             ).fetchall()
