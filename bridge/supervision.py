@@ -310,10 +310,19 @@ class Supervisor:
                 if event.event not in DEVICE_EVENTS or event.alert_id in self._own_alerts:
                     continue
                 watch = self.watches.get(event.device_id)
-                if watch is not None:
+                if watch is not None and not await self._bridge_raised(event.alert_id):
                     watch.heard_at = utcnow()
                     await asyncio.to_thread(self.table.save, watch)
                     self._wake.set()
+
+    async def _bridge_raised(self, alert_id: str) -> bool:
+        """An alert the bridge raised about the device (here, in another supervisor, or from a gateway's
+        last will) is not the device speaking."""
+        try:
+            alert = await self.store.get_alert(alert_id)
+        except Exception:
+            return True  # unknown: better a late check-in alarm than a silence hidden by a store error
+        return alert is None or alert.kind in (AlertKind.check_in_missed, AlertKind.device_offline)
 
     async def _loop(self) -> None:
         while True:

@@ -89,7 +89,11 @@ async def env(tmp_path: Path) -> AsyncIterator[BridgeEnv]:
     async with EmbeddedReceiver(
         secret=secret, jsonl_path=tmp_path / "contacts.jsonl", platform_token=token, auto_ack_s=0.05
     ) as rx:
-        settings = bridge_settings(tmp_path, rx.url, secret, token, profile_dirs=str(profiles))
+        # The runtime's own supervisor is off: each test runs one with short timings, and two supervisors
+        # on one bridge would each see the other's alerts.
+        settings = bridge_settings(
+            tmp_path, rx.url, secret, token, profile_dirs=str(profiles), supervision_enabled=False
+        )
         async with EmbeddedBridge(settings) as eb:
             rx.receiver.bridge_url = eb.url
             yield BridgeEnv(eb, rx, settings, secret, token)
@@ -113,7 +117,7 @@ async def test_missed_check_in_reaches_the_platform_once_and_recovery_is_recorde
 ) -> None:
     await env.add_device("pendant-1", profile_id="test-checkin-pendant")  # interval 1 s from the profile
     await env.add_device("quiet-1")  # not supervised: no interval anywhere
-    db = tmp_path / "supervision.db"
+    db = tmp_path / "supervision-test.db"
     sup = Supervisor(env.bridge.runtime, grace_s=0.5, max_tick_s=0.2, db_path=db)
     await sup.start()
     try:
@@ -233,3 +237,22 @@ async def test_profile_without_check_in_missed_still_raises_it_once(env: BridgeE
         assert alert is not None and alert.kind == "check_in_missed" and alert.escalation_count == 0
     finally:
         await sup.stop()
+
+
+async def test_the_runtime_runs_supervision_from_settings(tmp_path: Path) -> None:
+    """BridgeRuntime starts a Supervisor itself, configured by SOSBRIDGE_SUPERVISION_* settings."""
+    secret, token = secrets.token_hex(16), secrets.token_hex(16)
+    async with EmbeddedReceiver(secret=secret, platform_token=token, auto_ack_s=0.05) as rx:
+        settings = bridge_settings(tmp_path, rx.url, secret, token, supervision_grace_s=0.3, supervision_tick_s=0.1)
+        async with EmbeddedBridge(settings) as eb:
+            rx.receiver.bridge_url = eb.url
+            env = BridgeEnv(eb, rx, settings, secret, token)
+            await env.add_device("pendant-3", check_in_interval_s=1)
+            await rx.wait_for(lambda cs: bool(contacts_for(env, "pendant-3", "check_in_missed")), timeout=10)
+            sup = eb.runtime.supervisor
+            assert sup is not None and sup.grace_s == 0.3
+            await heartbeat(env, "pendant-3")
+            [alert] = contacts_for(env, "pendant-3", "check_in_missed")
+            await rx.wait_for(
+                lambda cs: any(c["alert_id"] == alert["alert_id"] and c["msg_type"] == "update" for c in cs), timeout=10
+            )
