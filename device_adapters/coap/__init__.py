@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ from bridge.adapters import BaseAdapter
 from bridge.decoding import DecodeError
 from bridge.model import Alert
 from bridge.pipeline import AlertNotFound, Rejected
-from bridge.profiles import DeviceProfile, ProfileRegistry, apply_profile
+from bridge.profiles import DeviceProfile, apply_profile
 from bridge.store.base import StoreError
 from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
 
@@ -110,9 +109,7 @@ class Authenticator:
                 if last is not None and signed.counter <= int(last):
                     raise AuthError("counter not greater than the last accepted one (replay)", "replay")
                 # Advanced before submit: a retry after a failure must be signed afresh with a new counter.
-                await self.ctx.store.set_credential(
-                    signed.device_id, "coap_counter", str(signed.counter), hashed=False
-                )
+                await self.ctx.store.set_credential(signed.device_id, "coap_counter", str(signed.counter), hashed=False)
             return signed
         except AuthError as exc:
             raise CoapError(Code.UNAUTHORIZED, str(exc), exc.code) from None
@@ -268,11 +265,12 @@ class CoapAdapter(BaseAdapter):
     async def start(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
         self.auth = Authenticator(ctx)
-        extra = [d for d in (ctx.settings.profile_dirs or "").split(os.pathsep) if d]
-        self.profiles = ProfileRegistry.load(extra)
+        self.profiles = ctx.profiles
         site = self.build_site()
         host, port = ctx.settings.coap_host, ctx.settings.coap_port
-        self.context = await aiocoap.Context.create_server_context(site, bind=(host, port))
+        # UDP only: aiocoap's defaults would also open CoAP-over-TCP and WebSocket listeners (5683/tcp,
+        # 8683/tcp) that no device here uses and that collide between bridges on one host.
+        self.context = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])
         self._bus_task = asyncio.create_task(self._follow_bus(), name="coap-observe")
         log.info("coap listening", extra={"host": host, "port": port})
 
