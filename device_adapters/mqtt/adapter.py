@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 from bridge.adapters import AdapterContext, BaseAdapter
 from bridge.decoding import Decoded, DecodeError, Frame, get_decoder, parse_json_object
 from bridge.lifecycle import DEVICE_MESSAGES
-from bridge.model import AlertKind, Device, Observation, utcnow
+from bridge.model import Device, utcnow
 from bridge.pipeline import Rejected
 from bridge.profiles import DeviceProfile, ProfileRegistry
 from bridge.store.base import StoreError
+from bridge.supervision import gateway_state_changed
 from device_adapters.decoders import hermes as hermes_decoder
 from device_adapters.decoders.zigbee2mqtt import parse_availability
 from device_adapters.mqtt import topics
@@ -342,38 +343,21 @@ class MqttAdapter(BaseAdapter):
 
     # -- zigbee2mqtt gateway going offline (its last will) ------------------------------------------
     async def _gateway_state(self, route: topics.Route, msg: Inbound) -> None:
+        """zigbee2mqtt's bridge/state (its last will): the same path supervision takes for a silent gateway."""
         assert self.ctx is not None
         state = parse_availability(msg.payload)
         if state is None:
             raise Refused("invalid", "bridge/state payload must be online or offline")
         gateway = route.meta["gateway"]
-        devices = [d for d in await self.ctx.store.list_devices() if d.gateway_id == gateway]
-        for device in devices:
-            if state == "offline":
-                obs = Observation(
-                    device_id=device.device_id,
-                    transport=TRANSPORT,
-                    action="alert",
-                    kind=AlertKind.device_offline,
-                    reason=f"zigbee2mqtt gateway {gateway!r} went offline",
-                    attributes={"gateway": gateway},
-                )
-            else:
-                open_alert = await self.ctx.store.open_alert_for_device(device.device_id)
-                if open_alert is None or open_alert.kind != AlertKind.device_offline:
-                    continue
-                obs = Observation(
-                    device_id=device.device_id,
-                    transport=TRANSPORT,
-                    action="restore",
-                    alert_id=open_alert.alert_id,
-                    reason=f"zigbee2mqtt gateway {gateway!r} is back online",
-                )
-            try:
-                await self.ctx.pipeline.submit(obs)
-            except Rejected as exc:
-                # e.g. a device whose profile does not declare device_offline; the others still go.
-                log.info("gateway event not accepted", extra={"device_id": device.device_id, "code": exc.code})
+        online = state == "online"
+        await gateway_state_changed(
+            self.ctx.store,
+            self.ctx.pipeline,
+            gateway,
+            online,
+            transport=TRANSPORT,
+            reason=f"zigbee2mqtt gateway {gateway!r} " + ("is back online" if online else "went offline"),
+        )
 
     # -- outbound: status topic and Hermes answers -------------------------------------------------
     async def _status_loop(self, ready: asyncio.Event) -> None:
