@@ -129,7 +129,7 @@ def measure(
     result = RunResult(label, len(keys), offered_rate=offered_rate)
     t_start = time.time()
     sent = send()
-    rx.wait_count(len(keys), timeout_s)
+    rx.wait_count(len(keys), timeout_s, stall_s=min(20.0, timeout_s / 4))
     rows = rx.rows()
     wanted = set(keys)
     first_recv: dict[str, float] = {}
