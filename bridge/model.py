@@ -235,6 +235,7 @@ class Alert(BaseModel):
     verified: bool = True
     escalation_count: int = 0
     contact_seq: int = 0
+    version: int = Field(default=0, description="Bumped on every write; guards concurrent updates")
     dedupe_key: str | None = None
     routes: list[str] = Field(default_factory=list, description="Platform routes its contacts went to")
     attributes: dict[str, Any] = Field(default_factory=dict)

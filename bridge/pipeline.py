@@ -38,7 +38,7 @@ from bridge.model import (
     utcnow,
 )
 from bridge.ratelimit import TokenBuckets
-from bridge.store.base import Change, DuplicateMessage, OutboxItem, Store
+from bridge.store.base import Change, ConcurrentUpdate, DuplicateMessage, OutboxItem, Store, StoreError
 
 log = logging.getLogger("sosbridge.pipeline")
 
@@ -47,6 +47,7 @@ KindPolicy = Callable[[Device], frozenset[AlertKind] | None]
 # Which platform routes a contact goes to, given the routes earlier contacts of its alert went to.
 RouteSelector = Callable[[Contact, list[str]], list[str]]
 DEFAULT_ROUTE = "default"
+CONCURRENT_RETRIES = 8
 # Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
 BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
 
@@ -166,16 +167,20 @@ class Pipeline:
                 existing = await self.store.alert_for_dedupe(dedupe_key)
                 if existing is not None:
                     return await self._duplicate(existing)
-            try:
-                if obs.action == "alert":
-                    return await self._alert(obs, device, dedupe_key)
-                if obs.action == "cancel":
-                    return await self._cancel(obs, device, dedupe_key)
-                if obs.action in ("location", "restore"):
-                    return await self._update(obs, device, dedupe_key)
-                return await self._heartbeat(obs, device)
-            except DuplicateMessage as dup:
-                return await self._duplicate(dup.alert_id)
+            for _attempt in range(CONCURRENT_RETRIES):
+                try:
+                    if obs.action == "alert":
+                        return await self._alert(obs, device, dedupe_key)
+                    if obs.action == "cancel":
+                        return await self._cancel(obs, device, dedupe_key)
+                    if obs.action in ("location", "restore"):
+                        return await self._update(obs, device, dedupe_key)
+                    return await self._heartbeat(obs, device)
+                except DuplicateMessage as dup:
+                    return await self._duplicate(dup.alert_id)
+                except ConcurrentUpdate:
+                    continue  # re-read the alert and apply the observation to what is there now
+            raise StoreError("the alert kept changing under this update; retry")
 
     async def _duplicate(self, alert_id: str) -> SubmitResult:
         alert = await self.store.get_alert(alert_id)
@@ -232,7 +237,7 @@ class Pipeline:
         self._queue_contact(change, device, "alert", obs.reason)
         if obs.location is not None and obs.location.has_coordinates:
             change.device_location = (device.device_id, obs.location)
-        await self._commit(change)
+        await self._commit(change, new_alert=True)
         self._publish(alert, "received")
         return SubmitResult(alert.alert_id, "created", alert.state)
 
@@ -343,18 +348,25 @@ class Pipeline:
         if alert is None:
             raise AlertNotFound(alert_id)
         async with self._lock(alert.device_id):
-            alert = await self.store.get_alert(alert_id)
-            assert alert is not None
-            try:
-                new_state = next_state(alert.state, event)
-            except IllegalTransition as exc:
-                raise Rejected(str(exc), "illegal_transition") from exc
-            if new_state == alert.state:
-                return alert
-            now = utcnow()
-            alert = alert.model_copy(update={"state": new_state, "updated_at": now})
-            history = HistoryEntry(at=now, event=event.value, state=new_state, detail={"by": actor, "note": note})
-            await self.store.commit(Change(alert=alert, history=[history]))
+            for _attempt in range(CONCURRENT_RETRIES):
+                current = await self.store.get_alert(alert_id)
+                assert current is not None
+                try:
+                    new_state = next_state(current.state, event)
+                except IllegalTransition as exc:
+                    raise Rejected(str(exc), "illegal_transition") from exc
+                if new_state == current.state:
+                    return current
+                now = utcnow()
+                alert = current.model_copy(update={"state": new_state, "updated_at": now})
+                history = HistoryEntry(at=now, event=event.value, state=new_state, detail={"by": actor, "note": note})
+                try:
+                    await self._commit(Change(alert=alert, history=[history]))
+                    break
+                except ConcurrentUpdate:
+                    continue
+            else:
+                raise StoreError("the alert kept changing under this transition; retry")
         self._publish(alert, event.value)
         return alert
 
@@ -365,7 +377,13 @@ class Pipeline:
         waiting = await self.store.outbox_items(alert.alert_id)
         return not any(i.msg_type == "update" and i.state in ("pending", "retry") for i in waiting)
 
-    async def _commit(self, change: Change) -> None:
+    async def _commit(self, change: Change, new_alert: bool = False) -> None:
+        # Optimistic concurrency: another bridge instance sharing the store may have written this alert
+        # since we read it (the per-device lock only covers this process). The store refuses a stale
+        # write with ConcurrentUpdate and the caller re-reads and re-applies the observation.
+        if not new_alert:
+            change.expected_version = change.alert.version
+        change.alert.version += 1
         await self.store.commit(change)
         if change.outbox and self.on_queued is not None:
             self.on_queued()

@@ -198,3 +198,24 @@ def test_token_buckets() -> None:
     b.allow("b", 1.0)
     b.allow("c", 1.0)  # evicts "a", the least recently used
     assert "a" not in b._buckets
+
+
+async def test_two_instances_sharing_a_store_lose_no_update(tmp_path: Path) -> None:
+    """Two pipelines (as two bridge processes would) escalate one alert at once: every press counts."""
+    import asyncio
+
+    store = SqliteStore(tmp_path / "shared.db")
+    await store.open()
+    await store.put_device(Device(device_id="w1"))
+    a = Pipeline(store, StatusBus(), Metrics())
+    b = Pipeline(store, StatusBus(), Metrics())
+    try:
+        first = await a.submit(obs(message_id="m0"))
+        presses = [(a if i % 2 else b).submit(obs(message_id=f"m{i}")) for i in range(1, 21)]
+        results = await asyncio.gather(*presses)
+        assert {r.alert_id for r in results} == {first.alert_id}
+        alert = await store.get_alert(first.alert_id or "")
+        assert alert is not None and alert.escalation_count == 20
+        assert len(await store.history(first.alert_id or "")) == 21
+    finally:
+        await store.close()

@@ -216,3 +216,19 @@ async def test_purge_closed_keeps_open_alerts(store: Store) -> None:
     assert await store.history(old_closed.alert_id) == []
     assert await store.alert_for_dedupe("d1|http|old") is None
     assert await store.get_alert(old_open.alert_id) is not None
+
+
+async def test_stale_write_is_refused(store: Store) -> None:
+    from bridge.store.base import ConcurrentUpdate
+
+    alert = make_alert()
+    await store.commit(Change(alert=alert.model_copy(update={"version": 1})))
+    first = alert.model_copy(update={"version": 2, "escalation_count": 1})
+    await store.commit(Change(alert=first, expected_version=1))
+    # A second writer that also read version 1 must not overwrite the first one's change.
+    stale = alert.model_copy(update={"version": 2, "state": AlertState.acknowledged})
+    with pytest.raises(ConcurrentUpdate):
+        await store.commit(Change(alert=stale, expected_version=1, outbox=[item(alert, 2)]))
+    current = await store.get_alert(alert.alert_id)
+    assert current is not None and current.escalation_count == 1 and current.state == AlertState.received
+    assert await store.outbox_items(alert.alert_id) == []

@@ -22,6 +22,14 @@ class StoreError(RuntimeError):
     """The store could not durably record a change; the device must not be acknowledged."""
 
 
+class ConcurrentUpdate(Exception):
+    """The alert changed since it was read (another instance or task wrote it); re-read and try again."""
+
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(alert_id)
+        self.alert_id = alert_id
+
+
 class DuplicateMessage(Exception):
     def __init__(self, alert_id: str) -> None:
         super().__init__(alert_id)
@@ -57,6 +65,9 @@ class Change:
     dedupe_key: str | None = None
     device_location: tuple[str, Location] | None = None
     cancel_pending_outbox: bool = False
+    # The alert's version when it was read; the write fails with ConcurrentUpdate if it moved on since.
+    # None for a new alert.
+    expected_version: int | None = None
 
 
 @dataclass

@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 from bridge.model import Alert, Device, HistoryEntry, Location
 from bridge.store.base import (
     Change,
+    ConcurrentUpdate,
     DuplicateMessage,
     OutboxItem,
     OutboxStats,
@@ -115,7 +116,8 @@ _COMMIT = (
     _LUA_LIB
     + r"""
 -- ARGV: P, token, dedupe_key, dedupe_ttl_ms, alert_id, device_id, alert_doc, is_open, received_score,
---       cancel, n_history, history..., n_items, (16 fields per item)..., dev_id, dev_old, dev_new
+--       cancel, n_history, history..., n_items, (16 fields per item)..., dev_id, dev_old, dev_new,
+--       expected_version ('' for a new alert)
 local token, dkey, dttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local alert_id, device_id, doc, is_open, rscore, cancel = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 -- A retry of a commit whose reply was lost must not apply it twice.
@@ -124,7 +126,14 @@ local i = 11
 local n_hist = tonumber(ARGV[i]); local hist_at = i + 1; i = i + 1 + n_hist
 local n_items = tonumber(ARGV[i]); local items_at = i + 1; i = i + 1 + 16 * n_items
 local dev_id, dev_old, dev_new = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local expected_version = ARGV[i + 3]
 -- Every check comes before the first write: a Lua error or refusal leaves nothing behind.
+if expected_version ~= nil and expected_version ~= '' then
+  local cur = redis.call('GET', P .. 'alert:' .. alert_id)
+  if not cur then return {'stale'} end
+  local v = cjson.decode(cur)['version'] or 0
+  if tostring(v) ~= expected_version then return {'stale'} end
+end
 if dkey ~= '' then
   local existing = redis.call('GET', P .. 'dd:' .. dkey)
   if existing then return {'dup', existing} end
@@ -566,6 +575,8 @@ class RedisStore:
                 raise DuplicateMessage(result[1])
             if status == "clash":
                 raise StoreError(f"outbox row already exists: {result[1]}")
+            if status == "stale":
+                raise ConcurrentUpdate(change.alert.alert_id)
             # "conflict": the device document changed between our read and the script; read it again.
         raise StoreError("device changed concurrently too often")
 
@@ -587,18 +598,19 @@ class RedisStore:
         ]
         for item in change.outbox:
             args.extend(_item_args(item, item.created_at or time.time()))
+        expected = "" if change.expected_version is None else str(change.expected_version)
         if change.device_location is None:
-            args.extend(["", "", ""])
+            args.extend(["", "", "", expected])
             return args
         device_id, loc = change.device_location
         old = await self._device_doc(device_id)
         if old is None:
-            args.extend(["", "", ""])
+            args.extend(["", "", "", expected])
             return args
         device = Device.model_validate_json(old)
         device.last_location = loc
         device.last_seen = alert.updated_at
-        args.extend([device_id, old, device.model_dump_json()])
+        args.extend([device_id, old, device.model_dump_json(), expected])
         return args
 
     async def get_alert(self, alert_id: str) -> Alert | None:

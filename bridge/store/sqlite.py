@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 from bridge.model import Alert, Device, HistoryEntry, Location
 from bridge.store.base import (
     Change,
+    ConcurrentUpdate,
     DuplicateMessage,
     OutboxItem,
     OutboxStats,
@@ -363,6 +364,12 @@ class SqliteStore:
         alert = change.alert
 
         def body(c: sqlite3.Connection) -> None:
+            if change.expected_version is not None:
+                row = c.execute(
+                    "SELECT json_extract(doc, '$.version') AS v FROM alerts WHERE alert_id = ?", (alert.alert_id,)
+                ).fetchone()
+                if row is None or (row["v"] or 0) != change.expected_version:
+                    raise ConcurrentUpdate(alert.alert_id)
             if change.dedupe_key is not None:
                 existing = c.execute("SELECT alert_id FROM dedupe WHERE key = ?", (change.dedupe_key,)).fetchone()
                 if existing is not None:
