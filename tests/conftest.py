@@ -21,7 +21,7 @@ from bridge.config import Settings
 from bridge.embedded import EmbeddedBridge
 from bridge.model import Device, Person
 from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
+from bridge.serving import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -40,18 +40,6 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
             pass
         time.sleep(0.05)
     raise TimeoutError(f"{url} did not answer in {timeout} s")
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    import socket
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"port {port} not listening")
 
 
 def need_binary(name: str) -> str:

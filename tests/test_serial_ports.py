@@ -27,6 +27,7 @@ from simulator.devices.serial import (
     VirtualGsmModem,
     VirtualSerialPort,
 )
+from simulator.harness import virtual_serial_ports
 from tests.conftest import bridge_settings
 
 TK203_SOS = (
@@ -77,23 +78,13 @@ async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
 
 @pytest.fixture
 async def serial_env(tmp_path: Path) -> AsyncIterator[SerialEnv]:
-    ports = {p: VirtualSerialPort(tmp_path / f"tty-{p}") for p in ("gsm", "nmea", "contactid", "diy")}
-    for port in ports.values():
-        port.plug()
-    modem = VirtualGsmModem(ports["gsm"])
-    modem.start()
-    spec = ",".join(
-        [
-            f"gsm={ports['gsm'].path}?cc=44",
-            f"nmea={ports['nmea'].path}?device=button-1&interval=0",
-            f"contactid={ports['contactid'].path}?ack=1",
-            f"diy={ports['diy'].path}",
-        ]
-    )
     secret, token = secrets.token_hex(16), secrets.token_hex(16)
-    async with EmbeddedReceiver(
-        secret=secret, jsonl_path=tmp_path / "contacts.jsonl", platform_token=token, auto_ack_s=0.05
-    ) as rx:
+    async with (
+        virtual_serial_ports(tmp_path, gps_device="button-1") as (spec, virtual),
+        EmbeddedReceiver(
+            secret=secret, jsonl_path=tmp_path / "contacts.jsonl", platform_token=token, auto_ack_s=0.05
+        ) as rx,
+    ):
         settings = bridge_settings(tmp_path, rx.url, secret, token, serial_ports=spec)
         async with EmbeddedBridge(settings) as eb:
             rx.receiver.bridge_url = eb.url
@@ -109,15 +100,10 @@ async def serial_env(tmp_path: Path) -> AsyncIterator[SerialEnv]:
             await store.put_device(Device(device_id="premises-1", profile_id="ademco-contact-id-receiver",
                                           identifiers={"contact_id": "1234"}, person=person,
                                           registered_address=HOME))
-            env = SerialEnv(eb, rx, ports, modem)
+            env = SerialEnv(eb, rx, virtual["serial_ports"], virtual["gsm_modem"])
             await until(lambda: all(link.connected.is_set() for link in env.adapter.links.values()))
             await until(lambda: env.handler("gsm").ready.is_set())
-            try:
-                yield env
-            finally:
-                await modem.stop()
-                for port in ports.values():
-                    port.unplug()
+            yield env
 
 
 async def test_gps_fix_locates_the_diy_buttons_alert(serial_env: SerialEnv) -> None:
