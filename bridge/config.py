@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     supervision_enabled: bool = True
     supervision_grace_s: float = Field(default=60, description="Tolerance for a late check-in")
     supervision_tick_s: float = Field(default=5, description="Longest pause between supervision passes")
+    supervision_registry_refresh_s: float = Field(
+        default=60, description="How often supervision re-reads the whole registry for newly supervised devices"
+    )
 
     # behaviour
     default_status: Literal["actual", "exercise", "test"] = "actual"

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from bridge.contact import Contact, MsgType, build_contact
 from bridge.events import StatusBus, StatusEvent
@@ -50,6 +50,12 @@ DEFAULT_ROUTE = "default"
 CONCURRENT_RETRIES = 8
 # Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
 BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
+
+
+class FreshHandoff(Protocol):
+    def claim_fresh(self, items: list[OutboxItem]) -> list[OutboxItem]: ...
+    def hand_over(self, items: list[OutboxItem], committed: bool) -> None: ...
+    def wake(self) -> None: ...
 
 
 class Rejected(Exception):
@@ -127,8 +133,9 @@ class Pipeline:
         self.route_selector = route_selector
         self.update_limiter = update_limiter
         self._locks: dict[str, asyncio.Lock] = {}
-        # Called after a commit that queued contacts, so the forwarder wakes at once instead of polling.
-        self.on_queued: Callable[[], None] | None = None
+        # The forwarder: woken after a commit that queued contacts, and handed brand-new alerts'
+        # first contacts in memory (see Forwarder.claim_fresh), so it need not poll or lease them.
+        self.forwarder: FreshHandoff | None = None
 
     def _lock(self, device_id: str) -> asyncio.Lock:
         lock = self._locks.get(device_id)
@@ -361,7 +368,7 @@ class Pipeline:
                 alert = current.model_copy(update={"state": new_state, "updated_at": now})
                 history = HistoryEntry(at=now, event=event.value, state=new_state, detail={"by": actor, "note": note})
                 try:
-                    await self._commit(Change(alert=alert, history=[history]))
+                    await self._commit(Change(alert=alert, history=[history], urgent=True))
                     break
                 except ConcurrentUpdate:
                     continue
@@ -384,9 +391,17 @@ class Pipeline:
         if not new_alert:
             change.expected_version = change.alert.version
         change.alert.version += 1
-        await self.store.commit(change)
-        if change.outbox and self.on_queued is not None:
-            self.on_queued()
+        fwd = self.forwarder
+        claimed = fwd.claim_fresh(change.outbox) if fwd is not None and change.outbox else []
+        try:
+            await self.store.commit(change)
+        except BaseException:
+            if fwd is not None:
+                fwd.hand_over(claimed, committed=False)
+            raise
+        if fwd is not None and change.outbox:
+            fwd.hand_over(claimed, committed=True)
+            fwd.wake()
 
     def _queue_contact(self, change: Change, device: Device, msg_type: MsgType, reason: str | None) -> None:
         alert = change.alert

@@ -95,7 +95,7 @@ class BridgeRuntime:
             retry_max_s=settings.retry_max_s,
             fallback_after_attempts=settings.fallback_after_attempts,
         )
-        self.pipeline.on_queued = self.forwarder.wake
+        self.pipeline.forwarder = self.forwarder
         self.plugins: dict[str, list[LoadedPlugin]] = load_all()
         self.adapters: list[Adapter] = []
         for plugin in self.plugins["sosbridge.adapters"]:

@@ -29,6 +29,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -214,8 +215,7 @@ class WatchTable:
                 "SELECT device_id, baseline, heard_at, silent_since, kind, alert_ids FROM supervision"
             ).fetchall()
         return {
-            r[0]: Watch(r[0], _dt(r[1]) or utcnow(), _dt(r[2]), _dt(r[3]), r[4], list(json.loads(r[5])))
-            for r in rows
+            r[0]: Watch(r[0], _dt(r[1]) or utcnow(), _dt(r[2]), _dt(r[3]), r[4], list(json.loads(r[5]))) for r in rows
         }
 
     def save(self, w: Watch) -> None:
@@ -279,6 +279,9 @@ class Supervisor:
         # One pass at a time: two overlapping passes could both see a silence as not yet raised.
         self._tick_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
+        self.registry_refresh_s = float(getattr(settings, "supervision_registry_refresh_s", 60.0))
+        self._scan_at: float | None = None
+        self._scan_ids: list[str] = []
 
     async def start(self) -> None:
         await asyncio.to_thread(self.table.open)
@@ -343,8 +346,32 @@ class Supervisor:
         async with self._tick_lock:
             return await self._tick(now or utcnow())
 
+    async def _supervised_devices(self) -> list[Device]:
+        """Supervised devices and gateways, fresh from the store. Finding out *which* devices those are
+        means reading the whole registry, so that scan runs at most every `registry_refresh_s`; the few
+        devices it finds are re-read on every pass, since their last_seen is what the rules judge."""
+        if self._scan_at is None or time.monotonic() - self._scan_at > self.registry_refresh_s:
+            devices = await self.store.list_devices()
+            gateways = set(gateway_children(devices))
+            self._scan_ids = [
+                d.device_id
+                for d in devices
+                if d.device_id in gateways
+                or effective_interval(d, self.profiles.get(d.profile_id)) is not None
+                or d.gateway_id
+            ]
+            self._scan_at = time.monotonic()
+            return [d for d in devices if d.device_id in set(self._scan_ids)]
+        fresh = [await self.store.get_device(device_id) for device_id in self._scan_ids]
+        return [d for d in fresh if d is not None]
+
+    def rescan(self) -> None:
+        """Read the whole registry on the next pass (after devices were added or changed)."""
+        self._scan_at = None
+        self._wake.set()
+
     async def _tick(self, now: datetime) -> datetime | None:
-        devices = await self.store.list_devices()
+        devices = await self._supervised_devices()
         by_id = {d.device_id: d for d in devices}
         children = gateway_children(devices)
         supervised: list[tuple[Device, int]] = []

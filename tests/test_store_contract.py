@@ -232,3 +232,14 @@ async def test_stale_write_is_refused(store: Store) -> None:
     current = await store.get_alert(alert.alert_id)
     assert current is not None and current.escalation_count == 1 and current.state == AlertState.received
     assert await store.outbox_items(alert.alert_id) == []
+
+
+async def test_row_committed_already_leased(store: Store) -> None:
+    """The forwarder's in-memory hand-over writes a fresh row leased; a crash leaves it to expire."""
+    alert = make_alert()
+    fresh = item(alert, 1)
+    now = time.time()
+    fresh.state, fresh.lease_until = "inflight", now + 5
+    await store.commit(Change(alert=alert, outbox=[fresh]))
+    assert await store.lease(10, 5, now + 1) == []
+    assert [i.item_id for i in await store.lease(10, 5, now + 6)] == [fresh.item_id]

@@ -243,7 +243,10 @@ async def test_the_runtime_runs_supervision_from_settings(tmp_path: Path) -> Non
     """BridgeRuntime starts a Supervisor itself, configured by SOSBRIDGE_SUPERVISION_* settings."""
     secret, token = secrets.token_hex(16), secrets.token_hex(16)
     async with EmbeddedReceiver(secret=secret, platform_token=token, auto_ack_s=0.05) as rx:
-        settings = bridge_settings(tmp_path, rx.url, secret, token, supervision_grace_s=0.3, supervision_tick_s=0.1)
+        settings = bridge_settings(
+            tmp_path, rx.url, secret, token, supervision_grace_s=0.3, supervision_tick_s=0.1,
+            supervision_registry_refresh_s=0.2,
+        )
         async with EmbeddedBridge(settings) as eb:
             rx.receiver.bridge_url = eb.url
             env = BridgeEnv(eb, rx, settings, secret, token)

@@ -172,6 +172,8 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         await runtime.store.put_device(device)
         await runtime.store.set_credential(device.device_id, "token", token)
         await runtime.store.audit(utcnow(), "admin", "device_registered", device.device_id)
+        if runtime.supervisor is not None:
+            runtime.supervisor.rescan()  # a new check-in interval is watched at once, not at the next scan
         return {"device_id": device.device_id, "token": token}
 
     @app.delete("/v1/devices/{device_id}")

@@ -68,6 +68,8 @@ class Change:
     # The alert's version when it was read; the write fails with ConcurrentUpdate if it moved on since.
     # None for a new alert.
     expected_version: int | None = None
+    # Small lifecycle writes (platform ack, delivered) that must not wait behind a flood of new alerts.
+    urgent: bool = False
 
 
 @dataclass

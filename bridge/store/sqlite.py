@@ -132,6 +132,7 @@ class SqliteStore:
         self._rconn: sqlite3.Connection | None = None
         # Writes waiting for the next group commit, and whether a flush is already queued on the thread.
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._urgent: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._pending_lock = threading.Lock()
         self._flush_queued = False
 
@@ -173,12 +174,16 @@ class SqliteStore:
         conn.execute("PRAGMA query_only=ON")
         self._rconn = conn
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn` in the next group commit; returns once that commit is durable."""
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], urgent: bool = False) -> T:
+        """Run `fn` in the next group commit; returns once that commit is durable.
+
+        `urgent` writes (the forwarder's bookkeeping, platform acknowledgements) go ahead of queued
+        ingest, so a flood of new alerts cannot starve the delivery of the ones already stored.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._pending_lock:
-            self._pending.append((fn, future))
+            (self._urgent if urgent else self._pending).append((fn, future))
             queue_flush = not self._flush_queued
             self._flush_queued = True
         if queue_flush:
@@ -187,8 +192,11 @@ class SqliteStore:
 
     def _flush(self) -> None:
         with self._pending_lock:
-            batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-            more = bool(self._pending)
+            batch, self._urgent = self._urgent[:MAX_BATCH], self._urgent[MAX_BATCH:]
+            room = MAX_BATCH - len(batch)
+            batch += self._pending[:room]
+            self._pending = self._pending[room:]
+            more = bool(self._pending or self._urgent)
             self._flush_queued = more
         if more:
             # The rest go in the next transaction, queued behind any reads that arrived meanwhile.
@@ -434,7 +442,7 @@ class SqliteStore:
                         (device.model_dump_json(), device_id),
                     )
 
-        await self._write(body)
+        await self._write(body, urgent=change.urgent)
 
     async def get_alert(self, alert_id: str) -> Alert | None:
         row = await self._read(lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone())
@@ -510,7 +518,7 @@ class SqliteStore:
                 )
             return items
 
-        return await self._write(body)
+        return await self._write(body, urgent=True)
 
     async def mark_delivered(self, item_id: str, now: float) -> None:
         await self._write(
@@ -518,7 +526,8 @@ class SqliteStore:
                 "UPDATE outbox SET state = 'delivered', last_error = NULL, attempts = attempts + 1, "
                 "lease_until = ? WHERE item_id = ?",
                 (now, item_id),
-            )
+            ),
+            urgent=True,
         )
 
     async def reschedule(self, item_id: str, next_attempt_at: float, error: str, attempts: int) -> None:
@@ -527,7 +536,8 @@ class SqliteStore:
                 "UPDATE outbox SET state = 'retry', next_attempt_at = ?, last_error = ?, attempts = ? "
                 "WHERE item_id = ? AND state = 'inflight'",
                 (next_attempt_at, error[:500], attempts, item_id),
-            )
+            ),
+            urgent=True,
         )
 
     async def mark_dead(self, item_id: str, error: str, attempts: int) -> None:
@@ -535,11 +545,14 @@ class SqliteStore:
             lambda c: c.execute(
                 "UPDATE outbox SET state = 'dead', last_error = ?, attempts = ? WHERE item_id = ?",
                 (error[:500], attempts, item_id),
-            )
+            ),
+            urgent=True,
         )
 
     async def mark_fallback_sent(self, item_id: str) -> None:
-        await self._write(lambda c: c.execute("UPDATE outbox SET fallback_sent = 1 WHERE item_id = ?", (item_id,)))
+        await self._write(
+            lambda c: c.execute("UPDATE outbox SET fallback_sent = 1 WHERE item_id = ?", (item_id,)), urgent=True
+        )
 
     async def outbox_stats(self, now: float, overdue_attempts: int) -> OutboxStats:
         def q(c: sqlite3.Connection) -> OutboxStats:
