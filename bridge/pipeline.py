@@ -9,12 +9,14 @@ answers with an error (and the device retries) instead of acknowledging an alert
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from bridge.contact import Contact, MsgType, build_contact
 from bridge.events import StatusBus, StatusEvent
@@ -48,6 +50,7 @@ KindPolicy = Callable[[Device], frozenset[AlertKind] | None]
 RouteSelector = Callable[[Contact, list[str]], list[str]]
 DEFAULT_ROUTE = "default"
 CONCURRENT_RETRIES = 8
+DEDUPE_CACHE_SIZE = 200_000
 # Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
 BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
 
@@ -132,16 +135,28 @@ class Pipeline:
         self.kind_policy = kind_policy
         self.route_selector = route_selector
         self.update_limiter = update_limiter
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, list[Any]] = {}  # device id -> [lock, holders and waiters]
+        # Dedupe keys known to be stored (positives only: the store stays the authority), newest last.
+        self._seen: OrderedDict[str, str] = OrderedDict()
         # The forwarder: woken after a commit that queued contacts, and handed brand-new alerts'
         # first contacts in memory (see Forwarder.claim_fresh), so it need not poll or lease them.
         self.forwarder: FreshHandoff | None = None
 
-    def _lock(self, device_id: str) -> asyncio.Lock:
-        lock = self._locks.get(device_id)
-        if lock is None:
-            lock = self._locks[device_id] = asyncio.Lock()
-        return lock
+    @contextlib.asynccontextmanager
+    async def _lock(self, device_id: str) -> AsyncIterator[None]:
+        """One observation per device at a time; the lock lives only while someone holds or awaits it,
+        so memory does not grow with the number of devices ever heard."""
+        entry = self._locks.get(device_id)
+        if entry is None:
+            entry = self._locks[device_id] = [asyncio.Lock(), 0]
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._locks[device_id]
 
     # -- entry point ----------------------------------------------------------------------------------
     async def submit(self, obs: Observation) -> SubmitResult:
@@ -162,17 +177,21 @@ class Pipeline:
         return result
 
     async def _submit(self, obs: Observation) -> SubmitResult:
+        dedupe_key = f"{obs.device_id}|{obs.transport}|{obs.message_id}" if obs.message_id else None
+        if dedupe_key is not None and (seen := self._seen.get(dedupe_key)) is not None:
+            # A storm of repeated presses is answered from memory, without touching the store.
+            return await self._duplicate(seen)
         device = await self.store.get_device(obs.device_id)
         if device is None:
             if obs.verified:
                 raise UnknownDevice(obs.device_id)
             # An unknown caller (e.g. a smart speaker not yet linked) still reaches the police, unverified.
             device = Device(device_id=obs.device_id, label="unverified caller")
-        dedupe_key = f"{obs.device_id}|{obs.transport}|{obs.message_id}" if obs.message_id else None
         async with self._lock(obs.device_id):
             if dedupe_key is not None:
                 existing = await self.store.alert_for_dedupe(dedupe_key)
                 if existing is not None:
+                    self._remember(dedupe_key, existing)
                     return await self._duplicate(existing)
             for _attempt in range(CONCURRENT_RETRIES):
                 try:
@@ -184,10 +203,18 @@ class Pipeline:
                         return await self._update(obs, device, dedupe_key)
                     return await self._heartbeat(obs, device)
                 except DuplicateMessage as dup:
+                    if dedupe_key is not None:
+                        self._remember(dedupe_key, dup.alert_id)
                     return await self._duplicate(dup.alert_id)
                 except ConcurrentUpdate:
                     continue  # re-read the alert and apply the observation to what is there now
             raise StoreError("the alert kept changing under this update; retry")
+
+    def _remember(self, dedupe_key: str, alert_id: str) -> None:
+        self._seen[dedupe_key] = alert_id
+        self._seen.move_to_end(dedupe_key)
+        if len(self._seen) > DEDUPE_CACHE_SIZE:
+            self._seen.popitem(last=False)
 
     async def _duplicate(self, alert_id: str) -> SubmitResult:
         alert = await self.store.get_alert(alert_id)
@@ -399,6 +426,8 @@ class Pipeline:
             if fwd is not None:
                 fwd.hand_over(claimed, committed=False)
             raise
+        if change.dedupe_key is not None:
+            self._remember(change.dedupe_key, change.alert.alert_id)
         if fwd is not None and change.outbox:
             fwd.hand_over(claimed, committed=True)
             fwd.wake()

@@ -219,3 +219,14 @@ async def test_two_instances_sharing_a_store_lose_no_update(tmp_path: Path) -> N
         assert len(await store.history(first.alert_id or "")) == 21
     finally:
         await store.close()
+
+
+async def test_memory_does_not_grow_with_devices_heard(pipeline: Pipeline) -> None:
+    import asyncio
+
+    for i in range(50):
+        await pipeline.store.put_device(Device(device_id=f"m{i}"))
+    await asyncio.gather(*(pipeline.submit(obs(device_id=f"m{i}", message_id="x")) for i in range(50)))
+    assert pipeline._locks == {}  # per-device locks exist only while held
+    again = await asyncio.gather(*(pipeline.submit(obs(device_id=f"m{i}", message_id="x")) for i in range(50)))
+    assert {r.outcome for r in again} == {"duplicate"}
