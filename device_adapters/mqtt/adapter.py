@@ -148,11 +148,18 @@ class MqttAdapter(BaseAdapter):
 
     # -- inbound -----------------------------------------------------------------------------------
     def _on_message(self, msg: Inbound) -> None:
+        assert self.conn is not None
         if self._stopping:
+            self.conn.release_slot()
             return  # not acknowledged: the broker keeps it for the next session
         task = asyncio.create_task(self._handle(msg))
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self.conn is not None:
+            self.conn.release_slot()
 
     async def _handle(self, msg: Inbound) -> None:
         assert self.conn is not None

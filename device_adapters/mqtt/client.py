@@ -9,8 +9,10 @@ own loop reconnects with exponential backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +24,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from device_adapters.mqtt.url import BrokerUrl
+
+MAX_PENDING = 256
 
 log = logging.getLogger("sosbridge.mqtt")
 
@@ -53,6 +57,12 @@ class MqttConnection:
     ) -> None:
         self.url = url
         self.loop = loop
+        # Messages handed to the event loop and not yet acknowledged. When all slots are taken, paho's
+        # network thread waits here, stops reading the socket and the broker holds the rest: memory
+        # stays bounded by this number, not by the size of a flood (MQTT v5's ReceiveMaximum does the
+        # same at the protocol level; 3.1.1 brokers may be configured without an in-flight limit).
+        self.slots = threading.BoundedSemaphore(MAX_PENDING)
+        self._closing = False
         self.filters = [f"$share/{shared_group}/{f}" if shared_group else f for f in filters]
         self._on_message = on_message
         self.connected = asyncio.Event()
@@ -94,7 +104,12 @@ class MqttConnection:
             self.client.connect_async(self.url.host, self.url.port, keepalive=30)
         self.client.loop_start()
 
+    def release_slot(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.slots.release()
+
     def stop(self) -> None:
+        self._closing = True
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -150,4 +165,7 @@ class MqttConnection:
                 self.client.ack(m.mid, m.qos)
             return
         msg = Inbound(topic, bytes(m.payload), m.qos, bool(m.retain), m.mid, bool(m.dup))
+        while not self.slots.acquire(timeout=0.5):
+            if self._closing:
+                return  # not acknowledged: the broker redelivers it to the next session
         self._call(self._on_message, msg)
