@@ -7,7 +7,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,41 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+from bridge.serving import free_port, wait_http, wait_port
+
+__all__ = ["free_port", "wait_http", "wait_port"]  # re-exported for the bench modules
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.02)
-    raise TimeoutError(f"port {port} not listening after {timeout} s")
-
-
-def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None, ok: int = 500) -> float:
-    """Poll until `url` answers below `ok`; returns the monotonic time it first did."""
-    deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if proc is not None and proc.poll() is not None:
-                raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
-            with contextlib.suppress(httpx.HTTPError):
-                if client.get(url).status_code < ok:
-                    return time.monotonic()
-            time.sleep(0.01)
-    raise TimeoutError(f"{url} did not answer in {timeout} s")
 
 
 def which(name: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,6 +22,23 @@ def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None
                 return
         time.sleep(0.02)
     raise TimeoutError(f"port {port} not listening after {timeout} s")
+
+
+def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None, ok: int = 500) -> float:
+    """Poll until `url` answers below `ok` (a server started as a separate process); returns the
+    monotonic time it first did. Fails fast if `proc` exits first."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=1.0) as client:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"process exited with {proc.returncode} before {url} answered")
+            with contextlib.suppress(httpx.HTTPError):
+                if client.get(url).status_code < ok:
+                    return time.monotonic()
+            time.sleep(0.01)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.adapters import AdapterContext, BaseAdapter
 from bridge.decoding import Decoded, DecodeError, Frame, get_decoder, parse_json_object
+from bridge.events import StatusEvent
 from bridge.lifecycle import DEVICE_MESSAGES
 from bridge.model import Device, utcnow
 from bridge.pipeline import Rejected
@@ -372,24 +373,34 @@ class MqttAdapter(BaseAdapter):
         async with self.ctx.bus.subscribe() as queue:
             ready.set()
             while True:
-                event = await queue.get()
-                try:
-                    if not await self._is_mqtt_device(event.device_id):
-                        continue
-                    body = {
-                        "alert_id": event.alert_id,
-                        "state": event.state.value,
-                        "event": event.event,
-                        "message": event.message,
-                        "at": _now(),
-                    }
-                    assert self.conn is not None
-                    # Retained, so a button that reconnects still shows the latest state on its LED.
-                    self.conn.publish(
-                        status_topic(event.tenant_id, event.device_id), json.dumps(body), qos=1, retain=True
-                    )
-                except Exception:
-                    log.exception("status publish failed", extra={"alert_id": event.alert_id})
+                # Coalesce what queued up: the status topic is retained per device, so only each device's
+                # latest state is worth publishing. Under a flood this cuts publishes (and paho's queue of
+                # unacknowledged QoS 1 messages) to one per device per batch.
+                batch = [await queue.get()]
+                while not queue.empty() and len(batch) < 1000:
+                    batch.append(queue.get_nowait())
+                latest = {(e.tenant_id, e.device_id): e for e in batch}
+                for event in latest.values():
+                    await self._publish_status(event)
+
+    async def _publish_status(self, event: StatusEvent) -> None:
+        try:
+            if not await self._is_mqtt_device(event.device_id):
+                return
+            body = {
+                "alert_id": event.alert_id,
+                "state": event.state.value,
+                "event": event.event,
+                "message": event.message,
+                "at": _now(),
+            }
+            assert self.conn is not None
+            # Retained, so a button that reconnects still shows the latest state on its LED.
+            self.conn.publish(
+                status_topic(event.tenant_id, event.device_id), json.dumps(body), qos=1, retain=True
+            )
+        except Exception:
+            log.exception("status publish failed", extra={"alert_id": event.alert_id})
 
     async def _is_mqtt_device(self, device_id: str) -> bool:
         known = self._mqtt_devices.get(device_id)

@@ -85,6 +85,8 @@ class MqttConnection:
                 ctx.verify_mode = ssl.CERT_NONE
             self.client.tls_set_context(ctx)
         self.client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+        # Status publishes (QoS 1) drain faster with more in flight than paho's default of 20.
+        self.client.max_inflight_messages_set(100)
         self.client.on_connect = self._cb_connect
         self.client.on_disconnect = self._cb_disconnect
         self.client.on_subscribe = self._cb_subscribe
