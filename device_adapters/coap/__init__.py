@@ -1,6 +1,8 @@
 """CoAP adapter (aiocoap): POST /alert, GET + Observe /alert/<id>, /.well-known/core.
 
-Every request is signed per device (auth.py). A confirmable POST is answered 2.01 Created only after
+Every request is authenticated per device: either OSCORE-protected with the device's security context
+(oscore.py; the context's Recipient ID names the device, OSCORE's replay window refuses replays) or, for
+devices without OSCORE, HMAC-signed in the query (auth.py). A confirmable POST is answered 2.01 Created only after
 `Pipeline.submit()` returned, i.e. after the alert is stored; a store failure answers 5.03 so the device
 tries again. 4.00 carries a diagnostic for malformed CBOR/JSON, 4.01 refuses bad credentials or a replay,
 4.13 refuses requests over `MAX_PAYLOAD` bytes.
@@ -28,6 +30,7 @@ from bridge.pipeline import AlertNotFound, Rejected
 from bridge.profiles import DeviceProfile, apply_profile
 from bridge.store.base import StoreError
 from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
+from device_adapters.coap.oscore import BridgeOscoreSite, OscoreContexts, device_for
 
 if TYPE_CHECKING:
     from bridge.adapters import AdapterContext
@@ -114,6 +117,13 @@ class Authenticator:
         except AuthError as exc:
             raise CoapError(Code.UNAUTHORIZED, str(exc), exc.code) from None
 
+    async def identify(self, request: aiocoap.Message, path: str, *, advance: bool = True) -> str:
+        """The authenticated device: from the OSCORE context that unprotected the request, else the HMAC."""
+        device_id = device_for(request.remote)
+        if device_id is not None:
+            return device_id
+        return (await self.check(request, path, advance=advance)).device_id
+
 
 class AlertCollection(resource.Resource):
     """POST /alert"""
@@ -138,10 +148,10 @@ class AlertCollection(resource.Resource):
         ctx = self.adapter.ctx
         if len(request.payload) > MAX_PAYLOAD:
             raise CoapError(Code.REQUEST_ENTITY_TOO_LARGE, f"payload over {MAX_PAYLOAD} bytes", "too_large")
-        signed = await self.adapter.auth.check(request, "alert")
+        device_id = await self.adapter.auth.identify(request, "alert")
         fmt = request.opt.content_format
         doc = decode_payload(request.payload, fmt)
-        device = await ctx.store.get_device(signed.device_id)
+        device = await ctx.store.get_device(device_id)
         if device is None:
             raise CoapError(Code.UNAUTHORIZED, "unknown device", "unknown_device")
         profile = self.adapter.profile_for(device.profile_id)
@@ -198,9 +208,9 @@ class AlertStatus(resource.PathCapable, aiocoap.interfaces.ObservableResource):
         if len(request.opt.uri_path) != 1:
             raise CoapError(Code.NOT_FOUND, "no such resource")
         alert_id = request.opt.uri_path[0]
-        signed = await self.adapter.auth.check(request, f"alert/{alert_id}", advance=advance)
+        device_id = await self.adapter.auth.identify(request, f"alert/{alert_id}", advance=advance)
         alert = await self.adapter.ctx.store.get_alert(alert_id)
-        if alert is None or alert.device_id != signed.device_id:
+        if alert is None or alert.device_id != device_id:
             raise CoapError(Code.NOT_FOUND, "alert not found")
         return alert
 
@@ -243,6 +253,7 @@ class CoapAdapter(BaseAdapter):
         self.context: aiocoap.Context | None = None
         self._bus_task: asyncio.Task[None] | None = None
         self.status: AlertStatus | None = None
+        self.oscore: OscoreContexts | None = None
 
     def enabled(self, settings: Settings) -> bool:
         return settings.coap_enabled
@@ -266,7 +277,8 @@ class CoapAdapter(BaseAdapter):
         self.ctx = ctx
         self.auth = Authenticator(ctx)
         self.profiles = ctx.profiles
-        site = self.build_site()
+        self.oscore = OscoreContexts(ctx.store, ctx.settings.data_path / "oscore")
+        site = BridgeOscoreSite(self.build_site(), self.oscore, lambda reason: ctx.metrics.rejected(TRANSPORT, reason))
         host, port = ctx.settings.coap_host, ctx.settings.coap_port
         # UDP only: aiocoap's defaults would also open CoAP-over-TCP and WebSocket listeners (5683/tcp,
         # 8683/tcp) that no device here uses and that collide between bridges on one host.
@@ -289,3 +301,8 @@ class CoapAdapter(BaseAdapter):
         if self.context is not None:
             await self.context.shutdown()
             self.context = None
+        if self.oscore is not None:
+            # Writes each context's exact sequence number and replay window, so replays stay refused
+            # after a restart without the Echo round trip.
+            self.oscore.close()
+            self.oscore = None

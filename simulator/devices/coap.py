@@ -1,11 +1,14 @@
-"""A virtual constrained device speaking the bridge's CoAP API: signed POST /alert and Observe."""
+"""A virtual constrained device speaking the bridge's CoAP API: POST /alert and Observe, either
+HMAC-signed (query options) or OSCORE-protected (RFC 8613, client-side aiocoap security context)."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiocoap
@@ -14,6 +17,7 @@ from aiocoap import Code
 from aiocoap.numbers import ContentFormat
 
 from device_adapters.coap.auth import sign_query
+from device_adapters.coap.oscore import DeviceSecurityContext, OscoreMaterial, write_context_dir
 from simulator.scenario import RunContext, Step, action
 
 
@@ -36,20 +40,40 @@ class VirtualCoapDevice:
     host: str
     port: int
     device_id: str
-    key: str
+    key: str = ""
     counter: int = 0
     context: aiocoap.Context | None = None
     sent: list[aiocoap.Message] = field(default_factory=list)
+    # OSCORE: the material as registered on the bridge (bridge's view; swapped here) and a directory for the
+    # device's own context, whose sequence number must persist between runs just like on a real device.
+    oscore: OscoreMaterial | None = None
+    oscore_dir: Path | None = None
+    security_context: DeviceSecurityContext | None = None
+
+    def _oscore_context(self) -> DeviceSecurityContext:
+        if self.security_context is None:
+            assert self.oscore is not None
+            if self.oscore_dir is None:
+                self.oscore_dir = Path(tempfile.mkdtemp(prefix=f"oscore-{self.device_id}-"))
+            write_context_dir(self.oscore_dir, self.oscore.reversed())
+            self.security_context = DeviceSecurityContext(str(self.oscore_dir), self.device_id, "")
+        return self.security_context
 
     async def _ctx(self) -> aiocoap.Context:
         if self.context is None:
             self.context = await aiocoap.Context.create_client_context()
+            if self.oscore is not None:
+                # Every request to the bridge's origin goes through the OSCORE transport.
+                self.context.client_credentials[f"coap://{self.host}:{self.port}/*"] = self._oscore_context()
         return self.context
 
     async def close(self) -> None:
         if self.context is not None:
             await self.context.shutdown()
             self.context = None
+        if self.security_context is not None:
+            self.security_context.close()  # persists the sequence number, releases the lock
+            self.security_context = None
 
     def build(
         self,
@@ -63,13 +87,15 @@ class VirtualCoapDevice:
         key: str | None = None,
         **opts: Any,
     ) -> aiocoap.Message:
-        if counter is None:
-            self.counter += 1
-            counter = self.counter
-        ts = int(time.time()) if timestamp is None else timestamp
-        query = sign_query(key or self.key, str(method), path, self.device_id, ts, counter, payload)
         msg = aiocoap.Message(code=method, payload=payload, uri=f"coap://{self.host}:{self.port}/{path}", **opts)
-        msg.opt.uri_query = tuple(query)
+        if self.oscore is None or key is not None:
+            # HMAC-signed; an OSCORE device needs no query (the security context authenticates it).
+            if counter is None:
+                self.counter += 1
+                counter = self.counter
+            ts = int(time.time()) if timestamp is None else timestamp
+            query = sign_query(key or self.key, str(method), path, self.device_id, ts, counter, payload)
+            msg.opt.uri_query = tuple(query)
         if fmt is not None:
             msg.opt.content_format = fmt
         return msg
@@ -121,15 +147,31 @@ class VirtualCoapDevice:
             yield cbor2.loads(notification.payload)
 
 
+def _scenario_device(ctx: RunContext, device_id: str, use_oscore: bool) -> VirtualCoapDevice:
+    host, port = ctx.settings.coap_host, ctx.settings.coap_port
+    if not use_oscore:
+        key = ctx.scratch.get(f"credential:{device_id}:coap_hmac")
+        if key is None:
+            raise KeyError(f"{device_id} has no coap_hmac credential in the scenario")
+        return VirtualCoapDevice(host, port, device_id, key)
+    raw = ctx.scratch.get(f"credential:{device_id}:oscore")
+    if raw is None:
+        raise KeyError(f"{device_id} has no oscore credential in the scenario")
+    material = OscoreMaterial.model_validate_json(raw) if isinstance(raw, str) else OscoreMaterial.model_validate(raw)
+    # One context directory per device for the whole run: its sequence number must keep rising.
+    oscore_dir = ctx.scratch.setdefault(
+        f"oscore-dir:{device_id}", Path(tempfile.mkdtemp(prefix=f"sim-oscore-{device_id}-"))
+    )
+    return VirtualCoapDevice(host, port, device_id, oscore=material, oscore_dir=oscore_dir)
+
+
 @action("coap.alert")
 async def _coap_alert(ctx: RunContext, step: Step) -> None:
-    """A signed CoAP alert (CBOR). The device's scenario entry carries `credentials: {coap_hmac: KEY}`."""
+    """A CoAP alert (CBOR), HMAC-signed with `credentials: {coap_hmac: KEY}`, or with `oscore: true` in the
+    step's args OSCORE-protected with `credentials: {oscore: '<json>'}` (and `identifiers: {oscore_kid: ..}`)."""
     device_id = step.device or ""
-    key = ctx.scratch.get(f"credential:{device_id}:coap_hmac")
-    if key is None:
-        raise KeyError(f"{device_id} has no coap_hmac credential in the scenario")
     args = dict(step.args)
-    device = VirtualCoapDevice(ctx.settings.coap_host, ctx.settings.coap_port, device_id, key)
+    device = _scenario_device(ctx, device_id, bool(args.pop("oscore", False)))
     try:
         reply = await device.alert(args.pop("kind", "sos"), **args)
     finally:
