@@ -269,3 +269,43 @@ async def test_replay_window_survives_a_bridge_restart(oscore_env: OscoreEnv, tm
             assert cbor2.loads(inner2.payload)["outcome"] == "escalated"
     finally:
         raw.close()
+
+
+async def test_simulator_scenario_sends_oscore_alerts(tmp_path: Path) -> None:
+    from simulator.harness import stack_for
+    from simulator.scenario import Scenario, register_devices, run_scenario
+
+    material = random_material()
+    scenario = Scenario.model_validate(
+        {
+            "name": "oscore",
+            "timeout_s": 10,
+            "devices": [
+                {
+                    "device_id": "coap-os",
+                    "profile_id": "sosbridge-coap-device",
+                    "identifiers": {"oscore_kid": material.recipient_id},
+                    "credentials": {"oscore": material.model_dump_json()},
+                }
+            ],
+            "steps": [
+                {
+                    "action": "coap.alert",
+                    "device": "coap-os",
+                    "args": {"kind": "fall", "oscore": True},
+                    "await_expected": True,
+                    "expect": [{"device": "coap-os", "kind": "fall"}],
+                },
+                # A second virtual-device instance must continue the sequence numbers, or OSCORE refuses it
+                # as a replay and the action raises.
+                {"action": "coap.alert", "device": "coap-os", "args": {"kind": "fall", "oscore": True}},
+            ],
+        }
+    )
+    async with stack_for(scenario, tmp_path) as stack:
+        ctx = stack.run_context()
+        await register_devices(scenario, ctx, stack.bridge.runtime.store)
+        result = await run_scenario(scenario, ctx)
+        alert = await stack.bridge.runtime.store.open_alert_for_device("coap-os")
+    assert not result.missing, [m.describe() for m in result.missing]
+    assert alert is not None and alert.transport == "coap"
