@@ -309,3 +309,57 @@ async def test_simulator_scenario_sends_oscore_alerts(tmp_path: Path) -> None:
         alert = await stack.bridge.runtime.store.open_alert_for_device("coap-os")
     assert not result.missing, [m.describe() for m in result.missing]
     assert alert is not None and alert.transport == "coap"
+
+
+async def test_after_a_crash_the_replay_window_is_recovered_with_echo(oscore_env: OscoreEnv, tmp_path: Path) -> None:
+    env = oscore_env
+    ctx_dir = Path(env.settings.data_dir) / "oscore" / DEVICE
+    raw = RawOscoreClient(tmp_path / "raw-ctx", env.material, env.settings.coap_port)
+    try:
+        async with env.running():
+            datagram, request_id = raw.protect(alert_request("sos", "crash-1"))
+            inner, _ = raw.ctx.unprotect(await raw.exchange(datagram), request_id)
+            assert inner.code == Code.CREATED
+            # What a killed bridge leaves behind: aiocoap marks the window unknown on first use.
+            crashed_state = (ctx_dir / "sequence.json").read_text()
+            assert '"unknown"' in crashed_state
+        (ctx_dir / "sequence.json").write_text(crashed_state)
+        async with env.running():
+            # The captured request cannot get through: the bridge asks for a fresh Echo instead (a
+            # protected 4.01, so the outer code is 2.04) and submits nothing.
+            echo_reply = await raw.exchange(datagram)
+            inner_reply, _ = raw.ctx.unprotect(echo_reply, request_id)
+            assert inner_reply.code == Code.UNAUTHORIZED and inner_reply.opt.echo
+            assert len([c for c in env.rx.contacts if c["msg_type"] == "alert"]) == 1
+            # A real aiocoap client answers the Echo by itself (RFC 8613 B.1.2) and gets through.
+            reply = await env.device.alert("sos", message_id="crash-2")
+            assert reply.code == Code.CREATED and reply.body["outcome"] == "escalated"
+    finally:
+        raw.close()
+
+
+async def test_a_context_held_by_another_process_answers_5_03(oscore_env: OscoreEnv, tmp_path: Path) -> None:
+    import sys
+
+    env = oscore_env
+    ctx_dir = Path(env.settings.data_dir) / "oscore" / DEVICE
+    write_context_dir(ctx_dir, env.material)
+    # Another bridge (or a copy of this one) using the same context directory holds its lock.
+    code = (
+        f"import filelock,sys; lock = filelock.FileLock({str(ctx_dir / 'lock')!r}); lock.acquire(); "
+        "print('held', flush=True); sys.stdin.read()"
+    )
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+    )
+    raw = RawOscoreClient(tmp_path / "raw-ctx", env.material, env.settings.coap_port)
+    try:
+        assert holder.stdout is not None and (await holder.stdout.readline()).strip() == b"held"
+        async with env.running():
+            datagram, _ = raw.protect(alert_request("sos", "busy-1"))
+            assert (await raw.exchange(datagram)).code == Code.SERVICE_UNAVAILABLE
+            assert not env.rx.contacts
+    finally:
+        raw.close()
+        holder.kill()
+        await holder.wait()
