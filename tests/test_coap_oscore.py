@@ -21,6 +21,7 @@ import cbor2
 import pytest
 from aiocoap import Code
 from aiocoap.numbers import ContentFormat
+from aiocoap.oscore import NotAProtectedMessage
 
 from bridge.config import Settings
 from bridge.embedded import EmbeddedBridge
@@ -363,3 +364,19 @@ async def test_a_context_held_by_another_process_answers_5_03(oscore_env: Oscore
         raw.close()
         holder.kill()
         await holder.wait()
+
+
+async def test_a_revoked_credential_stops_working_at_once(oscore_env: OscoreEnv) -> None:
+    env = oscore_env
+    async with env.running() as eb:
+        assert (await env.device.alert("sos", message_id="rv-1")).code == Code.CREATED
+        device = await eb.runtime.store.get_device(DEVICE)
+        assert device is not None
+        device.identifiers.pop("oscore_kid")
+        await eb.runtime.store.put_device(device)
+        before = env.rejected("bad_auth")
+        # aiocoap's client refuses to take the bridge's unprotected answer as a response; it carries it.
+        with pytest.raises(NotAProtectedMessage) as refused:
+            await env.device.alert("sos", message_id="rv-2")
+        assert refused.value.plain_message.code == Code.UNAUTHORIZED
+        assert env.rejected("bad_auth") == before + 1

@@ -2,8 +2,8 @@
 
 Every request is authenticated per device: either OSCORE-protected with the device's security context
 (oscore.py; the context's Recipient ID names the device, OSCORE's replay window refuses replays) or, for
-devices without OSCORE, HMAC-signed in the query (auth.py). A confirmable POST is answered 2.01 Created only after
-`Pipeline.submit()` returned, i.e. after the alert is stored; a store failure answers 5.03 so the device
+devices without OSCORE, HMAC-signed in the query (auth.py). A confirmable POST is answered 2.01 Created
+only after `Pipeline.submit()` returned, i.e. after the alert is stored; a store failure answers 5.03 so the device
 tries again. 4.00 carries a diagnostic for malformed CBOR/JSON, 4.01 refuses bad credentials or a replay,
 4.13 refuses requests over `MAX_PAYLOAD` bytes.
 """

@@ -157,42 +157,54 @@ class OscoreContexts:
         self.basedir = basedir
         self.credentials = CredentialsMap()
         self._loaded: dict[str, DeviceSecurityContext] = {}
+        self._by_kid: dict[bytes, str] = {}
         self._lock = asyncio.Lock()
 
     async def ensure(self, kid: bytes) -> str | None:
-        """Make the context for `kid` available to the site wrapper; the device id, or None if unknown."""
+        """Make the context for `kid` available to the site wrapper; the device id, or None if unknown.
+
+        The store is asked on every request, so a revoked credential or a removed device stops working at
+        once: a context whose `kid` no longer resolves to it is unloaded before aiocoap could use it."""
+        device_id, material = await self._lookup(kid)
+        async with self._lock:
+            holder = self._by_kid.get(kid)
+            if holder is not None and holder != device_id:
+                self.forget(holder)
+            if device_id is None or material is None:
+                return None
+            fingerprint = material.model_dump_json()
+            current = self._loaded.get(device_id)
+            if current is not None and current.fingerprint == fingerprint:
+                return device_id
+            if current is not None:
+                self.forget(device_id)  # rekeyed
+            path = self.basedir / device_id
+            try:
+                ctx = await asyncio.to_thread(self._load, path, material, device_id, fingerprint)
+            except Exception as exc:  # filelock.Timeout when another process holds this context
+                log.error("oscore context unavailable", extra={"device_id": device_id, "error": str(exc)})
+                raise ContextUnavailable(str(exc)) from None
+            self._loaded[device_id] = ctx
+            self._by_kid[kid] = device_id
+            self.credentials[f":{device_id}"] = ctx
+            log.info("oscore context loaded", extra={"device_id": device_id})
+        return device_id
+
+    async def _lookup(self, kid: bytes) -> tuple[str | None, OscoreMaterial | None]:
         device = await self.store.find_device(KID_SCHEME, kid.hex())
         if device is None:
-            return None
+            return None, None
         raw = await self.store.get_credential(device.device_id, CREDENTIAL)
         if raw is None:
-            return None
+            return None, None
         try:
             material = OscoreMaterial.model_validate_json(raw)
         except ValueError:
             log.warning("unusable oscore credential", extra={"device_id": device.device_id})
-            return None
+            return None, None
         if material.recipient_id != kid.hex():
-            return None  # identifier and credential disagree: refuse rather than guess
-        fingerprint = material.model_dump_json()
-        async with self._lock:
-            current = self._loaded.get(device.device_id)
-            if current is not None and current.fingerprint == fingerprint:
-                return device.device_id
-            if current is not None:
-                current.close()
-                del self._loaded[device.device_id]
-                self.credentials.pop(f":{device.device_id}", None)
-            path = self.basedir / device.device_id
-            try:
-                ctx = await asyncio.to_thread(self._load, path, material, device.device_id, fingerprint)
-            except Exception as exc:  # filelock.Timeout when another bridge holds this context
-                log.error("oscore context unavailable", extra={"device_id": device.device_id, "error": str(exc)})
-                raise ContextUnavailable(str(exc)) from None
-            self._loaded[device.device_id] = ctx
-            self.credentials[f":{device.device_id}"] = ctx
-            log.info("oscore context loaded", extra={"device_id": device.device_id})
-        return device.device_id
+            return None, None  # identifier and credential disagree: refuse rather than guess
+        return device.device_id, material
 
     @staticmethod
     def _load(path: Path, material: OscoreMaterial, device_id: str, fingerprint: str) -> DeviceSecurityContext:
@@ -203,6 +215,7 @@ class OscoreContexts:
         ctx = self._loaded.pop(device_id, None)
         self.credentials.pop(f":{device_id}", None)
         if ctx is not None:
+            self._by_kid.pop(ctx.recipient_id, None)
             ctx.close()
 
     def close(self) -> None:
