@@ -179,8 +179,9 @@ class Pipeline:
     async def _submit(self, obs: Observation) -> SubmitResult:
         dedupe_key = f"{obs.device_id}|{obs.transport}|{obs.message_id}" if obs.message_id else None
         if dedupe_key is not None and (seen := self._seen.get(dedupe_key)) is not None:
-            # A storm of repeated presses is answered from memory, without touching the store.
-            return await self._duplicate(seen)
+            # A storm of repeated presses is answered from memory, without touching the store (the
+            # alert's current state is one GET /v1/alerts/{id} away for a device that wants it).
+            return SubmitResult(seen, "duplicate", None)
         device = await self.store.get_device(obs.device_id)
         if device is None:
             if obs.verified:
