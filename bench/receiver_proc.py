@@ -36,11 +36,7 @@ def build(secret: str) -> Any:
 
     @app.post("/bench/reset")
     async def reset() -> dict[str, int]:
-        n = len(rx.records)
-        rx.records.clear()
-        rx.seen_keys.clear()
-        rx.rejected = 0
-        return {"cleared": n}
+        return {"cleared": rx.reset()}
 
     return app
 

@@ -63,6 +63,7 @@ class Receiver:
         self.auto_ack_s = auto_ack_s
         self.auto_resolve_s = auto_resolve_s
         self.records: list[dict[str, Any]] = []
+        self._contacts: list[dict[str, Any]] = []  # the parsed contacts of `records`, kept in step
         self.seen_keys: dict[str, int] = {}
         self.mode: Mode = "normal"
         self.slow_s = 5.0
@@ -74,13 +75,27 @@ class Receiver:
             for line in self.jsonl_path.read_text().splitlines():
                 with contextlib.suppress(json.JSONDecodeError):
                     record = json.loads(line)
-                    self.records.append(record)
+                    self._keep(record)
                     key = record.get("idempotency_key") or ""
                     self.seen_keys[key] = self.seen_keys.get(key, 0) + 1
 
     @property
     def contacts(self) -> list[dict[str, Any]]:
-        return [r["contact"] for r in self.records if r.get("contact")]
+        return self._contacts
+
+    def _keep(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        if record.get("contact"):
+            self._contacts.append(record["contact"])
+
+    def reset(self) -> int:
+        """Forget what was received (bench runs reuse one receiver)."""
+        n = len(self.records)
+        self.records.clear()
+        self._contacts.clear()
+        self.seen_keys.clear()
+        self.rejected = 0
+        return n
 
     async def wait_for(
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
@@ -157,7 +172,7 @@ class Receiver:
         }
         await asyncio.to_thread(self._append, record)
         async with self._changed:
-            self.records.append(record)
+            self._keep(record)
             self._changed.notify_all()
         if contact is not None and not duplicate:
             self._schedule_callbacks(contact)
