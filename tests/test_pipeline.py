@@ -14,6 +14,7 @@ from bridge.model import AlertKind, AlertState, Device, Location, Observation, P
 from bridge.pipeline import AlertNotFound, Pipeline, Rejected, UnknownDevice, locate, should_escalate
 from bridge.store.base import StoreError
 from bridge.store.sqlite import SqliteStore
+from tests.factories import make_alert
 
 
 @pytest.fixture
@@ -141,23 +142,8 @@ def test_locate_fallbacks() -> None:
 
 
 def test_should_escalate() -> None:
-    from bridge.model import Alert, Severity
 
-    now = utcnow()
-    base = Alert(
-        alert_id="a",
-        tenant_id="t",
-        device_id="d",
-        kind=AlertKind.fall,
-        severity=Severity.severe,
-        silent=False,
-        status="actual",
-        state=AlertState.received,
-        occurred_at=now,
-        received_at=now,
-        updated_at=now,
-        transport="http",
-    )
+    base = make_alert(kind=AlertKind.fall)
     assert should_escalate(base, AlertKind.sos)
     assert not should_escalate(base, AlertKind.low_battery)
     assert not should_escalate(base.model_copy(update={"kind": AlertKind.low_battery}), AlertKind.sos)

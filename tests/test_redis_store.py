@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.model import Alert, AlertKind, AlertState, Device, HistoryEntry, Severity, new_id, utcnow
+from bridge.model import Alert, AlertState, Device, HistoryEntry, new_id, utcnow
 from bridge.store.base import Change, OutboxItem, Store
 from bridge.store.redis import RedisStore, dump_keys, parse_url
 from bridge.store.sqlite import SqliteStore
+from tests.factories import make_alert
 
 
 @pytest.fixture
@@ -32,24 +33,6 @@ async def pair(redis_url: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
     yield a, b
     await a.close()
     await b.close()
-
-
-def alert_for(device_id: str) -> Alert:
-    now = utcnow()
-    return Alert(
-        alert_id=new_id(),
-        tenant_id="t1",
-        device_id=device_id,
-        kind=AlertKind.sos,
-        severity=Severity.severe,
-        silent=False,
-        status="actual",
-        state=AlertState.received,
-        occurred_at=now,
-        received_at=now,
-        updated_at=now,
-        transport="http",
-    )
 
 
 def row(
@@ -118,7 +101,7 @@ async def test_two_instances_never_lease_the_same_row(pair: tuple[RedisStore, Re
     a, b = pair
     rows = []
     for n in range(60):
-        alert = alert_for(f"d{n}")
+        alert = make_alert(f"d{n}")
         rows.append(row(alert, 1, critical=n % 3 == 0))
         await a.commit(Change(alert=alert, outbox=[rows[-1]]))
     now = time.time()
@@ -130,7 +113,7 @@ async def test_two_instances_never_lease_the_same_row(pair: tuple[RedisStore, Re
 
 async def test_a_commit_replayed_after_a_lost_reply_applies_once(pair: tuple[RedisStore, RedisStore]) -> None:
     a, _ = pair
-    alert = alert_for("d1")
+    alert = make_alert("d1")
     change = Change(
         alert=alert,
         history=[HistoryEntry(at=utcnow(), event="received", state=AlertState.received)],
@@ -147,7 +130,7 @@ async def test_a_commit_replayed_after_a_lost_reply_applies_once(pair: tuple[Red
 
 async def test_stand_down_waits_behind_the_alert_in_flight(pair: tuple[RedisStore, RedisStore]) -> None:
     a, b = pair
-    alert = alert_for("d1")
+    alert = make_alert("d1")
     first = row(alert, 1)
     await a.commit(Change(alert=alert, outbox=[first]))
     now = time.time()
@@ -182,7 +165,7 @@ async def _run_programme(store: Store, seed: int) -> list[object]:
     for _ in range(70):
         op = rng.choice(["new", "new", "update", "lease", "lease", "deliver", "retry", "dead", "cancel", "tick"])
         if op == "new" or not alerts:
-            alert = alert_for(f"d{rng.randrange(4)}").model_copy(update={"alert_id": ident()})
+            alert = make_alert(f"d{rng.randrange(4)}").model_copy(update={"alert_id": ident()})
             routes = ["default"] if rng.random() < 0.7 else ["a", "b"]
             critical = rng.random() < 0.6
             items = [row(alert, 1, critical=critical, route=r, at=clock, item_id=ident()) for r in routes]

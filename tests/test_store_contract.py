@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.model import Alert, AlertKind, AlertState, Device, HistoryEntry, Location, Severity, new_id, utcnow
+from bridge.model import Alert, AlertState, Device, HistoryEntry, Location, new_id, utcnow
 from bridge.store.base import Change, DuplicateMessage, OutboxItem, Store
+from tests.factories import make_alert
 
 STORES = ["sqlite"] + (["redis"] if importlib.util.find_spec("bridge.store.redis") else [])
 
@@ -30,24 +31,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await s.open()
     yield s
     await s.close()
-
-
-def make_alert(device_id: str = "d1", state: AlertState = AlertState.received) -> Alert:
-    now = utcnow()
-    return Alert(
-        alert_id=new_id(),
-        tenant_id="t1",
-        device_id=device_id,
-        kind=AlertKind.sos,
-        severity=Severity.severe,
-        silent=False,
-        status="actual",
-        state=state,
-        occurred_at=now,
-        received_at=now,
-        updated_at=now,
-        transport="http",
-    )
 
 
 def item(alert: Alert, seq: int, critical: bool = True, route: str = "default") -> OutboxItem:
