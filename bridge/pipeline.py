@@ -268,7 +268,13 @@ class Pipeline:
                 detail={"transport": obs.transport, "kind": obs.kind.value, "message_id": obs.message_id},
             )
         ]
-        change = Change(alert=alert, history=history, dedupe_key=dedupe_key)
+        change = Change(
+            alert=alert,
+            history=history,
+            dedupe_key=dedupe_key,
+            check_open_alert=True,
+            expected_open_alert=open_alert.alert_id if open_alert is not None else None,
+        )
         self._queue_contact(change, device, "alert", obs.reason)
         if obs.location is not None and obs.location.has_coordinates:
             change.device_location = (device.device_id, obs.location)

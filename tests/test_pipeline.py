@@ -216,3 +216,20 @@ async def test_memory_does_not_grow_with_devices_heard(pipeline: Pipeline) -> No
     assert pipeline._locks == {}  # per-device locks exist only while held
     again = await asyncio.gather(*(pipeline.submit(obs(device_id=f"m{i}", message_id="x")) for i in range(50)))
     assert {r.outcome for r in again} == {"duplicate"}
+
+
+async def test_first_presses_on_two_instances_open_one_alert(tmp_path: Path) -> None:
+    """The very first presses of one device reaching two instances at once: one alert, the rest escalate."""
+    import asyncio
+
+    store = SqliteStore(tmp_path / "race.db")
+    await store.open()
+    await store.put_device(Device(device_id="w1"))
+    a = Pipeline(store, StatusBus(), Metrics())
+    b = Pipeline(store, StatusBus(), Metrics())
+    try:
+        results = await asyncio.gather(*((a if i % 2 else b).submit(obs(message_id=f"p{i}")) for i in range(10)))
+        assert len({r.alert_id for r in results}) == 1
+        assert sorted(r.outcome for r in results) == ["created"] + ["escalated"] * 9
+    finally:
+        await store.close()

@@ -226,3 +226,18 @@ async def test_row_committed_already_leased(store: Store) -> None:
     await store.commit(Change(alert=alert, outbox=[fresh]))
     assert await store.lease(10, 5, now + 1) == []
     assert [i.item_id for i in await store.lease(10, 5, now + 6)] == [fresh.item_id]
+
+
+async def test_new_alert_refused_when_another_opened_meanwhile(store: Store) -> None:
+    from bridge.store.base import ConcurrentUpdate
+
+    first = make_alert("d9")
+    await store.commit(Change(alert=first, check_open_alert=True, expected_open_alert=None))
+    # A second writer that saw no open alert for d9 must not open a parallel one.
+    second = make_alert("d9")
+    with pytest.raises(ConcurrentUpdate):
+        await store.commit(Change(alert=second, check_open_alert=True, expected_open_alert=None))
+    assert await store.get_alert(second.alert_id) is None
+    third = make_alert("d9")
+    await store.commit(Change(alert=third, check_open_alert=True, expected_open_alert=first.alert_id))
+    assert (await store.open_alert_for_device("d9")).alert_id == third.alert_id  # type: ignore[union-attr]

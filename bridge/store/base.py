@@ -68,6 +68,11 @@ class Change:
     # The alert's version when it was read; the write fails with ConcurrentUpdate if it moved on since.
     # None for a new alert.
     expected_version: int | None = None
+    # For a new alert: the device's most recent open alert as the writer saw it (None: none open). If
+    # another instance opened one meanwhile the write fails with ConcurrentUpdate, and the re-applied
+    # observation escalates that alert instead of opening a second one.
+    check_open_alert: bool = False
+    expected_open_alert: str | None = None
     # Small lifecycle writes (platform ack, delivered) that must not wait behind a flood of new alerts.
     urgent: bool = False
 

@@ -117,7 +117,7 @@ _COMMIT = (
     + r"""
 -- ARGV: P, token, dedupe_key, dedupe_ttl_ms, alert_id, device_id, alert_doc, is_open, received_score,
 --       cancel, n_history, history..., n_items, (16 fields per item)..., dev_id, dev_old, dev_new,
---       expected_version ('' for a new alert)
+--       expected_version ('' for a new alert), check_open ('1'/'0'), expected_open ('' for none)
 local token, dkey, dttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local alert_id, device_id, doc, is_open, rscore, cancel = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 -- A retry of a commit whose reply was lost must not apply it twice.
@@ -127,7 +127,12 @@ local n_hist = tonumber(ARGV[i]); local hist_at = i + 1; i = i + 1 + n_hist
 local n_items = tonumber(ARGV[i]); local items_at = i + 1; i = i + 1 + 16 * n_items
 local dev_id, dev_old, dev_new = ARGV[i], ARGV[i + 1], ARGV[i + 2]
 local expected_version = ARGV[i + 3]
+local check_open, expected_open = ARGV[i + 4], ARGV[i + 5]
 -- Every check comes before the first write: a Lua error or refusal leaves nothing behind.
+if check_open == '1' then
+  local latest = redis.call('ZREVRANGE', P .. 'aopen:' .. device_id, 0, 0)
+  if (latest[1] or '') ~= expected_open then return {'stale'} end
+end
 if expected_version ~= nil and expected_version ~= '' then
   local cur = redis.call('GET', P .. 'alert:' .. alert_id)
   if not cur then return {'stale'} end
@@ -598,19 +603,23 @@ class RedisStore:
         ]
         for item in change.outbox:
             args.extend(_item_args(item, item.created_at or time.time()))
-        expected = "" if change.expected_version is None else str(change.expected_version)
+        guards = [
+            "" if change.expected_version is None else str(change.expected_version),
+            "1" if change.check_open_alert else "0",
+            change.expected_open_alert or "",
+        ]
         if change.device_location is None:
-            args.extend(["", "", "", expected])
+            args.extend(["", "", "", *guards])
             return args
         device_id, loc = change.device_location
         old = await self._device_doc(device_id)
         if old is None:
-            args.extend(["", "", "", expected])
+            args.extend(["", "", "", *guards])
             return args
         device = Device.model_validate_json(old)
         device.last_location = loc
         device.last_seen = alert.updated_at
-        args.extend([device_id, old, device.model_dump_json(), expected])
+        args.extend([device_id, old, device.model_dump_json(), *guards])
         return args
 
     async def get_alert(self, alert_id: str) -> Alert | None:

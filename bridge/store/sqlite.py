@@ -378,6 +378,13 @@ class SqliteStore:
                 ).fetchone()
                 if row is None or (row["v"] or 0) != change.expected_version:
                     raise ConcurrentUpdate(alert.alert_id)
+            if change.check_open_alert:
+                row = c.execute(
+                    "SELECT alert_id FROM alerts WHERE device_id = ? AND is_open = 1 ORDER BY received_at DESC LIMIT 1",
+                    (alert.device_id,),
+                ).fetchone()
+                if (row["alert_id"] if row else None) != change.expected_open_alert:
+                    raise ConcurrentUpdate(alert.alert_id)
             if change.dedupe_key is not None:
                 existing = c.execute("SELECT alert_id FROM dedupe WHERE key = ?", (change.dedupe_key,)).fetchone()
                 if existing is not None:
