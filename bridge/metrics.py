@@ -33,6 +33,12 @@ class Metrics:
     def rejected(self, transport: str, reason: str) -> None:
         self.alerts_rejected.labels(transport, reason).inc()
 
+    def rejected_count(self, transport: str, reason: str) -> float:
+        value = self.registry.get_sample_value(
+            "sosbridge_alerts_rejected_total", {"transport": transport, "reason": reason}
+        )
+        return value or 0.0
+
     def duplicate(self, transport: str) -> None:
         self.duplicates.labels(transport).inc()
 

@@ -83,6 +83,11 @@ class Receiver:
     def contacts(self) -> list[dict[str, Any]]:
         return self._contacts
 
+    async def first(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        """The first contact matching `pred`, waiting for it to arrive; TimeoutError otherwise."""
+        found = await self.wait_for(lambda cs: any(pred(c) for c in cs), timeout)
+        return next(c for c in found if pred(c))
+
     def _keep(self, record: dict[str, Any]) -> None:
         self.records.append(record)
         if record.get("contact"):
@@ -244,6 +249,9 @@ class EmbeddedReceiver:
         self, predicate: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
     ) -> list[dict[str, Any]]:
         return await self.receiver.wait_for(predicate, timeout)
+
+    async def first(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+        return await self.receiver.first(pred, timeout)
 
     async def __aenter__(self) -> EmbeddedReceiver:
         from bridge.serving import serve_app

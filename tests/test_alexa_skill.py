@@ -78,10 +78,7 @@ class Stack:
         return next(c for c in contacts if c["device"]["id"] == device_id)
 
     def rejected(self, reason: str) -> float:
-        value = self.eb.runtime.metrics.registry.get_sample_value(
-            "sosbridge_alerts_rejected_total", {"transport": "alexa", "reason": reason}
-        )
-        return value or 0.0
+        return self.eb.runtime.metrics.rejected_count("alexa", reason)
 
 
 def _ack_wait(request: pytest.FixtureRequest) -> float:

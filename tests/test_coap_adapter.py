@@ -34,14 +34,10 @@ class CoapEnv:
     device: VirtualCoapDevice
 
     def rejected(self, reason: str) -> float:
-        value = self.bridge.runtime.metrics.registry.get_sample_value(
-            "sosbridge_alerts_rejected_total", {"transport": "coap", "reason": reason}
-        )
-        return value or 0.0
+        return self.bridge.runtime.metrics.rejected_count("coap", reason)
 
     async def contact(self, pred: Any, timeout: float = 10.0) -> dict[str, Any]:
-        found = await self.rx.wait_for(lambda cs: any(pred(c) for c in cs), timeout)
-        return next(c for c in found if pred(c))
+        return await self.rx.first(pred, timeout)
 
 
 @pytest.fixture

@@ -82,10 +82,7 @@ class OscoreEnv:
 
     def rejected(self, reason: str) -> float:
         assert self.bridge is not None
-        value = self.bridge.runtime.metrics.registry.get_sample_value(
-            "sosbridge_alerts_rejected_total", {"transport": "coap", "reason": reason}
-        )
-        return value or 0.0
+        return self.bridge.runtime.metrics.rejected_count("coap", reason)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[EmbeddedBridge]:
@@ -95,8 +92,7 @@ class OscoreEnv:
             yield eb
 
     async def contact(self, pred: Any, timeout: float = 10.0) -> dict[str, Any]:
-        found = await self.rx.wait_for(lambda cs: any(pred(c) for c in cs), timeout)
-        return next(c for c in found if pred(c))
+        return await self.rx.first(pred, timeout)
 
 
 @pytest.fixture

@@ -57,14 +57,10 @@ class SerialEnv:
         return self.adapter.links[str(self.ports[proto].path)]
 
     def rejected(self, reason: str) -> float:
-        value = self.bridge.runtime.metrics.registry.get_sample_value(
-            "sosbridge_alerts_rejected_total", {"transport": "serial", "reason": reason}
-        )
-        return value or 0.0
+        return self.bridge.runtime.metrics.rejected_count("serial", reason)
 
     async def contact(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
-        found = await self.rx.wait_for(lambda cs: any(pred(c) for c in cs), timeout)
-        return next(c for c in found if pred(c))
+        return await self.rx.first(pred, timeout)
 
 
 async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
