@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -76,17 +77,23 @@ def bridge_settings(tmp_path: Path, receiver_url: str, secret: str, platform_tok
     return Settings(**values)
 
 
-@pytest.fixture
-async def bridge_env(tmp_path: Path) -> AsyncIterator[BridgeEnv]:
+@contextlib.asynccontextmanager
+async def running_bridge(tmp_path: Path, auto_ack_s: float | None = 0.05, **overrides: Any) -> AsyncIterator[BridgeEnv]:
     """An embedded bridge delivering to an embedded reference receiver that auto-acknowledges."""
     secret, token = secrets.token_hex(16), secrets.token_hex(16)
     async with EmbeddedReceiver(
-        secret=secret, jsonl_path=tmp_path / "contacts.jsonl", platform_token=token, auto_ack_s=0.05
+        secret=secret, jsonl_path=tmp_path / "contacts.jsonl", platform_token=token, auto_ack_s=auto_ack_s
     ) as rx:
-        settings = bridge_settings(tmp_path, rx.url, secret, token)
+        settings = bridge_settings(tmp_path, rx.url, secret, token, **overrides)
         async with EmbeddedBridge(settings) as eb:
             rx.receiver.bridge_url = eb.url
             yield BridgeEnv(eb, rx, settings, secret, token)
+
+
+@pytest.fixture
+async def bridge_env(tmp_path: Path) -> AsyncIterator[BridgeEnv]:
+    async with running_bridge(tmp_path) as env:
+        yield env
 
 
 # -- processes -------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from bridge.receiver import EmbeddedReceiver
 from bridge.serving import free_port
 from device_adapters.coap.auth import AuthError, compute_mac, parse_query, verify
 from simulator.devices.coap import VirtualCoapDevice
-from tests.conftest import bridge_settings
+from tests.conftest import running_bridge
 
 EDINBURGH = {"lat": 55.9533, "lon": -3.1883, "accuracy_m": 15.0}
 
@@ -42,25 +42,18 @@ class CoapEnv:
 
 @pytest.fixture
 async def coap_env(tmp_path: Path) -> AsyncIterator[CoapEnv]:
-    secret, token = secrets.token_hex(16), secrets.token_hex(16)
     port = free_port()
-    async with EmbeddedReceiver(
-        secret=secret, jsonl_path=tmp_path / "contacts.jsonl", platform_token=token, auto_ack_s=0.2
-    ) as rx:
-        settings = bridge_settings(tmp_path, rx.url, secret, token, coap_enabled=True, coap_port=port)
-        async with EmbeddedBridge(settings) as eb:
-            rx.receiver.bridge_url = eb.url
-            store = eb.runtime.store
-            key = secrets.token_hex(32)
-            await store.put_device(
-                Device(device_id="pendant-1", profile_id="sosbridge-coap-device", person=Person(name="A"))
-            )
-            await store.set_credential("pendant-1", "coap_hmac", key, hashed=False)
-            device = VirtualCoapDevice("127.0.0.1", port, "pendant-1", key)
-            try:
-                yield CoapEnv(eb, rx, device)
-            finally:
-                await device.close()
+    async with running_bridge(tmp_path, auto_ack_s=0.2, coap_enabled=True, coap_port=port) as env:
+        key = secrets.token_hex(32)
+        await env.store.put_device(
+            Device(device_id="pendant-1", profile_id="sosbridge-coap-device", person=Person(name="A"))
+        )
+        await env.store.set_credential("pendant-1", "coap_hmac", key, hashed=False)
+        device = VirtualCoapDevice("127.0.0.1", port, "pendant-1", key)
+        try:
+            yield CoapEnv(env.bridge, env.receiver, device)
+        finally:
+            await device.close()
 
 
 def test_signature_rules() -> None:

@@ -8,7 +8,6 @@ mod-15 rule; the panic/restore lines are derived with that rule).
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from simulator.devices.serial import (
     VirtualSerialPort,
 )
 from simulator.harness import virtual_serial_ports
-from tests.conftest import bridge_settings
+from tests.conftest import running_bridge
 
 TK203_SOS = (
     "lat: 22.566923 long: 114.051331 speed:85.60 28/10/09 03:33 F:4.32V,0, Signal:F\n"
@@ -74,32 +73,51 @@ async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
 
 @pytest.fixture
 async def serial_env(tmp_path: Path) -> AsyncIterator[SerialEnv]:
-    secret, token = secrets.token_hex(16), secrets.token_hex(16)
     async with (
         virtual_serial_ports(tmp_path, gps_device="button-1") as (spec, virtual),
-        EmbeddedReceiver(
-            secret=secret, jsonl_path=tmp_path / "contacts.jsonl", platform_token=token, auto_ack_s=0.05
-        ) as rx,
+        running_bridge(tmp_path, serial_ports=spec) as bridge,
     ):
-        settings = bridge_settings(tmp_path, rx.url, secret, token, serial_ports=spec)
-        async with EmbeddedBridge(settings) as eb:
-            rx.receiver.bridge_url = eb.url
-            store = eb.runtime.store
-            person = Person(name="Test Person", language="en-GB")
-            await store.put_device(Device(device_id="tracker-1", profile_id="coban-tk-sms-tracker",
-                                          identifiers={"msisdn": "+447700900123"}, person=person))
-            await store.put_device(Device(device_id="bulldog-1", profile_id="bulldog-secure-sms-tracker",
-                                          identifiers={"msisdn": "+447700900456"}, person=person,
-                                          registered_address=HOME))
-            await store.put_device(Device(device_id="button-1", profile_id="sosbridge-diy-button",
-                                          identifiers={"diy_unit": "00C0FFEE"}, person=person))
-            await store.put_device(Device(device_id="premises-1", profile_id="ademco-contact-id-receiver",
-                                          identifiers={"contact_id": "1234"}, person=person,
-                                          registered_address=HOME))
-            env = SerialEnv(eb, rx, virtual["serial_ports"], virtual["gsm_modem"])
-            await until(lambda: all(link.connected.is_set() for link in env.adapter.links.values()))
-            await until(lambda: env.handler("gsm").ready.is_set())
-            yield env
+        eb, rx = bridge.bridge, bridge.receiver
+        store = eb.runtime.store
+        person = Person(name="Test Person", language="en-GB")
+        await store.put_device(
+            Device(
+                device_id="tracker-1",
+                profile_id="coban-tk-sms-tracker",
+                identifiers={"msisdn": "+447700900123"},
+                person=person,
+            )
+        )
+        await store.put_device(
+            Device(
+                device_id="bulldog-1",
+                profile_id="bulldog-secure-sms-tracker",
+                identifiers={"msisdn": "+447700900456"},
+                person=person,
+                registered_address=HOME,
+            )
+        )
+        await store.put_device(
+            Device(
+                device_id="button-1",
+                profile_id="sosbridge-diy-button",
+                identifiers={"diy_unit": "00C0FFEE"},
+                person=person,
+            )
+        )
+        await store.put_device(
+            Device(
+                device_id="premises-1",
+                profile_id="ademco-contact-id-receiver",
+                identifiers={"contact_id": "1234"},
+                person=person,
+                registered_address=HOME,
+            )
+        )
+        env = SerialEnv(eb, rx, virtual["serial_ports"], virtual["gsm_modem"])
+        await until(lambda: all(link.connected.is_set() for link in env.adapter.links.values()))
+        await until(lambda: env.handler("gsm").ready.is_set())
+        yield env
 
 
 async def test_gps_fix_locates_the_diy_buttons_alert(serial_env: SerialEnv) -> None:

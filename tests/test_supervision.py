@@ -4,7 +4,6 @@ the reference receiver (real SQLite store, real forwarder, real HTTP delivery)."
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,12 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.embedded import EmbeddedBridge
 from bridge.model import AlertKind, Device, Observation, utcnow
 from bridge.profiles import load_profile_file
-from bridge.receiver import EmbeddedReceiver
 from bridge.supervision import Supervisor, Watch, decide, effective_interval
-from tests.conftest import ROOT, BridgeEnv, bridge_settings
+from tests.conftest import ROOT, BridgeEnv, running_bridge
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 
@@ -85,18 +82,10 @@ async def env(tmp_path: Path) -> AsyncIterator[BridgeEnv]:
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / "test-checkin-pendant.yaml").write_text(CHECKIN_PROFILE)
-    secret, token = secrets.token_hex(16), secrets.token_hex(16)
-    async with EmbeddedReceiver(
-        secret=secret, jsonl_path=tmp_path / "contacts.jsonl", platform_token=token, auto_ack_s=0.05
-    ) as rx:
-        # The runtime's own supervisor is off: each test runs one with short timings, and two supervisors
-        # on one bridge would each see the other's alerts.
-        settings = bridge_settings(
-            tmp_path, rx.url, secret, token, profile_dirs=str(profiles), supervision_enabled=False
-        )
-        async with EmbeddedBridge(settings) as eb:
-            rx.receiver.bridge_url = eb.url
-            yield BridgeEnv(eb, rx, settings, secret, token)
+    # The runtime's own supervisor is off: each test runs one with short timings, and two supervisors
+    # on one bridge would each see the other's alerts.
+    async with running_bridge(tmp_path, profile_dirs=str(profiles), supervision_enabled=False) as bridge:
+        yield bridge
 
 
 def contacts_for(env: BridgeEnv, device_id: str, kind: str, msg_type: str = "alert") -> list[dict[str, Any]]:
@@ -241,21 +230,16 @@ async def test_profile_without_check_in_missed_still_raises_it_once(env: BridgeE
 
 async def test_the_runtime_runs_supervision_from_settings(tmp_path: Path) -> None:
     """BridgeRuntime starts a Supervisor itself, configured by SOSBRIDGE_SUPERVISION_* settings."""
-    secret, token = secrets.token_hex(16), secrets.token_hex(16)
-    async with EmbeddedReceiver(secret=secret, platform_token=token, auto_ack_s=0.05) as rx:
-        settings = bridge_settings(
-            tmp_path, rx.url, secret, token, supervision_grace_s=0.3, supervision_tick_s=0.1,
-            supervision_registry_refresh_s=0.2,
+    async with running_bridge(
+        tmp_path, supervision_grace_s=0.3, supervision_tick_s=0.1, supervision_registry_refresh_s=0.2
+    ) as env:
+        eb, rx = env.bridge, env.receiver
+        await env.add_device("pendant-3", check_in_interval_s=1)
+        await rx.wait_for(lambda cs: bool(contacts_for(env, "pendant-3", "check_in_missed")), timeout=10)
+        sup = eb.runtime.supervisor
+        assert sup is not None and sup.grace_s == 0.3
+        await heartbeat(env, "pendant-3")
+        [alert] = contacts_for(env, "pendant-3", "check_in_missed")
+        await rx.wait_for(
+            lambda cs: any(c["alert_id"] == alert["alert_id"] and c["msg_type"] == "update" for c in cs), timeout=10
         )
-        async with EmbeddedBridge(settings) as eb:
-            rx.receiver.bridge_url = eb.url
-            env = BridgeEnv(eb, rx, settings, secret, token)
-            await env.add_device("pendant-3", check_in_interval_s=1)
-            await rx.wait_for(lambda cs: bool(contacts_for(env, "pendant-3", "check_in_missed")), timeout=10)
-            sup = eb.runtime.supervisor
-            assert sup is not None and sup.grace_s == 0.3
-            await heartbeat(env, "pendant-3")
-            [alert] = contacts_for(env, "pendant-3", "check_in_missed")
-            await rx.wait_for(
-                lambda cs: any(c["alert_id"] == alert["alert_id"] and c["msg_type"] == "update" for c in cs), timeout=10
-            )
