@@ -57,13 +57,18 @@ def _xsd_errors(schema: Any, text: str) -> list[str]:
     return out
 
 
-def validate_cap(body: bytes) -> list[str]:
+def _validate_xml(body: bytes, root_tag: str, what: str, schema: Any, rules: Any) -> list[str]:
+    """Parse, check the root element, then the XSD and the rules the XSD cannot express."""
     root, errors = _parse_xml(body)
     if root is None:
         return errors
-    if root.tag != f"{{{CAP_NS}}}alert":
-        return [f"root element is {root.tag}, expected CAP 1.2 alert"]
-    return _xsd_errors(cap_schema(), body.decode("utf-8")) + check_cap_rules(root)
+    if root.tag != root_tag:
+        return [f"root element is {root.tag}, expected {what}"]
+    return _xsd_errors(schema, body.decode("utf-8")) + rules(root)
+
+
+def validate_cap(body: bytes) -> list[str]:
+    return _validate_xml(body, f"{{{CAP_NS}}}alert", "CAP 1.2 alert", cap_schema(), check_cap_rules)
 
 
 def validate_pidf_text(text: str) -> list[str]:
@@ -71,12 +76,7 @@ def validate_pidf_text(text: str) -> list[str]:
 
 
 def validate_pidf(body: bytes) -> list[str]:
-    root, errors = _parse_xml(body)
-    if root is None:
-        return errors
-    if root.tag != f"{{{PIDF_NS}}}presence":
-        return [f"root element is {root.tag}, expected PIDF presence"]
-    return _xsd_errors(pidf_schema(), body.decode("utf-8")) + check_pidf_rules(root)
+    return _validate_xml(body, f"{{{PIDF_NS}}}presence", "PIDF presence", pidf_schema(), check_pidf_rules)
 
 
 def _format_checker() -> jsonschema.FormatChecker:
