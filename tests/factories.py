@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bridge.model import Alert, AlertKind, AlertState, Severity, new_id, utcnow
+from bridge.store.base import OutboxItem
 
 
 def make_alert(device_id: str = "d1", state: AlertState = AlertState.received, **fields: Any) -> Alert:
@@ -25,3 +27,25 @@ def make_alert(device_id: str = "d1", state: AlertState = AlertState.received, *
     }
     values.update(fields)
     return Alert(**values)
+
+
+def make_item(
+    alert: Alert,
+    seq: int,
+    critical: bool = True,
+    route: str = "default",
+    *,
+    at: float | None = None,
+    item_id: str | None = None,
+) -> OutboxItem:
+    return OutboxItem(
+        item_id=item_id or new_id(),
+        alert_id=alert.alert_id,
+        seq=seq,
+        msg_type="alert" if seq == 1 else "update",
+        idempotency_key=f"{alert.alert_id}:{seq}",
+        payload="{}",
+        critical=critical,
+        created_at=at if at is not None else time.time(),
+        route=route,
+    )

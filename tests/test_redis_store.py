@@ -20,7 +20,7 @@ from bridge.model import Alert, AlertState, Device, HistoryEntry, new_id, utcnow
 from bridge.store.base import Change, OutboxItem, Store
 from bridge.store.redis import RedisStore, dump_keys, parse_url
 from bridge.store.sqlite import SqliteStore
-from tests.factories import make_alert
+from tests.factories import make_alert, make_item
 
 
 @pytest.fixture
@@ -33,28 +33,6 @@ async def pair(redis_url: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
     yield a, b
     await a.close()
     await b.close()
-
-
-def row(
-    alert: Alert,
-    seq: int,
-    *,
-    critical: bool = True,
-    route: str = "default",
-    at: float | None = None,
-    item_id: str | None = None,
-) -> OutboxItem:
-    return OutboxItem(
-        item_id=item_id or new_id(),
-        alert_id=alert.alert_id,
-        seq=seq,
-        msg_type="alert" if seq == 1 else "update",
-        idempotency_key=f"{alert.alert_id}:{seq}",
-        payload="{}",
-        critical=critical,
-        created_at=at if at is not None else time.time(),
-        route=route,
-    )
 
 
 def test_parse_url_takes_only_our_parameters() -> None:
@@ -102,7 +80,7 @@ async def test_two_instances_never_lease_the_same_row(pair: tuple[RedisStore, Re
     rows = []
     for n in range(60):
         alert = make_alert(f"d{n}")
-        rows.append(row(alert, 1, critical=n % 3 == 0))
+        rows.append(make_item(alert, 1, critical=n % 3 == 0))
         await a.commit(Change(alert=alert, outbox=[rows[-1]]))
     now = time.time()
     leases = await asyncio.gather(*[(a if n % 2 else b).lease(4, 30, now) for n in range(40)])
@@ -117,7 +95,7 @@ async def test_a_commit_replayed_after_a_lost_reply_applies_once(pair: tuple[Red
     change = Change(
         alert=alert,
         history=[HistoryEntry(at=utcnow(), event="received", state=AlertState.received)],
-        outbox=[row(alert, 1)],
+        outbox=[make_item(alert, 1)],
     )
     args = await a._commit_args(change, token="replay-1")
     assert (await a._script("commit", *args))[0] == "ok"
@@ -131,12 +109,12 @@ async def test_a_commit_replayed_after_a_lost_reply_applies_once(pair: tuple[Red
 async def test_stand_down_waits_behind_the_alert_in_flight(pair: tuple[RedisStore, RedisStore]) -> None:
     a, b = pair
     alert = make_alert("d1")
-    first = row(alert, 1)
+    first = make_item(alert, 1)
     await a.commit(Change(alert=alert, outbox=[first]))
     now = time.time()
     assert [i.seq for i in await a.lease(10, 30, now)] == [1]
     cancelled = alert.model_copy(update={"state": AlertState.cancelled})
-    await b.commit(Change(alert=cancelled, cancel_pending_outbox=True, outbox=[row(alert, 2)]))
+    await b.commit(Change(alert=cancelled, cancel_pending_outbox=True, outbox=[make_item(alert, 2)]))
     # The in-flight alert is not cancelled, and the stand-down cannot overtake it.
     assert [i.state for i in await b.outbox_items(alert.alert_id)] == ["inflight", "pending"]
     assert await b.lease(10, 30, now) == []
@@ -168,14 +146,14 @@ async def _run_programme(store: Store, seed: int) -> list[object]:
             alert = make_alert(f"d{rng.randrange(4)}").model_copy(update={"alert_id": ident()})
             routes = ["default"] if rng.random() < 0.7 else ["a", "b"]
             critical = rng.random() < 0.6
-            items = [row(alert, 1, critical=critical, route=r, at=clock, item_id=ident()) for r in routes]
+            items = [make_item(alert, 1, critical=critical, route=r, at=clock, item_id=ident()) for r in routes]
             alerts.append(alert)
             seqs[alert.alert_id] = 1
             await store.commit(Change(alert=alert, outbox=items))
         elif op == "update":
             alert = rng.choice(alerts)
             seqs[alert.alert_id] += 1
-            item = row(alert, seqs[alert.alert_id], at=clock, item_id=ident())
+            item = make_item(alert, seqs[alert.alert_id], at=clock, item_id=ident())
             await store.commit(Change(alert=alert, outbox=[item]))
         elif op == "lease":
             got = await store.lease(100, rng.choice([1.0, 5.0, 30.0]), clock)
@@ -194,7 +172,7 @@ async def _run_programme(store: Store, seed: int) -> list[object]:
         elif op == "cancel":
             alert = rng.choice(alerts)
             seqs[alert.alert_id] += 1
-            stand_down = row(alert, seqs[alert.alert_id], at=clock, item_id=ident())
+            stand_down = make_item(alert, seqs[alert.alert_id], at=clock, item_id=ident())
             await store.commit(Change(alert=alert, cancel_pending_outbox=True, outbox=[stand_down]))
         else:
             clock += rng.choice([0.5, 2.0, 10.0])

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.model import Alert, AlertState, Device, HistoryEntry, Location, new_id, utcnow
-from bridge.store.base import Change, DuplicateMessage, OutboxItem, Store
-from tests.factories import make_alert
+from bridge.model import AlertState, Device, HistoryEntry, Location, new_id, utcnow
+from bridge.store.base import Change, DuplicateMessage, Store
+from tests.factories import make_alert, make_item
 
 STORES = ["sqlite"] + (["redis"] if importlib.util.find_spec("bridge.store.redis") else [])
 
@@ -31,20 +31,6 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     await s.open()
     yield s
     await s.close()
-
-
-def item(alert: Alert, seq: int, critical: bool = True, route: str = "default") -> OutboxItem:
-    return OutboxItem(
-        item_id=new_id(),
-        alert_id=alert.alert_id,
-        seq=seq,
-        msg_type="alert" if seq == 1 else "update",
-        idempotency_key=f"{alert.alert_id}:{seq}",
-        payload="{}",
-        critical=critical,
-        created_at=time.time(),
-        route=route,
-    )
 
 
 async def test_device_registry_and_identifiers(store: Store) -> None:
@@ -81,11 +67,11 @@ async def test_commit_is_atomic_with_dedupe(store: Store) -> None:
     await store.put_device(Device(device_id="d1"))
     first = make_alert()
     history = [HistoryEntry(at=utcnow(), event="received", state=AlertState.received)]
-    await store.commit(Change(alert=first, history=history, outbox=[item(first, 1)], dedupe_key="d1|http|m1"))
+    await store.commit(Change(alert=first, history=history, outbox=[make_item(first, 1)], dedupe_key="d1|http|m1"))
     assert await store.alert_for_dedupe("d1|http|m1") == first.alert_id
     second = make_alert()
     with pytest.raises(DuplicateMessage) as dup:
-        await store.commit(Change(alert=second, outbox=[item(second, 1)], dedupe_key="d1|http|m1"))
+        await store.commit(Change(alert=second, outbox=[make_item(second, 1)], dedupe_key="d1|http|m1"))
     assert dup.value.alert_id == first.alert_id
     # Nothing of the rejected change was written.
     assert await store.get_alert(second.alert_id) is None
@@ -107,7 +93,7 @@ async def test_open_alert_and_location(store: Store) -> None:
 
 async def test_lease_orders_contacts_of_one_alert(store: Store) -> None:
     alert = make_alert()
-    first, second = item(alert, 1), item(alert, 2)
+    first, second = make_item(alert, 1), make_item(alert, 2)
     await store.commit(Change(alert=alert, outbox=[first, second]))
     now = time.time()
     leased = await store.lease(10, 30, now)
@@ -120,7 +106,7 @@ async def test_lease_orders_contacts_of_one_alert(store: Store) -> None:
 
 async def test_expired_lease_is_released_after_a_crash(store: Store) -> None:
     alert = make_alert()
-    await store.commit(Change(alert=alert, outbox=[item(alert, 1)]))
+    await store.commit(Change(alert=alert, outbox=[make_item(alert, 1)]))
     now = time.time()
     assert len(await store.lease(10, 5, now)) == 1
     assert await store.lease(10, 5, now + 1) == []
@@ -130,7 +116,7 @@ async def test_expired_lease_is_released_after_a_crash(store: Store) -> None:
 
 async def test_retry_dead_and_stats(store: Store) -> None:
     a, b = make_alert("d1"), make_alert("d2")
-    ia, ib = item(a, 1, critical=True), item(b, 1, critical=False)
+    ia, ib = make_item(a, 1, critical=True), make_item(b, 1, critical=False)
     await store.commit(Change(alert=a, outbox=[ia]))
     await store.commit(Change(alert=b, outbox=[ib]))
     now = time.time()
@@ -150,7 +136,7 @@ async def test_retry_dead_and_stats(store: Store) -> None:
 
 async def test_cancel_pending_outbox(store: Store) -> None:
     alert = make_alert()
-    await store.commit(Change(alert=alert, outbox=[item(alert, 1)]))
+    await store.commit(Change(alert=alert, outbox=[make_item(alert, 1)]))
     assert await store.contact_sent(alert.alert_id) is False
     cancelled = alert.model_copy(update={"state": AlertState.cancelled})
     await store.commit(Change(alert=cancelled, cancel_pending_outbox=True))
@@ -160,7 +146,7 @@ async def test_cancel_pending_outbox(store: Store) -> None:
 
 async def test_routes_are_independent(store: Store) -> None:
     alert = make_alert()
-    await store.commit(Change(alert=alert, outbox=[item(alert, 1, route="a"), item(alert, 1, route="b")]))
+    await store.commit(Change(alert=alert, outbox=[make_item(alert, 1, route="a"), make_item(alert, 1, route="b")]))
     leased = await store.lease(10, 30, time.time())
     assert sorted(i.route for i in leased) == ["a", "b"]
 
@@ -186,12 +172,12 @@ async def test_purge_closed_keeps_open_alerts(store: Store) -> None:
     await store.commit(
         Change(
             alert=old_closed,
-            outbox=[item(old_closed, 1)],
+            outbox=[make_item(old_closed, 1)],
             dedupe_key="d1|http|old",
             history=[HistoryEntry(at=utcnow(), event="resolve", state=AlertState.resolved)],
         )
     )
-    await store.commit(Change(alert=old_open, outbox=[item(old_open, 1)]))
+    await store.commit(Change(alert=old_open, outbox=[make_item(old_open, 1)]))
     await store.mark_delivered((await store.outbox_items(old_closed.alert_id))[0].item_id, time.time())
     assert await store.purge_closed(utcnow() - timedelta(days=1)) == 0  # too recent
     assert await store.purge_closed(utcnow() + timedelta(seconds=1)) == 1
@@ -211,7 +197,7 @@ async def test_stale_write_is_refused(store: Store) -> None:
     # A second writer that also read version 1 must not overwrite the first one's change.
     stale = alert.model_copy(update={"version": 2, "state": AlertState.acknowledged})
     with pytest.raises(ConcurrentUpdate):
-        await store.commit(Change(alert=stale, expected_version=1, outbox=[item(alert, 2)]))
+        await store.commit(Change(alert=stale, expected_version=1, outbox=[make_item(alert, 2)]))
     current = await store.get_alert(alert.alert_id)
     assert current is not None and current.escalation_count == 1 and current.state == AlertState.received
     assert await store.outbox_items(alert.alert_id) == []
@@ -220,7 +206,7 @@ async def test_stale_write_is_refused(store: Store) -> None:
 async def test_row_committed_already_leased(store: Store) -> None:
     """The forwarder's in-memory hand-over writes a fresh row leased; a crash leaves it to expire."""
     alert = make_alert()
-    fresh = item(alert, 1)
+    fresh = make_item(alert, 1)
     now = time.time()
     fresh.state, fresh.lease_until = "inflight", now + 5
     await store.commit(Change(alert=alert, outbox=[fresh]))
