@@ -216,7 +216,7 @@ class Forwarder:
             return
         self.metrics.e2e_latency.observe(max(0.0, time.time() - datetime.timestamp(alert.received_at)))
         with contextlib.suppress(Rejected):
-            await self.pipeline.lifecycle_event(item.alert_id, LifecycleEvent.delivered, actor="forwarder")
+            await self.pipeline.lifecycle_event(item.alert_id, LifecycleEvent.delivered, actor="forwarder", known=alert)
 
     async def refresh_health(self, overdue_attempts: int) -> None:
         stats = await self.store.outbox_stats(time.time(), overdue_attempts)

@@ -384,14 +384,19 @@ class Pipeline:
         return SubmitResult(None, "recorded", None)
 
     # -- callbacks from the forwarder and the platform ------------------------------------------------
-    async def lifecycle_event(self, alert_id: str, event: LifecycleEvent, actor: str, note: str = "") -> Alert:
-        alert = await self.store.get_alert(alert_id)
-        if alert is None:
+    async def lifecycle_event(
+        self, alert_id: str, event: LifecycleEvent, actor: str, note: str = "", known: Alert | None = None
+    ) -> Alert:
+        """Apply a platform or forwarder event. `known` is the alert as the caller just read it: it is
+        used for the first attempt, and a stale copy only costs a retry (the write is versioned)."""
+        current = known if known is not None else await self.store.get_alert(alert_id)
+        if current is None:
             raise AlertNotFound(alert_id)
-        async with self._lock(alert.device_id):
-            for _attempt in range(CONCURRENT_RETRIES):
-                current = await self.store.get_alert(alert_id)
-                assert current is not None
+        async with self._lock(current.device_id):
+            for attempt in range(CONCURRENT_RETRIES):
+                if attempt:
+                    current = await self.store.get_alert(alert_id)
+                    assert current is not None
                 try:
                     new_state = next_state(current.state, event)
                 except IllegalTransition as exc:
