@@ -23,7 +23,6 @@ from bridge.receiver import EmbeddedReceiver
 from bridge.serving import free_port, wait_http, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
 IN_CI = bool(os.environ.get("CI"))
 
 

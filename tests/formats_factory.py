@@ -10,7 +10,8 @@ from bridge.contact import Contact, build_contact
 from bridge.geo import enrich_location
 from bridge.model import Alert, AlertKind, AlertState, CivicAddress, Device, Location, Person, Severity
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "standards"
+# Test vectors copied into the repo; sources and licences in tests/fixtures/standards/SOURCES.md.
+STANDARDS = Path(__file__).resolve().parent / "fixtures" / "standards"
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 ALERT_ID = "01JQ7ZK3M4N5P6Q7R8S9T0V1W2"

@@ -1,6 +1,6 @@
 """The Lambda variant (skills/alexa/lambda_function.py) against a real bridge over the signed relay.
 
-Genuine samples from /work/shared/alexa/samples (see its README.md for sources), timestamps made
+Genuine samples from tests/fixtures/alexa (sources in its SOURCES.md), timestamps made
 current; the Lambda runs in a worker thread as AWS would run it, forwarding over HTTP to an
 EmbeddedBridge that delivers to the reference receiver.
 """

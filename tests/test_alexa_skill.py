@@ -1,6 +1,6 @@
 """End to end: genuine Alexa request envelopes through POST /alexa on a real bridge.
 
-Each sample from /work/shared/alexa/samples (sources in its README.md: jovotech/jovo-framework,
+Each sample from tests/fixtures/alexa (sources in its SOURCES.md: jovotech/jovo-framework,
 alexa-js/alexa-app, alexa/alexa-skills-kit-sdk-for-java) gets a current timestamp and a fresh request id,
 is signed by a throwaway test CA whose root is the bridge's configured trust root, and is POSTed to an
 EmbeddedBridge whose forwarder delivers to the reference receiver (EmbeddedReceiver). Amazon's Device

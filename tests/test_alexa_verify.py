@@ -1,7 +1,7 @@
 """Unit tests of the Alexa request verifier (skills/alexa/verify.py) and the certificate cache.
 
-The rules come from Amazon's "Host a Custom Skill as a Web Service" page as summarised in
-/work/shared/alexa/NOTES.md §3-4; the URL table below is the one observed there against
+The rules come from Amazon's "Host a Custom Skill as a Web Service" page (and its
+request-verification notes); the URL table below is the one observed there against
 ask-sdk-webservice-support 1.3.3. Signing uses a throwaway test CA (tests/alexa_support/ca.py).
 """
 

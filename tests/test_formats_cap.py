@@ -1,7 +1,7 @@
 """CAP 1.2 rendering: schema validity, the spec rules the XSD leaves out, and Cancel chaining.
 
-Test vectors: the OASIS CAP 1.2 Appendix A examples saved in shared/standards/cap-1.2/examples
-(bjoern-reetz/cap-tools @ 51a57085, data/oasis/example{2,3,4}.xml; see shared/standards/SOURCES.md).
+Test vectors: the OASIS CAP 1.2 Appendix A examples saved in tests/fixtures/standards/cap-1.2/examples
+(bjoern-reetz/cap-tools @ 51a57085, data/oasis/example{2,3,4}.xml; see tests/fixtures/standards/SOURCES.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from formats_factory import BEN_NEVIS, SHARED, T0, contact, gnss, no_location_contact
+from formats_factory import BEN_NEVIS, STANDARDS, T0, contact, gnss, no_location_contact
 
 from bridge.formats import render, validate
 from bridge.formats.cap import CONTENT_TYPE, check_cap_rules
@@ -120,17 +120,15 @@ def test_no_location_has_no_area_and_still_validates() -> None:
     assert _root(body).find("cap:info/cap:area", NS) is None
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared standards folder not present")
 @pytest.mark.parametrize("name", ["oasis-cap12-example2.xml", "oasis-cap12-example3.xml", "oasis-cap12-example4.xml"])
 def test_oasis_examples_pass_the_validator(name: str) -> None:
-    body = (SHARED / "cap-1.2" / "examples" / name).read_bytes()
+    body = (STANDARDS / "cap-1.2" / "examples" / name).read_bytes()
     # The OASIS examples are public broadcasts (scope Public), so none of our private-scope rules fire.
     assert validate(body, "application/cap+xml") == []
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared standards folder not present")
 def test_example3_reference_triplet_shape() -> None:
-    root = _root((SHARED / "cap-1.2" / "examples" / "oasis-cap12-example3.xml").read_bytes())
+    root = _root((STANDARDS / "cap-1.2" / "examples" / "oasis-cap12-example3.xml").read_bytes())
     expected = "trinet@caltech.edu,TRI13970876.1,2003-06-11T20:30:00-07:00"
     assert root.findtext("cap:references", namespaces=NS) == expected
 

@@ -1,9 +1,9 @@
 """NENA EIDO (NENA-STA-021.1 JSON): validity against NENA's OpenAPI schema through jsonschema, PIDF-LO by
 value, RFC 7852 additional data, and the referential rules the schema does not check.
 
-Test vectors: shared/standards/eido/examples/sample-call-transfer-eido.json (NENA911/EIDO-JSON @ 7f62055,
-Samples/Sample call transfer EIDO.json) and shared/standards/rfc7852-additional-data/examples (PhrSite/
-Ng911Lib @ 39f39ed0, AdditionalDataFiles/*); see shared/standards/SOURCES.md.
+Test vectors: tests/fixtures/standards/eido/examples/sample-call-transfer-eido.json (NENA911/EIDO-JSON @ 7f62055,
+Samples/Sample call transfer EIDO.json) and tests/fixtures/standards/rfc7852-additional-data/examples (PhrSite/
+Ng911Lib @ 39f39ed0, AdditionalDataFiles/*); see tests/fixtures/standards/SOURCES.md.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from formats_factory import BEN_NEVIS, SHARED, T0, contact, device, gnss, no_location_contact
+from formats_factory import BEN_NEVIS, STANDARDS, T0, contact, device, gnss, no_location_contact
 
 from bridge.formats import render, validate
 from bridge.formats.additional_data import check_block
@@ -124,19 +124,17 @@ def test_schema_and_rule_violations_are_reported() -> None:
     assert any("locationByValue" in e for e in validate_eido_doc(bad_pidf))
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared standards folder not present")
 def test_nena_sample_passes_schema_but_its_pidf_lacks_device_id() -> None:
-    body = (SHARED / "eido" / "examples" / "sample-call-transfer-eido.json").read_bytes()
+    body = (STANDARDS / "eido" / "examples" / "sample-call-transfer-eido.json").read_bytes()
     errors = validate(body, EIDO)
-    # Everything except the embedded PIDF-LO is fine; that misses dm:deviceID (shared NOTES/eido.md #3).
+    # Everything except the embedded PIDF-LO is fine; that misses dm:deviceID (eido.md #3).
     assert errors and all("locationByValue" in e for e in errors)
     assert any("deviceID" in e for e in errors)
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared standards folder not present")
 @pytest.mark.parametrize("name", ["ProviderInfo.xml", "ServiceInfo.xml", "DeviceInfo.xml", "Comment.xml"])
 def test_rfc7852_examples_pass_structural_checks(name: str) -> None:
-    assert check_block((SHARED / "rfc7852-additional-data" / "examples" / name).read_text()) == []
+    assert check_block((STANDARDS / "rfc7852-additional-data" / "examples" / name).read_text()) == []
 
 
 def test_rfc7852_structure_errors() -> None:

@@ -1,8 +1,8 @@
 """PIDF-LO rendering: strict schema validity (RFC 3863/4479/4119/5139/7459 + OGC geoshape), uncertainty in
 metres with confidence, civic address for registered addresses, the device id, and the rules real files break.
 
-Test vectors: shared/standards/pidf-lo/examples (PhrSite/Ng911Lib @ 39f39ed0, Testing/Ng911LibUnitTests/
-PidfFiles/*; the RFC 5491 examples and device-style fixtures; see shared/standards/SOURCES.md).
+Test vectors: tests/fixtures/standards/pidf-lo/examples (PhrSite/Ng911Lib @ 39f39ed0, Testing/Ng911LibUnitTests/
+PidfFiles/*; the RFC 5491 examples and device-style fixtures; see tests/fixtures/standards/SOURCES.md).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from xml.etree import ElementTree as ET
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from formats_factory import BEN_NEVIS, REGISTERED, SHARED, contact, gnss, no_location_contact
+from formats_factory import BEN_NEVIS, REGISTERED, STANDARDS, contact, gnss, no_location_contact
 
 from bridge.formats import render, validate
 from bridge.formats.common import device_urn
@@ -84,13 +84,11 @@ def test_no_location_cannot_be_rendered() -> None:
         render(no_location_contact(), "pidf")
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared standards folder not present")
 @pytest.mark.parametrize("name", ["rfc5491-tuple-circle.xml", "rfc5491-tuple-ellipse.xml"])
 def test_rfc5491_examples_are_valid(name: str) -> None:
-    assert validate((SHARED / "pidf-lo" / "examples" / name).read_bytes(), PIDF) == []
+    assert validate((STANDARDS / "pidf-lo" / "examples" / name).read_bytes(), PIDF) == []
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared standards folder not present")
 @pytest.mark.parametrize(
     "name,needle",
     [
@@ -101,18 +99,17 @@ def test_rfc5491_examples_are_valid(name: str) -> None:
     ],
 )
 def test_non_conformant_fixtures_are_rejected(name: str, needle: str) -> None:
-    errors = validate((SHARED / "pidf-lo" / "examples" / "non-conformant" / name).read_bytes(), PIDF)
+    errors = validate((STANDARDS / "pidf-lo" / "examples" / "non-conformant" / name).read_bytes(), PIDF)
     assert any(needle in e for e in errors), errors
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason="shared standards folder not present")
 def test_schema_valid_but_semantically_wrong_fixtures_are_caught() -> None:
     # device-circle-dynamic.xml passes the XSD only because <method> in the PIDF namespace slips through a
     # lax wildcard; rfc6848-uk-civic-extension.xml uses country "UK" (ISO 3166-1 says GB).
-    dynamic = (SHARED / "pidf-lo" / "examples" / "device-circle-dynamic.xml").read_bytes()
+    dynamic = (STANDARDS / "pidf-lo" / "examples" / "device-circle-dynamic.xml").read_bytes()
     assert pidf_schema().is_valid(dynamic.decode("utf-8-sig"))
     assert any("geopriv namespace" in e for e in validate(dynamic, PIDF))
-    uk = (SHARED / "pidf-lo" / "examples" / "rfc6848-uk-civic-extension.xml").read_bytes()
+    uk = (STANDARDS / "pidf-lo" / "examples" / "rfc6848-uk-civic-extension.xml").read_bytes()
     assert pidf_schema().is_valid(uk.decode("utf-8-sig"))
     assert any("'GB'" in e for e in validate(uk, PIDF))
 

@@ -2,7 +2,7 @@
 
 Every device publishes through the simulator's MQTT virtual devices (simulator/devices/mqtt.py), using
 the genuine samples of its profile in hardware/profiles/ (whose `source` fields cite
-/work/shared/device-formats/ and the upstream origin of each frame).
+the upstream origin of each frame).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure tests of the MQTT decoders, LoRaWAN codecs, topic routing and limits.
 
-Test vectors are the genuine samples in /work/shared/device-formats/ (each cited where used; the
+Test vectors are the genuine samples from each ecosystem's documentation and tests (each cited where used; the
 profile samples in hardware/profiles/ cite theirs in their `source` field).
 """
 

@@ -1,8 +1,8 @@
-"""Pure decoder tests for the serial protocols, with the genuine samples from /work/shared/device-formats/.
+"""Pure decoder tests for the serial protocols, with the genuine samples cited per vector.
 
-Sources: 05-nmea-gsm-sms.md (pynmea2 @ 13e309b4ec1e README/tests; Telit ME910C1 and Multi-Tech AT manuals;
+Sources: NMEA and SMS (pynmea2 @ 13e309b4ec1e README/tests; Telit ME910C1 and Multi-Tech AT manuals;
 python-gsmmodem @ 834c68b1387c test/test_modem.py; TK-203 manual; Bulldog Secure FAQ) and
-04-contact-id-sia-dc09.md (SpanDSP ademco_contactid.c rule and tests/ademco_contactid_tests.c reports).
+Contact ID (SpanDSP ademco_contactid.c rule and tests/ademco_contactid_tests.c reports).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Serial devices end to end: virtual devices on pty pairs → serial adapter → pipeline → reference receiver.
 
-Vectors: genuine samples from /work/shared/device-formats/05-nmea-gsm-sms.md (pynmea2 README GGA; TK-203
-manual §5.12 SOS text; Bulldog Secure FAQ SOS text) and 04-contact-id-sia-dc09.md (SpanDSP layout and
+Vectors: genuine samples from (pynmea2 README GGA; TK-203
+manual §5.12 SOS text; Bulldog Secure FAQ SOS text) and Contact ID (SpanDSP layout and
 mod-15 rule; the panic/restore lines are derived with that rule).
 """
 

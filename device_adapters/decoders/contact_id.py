@@ -1,7 +1,7 @@
 """Ademco Contact ID (SIA DC-05) lines as an alarm receiver prints them: `ACCT MT Q XYZ GG CCC S`.
 
-Format and checksum rule from SpanDSP's `ademco_contactid.c` (see
-/work/shared/device-formats/04-contact-id-sia-dc09.md): every digit counts its value, except 0 which
+Format and checksum rule from SpanDSP's `ademco_contactid.c` (SIA DC-05
+layout): every digit counts its value, except 0 which
 counts 10 and B-F which count 11-15; the sum including the checksum digit S is a multiple of 15, and S is
 never 0 (a sum already divisible by 15 gives S = F). Hex A is not a Contact ID digit.
 

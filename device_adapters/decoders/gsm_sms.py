@@ -1,6 +1,6 @@
 """SOS text messages from cheap GSM/GPS trackers, read from a modem in SMS text mode.
 
-Tracker bodies have no standard (see /work/shared/device-formats/05-nmea-gsm-sms.md): `lat:`/`long:`
+Tracker bodies have no standard (Coban TK-103/TK-203 manuals, Bulldog Secure FAQ): `lat:`/`long:`
 labels (TK-203, Coban), `SOS,yymmdd hh:mm,A|V,...` (Bulldog Secure), Google Maps links, typos
 ("heip me"). The decoder pulls every field it recognises into a flat document and the model's profile
 maps it to kinds with regexes, so a new vendor is a new YAML file, not new code.

@@ -2,8 +2,8 @@
 
 Each codec is a pure function `(payload: bytes, f_port: int) -> dict` whose output uses the same keys
 as the vendor's codec in the TTN device repository, so a profile's mappings work whether the decoded
-object came from ChirpStack/TTN or from us. Written from the published byte layouts (see
-/work/shared/device-formats/02-lorawan-chirpstack-ttn.md), not from the vendors' code.
+object came from ChirpStack/TTN or from us. Written from the published byte layouts (Milesight WS101 and
+Dragino LGT-92 user manuals), not from the vendors' code.
 
 `decode_uplink` is the `lorawan` decoder: it accepts a ChirpStack v4 or a The Things Stack v3 uplink
 envelope, picks the decoded object (network server's, else ours), and maps it with the device profile.

@@ -6,6 +6,7 @@ still live in the broker's memory for as long as the process runs, which is what
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -40,6 +41,10 @@ class MosquittoProcess:
 
     def _write_config(self) -> Path:
         lines = [f"listener {self.port} 127.0.0.1", "persistence false", "max_queued_messages 10000"]
+        if os.geteuid() == 0:
+            # Started as root, mosquitto drops to its own user, which cannot read files under a private (0700)
+            # directory such as a clone in root's home; a throwaway loopback test broker may keep root.
+            lines.append("user root")
         if self.passwords:
             pw = self.dir / "passwd"
             pw.write_text("".join(f"{u}:{p}\n" for u, p in self.passwords.items()))
@@ -49,7 +54,10 @@ class MosquittoProcess:
         else:
             lines.append("allow_anonymous true")
         if self.acl_file:
-            lines.append(f"acl_file {self.acl_file}")
+            acl = self.dir / "acl"
+            shutil.copyfile(self.acl_file, acl)
+            acl.chmod(0o644)
+            lines.append(f"acl_file {acl}")
         conf = self.dir / "mosquitto.conf"
         conf.write_text("\n".join(lines) + "\n")
         return conf

@@ -1,6 +1,6 @@
 """Alexa request verification, written on `cryptography` (no oscrypto, no certvalidator).
 
-Amazon's rules for a skill hosted as a web service (see /work/shared/alexa/NOTES.md §3):
+Amazon's rules for a skill hosted as a web service (Amazon's "Host a Custom Skill as a Web Service" page):
 - `SignatureCertChainUrl`: https, host s3.amazonaws.com, port 443 (or none), path under /echo.api/ after
   normalisation (case-sensitive);
 - the PEM chain at that URL validates to a trusted root, the end certificate is within its validity window

@@ -1,6 +1,6 @@
-"""Genuine Alexa request envelopes from /work/shared/alexa/samples, made current and signed.
+"""Genuine Alexa request envelopes from tests/fixtures/alexa, made current and signed.
 
-Each sample's sources are listed in /work/shared/alexa/samples/README.md (jovotech/jovo-framework,
+Each sample's sources are listed in tests/fixtures/alexa/SOURCES.md (jovotech/jovo-framework,
 alexa-js/alexa-app, alexa/alexa-skills-kit-sdk-for-java). Rewrites applied here, and only these:
 request.timestamp → now (the samples date from 2015-2021 and would fail the 150 s rule), requestId → a
 fresh id (real request ids are unique; the bridge dedupes on them), apiEndpoint → the loopback stand-in
@@ -18,7 +18,7 @@ from typing import Any
 
 from .ca import CERT_URL, Leaf
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "alexa" / "samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "alexa"
 
 
 def load(name: str) -> dict[str, Any]:
