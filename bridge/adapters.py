@@ -1,8 +1,9 @@
-"""The adapter contract: transports plug in here and hand observations to `ctx.pipeline.submit()`.
+"""The adapter contract: transports plug in here and hand their frames to `ctx.ingress.receive()`.
 
-An adapter authenticates, enforces size limits, decodes with the device's profile or decoder, calls
-`submit()`, and acknowledges the device only after `submit()` returns. On `Rejected` it answers the
-sender with the reason (and the pipeline has already counted it); on `StoreError` it must NOT acknowledge.
+A transport has three jobs: receive frames (and state what it knows of the sender as a `Claim`), turn
+the ingress's `Receipt` into its wire answer, and notify its devices of status changes (`ctx.bus`).
+Identity, profile choice, decoding, admission and storage are the ingress's (bridge/ingress/). A
+transport acknowledges a frame only when `receipt.acknowledge` is true (never for `not_stored`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ if TYPE_CHECKING:
 
     from bridge.config import Settings
     from bridge.events import StatusBus
+    from bridge.ingress import Ingress
     from bridge.metrics import Metrics
     from bridge.pipeline import Pipeline
     from bridge.profiles import ProfileRegistry
@@ -24,6 +26,7 @@ class AdapterContext(Protocol):
     settings: Settings
     store: Store
     pipeline: Pipeline
+    ingress: Ingress
     metrics: Metrics
     bus: StatusBus
     profiles: ProfileRegistry

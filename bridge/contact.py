@@ -123,7 +123,9 @@ def build_contact(
         communication_needs=list(person.communication_needs) if person else [],
         location=alert.location,
         verified=alert.verified,
-        references=[f"{alert.alert_id}:{i}" for i in range(1, seq)],
+        # The first contact and the previous one: enough to chain (CAP <references>) without a contact
+        # growing with every update of a long alert.
+        references=[f"{alert.alert_id}:{i}" for i in sorted({1, seq - 1}) if 1 <= i < seq],
         attributes=alert.attributes,
         links=links,
     )

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.model import AlertKind, Location, Observation, ObservationAction
+from bridge.model import AlertKind, Location, Observation, ObservationAction, Severity
 
 if TYPE_CHECKING:
     from bridge.profiles import DeviceProfile
@@ -32,10 +32,15 @@ class Frame(BaseModel):
     retained: bool = False
 
 
+# "unmatched": the frame was understood but no mapping of the profile applies. It is never submitted:
+# the ingress counts it, logs it and tells the sender, so a frame is never dropped silently.
+DecodedAction = ObservationAction | Literal["unmatched"]
+
+
 class Decoded(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    action: ObservationAction = "alert"
+    action: DecodedAction = "alert"
     kind: AlertKind | None = None
     location: Location | None = None
     message_id: str | None = None
@@ -44,12 +49,21 @@ class Decoded(BaseModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
     device_ref: str | None = Field(default=None, description="Identity found inside the frame, e.g. a DevEUI")
     reason: str | None = None
+    severity: Severity | None = None
+    language: str | None = None
+    # A level-triggered field (a zone bit that stays set): the ingress passes only its edges.
+    state_key: str | None = Field(default=None, description="Which state this event reports, e.g. 'sos'")
+    state_on: bool | None = None
 
     def to_observation(self, device_id: str, transport: str, raw: str | None = None, **extra: Any) -> Observation:
+        if self.action == "unmatched":
+            raise ValueError("an unmatched frame is never an observation")
         return Observation(
             device_id=device_id,
             transport=transport,
             action=self.action,
+            severity=self.severity,
+            language=self.language,
             kind=self.kind,
             message_id=self.message_id,
             occurred_at=self.occurred_at,

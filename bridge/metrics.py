@@ -25,6 +25,18 @@ class Metrics:
         )
         self.outbox_depth = Gauge("sosbridge_outbox_depth", "Contacts waiting for delivery", registry=r)
         self.degraded = Gauge("sosbridge_degraded", "1 while an operational alarm is raised", registry=r)
+        self.frames_unmatched = Counter(
+            "sosbridge_frames_unmatched", "Frames from registered devices that no mapping of their profile covers",
+            ["profile"], registry=r,
+        )
+        self.frames_coalesced = Counter(
+            "sosbridge_frames_coalesced", "Non-emergency frames replaced by a newer one from the same device",
+            ["transport"], registry=r,
+        )
+        self.frames_held = Counter(
+            "sosbridge_frames_level_held", "Repeats of a level already reported (edge, not level)",
+            ["profile"], registry=r,
+        )
         self.alarms = Counter("sosbridge_operational_alarms", "Operational alarms raised", ["reason"], registry=r)
 
     def accepted(self, transport: str, kind: str, outcome: str) -> None:
@@ -38,6 +50,13 @@ class Metrics:
             "sosbridge_alerts_rejected_total", {"transport": transport, "reason": reason}
         )
         return value or 0.0
+
+    def unmatched(self, profile: str) -> None:
+        self.frames_unmatched.labels(profile).inc()
+
+    def unmatched_count(self, profile: str) -> float:
+        value = self.registry.get_sample_value("sosbridge_frames_unmatched_total", {"profile": profile})
+        return float(value or 0.0)
 
     def duplicate(self, transport: str) -> None:
         self.duplicates.labels(transport).inc()

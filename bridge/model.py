@@ -190,6 +190,10 @@ class Observation(BaseModel):
     action: ObservationAction = "alert"
     kind: AlertKind | None = None
     message_id: str | None = Field(default=None, description="Transport message id, used for dedupe")
+    also_message_ids: list[str] = Field(
+        default_factory=list, description="Message ids of further identical presses folded into this one"
+    )
+    presses: int = Field(default=1, ge=1, description="How many presses this observation stands for")
     alert_id: str | None = Field(default=None, description="Target alert for cancel/location updates")
     occurred_at: datetime | None = None
     location: Location | None = None

@@ -51,6 +51,7 @@ RouteSelector = Callable[[Contact, list[str]], list[str]]
 DEFAULT_ROUTE = "default"
 CONCURRENT_RETRIES = 8
 DEDUPE_CACHE_SIZE = 200_000
+MAX_UPDATE_DEFER_S = 600.0
 # Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
 BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
 
@@ -103,6 +104,16 @@ def locate(fix: Location | None, device: Device, now: datetime, max_last_known_a
     if device.registered_address is not None:
         return enrich_location(device.registered_address.model_copy(update={"source": "registered_address"}))
     return None
+
+
+def escalation_counts(value: Any) -> dict[str, int]:
+    """Escalation kinds as {kind: presses}; alerts stored before counts were kept hold a list."""
+    if isinstance(value, dict):
+        return {str(k): int(v) for k, v in value.items()}
+    counts: dict[str, int] = {}
+    for kind in value or []:
+        counts[str(kind)] = counts.get(str(kind), 0) + 1
+    return counts
 
 
 def should_escalate(open_alert: Alert, kind: AlertKind) -> bool:
@@ -176,12 +187,17 @@ class Pipeline:
         )
         return result
 
+    def _dedupe_key(self, obs: Observation, message_id: str) -> str:
+        return f"{obs.device_id}|{obs.transport}|{message_id}"
+
     async def _submit(self, obs: Observation) -> SubmitResult:
-        dedupe_key = f"{obs.device_id}|{obs.transport}|{obs.message_id}" if obs.message_id else None
-        if dedupe_key is not None and (seen := self._seen.get(dedupe_key)) is not None:
+        keys = [self._dedupe_key(obs, m) for m in dict.fromkeys([obs.message_id, *obs.also_message_ids]) if m]
+        unkeyed = max(0, obs.presses - len(keys))  # presses that carried no message id
+        fresh = [k for k in keys if k not in self._seen]
+        if keys and not fresh and not unkeyed:
             # A storm of repeated presses is answered from memory, without touching the store (the
             # alert's current state is one GET /v1/alerts/{id} away for a device that wants it).
-            return SubmitResult(seen, "duplicate", None)
+            return SubmitResult(self._seen[keys[0]], "duplicate", None)
         device = await self.store.get_device(obs.device_id)
         if device is None:
             if obs.verified:
@@ -189,15 +205,25 @@ class Pipeline:
             # An unknown caller (e.g. a smart speaker not yet linked) still reaches the police, unverified.
             device = Device(device_id=obs.device_id, label="unverified caller")
         async with self._lock(obs.device_id):
-            if dedupe_key is not None:
-                existing = await self.store.alert_for_dedupe(dedupe_key)
-                if existing is not None:
-                    self._remember(dedupe_key, existing)
-                    return await self._duplicate(existing)
+            known: str | None = None
+            unseen: list[str] = []
+            for key in fresh:
+                existing = await self.store.alert_for_dedupe(key)
+                if existing is None:
+                    unseen.append(key)
+                else:
+                    self._remember(key, existing)
+                    known = known or existing
+            if known is not None and not unseen and not unkeyed:
+                return await self._duplicate(known)
+            if keys and (len(unseen) != len(keys) or obs.presses != len(unseen) + unkeyed):
+                obs = obs.model_copy(update={"presses": len(unseen) + unkeyed})
+            dedupe_key = unseen[0] if unseen else None
+            extra_keys = unseen[1:]
             for _attempt in range(CONCURRENT_RETRIES):
                 try:
                     if obs.action == "alert":
-                        return await self._alert(obs, device, dedupe_key)
+                        return await self._alert(obs, device, dedupe_key, extra_keys)
                     if obs.action == "cancel":
                         return await self._cancel(obs, device, dedupe_key)
                     if obs.action in ("location", "restore"):
@@ -222,7 +248,9 @@ class Pipeline:
         return SubmitResult(alert_id, "duplicate", alert.state if alert else None)
 
     # -- actions --------------------------------------------------------------------------------------
-    async def _alert(self, obs: Observation, device: Device, dedupe_key: str | None) -> SubmitResult:
+    async def _alert(
+        self, obs: Observation, device: Device, dedupe_key: str | None, extra_keys: list[str]
+    ) -> SubmitResult:
         if obs.kind is None:
             raise Rejected("an alert needs a kind", "missing_kind")
         if self.kind_policy is not None and obs.kind not in BRIDGE_RAISED_KINDS:
@@ -235,7 +263,7 @@ class Pipeline:
         now = utcnow()
         open_alert = await self.store.open_alert_for_device(device.device_id)
         if open_alert is not None and should_escalate(open_alert, obs.kind):
-            return await self._escalate(open_alert, obs, device, dedupe_key, now)
+            return await self._escalate(open_alert, obs, device, dedupe_key, extra_keys, now)
 
         location = locate(obs.location, device, now, self.last_known_max_age_s)
         severity = obs.severity or DEFAULT_SEVERITY[obs.kind]
@@ -257,6 +285,8 @@ class Pipeline:
             language=obs.language or (device.person.language if device.person else None),
             verified=obs.verified,
             dedupe_key=dedupe_key,
+            # Presses folded in before the first commit (a burst arriving together) count as escalations.
+            escalation_count=obs.presses - 1,
             attributes=dict(obs.attributes),
             raw=obs.raw,
         )
@@ -272,8 +302,10 @@ class Pipeline:
             alert=alert,
             history=history,
             dedupe_key=dedupe_key,
+            extra_dedupe_keys=extra_keys,
             check_open_alert=True,
             expected_open_alert=open_alert.alert_id if open_alert is not None else None,
+            first_alert=obs.kind in LIFE_SAFETY_KINDS,
         )
         self._queue_contact(change, device, "alert", obs.reason)
         if obs.location is not None and obs.location.has_coordinates:
@@ -283,18 +315,25 @@ class Pipeline:
         return SubmitResult(alert.alert_id, "created", alert.state)
 
     async def _escalate(
-        self, alert: Alert, obs: Observation, device: Device, dedupe_key: str | None, now: datetime
+        self,
+        alert: Alert,
+        obs: Observation,
+        device: Device,
+        dedupe_key: str | None,
+        extra_keys: list[str],
+        now: datetime,
     ) -> SubmitResult:
         assert obs.kind is not None
         alert = alert.model_copy(deep=True)
-        alert.escalation_count += 1
+        alert.escalation_count += obs.presses
         alert.severity = max(alert.severity.raised(), obs.severity or Severity.unknown, key=lambda s: s.rank)
         alert.silent = alert.silent or obs.silent or obs.kind in ALWAYS_SILENT_KINDS
         alert.updated_at = now
-        kinds = list(alert.attributes.get("escalation_kinds", []))
-        kinds.append(obs.kind.value)
+        # Counts per kind, not a list per press: a contact's size must not grow with a flood.
+        kinds = escalation_counts(alert.attributes.get("escalation_kinds"))
+        kinds[obs.kind.value] = kinds.get(obs.kind.value, 0) + obs.presses
         alert.attributes["escalation_kinds"] = kinds
-        change = Change(alert=alert, dedupe_key=dedupe_key)
+        change = Change(alert=alert, dedupe_key=dedupe_key, extra_dedupe_keys=extra_keys)
         if obs.location is not None and obs.location.has_coordinates:
             alert.location = locate(obs.location, device, now, self.last_known_max_age_s)
             change.device_location = (device.device_id, obs.location)
@@ -303,16 +342,12 @@ class Pipeline:
                 at=now,
                 event="escalated",
                 state=alert.state,
-                detail={"kind": obs.kind.value, "count": alert.escalation_count, "transport": obs.transport},
+                detail={"kind": obs.kind.value, "count": alert.escalation_count, "presses": obs.presses,
+                        "transport": obs.transport},
             )
         )
         reason = f"escalation: repeated {obs.kind.value} (press {alert.escalation_count + 1})"
-        if await self._may_queue_update(alert):
-            self._queue_contact(change, device, "update", reason)
-        else:
-            # A flood folds into the open alert: every press is recorded and counted, and the update
-            # already waiting for delivery carries the escalation; no contact per press.
-            change.history[-1].detail["folded"] = True
+        self._queue_update(change, device, reason)
         await self._commit(change)
         self._publish(alert, "escalated")
         return SubmitResult(alert.alert_id, "escalated", alert.state)
@@ -375,7 +410,10 @@ class Pipeline:
         else:
             event, reason = "restore", obs.reason or f"restore reported by the device ({obs.transport})"
         change.history.append(HistoryEntry(at=now, event=event, state=alert.state, detail={"transport": obs.transport}))
-        self._queue_contact(change, device, "update", reason)
+        if event == "location":
+            self._queue_update(change, device, reason)
+        else:
+            self._queue_contact(change, device, "update", reason)
         await self._commit(change)
         return SubmitResult(alert.alert_id, "updated", alert.state)
 
@@ -417,11 +455,22 @@ class Pipeline:
         return alert
 
     # -- helpers --------------------------------------------------------------------------------------
-    async def _may_queue_update(self, alert: Alert) -> bool:
-        if self.update_limiter is None or self.update_limiter.allow(alert.device_id, time.monotonic()):
-            return True
-        waiting = await self.store.outbox_items(alert.alert_id)
-        return not any(i.msg_type == "update" and i.state in ("pending", "retry") for i in waiting)
+    def _queue_update(self, change: Change, device: Device, reason: str) -> None:
+        """Escalation and location updates: at most the limiter's rate per device reach the platform.
+
+        Every update replaces the ones still waiting (each contact carries the alert's whole state, so
+        nothing is lost); over the rate, the new one waits until the limiter allows it. A flood thus
+        becomes a few contacts with the latest counts, and every press is still recorded in the alert.
+        """
+        change.supersede_pending_updates = True
+        due = 0.0
+        if self.update_limiter is not None:
+            now = time.monotonic()
+            if not self.update_limiter.allow(change.alert.device_id, now):
+                # Never later than MAX_UPDATE_DEFER_S: the platform always gets the latest state eventually.
+                due = time.time() + min(self.update_limiter.retry_after(change.alert.device_id), MAX_UPDATE_DEFER_S)
+                change.history[-1].detail["deferred_s"] = round(due - time.time(), 3)
+        self._queue_contact(change, device, "update", reason, not_before=due)
 
     async def _commit(self, change: Change, new_alert: bool = False) -> None:
         # Optimistic concurrency: another bridge instance sharing the store may have written this alert
@@ -444,7 +493,9 @@ class Pipeline:
             fwd.hand_over(claimed, committed=True)
             fwd.wake()
 
-    def _queue_contact(self, change: Change, device: Device, msg_type: MsgType, reason: str | None) -> None:
+    def _queue_contact(
+        self, change: Change, device: Device, msg_type: MsgType, reason: str | None, not_before: float = 0.0
+    ) -> None:
         alert = change.alert
         alert.contact_seq += 1
         contact = build_contact(alert, device, msg_type, alert.contact_seq, reason, self.public_url)
@@ -466,6 +517,7 @@ class Pipeline:
                     critical=alert.critical,
                     created_at=now,
                     route=route,
+                    next_attempt_at=not_before,
                 )
             )
 

@@ -9,25 +9,27 @@ the same id, as zigbee2mqtt's external converters do.
 from __future__ import annotations
 
 import base64
+import fnmatch
 import json
 import logging
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bridge.decoding import Decoded, DecodeError, Frame
-from bridge.model import AlertKind, Location, LocationSource, ObservationAction
+from bridge.decoding import Decoded, DecodedAction, DecodeError, Frame
+from bridge.model import AlertKind, Location, LocationSource, ObservationAction, Severity
 
 log = logging.getLogger("sosbridge.profiles")
 
 BUILTIN_PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware" / "profiles"
 
 _MISSING = object()
+LOCATION_SOURCES = frozenset(get_args(LocationSource))
 
 
 def get_path(doc: Any, path: str) -> Any:
@@ -81,6 +83,17 @@ class KindMapping(BaseModel):
     silent: bool = False
     silent_from: str | None = Field(default=None, description="Take the silent flag from this field")
     reason: str | None = None
+    trigger: Literal["event", "state"] = Field(
+        default="event",
+        description="event: every matching frame is a press. state: the condition is a level that stays true "
+        "(an IAS zone bit); it raises one alert on its rising edge and a restore on its falling edge",
+    )
+
+    def condition_fields(self) -> list[str]:
+        return [c.field for c in self.when if not c.field.startswith("meta.")]
+
+    def state_key(self) -> str:
+        return ",".join(self.condition_fields()) + f"->{self.kind.value if self.kind else self.kind_from}"
 
     @model_validator(mode="after")
     def _kind_for_alerts(self) -> KindMapping:
@@ -110,6 +123,7 @@ class LocationSpec(BaseModel):
     altitude: str | None = None
     fix_time: str | None = None
     source: LocationSource = "gnss"
+    source_from: str | None = Field(default=None, description="Take the source from this field when present")
     valid_if: list[Condition] = Field(default_factory=list)
 
 
@@ -119,9 +133,10 @@ TimeFormat = Literal["iso", "epoch_s", "epoch_ms"]
 class SampleExpectation(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    action: ObservationAction = "alert"
+    action: DecodedAction = "alert"
     kind: AlertKind | None = None
     silent: bool | None = None
+    state_on: bool | None = None
     lat: float | None = None
     lon: float | None = None
     accuracy_m: float | None = None
@@ -170,19 +185,35 @@ class DeviceProfile(BaseModel):
     white_labels: list[str] = Field(default_factory=list)
     transport: Transport
     decoder: str = "json"
-    match: dict[str, str] = Field(default_factory=dict, description="e.g. topic pattern, model string")
+    match: dict[str, str] = Field(
+        default_factory=dict,
+        description="The frames this profile speaks for: each key is checked against the frame's metadata "
+        "(topic: an MQTT filter with + and #, alternatives separated by ' | '; other keys: exact or '*' "
+        "globs). A device bound to this profile whose frame does not match is refused (wrong_topic).",
+    )
+    fallback: bool = Field(
+        default=False,
+        description="Decode frames from registered devices that name no profile, when `match` matches",
+    )
     kinds: list[AlertKind] = Field(min_length=1, description="The kinds this device may emit")
     mappings: list[KindMapping] = Field(default_factory=list)
     ignore: list[list[Condition]] = Field(default_factory=list, description="Frames that are not events")
     location: LocationSpec | None = None
     location_updates: bool = Field(default=False, description="Unmapped frames with a fix are location updates")
     dedupe_field: str | None = None
+    severity_field: str | None = None
+    language_field: str | None = None
     device_ref_field: str | None = None
     time_field: str | None = None
     time_format: TimeFormat = "iso"
     attributes: list[str] = Field(default_factory=list, description="Fields copied into the alert attributes")
     debounce_s: float = 0.0
-    ack: AckStyle = "none"
+    ack: AckStyle = Field(
+        default="none",
+        description="How the transport answers a stored or refused frame: http_status, mqtt_puback (PUBACK "
+        "only), mqtt_status (PUBACK + status/error topics), coap_response, serial_ack (ACK/NAK on the wire), "
+        "speech (a spoken reply), sms, or none (the transport acknowledges at its own level only)",
+    )
     check_in_interval_s: int | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="Decoder-specific settings")
     samples: list[Sample] = Field(default_factory=list)
@@ -235,33 +266,55 @@ def extract_location(doc: Any, spec: LocationSpec, meta: dict[str, str] | None =
     fix_time = None
     if fix_raw is not _MISSING:
         fix_time = _parse_time(fix_raw, "epoch_s" if isinstance(fix_raw, int | float) else "iso")
-    return Location(lat=lat, lon=lon, accuracy_m=accuracy_m, altitude_m=alt, source=spec.source, fix_time=fix_time)
+    source = spec.source
+    if spec.source_from and (named := get_path(doc, spec.source_from)) is not _MISSING and named in LOCATION_SOURCES:
+        source = named
+    return Location(lat=lat, lon=lon, accuracy_m=accuracy_m, altitude_m=alt, source=source, fix_time=fix_time)
+
+
+def _optional_str(doc: Any, path: str | None) -> str | None:
+    if not path:
+        return None
+    value = get_path(doc, path)
+    return None if value is _MISSING or value is None else str(value)
 
 
 def apply_profile(doc: dict[str, Any], profile: DeviceProfile, meta: dict[str, str] | None = None) -> list[Decoded]:
-    """Map a decoded document to events using the profile's rules."""
+    """Map a decoded document to events using the profile's rules.
+
+    Returns [] for a frame the profile deliberately ignores, and one `unmatched` event for a frame no rule
+    covers (the ingress makes that visible). A `state` mapping reports its level both ways (state_on).
+    """
     meta = meta or {}
     if any(all(c.holds(doc, meta) for c in rule) for rule in profile.ignore):
         return []
     location = extract_location(doc, profile.location, meta) if profile.location else None
-    message_id = None
-    if profile.dedupe_field:
-        raw_id = get_path(doc, profile.dedupe_field)
-        message_id = None if raw_id is _MISSING or raw_id is None else str(raw_id)
+    message_id = _optional_str(doc, profile.dedupe_field)
     occurred_at = None
     if profile.time_field:
         raw_time = get_path(doc, profile.time_field)
         occurred_at = None if raw_time is _MISSING else _parse_time(raw_time, profile.time_format)
-    device_ref = None
-    if profile.device_ref_field:
-        ref = get_path(doc, profile.device_ref_field)
-        device_ref = None if ref is _MISSING or ref is None else str(ref)
+    device_ref = _optional_str(doc, profile.device_ref_field)
+    severity = None
+    if (raw_severity := _optional_str(doc, profile.severity_field)) is not None:
+        try:
+            severity = Severity(raw_severity)
+        except ValueError:
+            raise DecodeError(f"severity {raw_severity[:20]!r} is not one of {[s.value for s in Severity]}") from None
+    language = _optional_str(doc, profile.language_field)
     attributes = {path: value for path in profile.attributes if (value := get_path(doc, path)) is not _MISSING}
     declared = set(profile.kinds)
     events: list[Decoded] = []
     seen: set[tuple[str, str | None]] = set()
     for mapping in profile.mappings:
-        if not all(c.holds(doc, meta) for c in mapping.when):
+        holds = all(c.holds(doc, meta) for c in mapping.when)
+        if not holds:
+            fields = mapping.condition_fields()
+            if mapping.trigger == "state" and fields and all(get_path(doc, f) is not _MISSING for f in fields):
+                # The level is known and low: a falling edge if it was high (the ingress decides).
+                events.append(Decoded(action="restore", kind=mapping.kind, location=location, attributes=attributes,
+                                      device_ref=device_ref, state_key=mapping.state_key(), state_on=False,
+                                      reason=f"{mapping.kind.value if mapping.kind else 'state'} cleared"))
             continue
         kind = mapping.resolve_kind(doc, declared)
         if mapping.action == "alert" and kind is None:
@@ -286,9 +339,13 @@ def apply_profile(doc: dict[str, Any], profile: DeviceProfile, meta: dict[str, s
                 attributes=attributes,
                 device_ref=device_ref,
                 reason=mapping.reason,
+                severity=severity,
+                language=language,
+                state_key=mapping.state_key() if mapping.trigger == "state" else None,
+                state_on=True if mapping.trigger == "state" else None,
             )
         )
-    if not events and location is not None and profile.location_updates:
+    if not seen and location is not None and profile.location_updates:
         events.append(
             Decoded(
                 action="location",
@@ -299,7 +356,35 @@ def apply_profile(doc: dict[str, Any], profile: DeviceProfile, meta: dict[str, s
                 device_ref=device_ref,
             )
         )
+    if not events:
+        events.append(Decoded(action="unmatched", device_ref=device_ref, message_id=message_id))
     return events
+
+
+def matches_frame(profile: DeviceProfile, meta: dict[str, str]) -> bool:
+    """Does the profile's `match` cover this frame's metadata? Pure."""
+    for key, pattern in profile.match.items():
+        value = meta.get(key)
+        if value is None:
+            return False
+        alternatives = [p.strip() for p in pattern.split(" | ")]
+        if key == "topic":
+            if not any(topic_matches(p, value) for p in alternatives):
+                return False
+        elif not any(fnmatch.fnmatchcase(value, p) for p in alternatives):
+            return False
+    return True
+
+
+def topic_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter semantics (+ one level, # the rest)."""
+    f_parts, t_parts = topic_filter.split("/"), topic.split("/")
+    for i, part in enumerate(f_parts):
+        if part == "#":
+            return True
+        if i >= len(t_parts) or (part != "+" and part != t_parts[i]):
+            return False
+    return len(f_parts) == len(t_parts)
 
 
 # -- loading --------------------------------------------------------------------------------------------
@@ -367,6 +452,13 @@ class ProfileRegistry:
     def get(self, profile_id: str | None) -> DeviceProfile | None:
         return self.profiles.get(profile_id) if profile_id else None
 
+    def fallback_for(self, transport: str, meta: dict[str, str]) -> DeviceProfile | None:
+        """The profile for a registered device that names none: a `fallback` profile matching the frame."""
+        for profile in self.profiles.values():
+            if profile.fallback and profile.transport == transport and matches_frame(profile, meta):
+                return profile
+        return None
+
     def by_decoder(self, decoder: str) -> list[DeviceProfile]:
         return [p for p in self.profiles.values() if p.decoder == decoder]
 
@@ -396,6 +488,7 @@ def _summary(d: Decoded) -> dict[str, Any]:
         "accuracy_m": loc.accuracy_m if loc else None,
         "device_ref": d.device_ref,
         "message_id": d.message_id,
+        "state_on": d.state_on,
     }
 
 

@@ -42,6 +42,8 @@ class TokenBuckets:
 
     def retry_after(self, key: str) -> float:
         bucket = self._buckets.get(key)
-        if bucket is None or bucket.tokens >= 1 or self.rate_per_s <= 0:
+        if bucket is None or bucket.tokens >= 1:
             return 0.0
+        if self.rate_per_s <= 0:
+            return 86_400.0  # never refills: "a day" keeps callers' arithmetic finite
         return (1 - bucket.tokens) / self.rate_per_s

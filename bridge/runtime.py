@@ -17,6 +17,7 @@ from bridge.contact import Contact
 from bridge.events import StatusBus
 from bridge.formats import options_from_settings
 from bridge.forwarder import Forwarder
+from bridge.ingress import Ingress
 from bridge.metrics import Metrics
 from bridge.model import utcnow
 from bridge.pipeline import Pipeline
@@ -96,6 +97,8 @@ class BridgeRuntime:
             fallback_after_attempts=settings.fallback_after_attempts,
         )
         self.pipeline.forwarder = self.forwarder
+        self.ingress = Ingress(self.store, self.pipeline, self.profiles, self.metrics,
+                               max_frame_bytes=settings.max_body_bytes)
         self.plugins: dict[str, list[LoadedPlugin]] = load_all()
         self.adapters: list[Adapter] = []
         for plugin in self.plugins["sosbridge.adapters"]:

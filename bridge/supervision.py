@@ -34,10 +34,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from bridge.model import AlertKind, Device, Observation, utcnow
-from bridge.pipeline import Pipeline, Rejected
+from bridge.pipeline import Rejected, SubmitResult
 from bridge.store.base import Store, StoreError
 
 if TYPE_CHECKING:
@@ -121,9 +121,15 @@ def gateway_children(devices: Iterable[Device]) -> dict[str, list[Device]]:
 
 
 # -- the shared gateway path --------------------------------------------------------------------------------
+class Submitter(Protocol):
+    """The ingress's entry for observations (`Ingress.observations`), or a Pipeline in unit tests."""
+
+    async def submit(self, obs: Observation) -> SubmitResult: ...
+
+
 async def gateway_state_changed(
     store: Store,
-    pipeline: Pipeline,
+    pipeline: Submitter,
     gateway: str,
     online: bool,
     *,
@@ -263,7 +269,8 @@ class Supervisor:
     ) -> None:
         settings = runtime.settings
         self.store: Store = runtime.store
-        self.pipeline: Pipeline = runtime.pipeline
+        # Supervision raises its alerts through the ingress, like every transport (same lanes, same admission).
+        self.pipeline: Submitter = runtime.ingress.observations
         self.bus = runtime.bus
         self.profiles: ProfileRegistry = runtime.profiles
         if grace_s is None:

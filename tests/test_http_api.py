@@ -207,12 +207,23 @@ async def test_failed_credentials_are_rate_limited_per_source(bridge_env: Bridge
 
 
 async def test_a_device_may_only_send_the_kinds_its_profile_declares(bridge_env: BridgeEnv) -> None:
-    # A zigbee2mqtt SOS button declares sos (and housekeeping kinds) but never "fall".
+    # A wearable's profile declares the alert kinds but never check_in_missed (the bridge raises that one).
+    token = await bridge_env.add_device("watch-k", profile_id="sosbridge-http-wearable")
+    async with httpx.AsyncClient(base_url=bridge_env.url, headers={"Authorization": f"Bearer {token}"}) as c:
+        refused = await c.post("/v1/alerts", json={"kind": "check_in_missed"})
+        assert refused.status_code == 422 and refused.json()["error"] == "invalid"
+        assert "not one this device may send" in refused.json()["reason"]
+        assert (await c.post("/v1/alerts", json={"kind": "fall"})).status_code == 202
+        metrics = (await c.get("/metrics")).text
+    assert 'sosbridge_alerts_rejected_total{reason="invalid",transport="http"} 1.0' in metrics
+
+
+async def test_a_device_whose_profile_speaks_another_transport_is_refused(bridge_env: BridgeEnv) -> None:
+    # A zigbee2mqtt SOS button has no HTTP client: a token that claims to be it is bound to the wrong transport.
     token = await bridge_env.add_device("z2m-btn", profile_id="zigbee2mqtt-tuya-ts0215a-sos")
     async with httpx.AsyncClient(base_url=bridge_env.url, headers={"Authorization": f"Bearer {token}"}) as c:
-        refused = await c.post("/v1/alerts", json={"kind": "fall"})
-        assert refused.status_code == 422 and refused.json()["error"] == "undeclared_kind"
+        refused = await c.post("/v1/alerts", json={"kind": "sos"})
+        assert refused.status_code == 422 and refused.json()["error"] == "wrong_transport"
         assert "zigbee2mqtt-tuya-ts0215a-sos" in refused.json()["reason"]
-        assert (await c.post("/v1/alerts", json={"kind": "sos"})).status_code == 202
         metrics = (await c.get("/metrics")).text
-    assert 'sosbridge_alerts_rejected_total{reason="undeclared_kind",transport="http"} 1.0' in metrics
+    assert 'sosbridge_alerts_rejected_total{reason="wrong_transport",transport="http"} 1.0' in metrics

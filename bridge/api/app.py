@@ -82,7 +82,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
 
     @app.exception_handler(Rejected)
     async def _rejected(request: Request, exc: Rejected) -> JSONResponse:
-        status = 409 if exc.code in ("illegal_transition", "nothing_to_cancel") else 422
+        status = {"illegal_transition": 409, "nothing_to_cancel": 409, "not_found": 404}.get(exc.code, 422)
         return JSONResponse(status_code=status, content=error_body(exc.code, exc.reason))
 
     @app.exception_handler(StoreError)

@@ -63,8 +63,13 @@ class Change:
     history: list[HistoryEntry] = field(default_factory=list)
     outbox: list[OutboxItem] = field(default_factory=list)
     dedupe_key: str | None = None
+    # Further presses folded into this change (each one's key, so a redelivery of any is a duplicate).
+    extra_dedupe_keys: list[str] = field(default_factory=list)
     device_location: tuple[str, Location] | None = None
     cancel_pending_outbox: bool = False
+    # Coalesce: update contacts of this alert still waiting (pending/retry) are replaced by this change's
+    # outbox rows, which carry the alert's whole current state.
+    supersede_pending_updates: bool = False
     # The alert's version when it was read; the write fails with ConcurrentUpdate if it moved on since.
     # None for a new alert.
     expected_version: int | None = None
@@ -75,6 +80,8 @@ class Change:
     expected_open_alert: str | None = None
     # Small lifecycle writes (platform ack, delivered) that must not wait behind a flood of new alerts.
     urgent: bool = False
+    # A new life-safety alert: committed ahead of escalations, locations and heartbeats already queued.
+    first_alert: bool = False
 
 
 @dataclass

@@ -128,6 +128,7 @@ local n_items = tonumber(ARGV[i]); local items_at = i + 1; i = i + 1 + 16 * n_it
 local dev_id, dev_old, dev_new = ARGV[i], ARGV[i + 1], ARGV[i + 2]
 local expected_version = ARGV[i + 3]
 local check_open, expected_open = ARGV[i + 4], ARGV[i + 5]
+local n_extra = tonumber(ARGV[i + 6] or '0')
 -- Every check comes before the first write: a Lua error or refusal leaves nothing behind.
 if check_open == '1' then
   local latest = redis.call('ZREVRANGE', P .. 'aopen:' .. device_id, 0, 0)
@@ -162,6 +163,16 @@ if dkey ~= '' then
   end
   redis.call('SADD', P .. 'add:' .. alert_id, dkey)  -- so retention can find the alert's dedupe keys
 end
+for k = 1, n_extra do
+  local xkey = ARGV[i + 6 + k]
+  local ok
+  if dttl > 0 then
+    ok = redis.call('SET', P .. 'dd:' .. xkey, alert_id, 'NX', 'PX', dttl)
+  else
+    ok = redis.call('SET', P .. 'dd:' .. xkey, alert_id, 'NX')
+  end
+  if ok then redis.call('SADD', P .. 'add:' .. alert_id, xkey) end
+end
 redis.call('SET', P .. 'alert:' .. alert_id, doc)
 if is_open == '1' then
   redis.call('ZADD', P .. 'aopen:' .. device_id, rscore, alert_id)
@@ -171,10 +182,11 @@ else
   redis.call('ZADD', P .. 'aclosed', rscore, alert_id)
 end
 for k = 0, n_hist - 1 do redis.call('RPUSH', P .. 'hist:' .. alert_id, ARGV[hist_at + k]) end
-if cancel == '1' then
+if cancel == '1' or cancel == '2' then
+  -- '1': every waiting contact of the alert; '2': only waiting updates (superseded by this change's)
   for _, id in ipairs(redis.call('ZRANGE', P .. 'oa:' .. alert_id, 0, -1)) do
-    local st = redis.call('HGET', P .. 'oi:' .. id, 'state')
-    if st == 'pending' or st == 'retry' then set_state(id, 'cancelled') end
+    local st, mt = unpack(redis.call('HMGET', P .. 'oi:' .. id, 'state', 'msg_type'))
+    if (st == 'pending' or st == 'retry') and (cancel == '1' or mt == 'update') then set_state(id, 'cancelled') end
   end
 end
 for k = 0, n_items - 1 do
@@ -596,7 +608,7 @@ class RedisStore:
             alert.model_dump_json(),
             int(alert.is_open),
             repr(alert.received_at.timestamp()),
-            int(change.cancel_pending_outbox),
+            1 if change.cancel_pending_outbox else 2 if change.supersede_pending_updates else 0,
             len(change.history),
             *(h.model_dump_json() for h in change.history),
             len(change.outbox),
@@ -607,6 +619,8 @@ class RedisStore:
             "" if change.expected_version is None else str(change.expected_version),
             "1" if change.check_open_alert else "0",
             change.expected_open_alert or "",
+            str(len(change.extra_dedupe_keys)),
+            *change.extra_dedupe_keys,
         ]
         if change.device_location is None:
             args.extend(["", "", "", *guards])

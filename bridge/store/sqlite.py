@@ -94,6 +94,8 @@ _OUTBOX_COLS = (
 )
 
 # A contact waits while an earlier one of the same alert on the same route is still undelivered.
+# Critical first, then new alerts ahead of updates: a flood of escalations never delays a first contact.
+_LEASE_ORDER = "o.critical DESC, (o.msg_type = 'alert') DESC, o.created_at"
 _NO_EARLIER_OPEN = (
     "NOT EXISTS (SELECT 1 FROM outbox p WHERE p.alert_id = o.alert_id AND p.route = o.route "
     "AND p.seq < o.seq AND p.state IN ('pending', 'retry', 'inflight'))"
@@ -133,6 +135,7 @@ class SqliteStore:
         # Writes waiting for the next group commit, and whether a flush is already queued on the thread.
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._urgent: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._first: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._pending_lock = threading.Lock()
         self._flush_queued = False
 
@@ -174,16 +177,17 @@ class SqliteStore:
         conn.execute("PRAGMA query_only=ON")
         self._rconn = conn
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], urgent: bool = False) -> T:
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], urgent: bool = False, first: bool = False) -> T:
         """Run `fn` in the next group commit; returns once that commit is durable.
 
         `urgent` writes (the forwarder's bookkeeping, platform acknowledgements) go ahead of queued
-        ingest, so a flood of new alerts cannot starve the delivery of the ones already stored.
+        ingest, so a flood of new alerts cannot starve the delivery of the ones already stored; `first`
+        writes (a new life-safety alert) go ahead of escalations, locations and heartbeats.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._pending_lock:
-            (self._urgent if urgent else self._pending).append((fn, future))
+            (self._urgent if urgent else self._first if first else self._pending).append((fn, future))
             queue_flush = not self._flush_queued
             self._flush_queued = True
         if queue_flush:
@@ -194,9 +198,12 @@ class SqliteStore:
         with self._pending_lock:
             batch, self._urgent = self._urgent[:MAX_BATCH], self._urgent[MAX_BATCH:]
             room = MAX_BATCH - len(batch)
+            batch += self._first[:room]
+            self._first = self._first[room:]
+            room = MAX_BATCH - len(batch)
             batch += self._pending[:room]
             self._pending = self._pending[room:]
-            more = bool(self._pending or self._urgent)
+            more = bool(self._pending or self._urgent or self._first)
             self._flush_queued = more
         if more:
             # The rest go in the next transaction, queued behind any reads that arrived meanwhile.
@@ -393,6 +400,11 @@ class SqliteStore:
                     "INSERT INTO dedupe (key, alert_id, at) VALUES (?, ?, ?)",
                     (change.dedupe_key, alert.alert_id, time.time()),
                 )
+            for key in change.extra_dedupe_keys:
+                c.execute(
+                    "INSERT OR IGNORE INTO dedupe (key, alert_id, at) VALUES (?, ?, ?)",
+                    (key, alert.alert_id, time.time()),
+                )
             c.execute(
                 "INSERT INTO alerts (alert_id, device_id, state, is_open, received_at, doc) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(alert_id) DO UPDATE SET "
@@ -414,6 +426,12 @@ class SqliteStore:
             if change.cancel_pending_outbox:
                 c.execute(
                     "UPDATE outbox SET state = 'cancelled' WHERE alert_id = ? AND state IN ('pending', 'retry')",
+                    (alert.alert_id,),
+                )
+            elif change.supersede_pending_updates:
+                c.execute(
+                    "UPDATE outbox SET state = 'cancelled' WHERE alert_id = ? AND msg_type = 'update' "
+                    "AND state IN ('pending', 'retry')",
                     (alert.alert_id,),
                 )
             for item in change.outbox:
@@ -449,7 +467,7 @@ class SqliteStore:
                         (device.model_dump_json(), device_id),
                     )
 
-        await self._write(body, urgent=change.urgent)
+        await self._write(body, urgent=change.urgent, first=change.first_alert)
 
     async def get_alert(self, alert_id: str) -> Alert | None:
         row = await self._read(lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone())
@@ -506,12 +524,12 @@ class SqliteStore:
             due = c.execute(
                 f"SELECT {_OUTBOX_COLS} FROM outbox o INDEXED BY outbox_ready "
                 "WHERE o.state IN ('pending', 'retry') AND o.next_attempt_at <= :now "
-                f"AND {_NO_EARLIER_OPEN} ORDER BY o.critical DESC, o.created_at LIMIT :limit",
+                f"AND {_NO_EARLIER_OPEN} ORDER BY {_LEASE_ORDER} LIMIT :limit",
                 params,
             ).fetchall()
             expired = c.execute(
                 f"SELECT {_OUTBOX_COLS} FROM outbox o WHERE o.state = 'inflight' AND o.lease_until < :now "
-                f"AND {_NO_EARLIER_OPEN} ORDER BY o.critical DESC, o.created_at LIMIT :limit",
+                f"AND {_NO_EARLIER_OPEN} ORDER BY {_LEASE_ORDER} LIMIT :limit",
                 params,
             ).fetchall()
             rows = sorted([*due, *expired], key=lambda r: (-r["critical"], r["created_at"]))[:limit]

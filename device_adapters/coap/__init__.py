@@ -3,9 +3,9 @@
 Every request is authenticated per device: either OSCORE-protected with the device's security context
 (oscore.py; the context's Recipient ID names the device, OSCORE's replay window refuses replays) or, for
 devices without OSCORE, HMAC-signed in the query (auth.py). A confirmable POST is answered 2.01 Created
-only after `Pipeline.submit()` returned, i.e. after the alert is stored; a store failure answers 5.03 so the device
-tries again. 4.00 carries a diagnostic for malformed CBOR/JSON, 4.01 refuses bad credentials or a replay,
-4.13 refuses requests over `MAX_PAYLOAD` bytes.
+only after the ingress stored the alert (the device's profile decodes it, like every transport's frames);
+a store failure answers 5.03 so the device tries again. 4.00 carries a diagnostic for malformed CBOR/JSON,
+4.01 refuses bad credentials or a replay, 4.13 refuses requests over `MAX_PAYLOAD` bytes.
 """
 
 from __future__ import annotations
@@ -24,11 +24,9 @@ from aiocoap import Code
 from aiocoap.numbers import ContentFormat
 
 from bridge.adapters import BaseAdapter
-from bridge.decoding import DecodeError
+from bridge.decoding import Frame
+from bridge.ingress import Claim, Receipt
 from bridge.model import Alert
-from bridge.pipeline import AlertNotFound, Rejected
-from bridge.profiles import DeviceProfile, apply_profile
-from bridge.store.base import StoreError
 from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
 from device_adapters.coap.oscore import BridgeOscoreSite, OscoreContexts, device_for
 
@@ -41,7 +39,6 @@ log = logging.getLogger("sosbridge.coap")
 TRANSPORT = "coap"
 MAX_PAYLOAD = 1024
 WINDOW_S = 300.0
-DEFAULT_PROFILE = "sosbridge-coap-device"
 CBOR, JSON, TEXT = ContentFormat.CBOR, ContentFormat.JSON, ContentFormat.TEXT
 
 
@@ -151,38 +148,30 @@ class AlertCollection(resource.Resource):
         device_id = await self.adapter.auth.identify(request, "alert")
         fmt = request.opt.content_format
         doc = decode_payload(request.payload, fmt)
-        device = await ctx.store.get_device(device_id)
-        if device is None:
-            raise CoapError(Code.UNAUTHORIZED, "unknown device", "unknown_device")
-        profile = self.adapter.profile_for(device.profile_id)
-        try:
-            events = apply_profile(doc, profile, {"path": "alert"})
-        except DecodeError as exc:
-            raise CoapError(Code.BAD_REQUEST, str(exc), "malformed") from None
-        if not events:
-            raise CoapError(Code.BAD_REQUEST, "no kind, cancel or location in the request", "malformed")
+        # Content-Format is the transport's business: the profile's decoder always sees JSON.
+        frame = Frame(payload=json.dumps(doc, default=str).encode(), meta={"path": "alert"})
         raw = request.payload.hex() if fmt != JSON else request.payload.decode("utf-8", "replace")
-        results = []
-        for ev in events:
-            obs = ev.to_observation(device.device_id, TRANSPORT, raw=raw)
-            if "alert_id" in doc and isinstance(doc["alert_id"], str):
-                obs.alert_id = doc["alert_id"]
-            try:
-                results.append(await ctx.pipeline.submit(obs))
-            except AlertNotFound as exc:
-                return error_response(CoapError(Code.NOT_FOUND, exc.reason))
-            except Rejected as exc:
-                return error_response(CoapError(Code.BAD_REQUEST, exc.reason))
-            except StoreError:
-                log.error("alert not stored; answering 5.03", extra={"device_id": device.device_id})
-                return aiocoap.Message(code=Code.SERVICE_UNAVAILABLE, max_age=5, payload=b"not stored, retry")
-        last = results[-1]
-        body = {"alert_id": last.alert_id, "outcome": last.outcome, "state": last.state.value if last.state else None}
-        log.info(
-            "coap alert accepted",
-            extra={"device_id": device.device_id, "alert_id": last.alert_id, "outcome": last.outcome},
-        )
-        if last.outcome in ("created", "escalated", "duplicate") and last.alert_id:
+        overrides = {"alert_id": doc["alert_id"]} if isinstance(doc.get("alert_id"), str) else None
+        receipt = await ctx.ingress.receive(frame, Claim(TRANSPORT, device_id=device_id), raw=raw,
+                                            overrides=overrides)
+        return self.answer(receipt, fmt)
+
+    @staticmethod
+    def answer(receipt: Receipt, fmt: Any) -> aiocoap.Message:
+        """The Receipt as a CoAP response."""
+        if receipt.status == "not_stored":
+            return aiocoap.Message(code=Code.SERVICE_UNAVAILABLE, max_age=5, payload=b"not stored, retry")
+        if receipt.status in ("refused", "unmatched"):
+            code = {"unknown_device": Code.UNAUTHORIZED, "not_found": Code.NOT_FOUND,
+                    "too_large": Code.REQUEST_ENTITY_TOO_LARGE}.get(receipt.code, Code.BAD_REQUEST)
+            return error_response(CoapError(code, receipt.reason))
+        last = receipt.last
+        body = {
+            "alert_id": last.alert_id if last else None,
+            "outcome": last.outcome if last else receipt.status,
+            "state": last.state.value if last and last.state else None,
+        }
+        if last is not None and last.outcome in ("created", "escalated", "duplicate") and last.alert_id:
             return response(Code.CREATED, body, fmt, location_path=("alert", last.alert_id))
         return response(Code.CHANGED, body, fmt)
 
@@ -258,13 +247,6 @@ class CoapAdapter(BaseAdapter):
     def enabled(self, settings: Settings) -> bool:
         return settings.coap_enabled
 
-    def profile_for(self, profile_id: str | None) -> DeviceProfile:
-        profile = self.profiles.get(profile_id)
-        if profile is None or profile.transport != TRANSPORT:
-            profile = self.profiles.get(DEFAULT_PROFILE)
-        assert profile is not None, "the built-in CoAP profile is missing"
-        return profile
-
     def build_site(self) -> resource.Site:
         site = resource.Site()
         self.status = AlertStatus(self)
@@ -276,7 +258,6 @@ class CoapAdapter(BaseAdapter):
     async def start(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
         self.auth = Authenticator(ctx)
-        self.profiles = ctx.profiles
         self.oscore = OscoreContexts(ctx.store, ctx.settings.data_path / "oscore")
         site = BridgeOscoreSite(self.build_site(), self.oscore, lambda reason: ctx.metrics.rejected(TRANSPORT, reason))
         host, port = ctx.settings.coap_host, ctx.settings.coap_port

@@ -90,6 +90,12 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     for extra in _action_events(doc, profile):
         if (extra.action, extra.kind) not in have:
             events.append(extra)
+    if len(events) > 1:
+        events = [e for e in events if e.action != "unmatched"]
+    if [e.action for e in events] == ["unmatched"] and not doc.get("action"):
+        # A routine state report (battery, link quality) with no press in it: a sign of life, not an
+        # unmatched event. A press no mapping covers (an action word) stays unmatched and is reported.
+        events = [Decoded(action="heartbeat")]
     last_seen_raw = doc.get("last_seen")
     last_seen = parse_last_seen(last_seen_raw)
     attributes = {k: doc[k] for k in ("battery", "voltage", "linkquality", "action") if doc.get(k) is not None}

@@ -1,7 +1,8 @@
 """HTTP wearable adapter: `POST /v1/alerts` and friends, authenticated by a device bearer token.
 
-The 202 answer is sent only after `submit()` has stored the alert; a store failure answers 503 with
-Retry-After, so the wearable keeps the alert and retries.
+The 202 answer is sent only after the ingress has stored the alert (decoded by the device's profile,
+hardware/profiles/sosbridge-http-wearable.yaml); a store failure answers 503 with Retry-After, so the
+wearable keeps the alert and retries.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.adapters import AdapterContext, BaseAdapter
 from bridge.api.auth import require_device
+from bridge.decoding import Frame
+from bridge.ingress import Claim, Receipt
 from bridge.lifecycle import DEVICE_MESSAGES
 from bridge.model import AlertKind, Device, Location, LocationSource, Observation, Severity
-from bridge.pipeline import AlertNotFound, SubmitResult
+from bridge.pipeline import AlertNotFound, Rejected, SubmitResult
+from bridge.store.base import StoreError
 
 if TYPE_CHECKING:
     from bridge.config import Settings
@@ -89,25 +93,35 @@ def accepted(result: SubmitResult, status: int = 202) -> JSONResponse:
     )
 
 
+def answer(receipt: Receipt) -> JSONResponse:
+    """The Receipt as an HTTP answer (refusals go through the app's error handlers: one error shape)."""
+    if receipt.status == "not_stored":
+        raise StoreError(receipt.reason)
+    if receipt.status in ("refused", "unmatched"):
+        raise Rejected(receipt.reason, receipt.code)
+    last = receipt.last
+    if last is None:
+        return JSONResponse(status_code=202, content={"alert_id": None, "outcome": receipt.status, "state": None,
+                                                      "message": None})
+    return accepted(last)
+
+
 def build_router(ctx: AdapterContext) -> APIRouter:
     router = APIRouter(prefix="/v1/alerts", tags=["wearables"])
 
     @router.post("", status_code=202)
     async def create_alert(body: AlertIn, device: Device = Depends(require_device)) -> JSONResponse:
-        obs = Observation(
-            device_id=device.device_id,
-            transport=TRANSPORT,
-            kind=body.kind,
-            silent=body.silent,
-            severity=body.severity,
-            location=body.location.to_location() if body.location else None,
-            occurred_at=body.occurred_at,
-            message_id=body.message_id,
-            language=body.language,
-            attributes=dict(body.attributes),
-            raw=body.model_dump_json(),
+        # The schema above answers 422 for a malformed body; the device's profile decodes the rest, so
+        # the profile's samples test the path production takes.
+        payload = body.model_dump_json(exclude_none=True, exclude={"attributes"}).encode()
+        overrides = {"attributes": dict(body.attributes)} if body.attributes else None
+        receipt = await ctx.ingress.receive(
+            Frame(payload=payload, meta={"path": "/v1/alerts"}),
+            Claim(TRANSPORT, device_id=device.device_id),
+            raw=payload.decode(),
+            overrides=overrides,
         )
-        return accepted(await ctx.pipeline.submit(obs))
+        return answer(receipt)
 
     @router.post("/{alert_id}/location", status_code=202)
     async def add_location(
@@ -121,7 +135,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
             location=body.location.to_location(),
             message_id=body.message_id,
         )
-        return accepted(await ctx.pipeline.submit(obs))
+        return answer(await ctx.ingress.submit(obs, device))
 
     @router.post("/{alert_id}/cancel", status_code=202)
     async def cancel_alert(
@@ -136,7 +150,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
             message_id=body.message_id,
             reason=f"stand-down: {body.reason.replace('_', ' ')} (cancelled at the device)",
         )
-        return accepted(await ctx.pipeline.submit(obs))
+        return answer(await ctx.ingress.submit(obs, device))
 
     @router.get("/{alert_id}")
     async def alert_status(alert_id: str, device: Device = Depends(require_device)) -> dict[str, Any]:

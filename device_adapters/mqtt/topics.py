@@ -12,20 +12,6 @@ from typing import Literal
 
 RouteKind = Literal["own", "z2m", "z2m_bridge", "chirpstack", "ttn", "owntracks", "hermes"]
 
-# Profile decoders that may handle each route; the first is the default when a device names no profile.
-ROUTE_DECODERS: dict[RouteKind, tuple[str, ...]] = {
-    "own": ("json",),
-    "z2m": ("zigbee2mqtt",),
-    "chirpstack": ("lorawan", "chirpstack"),
-    "ttn": ("lorawan", "ttn"),
-    "owntracks": ("owntracks",),
-    "hermes": ("hermes",),
-}
-DEFAULT_PROFILES: dict[RouteKind, str] = {
-    "own": "sosbridge-mqtt-button",
-    "owntracks": "owntracks-phone",
-    "hermes": "rhasspy-hermes-satellite",
-}
 # Identifier schemes this adapter binds devices with (Device.identifiers keys).
 SCHEMES = ("mqtt_topic", "z2m", "deveui", "owntracks", "hermes_site")
 
@@ -41,7 +27,7 @@ class Route:
 
     @property
     def key(self) -> str:
-        """Flood-control key: one bucket per sending identity."""
+        """Rate key for answers to senders the registry does not know (error-topic publishes only)."""
         return f"{self.kind}:{self.tenant or ''}/{self.device or self.value or ''}"
 
 
@@ -62,21 +48,21 @@ def route(topic: str, z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)) -> Route | 
     parts = topic.split("/")
     meta = {"topic": topic}
     if len(parts) == 4 and parts[0] == "sosbridge" and parts[3] == "alert":
-        return Route("own", tenant=parts[1], device=parts[2], meta=meta)
+        return Route("own", tenant=parts[1], device=parts[2], meta=meta | {"ecosystem": "sosbridge"})
     if len(parts) == 6 and parts[0] == "application" and parts[2] == "device" and parts[4] == "event":
-        meta |= {"network": "chirpstack", "event": parts[5], "application_id": parts[1]}
+        meta |= {"network": "chirpstack", "ecosystem": "chirpstack", "event": parts[5], "application_id": parts[1]}
         return Route("chirpstack", "deveui", parts[3].lower(), meta=meta)
     if len(parts) == 5 and parts[0] == "v3" and parts[2] == "devices" and parts[4] == "up":
         app, _, tenant = parts[1].partition("@")
-        meta |= {"network": "ttn", "event": "up", "application_id": app, "ttn_tenant": tenant}
+        meta |= {"network": "ttn", "ecosystem": "ttn", "event": "up", "application_id": app, "ttn_tenant": tenant}
         # The DevEUI inside the payload is the identity; the topic's device id is the fallback binding.
         return Route("ttn", "ttn", f"{app}/{parts[3]}", meta=meta)
     if parts[0] == "owntracks" and len(parts) in (3, 4) and (len(parts) == 3 or parts[3] == "event"):
-        meta |= {"subtopic": parts[3] if len(parts) == 4 else ""}
+        meta |= {"subtopic": parts[3] if len(parts) == 4 else "", "ecosystem": "owntracks"}
         return Route("owntracks", "owntracks", f"{parts[1]}/{parts[2]}", meta=meta)
     if len(parts) >= 3 and parts[0] == "hermes" and parts[1] == "intent":
         # The site id inside the payload is the identity; intent names may contain '/' and ':'.
-        return Route("hermes", "hermes_site", None, meta=meta)
+        return Route("hermes", "hermes_site", None, meta=meta | {"ecosystem": "hermes"})
     for base in z2m_bases:
         base_parts = base.split("/")
         n = len(base_parts)
@@ -91,6 +77,6 @@ def route(topic: str, z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)) -> Route | 
         sub = "/".join(rest[1:])
         if sub in ("set", "get") or sub.startswith(("set/", "get/")):
             return None  # commands to devices, published by others
-        meta |= {"subtopic": sub, "gateway": base, "friendly_name": name}
+        meta |= {"subtopic": sub, "gateway": base, "friendly_name": name, "ecosystem": "zigbee2mqtt"}
         return Route("z2m", "z2m", name, meta=meta)
     return None

@@ -8,11 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from typing import TYPE_CHECKING
 
 from bridge.adapters import BaseAdapter
-from bridge.profiles import ProfileRegistry
 from device_adapters.serial.base import PortHandler
 from device_adapters.serial.config import PortConfig, parse_ports
 from device_adapters.serial.contactid import ContactIdHandler
@@ -50,10 +48,8 @@ class SerialAdapter(BaseAdapter):
 
     async def start(self, ctx: AdapterContext) -> None:
         ports = parse_ports(ctx.settings.serial_ports)
-        extra = [d for d in (ctx.settings.profile_dirs or "").split(os.pathsep) if d]
-        profiles = ProfileRegistry.load(extra)
         for port in ports:
-            handler = HANDLERS[port.protocol](port, ctx, profiles)
+            handler = HANDLERS[port.protocol](port, ctx)
             link = SerialLink(port.path, port.baud)
             self.links[port.path], self.handlers[port.path] = link, handler
             self._tasks.append(asyncio.create_task(link.run(handler.session), name=f"serial:{port.path}"))

@@ -17,14 +17,6 @@ Protocol = Literal["gsm", "nmea", "contactid", "diy"]
 PROTOCOLS: tuple[Protocol, ...] = ("gsm", "nmea", "contactid", "diy")
 
 DEFAULT_BAUD: dict[str, int] = {"gsm": 115200, "nmea": 9600, "contactid": 9600, "diy": 9600}
-DEFAULT_PROFILE: dict[str, str] = {
-    "gsm": "coban-tk-sms-tracker",
-    "nmea": "generic-nmea-gps",
-    "contactid": "ademco-contact-id-receiver",
-    "diy": "sosbridge-diy-button",
-}
-
-
 class SerialConfigError(ValueError):
     pass
 
@@ -39,8 +31,10 @@ class PortConfig:
     options: dict[str, str] = field(default_factory=dict)
 
     @property
-    def default_profile(self) -> str:
-        return self.profile_id or DEFAULT_PROFILE[self.protocol]
+    def default_profile(self) -> str | None:
+        """The operator's choice for devices naming no profile; else the `fallback` profile whose
+        `match: {protocol: ...}` covers this port (hardware/profiles)."""
+        return self.profile_id
 
 
 def parse_ports(spec: str | None) -> list[PortConfig]:

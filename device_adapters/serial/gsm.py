@@ -14,9 +14,8 @@ import csv
 import re
 from dataclasses import dataclass
 
-from bridge.decoding import DecodeError, Frame
-from bridge.model import Device
-from device_adapters.serial.base import Outcome, PortHandler, log
+from bridge.ingress import Claim
+from device_adapters.serial.base import PortHandler, log
 from device_adapters.serial.link import Connection, LinkLost
 
 _FINAL = re.compile(r"^(OK|ERROR|\+CMS ERROR:.*|\+CME ERROR:.*)$")
@@ -193,38 +192,18 @@ class GsmHandler(PortHandler):
             await self.command(conn, f"AT+CMGD={sms.index}")
 
     # -- one text -------------------------------------------------------------------------------------
-    async def find_sender(self, sender: str) -> Device | None:
-        for variant in msisdn_variants(sender, self.port.options.get("cc")):
-            device = await self.ctx.store.find_device("msisdn", variant)
-            if device is not None:
-                return device
-        return None
-
     async def handle_sms(self, sms: Sms) -> bool:
         """True when the text may be deleted: stored, or refused for good (unknown sender, not SOS)."""
-        device = await self.find_sender(sms.sender)
-        if device is None:
-            self.refuse("unknown_device")  # the number is personal data: not logged
-            return True
-        frame = Frame(payload=sms.body.encode(), meta={"sender": sms.sender, "scts": sms.scts})
-        try:
-            events = self.decode(frame, self.profile_for(device))
-        except DecodeError as exc:
-            self.refuse("malformed", device_id=device.device_id, error=str(exc)[:100])
-            return True
-        if not events:
-            log.info("SMS is not an event", extra={"device_id": device.device_id})
-            return True
-        outcome, results, _ = await self.submit_all(device, events, sms.body)
-        log.info(
-            "SMS handled",
-            extra={
-                "device_id": device.device_id,
-                "outcome": outcome.value,
-                "alert_ids": [r.alert_id for r in results],
-            },
-        )
-        return outcome is not Outcome.failed
+        senders = tuple(("msisdn", v) for v in msisdn_variants(sms.sender, self.port.options.get("cc")))
+        claim = self.claim(*senders)
+        # The number is personal data: a refusal names the port, never the sender.
+        claim = Claim(claim.transport, claim.identifiers, claim.device_id, claim.tenant, claim.fallback_profile,
+                      label="SMS sender")
+        receipt = await self.receive(sms.body.encode(), claim, raw=sms.body, sender=sms.sender, scts=sms.scts)
+        log.info("SMS handled", extra={"device_id": receipt.device.device_id if receipt.device else None,
+                                       "status": receipt.status, "code": receipt.code,
+                                       "alert_ids": [r.alert_id for r in receipt.results]})
+        return receipt.acknowledge
 
 
 class ModemError(RuntimeError):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 
-from bridge.decoding import DecodeError, Frame
-from device_adapters.serial.base import PortHandler, is_checksum_error, log
+from device_adapters.serial.base import PortHandler, log
 from device_adapters.serial.link import Connection
 
 
@@ -32,22 +31,13 @@ class NmeaHandler(PortHandler):
             if len(fields) > 9 and len(fields[9]) == 6 and fields[9].isdigit():
                 d = fields[9]
                 self.last_date = f"20{d[4:6]}-{d[2:4]}-{d[0:2]}"
-        meta = {"utc_date": self.last_date or datetime.now(UTC).date().isoformat(), "port": self.port.path}
-        frame = Frame(payload=line.encode(), meta=meta)
-        try:
-            events = self.decode(frame, self.default_profile)  # type: ignore[arg-type]
-        except DecodeError as exc:
-            self.refuse("bad_checksum" if is_checksum_error(exc) else "malformed", error=str(exc)[:100])
-            return
-        if not events:
-            return
+        if not any(tag in line[:7] for tag in ("RMC,", "GGA,", "GLL,", "GNS,")):
+            return  # satellites in view, DOP ...: not a position
         now = time.monotonic()
         if now - self._last_sent < self.interval_s:
             return  # a GPS talks at 1 Hz; the platform needs a fix every few seconds at most
-        device = await self.port_device()
-        if device is None:
-            self.refuse("unknown_device")
-            return
-        self._last_sent = now
-        outcome, _, _ = await self.submit_all(device, events, line)
-        log.debug("gps fix submitted", extra={"device_id": device.device_id, "outcome": outcome.value})
+        utc_date = self.last_date or datetime.now(UTC).date().isoformat()
+        receipt = await self.receive(line.encode(), self.claim(), raw=line, utc_date=utc_date)
+        if receipt.stored:
+            self._last_sent = now
+        log.debug("gps sentence", extra={"status": receipt.status, "code": receipt.code})

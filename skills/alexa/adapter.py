@@ -69,7 +69,7 @@ class AlexaAdapter(BaseAdapter):
     def routers(self, ctx: AdapterContext) -> list[APIRouter]:
         cfg = self.config
         verifier = self.verifier()
-        service = VoiceService(ctx.store, ctx.pipeline, ctx.bus)
+        service = VoiceService(ctx.store, ctx.ingress.observations, ctx.bus)
         gateway = LocalGateway(service)
         amazon = AmazonApi(HttpxApiClient(cfg.api_timeout_s, cfg.api_ca_bundle or True))
         skill = build_skill(SkillDeps(cfg, gateway, amazon))

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 from bridge.events import StatusBus
 from bridge.model import AlertState, Device, Observation
-from bridge.pipeline import Pipeline, Rejected
+from bridge.pipeline import Rejected
 from bridge.store.base import Store, StoreError
+from bridge.supervision import Submitter
 
 log = logging.getLogger("sosbridge.voice")
 
@@ -64,7 +65,8 @@ def _identity(device: Device, via: str) -> Identity:
 
 
 class VoiceService:
-    def __init__(self, store: Store, pipeline: Pipeline, bus: StatusBus) -> None:
+    def __init__(self, store: Store, pipeline: Submitter, bus: StatusBus) -> None:
+        # `pipeline` is the ingress's observation entry in the bridge: voice goes through the same lanes.
         self.store = store
         self.pipeline = pipeline
         self.bus = bus

@@ -75,7 +75,7 @@ class AssistAdapter(BaseAdapter):
 
     def routers(self, ctx: AdapterContext) -> list[APIRouter]:
         cfg = self.config
-        service = VoiceService(ctx.store, ctx.pipeline, ctx.bus)
+        service = VoiceService(ctx.store, ctx.ingress.observations, ctx.bus)
         router = APIRouter(tags=["voice"])
 
         @router.post(cfg.path, summary="Home Assistant Assist / intent_script trigger (device bearer token)")

@@ -1,0 +1,84 @@
+"""Identify: which registered device sent a frame, and which profile decodes it.
+
+A transport states what it knows about the sender as a `Claim`: a device it has already authenticated
+(bearer token, OSCORE context, HMAC signature, our own per-device topic behind the broker ACL), and/or
+identifiers found in the topic, address or frame (a zigbee2mqtt friendly name, a DevEUI, a phone
+number), looked up in the registry in order. The device's profile must `match` the frame; a device that
+names no profile gets the `fallback` profile whose `match` covers the frame (or the one its port names).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bridge.model import Device
+from bridge.profiles import DeviceProfile, ProfileRegistry, matches_frame
+from bridge.store.base import Store
+
+
+@dataclass(frozen=True)
+class Claim:
+    transport: str
+    identifiers: tuple[tuple[str, str], ...] = ()  # (scheme, value) candidates, first found wins
+    device_id: str | None = None  # authenticated by the transport, or the device a port is bound to
+    tenant: str | None = None  # the device must belong to this tenant (our own topic names it)
+    fallback_profile: str | None = None  # operator's choice for devices naming no profile (a serial port's)
+    label: str = field(default="")  # how to name the sender in a refusal, when no device is found
+
+    def describe(self) -> str:
+        if self.label:
+            return self.label
+        if self.device_id:
+            return f"device {self.device_id!r}"
+        if self.identifiers:
+            scheme, value = self.identifiers[0]
+            return f"{scheme} {value!r}"
+        return "sender"
+
+
+class BindingError(Exception):
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+async def resolve_device(store: Store, claim: Claim) -> Device | None:
+    device: Device | None = None
+    for scheme, value in claim.identifiers:
+        if value:
+            device = await store.find_device(scheme, value)
+            if device is not None:
+                break
+    if device is None and claim.device_id is not None:
+        device = await store.get_device(claim.device_id)
+    if device is not None and claim.tenant is not None and device.tenant_id != claim.tenant:
+        return None  # another tenant's device is indistinguishable from an unknown one
+    return device
+
+
+def choose_profile(registry: ProfileRegistry, device: Device, claim: Claim, meta: dict[str, str]) -> DeviceProfile:
+    """Pure: the device's own profile if it speaks for this frame, else the fallback. Raises BindingError."""
+    if device.profile_id:
+        profile = registry.get(device.profile_id)
+        if profile is None:
+            raise BindingError("no_profile", f"profile {device.profile_id!r} of device {device.device_id!r} "
+                                             "is not installed")
+        if profile.transport != claim.transport and not _voice(profile.transport, claim.transport):
+            raise BindingError("wrong_transport", f"profile {profile.id!r} speaks {profile.transport}, "
+                                                  f"not {claim.transport}")
+        if not matches_frame(profile, meta):
+            raise BindingError("wrong_topic", f"profile {profile.id!r} does not speak on this "
+                                              f"{'topic' if 'topic' in meta else 'channel'}")
+        return profile
+    fallback = registry.get(claim.fallback_profile) if claim.fallback_profile else None
+    if fallback is None:
+        fallback = registry.fallback_for(claim.transport, meta)
+    if fallback is None:
+        raise BindingError("no_profile", f"device {device.device_id!r} has no profile for this "
+                                         f"{'topic' if 'topic' in meta else claim.transport + ' frame'}")
+    return fallback
+
+
+def _voice(profile_transport: str, claim_transport: str) -> bool:
+    return profile_transport == "voice" and claim_transport in ("alexa", "assist", "voice")

@@ -1,0 +1,208 @@
+"""The one ingress every transport hands its frames to.
+
+identify (Claim → registered device → profile that matches the frame) → decode with the profile's
+decoder → unmatched frames made visible → debounce and edge-not-level → admission in the device's lane
+(emergencies first, never dropped; non-emergencies coalesced) → `Pipeline.submit()` → a `Receipt`.
+
+A transport keeps three jobs: receive frames, turn the Receipt into its wire answer, and notify its
+devices of status changes. It acknowledges a frame only when `receipt.acknowledge` is true.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+from bridge.decoding import Decoded, DecodeError, Frame, get_decoder
+from bridge.ingress.binding import BindingError, Claim, choose_profile, resolve_device
+from bridge.ingress.edges import EdgeMemory, edges
+from bridge.ingress.lanes import Coalesced, Lanes
+from bridge.ingress.receipt import Receipt
+from bridge.metrics import Metrics
+from bridge.model import Device, Observation
+from bridge.pipeline import Pipeline, Rejected, SubmitResult
+from bridge.profiles import DeviceProfile, ProfileRegistry
+from bridge.store.base import Store, StoreError
+
+log = logging.getLogger("sosbridge.ingress")
+
+DEFAULT_MAX_FRAME = 16 * 1024
+
+
+class Ingress:
+    def __init__(
+        self,
+        store: Store,
+        pipeline: Pipeline,
+        profiles: ProfileRegistry,
+        metrics: Metrics,
+        *,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.profiles = profiles
+        self.metrics = metrics
+        self.max_frame_bytes = max_frame_bytes
+        self.levels = EdgeMemory()
+        self.lanes = Lanes(pipeline.submit, self._coalesced)
+        self._last_press: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self.observations = ObservationEntry(self)
+
+    # -- frames --------------------------------------------------------------------------------------
+    async def receive(
+        self,
+        frame: Frame,
+        claim: Claim,
+        *,
+        raw: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        ref_scheme: str | None = None,
+    ) -> Receipt:
+        """One frame from a transport. `overrides` sets observation fields the frame's envelope carries
+        (e.g. the target alert id of a CoAP request); `ref_scheme` names the registry identifier that an
+        identity found inside the frame (a DevEUI) must agree with."""
+        transport = claim.transport
+        if frame.retained:
+            # A retained message is old state replayed by the broker, never a new alert.
+            return Receipt("ignored", "retained", "retained messages never raise an alert")
+        if len(frame.payload) > self.max_frame_bytes:
+            return self._refuse(transport, None, "too_large",
+                                f"payload of {len(frame.payload)} bytes exceeds {self.max_frame_bytes}")
+        try:
+            device = await resolve_device(self.store, claim)
+        except StoreError as exc:
+            return self._not_stored(transport, None, exc)
+        if device is None:
+            return self._refuse(transport, None, "unknown_device", f"no device registered for {claim.describe()}")
+        try:
+            profile = choose_profile(self.profiles, device, claim, frame.meta)
+        except BindingError as exc:
+            return self._refuse(transport, device, exc.code, exc.reason)
+        try:
+            events = get_decoder(profile.decoder)(frame, profile)
+        except DecodeError as exc:
+            code = "bad_checksum" if type(exc).__name__ == "ChecksumError" else "invalid"
+            return self._refuse(transport, device, code, str(exc), profile=profile)
+        if ref_scheme is not None and (bound := device.identifiers.get(ref_scheme, "").lower()):
+            if any(e.device_ref and e.device_ref.lower() != bound for e in events):
+                return self._refuse(transport, device, "identity_mismatch",
+                                    f"the {ref_scheme} inside the frame is not the one bound to this device",
+                                    profile=profile)
+        known = [e for e in events if e.action != "unmatched"]
+        if not known:
+            if events:
+                return self._unmatched(transport, device, profile)
+            return Receipt("ignored", "not_an_event", "understood; nothing for the police", device=device,
+                           profile=profile)
+        known = self._debounce(device, profile, known)
+        if not known:
+            return Receipt("ignored", "debounced", "a repeat within the debounce window", device=device,
+                           profile=profile)
+        passed, held, levels = edges(known, device.device_id, self.levels)
+        if held:
+            self.metrics.frames_held.labels(profile.id).inc(held)
+        if not passed:
+            return Receipt("ignored", "level_held", "this state was already reported", device=device,
+                           profile=profile)
+        observations = [self._observation(e, device, transport, raw, overrides) for e in passed]
+        receipt = await self._store(observations, device, profile)
+        if receipt.stored:
+            for key, level in levels:
+                self.levels.set(device.device_id, key, level)
+            self._pressed(device, profile, passed)
+        return receipt
+
+    # -- observations that need no decoding (voice intents, supervision, gateway last wills) ------------
+    async def submit(self, obs: Observation, device: Device | None = None) -> Receipt:
+        return await self._store([obs], device, None)
+
+    # -- steps -----------------------------------------------------------------------------------------
+    async def _store(self, observations: list[Observation], device: Device | None,
+                     profile: DeviceProfile | None) -> Receipt:
+        results: list[SubmitResult] = []
+        coalesced = False
+        for obs in observations:
+            try:
+                results.append(await self.lanes.run(obs))
+            except Coalesced:
+                coalesced = True
+            except Rejected as exc:  # counted and logged by the pipeline
+                return Receipt("refused", exc.code, exc.reason, tuple(results), device, profile)
+            except StoreError as exc:
+                return self._not_stored(observations[0].transport, device, exc)
+        if coalesced and not results:
+            return Receipt("coalesced", results=(), device=device, profile=profile)
+        return Receipt("accepted", results=tuple(results), device=device, profile=profile)
+
+    @staticmethod
+    def _observation(event: Decoded, device: Device, transport: str, raw: str | None,
+                     overrides: dict[str, Any] | None) -> Observation:
+        obs = event.to_observation(device.device_id, transport, raw=raw)
+        return obs.model_copy(update=overrides) if overrides else obs
+
+    def _debounce(self, device: Device, profile: DeviceProfile, events: list[Decoded]) -> list[Decoded]:
+        """Ghost presses (a radio repeating one press): the same kind again within the profile's window.
+        Only presses already stored count, so a press that failed to store is never debounced."""
+        if profile.debounce_s <= 0:
+            return events
+        now = time.monotonic()
+        out = []
+        for event in events:
+            if event.action == "alert" and event.kind is not None and event.state_key is None:
+                last = self._last_press.get((device.device_id, event.kind.value))
+                if last is not None and now - last < profile.debounce_s:
+                    continue
+            out.append(event)
+        return out
+
+    def _pressed(self, device: Device, profile: DeviceProfile, events: list[Decoded]) -> None:
+        if profile.debounce_s <= 0:
+            return
+        now = time.monotonic()
+        for event in events:
+            if event.action == "alert" and event.kind is not None:
+                self._last_press[(device.device_id, event.kind.value)] = now
+                self._last_press.move_to_end((device.device_id, event.kind.value))
+        while len(self._last_press) > 200_000:
+            self._last_press.popitem(last=False)
+
+    def _refuse(self, transport: str, device: Device | None, code: str, reason: str,
+                profile: DeviceProfile | None = None) -> Receipt:
+        self.metrics.rejected(transport, code)
+        log.info("frame refused", extra={"device_id": device.device_id if device else None, "reason": code,
+                                         "transport": transport})
+        return Receipt("refused", code, reason, device=device, profile=profile)
+
+    def _unmatched(self, transport: str, device: Device, profile: DeviceProfile) -> Receipt:
+        self.metrics.unmatched(profile.id)
+        log.info("frame matches no mapping", extra={"device_id": device.device_id, "profile": profile.id,
+                                                    "transport": transport})
+        return Receipt("unmatched", "unmatched", f"the frame matches no mapping of profile {profile.id!r}",
+                       device=device, profile=profile)
+
+    def _not_stored(self, transport: str, device: Device | None, exc: Exception) -> Receipt:
+        log.error("frame not stored; not acknowledged",
+                  extra={"device_id": device.device_id if device else None, "transport": transport,
+                         "error": str(exc)[:200]})
+        return Receipt("not_stored", "not_stored", "not stored; retry", device=device)
+
+    def _coalesced(self, obs: Observation) -> None:
+        self.metrics.frames_coalesced.labels(obs.transport).inc()
+
+
+class ObservationEntry:
+    """Pipeline-shaped entry (`submit(obs) -> SubmitResult`, raising Rejected/StoreError) for callers
+    that already hold an Observation: voice skills, supervision, gateway last wills. Same lanes, same
+    admission as every frame."""
+
+    def __init__(self, ingress: Ingress) -> None:
+        self.ingress = ingress
+
+    async def submit(self, obs: Observation) -> SubmitResult:
+        try:
+            return await self.ingress.lanes.run(obs)
+        except Coalesced:
+            return SubmitResult(None, "recorded", None)
