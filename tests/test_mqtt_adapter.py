@@ -285,22 +285,31 @@ async def test_bad_input_is_rejected_with_a_reason(tmp_path: Path, mosquitto_url
             listener.close()
 
 
-async def test_flood_is_limited(tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SOSBRIDGE_MQTT_FLOOD_BURST", "5")
-    monkeypatch.setenv("SOSBRIDGE_MQTT_FLOOD_RATE", "0.01")
+async def test_location_flood_is_coalesced_and_never_hides_the_sos(
+    tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20 location fixes then an SOS (issue: the old flood guard PUBACKed and dropped that SOS)."""
     async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
-        device = await env.add("flood-btn", "sosbridge-mqtt-button")
+        await env.add("flood-btn", "sosbridge-mqtt-button")
+        before = env.adapter.handled
         msgs = [("sosbridge/acme/flood-btn/alert", json.dumps({"action": "location", "message_id": f"f{i}",
-                 "location": {"lat": 55.0, "lon": -3.0}}).encode(), False) for i in range(30)]
+                 "location": {"lat": 55.0 + i / 1000, "lon": -3.0}}).encode(), False) for i in range(20)]
+        msgs.append(("sosbridge/acme/flood-btn/alert", json.dumps({"kind": "sos", "message_id": "s1"}).encode(),
+                     False))
         await asyncio.to_thread(MqttPublisher(mosquitto_url).publish_many, msgs)
-        metrics = env.bridge.runtime.metrics  # type: ignore[union-attr]
+        [contact] = await env.contacts_for("flood-btn")
+        assert contact["kind"] == "sos"
         for _ in range(200):
-            limited = metrics.alerts_rejected.labels("mqtt", "rate_limited")._value.get()
-            if limited >= 25:
+            if env.adapter.handled - before == 21:
                 break
             await asyncio.sleep(0.05)
-        assert limited == 25
-        del device
+        assert env.adapter.handled - before == 21  # every frame acknowledged: stored or deliberately coalesced
+        metrics = env.bridge.runtime.metrics  # type: ignore[union-attr]
+        assert metrics.alerts_rejected.labels("mqtt", "rate_limited")._value.get() == 0
+        device = await env.store.get_device("flood-btn")
+        # Latest wins: the newest fix is the device's position, whatever was coalesced on the way.
+        assert device is not None and device.last_location is not None
+        assert device.last_location.lat == pytest.approx(55.019)
 
 
 async def test_status_topic_follows_the_alert(tmp_path: Path, mosquitto_url: str,
@@ -386,6 +395,7 @@ async def test_shared_subscription_splits_traffic(tmp_path: Path, mosquitto_url:
         class Ctx:
             settings = second_settings
             store, pipeline, metrics, bus, profiles = ctx.store, ctx.pipeline, ctx.metrics, ctx.bus, ctx.profiles
+            ingress = ctx.ingress
 
         await second.start(Ctx())  # type: ignore[arg-type]
         try:
@@ -441,6 +451,6 @@ async def test_unstored_alert_is_not_acknowledged(tmp_path: Path, mosquitto_url:
                 if alert is not None and alert.attributes.get("escalation_kinds"):
                     break
                 await asyncio.sleep(0.05)
-            assert alert is not None and alert.attributes["escalation_kinds"] == ["medical"]
+            assert alert is not None and alert.attributes["escalation_kinds"] == {"medical": 1}
             history = [h.event for h in await env.store.history(alert.alert_id)]
             assert history.count("received") == 1  # "before" was acknowledged once and not redelivered

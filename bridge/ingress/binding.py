@@ -23,6 +23,9 @@ class Claim:
     device_id: str | None = None  # authenticated by the transport, or the device a port is bound to
     tenant: str | None = None  # the device must belong to this tenant (our own topic names it)
     fallback_profile: str | None = None  # operator's choice for devices naming no profile (a serial port's)
+    # The operator bound this channel to devices (a GPS on a serial port belonging to a button): a device
+    # whose own profile does not speak here is decoded with the channel's fallback profile instead.
+    companion: bool = False
     label: str = field(default="")  # how to name the sender in a refusal, when no device is found
 
     def describe(self) -> str:
@@ -68,16 +71,21 @@ def choose_profile(registry: ProfileRegistry, device: Device, claim: Claim, meta
             raise BindingError("wrong_transport", f"profile {profile.id!r} speaks {profile.transport}, "
                                                   f"not {claim.transport}")
         if not matches_frame(profile, meta):
+            if claim.companion and (companion := _fallback(registry, claim, meta)) is not None:
+                return companion
             raise BindingError("wrong_topic", f"profile {profile.id!r} does not speak on this "
                                               f"{'topic' if 'topic' in meta else 'channel'}")
         return profile
-    fallback = registry.get(claim.fallback_profile) if claim.fallback_profile else None
-    if fallback is None:
-        fallback = registry.fallback_for(claim.transport, meta)
+    fallback = _fallback(registry, claim, meta)
     if fallback is None:
         raise BindingError("no_profile", f"device {device.device_id!r} has no profile for this "
                                          f"{'topic' if 'topic' in meta else claim.transport + ' frame'}")
     return fallback
+
+
+def _fallback(registry: ProfileRegistry, claim: Claim, meta: dict[str, str]) -> DeviceProfile | None:
+    named = registry.get(claim.fallback_profile) if claim.fallback_profile else None
+    return named or registry.fallback_for(claim.transport, meta)
 
 
 def _voice(profile_transport: str, claim_transport: str) -> bool:

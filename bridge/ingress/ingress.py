@@ -76,7 +76,7 @@ class Ingress:
         except StoreError as exc:
             return self._not_stored(transport, None, exc)
         if device is None:
-            return self._refuse(transport, None, "unknown_device", f"no device registered for {claim.describe()}")
+            return self._refuse(transport, None, "unknown_device", f"{claim.describe()} is not registered")
         try:
             profile = choose_profile(self.profiles, device, claim, frame.meta)
         except BindingError as exc:

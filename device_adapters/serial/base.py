@@ -47,6 +47,7 @@ class PortHandler:
             device_id=self.port.device_id,
             identifiers=(*identifiers, ("serial_port", self.port.path)),
             fallback_profile=self.port.default_profile,
+            companion=True,
             label=f"{identifiers[0][0]} {identifiers[0][1]!r}" if identifiers else f"port {self.port.path}",
         )
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import dataclasses
 import re
 from dataclasses import dataclass
 
-from bridge.ingress import Claim
 from device_adapters.serial.base import PortHandler, log
 from device_adapters.serial.link import Connection, LinkLost
 
@@ -197,8 +197,7 @@ class GsmHandler(PortHandler):
         senders = tuple(("msisdn", v) for v in msisdn_variants(sms.sender, self.port.options.get("cc")))
         claim = self.claim(*senders)
         # The number is personal data: a refusal names the port, never the sender.
-        claim = Claim(claim.transport, claim.identifiers, claim.device_id, claim.tenant, claim.fallback_profile,
-                      label="SMS sender")
+        claim = dataclasses.replace(claim, label="SMS sender")
         receipt = await self.receive(sms.body.encode(), claim, raw=sms.body, sender=sms.sender, scts=sms.scts)
         log.info("SMS handled", extra={"device_id": receipt.device.device_id if receipt.device else None,
                                        "status": receipt.status, "code": receipt.code,
