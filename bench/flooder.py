@@ -3,9 +3,9 @@
 It alternates an SOS press with a new message id and a location update (the button's documented
 `"action": "location"` frame), QoS 1, on its own connection, in its own process (so its publishing loop
 does not share a GIL with the harness that stamps device B's send times). Bounded by DURATION_S and
-MAX_FRAMES; at most WINDOW frames are ever waiting for the broker's PUBACK. Prints
-{"sent", "acked", "elapsed_s", "rate_per_s"} when done or stopped.
-Usage: python -m bench.flooder BROKER_PORT TENANT DEVICE_ID DURATION_S MAX_FRAMES [WINDOW]
+MAX_FRAMES; at most WINDOW frames are ever waiting for the broker's PUBACK; RATE > 0 paces it at RATE
+frames/s instead. Prints {"sent", "acked", "elapsed_s", "rate_per_s"} when done or stopped.
+Usage: python -m bench.flooder BROKER_PORT TENANT DEVICE_ID DURATION_S MAX_FRAMES [WINDOW [RATE]]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     port, tenant, device_id = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     duration_s, max_frames = float(sys.argv[4]), int(sys.argv[5])
     window = int(sys.argv[6]) if len(sys.argv) > 6 else 1000
+    rate = float(sys.argv[7]) if len(sys.argv) > 7 else 0.0
     topic = f"sosbridge/{tenant}/{device_id}/alert"
     stop = threading.Event()
     acked = 0
@@ -58,6 +59,9 @@ def main() -> None:
             break
         if sent - acked >= window:
             time.sleep(0.001)
+            continue
+        if rate > 0 and t0 + sent / rate > now:
+            time.sleep(min(0.01, t0 + sent / rate - now))
             continue
         client.publish(topic, frames(device_id, sent), qos=1)
         sent += 1
