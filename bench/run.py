@@ -71,6 +71,7 @@ from bench.seed import TENANT, seed_sync
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_STEPS = ["validate", "ceiling", "raw", "bridge", "relay", "nodered", "storm", "fairness", "rest"]
 ALL_STEPS = [*DEFAULT_STEPS[:4], "redis", *DEFAULT_STEPS[4:], "http"]
+ALIASES = {"sqlite": "bridge", "flood": "bridge"}  # the step names of the earlier bench
 
 
 @dataclass(frozen=True)
@@ -737,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a tiny run that only checks the bench works")
     ap.add_argument("--no-nodered", action="store_true")
-    ap.add_argument("--only", nargs="*", default=None, choices=ALL_STEPS, metavar="STEP",
+    ap.add_argument("--only", nargs="*", default=None, choices=[*ALL_STEPS, *ALIASES], metavar="STEP",
                     help=f"any of {' '.join(ALL_STEPS)} (default: {' '.join(DEFAULT_STEPS)})")
     ap.add_argument("--n", type=int, default=None, help="flood size (default 20,000; smoke 300)")
     ap.add_argument("--fair-a-rate", type=float, default=None,
@@ -752,7 +753,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, n=args.n)
     if args.fair_a_rate:
         sizes = dataclasses.replace(sizes, fair_a_rate=args.fair_a_rate)
-    want = set(args.only or DEFAULT_STEPS)
+    want = {ALIASES.get(step, step) for step in (args.only or DEFAULT_STEPS)}
     if args.no_nodered or (args.smoke and args.only is None):
         want.discard("nodered")
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-bench-"))
