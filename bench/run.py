@@ -669,8 +669,8 @@ def report(out: dict[str, Any]) -> str:
             frows.append([label, f"{r['delivered']}/{r['expected']}", lt.get("p50_ms"), lt.get("p99_ms"),
                           lt.get("max_ms")])
         parts.append(f"### Fairness: B sends an SOS every {s['fair_b_every_s'] * 1000:.0f} ms for {s['fair_s']:.0f} s; "
-                     f"A floods SOS presses and locations ({e.get('a_frames')} frames, {e.get('a_rate_per_s')}/s, "
-                     f"{e.get('a_contacts')} contacts for A)\n\n"
+                     f"A floods SOS presses and locations ({e.get('a_frames') or 0:,} frames, "
+                     f"{e.get('a_rate_per_s') or 0:,.0f}/s, {e.get('a_contacts')} contacts for A)\n\n"
                      + table(["B", "delivered", "p50 ms", "p99 ms", "max ms"], frows)
                      + f"\n\nB's p99 with A flooding / alone: {e.get('p99_ratio')}x")
     res_rows = []
