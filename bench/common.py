@@ -70,9 +70,11 @@ def running(procs: list[Proc]) -> Iterator[list[Proc]]:
                 p.stop()
 
 
-def start_mosquitto(workdir: Path) -> tuple[Proc, int]:
+def start_mosquitto(workdir: Path, inflight: int = 20) -> tuple[Proc, int]:
     """Our own broker. QoS 1 messages queued for a slow subscriber are not capped (the default 1000 would
-    drop the excess and make a storm look lossy for the broker's sake, not the bridge's)."""
+    drop the excess and make a storm look lossy for the broker's sake, not the bridge's). `inflight` is
+    max_inflight_messages, QoS 1 messages sent to one subscriber and not yet acknowledged (Mosquitto's
+    default, 20, unless told)."""
     binary = which("mosquitto")
     if binary is None:
         raise RuntimeError("mosquitto is not installed (scripts/setup --services installs it)")
@@ -80,7 +82,7 @@ def start_mosquitto(workdir: Path) -> tuple[Proc, int]:
     conf = workdir / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_inflight_messages 20\n"
+        f"max_queued_messages 0\nmax_inflight_messages {inflight}\n"
     )
     proc = spawn("mosquitto", [binary, "-c", str(conf)], workdir)
     wait_port(port)

@@ -18,26 +18,21 @@ from bench.common import PY, Proc, free_port, latency_summary, spawn, wait_http
 SECRET = "bench-secret-" + uuid.uuid4().hex[:8]
 
 
-class ReceiverClient:
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.proc = spawn("receiver", [PY, "-m", "bench.receiver_proc", str(self.port), SECRET], workdir)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.url = f"{self.base}/contacts"
-        wait_http(f"{self.base}/healthz", proc=self.proc.proc)
-        self.http = httpx.Client(base_url=self.base, timeout=60.0)
+class _Client:
+    """What `measure` needs from a receiver process: count, rows (device id first, receipt time second,
+    message type last), reset and a bounded wait."""
+
+    proc: Proc
+    http: httpx.Client
 
     def count(self) -> int:
-        return int(self.http.get("/bench/stats").json()["n"])
+        raise NotImplementedError
 
-    def rows(self) -> list[list[Any]]:
-        return list(self.http.get("/bench/records").json())
-
-    def full_records(self) -> list[dict[str, Any]]:
-        return list(self.http.get("/contacts").json())
+    def rows(self, since: int = 0) -> list[list[Any]]:
+        raise NotImplementedError
 
     def reset(self) -> None:
-        self.http.post("/bench/reset")
+        raise NotImplementedError
 
     def wait_count(self, n: int, timeout_s: float, stall_s: float = 20.0) -> int:
         """Until n records arrived, the deadline passed, or nothing new came for stall_s."""
@@ -57,6 +52,60 @@ class ReceiverClient:
     def close(self) -> None:
         self.http.close()
         self.proc.stop()
+
+
+class ReceiverClient(_Client):
+    """The reference (validating) receiver: for the validation run only, it caps every contender."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.proc = spawn("receiver", [PY, "-m", "bench.receiver_proc", str(self.port), SECRET], workdir)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = f"{self.base}/contacts"
+        wait_http(f"{self.base}/healthz", proc=self.proc.proc)
+        self.http = httpx.Client(base_url=self.base, timeout=60.0)
+
+    def count(self) -> int:
+        return int(self.http.get("/bench/stats").json()["n"])
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.http.get("/bench/stats").json())
+
+    def rows(self, since: int = 0) -> list[list[Any]]:
+        return list(self.http.get("/bench/records", params={"since": since}).json())
+
+    def full_records(self) -> list[dict[str, Any]]:
+        return list(self.http.get("/contacts").json())
+
+    def reset(self) -> None:
+        self.http.post("/bench/reset")
+
+
+class RecorderClient(_Client):
+    """The recording receiver (bench/recorder.py): every throughput and latency comparison uses it."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.proc = spawn("recorder", [PY, "-m", "bench.recorder", str(self.port)], workdir)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.url = f"{self.base}/contacts"
+        wait_http(f"{self.base}/healthz", proc=self.proc.proc)
+        self.http = httpx.Client(base_url=self.base, timeout=60.0)
+
+    def count(self) -> int:
+        return int(self.http.get("/stats").json()["count"])
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self.http.get("/stats").json())
+
+    def rows(self, since: int = 0) -> list[list[Any]]:
+        return list(self.http.get("/records", params={"since": since}).json())
+
+    def sample(self) -> dict[str, Any] | None:
+        return self.http.get("/sample").json()
+
+    def reset(self) -> None:
+        self.http.delete("/records")
 
 
 @dataclass
@@ -120,31 +169,66 @@ class RunResult:
         return d
 
 
+def wait_keys(rx: _Client, keys: list[str], timeout_s: float, stall_s: float = 20.0,
+              msg_type: str | None = "alert") -> int:
+    """Until every key has a record of msg_type, the deadline passed, or no new key arrived for stall_s
+    (reads only the rows it has not seen yet); returns how many keys arrived."""
+    wanted = set(keys)
+    seen: set[str] = set()
+    offset = 0
+    deadline = time.monotonic() + timeout_s
+    last_change = time.monotonic()
+    while time.monotonic() < deadline:
+        rows = rx.rows(since=offset)
+        offset += len(rows)
+        before = len(seen)
+        for row in rows:
+            if row[0] in wanted and (msg_type is None or row[-1] in (msg_type, None)):
+                seen.add(row[0])
+        if len(seen) >= len(wanted):
+            break
+        if len(seen) != before:
+            last_change = time.monotonic()
+        elif time.monotonic() - last_change > stall_s:
+            break
+        time.sleep(0.05)
+    return len(seen)
+
+
 def measure(
-    label: str, rx: ReceiverClient, keys: list[str], send: Callable[[], dict[str, float]], timeout_s: float,
-    offered_rate: float | None = None, msg_type: str | None = "alert",
+    label: str, rx: _Client, keys: list[str], send: Callable[[], dict[str, float]], timeout_s: float,
+    offered_rate: float | None = None, msg_type: str | None = "alert", lat_keys: list[str] | None = None,
+    settle_s: float = 0.0, reset: bool = True,
 ) -> RunResult:
-    """Run `send`, wait for one record per key at the receiver, and compute rate and latency."""
-    rx.reset()
+    """Run `send`, wait for one record per key at the receiver, and compute rate and latency (over
+    `lat_keys` when given: the keys after a warm-up). `settle_s` waits that much more after the last key
+    (so late duplicates are counted)."""
+    if reset:
+        rx.reset()
     result = RunResult(label, len(keys), offered_rate=offered_rate)
     t_start = time.time()
     sent = send()
-    rx.wait_count(len(keys), timeout_s, stall_s=min(20.0, timeout_s / 4))
+    wait_keys(rx, keys, timeout_s, stall_s=min(20.0, max(5.0, timeout_s / 4)), msg_type=msg_type)
+    if settle_s:
+        time.sleep(settle_s)
     rows = rx.rows()
     wanted = set(keys)
     first_recv: dict[str, float] = {}
-    for device, received_at, _key, _dup, _valid, kind in rows:
+    for row in rows:
+        device, received_at, kind = row[0], row[1], row[-1]
         if device not in wanted or (msg_type is not None and kind not in (msg_type, None)):
             continue
         result.per_key[device] = result.per_key.get(device, 0) + 1
         first_recv.setdefault(device, received_at)
     result.delivered = len(first_recv)
+    result.extra["records"] = len(rows)
     if first_recv:
         t_first_send = min(sent.values()) if sent else t_start
         t_last = max(first_recv.values())
         result.elapsed_s = round(t_last - t_first_send, 3)
         result.rate_per_s = round(result.delivered / result.elapsed_s, 1) if result.elapsed_s > 0 else 0.0
-        lat = [first_recv[k] - sent[k] for k in first_recv if k in sent]
+        chosen = lat_keys if lat_keys is not None else list(first_recv)
+        lat = [first_recv[k] - sent[k] for k in chosen if k in first_recv and k in sent]
         result.latency = latency_summary(lat)
     if result.delivered < result.expected:
         result.notes.append(f"{result.expected - result.delivered} of {result.expected} not delivered")

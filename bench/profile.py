@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from bench.common import start_mosquitto
-from bench.harness import ReceiverClient, bridge_env, measure, start_bridge, stop_quietly
+from bench.harness import RecorderClient, bridge_env, measure, start_bridge, stop_quietly
 from bench.load import Publisher, button_alert
 from bench.run import RESULTS, ids
 from bench.seed import seed_sync
@@ -52,7 +52,7 @@ def main() -> int:
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-profile-"))
     broker, port = start_mosquitto(workdir)
-    rx = ReceiverClient(workdir)
+    rx = RecorderClient(workdir)
     bridge = None
     try:
         env = bridge_env(workdir, "profile", rx.url, port)

@@ -1,13 +1,30 @@
-"""`python -m bench.run [--smoke] [--no-nodered] [--no-redis] [--only ...]`: the whole benchmark.
+"""`python -m bench.run [--smoke] [--no-nodered] [--only STEP ...] [--n N]`: the whole benchmark.
 
-Prints Markdown tables and writes bench/results/<timestamp>.json (and latest.json). Every load loop is
-bounded in count and time; everything listens on 127.0.0.1 only; every process is stopped by its pid.
+One broker and one recording receiver (bench/recorder.py) serve every contender in the run, so the ratios
+in the summary come from one run. Steps (docs/testing/benchmarks.md says what each one means):
+
+  validate  the bridge against the reference (validating) receiver: every contact must be valid
+  ceiling   the recording receiver's own rate, POSTed at directly
+  raw       mosquitto_pub → mosquitto_sub (the broker alone) and a subscribe-only paho client (latency)
+  bridge    N alerts from N distinct registered devices, then 500/s paced (SQLite, durable)
+  redis     the same with the Redis store (not by default: --only ... redis)
+  relay     the thin paho relay: the same N alerts and the paced run
+  nodered   Node-RED 4.1 (npm install at bench time): the same
+  storm     10,000 devices + 100,000 duplicate presses, a new device's SOS in the middle
+  fairness  device A floods presses and locations, device B's SOS latency with and without A
+  rest      RSS/CPU at rest and cold start
+  http      the bridge's HTTP ingress (not by default)
+
+Prints one Markdown table per workload and a summary of the issue's targets; writes
+bench/results/<timestamp>.json (and latest.json). Every load loop is bounded in count and time; everything
+listens on 127.0.0.1 only; every process is stopped by its pid.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import random
@@ -16,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +45,7 @@ from bench.common import (
     Proc,
     Sampler,
     cpu_s,
+    latency_summary,
     machine,
     rss_mb,
     spawn,
@@ -35,34 +54,80 @@ from bench.common import (
     table,
     which,
 )
-from bench.harness import SECRET, Bridge, ReceiverClient, RunResult, bridge_env, measure, start_bridge, stop_quietly
+from bench.harness import (
+    SECRET,
+    Bridge,
+    ReceiverClient,
+    RecorderClient,
+    RunResult,
+    bridge_env,
+    measure,
+    start_bridge,
+    stop_quietly,
+)
 from bench.load import Msg, Publisher, button_alert, http_send, ready_contact
-from bench.seed import seed_sync
+from bench.seed import TENANT, seed_sync
 
 RESULTS = ROOT / "bench" / "results"
+DEFAULT_STEPS = ["validate", "ceiling", "raw", "bridge", "relay", "nodered", "storm", "fairness", "rest"]
+ALL_STEPS = [*DEFAULT_STEPS[:4], "redis", *DEFAULT_STEPS[4:], "http"]
+ALIASES = {"sqlite": "bridge", "flood": "bridge"}  # the step names of the earlier bench
 
 
 @dataclass(frozen=True)
 class Sizes:
-    warm: int = 50
-    mqtt_n: int = 3000
-    lat_n: int = 2000  # at most; a latency run lasts about lat_s seconds
-    lat_s: float = 6.0
-    http_n: int = 2000
-    rest_devices: int = 10_000
-    flood_n: int = 20_000
+    n: int = 20_000  # the flood: one alert from each of n distinct registered devices, every contender
+    warm: int = 20  # unmeasured alerts before a contender's flood (connections, caches)
+    validate_n: int = 1000
+    ceiling_n: int = 50_000
+    ceiling_conns: int = 8
+    paced_rate: float = 500.0
+    paced_s: float = 10.0
+    paced_warm: int = 1000
     storm_devices: int = 10_000
     storm_dups: int = 100_000
     storm_window_s: float = 10.0
+    fair_s: float = 20.0  # each phase: B alone, then A flooding while B sends
+    fair_b_every_s: float = 0.2
+    fair_a_max: int = 400_000
+    fair_a_rate: float = 0.0  # 0: A publishes as fast as it can (the issue's run); else frames/s
+    rest_devices: int = 10_000
+    rest_tries: int = 3
+    rest_s: float = 5.0
+    after_s: float = 5.0  # "RSS after the flood" is read this long after the last delivery
+    http_n: int = 2000
     timeout_s: float = 300.0
 
 
-SMOKE = Sizes(warm=10, mqtt_n=200, lat_n=100, lat_s=1.0, http_n=100, rest_devices=300, flood_n=300,
-              storm_devices=100, storm_dups=600, storm_window_s=1.0, timeout_s=20.0)
+SMOKE = Sizes(n=300, warm=5, validate_n=50, ceiling_n=2000, ceiling_conns=4, paced_rate=100.0, paced_s=1.0,
+              paced_warm=50, storm_devices=100, storm_dups=600, storm_window_s=1.0, fair_s=2.0, fair_a_max=1000,
+              rest_devices=300, rest_tries=1, rest_s=1.0, after_s=1.0, http_n=100, timeout_s=20.0)
+
+# The issue's targets (issue 13, "Benchmarks"), checked in the summary.
+TARGET_VS_RELAY = 0.5
+TARGET_VS_NODERED = 1.5
+TARGET_P99_MS = 5.0
+TARGET_PROBE_S = 1.0
+TARGET_FAIRNESS = 2.0
+TARGET_RSS_MB = 150.0
 
 
 def ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(n)]
+
+
+def synthetic_contact() -> dict[str, Any]:
+    """A contact-shaped body for the relays when no bridge contact was captured (--only without bridge)."""
+    return {
+        "schema": "sosbridge.contact/1", "contact_id": "x:1", "alert_id": "x", "seq": 1, "msg_type": "alert",
+        "status": "exercise", "kind": "sos", "severity": "extreme", "silent": False, "state": "open",
+        "escalation_count": 0, "reason": None, "tenant_id": TENANT, "occurred_at": "2026-01-01T00:00:00Z",
+        "received_at": "2026-01-01T00:00:00Z", "created_at": "2026-01-01T00:00:00Z",
+        "device": {"id": "x", "profile": "sosbridge-mqtt-button", "transport": "mqtt", "label": "bench button"},
+        "person": {"name": "Bench x", "language": "en-GB"}, "language": "en-GB", "communication_needs": [],
+        "location": {"lat": 51.5007, "lon": -0.1246, "accuracy_m": 8.0}, "verified": True, "references": [],
+        "attributes": {"battery": 87}, "links": {"ack": None, "resolve": None},
+    }
 
 
 class Bench:
@@ -70,16 +135,17 @@ class Bench:
         self.s = sizes
         self.w = workdir
         self.args = args
-        self.out: dict[str, Any] = {"machine": machine(), "sizes": sizes.__dict__, "runs": {}, "notes": []}
+        self.out: dict[str, Any] = {"machine": machine(), "sizes": dataclasses.asdict(sizes), "runs": {},
+                                    "notes": []}
         self.broker: Proc | None = None
         self.broker_port = 0
-        self.rx: ReceiverClient | None = None
+        self.rx: RecorderClient | None = None
         self.template: dict[str, Any] | None = None
 
     # -- infrastructure ----------------------------------------------------------------------------------
     def __enter__(self) -> Bench:
-        self.broker, self.broker_port = start_mosquitto(self.w)
-        self.rx = ReceiverClient(self.w)
+        self.broker, self.broker_port = start_mosquitto(self.w, inflight=self.args.broker_inflight)
+        self.rx = RecorderClient(self.w)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -87,17 +153,23 @@ class Bench:
             self.rx.close()
         stop_quietly(self.broker)
 
+    @property
+    def recorder(self) -> RecorderClient:
+        assert self.rx is not None
+        return self.rx
+
     def note(self, text: str) -> None:
         print(f"note: {text}", flush=True)
         self.out["notes"].append(text)
 
-    def record(self, key: str, result: RunResult | dict[str, Any]) -> None:
+    def record(self, key: str, result: RunResult | dict[str, Any]) -> dict[str, Any]:
         data = result.as_dict() if isinstance(result, RunResult) else result
         self.out["runs"][key] = data
-        print(f"  {key}: {json.dumps({k: v for k, v in data.items() if k != 'extra'}, default=str)[:400]}",
+        print(f"  {key}: {json.dumps({k: v for k, v in data.items() if k != 'extra'}, default=str)[:300]}",
               flush=True)
+        return data
 
-    def publish(self, msgs: list[Msg], rate: float | None = None, inflight: int = 100) -> dict[str, float]:
+    def publish(self, msgs: list[Msg], rate: float | None = None, inflight: int = 1000) -> dict[str, float]:
         pub = Publisher(self.broker_port, inflight=inflight)
         try:
             sent = pub.send(msgs, rate=rate, deadline_s=self.s.timeout_s)
@@ -106,145 +178,235 @@ class Bench:
         finally:
             pub.close()
 
-    # -- raw broker ----------------------------------------------------------------------------------------
-    def raw_broker(self) -> None:
-        pub_bin, sub_bin = which("mosquitto_pub"), which("mosquitto_sub")
-        if not pub_bin or not sub_bin:
-            self.note("mosquitto-clients missing: raw broker rate skipped")
-            return
-        n = self.s.mqtt_n * 3
-        lines = self.w / "raw.txt"
-        lines.write_text("".join(f'{{"kind":"sos","message_id":"raw-{i}"}}\n' for i in range(n)))
-        port = str(self.broker_port)
-        sub = subprocess.Popen([sub_bin, "-h", "127.0.0.1", "-p", port, "-t", "bench/raw", "-q", "1", "-C", str(n)],
-                               stdout=subprocess.DEVNULL)
-        time.sleep(0.5)  # let the subscription land before the first publish
+    def contact_template(self) -> dict[str, Any]:
+        if self.template is None:
+            self.note("no bridge contact captured yet: the relays carry a synthetic contact-shaped body")
+            self.template = synthetic_contact()
+        return self.template
+
+    def fresh_bridge(self, name: str, mqtt_ids: list[str], receiver_url: str | None = None,
+                     redis_url: str | None = None, http_ids: list[str] | None = None) -> Bridge:
+        """A bridge on its own new database, seeded with exactly these devices."""
+        env = bridge_env(self.w, name, receiver_url or self.recorder.url, self.broker_port, redis_url)
+        from bridge.config import Settings
+
         t0 = time.monotonic()
-        with open(lines, "rb") as fh:
-            subprocess.run([pub_bin, "-h", "127.0.0.1", "-p", port, "-t", "bench/raw", "-q", "1", "-l"],
-                           stdin=fh, check=True, timeout=self.s.timeout_s)
+        seed_sync(Settings(db=env["SOSBRIDGE_DB"], redis_url=redis_url), mqtt_ids, http_ids or [])
+        seeded_s = time.monotonic() - t0
+        bridge = start_bridge(self.w, name, env)
+        print(f"  [{name}] seeded {len(mqtt_ids) + len(http_ids or [])} devices in {seeded_s:.1f} s, "
+              f"ready in {bridge.ready_s:.1f} s", flush=True)
+        self.out.setdefault("seeding_s", {})[name] = round(seeded_s, 2)
+        return bridge
+
+    # -- validation: the bridge against the reference receiver -----------------------------------------
+    def validate(self) -> None:
+        n = self.s.validate_n
+        rx = ReceiverClient(self.w)
+        bridge: Bridge | None = None
         try:
-            sub.wait(self.s.timeout_s)
-            elapsed = time.monotonic() - t0
-            self.record("raw_broker", {"label": "mosquitto_pub → mosquitto_sub (QoS 1)", "expected": n,
-                                       "delivered": n, "rate_per_s": round(n / elapsed, 1),
-                                       "elapsed_s": round(elapsed, 3)})
-        except subprocess.TimeoutExpired:
-            sub.kill()
-            self.note("mosquitto_sub did not receive every raw message in time")
+            keys = ids("v", n)
+            bridge = self.fresh_bridge("validate", keys, receiver_url=rx.url)
+            msgs = [button_alert(k) for k in keys]
+            res = measure(f"bridge → validating receiver, {n} alerts", rx, keys, lambda: self.publish(msgs),
+                          self.s.timeout_s)
+            rows = rx.rows()
+            valid = sum(1 for r in rows if r[4])
+            stats = rx.stats()
+            res.extra.update(records=len(rows), valid=valid, invalid=len(rows) - valid,
+                             rejected=stats.get("rejected", 0))
+            self.record("validate", res)
+            full = [r for r in rx.full_records() if r.get("contact")]
+            if full:
+                self.template = full[0]["contact"]
+            if res.delivered < n or valid < len(rows) or stats.get("rejected"):
+                self.note(f"validation: {res.delivered}/{n} delivered, {len(rows) - valid} invalid, "
+                          f"{stats.get('rejected', 0)} refused by the receiver")
+        finally:
+            stop_quietly(bridge.proc if bridge else None)
+            rx.close()
 
-    # -- contenders over MQTT ------------------------------------------------------------------------------
-    def _mqtt_pair(self, key: str, label: str, make: Any, prefix: str, sampler_pid: int | None = None) -> float:
-        """Throughput (as fast as possible), then latency at half the measured rate. Returns the rate."""
-        assert self.rx is not None
+    # -- the recorder's own ceiling ------------------------------------------------------------------------
+    def ceiling(self) -> None:
+        body = self.w / "ceiling-body.json"
+        tpl = self.contact_template()
+        body.write_bytes(ready_contact(tpl, "ceiling", "-").payload)
+        rx = self.recorder
+        rx.reset()
+        cpu0 = cpu_s(rx.proc.pid)
+        out = subprocess.run(
+            [PY, "-m", "bench.recorder", "--blast", rx.url, str(self.s.ceiling_n), str(self.s.ceiling_conns),
+             str(body)], capture_output=True, text=True, timeout=self.s.timeout_s + 30, check=True, cwd=ROOT)
+        busy_s = cpu_s(rx.proc.pid) - cpu0
+        client = json.loads(out.stdout.strip().splitlines()[-1])
+        stats = rx.stats()
+        span = (stats["last_at"] or 0) - (stats["first_at"] or 0)
+        # the share of one core the receiver used while POSTs arrived; rate / share estimates what it could
+        # take if the client (one Python process) were not the limit
+        busy = min(1.0, busy_s / span) if span > 0 else None
+        rate = stats["rate_per_s"]
+        self.record("ceiling", {
+            "label": "POST straight at the recording receiver", "expected": self.s.ceiling_n,
+            "delivered": stats["count"], "rate_per_s": rate, "conns": self.s.ceiling_conns,
+            "errors": client["errors"], "receiver_busy_pct": round(100 * busy, 1) if busy else None,
+            "ceiling_estimate_per_s": round(rate / busy) if rate and busy else None,
+            "body_bytes": body.stat().st_size,
+        })
+        rx.reset()
+
+    # -- the raw broker --------------------------------------------------------------------------------------
+    def raw(self) -> None:
+        pub_bin, sub_bin = which("mosquitto_pub"), which("mosquitto_sub")
+        tpl = self.contact_template()
+        if not pub_bin or not sub_bin:
+            self.note("mosquitto-clients missing: raw broker throughput skipped")
+        else:
+            n = self.s.n
+            lines = self.w / "raw.txt"
+            with open(lines, "w") as fh:
+                for k in ids("x", n):
+                    fh.write(ready_contact(tpl, k, "-").payload.decode() + "\n")
+            port = str(self.broker_port)
+            sub = subprocess.Popen([sub_bin, "-h", "127.0.0.1", "-p", port, "-t", "bench/raw/all", "-q", "1",
+                                    "-C", str(n)], stdout=subprocess.DEVNULL)
+            try:
+                time.sleep(0.5)  # let the subscription land before the first publish
+                t0 = time.monotonic()
+                with open(lines, "rb") as fh:
+                    subprocess.run([pub_bin, "-h", "127.0.0.1", "-p", port, "-t", "bench/raw/all", "-q", "1", "-l"],
+                                   stdin=fh, check=True, timeout=self.s.timeout_s)
+                sub.wait(self.s.timeout_s)
+                elapsed = time.monotonic() - t0
+                self.record("raw_flood", {"label": "mosquitto_pub → mosquitto_sub (QoS 1)", "expected": n,
+                                          "delivered": n, "rate_per_s": round(n / elapsed, 1),
+                                          "elapsed_s": round(elapsed, 3)})
+            except subprocess.TimeoutExpired:
+                self.note("mosquitto_sub did not receive every raw message in time")
+            finally:
+                if sub.poll() is None:
+                    sub.kill()
+                    sub.wait(5)
+        # latency: a subscribe-only paho client stamps receipt times (no POST after it)
+        warm, keys = self._paced_keys("xp")
+        total = warm + keys
+        out = self.w / "rawsub.json"
+        proc = spawn("rawsub", [PY, "-m", "bench.rawsub", str(self.broker_port), "bench/rawsub/+", str(len(total)),
+                                str(out)], self.w)
+        try:
+            time.sleep(0.5)
+            msgs = [ready_contact(tpl, k, f"bench/rawsub/{k}") for k in total]
+            sent = self.publish(msgs, rate=self.s.paced_rate)
+            deadline = time.monotonic() + self.s.timeout_s
+            while not out.exists() and time.monotonic() < deadline and proc.proc.poll() is None:
+                time.sleep(0.05)
+        finally:
+            proc.stop()
+        got: dict[str, float] = {}
+        if out.exists():
+            for key, at in json.loads(out.read_text()):
+                got.setdefault(key, at)
+        lat = [got[k] - sent[k] for k in keys if k in got and k in sent]
+        first = min(sent.values()) if sent else 0.0
+        last = max(got.values()) if got else first
+        res = RunResult("raw broker (subscribe only)", len(total), delivered=len(got),
+                        rate_per_s=round(len(got) / (last - first), 1) if last > first else 0.0,
+                        offered_rate=self.s.paced_rate, latency=latency_summary(lat))
+        self.record("raw_paced", res)
+
+    # -- contenders: flood of N distinct devices, then the paced run ---------------------------------------
+    def _paced_keys(self, prefix: str) -> tuple[list[str], list[str]]:
         s = self.s
-        keys = ids(f"{prefix}t", s.mqtt_n)
+        measured = max(1, int(s.paced_rate * s.paced_s))
+        return ids(f"{prefix}w", s.paced_warm), ids(f"{prefix}m", measured)
+
+    def _flood(self, key: str, label: str, make: Callable[[str], Msg], prefix: str, pid: int,
+               rss_after: bool = False) -> RunResult:
+        rx = self.recorder
+        s = self.s
+        warm_keys = ids(f"{prefix}w", s.warm)
+        warm = measure("warm-up", rx, warm_keys, lambda: self.publish([make(k) for k in warm_keys]), 60.0)
+        if warm.delivered == 0:
+            raise RuntimeError(f"{label} delivered nothing in the warm-up (see the logs with --keep)")
+        keys = ids(f"{prefix}f", s.n)
         msgs = [make(k) for k in keys]
-        sampler = Sampler(sampler_pid) if sampler_pid else contextlib.nullcontext()
+        with Sampler(pid, interval_s=0.1) as smp, Sampler(rx.proc.pid, interval_s=0.5) as rsmp:
+            res = measure(f"{label}: {s.n} alerts from {s.n} devices", rx, keys, lambda: self.publish(msgs),
+                          s.timeout_s * 3)
+        res.extra.update(rss_max_mb=round(smp.rss_max, 1), cpu_pct=round(smp.cpu_pct, 1),
+                         receiver_cpu_pct=round(rsmp.cpu_pct, 1))
+        if rss_after:
+            time.sleep(s.after_s)
+            with contextlib.suppress(OSError):
+                res.extra["rss_after_mb"] = round(rss_mb(pid), 1)
+        self.record(f"{key}_flood", res)
+        return res
+
+    def _paced(self, key: str, label: str, make: Callable[[str], Msg], prefix: str,
+               pid: int | None = None) -> RunResult:
+        s = self.s
+        warm, keys = self._paced_keys(prefix)
+        msgs = [make(k) for k in warm + keys]
+        sampler = Sampler(pid, interval_s=0.2) if pid else contextlib.nullcontext()
         with sampler as smp:
-            tp = measure(f"{label}: sustained", self.rx, keys, lambda: self.publish(msgs), s.timeout_s)
+            res = measure(f"{label}: {s.paced_rate:.0f}/s for {s.paced_s:.0f} s after {s.paced_warm} warm-up",
+                          self.recorder, warm + keys, lambda: self.publish(msgs, rate=s.paced_rate),
+                          s.timeout_s * 2, offered_rate=s.paced_rate, lat_keys=keys)
         if isinstance(smp, Sampler):
-            tp.extra.update(rss_max_mb=round(smp.rss_max, 1), cpu_pct=round(smp.cpu_pct, 1))
-        self.record(f"{key}_throughput", tp)
-        if tp.rate_per_s <= 0:
-            return 0.0
-        half = max(1.0, tp.rate_per_s / 2)
-        self._mqtt_latency(key, label, make, prefix + "h", half)
-        return tp.rate_per_s
+            res.extra.update(rss_max_mb=round(smp.rss_max, 1), cpu_pct=round(smp.cpu_pct, 1))
+        self.record(f"{key}_paced", res)
+        return res
 
-    def _mqtt_latency(self, key: str, label: str, make: Any, prefix: str, rate: float, tag: str = "half") -> None:
-        assert self.rx is not None
-        n = max(20, min(self.s.lat_n, int(rate * self.s.lat_s)))
-        keys = ids(prefix, n)
-        msgs = [make(k) for k in keys]
-        res = measure(f"{label}: latency at {rate:.0f}/s", self.rx, keys,
-                      lambda: self.publish(msgs, rate=rate), self.s.timeout_s, offered_rate=round(rate, 1))
-        self.record(f"{key}_latency_{tag}", res)
-
-    def bridge_contenders(self, store: str) -> None:
-        """The bridge over MQTT and HTTP with one store; keeps a finished contact as the relays' payload."""
-        assert self.rx is not None
+    def bridge(self, store: str = "sqlite") -> None:
         s = self.s
         redis_proc: Proc | None = None
         redis_url = None
+        key = "bridge" if store == "sqlite" else f"bridge_{store}"
+        label = f"bridge ({store})"
         if store == "redis":
             if importlib.util.find_spec("bridge.store.redis") is None:
-                self.note("bridge/store/redis.py is not there yet: the Redis runs are skipped")
+                self.note("bridge/store/redis.py is not there: the Redis runs are skipped")
                 return
             redis_proc, port = start_redis(self.w)
-            redis_url = f"redis://127.0.0.1:{port}/0"
-        env = bridge_env(self.w, f"main-{store}", self.rx.url, self.broker_port, redis_url)
-        from bridge.config import Settings
-
-        settings = Settings(db=env["SOSBRIDGE_DB"], redis_url=redis_url)
-        mqtt_ids = ids("w", s.warm) + ids("mt", s.mqtt_n) + ids("mh", s.lat_n) + ids("m5", s.lat_n)
-        t0 = time.monotonic()
-        seed_sync(settings, mqtt_ids, ids("ht", s.http_n) + ids("hh", s.lat_n))
-        print(f"[{store}] seeded {len(mqtt_ids) + s.http_n + s.lat_n} devices in {time.monotonic() - t0:.1f} s",
-              flush=True)
+            redis_url = f"redis://127.0.0.1:{port}/"
         bridge: Bridge | None = None
         try:
-            bridge = start_bridge(self.w, f"main-{store}", env)
-            warm = measure("warm-up", self.rx, ids("w", s.warm),
-                           lambda: self.publish([button_alert(k) for k in ids("w", s.warm)]), 60.0)
-            if warm.delivered == 0:
-                raise RuntimeError(f"bridge ({store}) delivered nothing in the warm-up; see {bridge.proc.log}")
+            bridge = self.fresh_bridge(f"{key}-flood", ids(f"{key}w", s.warm) + ids(f"{key}f", s.n),
+                                       redis_url=f"{redis_url}0" if redis_url else None)
+            self._flood(key, label, button_alert, key, bridge.proc.pid, rss_after=True)
             if self.template is None:
-                records = [r for r in self.rx.full_records() if r.get("contact")]
-                self.template = records[0]["contact"]
-            rate = self._mqtt_pair(f"bridge_{store}_mqtt", f"bridge ({store}) MQTT", button_alert, "m",
-                                   sampler_pid=bridge.proc.pid)
-            if rate >= 600:
-                self._mqtt_latency(f"bridge_{store}_mqtt", f"bridge ({store}) MQTT", button_alert, "m5", 500.0,
-                                   tag="500")
-            else:
-                self.note(f"bridge ({store}) sustains {rate:.0f}/s < 600/s: the 500/s latency run is skipped")
-            self._http(store, bridge)
+                self.template = self.recorder.sample()
+            bridge.proc.stop()
+            warm, keys = self._paced_keys(key + "p")
+            bridge = self.fresh_bridge(f"{key}-paced", warm + keys,
+                                       redis_url=f"{redis_url}1" if redis_url else None)
+            self._paced(key, label, button_alert, key + "p", bridge.proc.pid)
         finally:
             stop_quietly(bridge.proc if bridge else None, redis_proc)
 
-    def _http(self, store: str, bridge: Bridge) -> None:
-        assert self.rx is not None
-        s = self.s
-        keys = ids("ht", s.http_n)
-        statuses: dict[int, int] = {}
-
-        def go(k: list[str], rate: float | None) -> dict[str, float]:
-            sent, st = http_send(bridge.url, k, rate=rate, concurrency=16, deadline_s=s.timeout_s)
-            for code, n in st.items():
-                statuses[code] = statuses.get(code, 0) + n
-            return sent
-
-        with Sampler(bridge.proc.pid) as smp:
-            tp = measure(f"bridge ({store}) HTTP: sustained", self.rx, keys, lambda: go(keys, None), s.timeout_s)
-        tp.extra.update(rss_max_mb=round(smp.rss_max, 1), cpu_pct=round(smp.cpu_pct, 1), statuses=dict(statuses))
-        self.record(f"bridge_{store}_http_throughput", tp)
-        if tp.rate_per_s > 0:
-            half = tp.rate_per_s / 2
-            n = max(20, min(s.lat_n, int(half * s.lat_s)))
-            lk = ids("hh", n)
-            res = measure(f"bridge ({store}) HTTP: latency at {half:.0f}/s", self.rx, lk, lambda: go(lk, half),
-                          s.timeout_s, offered_rate=round(half, 1))
-            self.record(f"bridge_{store}_http_latency_half", res)
+    def redis(self) -> None:
+        self.bridge("redis")
 
     def relay(self) -> None:
-        assert self.rx is not None and self.template is not None
-        proc = spawn("relay", [PY, "-m", "bench.relay", str(self.broker_port), self.rx.url, SECRET,
+        tpl = self.contact_template()
+        proc = spawn("relay", [PY, "-m", "bench.relay", str(self.broker_port), self.recorder.url, SECRET,
                                "bench/relay/+"], self.w)
         try:
             time.sleep(1.0)
-            tpl = self.template
-            self._mqtt_pair("relay", "thin paho relay", lambda k: ready_contact(tpl, k, f"bench/relay/{k}"), "r",
-                            sampler_pid=proc.pid)
+
+            def make(k: str) -> Msg:
+                return ready_contact(tpl, k, f"bench/relay/{k}")
+
+            self._flood("relay", "thin paho relay", make, "r", proc.pid)
+            self._paced("relay", "thin paho relay", make, "rp", proc.pid)
         finally:
             proc.stop()
 
     def nodered(self) -> None:
-        assert self.rx is not None and self.template is not None
         missing = nodered.npm_available()
         if missing:
             self.note(f"Node-RED skipped: {missing}")
             return
+        tpl = self.contact_template()
         t0 = time.monotonic()
         try:
             red_js, version = nodered.install(self.w)
@@ -252,84 +414,39 @@ class Bench:
             self.note(f"Node-RED skipped: npm install failed ({exc!r:.200})")
             return
         self.out["nodered_version"] = version
-        print(f"node-red {version} installed in {time.monotonic() - t0:.1f} s", flush=True)
+        print(f"  node-red {version} installed in {time.monotonic() - t0:.1f} s", flush=True)
         proc, admin = nodered.start(red_js, self.w, SECRET)
         try:
-            nodered.deploy(admin, self.broker_port, "bench/nodered/+", self.rx.url)
+            nodered.deploy(admin, self.broker_port, "bench/nodered/+", self.recorder.url)
             time.sleep(1.5)  # the mqtt-in node connects and subscribes after the deploy returns
-            tpl = self.template
-            self._mqtt_pair("nodered", f"Node-RED {version}",
-                            lambda k: ready_contact(tpl, k, f"bench/nodered/{k}"), "n", sampler_pid=proc.pid)
+
+            def make(k: str) -> Msg:
+                return ready_contact(tpl, k, f"bench/nodered/{k}")
+
+            self._flood("nodered", f"Node-RED {version}", make, "n", proc.pid)
+            self._paced("nodered", f"Node-RED {version}", make, "np", proc.pid)
         finally:
             proc.stop()
 
-    # -- resources ------------------------------------------------------------------------------------------
-    def rest_and_cold_start(self) -> None:
-        assert self.rx is not None
-        env = bridge_env(self.w, "rest", self.rx.url, self.broker_port)
-        from bridge.config import Settings
-
-        seed_sync(Settings(db=env["SOSBRIDGE_DB"]), ids("r", self.s.rest_devices))
-        starts: list[float] = []
-        result: dict[str, Any] = {"devices": self.s.rest_devices}
-        tries = 1 if self.s is SMOKE else 3
-        for i in range(tries):
-            bridge = start_bridge(self.w, "rest", env)
-            starts.append(round(bridge.ready_s, 3))
-            if i == tries - 1:
-                time.sleep(2.0)
-                c0, t0 = cpu_s(bridge.proc.pid), time.monotonic()
-                time.sleep(5.0 if self.s is not SMOKE else 1.0)
-                result["rest_cpu_pct"] = round(100 * (cpu_s(bridge.proc.pid) - c0) / (time.monotonic() - t0), 2)
-                result["rest_rss_mb"] = round(rss_mb(bridge.proc.pid), 1)
-            bridge.proc.stop()
-        result["cold_start_s"] = starts
-        result["cold_start_median_s"] = sorted(starts)[len(starts) // 2]
-        self.record("rest", result)
-
-    def flood(self) -> None:
-        assert self.rx is not None
-        n = self.s.flood_n
-        env = bridge_env(self.w, "flood", self.rx.url, self.broker_port)
-        from bridge.config import Settings
-
-        keys = ids("f", n)
-        seed_sync(Settings(db=env["SOSBRIDGE_DB"]), keys)
-        bridge = start_bridge(self.w, "flood", env)
-        try:
-            msgs = [button_alert(k) for k in keys]
-            with Sampler(bridge.proc.pid, interval_s=0.1) as smp:
-                res = measure(f"flood of {n} alerts", self.rx, keys, lambda: self.publish(msgs, inflight=1000),
-                              self.s.timeout_s * 3)
-            time.sleep(2.0)
-            res.extra.update(rss_max_mb=round(smp.rss_max, 1), rss_after_mb=round(rss_mb(bridge.proc.pid), 1),
-                             cpu_pct=round(smp.cpu_pct, 1))
-            self.record("flood", res)
-        finally:
-            bridge.proc.stop()
-
+    # -- the storm -----------------------------------------------------------------------------------------
     def storm(self) -> None:
-        assert self.rx is not None
         s = self.s
-        env = bridge_env(self.w, "storm", self.rx.url, self.broker_port)
-        from bridge.config import Settings
-
+        rx = self.recorder
         keys = ids("s", s.storm_devices)
         probe = "probe00001"
-        seed_sync(Settings(db=env["SOSBRIDGE_DB"]), [*keys, probe])
-        bridge = start_bridge(self.w, "storm", env)
+        bridge = self.fresh_bridge("storm", [*keys, probe])
         rng = random.Random(9)
         msgs = [button_alert(k) for k in keys]
         msgs += [msgs[rng.randrange(len(keys))] for _ in range(s.storm_dups)]
         rng.shuffle(msgs)
-        # a duplicate never precedes its original in the bench's send-time book-keeping (setdefault)
         rate = len(msgs) / s.storm_window_s
         probe_pub = Publisher(self.broker_port)
         probe_sent: dict[str, float] = {}
+        window: dict[str, Any] = {}
 
         def fire_probe() -> None:
             probe_sent[probe] = time.time()
-            probe_pub.client.publish(f"sosbridge/bench/{probe}/alert", button_alert(probe).payload, qos=1)
+            probe_pub.client.publish(f"sosbridge/{TENANT}/{probe}/alert", button_alert(probe).payload, qos=1)
 
         def send() -> dict[str, float]:
             pub = Publisher(self.broker_port, inflight=1000)
@@ -337,140 +454,323 @@ class Bench:
                 t0 = time.monotonic()
                 sent = pub.send(msgs, rate=rate, deadline_s=s.storm_window_s * 3,
                                 at={s.storm_window_s / 2: fire_probe})
-                self.out.setdefault("storm_publish_s", round(time.monotonic() - t0, 2))
+                window["publish_s"] = round(time.monotonic() - t0, 2)
                 pub.wait_acked(len(msgs), timeout_s=s.timeout_s)
                 sent.update(probe_sent)
+                window["sent"] = set(sent)
                 return sent
             finally:
                 pub.close()
 
         try:
             with Sampler(bridge.proc.pid, interval_s=0.2) as smp:
-                res = measure(f"storm: {s.storm_devices} devices + {s.storm_dups} duplicates", self.rx,
-                              [*keys, probe], send, s.timeout_s * 3)
-            probe_pub.close()
-            counts = [res.per_key.get(k, 0) for k in keys]
+                res = measure(f"storm: {s.storm_devices} devices + {s.storm_dups} duplicates", rx,
+                              [*keys, probe], send, s.timeout_s * 3, settle_s=1.0)
+            published = window.get("sent", set())
+            counts = [res.per_key.get(k, 0) for k in keys if k in published]
+            if len(counts) < len(keys):
+                self.note(f"storm: the publisher hit its deadline; {len(keys) - len(counts)} devices never "
+                          "published are not counted as lost")
             res.extra.update(
                 published=len(msgs) + 1,
-                publish_window_s=self.out.get("storm_publish_s"),
+                publish_window_s=window.get("publish_s"),
                 delivered_once=sum(1 for c in counts if c == 1),
                 delivered_twice_or_more=sum(1 for c in counts if c > 1),
-                lost=sum(1 for c in counts if c == 0),
+                lost=sum(1 for c in counts if c == 0) + (0 if probe in res.per_key else 1),
                 probe_delivered=probe in res.per_key,
                 rss_max_mb=round(smp.rss_max, 1),
                 cpu_pct=round(smp.cpu_pct, 1),
+                time_to_last_delivery_s=res.elapsed_s,
             )
-            rows = self.rx.rows()
-            probe_rows = [r for r in rows if r[0] == probe]
+            probe_rows = [r for r in rx.rows() if r[0] == probe and r[-1] in ("alert", None)]
             if probe_rows and probe in probe_sent:
                 res.extra["probe_latency_s"] = round(probe_rows[0][1] - probe_sent[probe], 3)
-            res.extra["time_to_last_delivery_s"] = res.elapsed_s
             self.record("storm", res)
+        finally:
+            probe_pub.close()
+            bridge.proc.stop()
+
+    # -- fairness: device A floods, device B's SOS latency ---------------------------------------------------
+    def fairness(self) -> None:
+        """B is a stream of first SOS presses, one every fair_b_every_s, each from a new registered device (so
+        every one is a new life-safety alert, never folded into an open one); A is one device flooding SOS
+        presses with new message ids and location updates as fast as it can, in its own process."""
+        s = self.s
+        rx = self.recorder
+        nb = max(2, int(s.fair_s / s.fair_b_every_s))
+        a = "flooder0001"
+        warm, alone, flooded = ids("bw", s.warm), ids("ba", nb), ids("bf", nb)
+        bridge = self.fresh_bridge("fairness", [a, *warm, *alone, *flooded])
+        flooder: Proc | None = None
+        lead_in = min(1.0, s.fair_s / 10)  # A is flooding before B's first press and after B's last
+        try:
+            measure("warm-up", rx, warm, lambda: self.publish([button_alert(k) for k in warm]), 60.0)
+            with Sampler(bridge.proc.pid, interval_s=0.2) as smp:
+                res_alone = measure(f"B alone: an SOS every {s.fair_b_every_s * 1000:.0f} ms", rx, alone,
+                                    lambda: self.publish([button_alert(k) for k in alone],
+                                                         rate=1 / s.fair_b_every_s),
+                                    s.timeout_s, offered_rate=1 / s.fair_b_every_s)
+                self.record("fairness_alone", res_alone)
+                rx.reset()
+                flooder = spawn("flooder", [PY, "-m", "bench.flooder", str(self.broker_port), TENANT, a,
+                                            str(s.fair_s + 2 * lead_in), str(s.fair_a_max), "1000",
+                                            str(s.fair_a_rate)], self.w)
+                time.sleep(lead_in)
+                res_flood = measure(f"B while A floods: an SOS every {s.fair_b_every_s * 1000:.0f} ms", rx,
+                                    flooded,
+                                    lambda: self.publish([button_alert(k) for k in flooded],
+                                                         rate=1 / s.fair_b_every_s),
+                                    s.timeout_s * 2, offered_rate=1 / s.fair_b_every_s, reset=False)
+                flooder.proc.wait(timeout=s.fair_s + 2 * lead_in + 30)
+            a_stats: dict[str, Any] = {}
+            with contextlib.suppress(ValueError, IndexError, OSError):
+                a_stats = json.loads(flooder.log.read_text().strip().splitlines()[-1])
+            a_rows = [r for r in rx.rows() if r[0] == a]
+            res_flood.extra.update(a_frames=a_stats.get("sent"), a_rate_per_s=a_stats.get("rate_per_s"),
+                                   a_contacts=len(a_rows), rss_max_mb=round(smp.rss_max, 1))
+            p_alone, p_flood = res_alone.latency.get("p99_ms"), res_flood.latency.get("p99_ms")
+            if p_alone and p_flood and p_alone == p_alone and p_flood == p_flood:
+                res_flood.extra["p99_ratio"] = round(p_flood / p_alone, 2)
+            self.record("fairness_flooded", res_flood)
+        finally:
+            stop_quietly(flooder, bridge.proc)
+
+    # -- resources at rest, the HTTP ingress -------------------------------------------------------------------
+    def rest(self) -> None:
+        env = bridge_env(self.w, "rest", self.recorder.url, self.broker_port)
+        from bridge.config import Settings
+
+        seed_sync(Settings(db=env["SOSBRIDGE_DB"]), ids("rest", self.s.rest_devices))
+        starts: list[float] = []
+        result: dict[str, Any] = {"devices": self.s.rest_devices}
+        for i in range(self.s.rest_tries):
+            bridge = start_bridge(self.w, "rest", env)
+            try:
+                starts.append(round(bridge.ready_s, 3))
+                if i == self.s.rest_tries - 1:
+                    time.sleep(min(2.0, self.s.rest_s))
+                    c0, t0 = cpu_s(bridge.proc.pid), time.monotonic()
+                    time.sleep(self.s.rest_s)
+                    result["rest_cpu_pct"] = round(100 * (cpu_s(bridge.proc.pid) - c0) / (time.monotonic() - t0), 2)
+                    result["rest_rss_mb"] = round(rss_mb(bridge.proc.pid), 1)
+            finally:
+                bridge.proc.stop()
+        result["cold_start_s"] = starts
+        result["cold_start_median_s"] = sorted(starts)[len(starts) // 2]
+        self.record("rest", result)
+
+    def http(self) -> None:
+        s = self.s
+        keys = ids("ht", s.http_n)
+        bridge = self.fresh_bridge("http", [], http_ids=keys)
+        statuses: dict[int, int] = {}
+
+        def go() -> dict[str, float]:
+            sent, st = http_send(bridge.url, keys, rate=None, concurrency=16, deadline_s=s.timeout_s)
+            for code, n in st.items():
+                statuses[code] = statuses.get(code, 0) + n
+            return sent
+
+        try:
+            with Sampler(bridge.proc.pid) as smp:
+                res = measure(f"bridge HTTP: {s.http_n} alerts, 16 concurrent", self.recorder, keys, go, s.timeout_s)
+            res.extra.update(rss_max_mb=round(smp.rss_max, 1), cpu_pct=round(smp.cpu_pct, 1),
+                             statuses=dict(statuses))
+            self.record("http_flood", res)
         finally:
             bridge.proc.stop()
 
 
 # -- report ---------------------------------------------------------------------------------------------------
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def _met(ok: bool | None) -> str:
+    return "not run" if ok is None else ("met" if ok else "missed")
+
+
 def report(out: dict[str, Any]) -> str:
     runs = out["runs"]
+    s = out["sizes"]
     parts: list[str] = []
     m = out["machine"]
     parts.append(f"Machine: {m['nproc']} cores, {m['cpu_model']}, {m['mem_gb']} GB RAM, Python {m['python']}, "
-                 f"SQLite {m['sqlite']}; broker, receiver, load generator and contender share the cores.")
-    base = runs.get("bridge_sqlite_mqtt_throughput", {}).get("rate_per_s") or 0.0
+                 f"SQLite {m['sqlite']}; broker, receiver, load generator and contender share the cores."
+                 + (" SMOKE SIZES: the numbers below only show the bench works." if out.get("smoke") else ""))
+    nr = f"Node-RED {out.get('nodered_version', '')}".strip()
+    contenders = [("bridge (SQLite, durable)", "bridge"), ("bridge (Redis)", "bridge_redis"),
+                  ("thin paho relay", "relay"), (nr, "nodered")]
+
+    v = runs.get("validate")
+    if v:
+        e = v["extra"]
+        parts.append("### Validation (bridge → reference receiver, signature and schema checked)\n\n" + table(
+            ["alerts", "delivered", "records", "valid", "invalid", "refused", "alerts/s (validation-capped)"],
+            [[v["expected"], v["delivered"], e.get("records"), e.get("valid"), e.get("invalid"), e.get("rejected"),
+              v["rate_per_s"]]]))
+    c = runs.get("ceiling")
+    fastest = max([runs.get(f"{k}_flood", {}).get("rate_per_s") or 0.0 for _, k in contenders] or [0.0])
+    if c:
+        parts.append("### Recording receiver ceiling (POSTed at directly)\n\n" + table(
+            ["POSTs", "received", "connections", "body bytes", "POSTs/s", "receiver busy % of a core",
+             "POSTs/s at 100 % (estimate)", "fastest contender / POSTs/s"],
+            [[c["expected"], c["delivered"], c["conns"], c["body_bytes"], c["rate_per_s"], c["receiver_busy_pct"],
+              c["ceiling_estimate_per_s"], _ratio(fastest, c["rate_per_s"])]]))
+
+    base = runs.get("bridge_flood", {}).get("rate_per_s") or 0.0
     rows = []
-    contenders = [
-        ("bridge (SQLite) MQTT", "bridge_sqlite_mqtt"),
-        ("bridge (Redis) MQTT", "bridge_redis_mqtt"),
-        ("bridge (SQLite) HTTP", "bridge_sqlite_http"),
-        ("bridge (Redis) HTTP", "bridge_redis_http"),
-        ("thin paho relay", "relay"),
-        (f"Node-RED {out.get('nodered_version', '')}".strip(), "nodered"),
-    ]
     for label, key in contenders:
-        tp = runs.get(f"{key}_throughput")
+        tp = runs.get(f"{key}_flood")
         if not tp:
             continue
-        lat = runs.get(f"{key}_latency_half", {})
-        lt = lat.get("latency", {})
-        rate = tp.get("rate_per_s") or 0.0
-        rows.append([label, rate, f"{base / rate:.2f}x" if rate and base else None,
-                     lat.get("offered_rate"), lt.get("p50_ms"), lt.get("p95_ms"), lt.get("p99_ms"),
-                     f"{tp.get('delivered')}/{tp.get('expected')}"])
-    raw = runs.get("raw_broker")
+        e, lt = tp.get("extra", {}), tp.get("latency", {})
+        rows.append([label, tp["rate_per_s"], f"{_ratio(base, tp['rate_per_s'])}x" if base else None,
+                     f"{tp['delivered']}/{tp['expected']}", lt.get("p50_ms"), lt.get("p99_ms"), e.get("cpu_pct"),
+                     e.get("rss_max_mb"), e.get("receiver_cpu_pct")])
+    raw = runs.get("raw_flood")
     if raw:
-        rows.append(["mosquitto_pub → mosquitto_sub", raw["rate_per_s"],
-                     f"{base / raw['rate_per_s']:.2f}x" if base else None, None, None, None, None,
-                     f"{raw['delivered']}/{raw['expected']}"])
-    parts.append(table(["path", "alerts/s", "bridge / this", "latency run /s", "p50 ms", "p95 ms", "p99 ms",
-                        "delivered"], rows))
-    five = runs.get("bridge_sqlite_mqtt_latency_500")
-    if five:
-        lt = five["latency"]
-        parts.append(f"Bridge (SQLite) MQTT at 500 alerts/s: p50 {lt.get('p50_ms')} ms, p95 {lt.get('p95_ms')} ms, "
-                     f"p99 {lt.get('p99_ms')} ms ({five['delivered']}/{five['expected']} delivered).")
+        rows.append(["raw broker: mosquitto_pub → mosquitto_sub", raw["rate_per_s"],
+                     f"{_ratio(base, raw['rate_per_s'])}x" if base else None,
+                     f"{raw['delivered']}/{raw['expected']}", None, None, None, None, None])
+    if rows:
+        parts.append(f"### Flood: {s['n']:,} alerts from {s['n']:,} distinct devices, as fast as published\n\n"
+                     + table(["contender", "alerts/s", "bridge / this", "delivered", "p50 ms", "p99 ms", "CPU %",
+                              "RSS max MB", "receiver CPU %"], rows))
+    rows = []
+    for label, key in [*contenders, ("raw broker (subscribe only)", "raw")]:
+        p = runs.get(f"{key}_paced")
+        if not p:
+            continue
+        lt = p.get("latency", {})
+        rows.append([label, p["offered_rate"], f"{p['delivered']}/{p['expected']}", p["rate_per_s"],
+                     lt.get("p50_ms"), lt.get("p95_ms"), lt.get("p99_ms"), lt.get("max_ms")])
+    if rows:
+        parts.append(f"### Paced: {s['paced_rate']:.0f} alerts/s for {s['paced_s']:.0f} s after a "
+                     f"{s['paced_warm']:,}-alert warm-up (latency over the paced part)\n\n"
+                     + table(["contender", "offered /s", "delivered", "alerts/s", "p50 ms", "p95 ms", "p99 ms",
+                              "max ms"], rows))
     st = runs.get("storm")
     if st:
         e = st["extra"]
-        parts.append(table(
-            ["storm", "value"],
-            [["messages published", e.get("published")], ["publish window s", e.get("publish_window_s")],
-             ["devices delivered exactly once", e.get("delivered_once")],
-             ["devices delivered more than once", e.get("delivered_twice_or_more")],
-             ["devices lost", e.get("lost")], ["time to last delivery s", e.get("time_to_last_delivery_s")],
-             ["probe SOS latency s", e.get("probe_latency_s")], ["bridge RSS max MB", e.get("rss_max_mb")]]))
+        parts.append(f"### Storm: {s['storm_devices']:,} devices + {s['storm_dups']:,} duplicate presses, a new "
+                     "device's SOS in the middle\n\n" + table(
+                         ["messages", "publish window s", "delivered once", "more than once", "lost",
+                          "probe SOS latency s", "time to last delivery s", "RSS max MB"],
+                         [[e.get("published"), e.get("publish_window_s"), e.get("delivered_once"),
+                           e.get("delivered_twice_or_more"), e.get("lost"), e.get("probe_latency_s"),
+                           e.get("time_to_last_delivery_s"), e.get("rss_max_mb")]]))
+    fa, ff = runs.get("fairness_alone"), runs.get("fairness_flooded")
+    if fa and ff:
+        e = ff["extra"]
+        frows = []
+        for label, r in (("B alone", fa), ("B while A floods", ff)):
+            lt = r.get("latency", {})
+            frows.append([label, f"{r['delivered']}/{r['expected']}", lt.get("p50_ms"), lt.get("p99_ms"),
+                          lt.get("max_ms")])
+        parts.append(f"### Fairness: B sends an SOS every {s['fair_b_every_s'] * 1000:.0f} ms for {s['fair_s']:.0f} s; "
+                     f"A floods SOS presses and locations ({e.get('a_frames') or 0:,} frames, "
+                     f"{e.get('a_rate_per_s') or 0:,.0f}/s, {e.get('a_contacts')} contacts for A)\n\n"
+                     + table(["B", "delivered", "p50 ms", "p99 ms", "max ms"], frows)
+                     + f"\n\nB's p99 with A flooding / alone: {e.get('p99_ratio')}x")
     res_rows = []
+    bf = runs.get("bridge_flood")
+    if bf:
+        res_rows += [[f"bridge RSS during / after the {bf['expected']:,} flood (MB)",
+                      f"{bf['extra'].get('rss_max_mb')} / {bf['extra'].get('rss_after_mb')}"],
+                     ["bridge CPU during the flood (% of one core)", bf["extra"].get("cpu_pct")]]
     rest = runs.get("rest")
     if rest:
-        res_rows += [[f"RSS at rest, {rest['devices']} devices (MB)", rest.get("rest_rss_mb")],
+        res_rows += [[f"RSS at rest, {rest['devices']:,} devices (MB)", rest.get("rest_rss_mb")],
                      ["CPU at rest (%)", rest.get("rest_cpu_pct")],
-                     ["cold start → /readyz 200 (s, median of 3)", rest.get("cold_start_median_s")]]
-    tp = runs.get("bridge_sqlite_mqtt_throughput")
-    if tp and tp.get("extra"):
-        res_rows += [["RSS max under MQTT load (MB)", tp["extra"].get("rss_max_mb")],
-                     ["CPU under MQTT load (% of one core)", tp["extra"].get("cpu_pct")]]
-    fl = runs.get("flood")
-    if fl:
-        res_rows += [[f"flood of {fl['expected']}: RSS max / after (MB)",
-                      f"{fl['extra'].get('rss_max_mb')} / {fl['extra'].get('rss_after_mb')}"],
-                     [f"flood of {fl['expected']}: delivered, alerts/s", f"{fl['delivered']}, {fl['rate_per_s']}"]]
+                     ["cold start → /readyz 200 (s, median)", rest.get("cold_start_median_s")]]
+    for name, secs in (out.get("seeding_s") or {}).items():
+        if name.endswith("flood") or name == "storm":
+            res_rows.append([f"seeding ({name}) s", secs])
     if res_rows:
-        parts.append(table(["resources", "value"], res_rows))
+        parts.append("### Resources\n\n" + table(["bridge", "value"], res_rows))
+    parts.append("### Targets (issue 13), ratios from this run\n\n" + table(
+        ["target", "value", "result"], targets(out)))
     return "\n\n".join(parts)
 
 
+def targets(out: dict[str, Any]) -> list[list[Any]]:
+    runs = out["runs"]
+    bridge = runs.get("bridge_flood", {}).get("rate_per_s")
+    relay = runs.get("relay_flood", {}).get("rate_per_s")
+    red = runs.get("nodered_flood", {}).get("rate_per_s")
+    r_relay, r_red = _ratio(bridge, relay), _ratio(bridge, red)
+    rows: list[list[Any]] = [
+        [f"bridge ≥ {TARGET_VS_RELAY}x thin relay (alerts/s)", f"{r_relay}x" if r_relay else None,
+         _met(None if r_relay is None else r_relay >= TARGET_VS_RELAY)],
+        [f"bridge ≥ {TARGET_VS_NODERED}x Node-RED (alerts/s)", f"{r_red}x" if r_red else None,
+         _met(None if r_red is None else r_red >= TARGET_VS_NODERED)],
+    ]
+    p = runs.get("bridge_paced")
+    p99 = p.get("latency", {}).get("p99_ms") if p else None
+    all_in = bool(p) and p["delivered"] == p["expected"]
+    rate = out["sizes"]["paced_rate"]
+    rows.append([f"bridge p99 ≤ {TARGET_P99_MS:.0f} ms at {rate:.0f} alerts/s (stretch 2 ms)",
+                 None if p is None else f"{p99} ms, {p['delivered']}/{p['expected']}",
+                 _met(None if p is None else bool(p99 is not None and p99 == p99 and p99 <= TARGET_P99_MS and all_in))])
+    st = runs.get("storm")
+    if st:
+        e = st["extra"]
+        lat = e.get("probe_latency_s")
+        ok = lat is not None and lat <= TARGET_PROBE_S and e.get("lost") == 0
+        rows.append([f"storm probe SOS ≤ {TARGET_PROBE_S:.0f} s (stretch 0.1 s), 0 lost",
+                     f"{lat} s, {e.get('lost')} lost", _met(ok)])
+    else:
+        rows.append([f"storm probe SOS ≤ {TARGET_PROBE_S:.0f} s, 0 lost", None, _met(None)])
+    ff = runs.get("fairness_flooded")
+    ratio = ff["extra"].get("p99_ratio") if ff else None
+    ok_f = None if ff is None else bool(ratio is not None and ratio <= TARGET_FAIRNESS
+                                        and ff["delivered"] == ff["expected"])
+    rows.append([f"fairness: B's p99 with A flooding ≤ {TARGET_FAIRNESS:.0f}x alone",
+                 f"{ratio}x" if ratio is not None else None, _met(ok_f)])
+    bf = runs.get("bridge_flood")
+    if bf:
+        during, after = bf["extra"].get("rss_max_mb"), bf["extra"].get("rss_after_mb")
+        ok = during is not None and after is not None and max(during, after) <= TARGET_RSS_MB
+        rows.append([f"bridge RSS ≤ {TARGET_RSS_MB:.0f} MB during and after the flood", f"{during} / {after} MB",
+                     _met(ok)])
+    else:
+        rows.append([f"bridge RSS ≤ {TARGET_RSS_MB:.0f} MB during and after the flood", None, _met(None)])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="a tiny run that only checks the bench works")
     ap.add_argument("--no-nodered", action="store_true")
-    ap.add_argument("--no-redis", action="store_true")
-    ap.add_argument("--only", nargs="*", default=None,
-                    help="raw sqlite redis relay nodered rest flood storm (default: all)")
+    ap.add_argument("--only", nargs="*", default=None, choices=[*ALL_STEPS, *ALIASES], metavar="STEP",
+                    help=f"any of {' '.join(ALL_STEPS)} (default: {' '.join(DEFAULT_STEPS)})")
+    ap.add_argument("--n", type=int, default=None, help="flood size (default 20,000; smoke 300)")
+    ap.add_argument("--fair-a-rate", type=float, default=None,
+                    help="pace the fairness run's flooding device A at this many frames/s (default: as fast as "
+                         "it can)")
+    ap.add_argument("--broker-inflight", type=int, default=20,
+                    help="mosquitto max_inflight_messages per subscriber (its default, 20)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = ap.parse_args(argv)
     sizes = SMOKE if args.smoke else Sizes()
-    want = set(args.only or ["raw", "sqlite", "redis", "relay", "nodered", "rest", "flood", "storm"])
-    if args.no_nodered or args.smoke:
+    if args.n:
+        sizes = dataclasses.replace(sizes, n=args.n)
+    if args.fair_a_rate:
+        sizes = dataclasses.replace(sizes, fair_a_rate=args.fair_a_rate)
+    want = {ALIASES.get(step, step) for step in (args.only or DEFAULT_STEPS)}
+    if args.no_nodered or (args.smoke and args.only is None):
         want.discard("nodered")
-    if args.no_redis:
-        want.discard("redis")
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-bench-"))
     started = time.time()
     failed = False
     with Bench(sizes, workdir, args) as bench:
-        steps = [("raw", bench.raw_broker), ("sqlite", lambda: bench.bridge_contenders("sqlite")),
-                 ("redis", lambda: bench.bridge_contenders("redis")), ("relay", bench.relay),
-                 ("nodered", bench.nodered), ("rest", bench.rest_and_cold_start), ("flood", bench.flood),
-                 ("storm", bench.storm)]
-        for name, step in steps:
+        for name in ALL_STEPS:
             if name not in want:
-                continue
-            if name in ("relay", "nodered") and bench.template is None:
-                bench.note(f"{name} skipped: it needs a contact from the bridge run (sqlite) first")
                 continue
             print(f"== {name}", flush=True)
             try:
-                step()
+                getattr(bench, name)()
             except Exception as exc:
                 failed = True
                 bench.note(f"{name} failed: {exc!r:.300}")
@@ -486,7 +786,7 @@ def main(argv: list[str] | None = None) -> int:
     name = ("smoke-" if args.smoke else "") + time.strftime("%Y%m%d-%H%M%S")
     for path in (RESULTS / f"{name}.json", RESULTS / ("smoke-latest.json" if args.smoke else "latest.json")):
         path.write_text(json.dumps(out, indent=2, default=str))
-    print(f"results: {RESULTS / (name + '.json')}")
+    print(f"results: bench/results/{name}.json ({out['duration_s']} s)")
     if args.keep:
         print(f"work directory kept: {workdir}")
     else:
