@@ -295,7 +295,8 @@ class Pipeline:
                 at=now,
                 event="received",
                 state=alert.state,
-                detail={"transport": obs.transport, "kind": obs.kind.value, "message_id": obs.message_id},
+                detail={"transport": obs.transport, "kind": obs.kind.value, "message_id": obs.message_id,
+                        "presses": obs.presses},
             )
         ]
         change = Change(

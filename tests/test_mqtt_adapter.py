@@ -344,7 +344,7 @@ async def test_zigbee_gateway_offline_raises_device_offline(
         await env.add("elsewhere", "zigbee2mqtt-tuya-ts0215a-sos", identifiers={"z2m": "elsewhere"},
                       gateway_id="another-gateway")
         # zigbee2mqtt's last will: retained {"state":"offline"} on <base>/bridge/state, QoS 1
-        # (device-formats/01 sample 4, Koenkk/zigbee2mqtt test/controller.test.ts).
+        # (Koenkk/zigbee2mqtt test/controller.test.ts).
         gateway = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"z2m-{uuid.uuid4().hex[:6]}")
         gateway.will_set(f"{base}/bridge/state", json.dumps({"state": "offline"}), qos=1, retain=True)
         u = parse_broker_url(mosquitto_url)

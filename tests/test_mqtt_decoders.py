@@ -47,7 +47,7 @@ def test_decoders_are_registered_entry_points() -> None:
         assert callable(get_decoder(name))
 
 
-# -- LoRaWAN codecs: the vendor codec examples (TheThingsNetwork/lorawan-devices, device-formats/02) --------
+# -- LoRaWAN codecs: the vendor codec examples (TheThingsNetwork/lorawan-devices) --------
 def test_ws101_codec_example() -> None:
     # ws101-codec.yaml: input {fPort: 85, bytes: [0xFF, 0x2E, 0x01]} -> output {button: short}
     assert lorawan_codecs.milesight_ws101(bytes([0xFF, 0x2E, 0x01]), 85) == {"button": "short"}
@@ -80,7 +80,7 @@ def test_lgt92_codec_example() -> None:
         lorawan_codecs.dragino_lgt92(raw[:5], 2)
 
 
-# -- envelopes: device-formats/02 samples 1, 2 and 4 (ChirpStack docs events.md, TTN MQTT docs) -----------
+# -- envelopes: the upstream examples (ChirpStack docs events.md, TTN MQTT docs) -----------
 CHIRPSTACK_UP = {
     "deduplicationId": "3ac7e3c4-4401-4b8d-9386-a5c902f9202d",
     "time": "2022-07-18T09:34:15.775023242+00:00",
@@ -108,7 +108,7 @@ def test_chirpstack_envelope_docs_sample() -> None:
 
 
 def test_chirpstack_status_event_without_payload() -> None:
-    # device-formats/02 sample 2 (status event: margin, batteryLevel)
+    # ChirpStack docs events.md (status event: margin, batteryLevel)
     doc = {"deduplicationId": "bf2a9746-1c8b-49be-a92e-f0b89c8534e4", "time": "2022-07-18T09:35:06.927172638+00:00",
            "deviceInfo": {"devEui": "0101010101010101"}, "margin": 10, "batteryLevel": 88.3}
     up = chirpstack.parse_uplink(doc, "status")
@@ -138,12 +138,13 @@ def test_lorawan_decoder_leaves_a_docs_uplink_alone() -> None:
     profile = REGISTRY.get("lorawan-milesight-ws101")
     assert profile is not None
     frame = Frame(payload=json.dumps(TTN_UP).encode(), meta={"network": "ttn"})
-    assert lorawan_codecs.decode_uplink(frame, profile) == []
+    # Not a press, and not silently nothing either: the ingress reports it as unmatched.
+    assert [e.action for e in lorawan_codecs.decode_uplink(frame, profile)] == ["unmatched"]
 
 
 # -- zigbee2mqtt -------------------------------------------------------------------------------------------
 def test_z2m_availability_both_forms() -> None:
-    # device-formats/01 sample 4 (Z2M availability.test.ts) and the legacy 1.x plain strings
+    # zigbee2mqtt test/availability.test.ts and the legacy 1.x plain strings
     assert zigbee2mqtt.parse_availability(b'{"state":"offline"}') == "offline"
     assert zigbee2mqtt.parse_availability(b'{"state":"online"}') == "online"
     assert zigbee2mqtt.parse_availability(b"offline") == "offline"
@@ -214,6 +215,6 @@ def test_broker_url() -> None:
 
 
 def test_base64_samples_in_notes_match_bytes() -> None:
-    # device-formats/02 gives derived base64 for the codec examples; check them against the bytes.
+    # The profiles give derived base64 for the codec examples; check them against the bytes.
     assert base64.b64decode("/y4B") == bytes([0xFF, 0x2E, 0x01])
     assert base64.b64decode("AVp4VAbPM9gNIGAASwGQAA==")[8] == 0x0D

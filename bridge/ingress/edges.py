@@ -30,8 +30,8 @@ class EdgeMemory:
 def edges(
     events: Iterable[Decoded], device_id: str, memory: EdgeMemory
 ) -> tuple[list[Decoded], int, list[tuple[str, bool]]]:
-    """The events to act on, how many level repeats were held back, and the levels to remember once the
-    events are stored (a frame that was not stored must pass again when it is redelivered)."""
+    """The events to act on, how many level repeats were held back, and the new levels to remember (the
+    caller records them, and gives them back if the events are not stored). Pure."""
     passed: list[Decoded] = []
     held = 0
     levels: list[tuple[str, bool]] = []

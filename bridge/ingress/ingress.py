@@ -107,12 +107,18 @@ class Ingress:
         if not passed:
             return Receipt("ignored", "level_held", "this state was already reported", device=device,
                            profile=profile)
+        # Claim the new levels now, so the same state arriving meanwhile is held; give them back if this
+        # frame is not stored, so its redelivery passes again.
+        for key, level in levels:
+            self.levels.set(device.device_id, key, level)
         observations = [self._observation(e, device, transport, raw, overrides) for e in passed]
         receipt = await self._store(observations, device, profile)
         if receipt.stored:
-            for key, level in levels:
-                self.levels.set(device.device_id, key, level)
             self._pressed(device, profile, passed)
+        else:
+            for key, level in levels:
+                if self.levels.get(device.device_id, key) == level:
+                    self.levels.set(device.device_id, key, not level)
         return receipt
 
     # -- observations that need no decoding (voice intents, supervision, gateway last wills) ------------
