@@ -177,8 +177,8 @@ class Forwarder:
         attempts = item.attempts + 1
         if isinstance(outcome, Delivered):
             self.metrics.deliveries.labels(sink_name, "delivered").inc()
-            await self.store.mark_delivered(item.item_id, time.time())
-            await self._after_delivery(item)
+            if not await self._after_delivery(item):
+                await self.store.mark_delivered(item.item_id, time.time())
             return
         kind = "retry" if isinstance(outcome, Retry) else "permanent"
         self.metrics.deliveries.labels(sink_name, kind).inc()
@@ -208,15 +208,19 @@ class Forwarder:
             await self.store.mark_fallback_sent(item.item_id)
             log.error("critical contact sent to fallback", extra={"alert_id": item.alert_id, "seq": item.seq})
 
-    async def _after_delivery(self, item: OutboxItem) -> None:
+    async def _after_delivery(self, item: OutboxItem) -> bool:
+        """The first contact's delivery moves the alert to `forwarded`, in the same write that marks the
+        row delivered. True when that write marked it."""
         if item.msg_type != "alert":
-            return
+            return False
         alert = await self.store.get_alert(item.alert_id)
         if alert is None:
-            return
+            return False
         self.metrics.e2e_latency.observe(max(0.0, time.time() - datetime.timestamp(alert.received_at)))
         with contextlib.suppress(Rejected):
-            await self.pipeline.lifecycle_event(item.alert_id, LifecycleEvent.delivered, actor="forwarder", known=alert)
+            await self.pipeline.lifecycle_event(item.alert_id, LifecycleEvent.delivered, actor="forwarder",
+                                                known=alert, delivered_item=item.item_id)
+        return True
 
     async def refresh_health(self, overdue_attempts: int) -> None:
         stats = await self.store.outbox_stats(time.time(), overdue_attempts)

@@ -170,9 +170,10 @@ class Pipeline:
                 del self._locks[device_id]
 
     # -- entry point ----------------------------------------------------------------------------------
-    async def submit(self, obs: Observation) -> SubmitResult:
+    async def submit(self, obs: Observation, device: Device | None = None) -> SubmitResult:
+        """`device`: the registered device as the caller just read it (the ingress did), saving a read."""
         try:
-            result = await self._submit(obs)
+            result = await self._submit(obs, device)
         except Rejected as exc:
             self.metrics.rejected(obs.transport, exc.code)
             log.info("rejected", extra={"device_id": obs.device_id, "reason": exc.code})
@@ -190,7 +191,7 @@ class Pipeline:
     def _dedupe_key(self, obs: Observation, message_id: str) -> str:
         return f"{obs.device_id}|{obs.transport}|{message_id}"
 
-    async def _submit(self, obs: Observation) -> SubmitResult:
+    async def _submit(self, obs: Observation, known_device: Device | None = None) -> SubmitResult:
         keys = [self._dedupe_key(obs, m) for m in dict.fromkeys([obs.message_id, *obs.also_message_ids]) if m]
         unkeyed = max(0, obs.presses - len(keys))  # presses that carried no message id
         fresh = [k for k in keys if k not in self._seen]
@@ -198,7 +199,9 @@ class Pipeline:
             # A storm of repeated presses is answered from memory, without touching the store (the
             # alert's current state is one GET /v1/alerts/{id} away for a device that wants it).
             return SubmitResult(self._seen[keys[0]], "duplicate", None)
-        device = await self.store.get_device(obs.device_id)
+        device = known_device if known_device is not None and known_device.device_id == obs.device_id else None
+        if device is None:
+            device = await self.store.get_device(obs.device_id)
         if device is None:
             if obs.verified:
                 raise UnknownDevice(obs.device_id)
@@ -207,7 +210,11 @@ class Pipeline:
         async with self._lock(obs.device_id):
             known: str | None = None
             unseen: list[str] = []
-            for key in fresh:
+            if len(keys) == 1 and not unkeyed:
+                # One press, one key: the commit itself refuses a stored key (DuplicateMessage), so the
+                # common case (a new message) costs no read here.
+                unseen = fresh
+            for key in fresh if not unseen else []:
                 existing = await self.store.alert_for_dedupe(key)
                 if existing is None:
                     unseen.append(key)
@@ -424,10 +431,17 @@ class Pipeline:
 
     # -- callbacks from the forwarder and the platform ------------------------------------------------
     async def lifecycle_event(
-        self, alert_id: str, event: LifecycleEvent, actor: str, note: str = "", known: Alert | None = None
+        self,
+        alert_id: str,
+        event: LifecycleEvent,
+        actor: str,
+        note: str = "",
+        known: Alert | None = None,
+        delivered_item: str | None = None,
     ) -> Alert:
         """Apply a platform or forwarder event. `known` is the alert as the caller just read it: it is
-        used for the first attempt, and a stale copy only costs a retry (the write is versioned)."""
+        used for the first attempt, and a stale copy only costs a retry (the write is versioned).
+        `delivered_item` is the outbox row whose delivery caused the event, marked in the same write."""
         current = known if known is not None else await self.store.get_alert(alert_id)
         if current is None:
             raise AlertNotFound(alert_id)
@@ -439,14 +453,20 @@ class Pipeline:
                 try:
                     new_state = next_state(current.state, event)
                 except IllegalTransition as exc:
+                    if delivered_item is not None:
+                        await self.store.mark_delivered(delivered_item, time.time())
                     raise Rejected(str(exc), "illegal_transition") from exc
                 if new_state == current.state:
+                    if delivered_item is not None:
+                        await self.store.mark_delivered(delivered_item, time.time())
                     return current
                 now = utcnow()
                 alert = current.model_copy(update={"state": new_state, "updated_at": now})
                 history = HistoryEntry(at=now, event=event.value, state=new_state, detail={"by": actor, "note": note})
+                change = Change(alert=alert, history=[history], urgent=True,
+                                delivered_items=[delivered_item] if delivered_item else [], delivered_at=time.time())
                 try:
-                    await self._commit(Change(alert=alert, history=[history], urgent=True))
+                    await self._commit(change)
                     break
                 except ConcurrentUpdate:
                     continue

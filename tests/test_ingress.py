@@ -179,7 +179,7 @@ async def test_lanes_serve_emergencies_first_fold_presses_and_coalesce_fixes() -
     gate = asyncio.Event()
     seen: list[Observation] = []
 
-    async def submit(obs: Observation) -> SubmitResult:
+    async def submit(obs: Observation, device: Device | None) -> SubmitResult:
         seen.append(obs)
         await gate.wait()
         return SubmitResult("a1", "created", None)

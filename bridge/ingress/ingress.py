@@ -132,7 +132,7 @@ class Ingress:
         coalesced = False
         for obs in observations:
             try:
-                results.append(await self.lanes.run(obs))
+                results.append(await self.lanes.run(obs, device))
             except Coalesced:
                 coalesced = True
             except Rejected as exc:  # counted and logged by the pipeline

@@ -14,14 +14,14 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bridge.model import Observation
+from bridge.model import Device, Observation
 from bridge.pipeline import SubmitResult
 from bridge.store.base import StoreError
 
 MAX_FOLD = 500  # presses folded into one submit (bounds one commit's dedupe keys)
 ORDERED_ACTIONS = frozenset({"alert", "cancel", "restore"})
 
-Submit = Callable[[Observation], Awaitable[SubmitResult]]
+Submit = Callable[[Observation, Device | None], Awaitable[SubmitResult]]
 
 
 class Coalesced(Exception):
@@ -32,6 +32,7 @@ class Coalesced(Exception):
 class _Job:
     obs: Observation
     future: asyncio.Future[SubmitResult]
+    device: Device | None = None
 
 
 @dataclass
@@ -80,10 +81,10 @@ class Lanes:
     def active(self) -> int:
         return len(self._lanes)
 
-    async def run(self, obs: Observation) -> SubmitResult:
+    async def run(self, obs: Observation, device: Device | None = None) -> SubmitResult:
         """Store `obs` in its device's turn. Raises Coalesced, or whatever the pipeline raised."""
         future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
-        job = _Job(obs, future)
+        job = _Job(obs, future, device)
         lane = self._lanes.get(obs.device_id)
         if lane is None:
             lane = self._lanes[obs.device_id] = _Lane()
@@ -121,7 +122,7 @@ class Lanes:
                     continue
                 obs = fold([j.obs for j in live]) if len(live) > 1 else live[0].obs
                 try:
-                    result = await self._submit(obs)
+                    result = await self._submit(obs, live[-1].device)
                 except Exception as exc:
                     for job in live:
                         if not job.future.done():

@@ -82,6 +82,9 @@ class Change:
     urgent: bool = False
     # A new life-safety alert: committed ahead of escalations, locations and heartbeats already queued.
     first_alert: bool = False
+    # Outbox rows delivered, recorded with the state change their delivery causes (one write, not two).
+    delivered_items: list[str] = field(default_factory=list)
+    delivered_at: float = 0.0
 
 
 @dataclass

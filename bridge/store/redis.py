@@ -587,6 +587,8 @@ class RedisStore:
             result = await self._call(partial(self._script, "commit", *args), retries=self.commit_retries)
             status = result[0]
             if status == "ok":
+                for item_id in change.delivered_items:  # its own script: the outbox bookkeeping lives there
+                    await self.mark_delivered(item_id, change.delivered_at)
                 return
             if status == "dup":
                 raise DuplicateMessage(result[1])

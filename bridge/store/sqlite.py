@@ -76,7 +76,9 @@ CREATE TABLE IF NOT EXISTS outbox (
   route TEXT NOT NULL DEFAULT 'default'
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS outbox_ready ON outbox (critical DESC, created_at) WHERE state IN ('pending', 'retry');
+DROP INDEX IF EXISTS outbox_ready;
+CREATE INDEX IF NOT EXISTS outbox_ready_first ON outbox (critical DESC, (msg_type = 'alert') DESC, created_at)
+  WHERE state IN ('pending', 'retry');
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_key ON outbox (route, idempotency_key);
 CREATE INDEX IF NOT EXISTS outbox_alert ON outbox (alert_id, route, seq);
 CREATE TABLE IF NOT EXISTS dedupe (
@@ -95,11 +97,20 @@ _OUTBOX_COLS = (
 
 # A contact waits while an earlier one of the same alert on the same route is still undelivered.
 # Critical first, then new alerts ahead of updates: a flood of escalations never delays a first contact.
+# (outbox_ready_first walks due rows in exactly this order, so a lease stops at `limit`.)
 _LEASE_ORDER = "o.critical DESC, (o.msg_type = 'alert') DESC, o.created_at"
 _NO_EARLIER_OPEN = (
     "NOT EXISTS (SELECT 1 FROM outbox p WHERE p.alert_id = o.alert_id AND p.route = o.route "
     "AND p.seq < o.seq AND p.state IN ('pending', 'retry', 'inflight'))"
 )
+
+
+def _mark_delivered(c: sqlite3.Connection, item_id: str, now: float) -> None:
+    c.execute(
+        "UPDATE outbox SET state = 'delivered', last_error = NULL, attempts = attempts + 1, lease_until = ? "
+        "WHERE item_id = ?",
+        (now, item_id),
+    )
 
 
 def _row_to_item(row: sqlite3.Row) -> OutboxItem:
@@ -455,6 +466,8 @@ class SqliteStore:
                         item.route,
                     ),
                 )
+            for item_id in change.delivered_items:
+                _mark_delivered(c, item_id, change.delivered_at)
             if change.device_location is not None:
                 device_id, loc = change.device_location
                 row = c.execute("SELECT doc FROM devices WHERE device_id = ?", (device_id,)).fetchone()
@@ -517,12 +530,12 @@ class SqliteStore:
     # -- outbox ---------------------------------------------------------------------------------------
     async def lease(self, limit: int, lease_s: float, now: float) -> list[OutboxItem]:
         def body(c: sqlite3.Connection) -> list[OutboxItem]:
-            # Two indexed queries instead of one OR: due rows walk outbox_ready in priority order and stop
+            # Two indexed queries instead of one OR: due rows walk outbox_ready_first in priority order and stop
             # at `limit`, so a lease costs the same with 10 or 10,000 contacts queued (the OR form sorted
             # the whole backlog on every lease). The top `limit` of the union is the top of both tops.
             params = {"now": now, "limit": limit}
             due = c.execute(
-                f"SELECT {_OUTBOX_COLS} FROM outbox o INDEXED BY outbox_ready "
+                f"SELECT {_OUTBOX_COLS} FROM outbox o INDEXED BY outbox_ready_first "
                 "WHERE o.state IN ('pending', 'retry') AND o.next_attempt_at <= :now "
                 f"AND {_NO_EARLIER_OPEN} ORDER BY {_LEASE_ORDER} LIMIT :limit",
                 params,
@@ -532,7 +545,8 @@ class SqliteStore:
                 f"AND {_NO_EARLIER_OPEN} ORDER BY {_LEASE_ORDER} LIMIT :limit",
                 params,
             ).fetchall()
-            rows = sorted([*due, *expired], key=lambda r: (-r["critical"], r["created_at"]))[:limit]
+            rows = sorted([*due, *expired],
+                          key=lambda r: (-r["critical"], r["msg_type"] != "alert", r["created_at"]))[:limit]
             items = [_row_to_item(r) for r in rows]
             for item in items:
                 item.state = "inflight"
@@ -546,14 +560,7 @@ class SqliteStore:
         return await self._write(body, urgent=True)
 
     async def mark_delivered(self, item_id: str, now: float) -> None:
-        await self._write(
-            lambda c: c.execute(
-                "UPDATE outbox SET state = 'delivered', last_error = NULL, attempts = attempts + 1, "
-                "lease_until = ? WHERE item_id = ?",
-                (now, item_id),
-            ),
-            urgent=True,
-        )
+        await self._write(lambda c: _mark_delivered(c, item_id, now), urgent=True)
 
     async def reschedule(self, item_id: str, next_attempt_at: float, error: str, attempts: int) -> None:
         await self._write(
