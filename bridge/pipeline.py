@@ -54,6 +54,8 @@ DEDUPE_CACHE_SIZE = 200_000
 MAX_UPDATE_DEFER_S = 600.0
 # Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
 BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
+# The update a platform receives instead of a stand-down when a silent alert is "cancelled" at the device.
+DURESS_CANCEL_REASON = "cancel requested at the device during a duress alert"
 
 
 class FreshHandoff(Protocol):
@@ -335,7 +337,11 @@ class Pipeline:
         alert = alert.model_copy(deep=True)
         alert.escalation_count += obs.presses
         alert.severity = max(alert.severity.raised(), obs.severity or Severity.unknown, key=lambda s: s.rank)
-        alert.silent = alert.silent or obs.silent or obs.kind in ALWAYS_SILENT_KINDS
+        silenced = not alert.silent and (obs.silent or obs.kind in ALWAYS_SILENT_KINDS)
+        alert.silent = alert.silent or silenced
+        if silenced:
+            # Raised audibly, made silent later (a duress phrase after "I need help"): the device side saw it.
+            alert.attributes["silenced_by_escalation"] = True
         alert.updated_at = now
         # Counts per kind, not a list per press: a contact's size must not grow with a flood.
         kinds = escalation_counts(alert.attributes.get("escalation_kinds"))
@@ -379,6 +385,8 @@ class Pipeline:
             raise Rejected(str(exc), "illegal_transition") from exc
         if new_state == alert.state:
             return SubmitResult(alert.alert_id, "duplicate", alert.state)
+        if alert.silent:
+            return await self._hold_cancel(alert, obs, device, dedupe_key)
         stand_down = needs_stand_down(alert.state, await self.store.contact_sent(alert.alert_id))
         now = utcnow()
         alert = alert.model_copy(update={"state": new_state, "updated_at": now})
@@ -396,6 +404,31 @@ class Pipeline:
         await self._commit(change)
         self._publish(alert, "cancelled")
         return SubmitResult(alert.alert_id, "cancelled", alert.state)
+
+    async def _hold_cancel(
+        self, alert: Alert, obs: Observation, device: Device, dedupe_key: str | None
+    ) -> SubmitResult:
+        """A cancel from the device side while a duress or silent panic alert is open is never a stand-down:
+        whoever forces the person can make them say or press "cancel". The alert stays open, the platform
+        gets an update saying a cancel was requested at the device, and the device is answered as if the
+        cancel had worked, so nothing there reveals the alert. Only the platform stands such an alert down
+        (docs/voice/duress.md)."""
+        now = utcnow()
+        alert = alert.model_copy(deep=True)
+        alert.updated_at = now
+        held = int(alert.attributes.get("cancel_requests_under_duress") or 0)
+        alert.attributes["cancel_requests_under_duress"] = held + 1
+        change = Change(alert=alert, dedupe_key=dedupe_key)
+        change.history.append(
+            HistoryEntry(
+                at=now, event="cancel_held", state=alert.state,
+                detail={"transport": obs.transport, "by": obs.reason or "device"},
+            )
+        )
+        self._queue_contact(change, device, "update", f"{DURESS_CANCEL_REASON} ({obs.transport})")
+        # Nothing is published on the status bus: a device listening there must not learn the alert lives.
+        await self._commit(change)
+        return SubmitResult(alert.alert_id, "cancelled", AlertState.cancelled)
 
     async def _update(self, obs: Observation, device: Device, dedupe_key: str | None) -> SubmitResult:
         alert = await self._target(obs)

@@ -121,6 +121,11 @@ class VoiceService:
         return alert.state if alert else state
 
     async def cancel(self, device_id: str, transport: str, message_id: str | None, reason: str) -> AlertOutcome:
+        """A cancel while a duress or silent panic alert is open is held by the pipeline (the platform gets
+        an update, the alert stays open) and answered as if that silent alert did not exist: "cancelled"
+        when it was raised audibly and only made silent later, "nothing to cancel" when it was silent
+        from the start (docs/voice/duress.md)."""
+        before = await self.store.open_alert_for_device(device_id)
         obs = Observation(
             device_id=device_id, transport=transport, action="cancel", message_id=message_id, reason=reason,
             verified=await self.store.get_device(device_id) is not None,
@@ -131,6 +136,10 @@ class VoiceService:
             raise VoiceRejected(exc.code, exc.reason) from exc
         except StoreError as exc:
             raise VoiceUnavailable(str(exc)) from exc
+        if before is not None and before.silent and before.alert_id == result.alert_id:
+            if not before.attributes.get("silenced_by_escalation"):
+                raise VoiceRejected("nothing_to_cancel", "no open alert to cancel")
+            return AlertOutcome(result.alert_id, result.outcome, AlertState.cancelled, silent=True)
         return AlertOutcome(result.alert_id, result.outcome, result.state)
 
     async def status(self, device_id: str, alert_id: str | None) -> AlertOutcome | None:
@@ -140,5 +149,8 @@ class VoiceService:
             if alert is not None and alert.device_id != device_id:
                 alert = None
         if alert is None:
+            return None
+        if alert.silent and alert.attributes.get("cancel_requests_under_duress"):
+            # The device side was told the alert is cancelled (or never existed): keep telling it that.
             return None
         return AlertOutcome(alert.alert_id, "status", alert.state, alert.silent)

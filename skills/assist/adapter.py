@@ -5,6 +5,10 @@ POST /v1/voice/assist with the device's bearer token (the same token as POST /v1
  "language": "en-GB", "confirmed": false, "location": {...}}. The reply carries `speech` for Assist to
 say, with the same honesty rules as the Alexa skill (skills/alexa/speech.py). A voice satellite has no
 location of its own: the bridge uses the device's registered address unless a fix is posted.
+
+The Home Assistant side ships as files in skills/assist/homeassistant/ (docs/voice/home-assistant.md).
+The duress phrase is answered innocuously whatever happens, and a cancel while a silent alert is open
+never stands it down (docs/voice/duress.md).
 """
 
 from __future__ import annotations
@@ -57,6 +61,15 @@ def is_duress(req: AssistRequest, phrase: str) -> bool:
     return bool(req.text) and normalise(req.text or "") == normalise(phrase)
 
 
+def bearer_token(header: str) -> str:
+    """`Bearer <token>`, or the bare token: a secrets.yaml entry without the `Bearer ` prefix is an easy
+    mistake that would otherwise silence every voice request (issue 17). The token is the secret either way."""
+    value = header.strip()
+    if value.lower().startswith("bearer "):
+        return value[7:].strip()
+    return value if value and " " not in value else ""
+
+
 def _reply(speech: str, outcome: AlertOutcome | None = None, status: int = 200) -> JSONResponse:
     body: dict[str, object] = {"speech": speech}
     if outcome is not None:
@@ -80,8 +93,7 @@ class AssistAdapter(BaseAdapter):
 
         @router.post(cfg.path, summary="Home Assistant Assist / intent_script trigger (device bearer token)")
         async def assist(request: Request) -> JSONResponse:
-            auth = request.headers.get("authorization", "")
-            token = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+            token = bearer_token(request.headers.get("authorization", ""))
             device = await ctx.store.device_for_token(token) if token else None
             if device is None:
                 ctx.metrics.rejected("assist", "bad_auth")
@@ -109,7 +121,8 @@ class AssistAdapter(BaseAdapter):
                     return _reply(state_speech(outcome.state, lang), outcome)
                 if req.intent == "CancelAlertIntent":
                     if not req.confirmed:
-                        return _reply(say("confirm_cancel", lang))
+                        # One-shot voice: the confirmation is a second sentence ("yes, cancel my alert").
+                        return _reply(say("confirm_cancel_assist", lang))
                     outcome = await service.cancel(
                         device.device_id, "assist", req.conversation_id, "cancelled by voice (Home Assistant)"
                     )
@@ -140,9 +153,14 @@ class AssistAdapter(BaseAdapter):
             except VoiceRejected as exc:
                 if exc.code == "nothing_to_cancel":
                     return _reply(say("nothing_to_cancel", lang))
+                if req.intent != "CancelAlertIntent" and is_duress(req, cfg.duress_phrase):
+                    # Innocuous whatever happens; the status code still tells the automation it failed.
+                    return _reply(cfg.duress_reply or say("duress_reply", lang), status=422)
                 return _reply(say("rejected", lang, reason=exc.reason), status=422)
             except VoiceUnavailable:
                 # Not acknowledged: a non-2xx lets the automation retry, and the speech is honest.
+                if req.intent not in ("CancelAlertIntent", "StatusIntent") and is_duress(req, cfg.duress_phrase):
+                    return _reply(cfg.duress_reply or say("duress_reply", lang), status=503)
                 return _reply(say("store_failed", lang), status=503)
             log.info("assist alert", extra={"alert_id": outcome.alert_id, "device_id": device.device_id})
             if duress:
