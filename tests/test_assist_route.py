@@ -13,8 +13,11 @@ import pytest
 from bridge.config import Settings
 from bridge.embedded import EmbeddedBridge
 from bridge.model import AlertState, CivicAddress, Device, Location, Person
+from bridge.pipeline import DURESS_CANCEL_REASON
 from bridge.receiver import EmbeddedReceiver
 from bridge.serving import free_port
+from skills.alexa.speech import say
+from skills.assist.adapter import bearer_token
 
 SECRET = "assist-test-secret"
 TOKEN = "kitchen-satellite-token-0123456789"
@@ -42,8 +45,8 @@ async def bridge(tmp_path):
             )
             await store.set_credential("ha-kitchen", "token", TOKEN)
 
-            async def post(body: dict, token: str | None = TOKEN) -> httpx.Response:
-                headers = {"Authorization": f"Bearer {token}"} if token else {}
+            async def post(body: dict, token: str | None = TOKEN, scheme: str = "Bearer ") -> httpx.Response:
+                headers = {"Authorization": f"{scheme}{token}"} if token else {}
                 return await client.post(f"{eb.url}/v1/voice/assist", json=body, headers=headers)
 
             yield eb, rx, post
@@ -68,7 +71,7 @@ async def test_help_status_and_confirmed_cancel(bridge) -> None:
     assert status["speech"] == "Your alert has been answered. Help is on the way."
 
     ask = (await post({"intent": "CancelAlertIntent"})).json()
-    assert ask["speech"] == "Do you want to cancel your alert?"
+    assert ask["speech"] == "Do you want to cancel your alert? Then say: yes, cancel my alert."
     assert (await eb.runtime.store.get_alert(body["alert_id"])).state == AlertState.acknowledged
     done = (await post({"intent": "CancelAlertIntent", "confirmed": True})).json()
     assert done["speech"] == "Your alert is cancelled."
@@ -116,3 +119,53 @@ async def test_invalid_intent_is_422(bridge) -> None:
     resp = await post({"intent": "OrderPizza"})
     assert resp.status_code == 422
     assert await eb.runtime.store.open_alert_for_device("ha-kitchen") is None
+
+
+def test_bearer_token_forms() -> None:
+    assert bearer_token("Bearer abc") == "abc"
+    assert bearer_token("bearer   abc ") == "abc"
+    assert bearer_token("abc") == "abc"  # secrets.yaml without "Bearer ": still the token
+    assert bearer_token("Basic dXNlcjpwYXNz") == ""
+    assert bearer_token("") == ""
+
+
+async def test_token_without_bearer_prefix_is_accepted(bridge) -> None:
+    """Issue 17: a secrets.yaml entry holding only the token gave an empty reply and no alert."""
+    _eb, rx, post = bridge
+    resp = await post({"intent": "HelpIntent", "language": "en-GB"}, scheme="")
+    assert resp.status_code == 200
+    body = resp.json()
+    await rx.wait_for(lambda cs: any(c["alert_id"] == body["alert_id"] for c in cs))
+
+
+async def test_duress_then_cancel_is_held_over_http(bridge) -> None:
+    """The voice route's cancel while the duress alert is open: no stand-down, an update, still open."""
+    eb, rx, post = bridge
+    duress = (await post({"intent": "DuressIntent", "language": "en-GB"})).json()
+    assert duress["speech"] == "OK, noted."
+    await rx.wait_for(lambda cs: any(c["alert_id"] == duress["alert_id"] for c in cs))
+    done = (await post({"intent": "CancelAlertIntent", "confirmed": True})).json()
+    assert done["speech"] == say("nothing_to_cancel", "en-GB")
+    contacts = await rx.wait_for(
+        lambda cs: any(c["msg_type"] == "update" and DURESS_CANCEL_REASON in (c["reason"] or "") for c in cs)
+    )
+    assert not any(c["msg_type"] == "cancel" for c in contacts)
+    alert = await eb.runtime.store.get_alert(duress["alert_id"])
+    assert alert.is_open and alert.state != AlertState.cancelled
+    assert alert.attributes["cancel_requests_under_duress"] == 1
+    assert (await post({"intent": "StatusIntent"})).json()["speech"] == say("no_alert", "en-GB")
+    # The platform can still stand it down.
+    await rx.receiver.callback(duress["alert_id"], "resolve")
+    assert (await eb.runtime.store.get_alert(duress["alert_id"])).state == AlertState.resolved
+
+
+async def test_duress_stays_innocuous_when_the_bridge_cannot_store(bridge) -> None:
+    """A store failure on the duress path answers 503 (the automation retries) with the innocuous reply."""
+    eb, _rx, post = bridge
+    store = eb.runtime.store
+    await store._run(lambda c: c.execute("PRAGMA query_only=1"))  # a real write failure in SQLite
+    duress = await post({"intent": "DuressIntent"})
+    assert duress.status_code == 503 and duress.json()["speech"] == "OK, noted."
+    help_ = await post({"intent": "HelpIntent"})
+    assert help_.status_code == 503 and "999" in help_.json()["speech"]
+    await store._run(lambda c: c.execute("PRAGMA query_only=0"))
