@@ -125,6 +125,15 @@ def should_escalate(open_alert: Alert, kind: AlertKind) -> bool:
     return kind in LIFE_SAFETY_KINDS and open_alert.kind in LIFE_SAFETY_KINDS
 
 
+def held_under_duress(alert: Alert) -> bool:
+    """A duress alert, or a silent panic / SOS, is never stood down from the device side: whoever coerces
+    the person can make them press or say "cancel". A silent fall or medical alert is not a coercion signal
+    and stays cancellable by the wearer ("I'm OK")."""
+    if alert.kind == AlertKind.duress or escalation_counts(alert.attributes.get("escalation_kinds")).get("duress"):
+        return True
+    return alert.silent and alert.kind in (AlertKind.panic, AlertKind.sos)
+
+
 class Pipeline:
     def __init__(
         self,
@@ -385,7 +394,7 @@ class Pipeline:
             raise Rejected(str(exc), "illegal_transition") from exc
         if new_state == alert.state:
             return SubmitResult(alert.alert_id, "duplicate", alert.state)
-        if alert.silent:
+        if held_under_duress(alert):
             return await self._hold_cancel(alert, obs, device, dedupe_key)
         stand_down = needs_stand_down(alert.state, await self.store.contact_sent(alert.alert_id))
         now = utcnow()

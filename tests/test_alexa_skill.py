@@ -29,6 +29,7 @@ from alexa_support.ca import CERT_URL, Leaf, TestCA
 from bridge.config import Settings
 from bridge.embedded import EmbeddedBridge
 from bridge.model import AlertState, CivicAddress, Device, Location, Person
+from bridge.pipeline import DURESS_CANCEL_REASON
 from bridge.receiver import EmbeddedReceiver
 from bridge.serving import free_port
 from skills.alexa.certs import CachedChainSource
@@ -263,6 +264,17 @@ async def test_duress_phrase_raises_a_silent_alert_with_innocuous_speech(stack: 
     status = stack.current(GEO_SAMPLE, intent="StatusIntent")
     status["request"]["locale"] = "en-GB"
     assert speech(await stack.post(status)) == "OK, noted."
+    # A confirmed "I'm OK" under coercion: answered as if there were no alert, never a stand-down.
+    cancel = stack.current(GEO_SAMPLE, intent="CancelAlertIntent", confirmation="CONFIRMED")
+    cancel["request"]["locale"] = "en-GB"
+    assert speech(await stack.post(cancel)) == "You have no open alert to cancel."
+    await stack.rx.wait_for(
+        lambda cs: any(c["alert_id"] == contact["alert_id"] and c["msg_type"] == "update"
+                       and DURESS_CANCEL_REASON in (c["reason"] or "") for c in cs)
+    )
+    alert = await stack.eb.runtime.store.get_alert(contact["alert_id"])
+    assert alert is not None and alert.is_open
+    assert not any(c["msg_type"] == "cancel" for c in stack.rx.contacts)
 
 
 @pytest.mark.parametrize("stack", [6.0], indirect=True)

@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 
+from bridge.pipeline import DURESS_CANCEL_REASON
 from bridge.sinks.signing import sign
 from tests.conftest import BridgeEnv
 
@@ -227,3 +228,25 @@ async def test_a_device_whose_profile_speaks_another_transport_is_refused(bridge
         assert "zigbee2mqtt-tuya-ts0215a-sos" in refused.json()["reason"]
         metrics = (await c.get("/metrics")).text
     assert 'sosbridge_alerts_rejected_total{reason="wrong_transport",transport="http"} 1.0' in metrics
+
+
+@pytest.mark.parametrize("kind", ["duress", "panic"])
+async def test_device_cancel_during_a_duress_or_silent_panic_alert_is_held(bridge_env: BridgeEnv, kind: str) -> None:
+    """Issue 17: the device is answered as if the cancel worked, the platform gets an update, the alert
+    stays open; only the platform stands it down."""
+    token = await bridge_env.add_device(f"pendant-{kind}")
+    async with httpx.AsyncClient(base_url=bridge_env.url, headers={"Authorization": f"Bearer {token}"}) as c:
+        r = await c.post("/v1/alerts", json={"kind": kind, "silent": True, "message_id": "d-1"})
+        assert r.status_code == 202, r.text
+        alert_id = r.json()["alert_id"]
+        await bridge_env.receiver.wait_for(lambda cs: any(x["alert_id"] == alert_id for x in cs))
+        r = await c.post(f"/v1/alerts/{alert_id}/cancel", json={"reason": "false_alarm", "message_id": "d-2"})
+        assert r.status_code == 202 and r.json()["state"] == "cancelled" and r.json()["outcome"] == "cancelled"
+        contacts = await bridge_env.receiver.wait_for(
+            lambda cs: any(x["alert_id"] == alert_id and x["msg_type"] == "update" for x in cs)
+        )
+        update = next(x for x in contacts if x["alert_id"] == alert_id and x["msg_type"] == "update")
+        assert DURESS_CANCEL_REASON in update["reason"] and update["device"]["transport"] == "http"
+        assert not any(x["msg_type"] == "cancel" for x in contacts)
+        alert = await bridge_env.store.get_alert(alert_id)
+        assert alert.is_open and alert.attributes["cancel_requests_under_duress"] == 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bridge.events import StatusBus
 from bridge.model import AlertState, Device, Observation
-from bridge.pipeline import Rejected
+from bridge.pipeline import Rejected, held_under_duress
 from bridge.store.base import Store, StoreError
 from bridge.supervision import Submitter
 
@@ -136,7 +136,7 @@ class VoiceService:
             raise VoiceRejected(exc.code, exc.reason) from exc
         except StoreError as exc:
             raise VoiceUnavailable(str(exc)) from exc
-        if before is not None and before.silent and before.alert_id == result.alert_id:
+        if before is not None and held_under_duress(before) and before.alert_id == result.alert_id:
             if not before.attributes.get("silenced_by_escalation"):
                 raise VoiceRejected("nothing_to_cancel", "no open alert to cancel")
             return AlertOutcome(result.alert_id, result.outcome, AlertState.cancelled, silent=True)
@@ -150,7 +150,7 @@ class VoiceService:
                 alert = None
         if alert is None:
             return None
-        if alert.silent and alert.attributes.get("cancel_requests_under_duress"):
+        if alert.attributes.get("cancel_requests_under_duress"):
             # The device side was told the alert is cancelled (or never existed): keep telling it that.
             return None
         return AlertOutcome(alert.alert_id, "status", alert.state, alert.silent)
