@@ -188,7 +188,7 @@ def start_home_assistant(
     write_config(config_dir, ha_port, bridge_port, automations)
     log = config_dir / "hass.out"
     t0 = time.monotonic()
-    fh = open(log, "ab")  # noqa: SIM115 - the process owns it
+    fh = open(log, "ab")  # the hass process writes to it until it exits
     proc = subprocess.Popen(
         [str(hass), "--config", str(config_dir), "--skip-pip", "--log-no-color"],
         stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(config_dir)},
