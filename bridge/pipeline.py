@@ -134,6 +134,17 @@ def held_under_duress(alert: Alert) -> bool:
     return alert.silent and alert.kind in (AlertKind.panic, AlertKind.sos)
 
 
+def cancel_held(alert: Alert) -> bool:
+    """A cancel was asked for at the device and held (`held_under_duress`): the device side has been told
+    the alert is cancelled, and every device-facing view keeps saying so (`device_state`)."""
+    return bool(alert.attributes.get("cancel_requests_under_duress"))
+
+
+def device_state(alert: Alert) -> AlertState:
+    """The state the device side is shown: `cancelled` once a cancel was held, the real state otherwise."""
+    return AlertState.cancelled if cancel_held(alert) else alert.state
+
+
 class Pipeline:
     def __init__(
         self,
@@ -435,8 +446,11 @@ class Pipeline:
             )
         )
         self._queue_contact(change, device, "update", f"{DURESS_CANCEL_REASON} ({obs.transport})")
-        # Nothing is published on the status bus: a device listening there must not learn the alert lives.
         await self._commit(change)
+        # Devices following the status bus (MQTT status topic, CoAP observe) see what a cancel looks like.
+        self.bus.publish(
+            StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, AlertState.cancelled, "cancelled")
+        )
         return SubmitResult(alert.alert_id, "cancelled", AlertState.cancelled)
 
     async def _update(self, obs: Observation, device: Device, dedupe_key: str | None) -> SubmitResult:
@@ -514,7 +528,9 @@ class Pipeline:
                     continue
             else:
                 raise StoreError("the alert kept changing under this transition; retry")
-        self._publish(alert, event.value)
+        if not cancel_held(alert):
+            # A held alert's device was told it is cancelled: the status topic / CoAP observers keep that view.
+            self._publish(alert, event.value)
         return alert
 
     # -- helpers --------------------------------------------------------------------------------------

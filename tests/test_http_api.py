@@ -250,3 +250,8 @@ async def test_device_cancel_during_a_duress_or_silent_panic_alert_is_held(bridg
         assert not any(x["msg_type"] == "cancel" for x in contacts)
         alert = await bridge_env.store.get_alert(alert_id)
         assert alert.is_open and alert.attributes["cancel_requests_under_duress"] == 1
+        # The device keeps seeing what a cancel looks like, even after the platform acknowledged.
+        await bridge_env.receiver.receiver.callback(alert_id, "ack")
+        assert (await bridge_env.store.get_alert(alert_id)).state.value == "acknowledged"
+        status = (await c.get(f"/v1/alerts/{alert_id}")).json()
+        assert status["state"] == "cancelled" and status["message"] == "Alert cancelled."

@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge.config import Settings
 from bridge.embedded import EmbeddedBridge
 from bridge.model import Device, Location
+from bridge.pipeline import DURESS_CANCEL_REASON
 from bridge.profiles import ProfileRegistry
 from bridge.receiver import EmbeddedReceiver
 from device_adapters.mqtt import MqttAdapter
@@ -329,6 +330,33 @@ async def test_status_topic_follows_the_alert(tmp_path: Path, mosquitto_url: str
             # Cancel from the button: the status topic says so.
             await env.sim(device).alert("sos", action="cancel", message_id="c-1")
             await listener.wait_for(lambda t, b: b["state"] == "cancelled")
+        finally:
+            listener.close()
+
+
+async def test_duress_then_cancel_from_the_button_is_held(tmp_path: Path, mosquitto_url: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17: the status topic shows "cancelled" (as a cancel would), the platform gets an update and the
+    alert stays open; a later acknowledgement by the platform does not reach the status topic."""
+    async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
+        listener = Listener(mosquitto_url, ["sosbridge/acme/duress-btn/status"])
+        try:
+            await listener.ready()
+            device = await env.add("duress-btn", "sosbridge-mqtt-button")
+            await env.sim(device).alert("duress", silent=True)
+            [contact] = await env.contacts_for("duress-btn")
+            assert contact["kind"] == "duress" and contact["silent"] is True
+            await env.sim(device).alert("duress", action="cancel", message_id="c-1")
+            await listener.wait_for(lambda t, b: b["state"] == "cancelled")
+            contacts = await env.contacts_for("duress-btn", n=2)
+            assert [c["msg_type"] for c in contacts] == ["alert", "update"]
+            assert DURESS_CANCEL_REASON in contacts[1]["reason"] and "(mqtt)" in contacts[1]["reason"]
+            alert = await env.store.get_alert(contact["alert_id"])
+            assert alert is not None and alert.is_open
+            seen = len(listener.messages)
+            await env.rx.receiver.callback(contact["alert_id"], "ack")
+            await asyncio.sleep(0.5)
+            assert all(b["state"] == "cancelled" for _, b in listener.messages[seen:])
         finally:
             listener.close()
 

@@ -27,6 +27,7 @@ from bridge.adapters import BaseAdapter
 from bridge.decoding import Frame
 from bridge.ingress import Claim, Receipt
 from bridge.model import Alert
+from bridge.pipeline import device_state
 from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
 from device_adapters.coap.oscore import BridgeOscoreSite, OscoreContexts, device_for
 
@@ -220,7 +221,8 @@ class AlertStatus(resource.PathCapable, aiocoap.interfaces.ObservableResource):
             if exc.metric:
                 self.adapter.ctx.metrics.rejected(TRANSPORT, exc.metric)
             return error_response(exc)
-        return self.status_message(alert.alert_id, alert.state.value, alert.kind.value, request.opt.accept)
+        state = device_state(alert)  # a held cancel (duress) reads as cancelled here too
+        return self.status_message(alert.alert_id, state.value, alert.kind.value, request.opt.accept)
 
     @staticmethod
     def status_message(alert_id: str, state: str, kind: str | None, fmt: Any) -> aiocoap.Message:

@@ -20,7 +20,7 @@ from bridge.decoding import Frame
 from bridge.ingress import Claim, Receipt
 from bridge.lifecycle import DEVICE_MESSAGES
 from bridge.model import AlertKind, Device, Location, LocationSource, Observation, Severity
-from bridge.pipeline import AlertNotFound, Rejected, SubmitResult
+from bridge.pipeline import AlertNotFound, Rejected, SubmitResult, device_state
 from bridge.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -157,10 +157,11 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         alert = await ctx.store.get_alert(alert_id)
         if alert is None or alert.device_id != device.device_id:
             raise AlertNotFound(alert_id)
+        state = device_state(alert)  # a held cancel (duress) reads as cancelled here too
         return {
             "alert_id": alert.alert_id,
-            "state": alert.state.value,
-            "message": DEVICE_MESSAGES[alert.state],
+            "state": state.value,
+            "message": DEVICE_MESSAGES[state],
             "kind": alert.kind.value,
             "escalation_count": alert.escalation_count,
             "updated_at": alert.updated_at.isoformat(),
