@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -140,7 +141,12 @@ async def test_status_and_cancel_speak_the_bridges_own_reply(env: Env) -> None:
     assert await env.ha.aconverse("is help coming") == say("no_alert", "en-GB")
     assert await env.ha.aconverse("I need help") == say("acknowledged", "en-GB")
     alert_id = (await env.contact(lambda c: c["msg_type"] == "alert"))["alert_id"]
-    assert await env.ha.aconverse("Is help coming?") == say("acknowledged", "en-GB")
+    took = []
+    for _ in range(10):
+        t0 = time.monotonic()
+        assert await env.ha.aconverse("Is help coming?") == say("acknowledged", "en-GB")
+        took.append(time.monotonic() - t0)
+    print(f"'is help coming' through Home Assistant and the bridge: median {statistics.median(took) * 1000:.0f} ms")
     # "okay" and "I'm okay" only ask; the alert stays open.
     assert await env.ha.aconverse("okay") == say("confirm_cancel_assist", "en-GB")
     assert await env.ha.aconverse("I'm okay") == say("confirm_cancel_assist", "en-GB")
@@ -157,7 +163,9 @@ async def test_bridge_stopped_every_sentence_says_call_999_and_duress_stays_inno
 ) -> None:
     ha = rig.ha
     for text in ("I need help", "help", "is help coming", "okay", "yes cancel my alert"):
+        t0 = time.monotonic()
         assert await ha.aconverse(text) == UNREACHABLE_EN, text
+        print(f"{text!r} with the bridge down: {(time.monotonic() - t0) * 1000:.0f} ms to 'call 999'")
     assert await ha.aconverse("Hilfe", "de") == UNREACHABLE_DE
     assert await ha.aconverse("is the kettle on") == "OK, noted."
     # The duress alert is retried in the background: the bridge comes back and gets it, silently.
