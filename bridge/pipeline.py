@@ -274,7 +274,8 @@ class Pipeline:
 
     async def _duplicate(self, alert_id: str) -> SubmitResult:
         alert = await self.store.get_alert(alert_id)
-        return SubmitResult(alert_id, "duplicate", alert.state if alert else None)
+        # A retried cancel that was held must not reveal the alert's real state to the device.
+        return SubmitResult(alert_id, "duplicate", device_state(alert) if alert else None)
 
     # -- actions --------------------------------------------------------------------------------------
     async def _alert(
