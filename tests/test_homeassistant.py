@@ -174,6 +174,28 @@ async def test_bridge_stopped_every_sentence_says_call_999_and_duress_stays_inno
         assert contact["kind"] == "duress" and contact["silent"] is True
 
 
+async def test_bridge_that_never_answers_gets_call_999_after_the_timeout(rig: Rig) -> None:
+    """A bridge that accepts the connection and says nothing (overloaded, half-dead): the package's 6 s
+    rest_command timeout, then the honest reply."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def mute(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(mute, "127.0.0.1", rig.bridge_port)
+    try:
+        t0 = time.monotonic()
+        assert await rig.ha.aconverse("I need help") == UNREACHABLE_EN
+        took = time.monotonic() - t0
+        assert 5.5 < took < 15, took
+        print(f"'I need help' with a bridge that never answers: {took:.1f} s to 'call 999'")
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_bad_token_gets_the_honest_reply_and_raises_nothing(rig: Rig, tmp_path: Path) -> None:
     async with bridge_for(rig, tmp_path, token="another-device-token-9876543210") as env:
         assert await env.ha.aconverse("I need help") == UNREACHABLE_EN
