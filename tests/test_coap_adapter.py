@@ -18,6 +18,7 @@ from aiocoap.numbers import ContentFormat
 
 from bridge.embedded import EmbeddedBridge
 from bridge.model import Device, Person
+from bridge.pipeline import DURESS_CANCEL_REASON
 from bridge.receiver import EmbeddedReceiver
 from bridge.serving import free_port
 from device_adapters.coap.auth import AuthError, compute_mac, parse_query, verify
@@ -143,6 +144,25 @@ async def test_observe_follows_the_alert_and_cancel(coap_env: CoapEnv) -> None:
 
     other = await env.device.send(env.device.build(Code.GET, "alert/01NOSUCHALERT"))
     assert other.code == Code.NOT_FOUND
+
+
+async def test_duress_then_cancel_is_held_and_observe_shows_cancelled(coap_env: CoapEnv) -> None:
+    """Issue 17 on CoAP: the pendant is answered as if the cancel worked, the alert resource says
+    "cancelled", the platform gets an update, and the alert stays open."""
+    env = coap_env
+    reply = await env.device.alert("duress", message_id="d-1", silent=True)
+    alert_id = reply.body["alert_id"]
+    await env.contact(lambda c: c["alert_id"] == alert_id and c["msg_type"] == "alert")
+    cancelled = await env.device.cancel(alert_id)
+    assert cancelled.code == Code.CHANGED and cancelled.body["state"] == "cancelled"
+    update = await env.contact(lambda c: c["alert_id"] == alert_id and c["msg_type"] == "update")
+    assert DURESS_CANCEL_REASON in update["reason"] and "(coap)" in update["reason"]
+    async for doc in env.device.observe(alert_id):
+        assert doc["state"] == "cancelled"
+        break
+    alert = await env.bridge.runtime.store.get_alert(alert_id)
+    assert alert is not None and alert.is_open
+    assert not any(c["msg_type"] == "cancel" for c in env.rx.contacts)
 
 
 async def test_well_known_core_lists_alert(coap_env: CoapEnv) -> None:
