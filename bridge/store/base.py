@@ -53,6 +53,9 @@ class OutboxItem:
     fallback_sent: bool = False
     created_at: float = 0.0
     route: str = "default"
+    # In memory only, never stored: the alert as committed with this row, when the pipeline hands a fresh
+    # row to the forwarder (saves re-reading it after delivery; a stale copy only costs a versioned retry).
+    alert: Alert | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
