@@ -48,18 +48,22 @@ class BodySizeLimit:
             return
         seen = 0
         started = False
+        overflowed = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, overflowed
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
+                    overflowed = True
                     raise BodyTooLarge
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if overflowed and not started:
+                return  # the framework turned BodyTooLarge into its own 400; the answer is our 413
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
@@ -67,6 +71,8 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except BodyTooLarge:
+            pass
+        if overflowed:
             if self.on_reject:
                 self.on_reject()
             if not started:
