@@ -217,15 +217,40 @@ class RequestDeadlineProtocol(H11Protocol):
             self.transport.close()
 
 
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard limit (as Go's runtime does); returns the soft limit."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 1 << 16
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
 def http_server_options(settings: Settings) -> dict[str, Any]:
-    """uvicorn.Config keyword arguments for the bridge's HTTP API (serve, embedded bridge)."""
-    protocol = RequestDeadlineProtocol.configured(settings.http_request_timeout_s, settings.http_max_pending)
+    """uvicorn.Config keyword arguments for the bridge's HTTP API (serve, embedded bridge).
+
+    Sized against the process's descriptor limit so that accepting never fails for want of one: pending
+    (unfinished) connections get at most a quarter of it, and asyncio accepts at most `backlog` sockets per
+    loop pass (uvicorn's 2048 would accept far past a 1024 limit before any protocol could close one).
+    """
+    fds = raise_fd_limit()
+    quarter = max(8, fds // 4)
+    pending = min(settings.http_max_pending, quarter)
+    protocol = RequestDeadlineProtocol.configured(settings.http_request_timeout_s, pending)
     return {
         "host": settings.http_host,
         "port": settings.http_port,
         "http": protocol,
+        "backlog": min(2048, quarter),
         "timeout_keep_alive": settings.http_keepalive_s,
-        "limit_concurrency": settings.http_limit_concurrency,
+        "limit_concurrency": min(settings.http_limit_concurrency, max(16, fds // 2)),
         "proxy_headers": settings.http_proxy_headers,
         "forwarded_allow_ips": settings.http_forwarded_allow_ips,
         "log_level": "warning",
