@@ -10,12 +10,13 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from bridge.model import (
     Alert,
     AlertKind,
     AlertState,
+    CleanModel,
     ContactStatus,
     Device,
     Location,
@@ -29,7 +30,7 @@ SCHEMA_ID = "sosbridge.contact/1"
 MsgType = Literal["alert", "update", "cancel"]
 
 
-class ContactDevice(BaseModel):
+class ContactDevice(CleanModel):
     model_config = ConfigDict(extra="forbid")
     id: str
     profile: str | None = None
@@ -37,13 +38,13 @@ class ContactDevice(BaseModel):
     label: str | None = None
 
 
-class ContactLinks(BaseModel):
+class ContactLinks(CleanModel):
     model_config = ConfigDict(extra="forbid")
     ack: str | None = Field(default=None, description="POST here to acknowledge (help is on the way)")
     resolve: str | None = Field(default=None, description="POST here to resolve")
 
 
-class Contact(BaseModel):
+class Contact(CleanModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, title="SOS Bridge contact")
 
     schema_: Literal["sosbridge.contact/1"] = Field(default="sosbridge.contact/1", alias="schema")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.api.auth import bearer_token, require_secret
-from bridge.api.limits import BodySizeLimit
+from bridge.api.limits import BodySizeLimit, JsonTextGuard
 from bridge.contact import contact_json_schema
 from bridge.lifecycle import DEVICE_MESSAGES, LifecycleEvent
 from bridge.model import Device, utcnow
@@ -209,5 +209,6 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
     def count_oversized() -> None:
         runtime.metrics.rejected("http", "too_large")
 
+    app.add_middleware(JsonTextGuard)  # inside the size limit: it reads bodies already limited
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes, on_reject=count_oversized)
     return app
