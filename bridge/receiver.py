@@ -22,6 +22,7 @@ import httpx
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
+from bridge.private_files import private_file
 from bridge.sinks.signing import DEFAULT_TOLERANCE_S, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SignatureError, check
 
 log = logging.getLogger("sosbridge.receiver")
@@ -121,7 +122,7 @@ class Receiver:
     def _append(self, record: dict[str, Any]) -> None:
         if self.jsonl_path is None:
             return
-        self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.jsonl_path)  # contacts carry names and locations: 0600
         with open(self.jsonl_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()

@@ -22,6 +22,7 @@ from bridge.metrics import Metrics
 from bridge.model import utcnow
 from bridge.pipeline import Pipeline
 from bridge.plugins import LoadedPlugin, load_all
+from bridge.private_files import private_dir
 from bridge.profiles import ProfileRegistry
 from bridge.ratelimit import TokenBuckets
 from bridge.routing import DEFAULT_ROUTE, RoutingTable, load_routes
@@ -122,6 +123,7 @@ class BridgeRuntime:
         return create_app(self)
 
     async def start(self) -> None:
+        private_dir(self.settings.data_path)  # 0700: the stores, keys and spool below it are private
         await self.store.open()
         await self.forwarder.start()
         for adapter in self.adapters:

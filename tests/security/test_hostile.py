@@ -404,3 +404,35 @@ async def test_oversized_chunked_body_is_413(bridge_env: BridgeEnv) -> None:
         )
     assert r.status_code == 413, r.text
     assert r.json()["error"] == "too_large"
+
+
+# -- item 8: secrets and personal data at rest are private, whatever the umask -------------------------------
+async def test_data_dir_and_files_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    (data / "bridge.db").touch(mode=0o644)  # an installation from before: narrowed on start
+    data.chmod(0o755)
+    old_umask = os.umask(0o022)
+    try:
+        async with running_bridge(
+            tmp_path, db=str(data / "bridge.db"), data_dir=str(data), fallback_after_attempts=1
+        ) as env:
+            env.receiver.receiver.mode = "down"
+            await sos(env, await env.add_device("pendant-8"))
+            spool = env.settings.effective_fallback_file
+
+            async def spooled() -> bool:
+                return spool.exists() and spool.stat().st_size > 0
+
+            await wait_until(spooled)
+            env.receiver.receiver.mode = "normal"
+            modes = {
+                p.name: p.stat().st_mode & 0o777
+                for p in data.iterdir()
+                if p.is_file() and (p.suffix in (".db", ".jsonl") or p.name.endswith(("-wal", "-shm")))
+            }
+            assert data.stat().st_mode & 0o777 == 0o700
+            assert {"bridge.db", "bridge.db-wal", "supervision.db", spool.name} <= set(modes)
+            assert modes == dict.fromkeys(modes, 0o600), modes
+    finally:
+        os.umask(old_umask)
