@@ -171,6 +171,8 @@ def devices_add(
         identifiers=identifiers,
         status="exercise" if exercise else "actual",
     )
+    if token is not None and not 16 <= len(token) <= 200:
+        raise typer.BadParameter("a device token has 16 to 200 characters (as the registry API requires)")
     secret = token or secrets.token_urlsafe(24)
 
     async def add(store: Any) -> None:
@@ -330,6 +332,9 @@ def demo(
 
 
 def main() -> None:
+    from skills.alexa.cli import alexa_app  # sosbridge alexa cache-cert URL FILE
+
+    app.add_typer(alexa_app, name="alexa")
     try:
         from simulator.cli import sim_app
 

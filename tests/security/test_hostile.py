@@ -436,3 +436,49 @@ async def test_data_dir_and_files_are_private_whatever_the_umask(tmp_path: Path)
             assert modes == dict.fromkeys(modes, 0o600), modes
     finally:
         os.umask(old_umask)
+
+
+# -- items 10, 11, 12: weak device tokens, unsigned Alexa, the anonymous embedded broker ---------------------
+def test_devices_add_refuses_a_short_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_")}
+    env["SOSBRIDGE_DB"] = str(tmp_path / "b.db")
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge.cli", "devices", "add", "pendant-10", "--token", "42"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 2 and "16 to 200 characters" in done.stdout + done.stderr
+
+
+def test_serve_says_what_is_unsafe_when_it_may_start(tmp_path: Path) -> None:
+    """Unsigned Alexa on exercise traffic starts, with an error; the embedded broker starts, with a warning."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_")}
+    env.update(
+        {
+            "SOSBRIDGE_DB": str(tmp_path / "b.db"),
+            "SOSBRIDGE_DATA_DIR": str(tmp_path),
+            "SOSBRIDGE_HTTP_PORT": str(port),
+            "SOSBRIDGE_COAP_ENABLED": "false",
+            "SOSBRIDGE_DEFAULT_STATUS": "exercise",
+            "SOSBRIDGE_ALEXA_APPLICATION_IDS": "amzn1.ask.skill.test",
+            "SOSBRIDGE_ALEXA_VERIFY_SIGNATURE": "false",
+        }
+    )
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bridge.cli", "serve", "--embedded-broker", "--broker-port", str(free_port())],
+            env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+        )
+    try:
+        from bridge.serving import wait_http
+
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, timeout=30)
+        lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        alexa = [x for x in lines if "NOT verified" in x.get("msg", "")]
+        broker = [x for x in lines if "embedded MQTT broker is anonymous" in x.get("msg", "")]
+        assert alexa and alexa[0]["level"] == "error"
+        assert broker and broker[0]["level"] == "warning"
+    finally:
+        proc.terminate()
+        proc.wait(15)
