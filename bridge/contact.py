@@ -10,13 +10,12 @@ import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.model import (
     Alert,
     AlertKind,
     AlertState,
-    CleanModel,
     ContactStatus,
     Device,
     Location,
@@ -30,7 +29,7 @@ SCHEMA_ID = "sosbridge.contact/1"
 MsgType = Literal["alert", "update", "cancel"]
 
 
-class ContactDevice(CleanModel):
+class ContactDevice(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str
     profile: str | None = None
@@ -38,13 +37,13 @@ class ContactDevice(CleanModel):
     label: str | None = None
 
 
-class ContactLinks(CleanModel):
+class ContactLinks(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ack: str | None = Field(default=None, description="POST here to acknowledge (help is on the way)")
     resolve: str | None = Field(default=None, description="POST here to resolve")
 
 
-class Contact(CleanModel):
+class Contact(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True, title="SOS Bridge contact")
 
     schema_: Literal["sosbridge.contact/1"] = Field(default="sosbridge.contact/1", alias="schema")

@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ulid import ULID
 
-from bridge.text import clean_value
+from bridge.text import clean_value, needs_cleaning
 
 
 class AlertKind(StrEnum):
@@ -104,10 +104,13 @@ class CleanModel(BaseModel):
     """Every string field (nested in lists and dicts too) loses C0 controls and lone surrogates on the way
     in (bridge.text): whatever a device, registry or decoder sends, every renderer gets valid text."""
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _clean_text(cls, v: Any) -> Any:
-        return clean_value(v)
+    @model_validator(mode="after")
+    def _clean_text(self) -> Any:
+        # One pass over the validated fields (nested models clean themselves); a C regex search per string.
+        for name, value in self.__dict__.items():
+            if isinstance(value, str | list | dict) and needs_cleaning(value):
+                object.__setattr__(self, name, clean_value(value))
+        return self
 
 
 class CivicAddress(CleanModel):
@@ -229,7 +232,7 @@ class HistoryEntry(CleanModel):
     detail: dict[str, Any] = Field(default_factory=dict)
 
 
-class Alert(CleanModel):
+class Alert(BaseModel):
     alert_id: str
     tenant_id: str
     device_id: str

@@ -33,3 +33,14 @@ def clean_value(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(clean_value(v) for v in value)
     return value
+
+
+def needs_cleaning(value: Any) -> bool:
+    """Whether `clean_value` would change `value` (no allocation on the common, clean path)."""
+    if isinstance(value, str):
+        return _ANY_BAD.search(value) is not None
+    if isinstance(value, dict):
+        return any(needs_cleaning(k) or needs_cleaning(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(needs_cleaning(v) for v in value)
+    return False

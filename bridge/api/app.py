@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.api.auth import bearer_token, require_secret
 from bridge.api.limits import BodySizeLimit, JsonTextGuard
 from bridge.contact import contact_json_schema
 from bridge.lifecycle import DEVICE_MESSAGES, LifecycleEvent
-from bridge.model import Device, utcnow
+from bridge.model import CleanModel, Device, utcnow
 from bridge.pipeline import AlertNotFound, Rejected
 from bridge.store.base import StoreError
 
@@ -37,7 +37,7 @@ def error_body(code: str, reason: str) -> dict[str, str]:
     return {"error": code, "reason": reason}
 
 
-class PlatformNote(BaseModel):
+class PlatformNote(CleanModel):
     note: str = Field(default="", max_length=500)
     operator: str | None = Field(default=None, max_length=100)
 

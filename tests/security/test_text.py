@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.formats import render
-from bridge.model import CivicAddress, Device, Location, Person
+from bridge.model import Device, Person
 from tests.conftest import running_bridge
 from tests.formats_factory import contact, device
 
@@ -28,17 +28,12 @@ ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=40
 
 
 def registry_device(name: str, need: str, notes: str, street: str) -> Device:
-    base = device()
-    reg = base.registered_address
-    assert reg is not None and reg.civic is not None
-    civic = CivicAddress.model_validate(reg.civic.model_dump() | {"a6": street})
-    return base.model_copy(
-        update={
-            "person": Person(name=name, communication_needs=[need], vulnerability_notes=notes, language="gd"),
-            "registered_address": Location.model_validate(reg.model_dump() | {"civic": civic.model_dump()}),
-            "label": name,
-        }
-    )
+    """What the registry holds after registration (POST /v1/devices validates a Device like this)."""
+    doc = device().model_dump(mode="json")
+    doc["label"] = name
+    doc["person"] = {"name": name, "communication_needs": [need], "vulnerability_notes": notes, "language": "gd"}
+    doc["registered_address"]["civic"]["a6"] = street
+    return Device.model_validate(doc)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
