@@ -65,8 +65,13 @@ def weak_secret(secret: str | None) -> bool:
     return not secret or secret.strip() == "" or secret == DEFAULT_WEBHOOK_SECRET
 
 
-def serve_refusal(settings: Settings) -> str | None:
+def serve_refusal(settings: Settings, embedded_broker: bool = False) -> str | None:
     """One line saying why `serve` must not start with these settings, or None."""
+    if embedded_broker and not settings.mqtt_url and settings.default_status == "actual":
+        return (
+            "refusing to start: --embedded-broker is anonymous (any local process can publish as any device); "
+            "it runs only with SOSBRIDGE_DEFAULT_STATUS=exercise or test; use Mosquitto with passwords and the ACL"
+        )
     if settings.platform_url and weak_secret(settings.platform_secret):
         return (
             "refusing to start: SOSBRIDGE_PLATFORM_URL is set but SOSBRIDGE_PLATFORM_SECRET is missing or the "
@@ -119,7 +124,7 @@ def check_serve(settings: Settings, embedded_broker: bool = False) -> None:
     """What `serve` calls before it starts: exit 2 with one clear line on a refusal, log the warnings."""
     import sys
 
-    refusal = serve_refusal(settings)
+    refusal = serve_refusal(settings, embedded_broker)
     if refusal is not None:
         sys.stderr.write(refusal + "\n")
         raise SystemExit(2)

@@ -114,11 +114,11 @@ async def test_readyz_shows_reasons_not_alert_ids_and_details_need_the_ops_token
         env.receiver.receiver.mode = "normal"
 
 
-def serve_process(env: dict[str, str], timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
+def serve_process(env: dict[str, str], *args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_")}
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "serve"],
+        [sys.executable, "-m", "bridge.cli", "serve", *args],
         env=full,
         cwd=ROOT,
         capture_output=True,
@@ -142,6 +142,15 @@ def serve_process(env: dict[str, str], timeout: float = 20.0) -> subprocess.Comp
     ],
 )
 def test_serve_refuses_to_start_with_a_default_secret(tmp_path: Path, extra: dict[str, str]) -> None:
+    assert_refused(tmp_path, extra)
+
+
+def test_serve_refuses_the_anonymous_embedded_broker_for_real_alerts(tmp_path: Path) -> None:
+    secret = {"SOSBRIDGE_PLATFORM_SECRET": secrets.token_hex(16)}
+    assert_refused(tmp_path, secret, "--embedded-broker", "--broker-port", str(free_port()))
+
+
+def assert_refused(tmp_path: Path, extra: dict[str, str], *args: str) -> None:
     env = {
         "SOSBRIDGE_PLATFORM_URL": "http://127.0.0.1:9/contacts",
         "SOSBRIDGE_DB": str(tmp_path / "b.db"),
@@ -151,7 +160,7 @@ def test_serve_refuses_to_start_with_a_default_secret(tmp_path: Path, extra: dic
         **extra,
     }
     try:
-        done = serve_process(env)
+        done = serve_process(env, *args)
     except subprocess.TimeoutExpired:
         pytest.fail("serve started (and kept running) with an unsafe configuration")
     assert done.returncode == 2
