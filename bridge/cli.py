@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bridge.config import Settings, load_settings
+from bridge.security import check_receiver, check_serve, http_server_options
 
 app = typer.Typer(help="SOS Bridge: wearables, panic buttons and voice assistants to the police.", no_args_is_help=True)
 devices_app = typer.Typer(help="Register and manage devices (works on the local store).", no_args_is_help=True)
@@ -46,6 +47,7 @@ def serve(
     coap_default = None if "SOSBRIDGE_COAP_ENABLED" in os.environ else True
     settings = _settings(config, http_host=host, http_port=port, coap_enabled=coap_default)
     configure_logging(settings.log_level)
+    check_serve(settings, embedded_broker)  # exit 2 on a default webhook secret and the like: bridge/security.py
     asyncio.run(_serve(settings, embedded_broker, broker_port))
 
 
@@ -63,14 +65,7 @@ async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) ->
             broker = await stack.enter_async_context(EmbeddedBroker(port=broker_port))
             settings = settings.model_copy(update={"mqtt_url": broker.url})
         runtime = BridgeRuntime(settings)
-        config = uvicorn.Config(
-            runtime.create_app(),
-            host=settings.http_host,
-            port=settings.http_port,
-            log_level="warning",
-            access_log=False,
-            lifespan="on",
-        )
+        config = uvicorn.Config(runtime.create_app(), **http_server_options(settings))
         await uvicorn.Server(config).serve()
 
 
@@ -90,6 +85,9 @@ def receiver(
     no_auto_ack: Annotated[bool, typer.Option("--no-auto-ack", help="Only acknowledge on command")] = False,
     mode: Annotated[str, typer.Option(help="Start as normal, down (503) or slow")] = "normal",
     slow_s: Annotated[float, typer.Option(help="Delay of each answer in slow mode")] = 5.0,
+    control_token: Annotated[
+        str | None, typer.Option(help="Bearer token for GET /contacts and /control/* (open when unset)")
+    ] = None,
 ) -> None:
     """Run the reference contact platform: verify, validate, store as JSONL, acknowledge."""
     import uvicorn
@@ -98,13 +96,15 @@ def receiver(
     from bridge.receiver import Receiver
 
     configure_logging("INFO")
+    secret = check_receiver(secret or os.environ.get("SOSBRIDGE_PLATFORM_SECRET"), host, control_token)
     rx = Receiver(
-        secret or os.environ.get("SOSBRIDGE_PLATFORM_SECRET", "change-me"),
+        secret,
         jsonl_path=jsonl,
         bridge_url=bridge_url or os.environ.get("SOSBRIDGE_PUBLIC_URL"),
         platform_token=platform_token or os.environ.get("SOSBRIDGE_PLATFORM_TOKEN"),
         auto_ack_s=None if no_auto_ack else ack_after,
         auto_resolve_s=resolve_after,
+        control_token=control_token,
     )
     if mode not in ("normal", "down", "slow"):
         raise typer.BadParameter("mode is normal, down or slow")
@@ -171,6 +171,8 @@ def devices_add(
         identifiers=identifiers,
         status="exercise" if exercise else "actual",
     )
+    if token is not None and not 16 <= len(token) <= 200:
+        raise typer.BadParameter("a device token has 16 to 200 characters (as the registry API requires)")
     secret = token or secrets.token_urlsafe(24)
 
     async def add(store: Any) -> None:
@@ -330,6 +332,9 @@ def demo(
 
 
 def main() -> None:
+    from skills.alexa.cli import alexa_app  # sosbridge alexa cache-cert URL FILE
+
+    app.add_typer(alexa_app, name="alexa")
     try:
         from simulator.cli import sim_app
 

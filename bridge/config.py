@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from bridge.security import SecuritySettings
 
 
-class Settings(BaseSettings):
+class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/security.py
     model_config = SettingsConfigDict(env_prefix="SOSBRIDGE_", extra="ignore")
 
     # storage

@@ -47,6 +47,7 @@ from bridge.store.base import (
 )
 
 T = TypeVar("T")
+AUDIT_MAXLEN = 100_000  # audit stream entries kept at most (approximate trim), whatever the retention says
 
 _ITEM_FIELDS = (
     "item_id",
@@ -443,7 +444,14 @@ class RedisStore:
     commit_retries = 3
     mark_retries = 12  # about 8 s of backoff in _call
 
-    def __init__(self, url: str, namespace: str = "sosbridge", dedupe_ttl_s: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "sosbridge",
+        dedupe_ttl_s: int | None = None,
+        audit_maxlen: int = AUDIT_MAXLEN,
+    ) -> None:
+        self.audit_maxlen = audit_maxlen
         self.url, ns, url_ttl = parse_url(url, namespace)
         self.namespace = ns
         self.prefix = f"{ns}:"
@@ -734,7 +742,10 @@ class RedisStore:
     async def audit(self, at: datetime, actor: str, action: str, subject: str, detail: str = "") -> None:
         # An append-only log is what a stream is for; XADD ids also give a server-side time order.
         fields = {"at": at.isoformat(), "actor": actor, "action": action, "subject": subject, "detail": detail}
-        await self._call(lambda: self.r.xadd(self._k("audit"), fields))
+        # Bounded: MAXLEN ~ lets Redis trim whole stream nodes cheaply (the retention purge trims by age).
+        await self._call(
+            lambda: self.r.xadd(self._k("audit"), fields, maxlen=self.audit_maxlen, approximate=True)
+        )
 
     async def audit_log(self, count: int = 100) -> list[dict[str, str]]:
         """The most recent audit entries, oldest first (not part of the Store contract)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.model import Alert, Device, HistoryEntry, Location
+from bridge.private_files import private_sqlite
 from bridge.store.base import (
     Change,
     ConcurrentUpdate,
@@ -279,6 +280,7 @@ class SqliteStore:
     def _connect(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self.path)  # 0600 whatever the umask: keys, names and phone numbers live here
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
