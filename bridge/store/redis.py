@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -509,6 +509,23 @@ class RedisStore:
             lambda: self._script("put_device", device.device_id, device.model_dump_json(), device.tenant_id, *idents),
             retries=2,  # idempotent: the same document written twice
         )
+
+    async def put_devices(self, devices: Sequence[Device], tokens: Mapping[str, str] | None = None) -> None:
+        """The per-device scripts, pipelined: one round trip per batch. Each script is idempotent, so a
+        batch retried after a lost reply converges to the same registry."""
+
+        async def run() -> None:
+            pipe = self.r.pipeline(transaction=False)
+            for d in devices:
+                idents = [f"{scheme}\n{value}" for scheme, value in d.identifiers.items()]
+                args = [self.prefix, d.device_id, d.model_dump_json(), d.tenant_id, *idents]
+                await self._scripts["put_device"](args=args, client=pipe)
+            for device_id, token in (tokens or {}).items():
+                args = [self.prefix, device_id, "token", hash_secret(token), "1"]
+                await self._scripts["set_credential"](args=args, client=pipe)
+            await pipe.execute()
+
+        await self._call(run, retries=2)
 
     async def _device_doc(self, device_id: str) -> str | None:
         return await self._call(lambda: self.r.hget(self._k("devices"), device_id), retries=2)
