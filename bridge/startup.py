@@ -147,8 +147,12 @@ async def summary_lines(runtime: BridgeRuntime) -> list[str]:
             lines.append(f"route      {route.name}: {redact_url(route.url)} ({route.format})")
     else:
         spool = runtime.settings.effective_fallback_file
-        lines.append(f"route      NONE: set SOSBRIDGE_PLATFORM_URL or [[routes]]; contacts are spooled to {spool}")
+        lines.append(
+            "route      NONE: set SOSBRIDGE_PLATFORM_URL or [[routes]]; contacts wait in the outbox "
+            f"(critical ones also go to the spool {spool})"
+        )
     lines.append(f"profiles   {len(runtime.profiles.profiles)} device profiles")
     for warning in _credential_warnings(settings):
         lines.append(f"unset      {warning}")
+    lines.append(f"logs       JSON lines on stderr, level {settings.log_level}")
     return lines
