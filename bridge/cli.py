@@ -401,12 +401,18 @@ def schema() -> None:
 
 
 @profiles_app.command("list")
-def profiles_list(config: ConfigOpt = None) -> None:
+def profiles_list(
+    config: ConfigOpt = None,
+    ids: Annotated[bool, typer.Option("--ids", help="Only the profile ids, one a line")] = False,
+) -> None:
     """List the device profiles in use (built-ins and extra directories)."""
     from bridge.profiles import ProfileRegistry
 
     settings = _settings(config)
     registry = ProfileRegistry.load(settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else [])
+    if ids:
+        sys.stdout.write("".join(f"{pid}\n" for pid in sorted(registry.profiles)))
+        return
     table = Table("id", "vendor", "model", "transport", "decoder", "kinds", "samples", "file")
     for pid, p in sorted(registry.profiles.items()):
         table.add_row(
