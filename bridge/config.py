@@ -170,6 +170,11 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
         return value.upper()
 
+    @field_validator("data_dir", "db")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        return os.path.expanduser(value) if value else value
+
     @model_validator(mode="after")
     def _default_db(self) -> Settings:
         if not self.db:
