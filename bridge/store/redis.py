@@ -4,7 +4,7 @@ Every write that must be atomic is one Lua script, so it runs as a single step o
 instance sees half of it. All keys live under `<namespace>:`; the namespace comes from the constructor or
 from the URL query (`redis://host:6379/0?namespace=site-a`), so instances that share a URL share a store.
 
-Outbox layout, and why it is not a stream (docs/readme/redis.md has the longer version):
+Outbox layout, and why it is not a stream (docs/operations/redis.md has the longer version):
   oi:<item>              hash, one outbox row (same fields as the SQLite table)
   oa:<alert>             zset of an alert's rows by seq (outbox_items, cancel, contact_sent)
   oc:<alert>:<route>     zset of the *active* rows (pending/retry/inflight) of one (alert, route) by seq
