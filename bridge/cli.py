@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bridge.config import ConfigError, Settings, default_data_dir, load_settings
+from bridge.interrupt import run_interruptible
 
 app = typer.Typer(help="SOS Bridge: wearables, panic buttons and voice assistants to the police.", no_args_is_help=True)
 devices_app = typer.Typer(help="Register and manage devices (works on the local store).", no_args_is_help=True)
@@ -156,7 +157,7 @@ def _with_store(settings: Settings, fn: Any) -> Any:
         finally:
             await store.close()
 
-    return asyncio.run(run())
+    return run_interruptible(run())
 
 
 @devices_app.command("add")
@@ -461,7 +462,7 @@ def demo(
     """Start everything embedded, send alerts from simulated devices, show the contacts that arrive."""
     from bridge.demo import run_demo
 
-    ok = asyncio.run(run_demo(console, keep=keep, timeout=timeout))
+    ok = run_interruptible(run_demo(console, keep=keep, timeout=timeout))
     raise typer.Exit(0 if ok else 1)
 
 

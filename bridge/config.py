@@ -43,7 +43,9 @@ def default_data_dir() -> str:
 
 
 def _http_url(value: str | None) -> str | None:
-    if value is not None and not re.match(r"^https?://[^\s/]+", value):
+    if not value:
+        return None  # an empty variable means unset
+    if not re.match(r"^https?://[^\s/]+", value):
         raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
     return value
 
@@ -144,14 +146,18 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis(cls, value: str | None) -> str | None:
-        if value and not re.match(r"^(redis|rediss|unix)://", value):
+        if not value:
+            return None
+        if not re.match(r"^(redis|rediss|unix)://", value):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
     @field_validator("mqtt_url")
     @classmethod
     def _mqtt(cls, value: str | None) -> str | None:
-        if value and not re.match(r"^(mqtt|mqtts|tcp|ssl)://[^\s/]+", value):
+        if not value:
+            return None
+        if not re.match(r"^(mqtt|mqtts|tcp|ssl)://[^\s/]+", value):
             raise ValueError(f"must be an mqtt:// or mqtts:// URL, got {value!r}")
         return value
 

@@ -218,3 +218,20 @@ def test_default_store_is_the_same_from_any_directory(tmp_path: Path) -> None:
     assert "watch-1" in listed.stdout
     db = tmp_path / "xdg" / "sosbridge" / "sosbridge.db"
     assert f"store: sqlite {db}" in added.stderr and f"store: sqlite {db}" in listed.stderr
+
+
+def test_ctrl_c_during_the_demo_prints_no_traceback(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "demo"],
+        env=clean_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # the demo has started printing: its servers are up
+    time.sleep(1.0)
+    err = stop_with_ctrl_c(proc)
+    assert "Traceback" not in err, err
+    assert proc.returncode != 0
