@@ -112,6 +112,18 @@ async def mqtt_state(runtime: BridgeRuntime, wait_s: float = 3.0) -> str:
     return f"{url}: NOT connected yet (retrying in the background; presses over MQTT wait at the broker)"
 
 
+def serial_port_states(spec: str) -> list[str]:
+    """One line per configured port: whether its device node is there (a missing one is waited for)."""
+    out = []
+    for entry in spec.split(","):
+        protocol, _, rest = entry.strip().partition("=")
+        path = rest.split("?", 1)[0]
+        if path:
+            state = "present" if Path(path).exists() else "not present: waiting for it to appear"
+            out.append(f"{protocol} {path}: {state}")
+    return out
+
+
 def _credential_warnings(settings: Settings) -> list[str]:
     unset = []
     if not settings.admin_token:
@@ -137,6 +149,7 @@ async def summary_lines(runtime: BridgeRuntime) -> list[str]:
     if settings.serial_ports:
         failure = _failed(runtime, "serial")
         lines.append(f"serial     {settings.serial_ports}" + (f": failed to start: {failure}" if failure else ""))
+        lines += [f"           {line}" for line in serial_port_states(settings.serial_ports)]
     else:
         lines.append("serial     off")
     lines.append(f"store      {settings.store_description()}")

@@ -235,3 +235,24 @@ def test_ctrl_c_during_the_demo_prints_no_traceback(tmp_path: Path) -> None:
     err = stop_with_ctrl_c(proc)
     assert "Traceback" not in err, err
     assert proc.returncode != 0
+
+
+def test_summary_says_the_broker_is_connected_and_lists_serial_ports(tmp_path: Path, mosquitto_url: str) -> None:
+    port = free_port()
+    proc, summary = start_serve(
+        tmp_path,
+        "--port",
+        str(port),
+        SOSBRIDGE_MQTT_URL=mosquitto_url,
+        SOSBRIDGE_MQTT_CLIENT_ID=f"summary-{port}",
+        SOSBRIDGE_COAP_ENABLED="false",
+        SOSBRIDGE_SERIAL_PORTS="nmea=/dev/null-no-such-port?device=gps-1",
+    )
+    try:
+        assert f"MQTT       {mosquitto_url}: connected" in summary, summary
+        assert "serial     nmea=/dev/null-no-such-port?device=gps-1" in summary, summary
+        assert "nmea /dev/null-no-such-port: not present: waiting for it to appear" in summary
+        assert "CoAP       off" in summary
+    finally:
+        err = stop_with_ctrl_c(proc)
+    assert "Traceback" not in err
