@@ -220,7 +220,9 @@ def load_settings(
 ) -> Settings:
     """The one configuration loader: the file (`config_file` or SOSBRIDGE_CONFIG), the environment,
     `overrides` and `defaults`; also validates the file's `[[routes]]` and SOSBRIDGE_ROUTES.
-    Raises ConfigError."""
+    Raises ConfigError. `environ` (default os.environ) decides which file values the environment
+    overrides and where SOSBRIDGE_CONFIG and routes come from; the settings' own variables are read from
+    os.environ, so pass another mapping only where no SOSBRIDGE_* setting is set (tests)."""
     from bridge.config_file import read_config_file
 
     env = os.environ if environ is None else environ

@@ -87,15 +87,14 @@ def test_the_example_configuration_loads(tmp_path: Path) -> None:
     # Uncommenting every setting that has a default gives a valid file with the same values.
     settings_part = example.split("# -- Routes")[0]
     uncommented = "\n".join(
-        line[2:] if re.match(r"^# [a-z_]+ = .+", line) else line
-        for line in settings_part.splitlines()
-        if not re.match(r"^# [a-z_]+ = $", line)
+        line[2:] if re.match(r"^# [a-z_]+ = .+", line) else line for line in settings_part.splitlines()
     )
     path = tmp_path / "all.toml"
     path.write_text(uncommented)
     assert tomllib.loads(uncommented)["sosbridge"]["retention_days"] == 90
     settings = load_settings(path, environ={})
     assert settings.platform_format == "json" and settings.data_dir.endswith("sosbridge")
+    assert settings.redis_url is None and settings.platform_url is None and settings.db.endswith("sosbridge.db")
 
 
 def request_examples() -> list[tuple[str, str, str]]:

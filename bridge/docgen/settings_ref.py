@@ -200,7 +200,7 @@ def example_toml() -> str:
             lines.append(f"# {field.description or name} ({ENV_PREFIX}{name.upper()})")
             value = default_of(name, field)
             if value is None or value == "":
-                lines.append(f"# {name} = ")
+                lines.append(f'# {name} = ""   # unset')
             else:
                 lines.append(f"# {name} = {_toml_value(value)}")
     lines += [
