@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -62,8 +63,6 @@ def serve(
 
 
 async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) -> None:
-    import contextlib
-
     import uvicorn
 
     from bridge.runtime import BridgeRuntime
@@ -145,19 +144,30 @@ def receiver(
 # -- devices --------------------------------------------------------------------------------------------
 def _with_store(settings: Settings, fn: Any) -> Any:
     """Run `fn(store)` on the configured store; says on stderr which store it is (stdout stays data)."""
-    from bridge.store import make_store
+    from bridge.store import StoreError, make_store
 
     err_console.print(f"store: {settings.store_description()}", highlight=False, soft_wrap=True)
 
     async def run() -> Any:
         store = make_store(settings)
-        await store.open()
+        try:
+            await store.open()
+        except Exception as exc:
+            raise _store_error(settings, "cannot open the store", exc) from None
         try:
             return await fn(store)
+        except (StoreError, OSError) as exc:
+            raise _store_error(settings, "the store failed", exc) from None
         finally:
-            await store.close()
+            with contextlib.suppress(Exception):
+                await store.close()
 
     return run_interruptible(run())
+
+
+def _store_error(settings: Settings, what: str, exc: BaseException) -> ConfigError:
+    setting = "SOSBRIDGE_REDIS_URL" if settings.redis_url else "SOSBRIDGE_DB"
+    return ConfigError(setting, f"{what} ({settings.store_description()}): {exc}")
 
 
 @devices_app.command("add")

@@ -45,7 +45,8 @@ def run(tmp_path: Path, *args: str, cwd: Path | None = None, **env: str) -> subp
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    lines = result.stderr.strip().splitlines()
+    # `devices` commands first say which store they use; the error itself is one line.
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("store: ")]
     assert len(lines) == 1, result.stderr
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
@@ -256,3 +257,13 @@ def test_summary_says_the_broker_is_connected_and_lists_serial_ports(tmp_path: P
     finally:
         err = stop_with_ctrl_c(proc)
     assert "Traceback" not in err
+
+
+def test_an_unusable_store_is_one_line_for_devices_commands(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    result = run(tmp_path, "devices", "list", SOSBRIDGE_DB=str(blocker / "sosbridge.db"))
+    assert_one_line_error(result, "SOSBRIDGE_DB", "cannot open the store")
+    port = free_port()
+    result = run(tmp_path, "devices", "add", "w1", SOSBRIDGE_REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    assert_one_line_error(result, "SOSBRIDGE_REDIS_URL", "cannot open the store")
