@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bridge.docgen.cli_ref import cli_page
 from bridge.docgen.metrics_ref import metrics_page
 from bridge.docgen.profiles_ref import profile_pages
 from bridge.docgen.schema_ref import contact_schema_page
@@ -22,6 +23,7 @@ def generate() -> dict[str, str]:
         "docs/reference/configuration.md": configuration_page(),
         "docs/reference/contact-schema.md": contact_schema_page(),
         "docs/reference/metrics.md": metrics_page(),
+        "docs/reference/cli-options.md": cli_page(),
         "sosbridge.example.toml": example_toml(),
     }
     for name, text in profile_pages().items():
