@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -26,7 +27,8 @@ from bridge.model import AlertKind, Location, LocationSource, ObservationAction,
 
 log = logging.getLogger("sosbridge.profiles")
 
-BUILTIN_PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware" / "profiles"
+# Package data of `hardware` (in the repo: hardware/profiles/), so an installed wheel has every built-in.
+BUILTIN_PROFILE_DIR = Path(str(files("hardware").joinpath("profiles")))
 
 _MISSING = object()
 LOCATION_SOURCES = frozenset(get_args(LocationSource))

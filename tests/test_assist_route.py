@@ -1,6 +1,6 @@
 """Home Assistant Assist route (skills/assist) on a real EmbeddedBridge delivering to the reference receiver.
 
-The request body is what the documented rest_command in docs/readme/voice.md sends from an
+The request body is what the documented rest_command in docs/transports/voice.md sends from an
 intent_script; the reply's `speech` is what Assist says (HA conversation API shape, Home
 Assistant developer docs: intent_script and conversation response).
 """

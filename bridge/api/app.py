@@ -14,6 +14,7 @@ from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.api.auth import bearer_token, require_secret
+from bridge.api.docs import install_docs
 from bridge.api.limits import BodySizeLimit, JsonTextGuard
 from bridge.contact import contact_json_schema
 from bridge.lifecycle import DEVICE_MESSAGES, LifecycleEvent
@@ -55,7 +56,8 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="SOS Bridge", version="1", lifespan=lifespan)
+    app = FastAPI(title="SOS Bridge", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_docs(app)  # /docs with local Swagger UI assets and the bearer schemes declared
     app.state.runtime = runtime
     settings = runtime.settings
 

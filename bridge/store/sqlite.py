@@ -16,7 +16,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -338,6 +338,28 @@ class SqliteStore:
                     "INSERT OR REPLACE INTO identifiers (scheme, value, device_id) VALUES (?, ?, ?)",
                     (scheme, value, device.device_id),
                 )
+
+        await self._write(body)
+
+    async def put_devices(self, devices: Sequence[Device], tokens: Mapping[str, str] | None = None) -> None:
+        """One transaction for the whole batch (one fsync), rather than one per device."""
+        ids = [(d.device_id,) for d in devices]
+        creds = [(device_id, "token", hash_secret(token), 1) for device_id, token in (tokens or {}).items()]
+
+        def body(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "INSERT INTO devices (device_id, tenant_id, doc) VALUES (?, ?, ?) "
+                "ON CONFLICT(device_id) DO UPDATE SET tenant_id=excluded.tenant_id, doc=excluded.doc",
+                [(d.device_id, d.tenant_id, d.model_dump_json()) for d in devices],
+            )
+            c.executemany("DELETE FROM identifiers WHERE device_id = ?", ids)
+            c.executemany(
+                "INSERT OR REPLACE INTO identifiers (scheme, value, device_id) VALUES (?, ?, ?)",
+                [(scheme, value, d.device_id) for d in devices for scheme, value in d.identifiers.items()],
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO credentials (device_id, scheme, secret, hashed) VALUES (?, ?, ?, ?)", creds
+            )
 
         await self._write(body)
 
