@@ -442,8 +442,16 @@ def profiles_list(
 
 
 @profiles_app.command("check")
-def profiles_check(file: Path) -> None:
-    """Validate a profile file, run its samples and print expected against actual."""
+def profiles_check(
+    file: Path,
+    frame: Annotated[str | None, typer.Option(help="Also decode this frame (text; JSON for JSON profiles)")] = None,
+    frame_hex: Annotated[str | None, typer.Option(help="Also decode this binary frame, given as hex")] = None,
+    meta: Annotated[
+        list[str] | None, typer.Option(help="Frame metadata KEY=VALUE (topic, port ...); repeatable")
+    ] = None,
+) -> None:
+    """Validate a profile file, run its samples and print expected against actual; with --frame, show what
+    one frame decodes to (an unmatched frame is reported as the bridge would count it)."""
     from bridge.profiles import ProfileError, check_profile, load_profile_file
 
     try:
@@ -461,8 +469,38 @@ def profiles_check(file: Path) -> None:
     console.print(table)
     failed = sum(not r.ok for r in results)
     console.print(f"{profile.id}: {len(results) - failed} passed, {failed} failed")
+    if frame is not None or frame_hex is not None:
+        if not _check_frame(profile, frame, frame_hex, meta or []):
+            raise typer.Exit(1)
     if failed or not results:
         raise typer.Exit(1)
+
+
+def _check_frame(profile: Any, text: str | None, hex_text: str | None, meta_pairs: list[str]) -> bool:
+    """Decode one frame with the profile; False when it is malformed or matches no mapping."""
+    from bridge.decoding import DecodeError, Frame, get_decoder
+    from bridge.profiles import summarise_event
+
+    try:
+        payload = bytes.fromhex(hex_text.replace(" ", "")) if hex_text is not None else (text or "").encode()
+    except ValueError:
+        raise CliError("--frame-hex: not hexadecimal") from None
+    meta = dict(pair.split("=", 1) for pair in meta_pairs if "=" in pair)
+    try:
+        events = get_decoder(profile.decoder)(Frame(payload=payload, meta=meta), profile)
+    except DecodeError as exc:
+        console.print(f"frame: [red]refused[/red] (invalid): {exc}")
+        return False
+    if [e.action for e in events] == ["unmatched"]:
+        console.print(f"frame: [yellow]unmatched[/yellow]: no mapping of {profile.id} covers it (the bridge counts "
+                      f"it in sosbridge_frames_unmatched_total{{profile=\"{profile.id}\"}} and tells the sender)")
+        return False
+    if not events:
+        console.print("frame: ignored (understood; not an event)")
+        return True
+    for event in events:
+        console.print("frame: " + json.dumps(summarise_event(event), default=str))
+    return True
 
 
 # -- demo -----------------------------------------------------------------------------------------------

@@ -479,7 +479,7 @@ class SampleResult(BaseModel):
     ok: bool
 
 
-def _summary(d: Decoded) -> dict[str, Any]:
+def summarise_event(d: Decoded) -> dict[str, Any]:
     loc = d.location
     return {
         "action": d.action,
@@ -520,7 +520,7 @@ def run_sample(profile: DeviceProfile, sample: Sample) -> SampleResult:
             error=str(exc),
             ok=sample.expect_error,
         )
-    actual = [_summary(d) for d in decoded]
+    actual = [summarise_event(d) for d in decoded]
     ok = (
         not sample.expect_error
         and len(actual) == len(sample.expect)

@@ -104,7 +104,8 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
         busy.listen()
         port = busy.getsockname()[1]
         assert_one_line_error(run(tmp_path, "serve", "--port", str(port)), "SOSBRIDGE_HTTP_PORT", "in use")
-        assert_one_line_error(run(tmp_path, "receiver", "--port", str(port)), "--port", "in use")
+        assert_one_line_error(run(tmp_path, "receiver", "--port", str(port), "--secret", "0123456789abcdef0123"),
+                              "--port", "in use")
 
 
 def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
