@@ -17,6 +17,7 @@ import pytest
 
 from bridge.embedded import EmbeddedBridge
 from bridge.model import AlertKind, Device, Location, Person
+from bridge.pipeline import DURESS_CANCEL_REASON
 from bridge.receiver import EmbeddedReceiver
 from bridge.store.base import StoreError
 from device_adapters.decoders import diy_frame
@@ -185,9 +186,15 @@ async def test_contact_id_panic_restore_and_bad_checksum(serial_env: SerialEnv) 
     assert await panel.reply() == b"\x15"
     assert env.rejected("bad_checksum") == before + 1
 
-    panel.event("1234", "1", "406", zone="003")  # user cancel → stand-down
+    # User cancel (406) of a silent panic: keyed at the panel, perhaps under coercion, so it is held
+    # (docs/voice/duress.md): the platform gets an update, the alert stays open, no stand-down.
+    panel.event("1234", "1", "406", zone="003")
     assert await panel.reply() == b"\x06"
-    await env.contact(lambda c: c["device"]["id"] == "premises-1" and c["msg_type"] == "cancel")
+    held = await env.contact(
+        lambda c: c["device"]["id"] == "premises-1" and DURESS_CANCEL_REASON in (c["reason"] or "")
+    )
+    assert held["msg_type"] == "update" and held["alert_id"] == contact["alert_id"]
+    assert not any(c["msg_type"] == "cancel" for c in env.rx.contacts)
 
 
 async def test_gsm_tracker_sms_stored_then_deleted(serial_env: SerialEnv) -> None:
