@@ -412,6 +412,63 @@ async def test_hermes_intent_is_answered(tmp_path: Path, mosquitto_url: str, mon
             listener.close()
 
 
+SILENT_SATELLITE = """
+version: 1
+id: test-hermes-silent-satellite
+vendor: Test
+model: Hermes satellite with a duress intent
+transport: mqtt
+decoder: hermes
+match: {ecosystem: hermes}
+kinds: [sos]
+ack: speech
+options:
+  help_intents: [CallForHelp, KettleOn]
+  cancel_intents: [CancelHelp]
+  silent_intents: [KettleOn]
+  kind: sos
+samples:
+  - name: the duress intent
+    source: "derived from the rhasspy-hermes-satellite samples"
+    payload_text: '{"sessionId": "s-1", "siteId": "hall", "intent": {"intentName": "KettleOn", "confidenceScore": 1.0}}'
+    expect:
+      - {action: alert, kind: sos, silent: true, device_ref: hall, message_id: "hermes:s-1"}
+"""
+
+
+async def test_hermes_duress_intent_is_innocuous_and_a_cancel_is_held(
+    tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 17 on Hermes: a silent (duress) intent is answered innocuously, and a later cancel intent is
+    answered as a cancel would be while the platform gets an update and the alert stays open."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "test-hermes-silent-satellite.yaml").write_text(SILENT_SATELLITE)
+    async with make_env(tmp_path, mosquitto_url, monkeypatch, profile_dirs=str(profiles)) as env, env.running():
+        listener = Listener(mosquitto_url, ["hermes/dialogueManager/endSession"])
+        try:
+            await listener.ready()
+            await env.add("hall-sat", "test-hermes-silent-satellite", identifiers={"hermes_site": "hall"})
+            publish = MqttPublisher(mosquitto_url).apublish
+            await publish("hermes/intent/KettleOn", json.dumps(
+                {"sessionId": "k-1", "siteId": "hall", "intent": {"intentName": "KettleOn", "confidenceScore": 1.0}}))
+            [contact] = await env.contacts_for("hall-sat")
+            assert contact["silent"] is True
+            answer = await listener.wait_for(lambda t, b: b.get("sessionId") == "k-1")
+            assert answer["text"] == "OK, noted."
+            await publish("hermes/intent/CancelHelp", json.dumps(
+                {"sessionId": "c-1", "siteId": "hall", "intent": {"intentName": "CancelHelp", "confidenceScore": 1.0}}))
+            answer = await listener.wait_for(lambda t, b: b.get("sessionId") == "c-1")
+            assert answer["text"] == "Alert cancelled."
+            contacts = await env.contacts_for("hall-sat", n=2)
+            assert [c["msg_type"] for c in contacts] == ["alert", "update"]
+            assert DURESS_CANCEL_REASON in contacts[1]["reason"]
+            alert = await env.store.get_alert(contact["alert_id"])
+            assert alert is not None and alert.is_open
+        finally:
+            listener.close()
+
+
 async def test_shared_subscription_splits_traffic(tmp_path: Path, mosquitto_url: str,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     group = f"g{uuid.uuid4().hex[:6]}"

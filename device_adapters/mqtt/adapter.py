@@ -220,7 +220,13 @@ class MqttAdapter(BaseAdapter):
         if route.kind != "hermes" or (receipt.profile is not None and receipt.profile.ack != "speech"):
             return
         doc = _json_or_empty(msg.payload)
-        if receipt.status == "refused" and receipt.code == "unknown_device":
+        silent = receipt.profile is not None and _intent_or_empty(msg.payload) in {
+            str(i) for i in receipt.profile.options.get("silent_intents", [])
+        }
+        if silent:
+            # A silent intent is a duress phrase: whatever happened, nothing said may reveal an alert.
+            self._end_session(doc, HERMES_SILENT_REPLY)
+        elif receipt.status == "refused" and receipt.code == "unknown_device":
             self._end_session(doc, "This voice assistant is not registered with the emergency service. "
                                    "Please call 999.")
         elif receipt.status == "refused" and receipt.code == "invalid":
@@ -334,6 +340,9 @@ class MqttAdapter(BaseAdapter):
             return
         body = {"sessionId": session, "text": text}
         self.conn.publish("hermes/dialogueManager/endSession", json.dumps(body), qos=1)
+
+
+HERMES_SILENT_REPLY = "OK, noted."
 
 
 def _intent_or_empty(payload: bytes) -> str:
