@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     coap_enabled: bool = False
     serial_ports: str | None = Field(default=None, description="protocol=path[,protocol=path...]")
     profile_dirs: str | None = Field(default=None, description="Extra profile directories, os.pathsep-separated")
+    # 4G SOS watches (TCP) and SIA DC-09 alarm panels/receivers (TCP and UDP): off unless a port is set
+    watch_host: str = "127.0.0.1"
+    watch_port: int | None = Field(default=None, description="TCP port for 4G SOS watches (3G protocol)")
+    watch_idle_s: float = Field(default=900, description="Close a watch connection silent this long")
+    dc09_host: str = "127.0.0.1"
+    dc09_port: int | None = Field(default=None, description="TCP and UDP port of the SIA DC-09 receiver")
 
     # abuse resistance and retention
     device_update_burst: int = Field(default=5, description="Escalation contacts a device may cause at once")
