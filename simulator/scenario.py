@@ -131,6 +131,8 @@ def load_builtin_actions() -> None:
         "simulator.devices.coap",
         "simulator.devices.serial",
         "simulator.devices.alexa",
+        "simulator.devices.watch",
+        "simulator.devices.dc09",
     ):
         try:
             importlib.import_module(module)

@@ -59,6 +59,8 @@ DEFAULT_MAX_FIX_AGE_S = 3600.0
 class LengthError(DecodeError):
     """The declared content length does not match the content: a truncated or corrupted frame."""
 
+    code = "bad_length"
+
 
 @dataclass(frozen=True)
 class WatchFrame:
@@ -153,17 +155,21 @@ def parse_frame(raw: bytes, strict: bool = True) -> WatchFrame:
         length, content = first, rest
     if not _HEX4.match(length):
         raise DecodeError("the length field is not four hex digits")
+    length_ok = int(length, 16) == len(content)  # the length counts the bytes as sent (escaped)
     content = unescape(content)
-    length_ok = int(length, 16) == len(content)
     if strict and not length_ok:
         raise LengthError(f"declared length {int(length, 16)} but the content has {len(content)} bytes")
     return WatchFrame(mf.decode(), watch_id.decode(), index.decode() if index else None, content, length_ok)
 
 
-def build_frame(manufacturer: str, watch_id: str, content: bytes, index: str | None = None) -> bytes:
-    """A frame in the watch's own framing (replies, commands, and the virtual watch). Pure."""
-    head = f"[{manufacturer}*{watch_id}*" + (f"{index}*" if index else "") + f"{len(content):04X}*"
-    return head.encode() + escape(content) + b"]"
+def build_frame(
+    manufacturer: str, watch_id: str, content: bytes, index: str | None = None, *, binary: bool = False
+) -> bytes:
+    """A frame in the watch's own framing (replies, commands, and the virtual watch). Text content is sent
+    as is (its commas separate fields); `binary` content (voice) is escaped. Pure."""
+    body = escape(content) if binary else content
+    head = f"[{manufacturer}*{watch_id}*" + (f"{index}*" if index else "") + f"{len(body):04X}*"
+    return head.encode() + body + b"]"
 
 
 def reply(frame: WatchFrame, content: str) -> bytes:

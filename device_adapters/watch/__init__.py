@@ -45,7 +45,7 @@ TRANSPORT = "watch"
 READ_SIZE = 4096
 
 
-@dataclass
+@dataclass(eq=False)
 class WatchConnection:
     writer: asyncio.StreamWriter
     peer: str
