@@ -98,14 +98,14 @@ class VirtualWatch:
 
     async def expect(self, type_: str, timeout: float = 5.0) -> watch.WatchFrame | None:
         """The bridge's next frame of this type (None: connection closed); raises TimeoutError."""
-        for i, f in enumerate(self.inbox):
-            if f.type == type_:
+        for i, kept in enumerate(self.inbox):
+            if kept.type == type_:
                 return self.inbox.pop(i)
         while True:
-            f = await self._next_frame(timeout)
-            if f is None or f.type == type_:
-                return f
-            self.inbox.append(f)
+            got = await self._next_frame(timeout)
+            if got is None or got.type == type_:
+                return got
+            self.inbox.append(got)
 
     async def wait_message(self, text: str, timeout: float = 10.0) -> None:
         async with asyncio.timeout(timeout):
