@@ -254,7 +254,8 @@ def parse_data(message: Message) -> dict[str, Any]:
         data = data[1:]
     if message.timestamp is not None:
         doc["sent_at"] = message.timestamp.isoformat()
-    doc["msg_id"] = f"{message.account}:{message.sequence}:{message.timestamp.isoformat() if message.timestamp else data}"
+    when = message.timestamp.isoformat() if message.timestamp else data
+    doc["msg_id"] = f"{message.account}:{message.sequence}:{when}"
     if message.token == "NULL":
         doc["code"] = "NULL"
         return doc
