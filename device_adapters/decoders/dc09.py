@@ -153,7 +153,7 @@ def check_frame(raw: bytes) -> str:
     if len(raw) > MAX_MESSAGE:
         raise LengthError(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE}")
     try:
-        text = raw.decode("ascii").strip("\r\n\x00 ")
+        text = raw.decode("ascii").lstrip("\n\x00").rstrip("\r\n\x00")  # <LF> ... <CR>; spaces count
     except UnicodeDecodeError:
         raise DecodeError("DC-09 messages are ASCII") from None
     m = _HEADER.match(text)
