@@ -26,6 +26,7 @@ from typing import Any
 
 from bridge.decoding import Decoded, DecodeError, Frame
 from bridge.profiles import DeviceProfile, apply_profile
+from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
 MAX_FRAME = 16 * 1024  # text frames are well under 1 KiB; voice (TK) and images are not accepted
 _UNESCAPE = {1: ord("}"), 2: ord("["), 3: ord("]"), 4: ord(","), 5: ord("*")}
@@ -53,7 +54,6 @@ BITS = {
     "fall": (21, 22),
 }
 ALARM_MASK = sum(1 << b for bits in BITS.values() for b in bits)
-DEFAULT_MAX_FIX_AGE_S = 3600.0
 
 
 class LengthError(DecodeError):
@@ -270,30 +270,6 @@ def parse_content(frame: WatchFrame) -> dict[str, Any]:
     return doc
 
 
-def _stale(events: list[Decoded], received_at: str | None, max_age_s: float) -> list[Decoded]:
-    """A fix far from the time the frame arrived (a watch whose clock says 2000) is last-known, with its
-    age; the frame's time is not used as the alert's time either."""
-    if not received_at:
-        return events
-    try:
-        now = datetime.fromisoformat(received_at)
-    except ValueError:
-        return events
-    out = []
-    for event in events:
-        loc = event.location
-        if loc is not None and loc.fix_time is not None and abs((now - loc.fix_time).total_seconds()) > max_age_s:
-            age = max(0.0, (now - loc.fix_time).total_seconds())
-            attributes = {**event.attributes, "fix_stale": True}
-            event = event.model_copy(update={
-                "location": loc.model_copy(update={"last_known": True, "age_s": age}),
-                "occurred_at": None,
-                "attributes": attributes,
-            })
-        out.append(event)
-    return out
-
-
 def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     """Half of the genuine frames in Traccar's WatchProtocolDecoderTest declare a length that does not
     match their content (SG firmwares are 3 bytes off), so by default a length mismatch is tolerated when
@@ -311,5 +287,5 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
         doc["length_mismatch"] = True
     events = apply_profile(doc, profile, frame.meta)
     max_age = float(profile.options.get("max_fix_age_s", DEFAULT_MAX_FIX_AGE_S))
-    events = _stale(events, frame.meta.get("received_at"), max_age)
+    events = flag_stale(events, parse_time(frame.meta.get("received_at")), max_age)
     return [e.model_copy(update={"device_ref": e.device_ref or parsed.watch_id}) for e in events]
