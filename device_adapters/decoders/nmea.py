@@ -14,7 +14,7 @@ Some cheap modules print decimal degrees instead of ddmm.mmmm (pynmea2 test_util
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pynmea2
@@ -148,6 +148,13 @@ def _decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
         speed_mps=speed_mps,
         heading_deg=heading,
     )
+    received = parse_time(frame.meta.get("received_at"))
+    if received is not None and fix_time is not None and sentence in ("GGA", "GLL"):
+        # These carry the time of day only; the date is the transport's guess. Near midnight the right
+        # date is the day before or after: take the one closest to the time the line arrived.
+        fix_time = min((fix_time + timedelta(days=k) for k in (-1, 0, 1)),
+                       key=lambda t: abs((received - t).total_seconds()))
+        location = location.model_copy(update={"fix_time": fix_time})
     events = [Decoded(action="location", location=location, occurred_at=fix_time, attributes=attributes)]
     max_age = float(_option(profile, "max_fix_age_s", DEFAULT_MAX_FIX_AGE_S))
-    return flag_stale(events, parse_time(frame.meta.get("received_at")), max_age)
+    return flag_stale(events, received, max_age)
