@@ -133,6 +133,7 @@ def load_builtin_actions() -> None:
         "simulator.devices.alexa",
         "simulator.devices.watch",
         "simulator.devices.dc09",
+        "simulator.devices.owntracks_http",
     ):
         try:
             importlib.import_module(module)
