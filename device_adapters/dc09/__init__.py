@@ -43,6 +43,8 @@ log = logging.getLogger("sosbridge.dc09")
 
 TRANSPORT = "dc09"
 IDLE_S = 120.0  # panels open a connection per report or keep one for supervision; a silent one goes
+MAX_CONNECTIONS = 4096  # TCP connections held at once
+MAX_DATAGRAMS = 512  # UDP messages being handled at once; beyond, no answer (the panel repeats), counted
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -55,6 +57,9 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if len(self.tasks) >= MAX_DATAGRAMS:
+            self.adapter.refuse("overloaded", via="udp")
+            return
         task = asyncio.create_task(self._answer(data, addr))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -74,6 +79,7 @@ class Dc09Adapter(BaseAdapter):
         self.server: asyncio.Server | None = None
         self.udp: asyncio.DatagramTransport | None = None
         self.port: int | None = None
+        self.open_connections = 0
 
     def enabled(self, settings: Settings) -> bool:
         return settings.dc09_port is not None
@@ -98,6 +104,11 @@ class Dc09Adapter(BaseAdapter):
             self.server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.open_connections >= MAX_CONNECTIONS:
+            self.refuse("too_many_connections", via="tcp")
+            writer.close()
+            return
+        self.open_connections += 1
         buffer = b""
         try:
             while True:
@@ -120,6 +131,7 @@ class Dc09Adapter(BaseAdapter):
         except (ConnectionError, OSError):
             return
         finally:
+            self.open_connections -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()

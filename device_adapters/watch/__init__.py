@@ -13,7 +13,8 @@ answer the protocol expects is written from the Receipt only:
 
 A frame that does not parse is counted (`sosbridge_alerts_rejected{transport="watch"}`) and skipped: the
 connection stays up. A watch that is not registered is refused, counted and disconnected. A connection
-silent for `SOSBRIDGE_WATCH_IDLE_S` is closed, and a partial frame over MAX_FRAME bytes is dropped.
+silent for `SOSBRIDGE_WATCH_IDLE_S` is closed, a partial frame over MAX_FRAME bytes is dropped, and at most
+MAX_CONNECTIONS connections are held.
 
 Status back to the watch: while it is connected, every state change of its alert (received, forwarded,
 "Help is on the way", closed) is shown on its screen with the protocol's `MESSAGE` command (UTF-16BE
@@ -43,6 +44,7 @@ log = logging.getLogger("sosbridge.watch")
 
 TRANSPORT = "watch"
 READ_SIZE = 4096
+MAX_CONNECTIONS = 10_000  # beyond this, a new connection is closed at once (counted: too_many_connections)
 
 
 @dataclass(eq=False)
@@ -119,6 +121,10 @@ class WatchAdapter(BaseAdapter):
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = str(writer.get_extra_info("peername"))
+        if len(self.connections) >= MAX_CONNECTIONS:
+            self.refuse("too_many_connections", peer=peer)
+            writer.close()
+            return
         conn = WatchConnection(writer, peer)
         self.connections.add(conn)
         buffer = b""
