@@ -21,10 +21,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bridge.model import Device  # noqa: E402
-from bridge.serving import free_port  # noqa: E402
 from simulator.devices.dc09 import VirtualPanel  # noqa: E402
 from simulator.devices.watch import VirtualWatch  # noqa: E402
-from tests.conftest import running_bridge  # noqa: E402
+from simulator.harness import embedded_stack  # noqa: E402
 
 KEY = "bench-dc09-key16"
 
@@ -58,9 +57,9 @@ def line(name: str, times: list[float], failures: int) -> str:
 
 async def main(n: int, concurrency: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        watch_port, dc09_port = free_port(), free_port()
-        async with running_bridge(Path(tmp), watch_port=watch_port, dc09_port=dc09_port) as env:
-            store = env.store
+        async with embedded_stack(Path(tmp), embedded_mqtt=False, auto_ack_s=None) as stack:
+            watch_port, dc09_port = stack.settings.watch_port, stack.settings.dc09_port
+            store = stack.bridge.runtime.store
             for i in range(n):
                 await store.put_device(Device(device_id=f"w{i}", profile_id="watch-3g-protocol",
                                               identifiers={"watch": f"{9000000000 + i}"}))
