@@ -101,7 +101,11 @@ async def test_data_blocks_reframed(dc09_env: Dc09Env, udp: bool) -> None:
     for data in ("Nri1/CL501", "Nri1/WA000", "Nri04/OP001NM"):  # closing, water, opening: not for the police
         answer = await plain.send(plain.message("SIA-DCS", data))
         assert answer is not None and answer.token == "ACK" and not answer.encrypted
-    assert dc09_env.env.bridge.runtime.metrics.unmatched_count("dc09-alarm-panel") == 3
+    await dc09_env.register("p-006969", "006969")
+    # pysiaalarm case_op as it is but for its length: the account only inside the data block, no timestamp.
+    answer = await plain.send(dc09.frame_body('"SIA-DCS"4738R0001L0001[#006969|Nri04/OP001NM]'))
+    assert answer is not None and answer.token == "ACK" and answer.raw.endswith(b'"ACK"4738R0001L0001#006969[]\r')
+    assert dc09_env.env.bridge.runtime.metrics.unmatched_count("dc09-alarm-panel") == 4
     cid = dc09_env.panel("12345A", udp=udp)
     answer = await cid.send(cid.message("ADM-CID", "1110 00 129"))  # pysiaalarm case_adm_cid: fire, zone 129
     assert answer is not None and answer.token == "ACK"

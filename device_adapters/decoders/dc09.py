@@ -173,9 +173,15 @@ def parse_block(body: str) -> Message:
     if not m:
         raise DecodeError("not a DC-09 message block")
     rest = m["rest"]
+    account = m["acct"] or ""
+    if not account and not m["enc"] and rest.startswith("#"):
+        # Some communicators name the account only inside a plain data block: `L0001[#006969|...]`.
+        account = rest[1:].partition("|")[0]
+        if not re.fullmatch(r"[0-9A-Fa-f]{3,16}", account):
+            raise DecodeError("bad account in the data block")
     return Message(
         token=m["id"], encrypted=bool(m["enc"]), sequence=m["seq"], receiver=m["rcvr"] or "",
-        prefix=m["pref"], account=(m["acct"] or "").upper(), data=rest, extra="", timestamp=None, body=body,
+        prefix=m["pref"], account=account.upper(), data=rest, extra="", timestamp=None, body=body,
     )  # fmt: skip
 
 
