@@ -52,7 +52,9 @@ def main() -> None:
             if item is None:
                 break
             mid, qos, body = item
-            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(body, secret)}
+            key = f"relay-{mid}"  # like the bridge, an idempotency key covered by the signature
+            headers = {"Content-Type": "application/json", "Idempotency-Key": key,
+                       SIGNATURE_HEADER: sign(body, secret, key)}
             for attempt in (1, 2):  # one reconnect when a kept-alive connection was closed under us
                 try:
                     conn.request("POST", path, body=body, headers=headers)

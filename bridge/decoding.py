@@ -7,11 +7,11 @@ return `Decoded` events directly. Decoders never do I/O; adapters resolve the de
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.model import AlertKind, Location, Observation, ObservationAction, Severity
@@ -82,33 +82,15 @@ class Decoder(Protocol):
     def __call__(self, frame: Frame, profile: DeviceProfile) -> list[Decoded]: ...
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise DecodeError(f"number {text[:20]!r} is not finite")
-    return value
-
-
-def _bounded_int(text: str) -> int:
-    # No device sends integers this long; bigger ones overflow float() in every mapping downstream.
-    if len(text.lstrip("-")) > 64:
-        raise DecodeError("integer too long")
-    return int(text)
-
-
-def _no_constant(text: str) -> Any:
-    raise DecodeError(f"{text} is not valid JSON")
-
-
 def parse_json_object(payload: bytes, limit: int = 64 * 1024) -> dict[str, Any]:
+    """A JSON object from a device, strictly: no NaN/Infinity, no integers beyond 64 bits, bounded nesting
+    (orjson refuses all three, and parses several times faster than json with per-number hooks)."""
     if len(payload) > limit:
         raise DecodeError(f"payload of {len(payload)} bytes exceeds {limit}")
     try:
-        doc = json.loads(payload, parse_float=_finite, parse_int=_bounded_int, parse_constant=_no_constant)
-    except DecodeError:
-        raise
-    except (ValueError, RecursionError) as exc:
-        # ValueError covers bad UTF-8 and bad syntax; RecursionError is deeply nested arrays/objects.
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        # Bad UTF-8, bad syntax, NaN/Infinity, an integer over 64 bits, or nesting deeper than 1,024.
         raise DecodeError(f"invalid JSON: {str(exc)[:200]}") from None
     if not isinstance(doc, dict):
         raise DecodeError("expected a JSON object")

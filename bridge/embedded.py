@@ -6,6 +6,7 @@ from typing import Any
 
 from bridge.config import Settings
 from bridge.runtime import BridgeRuntime
+from bridge.security import http_server_options
 from bridge.serving import free_port, serve_app
 
 
@@ -22,7 +23,8 @@ class EmbeddedBridge:
         return f"http://{self.settings.http_host}:{self.settings.http_port}"
 
     async def __aenter__(self) -> EmbeddedBridge:
-        self._cm = serve_app(self.runtime.create_app(), self.settings.http_host, self.settings.http_port)
+        options = http_server_options(self.settings)
+        self._cm = serve_app(self.runtime.create_app(), self.settings.http_host, self.settings.http_port, options)
         await self._cm.__aenter__()
         return self
 

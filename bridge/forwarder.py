@@ -213,7 +213,7 @@ class Forwarder:
         row delivered. True when that write marked it."""
         if item.msg_type != "alert":
             return False
-        alert = await self.store.get_alert(item.alert_id)
+        alert = item.alert or await self.store.get_alert(item.alert_id)
         if alert is None:
             return False
         self.metrics.e2e_latency.observe(max(0.0, time.time() - datetime.timestamp(alert.received_at)))

@@ -11,8 +11,10 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ulid import ULID
+
+from bridge.text import clean_value, needs_cleaning
 
 
 class AlertKind(StrEnum):
@@ -98,7 +100,20 @@ def new_id() -> str:
     return str(ULID())
 
 
-class CivicAddress(BaseModel):
+class CleanModel(BaseModel):
+    """Every string field (nested in lists and dicts too) loses C0 controls and lone surrogates on the way
+    in (bridge.text): whatever a device, registry or decoder sends, every renderer gets valid text."""
+
+    @model_validator(mode="after")
+    def _clean_text(self) -> Any:
+        # One pass over the validated fields (nested models clean themselves); a C regex search per string.
+        for name, value in self.__dict__.items():
+            if isinstance(value, str | list | dict) and needs_cleaning(value):
+                object.__setattr__(self, name, clean_value(value))
+        return self
+
+
+class CivicAddress(CleanModel):
     """A subset of RFC 5139 civic address elements, as used in the UK."""
 
     model_config = ConfigDict(extra="forbid")
@@ -118,7 +133,7 @@ class CivicAddress(BaseModel):
         return ", ".join(p for p in parts if p)
 
 
-class Location(BaseModel):
+class Location(CleanModel):
     model_config = ConfigDict(extra="forbid")
 
     lat: float | None = Field(default=None, ge=-90, le=90)
@@ -146,7 +161,7 @@ class Location(BaseModel):
         return self.lat is not None and self.lon is not None
 
 
-class Person(BaseModel):
+class Person(CleanModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
@@ -156,7 +171,7 @@ class Person(BaseModel):
     vulnerability_notes: str | None = None
 
 
-class Device(BaseModel):
+class Device(CleanModel):
     """A registered device. The registry is the source of person data and the registered address."""
 
     model_config = ConfigDict(extra="forbid")
@@ -183,7 +198,7 @@ class Device(BaseModel):
 ObservationAction = Literal["alert", "cancel", "location", "restore", "heartbeat"]
 
 
-class Observation(BaseModel):
+class Observation(CleanModel):
     """What an adapter saw, after authentication and decoding; the input to `Pipeline.submit`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -217,7 +232,7 @@ class Observation(BaseModel):
         return v
 
 
-class HistoryEntry(BaseModel):
+class HistoryEntry(CleanModel):
     at: datetime
     event: str
     state: AlertState

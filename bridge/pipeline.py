@@ -511,6 +511,8 @@ class Pipeline:
         if change.dedupe_key is not None:
             self._remember(change.dedupe_key, change.alert.alert_id)
         if fwd is not None and change.outbox:
+            for item in claimed:
+                item.alert = change.alert
             fwd.hand_over(claimed, committed=True)
             fwd.wake()
 

@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -26,7 +27,8 @@ from bridge.model import AlertKind, Location, LocationSource, ObservationAction,
 
 log = logging.getLogger("sosbridge.profiles")
 
-BUILTIN_PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware" / "profiles"
+# Package data of `hardware` (in the repo: hardware/profiles/), so an installed wheel has every built-in.
+BUILTIN_PROFILE_DIR = Path(str(files("hardware").joinpath("profiles")))
 
 _MISSING = object()
 LOCATION_SOURCES = frozenset(get_args(LocationSource))
@@ -481,7 +483,7 @@ class SampleResult(BaseModel):
     ok: bool
 
 
-def _summary(d: Decoded) -> dict[str, Any]:
+def summarise_event(d: Decoded) -> dict[str, Any]:
     loc = d.location
     return {
         "action": d.action,
@@ -522,7 +524,7 @@ def run_sample(profile: DeviceProfile, sample: Sample) -> SampleResult:
             error=str(exc),
             ok=sample.expect_error,
         )
-    actual = [_summary(d) for d in decoded]
+    actual = [summarise_event(d) for d in decoded]
     ok = (
         not sample.expect_error
         and len(actual) == len(sample.expect)

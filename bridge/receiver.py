@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,10 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from bridge.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
+from bridge.private_files import private_file
+from bridge.sinks.signing import DEFAULT_TOLERANCE_S, IDEMPOTENCY_HEADER, SIGNATURE_HEADER, SignatureError, check
+
+log = logging.getLogger("sosbridge.receiver")
 
 Mode = Literal["normal", "down", "slow"]
 ContactPredicate = Callable[[list[dict[str, Any]]], bool]
@@ -55,8 +60,12 @@ class Receiver:
         platform_token: str | None = None,
         auto_ack_s: float | None = 0.5,
         auto_resolve_s: float | None = None,
+        tolerance_s: float = DEFAULT_TOLERANCE_S,
+        control_token: str | None = None,
     ) -> None:
         self.secret = secret
+        self.tolerance_s = tolerance_s  # signatures older (or newer) than this are refused as replays
+        self.control_token = control_token  # when set, GET /contacts and /control/* need it as a bearer token
         self.jsonl_path = Path(jsonl_path) if jsonl_path else None
         self.bridge_url = bridge_url.rstrip("/") if bridge_url else None
         self.platform_token = platform_token
@@ -113,7 +122,7 @@ class Receiver:
     def _append(self, record: dict[str, Any]) -> None:
         if self.jsonl_path is None:
             return
-        self.jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        private_file(self.jsonl_path)  # contacts carry names and locations: 0600
         with open(self.jsonl_path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
             fh.flush()
@@ -122,8 +131,12 @@ class Receiver:
     async def callback(self, alert_id: str, event: Literal["ack", "resolve"], note: str = "") -> int:
         if self.bridge_url is None or self._client is None:
             return 0
+        if not self.platform_token:
+            # Never the webhook secret instead: an HMAC key must not travel as a bearer token.
+            log.warning("no platform token: not calling the bridge back", extra={"alert_id": alert_id})
+            return 0
         url = f"{self.bridge_url}/v1/platform/alerts/{alert_id}/{event}"
-        headers = {"Authorization": f"Bearer {self.platform_token or self.secret}"}
+        headers = {"Authorization": f"Bearer {self.platform_token}"}
         for attempt in range(5):
             try:
                 response = await self._client.post(url, json={"note": note, "operator": "receiver"}, headers=headers)
@@ -157,10 +170,12 @@ class Receiver:
         if self.mode == "slow":
             await asyncio.sleep(self.slow_s)
         body = await request.body()
-        if not verify(body, self.secret, request.headers.get(SIGNATURE_HEADER)):
-            self.rejected += 1
-            return JSONResponse(status_code=401, content={"error": "bad_signature"})
         key = request.headers.get(IDEMPOTENCY_HEADER, "")
+        try:
+            check(body, self.secret, request.headers.get(SIGNATURE_HEADER), key, self.tolerance_s)
+        except SignatureError as exc:
+            self.rejected += 1
+            return JSONResponse(status_code=401, content={"error": exc.code, "reason": exc.reason})
         content_type = request.headers.get("content-type", "application/json")
         contact, errors = _validate(body, content_type)
         duplicate = key in self.seen_keys
@@ -196,22 +211,31 @@ class Receiver:
                     task.cancel()
                 await self._client.aclose()
 
+        async def control_auth(request: Request) -> None:
+            if self.control_token is None:
+                return
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            valid = hmac.compare_digest(token.strip().encode(), self.control_token.encode())
+            if scheme.lower() != "bearer" or not valid:
+                raise HTTPException(401, detail="a valid control bearer token is required")
+
+        guarded = [Depends(control_auth)]
         app = FastAPI(title="SOS Bridge reference contact platform", lifespan=lifespan)
 
         @app.post("/contacts")
         async def contacts(request: Request) -> JSONResponse:
             return await self.handle(request)
 
-        @app.get("/contacts")
+        @app.get("/contacts", dependencies=guarded)
         async def list_contacts() -> list[dict[str, Any]]:
             return self.records
 
-        @app.post("/control/mode/{mode}")
+        @app.post("/control/mode/{mode}", dependencies=guarded)
         async def set_mode(mode: Mode, slow_s: float = 5.0) -> dict[str, Any]:
             self.mode, self.slow_s = mode, slow_s
             return {"mode": mode}
 
-        @app.post("/control/{event}/{alert_id}")
+        @app.post("/control/{event}/{alert_id}", dependencies=guarded)
         async def control(event: Literal["ack", "resolve"], alert_id: str) -> dict[str, Any]:
             return {"alert_id": alert_id, "event": event, "bridge_status": await self.callback(alert_id, event)}
 

@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridge.contact import Contact
 from bridge.geo import grid_reference
@@ -171,6 +171,15 @@ def default_route(settings: Any) -> Route | None:
     )
 
 
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "route"
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{field}: {msg}")
+    return "; ".join(parts)
+
+
 def parse_routes(entries: Iterable[Mapping[str, Any]], environ: Mapping[str, str] | None = None) -> list[Route]:
     env = os.environ if environ is None else environ
     routes: list[Route] = []
@@ -185,8 +194,8 @@ def parse_routes(entries: Iterable[Mapping[str, Any]], environ: Mapping[str, str
             entry["secret"] = env[secret_env]
         try:
             routes.append(Route.model_validate(entry))
-        except ValueError as exc:
-            raise RoutingError(f"route #{i + 1} ({entry.get('name', '?')}): {exc}") from exc
+        except ValidationError as exc:
+            raise RoutingError(f"route #{i + 1} ({entry.get('name', '?')}): {_one_line(exc)}") from exc
     names = [r.name for r in routes]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -238,7 +247,8 @@ def load_routes(
     replaces the Settings one."""
     env = os.environ if environ is None else environ
     routes: list[Route] = []
-    path = config_file or env.get("SOSBRIDGE_CONFIG")
+    # The file load_settings read (`--config` or SOSBRIDGE_CONFIG): both ways behave the same.
+    path = config_file or getattr(settings, "config", None) or env.get("SOSBRIDGE_CONFIG")
     if path:
         routes.extend(routes_from_toml(Path(path).read_text(encoding="utf-8"), env))
     if env.get("SOSBRIDGE_ROUTES"):

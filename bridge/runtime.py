@@ -17,14 +17,17 @@ from bridge.contact import Contact
 from bridge.events import StatusBus
 from bridge.formats import options_from_settings
 from bridge.forwarder import Forwarder
+from bridge.health import TransportMonitor
 from bridge.ingress import Ingress
 from bridge.metrics import Metrics
 from bridge.model import utcnow
 from bridge.pipeline import Pipeline
 from bridge.plugins import LoadedPlugin, load_all
+from bridge.private_files import private_dir
 from bridge.profiles import ProfileRegistry
 from bridge.ratelimit import TokenBuckets
 from bridge.routing import DEFAULT_ROUTE, RoutingTable, load_routes
+from bridge.security import RefusalAudit, flush_refusals
 from bridge.sinks.base import Sink
 from bridge.sinks.file import FileSink
 from bridge.sinks.webhook import WebhookSink
@@ -82,6 +85,8 @@ class BridgeRuntime:
             update_limiter=TokenBuckets(settings.device_update_burst, settings.device_update_per_min / 60),
         )
         self.auth_failures = TokenBuckets(settings.auth_failures_burst, settings.auth_failures_per_min / 60)
+        self.refusals = RefusalAudit(settings.auth_audit_interval_s)
+        self.transports = TransportMonitor()
         sinks = build_sinks(settings, self.routes)
         self.forwarder = Forwarder(
             self.store,
@@ -121,6 +126,7 @@ class BridgeRuntime:
         return create_app(self)
 
     async def start(self) -> None:
+        private_dir(self.settings.data_path)  # 0700: the stores, keys and spool below it are private
         await self.store.open()
         await self.forwarder.start()
         for adapter in self.adapters:
@@ -143,6 +149,10 @@ class BridgeRuntime:
         while True:
             with contextlib.suppress(Exception):
                 await self.forwarder.refresh_health(self.settings.fallback_after_attempts)
+            with contextlib.suppress(Exception):
+                self.transports.check(self.adapters, self.started_adapters)  # logs a transport going down
+            with contextlib.suppress(Exception):
+                await flush_refusals(self, time.monotonic())
             if time.monotonic() - last_purge > 3600:
                 last_purge = time.monotonic()
                 with contextlib.suppress(Exception):
@@ -170,4 +180,6 @@ class BridgeRuntime:
                 with contextlib.suppress(Exception):
                     await adapter.stop()
         await self.forwarder.stop()
+        with contextlib.suppress(Exception):
+            await flush_refusals(self, float("inf"))  # the refusals counted since the last summary row
         await self.store.close()

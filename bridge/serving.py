@@ -48,10 +48,14 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(app: Any, host: str, port: int) -> AsyncIterator[uvicorn.Server]:
-    config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=2
-    )
+async def serve_app(
+    app: Any, host: str, port: int, options: dict[str, Any] | None = None
+) -> AsyncIterator[uvicorn.Server]:
+    """`options`: further uvicorn.Config arguments (the bridge passes bridge.security.http_server_options)."""
+    values: dict[str, Any] = {"log_level": "warning", "lifespan": "on", "access_log": False}
+    values.update(options or {})
+    values.update(host=host, port=port, timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, **values)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

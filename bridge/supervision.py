@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from bridge.model import AlertKind, Device, Observation, utcnow
 from bridge.pipeline import Rejected, SubmitResult
+from bridge.private_files import private_sqlite
 from bridge.store.base import Store, StoreError
 
 if TYPE_CHECKING:
@@ -198,6 +199,7 @@ class WatchTable:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_sqlite(self.path)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(

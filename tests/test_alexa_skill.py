@@ -106,13 +106,17 @@ async def stack(request, tmp_path, monkeypatch, ca, leaf):
     amazon.start()
     port = free_port()
     bridge_url = f"http://127.0.0.1:{port}"
-    async with EmbeddedReceiver(secret=SECRET, bridge_url=bridge_url, auto_ack_s=None) as rx:
+    platform_token = "platform-" + SECRET  # the callbacks' own credential, never the webhook secret
+    async with EmbeddedReceiver(
+        secret=SECRET, bridge_url=bridge_url, auto_ack_s=None, platform_token=platform_token
+    ) as rx:
         settings = Settings(
             db=str(tmp_path / "bridge.db"),
             data_dir=str(tmp_path),
             http_port=port,
             platform_url=rx.url,
             platform_secret=SECRET,
+            platform_token=platform_token,
             retry_base_s=0.05,
         )
         async with EmbeddedBridge(settings) as eb, httpx.AsyncClient(timeout=30) as client:

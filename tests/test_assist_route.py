@@ -1,6 +1,6 @@
 """Home Assistant Assist route (skills/assist) on a real EmbeddedBridge delivering to the reference receiver.
 
-The request body is what the documented rest_command in docs/readme/voice.md sends from an
+The request body is what the documented rest_command in docs/transports/voice.md sends from an
 intent_script; the reply's `speech` is what Assist says (HA conversation API shape, Home
 Assistant developer docs: intent_script and conversation response).
 """
@@ -23,10 +23,13 @@ TOKEN = "kitchen-satellite-token-0123456789"
 @pytest.fixture
 async def bridge(tmp_path):
     port = free_port()
-    async with EmbeddedReceiver(secret=SECRET, bridge_url=f"http://127.0.0.1:{port}", auto_ack_s=None) as rx:
+    token = "platform-" + SECRET  # the callbacks' own credential, never the webhook secret
+    async with EmbeddedReceiver(
+        secret=SECRET, bridge_url=f"http://127.0.0.1:{port}", auto_ack_s=None, platform_token=token
+    ) as rx:
         settings = Settings(
             db=str(tmp_path / "b.db"), data_dir=str(tmp_path), http_port=port, platform_url=rx.url,
-            platform_secret=SECRET, retry_base_s=0.05,
+            platform_secret=SECRET, platform_token=token, retry_base_s=0.05,
         )
         async with EmbeddedBridge(settings) as eb, httpx.AsyncClient(timeout=30) as client:
             store = eb.runtime.store

@@ -75,3 +75,16 @@ def test_schema_command_prints_the_contact_schema(tmp_path: Path) -> None:
     schema = json.loads(out.stdout)
     assert schema["properties"]["schema"]["const"] == "sosbridge.contact/1"
     assert {"alert_id", "kind", "location", "silent", "status", "msg_type"} <= set(schema["properties"])
+
+
+def test_profiles_check_shows_what_one_frame_decodes_to(tmp_path: Path) -> None:
+    """Issue 13 item 5: `profiles check` with a frame shows an unmatched frame as the bridge counts it."""
+    profile = str(ROOT / "hardware" / "profiles" / "zigbee2mqtt-aqara-wxkg11lm.yaml")
+    # An IAS ACE "panic" is not a WXKG11LM word: unmatched, exit 1.
+    unmatched = cli(tmp_path, "profiles", "check", profile, "--frame", '{"action": "panic"}')
+    assert unmatched.returncode == 1, unmatched.stdout + unmatched.stderr
+    assert "unmatched" in unmatched.stdout and "sosbridge_frames_unmatched_total" in unmatched.stdout
+    # A single click is the button's panic press.
+    pressed = cli(tmp_path, "profiles", "check", profile, "--frame", '{"action": "single"}')
+    assert pressed.returncode == 0, pressed.stdout + pressed.stderr
+    assert '"kind": "panic"' in pressed.stdout

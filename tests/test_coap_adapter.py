@@ -151,3 +151,48 @@ async def test_well_known_core_lists_alert(coap_env: CoapEnv) -> None:
     resp = await ctx.request(msg).response
     assert resp.code == Code.CONTENT
     assert b"</alert>" in resp.payload and b"sosbridge.alert" in resp.payload
+
+
+async def _block(ctx: aiocoap.Context, port: int, number: int, more: bool, payload: bytes,
+                 size1: int | None = None) -> aiocoap.Message:
+    msg = aiocoap.Message(code=Code.POST, uri=f"coap://127.0.0.1:{port}/alert", payload=payload)
+    msg.opt.block1 = aiocoap.optiontypes.BlockOption.BlockwiseTuple(number, more, 2)  # 64-byte blocks
+    if size1 is not None:
+        msg.opt.size1 = size1
+    return await asyncio.wait_for(ctx.request(msg, handle_blockwise=False).response, 10)
+
+
+async def test_block1_upload_is_refused_at_the_limit_before_it_is_kept(coap_env: CoapEnv) -> None:
+    """Issue 14 item 2: unauthenticated Block1 uploads were assembled without limit (23 MB answered
+    2.31 Continue). Now the block that would pass 1,024 bytes gets 4.13 with Size1, before any auth."""
+    port = coap_env.device.port
+    ctx = await aiocoap.Context.create_client_context()
+    try:
+        answers = [await _block(ctx, port, n, True, b"x" * 64) for n in range(16)]  # 1,024 bytes: allowed
+        assert {a.code for a in answers} == {Code.CONTINUE}
+        over = await _block(ctx, port, 16, True, b"x" * 64)
+        assert over.code == Code.REQUEST_ENTITY_TOO_LARGE and over.opt.size1 == 1024
+        announced = await _block(ctx, port, 0, True, b"x" * 64, size1=23_000_000)
+        assert announced.code == Code.REQUEST_ENTITY_TOO_LARGE and announced.opt.size1 == 1024
+        assert coap_env.rejected("too_large") == 2
+    finally:
+        await ctx.shutdown()
+
+
+async def test_concurrent_block1_uploads_are_capped(coap_env: CoapEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = coap_env.bridge.runtime.adapters  # the guard is the server context's outermost site
+    guard = next(a for a in site if a.name == "coap").context.serversite  # type: ignore[attr-defined]
+    monkeypatch.setattr(guard, "max_assemblies", 2)
+    port = coap_env.device.port
+    clients = [await aiocoap.Context.create_client_context() for _ in range(3)]  # three source ports
+    try:
+        first = [await _block(c, port, 0, True, b"x" * 64) for c in clients]
+        assert [a.code for a in first] == [Code.CONTINUE, Code.CONTINUE, Code.SERVICE_UNAVAILABLE]
+        # Finishing (or abandoning past its lifetime) an upload frees its place.
+        done = await _block(clients[0], port, 1, False, b"x")
+        assert done.code != Code.CONTINUE
+        assert (await _block(clients[2], port, 0, True, b"x" * 64)).code == Code.CONTINUE
+        assert coap_env.rejected("busy") == 1
+    finally:
+        for c in clients:
+            await c.shutdown()

@@ -62,7 +62,7 @@ async def test_receiver_refuses_an_invalid_cap_body() -> None:
         response = await client.post(
             rx.url,
             content=broken,
-            headers={"Content-Type": ctype, IDEMPOTENCY_HEADER: "k1", SIGNATURE_HEADER: sign(broken, SECRET)},
+            headers={"Content-Type": ctype, IDEMPOTENCY_HEADER: "k1", SIGNATURE_HEADER: sign(broken, SECRET, "k1")},
         )
         assert response.status_code == 422
         assert "scope" in response.json()["reason"]

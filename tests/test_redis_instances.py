@@ -1,7 +1,7 @@
 """Two real `sosbridge serve` processes sharing one Redis namespace (SOSBRIDGE_REDIS_URL=...?namespace=…),
 fed over the HTTP wearable API, delivering to a real `sosbridge receiver`.
 
-What "each idempotency key once" means here (docs/readme/redis.md): a row is leased to one instance at a
+What "each idempotency key once" means here (docs/operations/redis.md): a row is leased to one instance at a
 time, so with no instance dying every key arrives exactly once. An instance killed -9 in the middle of an
 HTTP delivery leaves a lease that expires and the survivor sends that contact again: at least once, and
 the repeat carries the same Idempotency-Key for the platform to absorb. Nothing is ever lost.

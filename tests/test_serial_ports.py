@@ -18,6 +18,7 @@ import pytest
 from bridge.embedded import EmbeddedBridge
 from bridge.model import AlertKind, Device, Location, Person
 from bridge.receiver import EmbeddedReceiver
+from bridge.store.base import StoreError
 from device_adapters.decoders import diy_frame
 from simulator.devices.serial import (
     VirtualAlarmReceiver,
@@ -232,3 +233,28 @@ async def test_unplug_and_replug_is_survived(serial_env: SerialEnv) -> None:
     await env.contact(lambda c: c["device"]["id"] == "tracker-1")
     await until(lambda: idx not in env.modem.storage)
     assert env.link("gsm").connections >= 2
+
+
+async def test_sms_read_during_a_store_outage_stays_on_the_sim_and_is_stored_after(serial_env: SerialEnv) -> None:
+    """Issue 14 item 3: with the store down while an SMS was read, the port's task ended for good. Now the
+    text stays on the SIM (no AT+CMGD), the reader keeps serving, and the text is read again and stored
+    once the store is back, with no replug."""
+    env = serial_env
+    store = env.bridge.runtime.store
+    original = store.commit
+
+    async def failing(change: Any) -> None:
+        raise StoreError("sqlite: disk I/O error")
+
+    store.commit = failing  # type: ignore[method-assign]
+    try:
+        idx = env.modem.receive_sms("+447700900123", TK203_SOS, "09/10/28,03:33:10+00")
+        await until(lambda: env.modem.commands.count(f"AT+CMGR={idx}") >= 2)  # read, refused, read again
+        assert f"AT+CMGD={idx}" not in env.modem.commands and idx in env.modem.storage
+        assert not [c for c in env.rx.contacts if c["device"]["id"] == "tracker-1"]
+    finally:
+        store.commit = original  # type: ignore[method-assign]
+    contact = await env.contact(lambda c: c["device"]["id"] == "tracker-1", timeout=20)
+    assert contact["kind"] == "sos"
+    await until(lambda: idx not in env.modem.storage, timeout=20)
+    assert all(link.connected.is_set() for link in env.adapter.links.values())

@@ -227,3 +227,22 @@ async def test_new_alert_refused_when_another_opened_meanwhile(store: Store) -> 
     third = make_alert("d9")
     await store.commit(Change(alert=third, check_open_alert=True, expected_open_alert=first.alert_id))
     assert (await store.open_alert_for_device("d9")).alert_id == third.alert_id  # type: ignore[union-attr]
+
+
+async def test_put_devices_batch_is_idempotent_and_sets_tokens(store: Store) -> None:
+    devices = [
+        Device(device_id=f"b{i}", tenant_id="bulk", identifiers={"msisdn": f"+4477009{i:05d}"}) for i in range(50)
+    ]
+    await store.put_devices(devices, {"b0": "token-b0-long-enough", "b7": "token-b7-long-enough"})
+    await store.put_devices(devices)  # again, without tokens: the same registry, tokens kept
+    assert [d.device_id for d in await store.list_devices("bulk")] == sorted(d.device_id for d in devices)
+    assert (await store.find_device("msisdn", "+447700900007")).device_id == "b7"  # type: ignore[union-attr]
+    assert (await store.device_for_token("token-b0-long-enough")).device_id == "b0"  # type: ignore[union-attr]
+    # A re-import with a new number and a new token replaces both, as put_device and set_credential do.
+    renumbered = devices[7].model_copy(update={"identifiers": {"msisdn": "+447700911111"}})
+    await store.put_devices([renumbered], {"b7": "new-b7"})
+    assert await store.find_device("msisdn", "+447700900007") is None
+    assert (await store.find_device("msisdn", "+447700911111")).device_id == "b7"  # type: ignore[union-attr]
+    assert await store.device_for_token("token-b7-long-enough") is None
+    assert (await store.device_for_token("new-b7")).device_id == "b7"  # type: ignore[union-attr]
+    await store.put_devices([])

@@ -20,7 +20,7 @@ from tests.conftest import ROOT, BridgeEnv, running_bridge
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 
 # A profile that declares check_in_missed and sets an interval: the bridge's own alert kinds still go
-# through the profile's kind policy (see docs/readme/supervision.md).
+# through the profile's kind policy (see docs/operations/supervision.md).
 CHECKIN_PROFILE = """\
 version: 1
 id: test-checkin-pendant

@@ -10,14 +10,15 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bridge.api.auth import require_secret
-from bridge.api.limits import BodySizeLimit
+from bridge.api.auth import bearer_token, require_secret
+from bridge.api.docs import install_docs
+from bridge.api.limits import BodySizeLimit, JsonTextGuard
 from bridge.contact import contact_json_schema
 from bridge.lifecycle import DEVICE_MESSAGES, LifecycleEvent
-from bridge.model import Device, utcnow
+from bridge.model import CleanModel, Device, utcnow
 from bridge.pipeline import AlertNotFound, Rejected
 from bridge.store.base import StoreError
 
@@ -37,7 +38,7 @@ def error_body(code: str, reason: str) -> dict[str, str]:
     return {"error": code, "reason": reason}
 
 
-class PlatformNote(BaseModel):
+class PlatformNote(CleanModel):
     note: str = Field(default="", max_length=500)
     operator: str | None = Field(default=None, max_length=100)
 
@@ -55,7 +56,8 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="SOS Bridge", version="1", lifespan=lifespan)
+    app = FastAPI(title="SOS Bridge", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    install_docs(app)  # /docs with local Swagger UI assets and the bearer schemes declared
     app.state.runtime = runtime
     settings = runtime.settings
 
@@ -99,17 +101,33 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    async def readyz() -> JSONResponse:
+    async def readyz(request: Request) -> JSONResponse:
+        """Ready, degraded or unavailable, with counts and reason codes only. Details (alert ids in alarm
+        details, transport errors) only for the ops credential (SOSBRIDGE_OPS_TOKEN)."""
+        detailed = bearer_token(request) is not None
+        if detailed:
+            require_secret(request, settings.ops_token, "ops")
         try:
             store_ok = await runtime.store.ping()
         except Exception:
             store_ok = False
-        alarms = [{"reason": a.reason, "detail": a.detail} for a in runtime.forwarder.alarms.values()]
-        if not store_ok:
-            return JSONResponse(status_code=503, content={"status": "unavailable", "store": False, "alarms": alarms})
-        if alarms:
-            return JSONResponse(status_code=503, content={"status": "degraded", "store": True, "alarms": alarms})
-        return JSONResponse(content={"status": "ready", "store": True, "adapters": runtime.started_adapters})
+        alarms = [
+            {"reason": a.reason} | ({"detail": a.detail} if detailed else {})
+            for a in runtime.forwarder.alarms.values()
+        ]
+        transports = [
+            {"adapter": p.adapter, "reason": p.reason} | ({"detail": p.detail} if detailed else {})
+            for p in runtime.transports.check(runtime.adapters, runtime.started_adapters)
+        ]
+        status = "unavailable" if not store_ok else "degraded" if alarms or transports else "ready"
+        content = {
+            "status": status,
+            "store": store_ok,
+            "alarms": alarms,
+            "transports": transports,
+            "adapters": runtime.started_adapters,
+        }
+        return JSONResponse(status_code=200 if status == "ready" else 503, content=content)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -127,7 +145,8 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         } | {"active_adapters": runtime.started_adapters, "profiles": sorted(runtime.profiles.profiles)}
 
     async def platform_event(request: Request, alert_id: str, event: LifecycleEvent, body: PlatformNote) -> Any:
-        require_secret(request, settings.platform_token or settings.platform_secret, "platform")
+        # Only the platform's own credential: never the webhook secret (an HMAC key is not a bearer token).
+        require_secret(request, settings.platform_token, "platform")
         alert = await runtime.pipeline.lifecycle_event(
             alert_id, event, actor=body.operator or "platform", note=body.note
         )
@@ -144,7 +163,8 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
 
     @app.get("/v1/platform/alerts/{alert_id}")
     async def platform_alert(request: Request, alert_id: str) -> Any:
-        require_secret(request, settings.platform_token or settings.platform_secret, "platform")
+        # Only the platform's own credential: never the webhook secret (an HMAC key is not a bearer token).
+        require_secret(request, settings.platform_token, "platform")
         alert = await runtime.store.get_alert(alert_id)
         if alert is None:
             raise AlertNotFound(alert_id)
@@ -191,5 +211,6 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
     def count_oversized() -> None:
         runtime.metrics.rejected("http", "too_large")
 
+    app.add_middleware(JsonTextGuard)  # inside the size limit: it reads bodies already limited
     app.add_middleware(BodySizeLimit, limit=settings.max_body_bytes, on_reject=count_oversized)
     return app

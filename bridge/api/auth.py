@@ -7,7 +7,8 @@ import time
 
 from fastapi import HTTPException, Request
 
-from bridge.model import Device, utcnow
+from bridge.model import Device
+from bridge.security import audit_refusal
 
 
 def bearer_token(request: Request) -> str | None:
@@ -47,8 +48,12 @@ async def require_device(request: Request) -> Device:
         return device
     reason = "unauthenticated" if token is None else "bad_credentials"
     runtime.metrics.rejected("http", reason)
-    await runtime.store.audit(utcnow(), f"source:{source}", "credential_refused", "device_token", reason)
-    if not runtime.auth_failures.allow(source, time.monotonic()):
+    now = time.monotonic()
+    # The limiter first: a source past its limit costs a counter, never a store write. The audit gets
+    # one row per source per interval (bridge.security.RefusalAudit), however fast the refusals come.
+    allowed = runtime.auth_failures.allow(source, now)
+    await audit_refusal(runtime, source, reason if allowed else "rate_limited", now)
+    if not allowed:
         runtime.metrics.rejected("http", "auth_rate_limited")
         wait = max(1, int(runtime.auth_failures.retry_after(source)) + 1)
         raise HTTPException(

@@ -40,6 +40,7 @@ class _Lane:
     ordered: deque[_Job] = field(default_factory=deque)
     latest: _Job | None = None
     task: asyncio.Task[None] | None = None
+    busy: bool = False  # served in a caller's task right now
 
 
 def foldable(a: Observation, b: Observation) -> bool:
@@ -87,7 +88,14 @@ class Lanes:
         job = _Job(obs, future, device)
         lane = self._lanes.get(obs.device_id)
         if lane is None:
-            lane = self._lanes[obs.device_id] = _Lane()
+            # The common case, a device with nothing waiting: serve it in the caller's task (no extra task).
+            lane = self._lanes[obs.device_id] = _Lane(busy=True)
+            try:
+                await self._serve([job])
+            finally:
+                lane.busy = False
+                self._after(obs.device_id, lane)
+            return future.result()
         if obs.action in ORDERED_ACTIONS:
             lane.ordered.append(job)
         else:
@@ -99,7 +107,7 @@ class Lanes:
             elif replaced is not None:
                 lane.ordered.append(replaced)  # a fix for another alert keeps its place
             lane.latest = job
-        if lane.task is None:
+        if lane.task is None and not lane.busy:
             lane.task = asyncio.create_task(self._drain(obs.device_id, lane), name=f"lane:{obs.device_id}")
         return await future
 
@@ -114,23 +122,34 @@ class Lanes:
             return [job]
         return []
 
+    async def _serve(self, group: list[_Job]) -> None:
+        live = [j for j in group if not j.future.done()]  # a caller gone (cancelled) is skipped
+        if not live:
+            return
+        obs = fold([j.obs for j in live]) if len(live) > 1 else live[0].obs
+        try:
+            result = await self._submit(obs, live[-1].device)
+        except Exception as exc:
+            for job in live:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        for job in live:
+            if not job.future.done():
+                job.future.set_result(result)
+
+    def _after(self, device_id: str, lane: _Lane) -> None:
+        """A lane with more waiting gets a task to drain it; an empty one is forgotten."""
+        lane.task = None
+        if lane.ordered or lane.latest is not None:
+            lane.task = asyncio.create_task(self._drain(device_id, lane), name=f"lane:{device_id}")
+        else:
+            self._lanes.pop(device_id, None)
+
     async def _drain(self, device_id: str, lane: _Lane) -> None:
         try:
             while group := self._next(lane):
-                live = [j for j in group if not j.future.done()]  # a caller gone (cancelled) is skipped
-                if not live:
-                    continue
-                obs = fold([j.obs for j in live]) if len(live) > 1 else live[0].obs
-                try:
-                    result = await self._submit(obs, live[-1].device)
-                except Exception as exc:
-                    for job in live:
-                        if not job.future.done():
-                            job.future.set_exception(exc)
-                    continue
-                for job in live:
-                    if not job.future.done():
-                        job.future.set_result(result)
+                await self._serve(group)
         except asyncio.CancelledError:
             # Shutting down: nothing waiting was stored, so nothing may be acknowledged.
             for job in [*lane.ordered, *([lane.latest] if lane.latest else [])]:
@@ -138,8 +157,4 @@ class Lanes:
                     job.future.set_exception(StoreError("the bridge is stopping"))
             self._lanes.pop(device_id, None)
             raise
-        lane.task = None
-        if lane.ordered or lane.latest is not None:
-            lane.task = asyncio.create_task(self._drain(device_id, lane), name=f"lane:{device_id}")
-        else:
-            self._lanes.pop(device_id, None)
+        self._after(device_id, lane)

@@ -11,6 +11,7 @@ import json
 import os
 from pathlib import Path
 
+from bridge.private_files import private_file
 from bridge.sinks.base import Delivered, Outcome, Retry
 from bridge.store.base import OutboxItem
 
@@ -19,9 +20,12 @@ class FileSink:
     def __init__(self, path: str | Path, name: str = "file") -> None:
         self.name = name
         self.path = Path(path)
+        self._private = False
 
     def _append(self, line: str) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._private:
+            private_file(self.path)  # 0600: the spool holds whole contacts (names, locations)
+            self._private = True
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
             fh.flush()

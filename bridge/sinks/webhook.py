@@ -82,7 +82,7 @@ class WebhookSink:
         headers = {
             "Content-Type": content_type,
             IDEMPOTENCY_HEADER: item.idempotency_key,
-            SIGNATURE_HEADER: sign(body, self.secret),
+            SIGNATURE_HEADER: sign(body, self.secret, item.idempotency_key),  # t=<unix>,v1=<hmac>
             "X-SOSBridge-Alert-Id": item.alert_id,
             "X-SOSBridge-Msg-Type": item.msg_type,
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -53,6 +54,9 @@ class OutboxItem:
     fallback_sent: bool = False
     created_at: float = 0.0
     route: str = "default"
+    # In memory only, never stored: the alert as committed with this row, when the pipeline hands a fresh
+    # row to the forwarder (saves re-reading it after delivery; a stale copy only costs a versioned retry).
+    alert: Alert | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -116,6 +120,9 @@ class Store(Protocol):
 
     # registry
     async def put_device(self, device: Device) -> None: ...
+    # Many devices (and bearer tokens, stored hashed) in few round trips: the same effect as put_device
+    # and set_credential(device_id, "token", ...) for each; for imports of thousands of devices.
+    async def put_devices(self, devices: Sequence[Device], tokens: Mapping[str, str] | None = None) -> None: ...
     async def get_device(self, device_id: str) -> Device | None: ...
     async def list_devices(self, tenant_id: str | None = None) -> list[Device]: ...
     async def remove_device(self, device_id: str) -> bool: ...

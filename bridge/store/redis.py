@@ -4,7 +4,7 @@ Every write that must be atomic is one Lua script, so it runs as a single step o
 instance sees half of it. All keys live under `<namespace>:`; the namespace comes from the constructor or
 from the URL query (`redis://host:6379/0?namespace=site-a`), so instances that share a URL share a store.
 
-Outbox layout, and why it is not a stream (docs/readme/redis.md has the longer version):
+Outbox layout, and why it is not a stream (docs/operations/redis.md has the longer version):
   oi:<item>              hash, one outbox row (same fields as the SQLite table)
   oa:<alert>             zset of an alert's rows by seq (outbox_items, cancel, contact_sent)
   oc:<alert>:<route>     zset of the *active* rows (pending/retry/inflight) of one (alert, route) by seq
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -47,6 +47,7 @@ from bridge.store.base import (
 )
 
 T = TypeVar("T")
+AUDIT_MAXLEN = 100_000  # audit stream entries kept at most (approximate trim), whatever the retention says
 
 _ITEM_FIELDS = (
     "item_id",
@@ -443,7 +444,14 @@ class RedisStore:
     commit_retries = 3
     mark_retries = 12  # about 8 s of backoff in _call
 
-    def __init__(self, url: str, namespace: str = "sosbridge", dedupe_ttl_s: int | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "sosbridge",
+        dedupe_ttl_s: int | None = None,
+        audit_maxlen: int = AUDIT_MAXLEN,
+    ) -> None:
+        self.audit_maxlen = audit_maxlen
         self.url, ns, url_ttl = parse_url(url, namespace)
         self.namespace = ns
         self.prefix = f"{ns}:"
@@ -521,6 +529,23 @@ class RedisStore:
             lambda: self._script("put_device", device.device_id, device.model_dump_json(), device.tenant_id, *idents),
             retries=2,  # idempotent: the same document written twice
         )
+
+    async def put_devices(self, devices: Sequence[Device], tokens: Mapping[str, str] | None = None) -> None:
+        """The per-device scripts, pipelined: one round trip per batch. Each script is idempotent, so a
+        batch retried after a lost reply converges to the same registry."""
+
+        async def run() -> None:
+            pipe = self.r.pipeline(transaction=False)
+            for d in devices:
+                idents = [f"{scheme}\n{value}" for scheme, value in d.identifiers.items()]
+                args = [self.prefix, d.device_id, d.model_dump_json(), d.tenant_id, *idents]
+                await self._scripts["put_device"](args=args, client=pipe)
+            for device_id, token in (tokens or {}).items():
+                args = [self.prefix, device_id, "token", hash_secret(token), "1"]
+                await self._scripts["set_credential"](args=args, client=pipe)
+            await pipe.execute()
+
+        await self._call(run, retries=2)
 
     async def _device_doc(self, device_id: str) -> str | None:
         return await self._call(lambda: self.r.hget(self._k("devices"), device_id), retries=2)
@@ -734,7 +759,10 @@ class RedisStore:
     async def audit(self, at: datetime, actor: str, action: str, subject: str, detail: str = "") -> None:
         # An append-only log is what a stream is for; XADD ids also give a server-side time order.
         fields = {"at": at.isoformat(), "actor": actor, "action": action, "subject": subject, "detail": detail}
-        await self._call(lambda: self.r.xadd(self._k("audit"), fields))
+        # Bounded: MAXLEN ~ lets Redis trim whole stream nodes cheaply (the retention purge trims by age).
+        await self._call(
+            lambda: self.r.xadd(self._k("audit"), fields, maxlen=self.audit_maxlen, approximate=True)
+        )
 
     async def audit_log(self, count: int = 100) -> list[dict[str, str]]:
         """The most recent audit entries, oldest first (not part of the Store contract)."""

@@ -16,13 +16,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.model import Alert, Device, HistoryEntry, Location
+from bridge.private_files import private_sqlite
 from bridge.store.base import (
     Change,
     ConcurrentUpdate,
@@ -143,6 +144,7 @@ class SqliteStore:
         # a read never misses a write the same flow made. (":memory:" has one database per connection.)
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-read")
         self._rconn: sqlite3.Connection | None = None
+        self._lconn: sqlite3.Connection | None = None  # the event loop's own, for point lookups
         # Writes waiting for the next group commit, and whether a flush is already queued on the thread.
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._urgent: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
@@ -181,12 +183,36 @@ class SqliteStore:
 
         return await loop.run_in_executor(self._reader, call)
 
+    async def _lookup(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """A point lookup by primary key or index, run right here on the event loop's own read connection.
+
+        Under WAL a reader never waits for the writer, and an indexed lookup takes tens of microseconds:
+        far less than the two thread hand-offs (and GIL switches) a trip through the reader thread costs,
+        which profiling showed dominating the per-alert cost under load. Scans still use `_read`.
+        """
+        conn = self._lconn
+        if conn is None:
+            return await self._read(fn)
+        try:
+            return fn(conn)
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                return await self._read(fn)  # never wait on the loop: the reader thread may
+            raise StoreError(f"sqlite: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"sqlite: {exc}") from exc
+
     def _connect_reader(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA query_only=ON")
         self._rconn = conn
+        # A lookup on the loop must never sleep in SQLite's busy handler: 20 ms, then the reader thread.
+        lconn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0.02)
+        lconn.row_factory = sqlite3.Row
+        lconn.execute("PRAGMA query_only=ON")
+        self._lconn = lconn
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T], urgent: bool = False, first: bool = False) -> T:
         """Run `fn` in the next group commit; returns once that commit is durable.
@@ -254,6 +280,7 @@ class SqliteStore:
     def _connect(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(self.path)  # 0600 whatever the umask: keys, names and phone numbers live here
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA journal_mode=WAL")
@@ -274,6 +301,9 @@ class SqliteStore:
         if conn is not None:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._executor, conn.close)
+        lconn, self._lconn = self._lconn, None
+        if lconn is not None:
+            lconn.close()
         rconn, self._rconn = self._rconn, None
         if rconn is not None:
             await asyncio.get_running_loop().run_in_executor(self._reader, rconn.close)
@@ -311,8 +341,30 @@ class SqliteStore:
 
         await self._write(body)
 
+    async def put_devices(self, devices: Sequence[Device], tokens: Mapping[str, str] | None = None) -> None:
+        """One transaction for the whole batch (one fsync), rather than one per device."""
+        ids = [(d.device_id,) for d in devices]
+        creds = [(device_id, "token", hash_secret(token), 1) for device_id, token in (tokens or {}).items()]
+
+        def body(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "INSERT INTO devices (device_id, tenant_id, doc) VALUES (?, ?, ?) "
+                "ON CONFLICT(device_id) DO UPDATE SET tenant_id=excluded.tenant_id, doc=excluded.doc",
+                [(d.device_id, d.tenant_id, d.model_dump_json()) for d in devices],
+            )
+            c.executemany("DELETE FROM identifiers WHERE device_id = ?", ids)
+            c.executemany(
+                "INSERT OR REPLACE INTO identifiers (scheme, value, device_id) VALUES (?, ?, ?)",
+                [(scheme, value, d.device_id) for d in devices for scheme, value in d.identifiers.items()],
+            )
+            c.executemany(
+                "INSERT OR REPLACE INTO credentials (device_id, scheme, secret, hashed) VALUES (?, ?, ?, ?)", creds
+            )
+
+        await self._write(body)
+
     async def get_device(self, device_id: str) -> Device | None:
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute("SELECT doc FROM devices WHERE device_id = ?", (device_id,)).fetchone()
         )
         return Device.model_validate_json(row["doc"]) if row else None
@@ -335,7 +387,7 @@ class SqliteStore:
         return await self._write(body)
 
     async def find_device(self, scheme: str, value: str) -> Device | None:
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 "SELECT d.doc FROM identifiers i JOIN devices d ON d.device_id = i.device_id "
                 "WHERE i.scheme = ? AND i.value = ?",
@@ -367,7 +419,7 @@ class SqliteStore:
         )
 
     async def get_credential(self, device_id: str, scheme: str) -> str | None:
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 "SELECT secret FROM credentials WHERE device_id = ? AND scheme = ?", (device_id, scheme)
             ).fetchone()
@@ -376,7 +428,7 @@ class SqliteStore:
 
     async def device_for_token(self, token: str) -> Device | None:
         digest = hash_secret(token)
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 "SELECT d.doc FROM credentials k JOIN devices d ON d.device_id = k.device_id "
                 "WHERE k.scheme = 'token' AND k.secret = ? AND k.hashed = 1",
@@ -483,11 +535,13 @@ class SqliteStore:
         await self._write(body, urgent=change.urgent, first=change.first_alert)
 
     async def get_alert(self, alert_id: str) -> Alert | None:
-        row = await self._read(lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone())
+        row = await self._lookup(
+            lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
+        )
         return Alert.model_validate_json(row["doc"]) if row else None
 
     async def open_alert_for_device(self, device_id: str) -> Alert | None:
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 "SELECT doc FROM alerts WHERE device_id = ? AND is_open = 1 ORDER BY received_at DESC LIMIT 1",
                 (device_id,),
@@ -512,13 +566,13 @@ class SqliteStore:
         ]
 
     async def alert_for_dedupe(self, dedupe_key: str) -> str | None:
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute("SELECT alert_id FROM dedupe WHERE key = ?", (dedupe_key,)).fetchone()
         )
         return row["alert_id"] if row else None
 
     async def contact_sent(self, alert_id: str) -> bool:
-        row = await self._read(
+        row = await self._lookup(
             lambda c: c.execute(
                 "SELECT 1 FROM outbox WHERE alert_id = ? AND (state IN ('delivered', 'inflight') OR attempts > 0) "
                 "LIMIT 1",

@@ -28,6 +28,7 @@ from bridge.decoding import Frame
 from bridge.ingress import Claim, Receipt
 from bridge.model import Alert
 from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
+from device_adapters.coap.blockguard import BlockwiseGuard
 from device_adapters.coap.oscore import BridgeOscoreSite, OscoreContexts, device_for
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ log = logging.getLogger("sosbridge.coap")
 
 TRANSPORT = "coap"
 MAX_PAYLOAD = 1024
+MAX_ASSEMBLIES = 256  # Block1 uploads in progress at once (each at most MAX_PAYLOAD bytes)
 WINDOW_S = 300.0
 CBOR, JSON, TEXT = ContentFormat.CBOR, ContentFormat.JSON, ContentFormat.TEXT
 
@@ -259,7 +261,9 @@ class CoapAdapter(BaseAdapter):
         self.ctx = ctx
         self.auth = Authenticator(ctx)
         self.oscore = OscoreContexts(ctx.store, ctx.settings.data_path / "oscore")
-        site = BridgeOscoreSite(self.build_site(), self.oscore, lambda reason: ctx.metrics.rejected(TRANSPORT, reason))
+        refused = lambda reason: ctx.metrics.rejected(TRANSPORT, reason)  # noqa: E731
+        site = BlockwiseGuard(BridgeOscoreSite(self.build_site(), self.oscore, refused), MAX_PAYLOAD,
+                              MAX_ASSEMBLIES, refused)
         host, port = ctx.settings.coap_host, ctx.settings.coap_port
         # UDP only: aiocoap's defaults would also open CoAP-over-TCP and WebSocket listeners (5683/tcp,
         # 8683/tcp) that no device here uses and that collide between bridges on one host.

@@ -88,6 +88,7 @@ class GsmHandler(PortHandler):
         self._indications: asyncio.Queue[Sms | int | None] = asyncio.Queue()
         self._lock = asyncio.Lock()
         self.ready = asyncio.Event()
+        self._retry_s: dict[int | Sms, float] = {}  # texts not stored yet -> their current backoff
         self.replier = SmsReplier(self)
 
     @property
@@ -190,7 +191,8 @@ class GsmHandler(PortHandler):
                 if item is None:
                     return
                 if isinstance(item, Sms):
-                    await self.handle_sms(item)
+                    if not await self.handle_sms(item):
+                        self._retry_later(item)  # direct mode: only this memory holds it
                 else:
                     await self._read_stored(conn, item)
         except ModemError as exc:
@@ -216,8 +218,20 @@ class GsmHandler(PortHandler):
         await self._handle_stored(conn, Sms(head[0], head[1], "\n".join(lines[1:]), index))
 
     async def _handle_stored(self, conn: Connection, sms: Sms) -> None:
-        if await self.handle_sms(sms) and sms.index is not None:
-            await self.command(conn, f"AT+CMGD={sms.index}")
+        if await self.handle_sms(sms):
+            self._retry_s.pop(sms.index if sms.index is not None else sms, None)
+            if sms.index is not None:
+                await self.command(conn, f"AT+CMGD={sms.index}")
+            return
+        self._retry_later(sms)
+
+    def _retry_later(self, sms: Sms) -> None:
+        """Not stored (store outage): the text stays on the SIM and is read again after a backoff."""
+        key: int | Sms = sms.index if sms.index is not None else sms
+        delay = min(self._retry_s.get(key, 0.5) * 2, 30.0)
+        self._retry_s[key] = delay
+        queue = self._indications
+        asyncio.get_running_loop().call_later(delay, queue.put_nowait, key)
 
     # -- one text -------------------------------------------------------------------------------------
     async def handle_sms(self, sms: Sms) -> bool:

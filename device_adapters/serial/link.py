@@ -141,6 +141,15 @@ class SerialLink:
                 pass
             except (serial.SerialException, OSError) as exc:
                 log.info("serial session ended", extra={"port": self.path, "error": str(exc)[:200]})
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A store outage or a bug must never end the port's task for good: whatever was not
+                # stored was not acknowledged, and the next session reads it again.
+                log.error("serial session failed; reopening", extra={"port": self.path, "error": repr(exc)[:200]},
+                          exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_retry_s)
             finally:
                 self.connected.clear()
                 await conn.close()

@@ -59,12 +59,23 @@ def header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def check_cert_url(url: str) -> None:
-    """Amazon's certificate URL rules. Pure."""
+    """Amazon's certificate URL rules, plus no query, fragment or user info (each would make the same
+    chain a new URL: a new outbound fetch and a new cache entry for every forged request). Pure."""
+    normalise_cert_url(url)
+
+
+def normalise_cert_url(url: str) -> str:
+    """The canonical form of a valid certificate URL (lower-case host, no port, normalised path): the one
+    key the chain cache and fetcher use. Raises VerificationFailed for a URL that breaks the rules."""
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise VerificationFailed("cert_url", f"unparseable certificate URL: {exc}") from None
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise VerificationFailed("cert_url", "certificate URL has a query or fragment")
+    if parts.username is not None or parts.password is not None:
+        raise VerificationFailed("cert_url", "certificate URL has user info")
     if parts.scheme.lower() != "https":
         raise VerificationFailed("cert_url", "certificate URL is not https")
     if (parts.hostname or "").lower() != CERT_HOST:
@@ -74,6 +85,7 @@ def check_cert_url(url: str) -> None:
     path = posixpath.normpath(parts.path) if parts.path else ""
     if not path.startswith(CERT_PATH_PREFIX):
         raise VerificationFailed("cert_url", "certificate URL path is not under /echo.api/")
+    return f"https://{CERT_HOST}{path}"
 
 
 def load_chain(pem: bytes) -> list[x509.Certificate]:
@@ -199,7 +211,7 @@ class AlexaRequestVerifier:
             signature = header(headers, "Signature-256")
             if not url or not signature:
                 raise VerificationFailed("headers", "SignatureCertChainUrl and Signature-256 are required")
-            check_cert_url(url)
+            url = normalise_cert_url(url)
             try:
                 pem = self.chain_source(url)
             except VerificationFailed:

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if binary("mosquitto"):
         plan["mosquitto-restart"] = lambda: scenarios.mosquitto_restart(n, 3.0, rng)
+        plan["broker-unreachable-at-start"] = lambda: scenarios.broker_unreachable_at_start(n)
     results: dict[str, dict[str, float]] = {}
     try:
         for name, run in plan.items():

@@ -161,6 +161,55 @@ def mosquitto_restart(alerts: int, down_s: float, rng: random.Random, workdir: P
             broker.stop()
 
 
+def broker_unreachable_at_start(alerts: int, workdir: Path | None = None) -> Tally:
+    """The bridge starts while its MQTT broker is down: /readyz must say so (503, mqtt unreachable) and
+    the log must name it; once the broker is up, /readyz is ready again and MQTT alerts are delivered."""
+    import httpx
+    import paho.mqtt.client as mqtt
+
+    with stack(workdir, lease_s=2.0) as s:
+        broker = Mosquitto(s.workdir / "mosquitto")  # its port is chosen, nothing listens there yet
+        s.mqtt_url = broker.url + "?version=3.1.1"
+        try:
+            s.start_receiver()
+            bridge = s.add_bridge()
+            deadline = time.monotonic() + 20
+            body: dict[str, object] = {}
+            while time.monotonic() < deadline:
+                r = httpx.get(f"{s.url(0)}/readyz", timeout=5)
+                body = r.json()
+                if r.status_code == 503 and body.get("transports"):
+                    break
+                time.sleep(0.2)
+            assert body.get("transports") == [{"adapter": "mqtt", "reason": "unreachable"}], body
+            assert "transport not ready" in bridge.log.read_text(), "an unreachable broker must be logged"
+            broker.start()
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and httpx.get(f"{s.url(0)}/readyz", timeout=5).status_code != 200:
+                time.sleep(0.2)
+            assert httpx.get(f"{s.url(0)}/readyz", timeout=5).status_code == 200, "ready once the broker is up"
+            devices = s.register(alerts, prefix="btn", tenant_id="t1")
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fault-publisher", clean_session=False)
+            pub.connect("127.0.0.1", broker.port)
+            pub.loop_start()
+            for device_id, _ in devices:
+                _publish(pub, device_id)
+            pub.loop_stop()
+            pub.disconnect()
+            wanted = {device_id for device_id, _ in devices}
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not wanted <= set(alert_keys_by_device(s)):
+                time.sleep(0.1)
+            received: Counter[str] = Counter()
+            for device_id, keys in alert_keys_by_device(s).items():
+                if device_id in wanted:
+                    received[device_id] = sum(keys.values())
+            return Tally(wanted, received)
+        finally:
+            s.close()
+            broker.stop()
+
+
 def _publish(pub: object, device_id: str) -> None:
     """Publish until PUBACK, the same message_id every time (the bridge dedupes repeats)."""
     payload = json.dumps({"kind": "sos", "message_id": f"{device_id}-m1"})

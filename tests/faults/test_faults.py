@@ -40,6 +40,11 @@ def test_mosquitto_restart_mid_stream() -> None:
     check(tally)
 
 
+def test_broker_unreachable_at_start_is_not_ready_then_recovers() -> None:
+    need_binary("mosquitto")
+    check(scenarios.broker_unreachable_at_start(alerts=5))
+
+
 def test_receiver_down_then_back(redis_url: str) -> None:
     check(scenarios.receiver_down(alerts=10, down_s=2.0, redis_url=redis_url, rng=random.Random()))
 
