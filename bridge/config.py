@@ -182,6 +182,11 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
                 raise ValueError(f"each entry is protocol=path, got {item.strip()!r}")
         return value
 
+    @field_validator("watch_port", "dc09_port", mode="before")
+    @classmethod
+    def _optional_port(cls, value: object) -> object:
+        return None if value == "" else value  # an empty variable means unset (off)
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
