@@ -239,3 +239,11 @@ async def test_stale_fix_is_last_known_with_its_age(watch_env: WatchEnv) -> None
     assert contact["attributes"]["fix_stale"] is True
     assert contact["occurred_at"][:4] != "2000"  # the frame's clock is not the alert's time
     await device.close()
+
+
+async def test_start_up_summary_names_the_listener(watch_env: WatchEnv) -> None:
+    from bridge.startup import summary_lines
+
+    lines = await summary_lines(watch_env.env.bridge.runtime)
+    assert f"watch      127.0.0.1:{watch_env.port} TCP" in lines
+    assert "DC-09      off" in lines
