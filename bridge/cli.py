@@ -195,6 +195,9 @@ def devices_add(
     gateway: Annotated[
         str | None, typer.Option(help="Device id of the gateway (hub) it reaches the bridge through")
     ] = None,
+    sms_replies: Annotated[
+        bool, typer.Option(help="Text the alert's state back to its msisdn (GSM trackers; never for silent alerts)")
+    ] = False,
 ) -> None:
     """Register (or update) a device and print its bearer token once."""
     from bridge.model import CivicAddress, Device, Location, Person
@@ -226,6 +229,7 @@ def devices_add(
         status="exercise" if exercise else "actual",
         check_in_interval_s=check_in_interval,
         gateway_id=gateway,
+        sms_replies=sms_replies,
     )
     if token is not None and not 16 <= len(token) <= 200:
         raise CliError("--token: a device token has 16 to 200 characters (as the registry API requires)")
