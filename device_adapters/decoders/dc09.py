@@ -9,8 +9,9 @@ the decrypted text is `pad|data]_timestamp` (the pad replaces `#acct`).
 
 The timestamp `_HH:MM:SS,MM-DD-YYYY` is UTC. The receiver refuses (NAK, carrying its own time) a message
 whose timestamp is more than 20 s ahead of or 40 s behind its clock: the window pysiaalarm applies
-(`SIAAccount.allowed_timeband = (40, 20)`), which follows the standard's timestamp test. The timestamp is
-mandatory for encrypted messages (replay protection) and optional for plain ones.
+(`SIAAccount.allowed_timeband = (40, 20)`) for the standard's timestamp test (§5.5.1.8; the standard's
+text itself was not available to check the numbers). The timestamp is mandatory for encrypted messages
+(replay protection) and optional for plain ones.
 
 Data: SIA DCS `#acct|Nri1/PA501` (`N`ew event, optional `ri` area / `id` user / `ti` time, two-letter
 event code and zone/user number), or Contact ID in `ADM-CID`: `#acct|1123 01 001` (qualifier, event,
