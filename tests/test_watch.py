@@ -228,6 +228,19 @@ async def test_status_shown_on_the_watch_and_fall_after_replug(watch_env: WatchE
     await device.close()
 
 
+async def test_alarm_without_a_fix_asks_the_watch_to_locate_itself(watch_env: WatchEnv) -> None:
+    await watch_env.register("w-6", "6666666666", registered_address=HOME)
+    device = watch_env.watch("6666666666")
+    assert await device.alarm("sos", valid=False, lat=0.0, lon=0.0) is not None
+    assert await device.expect("CR") is not None  # "locate now"
+    await device.position(lat=55.9601, lon=-3.1880)  # the watch answers with a fresh UD fix ...
+    update = await watch_env.env.receiver.first(lambda c: c["device"]["id"] == "w-6" and c["msg_type"] == "update")
+    assert update["location"]["lat"] == pytest.approx(55.9601)  # ... which moves the open alert
+    assert await device.alarm("sos", when=datetime.now(UTC) + timedelta(seconds=2)) is not None
+    assert await no_answer(device, "CR", 0.3)  # with a valid fix: no CR
+    await device.close()
+
+
 async def test_stale_fix_is_last_known_with_its_age(watch_env: WatchEnv) -> None:
     await watch_env.register("w-5", "5555555555")
     device = watch_env.watch("5555555555")

@@ -10,6 +10,8 @@ answer the protocol expects is written from the Receipt only:
   alarm or falls back to calling its SOS numbers. (Traccar answers before it stores.)
 - `LK` (keep-alive): `[MF*ID*0002*LK]` once the check-in is recorded (supervision counts it).
 - `TKQ`/`TKQ2` echoed and `INIT` answered `INIT,1`, as the protocol expects; they are not events.
+- After an alarm stored without a valid fix, `CR` asks the watch to locate itself now; its `UD` answer
+  updates the open alert's position.
 
 A frame that does not parse is counted (`sosbridge_alerts_rejected{transport="watch"}`) and skipped: the
 connection stays up. A watch that is not registered is refused, counted and disconnected. A connection
@@ -76,6 +78,17 @@ def answer(frame: watch.WatchFrame, receipt: Receipt) -> bytes | None:
     if upper == "INIT":
         return watch.reply(frame, "INIT,1")
     return None
+
+
+def wants_fix(frame: watch.WatchFrame, receipt: Receipt) -> bool:
+    """An alarm stored without a valid fix: ask the watch for a position now (`CR`, Traccar's
+    positionSingle command) rather than wait for its next periodic report. Pure."""
+    if receipt.status != "accepted" or watch.frame_type(frame.type) != "alarm":
+        return False
+    try:
+        return watch.parse_content(frame).get("fix_valid") is False
+    except DecodeError:
+        return False
 
 
 class WatchAdapter(BaseAdapter):
@@ -186,6 +199,8 @@ class WatchAdapter(BaseAdapter):
         reply = answer(frame, receipt)
         if reply is not None:
             await conn.send(reply)
+        if reply is not None and wants_fix(frame, receipt):
+            await conn.send(watch.reply(frame, "CR"))  # "locate now": its UD answer updates the open alert
         return True
 
     # -- status back to the watch --------------------------------------------------------------------
