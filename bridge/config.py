@@ -98,7 +98,7 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     fallback_after_attempts: int = Field(default=3, ge=1, description="Failed attempts before the fallback is used")
     retry_base_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles on each attempt")
     retry_max_s: float = Field(default=60.0, gt=0, description="Longest retry delay")
-    forwarder_workers: int = Field(default=4, ge=1, description="Concurrent webhook deliveries")
+    forwarder_workers: int = Field(default=16, ge=1, description="Concurrent webhook deliveries")
     lease_s: float = Field(default=30.0, gt=0, description="How long a worker holds an outbox item before another may")
 
     # adapters
@@ -130,6 +130,12 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     # abuse resistance and retention
     device_update_burst: int = Field(default=5, ge=1, description="Escalation contacts a device may cause at once")
     device_update_per_min: float = Field(default=6, gt=0, description="...and per minute after the burst")
+    device_cache_s: float = Field(
+        default=2.0, ge=0,
+        description="Seconds the ingress reuses a registry answer for a sender (0: read the store for every "
+        "frame). A device added, changed or removed by another process takes effect within this time; "
+        "through the registry API at once",
+    )
     auth_failures_burst: int = Field(default=20, ge=1, description="Failed credentials per source before 429")
     auth_failures_per_min: float = Field(default=20, gt=0, description="...and per minute after the burst")
     retention_days: float = Field(default=90, gt=0, description="Closed alerts older than this are purged")
