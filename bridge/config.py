@@ -116,6 +116,16 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     profile_dirs: str | None = Field(
         default=None, description="Extra profile directories (os.pathsep-separated); same ids override built-ins"
     )
+    # 4G SOS watches (TCP) and SIA DC-09 alarm panels/receivers (TCP and UDP): off unless a port is set
+    watch_host: str = Field(default="127.0.0.1", description="Address the 4G SOS watch listener binds to")
+    watch_port: int | None = Field(
+        default=None, ge=0, le=65535, description="TCP port for 4G SOS watches (3G protocol); enables it"
+    )
+    watch_idle_s: float = Field(default=900, gt=0, description="Close a watch connection silent this long")
+    dc09_host: str = Field(default="127.0.0.1", description="Address the SIA DC-09 receiver binds to")
+    dc09_port: int | None = Field(
+        default=None, ge=0, le=65535, description="TCP and UDP port of the SIA DC-09 receiver; enables it"
+    )
 
     # abuse resistance and retention
     device_update_burst: int = Field(default=5, ge=1, description="Escalation contacts a device may cause at once")
@@ -177,6 +187,11 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
             if item.strip() and "=" not in item:
                 raise ValueError(f"each entry is protocol=path, got {item.strip()!r}")
         return value
+
+    @field_validator("watch_port", "dc09_port", mode="before")
+    @classmethod
+    def _optional_port(cls, value: object) -> object:
+        return None if value == "" else value  # an empty variable means unset (off)
 
     @field_validator("log_level")
     @classmethod

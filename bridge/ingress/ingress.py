@@ -86,7 +86,9 @@ class Ingress:
         try:
             events = get_decoder(profile.decoder)(frame, profile)
         except DecodeError as exc:
-            code = "bad_checksum" if type(exc).__name__ == "ChecksumError" else "invalid"
+            # A decoder's error class may name its refusal (LengthError: "bad_length"; ChecksumError).
+            code = getattr(exc, "code", None) or ("bad_checksum" if type(exc).__name__ == "ChecksumError"
+                                                  else "invalid")
             return self._refuse(transport, device, code, str(exc), profile=profile)
         if ref_scheme is not None and (bound := device.identifiers.get(ref_scheme, "").lower()):
             if any(e.device_ref and e.device_ref.lower() != bound for e in events):
