@@ -6,7 +6,9 @@ added by a plug-in is fuzzed without touching this file. Seeds are the samples o
 that names the decoder (hardware/profiles/); a decoder no profile uses is driven with every profile's
 samples. Each case mutates a seed (byte and bit flips, truncation, insertion, splicing, JSON node
 replacement with hostile values, line-protocol field edits, meta edits) or generates hostile input from
-scratch (random bytes, wrong-shape JSON, deep nesting, huge numbers, NaN).
+scratch (random bytes, wrong-shape JSON, deep nesting, huge numbers, NaN). Framed wire formats get half
+their mutated cases re-framed (a DC-09 CRC and length, a watch frame's length made right again), and the
+DC-09 wire itself (CRC, length, AES, then the decoder) is a target of its own, `dc09-wire`.
 
 The property: a decoder returns a list of `Decoded` or raises `DecodeError`; anything else is a crash.
 Prints a table, writes JSON to bench/results/fuzz.json and exits 1 if any decoder crashed.
@@ -117,10 +119,69 @@ class Report:
         return self.cases / self.seconds if self.seconds else 0.0
 
 
+# -- wire formats behind a transport's checks (CRC, length, AES) -----------------------------------------
+DC09_KEY = "AAAAAAAAAAAAAAAA"
+
+
+def _dc09_wire(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
+    """What the DC-09 transport does to a datagram before the ingress: checks, decryption, decoding."""
+    from device_adapters.decoders import dc09
+
+    body = dc09.check_frame(frame.payload)
+    message = dc09.open_message(body, dc09.parse_key(DC09_KEY) if body.startswith('"*') else None)
+    block = dc09.clear_body(message)
+    return dc09.decode(Frame(payload=block.encode("ascii", "replace"), meta=frame.meta), profile)
+
+
+def _dc09_reframe(payload: bytes) -> bytes:
+    """A mutated message block given a valid CRC and length, so mutations reach the parser."""
+    from device_adapters.decoders import dc09
+
+    text = payload.decode("latin-1").lstrip("\n").rstrip("\r")
+    body = text[8:] if len(text) > 8 and text[8:9] == '"' else text
+    return b"\n" + f"{dc09.crc16(body.encode('latin-1')):04X}0{len(body) % 4096:03X}".encode() + body.encode(
+        "latin-1") + b"\r"
+
+
+def _watch_reframe(payload: bytes) -> bytes:
+    """A mutated watch frame with its declared length made right again."""
+    from device_adapters.decoders import watch
+
+    inner = payload.strip(b"[]")
+    parts = inner.split(b"*", 3)
+    if len(parts) == 4:
+        return b"[" + b"*".join(parts[:2]) + b"*" + f"{len(parts[3]):04X}".encode() + b"*" + parts[3] + b"]"
+    return watch.build_frame("3G", "1234567890", payload)
+
+
+def _dc09_wire_seeds(profile: DeviceProfile) -> list[Seed]:
+    from device_adapters.decoders import dc09
+
+    seeds = []
+    for sample in profile.samples:
+        block = sample.frame().payload.decode("ascii")
+        seeds.append(Seed(dc09.frame_body(block), {"protocol": "dc09"}))
+        head, sep, rest = block.partition("[")
+        if sep and not head.startswith('"*'):
+            data = rest.split("|", 1)[-1]
+            encrypted = dc09.encrypt_text(dc09.parse_key(DC09_KEY), data)
+            seeds.append(Seed(dc09.frame_body('"*' + head[1:] + "[" + encrypted), {"protocol": "dc09"}))
+    return seeds
+
+
+WIRE_TARGETS = {"dc09-wire": ("dc09-alarm-panel", _dc09_wire, _dc09_wire_seeds)}
+REFRAMERS = {"dc09-wire": _dc09_reframe, "watch": _watch_reframe}
+
+
 def targets(registry: ProfileRegistry | None = None) -> list[Target]:
-    """One target per registered decoder, with the profiles that use it and their samples as seeds."""
+    """One target per registered decoder, with the profiles that use it and their samples as seeds; plus
+    the wire formats a transport checks before its decoder runs (WIRE_TARGETS)."""
     registry = registry or ProfileRegistry.load()
     out = []
+    for name, (profile_id, _fn, make_seeds) in WIRE_TARGETS.items():
+        wire_profile = registry.get(profile_id)
+        if wire_profile is not None:
+            out.append(Target(name, [wire_profile], make_seeds(wire_profile)))
     for name in sorted(decoders()):
         profiles = registry.by_decoder(name)
         if not profiles:
@@ -306,7 +367,14 @@ def make_case(rng: random.Random, target: Target) -> tuple[bytes, dict[str, str]
         payload = mutate_text(rng, seed.payload) if seed.payload else fresh(rng)
     else:
         payload = mutate_bytes(rng, seed.payload, rng.choice(target.seeds).payload)
-    return payload, mutate_meta(rng, seed.meta, [s.meta for s in target.seeds])
+    reframe = REFRAMERS.get(target.name)
+    if reframe is not None and rng.random() < 0.5:
+        payload = reframe(payload)  # valid CRC/length again: the mutation reaches the parser behind them
+    meta = mutate_meta(rng, seed.meta, [s.meta for s in target.seeds])
+    if target.name == "watch" and rng.random() < 0.7:
+        meta = {**meta, "received_at": rng.choice(["2026-03-01T12:00:00+00:00", "1994-01-01T00:00:00+00:00",
+                                                   "not a time", "", "9999-12-31T23:59:59+00:00"])}
+    return payload, meta
 
 
 # -- running -------------------------------------------------------------------------------------------------
@@ -328,7 +396,7 @@ def check_result(result: Any) -> None:
 
 def run_target(name: str, cases: int, seed: int) -> Report:
     target = next(t for t in targets() if t.name == name)
-    decode = decoders()[name]
+    decode = WIRE_TARGETS[name][1] if name in WIRE_TARGETS else decoders()[name]
     rng = random.Random(f"{seed}:{name}")
     report = Report(decoder=name, profiles=[p.id for p in target.profiles], seeds=len(target.seeds))
     started = time.perf_counter()

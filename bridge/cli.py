@@ -195,6 +195,9 @@ def devices_add(
     gateway: Annotated[
         str | None, typer.Option(help="Device id of the gateway (hub) it reaches the bridge through")
     ] = None,
+    sms_replies: Annotated[
+        bool, typer.Option(help="Text the alert's state back to its msisdn (GSM trackers; never for silent alerts)")
+    ] = False,
 ) -> None:
     """Register (or update) a device and print its bearer token once."""
     from bridge.model import CivicAddress, Device, Location, Person
@@ -226,6 +229,7 @@ def devices_add(
         status="exercise" if exercise else "actual",
         check_in_interval_s=check_in_interval,
         gateway_id=gateway,
+        sms_replies=sms_replies,
     )
     if token is not None and not 16 <= len(token) <= 200:
         raise CliError("--token: a device token has 16 to 200 characters (as the registry API requires)")
@@ -275,6 +279,31 @@ def devices_coap_key(
 
     _with_store(settings, store_key)
     console.print(f"{device_id}: CoAP HMAC key (shown once): {secret}")
+
+
+@devices_app.command("dc09-key")
+def devices_dc09_key(
+    device_id: str,
+    key: Annotated[str, typer.Argument(help="The panel's AES key: 16/24/32 characters, or hex:<32/48/64 digits>")],
+    config: ConfigOpt = None,
+) -> None:
+    """Give a SIA DC-09 account its AES key (docs/transports/dc09.md); plain messages are then refused."""
+    from bridge.decoding import DecodeError
+    from device_adapters.decoders.dc09 import parse_key
+
+    settings = _settings(config)
+    try:
+        parse_key(key)  # a typo must fail here, not at the panel's first alarm
+    except DecodeError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+    async def store_key(store: Any) -> None:
+        if await store.get_device(device_id) is None:
+            raise typer.BadParameter(f"device {device_id!r} is not registered")
+        await store.set_credential(device_id, "dc09_key", key, hashed=False)
+
+    _with_store(settings, store_key)
+    console.print(f"{device_id}: DC-09 AES key stored")
 
 
 @devices_app.command("oscore")

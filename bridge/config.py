@@ -98,7 +98,7 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     fallback_after_attempts: int = Field(default=3, ge=1, description="Failed attempts before the fallback is used")
     retry_base_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles on each attempt")
     retry_max_s: float = Field(default=60.0, gt=0, description="Longest retry delay")
-    forwarder_workers: int = Field(default=4, ge=1, description="Concurrent webhook deliveries")
+    forwarder_workers: int = Field(default=16, ge=1, description="Concurrent webhook deliveries")
     lease_s: float = Field(default=30.0, gt=0, description="How long a worker holds an outbox item before another may")
 
     # adapters
@@ -116,10 +116,26 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     profile_dirs: str | None = Field(
         default=None, description="Extra profile directories (os.pathsep-separated); same ids override built-ins"
     )
+    # 4G SOS watches (TCP) and SIA DC-09 alarm panels/receivers (TCP and UDP): off unless a port is set
+    watch_host: str = Field(default="127.0.0.1", description="Address the 4G SOS watch listener binds to")
+    watch_port: int | None = Field(
+        default=None, ge=0, le=65535, description="TCP port for 4G SOS watches (3G protocol); enables it"
+    )
+    watch_idle_s: float = Field(default=900, gt=0, description="Close a watch connection silent this long")
+    dc09_host: str = Field(default="127.0.0.1", description="Address the SIA DC-09 receiver binds to")
+    dc09_port: int | None = Field(
+        default=None, ge=0, le=65535, description="TCP and UDP port of the SIA DC-09 receiver; enables it"
+    )
 
     # abuse resistance and retention
     device_update_burst: int = Field(default=5, ge=1, description="Escalation contacts a device may cause at once")
     device_update_per_min: float = Field(default=6, gt=0, description="...and per minute after the burst")
+    device_cache_s: float = Field(
+        default=2.0, ge=0,
+        description="Seconds the ingress reuses a registry answer for a sender (0: read the store for every "
+        "frame). A device added, changed or removed by another process takes effect within this time; "
+        "through the registry API at once",
+    )
     auth_failures_burst: int = Field(default=20, ge=1, description="Failed credentials per source before 429")
     auth_failures_per_min: float = Field(default=20, gt=0, description="...and per minute after the burst")
     retention_days: float = Field(default=90, gt=0, description="Closed alerts older than this are purged")
@@ -171,6 +187,11 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
             if item.strip() and "=" not in item:
                 raise ValueError(f"each entry is protocol=path, got {item.strip()!r}")
         return value
+
+    @field_validator("watch_port", "dc09_port", mode="before")
+    @classmethod
+    def _optional_port(cls, value: object) -> object:
+        return None if value == "" else value  # an empty variable means unset (off)
 
     @field_validator("log_level")
     @classmethod

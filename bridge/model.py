@@ -187,6 +187,9 @@ class Device(CleanModel):
     )
     status: ContactStatus = Field(default="actual", description="exercise for simulated or training devices")
     check_in_interval_s: int | None = None
+    sms_replies: bool = Field(
+        default=False, description="Text the alert's state back to identifiers.msisdn (GSM trackers; never silent)"
+    )
     gateway_id: str | None = None
     last_location: Location | None = None
     last_seen: datetime | None = None

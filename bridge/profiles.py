@@ -172,8 +172,11 @@ class Sample(BaseModel):
         return Frame(payload=raw, meta=self.meta, retained=self.retained)
 
 
-Transport = Literal["http", "mqtt", "coap", "serial", "alexa", "voice"]
-AckStyle = Literal["none", "http_status", "mqtt_puback", "mqtt_status", "coap_response", "serial_ack", "speech", "sms"]
+Transport = Literal["http", "mqtt", "coap", "serial", "alexa", "voice", "watch", "dc09"]
+AckStyle = Literal[
+    "none", "http_status", "mqtt_puback", "mqtt_status", "coap_response", "serial_ack", "speech", "sms", "watch_reply",
+    "dc09_ack",
+]
 
 
 class DeviceProfile(BaseModel):
@@ -214,7 +217,8 @@ class DeviceProfile(BaseModel):
         default="none",
         description="How the transport answers a stored or refused frame: http_status, mqtt_puback (PUBACK "
         "only), mqtt_status (PUBACK + status/error topics), coap_response, serial_ack (ACK/NAK on the wire), "
-        "speech (a spoken reply), sms, or none (the transport acknowledges at its own level only)",
+        "speech (a spoken reply), sms, watch_reply (the watch protocol's own answer, e.g. [3G*ID*0002*AL]), "
+        "dc09_ack (SIA DC-09 ACK/NAK/DUH), or none (the transport acknowledges at its own level only)",
     )
     check_in_interval_s: int | None = None
     options: dict[str, Any] = Field(default_factory=dict, description="Decoder-specific settings")

@@ -103,7 +103,7 @@ class BridgeRuntime:
         )
         self.pipeline.forwarder = self.forwarder
         self.ingress = Ingress(self.store, self.pipeline, self.profiles, self.metrics,
-                               max_frame_bytes=settings.max_body_bytes)
+                               max_frame_bytes=settings.max_body_bytes, device_cache_s=settings.device_cache_s)
         self.plugins: dict[str, list[LoadedPlugin]] = load_all()
         self.adapters: list[Adapter] = []
         for plugin in self.plugins["sosbridge.adapters"]:

@@ -152,6 +152,14 @@ async def summary_lines(runtime: BridgeRuntime) -> list[str]:
         lines += [f"           {line}" for line in serial_port_states(settings.serial_ports)]
     else:
         lines.append("serial     off")
+    for name, label, host, port, over in (("watch", "watch     ", settings.watch_host, settings.watch_port, "TCP"),
+                                          ("dc09", "DC-09     ", settings.dc09_host, settings.dc09_port, "TCP+UDP")):
+        if port is None:
+            lines.append(f"{label} off")
+            continue
+        failure = _failed(runtime, name)
+        bound = getattr(_adapter(runtime, name), "port", None) or port
+        lines.append(f"{label} {host}:{bound} {over}" + (f": failed to start: {failure}" if failure else ""))
     lines.append(f"store      {settings.store_description()}")
     lines.append(f"data dir   {settings.data_path.expanduser().absolute()}")
     routes = runtime.routes.all_routes()

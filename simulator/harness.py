@@ -169,6 +169,8 @@ async def _stack(
             "mqtt_client_id": f"sosbridge-{secrets.token_hex(4)}",
             "coap_enabled": True,
             "coap_port": free_port(),
+            "watch_port": free_port(),
+            "dc09_port": free_port(),
             "retry_base_s": 0.2,
             "retry_max_s": 2.0,
         }

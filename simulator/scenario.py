@@ -131,6 +131,9 @@ def load_builtin_actions() -> None:
         "simulator.devices.coap",
         "simulator.devices.serial",
         "simulator.devices.alexa",
+        "simulator.devices.watch",
+        "simulator.devices.dc09",
+        "simulator.devices.owntracks_http",
     ):
         try:
             importlib.import_module(module)

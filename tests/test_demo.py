@@ -18,5 +18,5 @@ def test_demo_command() -> None:
     summary = re.search(r"OK: (\d+)/(\d+) expected contacts arrived", run.stdout)
     assert summary and summary.group(1) == summary.group(2) and int(summary.group(2)) >= 19
     # Every transport shows up in the table.
-    for transport in ("http", "mqtt", "coap", "serial", "alexa"):
+    for transport in ("http", "mqtt", "coap", "serial", "alexa", "watch", "dc09"):
         assert f"│ {transport}" in run.stdout

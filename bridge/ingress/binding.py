@@ -9,6 +9,8 @@ names no profile gets the `fallback` profile whose `match` covers the frame (or 
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from bridge.model import Device
@@ -44,6 +46,36 @@ class BindingError(Exception):
         super().__init__(reason)
         self.code = code
         self.reason = reason
+
+
+class DeviceCache:
+    """Registry answers for recent claims, for `ttl_s` seconds (a flood from one device, or a storm of
+    repeated presses, costs no store read per frame). A registry change (a new or removed device, a new
+    profile) takes effect within `ttl_s`; an unknown sender is remembered too, so a flood of frames from
+    unregistered senders costs one read per sender per `ttl_s`. Bounded: oldest entries go first."""
+
+    def __init__(self, ttl_s: float = 2.0, max_entries: int = 50_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple[object, ...], tuple[float, Device | None]] = OrderedDict()
+
+    async def resolve(self, store: Store, claim: Claim) -> Device | None:
+        if self.ttl_s <= 0:
+            return await resolve_device(store, claim)
+        key = (claim.device_id, claim.identifiers, claim.tenant)
+        now = time.monotonic()
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        device = await resolve_device(store, claim)
+        self._entries[key] = (now + self.ttl_s, device)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+        return device
+
+    def forget(self) -> None:
+        self._entries.clear()
 
 
 async def resolve_device(store: Store, claim: Claim) -> Device | None:

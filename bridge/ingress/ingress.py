@@ -16,7 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from bridge.decoding import Decoded, DecodeError, Frame, get_decoder
-from bridge.ingress.binding import BindingError, Claim, choose_profile, resolve_device
+from bridge.ingress.binding import BindingError, Claim, DeviceCache, choose_profile
 from bridge.ingress.edges import EdgeMemory, edges
 from bridge.ingress.lanes import Coalesced, Lanes
 from bridge.ingress.receipt import Receipt
@@ -40,6 +40,7 @@ class Ingress:
         metrics: Metrics,
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME,
+        device_cache_s: float = 2.0,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -47,6 +48,7 @@ class Ingress:
         self.metrics = metrics
         self.max_frame_bytes = max_frame_bytes
         self.levels = EdgeMemory()
+        self.devices = DeviceCache(device_cache_s)
         self.lanes = Lanes(pipeline.submit, self._coalesced)
         self._last_press: OrderedDict[tuple[str, str], float] = OrderedDict()
         self.observations = ObservationEntry(self)
@@ -72,7 +74,7 @@ class Ingress:
             return self._refuse(transport, None, "too_large",
                                 f"payload of {len(frame.payload)} bytes exceeds {self.max_frame_bytes}")
         try:
-            device = await resolve_device(self.store, claim)
+            device = await self.devices.resolve(self.store, claim)
         except StoreError as exc:
             return self._not_stored(transport, None, exc)
         if device is None:
@@ -84,7 +86,9 @@ class Ingress:
         try:
             events = get_decoder(profile.decoder)(frame, profile)
         except DecodeError as exc:
-            code = "bad_checksum" if type(exc).__name__ == "ChecksumError" else "invalid"
+            # A decoder's error class may name its refusal (LengthError: "bad_length"; ChecksumError).
+            code = getattr(exc, "code", None) or ("bad_checksum" if type(exc).__name__ == "ChecksumError"
+                                                  else "invalid")
             return self._refuse(transport, device, code, str(exc), profile=profile)
         if ref_scheme is not None and (bound := device.identifiers.get(ref_scheme, "").lower()):
             if any(e.device_ref and e.device_ref.lower() != bound for e in events):

@@ -10,6 +10,7 @@ Frame: payload = the SMS body (UTF-8), meta = {sender, scts} as the modem report
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -17,6 +18,7 @@ from typing import Any
 
 from bridge.decoding import Decoded, DecodeError, Frame
 from bridge.profiles import DeviceProfile, apply_profile
+from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
 _LAT = re.compile(r"\blat(?:itude)?[:=\s]\s*(-?\d{1,2}\.\d+)", re.I)
 _LON = re.compile(r"\b(?:long?|lng|longitude)[:=\s]\s*(-?\d{1,3}\.\d+)", re.I)
@@ -29,6 +31,13 @@ _BULLDOG = re.compile(
     r"(?P<speed>\d+(?:\.\d+)?)\s*km/h,(?P<battery>\d{1,3})%",
     re.I,
 )
+# SIM800/SIM900 `AT+CIPGSMLOC=1,1` answer, forwarded in the text by trackers built on those modems
+# (SIM800 Series AT Command Manual): location code 0 = success, then LONGITUDE first, latitude, UTC date
+# and time. A position of the serving cell, not of the person: no radius is reported.
+_CIPGSMLOC = re.compile(
+    r"\+CIPGSMLOC:\s*0,(-?\d{1,3}\.\d+),(-?\d{1,2}\.\d+),(\d{4})/(\d{2})/(\d{2}),(\d{2}):(\d{2}):(\d{2})"
+)
+DEFAULT_CELL_ACCURACY_M = 1000.0
 _SCTS = re.compile(r"^(\d{2})/(\d{2})/(\d{2}),(\d{2}):(\d{2})[: ](\d{2})([+-])(\d{1,2})$")
 
 
@@ -48,12 +57,24 @@ def parse_scts(scts: str) -> datetime | None:
     return local.astimezone(UTC)
 
 
+def parse_scts_offset(scts: str) -> timezone | None:
+    m = _SCTS.match(scts.strip().strip('"'))
+    if not m:
+        return None
+    minutes = 15 * int(m.group(8)) * (1 if m.group(7) == "+" else -1)
+    try:
+        return timezone(timedelta(minutes=minutes))
+    except ValueError:
+        return None
+
+
 def parse_body(body: str, sender: str = "", scts: str = "") -> dict[str, Any]:
     """Every field this module knows how to find in a tracker SMS. Pure."""
     doc: dict[str, Any] = {"text": body, "sender": sender}
     if m := _BULLDOG.match(body.strip()):
         doc.update(
             keyword=m["keyword"].upper(),
+            time=m["time"],
             gps_valid=m["valid"].upper() == "A",
             signal=int(m["signal"]),
             speed_kmh=float(m["speed"]),
@@ -63,6 +84,14 @@ def parse_body(body: str, sender: str = "", scts: str = "") -> dict[str, Any]:
         doc["lat"], doc["lon"] = float(lat[1]), float(lon[1])
     elif maps := _MAPS.search(body):
         doc["lat"], doc["lon"] = float(maps[1]), float(maps[2])
+    if "lat" not in doc and (cell := _CIPGSMLOC.search(body)):
+        lon_c, lat_c = float(cell[1]), float(cell[2])
+        if -90 <= lat_c <= 90 and -180 <= lon_c <= 180:
+            doc["lat"], doc["lon"], doc["loc_source"] = lat_c, lon_c, "cell"
+            with contextlib.suppress(ValueError):
+                y, mo, d, h, mi, sec = (int(cell[i]) for i in range(3, 9))
+                when = datetime(y, mo, d, h, mi, sec, tzinfo=UTC)
+                doc["fix_time"] = when.isoformat()
     if (speed := _SPEED.search(body)) and "speed_kmh" not in doc:
         doc["speed_kmh"] = float(speed[1])
     if batt := _BATT_V.search(body):
@@ -72,6 +101,13 @@ def parse_body(body: str, sender: str = "", scts: str = "") -> dict[str, Any]:
     sent = parse_scts(scts) if scts else None
     if sent is not None:
         doc["sent_at"] = sent.isoformat()
+        if "time" in doc and "fix_time" not in doc:
+            # Bulldog's `yymmdd hh:mm` is the tracker's local time: read it in the SCTS's zone.
+            with contextlib.suppress(ValueError):
+                local = datetime.strptime(doc["time"], "%y%m%d %H:%M")
+                offset = parse_scts_offset(scts)
+                if offset is not None:
+                    doc["fix_time"] = local.replace(tzinfo=offset).astimezone(UTC).isoformat()
     # The same stored SMS read twice (after a crash before AT+CMGD) must not raise a second alert.
     digest = hashlib.sha256(f"{sender}|{scts}|{body}".encode()).hexdigest()[:16]
     doc["sms_id"] = f"sms-{digest}"
@@ -86,4 +122,9 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     if not body.strip():
         raise DecodeError("empty SMS body")
     doc = parse_body(body, frame.meta.get("sender", ""), frame.meta.get("scts", ""))
-    return apply_profile(doc, profile, frame.meta)
+    if doc.get("loc_source") == "cell":
+        doc["loc_accuracy_m"] = float(profile.options.get("cell_accuracy_m", DEFAULT_CELL_ACCURACY_M))
+    events = apply_profile(doc, profile, frame.meta)
+    # A fix far older than the text was sent (the network's SCTS; else when it arrived) is last known.
+    now = parse_time(doc.get("sent_at")) or parse_time(frame.meta.get("received_at"))
+    return flag_stale(events, now, float(profile.options.get("max_fix_age_s", DEFAULT_MAX_FIX_AGE_S)))

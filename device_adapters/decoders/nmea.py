@@ -1,6 +1,9 @@
 """NMEA 0183 position sentences (GGA, RMC, any talker) from a serial-attached GPS, via pynmea2.
 
-Only a valid fix becomes a location: RMC status A, or GGA fix quality > 0. The 95% radius comes from
+Only a valid fix becomes a location: RMC or GLL status A (GLL's mode indicator not N), or GGA fix quality
+> 0. A fix far from the time the line arrived (`meta.received_at`; more than the profile option
+`max_fix_age_s`, default 3600 s), e.g. from a GPS whose clock says 1994, is flagged last known with its
+age (fixage.py), never presented as current. The 95% radius comes from
 HDOP: accuracy_m = HDOP x UERE x 2 (UERE, the user equivalent range error, is a profile option, 5 m by
 default; x2 turns a 1-sigma radius into roughly 95%), never below `min_accuracy_m`. RMC carries no HDOP,
 so it gets the profile's `default_accuracy_m`.
@@ -11,7 +14,7 @@ Some cheap modules print decimal degrees instead of ddmm.mmmm (pynmea2 test_util
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pynmea2
@@ -19,6 +22,7 @@ import pynmea2
 from bridge.decoding import Decoded, DecodeError, Frame
 from bridge.model import Location
 from bridge.profiles import DeviceProfile
+from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
 
 class ChecksumError(DecodeError):
@@ -120,6 +124,16 @@ def _decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
         except (TypeError, ValueError):
             altitude = None
         speed_mps = heading = None
+    elif sentence == "GLL":
+        if msg.status != "A" or str(getattr(msg, "faa_mode", "") or "").upper() == "N":
+            return []
+        lat = _coordinate(msg.lat, msg.lat_dir, True, mode)
+        lon = _coordinate(msg.lon, msg.lon_dir, False, mode)
+        accuracy = float(_option(profile, "default_accuracy_m", 30.0))
+        utc_date = frame.meta.get("utc_date")
+        if utc_date and isinstance(msg.timestamp, time):
+            fix_time = datetime.combine(date.fromisoformat(utc_date), msg.timestamp.replace(tzinfo=None), UTC)
+        altitude = speed_mps = heading = None
     else:
         return []  # GSV, GSA, VTG ...: no position of their own
     if lat is None or lon is None or (lat == 0 and lon == 0):
@@ -134,4 +148,13 @@ def _decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
         speed_mps=speed_mps,
         heading_deg=heading,
     )
-    return [Decoded(action="location", location=location, occurred_at=fix_time, attributes=attributes)]
+    received = parse_time(frame.meta.get("received_at"))
+    if received is not None and fix_time is not None and sentence in ("GGA", "GLL"):
+        # These carry the time of day only; the date is the transport's guess. Near midnight the right
+        # date is the day before or after: take the one closest to the time the line arrived.
+        fix_time = min((fix_time + timedelta(days=k) for k in (-1, 0, 1)),
+                       key=lambda t: abs((received - t).total_seconds()))
+        location = location.model_copy(update={"fix_time": fix_time})
+    events = [Decoded(action="location", location=location, occurred_at=fix_time, attributes=attributes)]
+    max_age = float(_option(profile, "max_fix_age_s", DEFAULT_MAX_FIX_AGE_S))
+    return flag_stale(events, received, max_age)

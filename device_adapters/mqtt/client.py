@@ -9,6 +9,7 @@ own loop reconnects with exponential backoff.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import ssl
@@ -65,6 +66,10 @@ class MqttConnection:
         self._closing = False
         self.filters = [f"$share/{shared_group}/{f}" if shared_group else f for f in filters]
         self._on_message = on_message
+        # Messages handed from paho's thread to the loop: one wake-up per batch, not one per message (the
+        # loop's self-pipe write and the GIL switch per message showed up under a flood).
+        self._inbox: collections.deque[Inbound] = collections.deque()
+        self._inbox_lock = threading.Lock()
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()
         protocol = mqtt.MQTTv5 if url.mqtt5 else mqtt.MQTTv311
@@ -170,4 +175,16 @@ class MqttConnection:
         while not self.slots.acquire(timeout=0.5):
             if self._closing:
                 return  # not acknowledged: the broker redelivers it to the next session
-        self._call(self._on_message, msg)
+        with self._inbox_lock:
+            self._inbox.append(msg)
+            wake = len(self._inbox) == 1
+        if wake:
+            self._call(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        """On the event loop: hand every message paho has buffered to the adapter, in order."""
+        with self._inbox_lock:
+            batch = list(self._inbox)
+            self._inbox.clear()
+        for msg in batch:
+            self._on_message(msg)

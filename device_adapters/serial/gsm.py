@@ -4,6 +4,8 @@ Default `mode=stored`: AT+CNMI=2,1 makes the modem store each SMS and announce `
 it with AT+CMGR and delete it with AT+CMGD only after its alert is stored, so an SMS survives a crash or a
 store outage (on reconnect, AT+CMGL="ALL" picks up whatever is still on the SIM). `mode=direct` routes
 texts straight to us as `+CMT:` (nothing to delete; a crash at the wrong moment loses that text).
+The alert's state is texted back to trackers whose device record allows it (sms_reply.py; option
+`replies=0` turns that off on a port, e.g. a second modem).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from dataclasses import dataclass
 
 from device_adapters.serial.base import PortHandler, log
 from device_adapters.serial.link import Connection, LinkLost
+from device_adapters.serial.sms_reply import SmsReplier
+
+PROMPT_S = 0.3  # a modem shows the AT+CMGS `> ` prompt within milliseconds
 
 _FINAL = re.compile(r"^(OK|ERROR|\+CMS ERROR:.*|\+CME ERROR:.*)$")
 _SCTS_LIKE = re.compile(r"^\d{2}/\d{2}/\d{2},")
@@ -84,6 +89,7 @@ class GsmHandler(PortHandler):
         self._lock = asyncio.Lock()
         self.ready = asyncio.Event()
         self._retry_s: dict[int | Sms, float] = {}  # texts not stored yet -> their current backoff
+        self.replier = SmsReplier(self)
 
     @property
     def direct(self) -> bool:
@@ -125,12 +131,17 @@ class GsmHandler(PortHandler):
             lines.append(nxt)
         return "\n".join(lines)
 
-    async def command(self, conn: Connection, cmd: str, timeout: float = 5.0) -> list[str]:
-        """Send one AT command; return the lines before OK. Raises LinkLost on ERROR or silence."""
+    async def command(self, conn: Connection, cmd: str, timeout: float = 5.0, then: bytes | None = None) -> list[str]:
+        """Send one AT command; return the lines before OK. Raises LinkLost on silence, ModemError on
+        ERROR. `then`: what follows the modem's `> ` prompt (the text of AT+CMGS, ended by Ctrl-Z); the
+        prompt ends no line, so it is given PROMPT_S to appear rather than read."""
         async with self._lock:
             while not self._responses.empty():
                 self._responses.get_nowait()
             await conn.write(cmd.encode() + b"\r")
+            if then is not None:
+                await asyncio.sleep(PROMPT_S)
+                await conn.write(then)
             lines: list[str] = []
             while True:
                 try:
@@ -139,18 +150,33 @@ class GsmHandler(PortHandler):
                     raise LinkLost(f"modem did not answer {cmd}") from None
                 if line is None:
                     raise LinkLost("modem gone")
-                if line == cmd:
-                    continue  # echo before ATE0 took effect
+                if line == cmd or line.startswith(">"):
+                    continue  # echo before ATE0 took effect; the AT+CMGS prompt
                 if _FINAL.match(line):
                     if line != "OK":
                         raise ModemError(f"{cmd}: {line}")
                     return lines
                 lines.append(line)
 
+    async def send_sms(self, conn: Connection, number: str, text: str) -> None:
+        """One text (AT+CMGS, text mode); raises ModemError/LinkLost when the modem does not take it."""
+        if not re.fullmatch(r"\+?[0-9]{3,20}", number):
+            raise ModemError("not a phone number")
+        body = text.encode("ascii", "replace")[:160]
+        try:
+            await self.command(conn, f'AT+CMGS="{number}"', timeout=60.0, then=body + b"\x1a")
+        except ModemError as exc:  # its text names the command, so the number: keep only the modem's answer
+            raise ModemError("AT+CMGS: " + str(exc).rsplit(": ", 1)[-1]) from None
+        except LinkLost:
+            raise LinkLost("modem did not answer AT+CMGS") from None
+
     async def session(self, conn: Connection) -> None:
         self._responses = asyncio.Queue()
         self._indications = asyncio.Queue()
         reader = asyncio.create_task(self._reader(conn))
+        replies: asyncio.Task[None] | None = None
+        if self.port.options.get("replies", "1") not in ("0", "false", "no"):
+            replies = asyncio.create_task(self.replier.run(conn), name=f"sms-replies:{self.port.path}")
         try:
             await self.command(conn, "AT")
             await self.command(conn, "ATE0")
@@ -174,6 +200,8 @@ class GsmHandler(PortHandler):
             raise LinkLost(str(exc)) from exc
         finally:
             self.ready.clear()
+            if replies is not None:
+                replies.cancel()
             reader.cancel()
             with contextlib.suppress(BaseException):
                 await reader

@@ -37,7 +37,8 @@ class NmeaHandler(PortHandler):
         if now - self._last_sent < self.interval_s:
             return  # a GPS talks at 1 Hz; the platform needs a fix every few seconds at most
         utc_date = self.last_date or datetime.now(UTC).date().isoformat()
-        receipt = await self.receive(line.encode(), self.claim(), raw=line, utc_date=utc_date)
+        receipt = await self.receive(line.encode(), self.claim(), raw=line, utc_date=utc_date,
+                                     received_at=datetime.now(UTC).isoformat())
         if receipt.stored:
             self._last_sent = now
         log.debug("gps sentence", extra={"status": receipt.status, "code": receipt.code})

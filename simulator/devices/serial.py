@@ -91,6 +91,14 @@ class VirtualSerialPort:
         data, self._buffer = self._buffer[:n], self._buffer[n:]
         return data
 
+    async def read_until(self, marker: bytes, timeout: float = 5.0) -> bytes:
+        """Bytes up to `marker` (dropped), e.g. an SMS text ended by Ctrl-Z."""
+        async with asyncio.timeout(timeout):
+            while (idx := self._buffer.find(marker)) < 0:
+                self._buffer += await self._rx.get()
+        data, self._buffer = self._buffer[:idx], self._buffer[idx + len(marker) :]
+        return data
+
     async def readline(self, timeout: float = 5.0) -> bytes:
         async with asyncio.timeout(timeout):
             while True:
@@ -185,6 +193,8 @@ class VirtualGsmModem:
     text_mode: bool = False
     cnmi_mt: int = 0
     commands: list[str] = field(default_factory=list)
+    sent: list[tuple[str, str]] = field(default_factory=list)  # (number, text) sent with AT+CMGS
+    fail_sends: int = 0  # answer the next N AT+CMGS with +CMS ERROR (network trouble)
     _task: asyncio.Task[None] | None = None
     _next_index: int = 1
 
@@ -208,7 +218,26 @@ class VirtualGsmModem:
             except (TimeoutError, ConnectionError):
                 continue
             self.commands.append(line)
+            if line.upper().startswith("AT+CMGS="):
+                await self._cmgs(line[8:].strip('"'))
+                continue
             self._send(*self.answer(line))
+
+    async def _cmgs(self, number: str) -> None:
+        """`> ` prompt, the text up to Ctrl-Z, then `+CMGS: <mr>` and OK (TS 27.005 3.5.1)."""
+        if self.port.plugged:
+            self.port.write(b"\r\n> ")
+        try:
+            text = (await self.port.read_until(b"\x1a", timeout=5)).decode("ascii", "replace")
+        except TimeoutError:
+            self._send("+CMS ERROR: 304")
+            return
+        if self.fail_sends > 0:
+            self.fail_sends -= 1
+            self._send("+CMS ERROR: 500")
+            return
+        self.sent.append((number, text))
+        self._send(f"+CMGS: {len(self.sent)}", "OK")
 
     def answer(self, cmd: str) -> list[str]:
         up = cmd.upper()

@@ -1,0 +1,221 @@
+"""4G SOS watches over TCP, speaking the "3G" text protocol (device_adapters/decoders/watch.py).
+
+One asyncio TCP server on `SOSBRIDGE_WATCH_PORT` (off unless set). Per connection, bytes are split into
+frames (a frame split across reads waits for its end; several frames in one read are each handled), the
+frame's header names the watch (`Claim` with identifier `watch=<ID>`), the ingress decides, and the
+answer the protocol expects is written from the Receipt only:
+
+- `AL...` (alarm): `[MF*ID*0002*AL]` once the alert is stored, or the frame was understood and is not an
+  alert (a geofence alarm, a repeat); never when it was refused or not stored, so the watch repeats the
+  alarm or falls back to calling its SOS numbers. (Traccar answers before it stores.)
+- `LK` (keep-alive): `[MF*ID*0002*LK]` once the check-in is recorded (supervision counts it).
+- `TKQ`/`TKQ2` echoed and `INIT` answered `INIT,1`, as the protocol expects; they are not events.
+- After an alarm stored without a valid fix, `CR` asks the watch to locate itself now; its `UD` answer
+  updates the open alert's position.
+
+A frame that does not parse is counted (`sosbridge_alerts_rejected{transport="watch"}`) and skipped: the
+connection stays up. A watch that is not registered is refused, counted and disconnected. A connection
+silent for `SOSBRIDGE_WATCH_IDLE_S` is closed, a partial frame over MAX_FRAME bytes is dropped, and at most
+MAX_CONNECTIONS connections are held.
+
+Status back to the watch: while it is connected, every state change of its alert (received, forwarded,
+"Help is on the way", closed) is shown on its screen with the protocol's `MESSAGE` command (UTF-16BE
+text, as Traccar's WatchProtocolEncoder sends it). Never for a silent alert: a duress alarm must not
+light up the screen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bridge.adapters import BaseAdapter
+from bridge.decoding import DecodeError, Frame
+from bridge.ingress import Claim, Receipt
+from bridge.model import utcnow
+from device_adapters.decoders import watch
+
+if TYPE_CHECKING:
+    from bridge.adapters import AdapterContext
+    from bridge.config import Settings
+
+log = logging.getLogger("sosbridge.watch")
+
+TRANSPORT = "watch"
+READ_SIZE = 4096
+MAX_CONNECTIONS = 10_000  # beyond this, a new connection is closed at once (counted: too_many_connections)
+
+
+@dataclass(eq=False)
+class WatchConnection:
+    writer: asyncio.StreamWriter
+    peer: str
+    header: tuple[str, str, str | None] | None = None  # manufacturer, watch id, index: for commands
+    device_id: str | None = None
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+
+def answer(frame: watch.WatchFrame, receipt: Receipt) -> bytes | None:
+    """The protocol's answer to one frame, from the ingress's Receipt (None: say nothing). Pure."""
+    if not receipt.acknowledge:
+        return None  # not stored: silence makes the watch send it again
+    if receipt.status == "refused":
+        return None
+    group = watch.frame_type(frame.type)
+    upper = frame.type.upper()
+    if group == "alarm":
+        return watch.reply(frame, "AL")
+    if group == "link":
+        return watch.reply(frame, "LK")
+    if upper in ("TKQ", "TKQ2"):
+        return watch.reply(frame, frame.type)
+    if upper == "INIT":
+        return watch.reply(frame, "INIT,1")
+    return None
+
+
+def wants_fix(frame: watch.WatchFrame, receipt: Receipt) -> bool:
+    """An alarm stored without a valid fix: ask the watch for a position now (`CR`, Traccar's
+    positionSingle command) rather than wait for its next periodic report. Pure."""
+    if receipt.status != "accepted" or watch.frame_type(frame.type) != "alarm":
+        return False
+    try:
+        return watch.parse_content(frame).get("fix_valid") is False
+    except DecodeError:
+        return False
+
+
+class WatchAdapter(BaseAdapter):
+    name = "watch"
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+        self.port: int | None = None
+        self.connections: set[WatchConnection] = set()
+        self.by_device: dict[str, WatchConnection] = {}
+        self._status_task: asyncio.Task[None] | None = None
+
+    def enabled(self, settings: Settings) -> bool:
+        return settings.watch_port is not None
+
+    async def start(self, ctx: AdapterContext) -> None:
+        self.ctx = ctx
+        settings = ctx.settings
+        self.idle_s = settings.watch_idle_s
+        self.server = await asyncio.start_server(self._serve, settings.watch_host, settings.watch_port)
+        self.port = self.server.sockets[0].getsockname()[1]
+        self._status_task = asyncio.create_task(self._status_loop(), name="watch-status")
+        log.info("watch listener started", extra={"host": settings.watch_host, "port": self.port})
+
+    async def stop(self) -> None:
+        if self._status_task is not None:
+            self._status_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._status_task
+        if self.server is not None:
+            self.server.close()
+            for conn in list(self.connections):
+                conn.writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 5)
+            self.server = None
+
+    # -- one connection ------------------------------------------------------------------------------
+    def refuse(self, code: str, **extra: object) -> None:
+        """Count a frame refused by the framing itself, before the ingress."""
+        self.ctx.metrics.rejected(TRANSPORT, code)
+        log.info("watch frame refused", extra={"reason": code, **extra})
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = str(writer.get_extra_info("peername"))
+        if len(self.connections) >= MAX_CONNECTIONS:
+            self.refuse("too_many_connections", peer=peer)
+            writer.close()
+            return
+        conn = WatchConnection(writer, peer)
+        self.connections.add(conn)
+        buffer = b""
+        try:
+            while True:
+                try:
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_s)
+                except TimeoutError:
+                    log.info("idle watch connection closed", extra={"peer": peer, "idle_s": self.idle_s})
+                    return
+                if not data:
+                    return
+                buffer += data
+                if len(buffer) > watch.MAX_FRAME and b"]" not in buffer:
+                    self.refuse("too_large", peer=peer, size=len(buffer))
+                    buffer = b""
+                    continue
+                frames, buffer, skipped = watch.split_frames(buffer)
+                if skipped:
+                    self.refuse("malformed", peer=peer, skipped_bytes=skipped)
+                for raw in frames:
+                    if not await self.handle(conn, raw):
+                        return
+        except (ConnectionError, OSError):
+            return
+        finally:
+            self.connections.discard(conn)
+            if conn.device_id is not None and self.by_device.get(conn.device_id) is conn:
+                del self.by_device[conn.device_id]
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def handle(self, conn: WatchConnection, raw: bytes) -> bool:
+        """One frame: ingress, then the protocol's answer. False: close the connection."""
+        try:
+            frame = watch.parse_frame(raw, strict=False)
+        except DecodeError as exc:
+            self.refuse("malformed", peer=conn.peer, error=str(exc)[:100])
+            return True  # one bad frame never closes a good connection
+        if conn.header is not None and frame.watch_id != conn.header[1]:
+            self.refuse("identity_mismatch", peer=conn.peer)
+            return True  # a connection speaks for one watch
+        claim = Claim(TRANSPORT, identifiers=(("watch", frame.watch_id),), label=f"watch {frame.watch_id!r}")
+        meta = {"protocol": "watch", "received_at": utcnow().isoformat()}
+        receipt = await self.ctx.ingress.receive(Frame(payload=raw, meta=meta), claim,
+                                                 raw=raw.decode("utf-8", "replace"))
+        if receipt.status == "refused" and receipt.code == "unknown_device":
+            return False  # counted by the ingress; nothing else this connection says can be used
+        if receipt.device is not None and conn.header is None:
+            conn.header = (frame.manufacturer, frame.watch_id, frame.index)
+            conn.device_id = receipt.device.device_id
+            self.by_device[conn.device_id] = conn
+        if not frame.length_ok:
+            log.info("watch frame length mismatch tolerated", extra={"status": receipt.status})
+        log.info("watch frame handled", extra={"type": frame.type[:12], "status": receipt.status,
+                                               "code": receipt.code,
+                                               "alert_ids": [r.alert_id for r in receipt.results]})
+        reply = answer(frame, receipt)
+        if reply is not None:
+            await conn.send(reply)
+        if reply is not None and wants_fix(frame, receipt):
+            await conn.send(watch.reply(frame, "CR"))  # "locate now": its UD answer updates the open alert
+        return True
+
+    # -- status back to the watch --------------------------------------------------------------------
+    async def _status_loop(self) -> None:
+        async with self.ctx.bus.subscribe() as queue:
+            while True:
+                event = await queue.get()
+                conn = self.by_device.get(event.device_id)
+                if conn is None or conn.header is None:
+                    continue
+                try:
+                    alert = await self.ctx.store.get_alert(event.alert_id)
+                    if alert is None or alert.silent:
+                        continue  # never light up the screen of a silent (duress) alert
+                    await conn.send(watch.message_command(conn.header, event.message))
+                except Exception as exc:  # a watch gone mid-write must not stop the loop
+                    log.info("watch status not sent", extra={"device_id": event.device_id,
+                                                             "error": str(exc)[:100]})
