@@ -193,3 +193,23 @@ def test_crc_of_pysiaalarm_lines() -> None:
     # The CRCs pysiaalarm's lines carry, recomputed (CRC-16/ARC over the message block).
     assert dc09.crc16(b'"SIA-DCS"6002L0#AAA[|Nri1/CL501]_14:12:04,09-25-2019') == 0xE5D5
     assert dc09.crc16(LINES[7][8:]) == 0x76D8
+
+
+async def test_holdup_then_cancel_report_is_held(dc09_env: Dc09Env) -> None:
+    """Issue 17 on SIA DC-09: a hold-up (HA, "user under duress") then a cancel report (OC) keyed at the
+    panel: acknowledged to the panel as usual, an update to the platform, and the alert stays open."""
+    from bridge.pipeline import DURESS_CANCEL_REASON
+
+    await dc09_env.register("p-holdup", "ABC1")
+    panel = dc09_env.panel("ABC1")
+    answer = await panel.send(panel.message("SIA-DCS", "Nri1/HA001"))
+    assert answer is not None and answer.token == "ACK"
+    alarm = await dc09_env.contact("p-holdup", kind="duress")
+    assert alarm["silent"] is True
+    answer = await panel.send(panel.message("SIA-DCS", "Nri1/OC001"))
+    assert answer is not None and answer.token == "ACK"
+    update = await dc09_env.contact("p-holdup", msg_type="update")
+    assert DURESS_CANCEL_REASON in update["reason"] and update["alert_id"] == alarm["alert_id"]
+    alert = await dc09_env.env.store.get_alert(alarm["alert_id"])
+    assert alert is not None and alert.is_open
+    assert not any(c["msg_type"] == "cancel" for c in dc09_env.env.receiver.contacts)
