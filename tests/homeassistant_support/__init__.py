@@ -72,6 +72,7 @@ class HomeAssistant:
     log: Path
     config_dir: Path
     started_s: float
+    log_handle: Any = None
 
     def converse(self, text: str, language: str = "en") -> tuple[str, dict[str, Any]]:
         """POST /api/conversation/process, as a voice satellite's pipeline does after speech-to-text."""
@@ -119,6 +120,8 @@ class HomeAssistant:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+        if self.log_handle is not None:
+            self.log_handle.close()
 
 
 def _wait_up(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
@@ -201,8 +204,9 @@ def start_home_assistant(
     except BaseException:
         proc.kill()
         proc.wait(10)
+        fh.close()
         raise
-    return HomeAssistant(proc, url, token, log, config_dir, time.monotonic() - t0)
+    return HomeAssistant(proc, url, token, log, config_dir, time.monotonic() - t0, fh)
 
 
 def _wait_loaded(url: str, token: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
