@@ -70,7 +70,9 @@ class DeviceCache:
         device = await resolve_device(store, claim)
         self._entries[key] = (now + self.ttl_s, device)
         self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
+        # Oldest first (every entry lives ttl_s): drop the expired, so memory holds only the last ttl_s
+        # seconds of senders, not the whole of a flood of distinct devices.
+        while self._entries and (len(self._entries) > self.max_entries or next(iter(self._entries.values()))[0] <= now):
             self._entries.popitem(last=False)
         return device
 
