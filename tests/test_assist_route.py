@@ -112,9 +112,22 @@ async def test_bad_token_is_refused_and_raises_nothing(bridge, token: str | None
     resp = await post({"intent": "HelpIntent"}, token=token)
     assert resp.status_code == 401
     assert await eb.runtime.store.open_alert_for_device("ha-kitchen") is None
+    reason = "unauthenticated" if token is None else "bad_credentials"
     assert eb.runtime.metrics.registry.get_sample_value(
-        "sosbridge_alerts_rejected_total", {"transport": "assist", "reason": "bad_auth"}
+        "sosbridge_alerts_rejected_total", {"transport": "assist", "reason": reason}
     ) == 1.0
+
+
+async def test_assist_shares_the_failed_credential_limit_and_audit(bridge) -> None:
+    """Issue 14 item 10: the voice route skipped the limiter and the audit that guard the wearable API."""
+    eb, _rx, post = bridge
+    codes = [(await post({"intent": "HelpIntent"}, token=f"guess-{i:02d}-0123456789")).status_code for i in range(40)]
+    assert codes[0] == 401 and codes[-1] == 429  # past the per-source burst: 429 with Retry-After
+    assert eb.runtime.metrics.registry.get_sample_value(
+        "sosbridge_alerts_rejected_total", {"transport": "assist", "reason": "auth_rate_limited"}
+    ) >= 1
+    rows = await eb.runtime.store._run(lambda c: c.execute("SELECT COUNT(*) FROM audit").fetchone()[0])
+    assert 1 <= rows <= 3  # one row per source and interval, not one per refusal
 
 
 async def test_invalid_intent_is_422(bridge) -> None:

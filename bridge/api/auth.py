@@ -40,21 +40,27 @@ def client_source(request: Request) -> str:
 async def require_device(request: Request) -> Device:
     """Resolve the device from its bearer token. Repeated failures from one source get 429, so tokens
     can't be guessed at speed; a device with a valid token is never limited here."""
+    return await device_for_credential(request, bearer_token(request))
+
+
+async def device_for_credential(request: Request, token: str | None, transport: str = "http") -> Device:
+    """The one device authentication of every HTTP route (wearable API, Home Assistant Assist ...): the
+    device for `token`, else 401 — or 429 once the source is past the failed-credential limit — with the
+    refusal counted and audited (one row per source and interval)."""
     runtime = request.app.state.runtime
     source = client_source(request)
-    token = bearer_token(request)
     device: Device | None = await runtime.store.device_for_token(token) if token else None
     if device is not None:
         return device
     reason = "unauthenticated" if token is None else "bad_credentials"
-    runtime.metrics.rejected("http", reason)
+    runtime.metrics.rejected(transport, reason)
     now = time.monotonic()
     # The limiter first: a source past its limit costs a counter, never a store write. The audit gets
     # one row per source per interval (bridge.security.RefusalAudit), however fast the refusals come.
     allowed = runtime.auth_failures.allow(source, now)
     await audit_refusal(runtime, source, reason if allowed else "rate_limited", now)
     if not allowed:
-        runtime.metrics.rejected("http", "auth_rate_limited")
+        runtime.metrics.rejected(transport, "auth_rate_limited")
         wait = max(1, int(runtime.auth_failures.retry_after(source)) + 1)
         raise HTTPException(
             status_code=429,

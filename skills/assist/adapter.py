@@ -17,11 +17,12 @@ import logging
 import re
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.adapters import AdapterContext, BaseAdapter
+from bridge.api.auth import device_for_credential
 from bridge.config import Settings
 from bridge.model import AlertKind, AlertState, Location, Observation, new_id
 from skills.alexa.service import AlertOutcome, VoiceRejected, VoiceService, VoiceUnavailable
@@ -94,10 +95,12 @@ class AssistAdapter(BaseAdapter):
         @router.post(cfg.path, summary="Home Assistant Assist / intent_script trigger (device bearer token)")
         async def assist(request: Request) -> JSONResponse:
             token = bearer_token(request.headers.get("authorization", ""))
-            device = await ctx.store.device_for_token(token) if token else None
-            if device is None:
-                ctx.metrics.rejected("assist", "bad_auth")
-                return JSONResponse({"error": "unknown or missing device token"}, status_code=401)
+            try:
+                # The same device authentication as the wearable API: failed-credential limit and audit.
+                device = await device_for_credential(request, token or None, "assist")
+            except HTTPException as refused:
+                why = refused.detail if isinstance(refused.detail, dict) else {"error": str(refused.detail)}
+                return JSONResponse(why, status_code=refused.status_code, headers=refused.headers)
             body = await request.body()
             if len(body) > cfg.max_body_bytes:
                 ctx.metrics.rejected("assist", "too_large")
