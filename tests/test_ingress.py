@@ -7,8 +7,7 @@ Frames are the profiles' own cited samples (hardware/profiles/*.yaml, `source` o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from bridge.metrics import Metrics
 from bridge.model import AlertKind, Device, Observation
 from bridge.pipeline import Pipeline, SubmitResult
 from bridge.profiles import DeviceProfile, ProfileRegistry, Sample
-from bridge.store.base import Change, StoreError
 from bridge.store.sqlite import SqliteStore
+from tests.factories import store_outage
 
 PROFILES = ProfileRegistry.load()
 CASES = [(p, s) for p in PROFILES.profiles.values() for s in p.samples]
@@ -48,20 +47,6 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     finally:
         await store.close()
 
-
-@contextlib.contextmanager
-def store_outage(store: SqliteStore) -> Iterator[None]:
-    """Every commit fails as a full disk or a lost connection would: nothing is written."""
-    original = store.commit
-
-    async def failing(change: Change) -> None:
-        raise StoreError("sqlite: disk I/O error")
-
-    store.commit = failing  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        store.commit = original  # type: ignore[method-assign]
 
 
 def frame_meta(profile: DeviceProfile, sample: Sample) -> dict[str, str]:
