@@ -74,7 +74,7 @@ class Ingress:
             return self._refuse(transport, None, "too_large",
                                 f"payload of {len(frame.payload)} bytes exceeds {self.max_frame_bytes}")
         try:
-            device = await self.devices.resolve(self.store, claim)
+            device, fresh = await self.devices.resolve(self.store, claim)
         except StoreError as exc:
             return self._not_stored(transport, None, exc)
         if device is None:
@@ -116,7 +116,9 @@ class Ingress:
         for key, level in levels:
             self.levels.set(device.device_id, key, level)
         observations = [self._observation(e, device, transport, raw, overrides) for e in passed]
-        receipt = await self._store(observations, device, profile)
+        # A device read just now is handed to the pipeline (saves a read); a cached one is not: its last
+        # known position may be older than the fix stored a moment ago.
+        receipt = await self._store(observations, device, profile, fresh)
         if receipt.stored:
             self._pressed(device, profile, passed)
         else:
@@ -131,12 +133,12 @@ class Ingress:
 
     # -- steps -----------------------------------------------------------------------------------------
     async def _store(self, observations: list[Observation], device: Device | None,
-                     profile: DeviceProfile | None) -> Receipt:
+                     profile: DeviceProfile | None, hand_over: bool = False) -> Receipt:
         results: list[SubmitResult] = []
         coalesced = False
         for obs in observations:
             try:
-                results.append(await self.lanes.run(obs, device))
+                results.append(await self.lanes.run(obs, device if hand_over else None))
             except Coalesced:
                 coalesced = True
             except Rejected as exc:  # counted and logged by the pipeline
