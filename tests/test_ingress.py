@@ -194,3 +194,33 @@ async def test_lanes_serve_emergencies_first_fold_presses_and_coalesce_fixes() -
     assert [(o.device_id, o.action, o.presses) for o in seen] == [
         ("d", "location", 1), ("e", "alert", 1), ("d", "alert", 5), ("d", "location", 1)]
     assert lanes.active == 0
+
+
+async def test_a_stored_frame_repeated_is_a_duplicate_without_decoding(env: Env,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    await env.store.put_device(Device(device_id="btn", tenant_id="acme", profile_id="sosbridge-mqtt-button"))
+    press = Frame(payload=b'{"kind": "sos", "message_id": "m-1"}', meta={"ecosystem": "sosbridge"})
+    claim = Claim("mqtt", device_id="btn", tenant="acme")
+    first = await env.ingress.receive(press, claim)
+    assert first.last is not None and first.last.outcome == "created"
+    import bridge.ingress.ingress as ingress_module
+
+    def no_decoding(name: str) -> object:
+        raise AssertionError("a repeat of a stored frame must not be decoded again")
+
+    monkeypatch.setattr(ingress_module, "get_decoder", no_decoding)
+    again = await env.ingress.receive(press, claim)
+    assert again.status == "accepted" and again.last is not None
+    assert (again.last.outcome, again.last.alert_id) == ("duplicate", first.last.alert_id)
+
+
+async def test_a_repeated_frame_without_message_id_is_a_new_press(env: Env) -> None:
+    """zigbee2mqtt without last_seen: the same bytes twice are two presses (an escalation), never skipped."""
+    await env.store.put_device(Device(device_id="fob", profile_id="zigbee2mqtt-tuya-ts0215a-sos"))
+    press = Frame(payload=b'{"action": "emergency"}', meta={"ecosystem": "zigbee2mqtt", "subtopic": ""})
+    claim = Claim("mqtt", device_id="fob")
+    first = await env.ingress.receive(press, claim)
+    await asyncio.sleep(2.1)  # past the profile's 2 s debounce: a real second press
+    second = await env.ingress.receive(press, claim)
+    assert first.last is not None and second.last is not None
+    assert (first.last.outcome, second.last.outcome) == ("created", "escalated")
