@@ -17,6 +17,7 @@ from datetime import datetime
 
 from bridge.lifecycle import LifecycleEvent
 from bridge.metrics import Metrics
+from bridge.notify import channel_route, is_notify_route
 from bridge.pipeline import Pipeline, Rejected
 from bridge.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
 from bridge.store.base import OutboxItem, Store, StoreError
@@ -165,7 +166,9 @@ class Forwarder:
         self._wake.set()
 
     async def _deliver(self, item: OutboxItem) -> None:
-        sink = self.sinks.get(item.route) or self.sinks.get("default")
+        # A notification to an emergency contact goes to its channel's sink, never to the police default.
+        family = channel_route(item.route) if is_notify_route(item.route) else "default"
+        sink = self.sinks.get(item.route) or self.sinks.get(family)
         if sink is None:
             outcome: Outcome = Retry(f"no sink configured for route {item.route!r}")
         else:
