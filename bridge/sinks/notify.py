@@ -60,10 +60,10 @@ class SmtpSink:
         msg["Subject"] = str(doc.get("subject") or "SOS Bridge")
         msg["Date"] = formatdate(localtime=False)
         msg["Message-ID"] = make_msgid(domain=self.sender.rpartition("@")[2] or "localhost")
-        msg["Content-Language"] = str(doc.get("language") or "en")
         msg["Auto-Submitted"] = "auto-generated"
         msg[IDEMPOTENCY_HEADER] = item.idempotency_key
         msg.set_content(str(doc.get("text") or ""))
+        msg["Content-Language"] = str(doc.get("language") or "en")  # after set_content, which drops Content-*
         return msg
 
     def _send(self, msg: EmailMessage) -> None:
