@@ -221,3 +221,27 @@ async def test_webhook_channel_and_registration_through_the_api(tmp_path: Path) 
         # No SMTP server configured: only the webhook row, none for the e-mail address.
         assert [o.route for o in rows] == ["notify:webhook:0"]
         assert json.loads(rows[0].payload)["text"].startswith("Iain raised a medical emergency")
+
+
+# -- registration: the command line and device files ------------------------------------------------------
+def test_cli_registers_contacts_and_csv_keeps_them(tmp_path: Path) -> None:
+    from tests.test_cli_config import assert_one_line_error, run
+
+    ann = '{"name": "Ann", "relation": "daughter", "email": "ann@example.org", "language": "de"}'
+    team = '{"name": "Care team", "webhook_url": "https://care.example.org/sos", "kinds": ["fall"]}'
+    added = run(tmp_path, "devices", "add", "w1", "--name", "Morag", "--emergency-contact", ann,
+                "--emergency-contact", team)
+    assert added.returncode == 0, added.stderr
+    exported = json.loads(run(tmp_path, "devices", "export").stdout)
+    contacts = exported["person"]["emergency_contacts"]
+    assert [c["name"] for c in contacts] == ["Ann", "Care team"]
+    assert contacts[0]["notify_silent"] is False and contacts[0]["share_location"] is True
+    assert contacts[1]["kinds"] == ["fall"]
+    bad = run(tmp_path, "devices", "add", "w2", "--emergency-contact", '{"name": "X", "email": "not an address"}')
+    assert_one_line_error(bad, "--emergency-contact #1", "email")
+    # CSV: one JSON column; an export imports again unchanged.
+    out = tmp_path / "export.csv"
+    assert run(tmp_path, "devices", "export", str(out)).returncode == 0
+    again = run(tmp_path, "devices", "import", str(out))
+    assert again.returncode == 0 and "0 devices created, 1 updated" in again.stderr, again.stderr
+    assert json.loads(run(tmp_path, "devices", "export").stdout)["person"] == exported["person"]
