@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,9 +28,10 @@ log = logging.getLogger("sosbridge.notify")
 SCHEMA_ID = "sosbridge.notification/1"
 NOTIFY_ROUTE_PREFIX = "notify:"
 NOTIFY_MSG_TYPE = "notify"
-Channel = Literal["email", "webhook"]
+Channel = Literal["email", "sms", "webhook"]
 NotifyEvent = Literal["alert", "ack", "resolve"]
-CHANNELS: tuple[Channel, ...] = ("email", "webhook")
+CHANNELS: tuple[Channel, ...] = ("email", "sms", "webhook")
+SMS_MAX = 160
 DEFAULT_MAP_URL = "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}"
 
 
@@ -176,6 +179,29 @@ def render(
     return lang, subject, "\n".join(lines)
 
 
+_ASCII = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "Ä": "Ae", "Ö": "Oe", "Ü": "Ue", "ß": "ss"})
+
+
+def sms_text(subject: str, alert: Alert, contact: EmergencyContact, event: NotifyEvent) -> str:
+    """One plain-ASCII text of at most 160 characters: the subject, and for a new alert where (grid
+    reference and a map link) if the contact may be told. Pure."""
+    parts = [subject + "."]
+    loc = alert.location
+    if event == "alert" and contact.share_location and loc is not None:
+        if loc.grid_ref:
+            parts.append(loc.grid_ref)
+        if loc.has_coordinates:
+            parts.append(f"https://www.openstreetmap.org/?mlat={loc.lat:.5f}&mlon={loc.lon:.5f}")
+    text = unicodedata.normalize("NFKD", " ".join(parts).translate(_ASCII))
+    return text.encode("ascii", "ignore").decode()[:SMS_MAX]
+
+
+def sms_number(phone: str) -> str:
+    """+44 (0)7700-900123 style numbers as the modem wants them: digits, an optional leading +."""
+    digits = re.sub(r"\(0\)|[^0-9]", "", phone)
+    return ("+" if phone.strip().startswith("+") else "") + digits
+
+
 @dataclass(frozen=True)
 class Notification:
     channel: Channel
@@ -201,10 +227,15 @@ def notifications(
         if not may_notify(alert, contact):
             continue
         lang, subject, text = render(alert, device, contact, event, map_url)
-        addresses: list[tuple[Channel, str | None]] = [("email", contact.email), ("webhook", contact.webhook_url)]
+        addresses: list[tuple[Channel, str | None]] = [
+            ("email", contact.email),
+            ("sms", sms_number(contact.phone) if contact.phone else None),
+            ("webhook", contact.webhook_url),
+        ]
         for channel, to in addresses:
             if to is None or channel not in available:
                 continue
+            body = sms_text(subject, alert, contact, event) if channel == "sms" else text
             doc = {
                 "schema": SCHEMA_ID,
                 "notification_id": f"{alert.alert_id}:notify:{event}:{index}",
@@ -217,18 +248,56 @@ def notifications(
                 "status": alert.status,
                 "kind": alert.kind.value,
                 "subject": subject,
-                "text": text,
+                "text": body,
             }
             out.append(Notification(channel, index, to, json.dumps(doc, ensure_ascii=False)))
     return out
 
 
+SmsSend = Callable[[str, str], Awaitable[None]]
+
+
+class SmsUnavailable(RuntimeError):
+    pass
+
+
+class SmsGateway:
+    """The GSM modems that may text emergency contacts. The serial adapter declares each GSM port when
+    it starts (from then on SMS notifications are queued) and plugs in its sender while the modem is
+    connected; a text queued while it is not waits in the outbox and is retried."""
+
+    def __init__(self) -> None:
+        self.declared = 0
+        self._senders: list[SmsSend] = []
+
+    def declare(self) -> None:
+        self.declared += 1
+
+    def connect(self, send: SmsSend) -> None:
+        self._senders.append(send)
+
+    def disconnect(self, send: SmsSend) -> None:
+        if send in self._senders:
+            self._senders.remove(send)
+
+    async def send(self, number: str, text: str) -> None:
+        if not self._senders:
+            raise SmsUnavailable("no GSM modem connected")
+        await self._senders[0](number, text)
+
+
 class Notifier:
-    """Queues notifications into a pipeline `Change`; `channels` are the ones with a sink configured."""
+    """Queues notifications into a pipeline `Change`; `channels` are the ones with a sink configured
+    (plus SMS once a GSM port is declared on `sms`)."""
 
     def __init__(self, channels: Iterable[str], map_url: str = DEFAULT_MAP_URL) -> None:
-        self.channels = frozenset(channels)
+        self.static_channels = frozenset(channels)
         self.map_url = map_url
+        self.sms = SmsGateway()
+
+    @property
+    def channels(self) -> frozenset[str]:
+        return self.static_channels | ({"sms"} if self.sms.declared else set())
 
     def queue(self, change: Change, device: Device, event: NotifyEvent, now: float) -> int:
         """Append the rows after whatever the change already holds (the police contact comes first).

@@ -91,9 +91,12 @@ class BridgeRuntime:
         self.transports = TransportMonitor()
         sinks = build_sinks(settings, self.routes)
         # The person's own emergency contacts: their channels' sinks next to the platform routes.
-        notify_sinks = notification_sinks(settings)
+        notifier = Notifier([], settings.notify_map_url)
+        notify_sinks = notification_sinks(settings, notifier.sms)
         sinks.primary.update(notify_sinks)
-        self.pipeline.notifier = Notifier([family.split(":", 1)[1] for family in notify_sinks], settings.notify_map_url)
+        # SMS is offered once the serial adapter declares a GSM port (SmsGateway.declare).
+        notifier.static_channels = frozenset(f.split(":", 1)[1] for f in notify_sinks if f != "notify:sms")
+        self.pipeline.notifier = notifier
         self.forwarder = Forwarder(
             self.store,
             self.pipeline,

@@ -245,3 +245,32 @@ def test_cli_registers_contacts_and_csv_keeps_them(tmp_path: Path) -> None:
     again = run(tmp_path, "devices", "import", str(out))
     assert again.returncode == 0 and "0 devices created, 1 updated" in again.stderr, again.stderr
     assert json.loads(run(tmp_path, "devices", "export").stdout)["person"] == exported["person"]
+
+
+# -- SMS through the virtual GSM modem --------------------------------------------------------------------
+async def test_sms_to_a_carer_through_the_gsm_modem(tmp_path: Path) -> None:
+    from simulator.harness import virtual_serial_ports
+
+    async with (
+        virtual_serial_ports(tmp_path) as (spec, virtual),
+        running_bridge(tmp_path, serial_ports=spec, auto_ack_s=None) as env,
+    ):
+        modem = virtual["gsm_modem"]
+        adapter = next(a for a in env.bridge.runtime.adapters if a.name == "serial")
+        gsm = next(h for h in adapter.handlers.values() if type(h).__name__ == "GsmHandler")
+        await eventually(gsm.ready.is_set)
+        carer = EmergencyContact(name="Jürgen", phone="+49 (0)151-2345 678", language="de")
+        quiet = EmergencyContact(name="Q", phone="+447700900555", kinds=[AlertKind.fire])
+        token = await env.add_device("w1", person=Person(name="Jörg", emergency_contacts=[carer, quiet]))
+        alert_id = await post_alert(env, token, kind="medical", location={"lat": 55.9533, "lon": -3.1883})
+        await env.receiver.first(lambda c: c["alert_id"] == alert_id)
+        await eventually(lambda: len(modem.sent) == 1)
+        number, text = modem.sent[0]
+        assert number == "+491512345678"
+        assert text.startswith("Alarm: Joerg - einen medizinischen Notfall. NT ") and len(text) <= 160
+        assert "openstreetmap.org/?mlat=55.95330&mlon=-3.18830" in text
+        assert await env.receiver.receiver.callback(alert_id, "resolve") == 200
+        await eventually(lambda: len(modem.sent) == 2)
+        assert modem.sent[1] == ("+491512345678", "Alarm abgeschlossen: Joerg.")
+        await asyncio.sleep(0.3)
+        assert all(n != "+447700900555" for n, _ in modem.sent)  # asked only about fires

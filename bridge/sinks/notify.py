@@ -1,4 +1,5 @@
-"""Sinks for notifications to emergency contacts (bridge/notify.py): e-mail over SMTP and a plain webhook.
+"""Sinks for notifications to emergency contacts (bridge/notify.py): e-mail over SMTP, SMS through a
+connected GSM modem, and a plain webhook.
 
 The row's payload already holds the rendered text and the address, so these only transport it. The
 standard library's `smtplib` runs in a worker thread; a refused recipient (5xx) is permanent, anything
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from bridge.notify import SmsGateway
 from bridge.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
 from bridge.sinks.signing import IDEMPOTENCY_HEADER
 from bridge.sinks.webhook import classify
@@ -131,10 +133,33 @@ class NotifyWebhookSink:
             await self._session.close()
 
 
-def notification_sinks(settings: Any) -> dict[str, Sink]:
+class SmsSink:
+    """Texts the notification through a connected GSM modem (bridge.notify.SmsGateway)."""
+
+    def __init__(self, gateway: SmsGateway, name: str = "notify-sms") -> None:
+        self.name = name
+        self.gateway = gateway
+
+    async def deliver(self, item: OutboxItem) -> Outcome:
+        doc = _payload(item)
+        if doc is None:
+            return Permanent("not a notification payload")
+        try:
+            await self.gateway.send(doc["to"], str(doc.get("text") or ""))
+        except Exception as exc:  # no modem, ModemError, LinkLost: their texts never name the number
+            return Retry(f"SMS {type(exc).__name__}: {exc}"[:200])
+        return Delivered(200)
+
+    async def close(self) -> None:
+        return None
+
+
+def notification_sinks(settings: Any, gateway: SmsGateway | None = None) -> dict[str, Sink]:
     """The channels' sinks, keyed by their route family (`notify:email`, `notify:webhook`): e-mail only
     when an SMTP server is configured."""
     sinks: dict[str, Sink] = {"notify:webhook": NotifyWebhookSink(settings.platform_timeout_s)}
+    if gateway is not None:
+        sinks["notify:sms"] = SmsSink(gateway)
     if settings.smtp_host:
         sinks["notify:email"] = SmtpSink(
             settings.smtp_host,
