@@ -29,7 +29,7 @@ SCHEMA_ID = "sosbridge.notification/1"
 NOTIFY_ROUTE_PREFIX = "notify:"
 NOTIFY_MSG_TYPE = "notify"
 Channel = Literal["email", "sms", "webhook"]
-NotifyEvent = Literal["alert", "ack", "resolve"]
+NotifyEvent = Literal["alert", "ack", "resolve", "cancel"]
 CHANNELS: tuple[Channel, ...] = ("email", "sms", "webhook")
 SMS_MAX = 160
 DEFAULT_MAP_URL = "https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}"
@@ -86,6 +86,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "ack.body": "The police have acknowledged the alert of {who}: help is on the way.",
         "resolve.subject": "{prefix}Alert closed: {who}",
         "resolve.body": "The police have closed the alert of {who}.",
+        "cancel.subject": "{prefix}Alert cancelled: {who}",
+        "cancel.body": "The alert of {who} was cancelled at their device.",
         "where": "Where: {place}",
         "grid": "grid reference {grid}",
         "registered_address": "(registered address)",
@@ -105,6 +107,8 @@ TEMPLATES: dict[str, dict[str, str]] = {
         "ack.body": "Die Polizei hat den Alarm von {who} bestätigt: Hilfe ist unterwegs.",
         "resolve.subject": "{prefix}Alarm abgeschlossen: {who}",
         "resolve.body": "Die Polizei hat den Alarm von {who} abgeschlossen.",
+        "cancel.subject": "{prefix}Alarm abgebrochen: {who}",
+        "cancel.body": "Der Alarm von {who} wurde am Gerät abgebrochen.",
         "where": "Ort: {place}",
         "grid": "Gitterbezug {grid}",
         "registered_address": "(gemeldete Adresse)",
@@ -202,6 +206,10 @@ def sms_number(phone: str) -> str:
     return ("+" if phone.strip().startswith("+") else "") + digits
 
 
+def route_for(channel: str, index: int) -> str:
+    return f"{NOTIFY_ROUTE_PREFIX}{channel}:{index}"
+
+
 @dataclass(frozen=True)
 class Notification:
     channel: Channel
@@ -216,8 +224,10 @@ def notifications(
     event: NotifyEvent,
     channels: Iterable[str],
     map_url: str = DEFAULT_MAP_URL,
+    only_routes: set[str] | None = None,
 ) -> list[Notification]:
-    """What to send for this event, to whom, on which configured channels. Pure."""
+    """What to send for this event, to whom, on which configured channels (and, given `only_routes`,
+    only on those routes: a cancel goes only where the alert itself was delivered). Pure."""
     person = device.person
     if person is None or not person.emergency_contacts:
         return []
@@ -234,6 +244,8 @@ def notifications(
         ]
         for channel, to in addresses:
             if to is None or channel not in available:
+                continue
+            if only_routes is not None and route_for(channel, index) not in only_routes:
                 continue
             body = sms_text(subject, alert, contact, event) if channel == "sms" else text
             doc = {
@@ -299,12 +311,14 @@ class Notifier:
     def channels(self) -> frozenset[str]:
         return self.static_channels | ({"sms"} if self.sms.declared else set())
 
-    def queue(self, change: Change, device: Device, event: NotifyEvent, now: float) -> int:
+    def queue(
+        self, change: Change, device: Device, event: NotifyEvent, now: float, only_routes: set[str] | None = None
+    ) -> int:
         """Append the rows after whatever the change already holds (the police contact comes first).
         Their seq is the alert version this change writes: later events of the alert order after earlier
         ones on each recipient's route."""
         alert = change.alert
-        items = notifications(alert, device, event, self.channels, self.map_url)
+        items = notifications(alert, device, event, self.channels, self.map_url, only_routes)
         for n in items:
             change.outbox.append(
                 OutboxItem(
@@ -316,7 +330,7 @@ class Notifier:
                     payload=n.payload,
                     critical=False,
                     created_at=now,
-                    route=f"{NOTIFY_ROUTE_PREFIX}{n.channel}:{n.index}",
+                    route=route_for(n.channel, n.index),
                 )
             )
         if items:

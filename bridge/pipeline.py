@@ -39,7 +39,7 @@ from bridge.model import (
     new_id,
     utcnow,
 )
-from bridge.notify import Notifier, NotifyEvent
+from bridge.notify import Notifier, NotifyEvent, is_notify_route
 from bridge.ratelimit import TokenBuckets
 from bridge.store.base import Change, ConcurrentUpdate, DuplicateMessage, OutboxItem, Store, StoreError
 
@@ -413,6 +413,7 @@ class Pipeline:
         if held_under_duress(alert):
             return await self._hold_cancel(alert, obs, device, dedupe_key)
         stand_down = needs_stand_down(alert.state, await self.store.contact_sent(alert.alert_id))
+        told = await self._told_routes(alert.alert_id, device)
         now = utcnow()
         alert = alert.model_copy(update={"state": new_state, "updated_at": now})
         change = Change(alert=alert, dedupe_key=dedupe_key, cancel_pending_outbox=True)
@@ -426,6 +427,8 @@ class Pipeline:
         )
         if stand_down:
             self._queue_contact(change, device, "cancel", obs.reason or "stand-down: cancelled at the device")
+        if told:
+            self._queue_notifications(change, device, "cancel", told)
         await self._commit(change)
         self._publish(alert, "cancelled")
         return SubmitResult(alert.alert_id, "cancelled", alert.state)
@@ -554,13 +557,24 @@ class Pipeline:
             return None
         return device if device is not None and device.person and device.person.emergency_contacts else None
 
-    def _queue_notifications(self, change: Change, device: Device, event: NotifyEvent) -> None:
+    async def _told_routes(self, alert_id: str, device: Device) -> set[str]:
+        """The emergency contacts' routes on which this alert was delivered: a cancel is told only to those
+        (the rows still waiting are dropped with the cancel; one in flight just then is not followed)."""
+        if self.notifier is None or device.person is None or not device.person.emergency_contacts:
+            return set()
+        return {o.route for o in await self.store.outbox_items(alert_id)
+                if is_notify_route(o.route) and o.msg_type == "notify" and o.state == "delivered"
+                and o.idempotency_key.startswith(f"{alert_id}:notify:alert:")}
+
+    def _queue_notifications(
+        self, change: Change, device: Device, event: NotifyEvent, only_routes: set[str] | None = None
+    ) -> None:
         """Rows for the person's emergency contacts, appended after the police contact in the same change.
         A bug here must never cost the police contact: it is logged and the notifications are skipped."""
         if self.notifier is None or device.person is None or not device.person.emergency_contacts:
             return
         try:
-            self.notifier.queue(change, device, event, time.time())
+            self.notifier.queue(change, device, event, time.time(), only_routes)
         except Exception as exc:
             log.error("emergency contact notifications failed", extra={"alert_id": change.alert.alert_id,
                                                                        "error": repr(exc)})

@@ -274,3 +274,35 @@ async def test_sms_to_a_carer_through_the_gsm_modem(tmp_path: Path) -> None:
         assert modem.sent[1] == ("+491512345678", "Alarm abgeschlossen: Joerg.")
         await asyncio.sleep(0.3)
         assert all(n != "+447700900555" for n, _ in modem.sent)  # asked only about fires
+
+
+async def test_a_cancel_is_told_only_to_those_who_were_told_of_the_alert(tmp_path: Path) -> None:
+    port = free_port()
+    with SmtpServer(port) as inbox:
+        async with running_bridge(tmp_path, auto_ack_s=None, **smtp_settings(port)) as env:
+            token = await env.add_device("w1", person=device().person)
+            alert_id = await post_alert(env, token, kind="fall")
+            await eventually(lambda: len(inbox.messages) == 2)
+            async with httpx.AsyncClient(base_url=env.url) as c:
+                r = await c.post(f"/v1/alerts/{alert_id}/cancel", json={"reason": "im_ok"},
+                                 headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 202, r.text
+            await eventually(lambda: len(inbox.messages) == 4)
+            assert inbox.to("ann@example.org")[1]["Subject"] == "Alert cancelled: Morag"
+            assert "am Gerät abgebrochen" in body(inbox.to("bernd@example.org")[1])
+            # An alert cancelled before its notifications went out: they are dropped, nothing follows.
+            inbox.messages.clear()
+            quiet_port = free_port()  # a second bridge whose mail server is unreachable
+        async with running_bridge(tmp_path / "b", auto_ack_s=None, **smtp_settings(quiet_port)) as env:
+            token = await env.add_device("w1", person=device().person)
+            alert_id = await post_alert(env, token, kind="fall")
+            await env.receiver.first(lambda c: c["alert_id"] == alert_id)
+            async with httpx.AsyncClient(base_url=env.url) as c:
+                r = await c.post(f"/v1/alerts/{alert_id}/cancel", json={"reason": "im_ok"},
+                                 headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 202, r.text
+            rows = [o for o in await env.store.outbox_items(alert_id) if o.route.startswith("notify:")]
+            # Nothing was delivered, so no "cancelled" follows; what waited is dropped (one in flight at
+            # that moment may still be retried: the cancel only drops rows waiting in the outbox).
+            assert len(rows) == 2 and all(":notify:alert:" in o.idempotency_key for o in rows)
+            assert {o.state for o in rows} <= {"cancelled", "inflight", "retry"}
