@@ -306,3 +306,36 @@ async def test_a_cancel_is_told_only_to_those_who_were_told_of_the_alert(tmp_pat
             # that moment may still be retried: the cancel only drops rows waiting in the outbox).
             assert len(rows) == 2 and all(":notify:alert:" in o.idempotency_key for o in rows)
             assert {o.state for o in rows} <= {"cancelled", "inflight", "retry"}
+
+
+async def test_a_hanging_mail_server_takes_no_worker_from_the_police(tmp_path: Path) -> None:
+    async def blackhole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # accepts, never greets: every SMTP send hangs until its timeout
+        writer.close()
+
+    server = await asyncio.start_server(blackhole, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    many = [EmergencyContact(name=f"C{i}", email=f"c{i}@example.org") for i in range(6)]
+    try:
+        async with running_bridge(tmp_path, auto_ack_s=None, forwarder_workers=2, smtp_timeout_s=5,
+                                  **smtp_settings(port)) as env:
+            token = await env.add_device("w1", person=Person(name="Morag", emergency_contacts=many))
+            other = await env.add_device("w2")
+            first = await post_alert(env, token, kind="fall")
+            await env.receiver.first(lambda c: c["alert_id"] == first, timeout=2)
+
+            async def hanging() -> int:
+                rows = await env.store.outbox_items(first)
+                return sum(o.route.startswith("notify:") and o.state == "inflight" for o in rows)
+
+            deadline = asyncio.get_running_loop().time() + 3
+            while await hanging() < 3:  # more notifications stuck than the forwarder has workers
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            second = await post_alert(env, other, kind="sos")
+            await env.receiver.first(lambda c: c["alert_id"] == second, timeout=2)
+            assert loop.time() - started < 1.0
+    finally:
+        server.close()

@@ -2,7 +2,7 @@
 connected GSM modem, and a plain webhook.
 
 The row's payload already holds the rendered text and the address, so these only transport it. The
-standard library's `smtplib` runs in a worker thread; a refused recipient (5xx) is permanent, anything
+standard library's `smtplib` runs in the sink's own threads; a refused recipient (5xx) is permanent, anything
 else (server down, timeout, 4xx) is retried by the forwarder. Errors never carry the address.
 """
 
@@ -12,6 +12,7 @@ import asyncio
 import json
 import smtplib
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
@@ -54,6 +55,9 @@ class SmtpSink:
         self.password = password
         self.sender = sender
         self.timeout_s = timeout_s
+        # Its own threads: a hanging mail server must not hold the default executor, which the fallback
+        # spool of critical police contacts writes through.
+        self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="smtp")
 
     def message(self, item: OutboxItem, doc: dict[str, Any]) -> EmailMessage:
         msg = EmailMessage()
@@ -88,7 +92,7 @@ class SmtpSink:
             return Permanent("not a notification payload")
         msg = self.message(item, doc)
         try:
-            await asyncio.to_thread(self._send, msg)
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._send, msg)
         except smtplib.SMTPRecipientsRefused as exc:
             codes = [code for code, _ in exc.recipients.values()]
             if codes and all(500 <= code < 600 for code in codes):
@@ -101,7 +105,7 @@ class SmtpSink:
         return Delivered(250)
 
     async def close(self) -> None:
-        return None
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class NotifyWebhookSink:
