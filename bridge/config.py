@@ -104,6 +104,9 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     smtp_password: str | None = Field(default=None, repr=False, description="SMTP password")
     smtp_from: str = Field(default="sosbridge@localhost", description="From address of those e-mails")
     smtp_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one SMTP delivery, seconds")
+    notify_max_age_s: float = Field(
+        default=6 * 3600, gt=0, description="A notification not delivered by then is given up (never hours late)"
+    )
     notify_map_url: str = Field(
         default="https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}",
         description="Map link in notifications; {lat} and {lon} are replaced",

@@ -7,6 +7,7 @@ import asyncio
 import email
 import json
 import secrets
+import time
 from email.message import Message
 from pathlib import Path
 from typing import Any
@@ -339,3 +340,26 @@ async def test_a_hanging_mail_server_takes_no_worker_from_the_police(tmp_path: P
             assert loop.time() - started < 1.0
     finally:
         server.close()
+
+
+async def test_a_notification_hours_late_is_given_up_not_sent() -> None:
+    from bridge.notify import SmsGateway
+    from bridge.sinks.base import Permanent
+    from bridge.sinks.notify import SmsSink
+    from tests.factories import make_item
+
+    sent: list[tuple[str, str]] = []
+
+    async def send(number: str, text: str) -> None:
+        sent.append((number, text))
+
+    gateway = SmsGateway()
+    gateway.connect(send)
+    sink = SmsSink(gateway, max_age_s=3600)
+    item = make_item(make_alert("w1"), 1, critical=False, route="notify:sms:0", at=time.time() - 3601)
+    item.payload = json.dumps({"to": "+447700900555", "text": "Alert: Morag - a fall."})
+    outcome = await sink.deliver(item)
+    assert isinstance(outcome, Permanent) and "given up" in outcome.reason and sent == []
+    item.created_at = time.time()
+    assert type(await sink.deliver(item)).__name__ == "Delivered"
+    assert sent == [("+447700900555", "Alert: Morag - a fall.")]

@@ -12,6 +12,7 @@ import asyncio
 import json
 import smtplib
 import ssl
+import time
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -24,6 +25,15 @@ from bridge.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
 from bridge.sinks.signing import IDEMPOTENCY_HEADER
 from bridge.sinks.webhook import classify
 from bridge.store.base import OutboxItem
+
+DEFAULT_MAX_AGE_S = 6 * 3600.0
+
+
+def too_old(item: OutboxItem, max_age_s: float) -> Permanent | None:
+    """A notification still undelivered after `max_age_s` is given up: "a fall" hours late only alarms."""
+    if item.created_at and time.time() - item.created_at > max_age_s:
+        return Permanent(f"notification older than {max_age_s:.0f} s, given up")
+    return None
 
 
 def _payload(item: OutboxItem) -> dict[str, Any] | None:
@@ -46,8 +56,10 @@ class SmtpSink:
         sender: str = "sosbridge@localhost",
         timeout_s: float = 10.0,
         name: str = "smtp",
+        max_age_s: float = DEFAULT_MAX_AGE_S,
     ) -> None:
         self.name = name
+        self.max_age_s = max_age_s
         self.host = host
         self.port = port
         self.security = security
@@ -90,6 +102,8 @@ class SmtpSink:
         doc = _payload(item)
         if doc is None:
             return Permanent("not a notification payload")
+        if (stale := too_old(item, self.max_age_s)) is not None:
+            return stale
         msg = self.message(item, doc)
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._send, msg)
@@ -111,8 +125,10 @@ class SmtpSink:
 class NotifyWebhookSink:
     """POSTs the notification (JSON) to the contact's own webhook URL, e.g. a care service's system."""
 
-    def __init__(self, timeout_s: float = 10.0, name: str = "notify-webhook") -> None:
+    def __init__(self, timeout_s: float = 10.0, name: str = "notify-webhook",
+                 max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
         self.name = name
+        self.max_age_s = max_age_s
         self.timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
 
@@ -120,6 +136,8 @@ class NotifyWebhookSink:
         doc = _payload(item)
         if doc is None:
             return Permanent("not a notification payload")
+        if (stale := too_old(item, self.max_age_s)) is not None:
+            return stale
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         body = {k: v for k, v in doc.items() if k != "to"}
@@ -140,14 +158,17 @@ class NotifyWebhookSink:
 class SmsSink:
     """Texts the notification through a connected GSM modem (bridge.notify.SmsGateway)."""
 
-    def __init__(self, gateway: SmsGateway, name: str = "notify-sms") -> None:
+    def __init__(self, gateway: SmsGateway, name: str = "notify-sms", max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
         self.name = name
+        self.max_age_s = max_age_s
         self.gateway = gateway
 
     async def deliver(self, item: OutboxItem) -> Outcome:
         doc = _payload(item)
         if doc is None:
             return Permanent("not a notification payload")
+        if (stale := too_old(item, self.max_age_s)) is not None:
+            return stale
         try:
             await self.gateway.send(doc["to"], str(doc.get("text") or ""))
         except Exception as exc:  # no modem, ModemError, LinkLost: their texts never name the number
@@ -161,9 +182,10 @@ class SmsSink:
 def notification_sinks(settings: Any, gateway: SmsGateway | None = None) -> dict[str, Sink]:
     """The channels' sinks, keyed by their route family (`notify:email`, `notify:webhook`): e-mail only
     when an SMTP server is configured."""
-    sinks: dict[str, Sink] = {"notify:webhook": NotifyWebhookSink(settings.platform_timeout_s)}
+    max_age = settings.notify_max_age_s
+    sinks: dict[str, Sink] = {"notify:webhook": NotifyWebhookSink(settings.platform_timeout_s, max_age_s=max_age)}
     if gateway is not None:
-        sinks["notify:sms"] = SmsSink(gateway)
+        sinks["notify:sms"] = SmsSink(gateway, max_age_s=max_age)
     if settings.smtp_host:
         sinks["notify:email"] = SmtpSink(
             settings.smtp_host,
@@ -173,5 +195,6 @@ def notification_sinks(settings: Any, gateway: SmsGateway | None = None) -> dict
             password=settings.smtp_password,
             sender=settings.smtp_from,
             timeout_s=settings.smtp_timeout_s,
+            max_age_s=max_age,
         )
     return sinks
