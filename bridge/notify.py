@@ -302,10 +302,10 @@ class Notifier:
     """Queues notifications into a pipeline `Change`; `channels` are the ones with a sink configured
     (plus SMS once a GSM port is declared on `sms`)."""
 
-    def __init__(self, channels: Iterable[str], map_url: str = DEFAULT_MAP_URL) -> None:
+    def __init__(self, channels: Iterable[str], map_url: str = DEFAULT_MAP_URL, sms: SmsGateway | None = None) -> None:
         self.static_channels = frozenset(channels)
         self.map_url = map_url
-        self.sms = SmsGateway()
+        self.sms = sms or SmsGateway()
 
     @property
     def channels(self) -> frozenset[str]:

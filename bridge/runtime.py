@@ -21,7 +21,7 @@ from bridge.health import TransportMonitor
 from bridge.ingress import Ingress
 from bridge.metrics import Metrics
 from bridge.model import utcnow
-from bridge.notify import Notifier
+from bridge.notify import Notifier, SmsGateway
 from bridge.pipeline import Pipeline
 from bridge.plugins import LoadedPlugin, load_all
 from bridge.private_files import private_dir
@@ -91,12 +91,12 @@ class BridgeRuntime:
         self.transports = TransportMonitor()
         sinks = build_sinks(settings, self.routes)
         # The person's own emergency contacts: their channels' sinks next to the platform routes.
-        notifier = Notifier([], settings.notify_map_url)
-        notify_sinks = notification_sinks(settings, notifier.sms)
+        # SMS is offered once the serial adapter declares a GSM port on the gateway (SmsGateway.declare).
+        gateway = SmsGateway()
+        notify_sinks = notification_sinks(settings, gateway)
         sinks.primary.update(notify_sinks)
-        # SMS is offered once the serial adapter declares a GSM port (SmsGateway.declare).
-        notifier.static_channels = frozenset(f.split(":", 1)[1] for f in notify_sinks if f != "notify:sms")
-        self.pipeline.notifier = notifier
+        channels = [family.split(":", 1)[1] for family in notify_sinks if family != "notify:sms"]
+        self.pipeline.notifier = Notifier(channels, settings.notify_map_url, sms=gateway)
         self.forwarder = Forwarder(
             self.store,
             self.pipeline,
