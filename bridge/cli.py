@@ -198,9 +198,19 @@ def devices_add(
     sms_replies: Annotated[
         bool, typer.Option(help="Text the alert's state back to its msisdn (GSM trackers; never for silent alerts)")
     ] = False,
+    emergency_contact: Annotated[
+        list[str] | None,
+        typer.Option(
+            help='The person\'s own emergency contact as JSON, repeatable: \'{"name": "Ann", "relation": "daughter", '
+            '"email": "ann@example.org"}\' (docs/operations/emergency-contacts.md; never told about silent '
+            "alerts unless \"notify_silent\": true)"
+        ),
+    ] = None,
 ) -> None:
     """Register (or update) a device and print its bearer token once."""
-    from bridge.model import CivicAddress, Device, Location, Person
+    from pydantic import ValidationError
+
+    from bridge.model import CivicAddress, Device, EmergencyContact, Location, Person
 
     settings = _settings(config)
     if profile is not None:
@@ -215,8 +225,16 @@ def devices_add(
         registered = Location(
             lat=lat, lon=lon, source="registered_address", accuracy_m=50 if lat else None, civic=civic
         )
+    carers: list[EmergencyContact] = []
+    for i, text in enumerate(emergency_contact or [], 1):
+        try:
+            carers.append(EmergencyContact.model_validate_json(text))
+        except ValidationError as exc:
+            why = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in exc.errors())
+            raise CliError(f"--emergency-contact #{i}: {why}") from None
     person = Person(
-        name=name, phone=phone, language=language, communication_needs=need or [], vulnerability_notes=notes
+        name=name, phone=phone, language=language, communication_needs=need or [], vulnerability_notes=notes,
+        emergency_contacts=carers,
     )
     device = Device(
         device_id=device_id,

@@ -21,7 +21,7 @@ from bridge.security import SecuritySettings
 
 ENV_PREFIX = "SOSBRIDGE_"
 # Fields that hold credentials: their values never appear in an error message.
-SECRET_FIELDS = frozenset({"admin_token", "platform_token", "platform_secret"})
+SECRET_FIELDS = frozenset({"admin_token", "platform_token", "platform_secret", "smtp_password"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -96,6 +96,21 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
         description="JSONL spool used when no fallback URL answers (default `<data_dir>/fallback-contacts.jsonl`)",
     )
     fallback_after_attempts: int = Field(default=3, ge=1, description="Failed attempts before the fallback is used")
+    # the person's own emergency contacts (docs/operations/emergency-contacts.md)
+    smtp_host: str | None = Field(default=None, description="SMTP server for e-mails to emergency contacts")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port (587 STARTTLS, 465 TLS, 25 plain)")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(default="starttls", description="starttls, tls or none")
+    smtp_username: str | None = Field(default=None, description="SMTP login, if the server needs one")
+    smtp_password: str | None = Field(default=None, repr=False, description="SMTP password")
+    smtp_from: str = Field(default="sosbridge@localhost", description="From address of those e-mails")
+    smtp_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one SMTP delivery, seconds")
+    notify_max_age_s: float = Field(
+        default=6 * 3600, gt=0, description="A notification not delivered by then is given up (never hours late)"
+    )
+    notify_map_url: str = Field(
+        default="https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}",
+        description="Map link in notifications; {lat} and {lon} are replaced",
+    )
     retry_base_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles on each attempt")
     retry_max_s: float = Field(default=60.0, gt=0, description="Longest retry delay")
     forwarder_workers: int = Field(default=16, ge=1, description="Concurrent webhook deliveries")

@@ -20,6 +20,7 @@ from bridge.model import (
     Device,
     Location,
     Person,
+    PersonDetails,
     Severity,
     utcnow,
 )
@@ -63,7 +64,7 @@ class Contact(BaseModel):
     received_at: datetime
     created_at: datetime
     device: ContactDevice
-    person: Person | None = None
+    person: PersonDetails | None = None
     language: str | None = None
     communication_needs: list[str] = Field(default_factory=list)
     location: Location | None = None
@@ -78,6 +79,13 @@ class Contact(BaseModel):
     @property
     def idempotency_key(self) -> str:
         return self.contact_id
+
+
+def police_view(person: Person | None) -> PersonDetails | None:
+    """The person without their emergency contacts: those are the person's, not the platform's."""
+    if person is None:
+        return None
+    return PersonDetails.model_construct(**{k: getattr(person, k) for k in PersonDetails.model_fields})
 
 
 def build_contact(
@@ -118,7 +126,7 @@ def build_contact(
             transport=alert.transport,
             label=device.label if device else None,
         ),
-        person=person,
+        person=police_view(person),
         language=language,
         communication_needs=list(person.communication_needs) if person else [],
         location=alert.location,

@@ -39,6 +39,7 @@ CSV_COLUMNS = [
     "address",
     "postcode",
     "identifiers",
+    "emergency_contacts",
     "token",
 ]
 RUNTIME_FIELDS = {"last_seen", "last_location"}
@@ -104,7 +105,12 @@ def device_from_csv(row: dict[str, str | None]) -> tuple[Device, str | None]:
         )
     person_fields = {k: get(k) for k in ("name", "phone", "language", "vulnerability_notes")}
     needs = [n.strip() for n in (get("communication_needs") or "").split(";") if n.strip()]
-    person = Person(**person_fields, communication_needs=needs) if any(person_fields.values()) or needs else None
+    carers = _emergency_contacts(get("emergency_contacts"))
+    person = (
+        Person.model_validate({**person_fields, "communication_needs": needs, "emergency_contacts": carers})
+        if any(person_fields.values()) or needs or carers
+        else None
+    )
     interval = get("check_in_interval_s")
     device = Device(
         device_id=get("device_id") or "",
@@ -119,6 +125,19 @@ def device_from_csv(row: dict[str, str | None]) -> tuple[Device, str | None]:
         identifiers=idents,
     )
     return device, get("token")
+
+
+def _emergency_contacts(text: str | None) -> list[Any]:
+    """The CSV column holds the contacts as a JSON array of objects (docs/operations/emergency-contacts.md)."""
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"emergency_contacts: not JSON ({exc.msg})") from None
+    if not isinstance(value, list):
+        raise ValueError("emergency_contacts: a JSON array of objects")
+    return value
 
 
 def device_from_json(doc: Any) -> tuple[Device, str | None]:
@@ -184,6 +203,9 @@ def device_to_csv(device: Device) -> dict[str, Any]:
         "address": (civic.a6 if civic else None) or "",
         "postcode": (civic.pc if civic else None) or "",
         "identifiers": ";".join(f"{k}={v}" for k, v in device.identifiers.items()),
+        "emergency_contacts": json.dumps(
+            [c.model_dump(mode="json", exclude_defaults=True) for c in person.emergency_contacts], ensure_ascii=False
+        ) if person.emergency_contacts else "",
         "token": "",
     }
 

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from bridge.lifecycle import LifecycleEvent
 from bridge.metrics import Metrics
+from bridge.notify import channel_route, is_notify_route
 from bridge.pipeline import Pipeline, Rejected
 from bridge.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
 from bridge.store.base import OutboxItem, Store, StoreError
@@ -72,6 +73,9 @@ class Forwarder:
         self._rng = random.Random()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        # Deliveries to the person's emergency contacts: outside the workers' count, so a slow mail server
+        # never takes a worker from a police contact (up to `workers` of them; past that they count).
+        self._notify_inflight: set[asyncio.Task[None]] = set()
         self._reserved = 0  # fresh contacts claimed for in-memory hand-over, not yet committed
         self._stopping = False
 
@@ -113,10 +117,11 @@ class Forwarder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         # In-flight deliveries keep their lease; a restart re-leases them when it expires.
-        for task in list(self._inflight):
+        tasks = [*self._inflight, *self._notify_inflight]
+        for task in tasks:
             task.cancel()
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
         every = [*self.sinks.values(), *self.fallbacks.values(), self.fallback]
         for sink in {id(s): s for s in every if s is not None}.values():
             await sink.close()
@@ -135,7 +140,8 @@ class Forwarder:
 
     async def _run(self) -> None:
         while not self._stopping:
-            capacity = self.workers - len(self._inflight) - self._reserved
+            notify_excess = max(0, len(self._notify_inflight) - self.workers)
+            capacity = self.workers - len(self._inflight) - self._reserved - notify_excess
             items: list[OutboxItem] = []
             if capacity > 0:
                 try:
@@ -155,17 +161,20 @@ class Forwarder:
 
     def _spawn(self, item: OutboxItem) -> None:
         task = asyncio.create_task(self._deliver(item))
-        self._inflight.add(task)
+        (self._notify_inflight if is_notify_route(item.route) else self._inflight).add(task)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
+        self._notify_inflight.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", extra={"error": repr(task.exception())})
         self._wake.set()
 
     async def _deliver(self, item: OutboxItem) -> None:
-        sink = self.sinks.get(item.route) or self.sinks.get("default")
+        # A notification to an emergency contact goes to its channel's sink, never to the police default.
+        family = channel_route(item.route) if is_notify_route(item.route) else "default"
+        sink = self.sinks.get(item.route) or self.sinks.get(family)
         if sink is None:
             outcome: Outcome = Retry(f"no sink configured for route {item.route!r}")
         else:

@@ -161,14 +161,51 @@ class Location(CleanModel):
         return self.lat is not None and self.lon is not None
 
 
-class Person(CleanModel):
-    model_config = ConfigDict(extra="forbid")
+class PersonDetails(CleanModel):
+    """The person as the police contact carries them (`Contact.person`): never their emergency contacts."""
+
+    model_config = ConfigDict(extra="forbid", title="Person")
 
     name: str | None = None
     phone: str | None = None
     language: str | None = Field(default=None, description="BCP 47 tag, e.g. en-GB, gd, pl")
     communication_needs: list[str] = Field(default_factory=list, description='e.g. "deaf: text only"')
     vulnerability_notes: str | None = None
+
+
+class EmergencyContact(CleanModel):
+    """Someone the person asked to be told about their alerts: family, a carer, a neighbour
+    (docs/operations/emergency-contacts.md). Told by e-mail, SMS or webhook, whichever is given and
+    configured; never about a silent or duress alert unless `notify_silent` (see the warning there)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=120)
+    relation: str | None = Field(default=None, max_length=60, description="e.g. daughter, carer, neighbour")
+    phone: str | None = Field(default=None, pattern=r"^\+?[0-9 ()-]{3,30}$", description="For SMS")
+    email: str | None = Field(default=None, pattern=r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$", max_length=254)
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+", description="POSTed JSON")
+    language: str | None = Field(default=None, description="BCP 47 tag; messages in en or de, else English")
+    kinds: list[AlertKind] = Field(
+        default_factory=list, description="Alert kinds to be told about; empty: the life-safety kinds"
+    )
+    notify_silent: bool = Field(
+        default=False,
+        description="Also told about silent and duress alerts. Only with the person's informed consent: "
+        "whoever threatens them may be registered as a contact",
+    )
+    share_location: bool = Field(default=True, description="Messages carry the grid reference and a map link")
+
+    def wants(self, kind: AlertKind) -> bool:
+        return kind in (self.kinds or LIFE_SAFETY_KINDS)
+
+
+class Person(PersonDetails):
+    """The registry's record of the person: what the police see, plus their own emergency contacts."""
+
+    emergency_contacts: list[EmergencyContact] = Field(
+        default_factory=list, max_length=10, description="Told about alerts; never in the police contact"
+    )
 
 
 class Device(CleanModel):

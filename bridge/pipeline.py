@@ -39,6 +39,7 @@ from bridge.model import (
     new_id,
     utcnow,
 )
+from bridge.notify import Notifier, NotifyEvent, is_notify_route
 from bridge.ratelimit import TokenBuckets
 from bridge.store.base import Change, ConcurrentUpdate, DuplicateMessage, OutboxItem, Store, StoreError
 
@@ -174,6 +175,8 @@ class Pipeline:
         # The forwarder: woken after a commit that queued contacts, and handed brand-new alerts'
         # first contacts in memory (see Forwarder.claim_fresh), so it need not poll or lease them.
         self.forwarder: FreshHandoff | None = None
+        # The person's own emergency contacts (bridge/notify.py): queued after the police contact.
+        self.notifier: Notifier | None = None
 
     @contextlib.asynccontextmanager
     async def _lock(self, device_id: str) -> AsyncIterator[None]:
@@ -339,6 +342,7 @@ class Pipeline:
             first_alert=obs.kind in LIFE_SAFETY_KINDS,
         )
         self._queue_contact(change, device, "alert", obs.reason)
+        self._queue_notifications(change, device, "alert")  # after the police contact, never instead
         if obs.location is not None and obs.location.has_coordinates:
             change.device_location = (device.device_id, obs.location)
         await self._commit(change, new_alert=True)
@@ -409,6 +413,7 @@ class Pipeline:
         if held_under_duress(alert):
             return await self._hold_cancel(alert, obs, device, dedupe_key)
         stand_down = needs_stand_down(alert.state, await self.store.contact_sent(alert.alert_id))
+        told = await self._told_routes(alert.alert_id, device)
         now = utcnow()
         alert = alert.model_copy(update={"state": new_state, "updated_at": now})
         change = Change(alert=alert, dedupe_key=dedupe_key, cancel_pending_outbox=True)
@@ -422,6 +427,8 @@ class Pipeline:
         )
         if stand_down:
             self._queue_contact(change, device, "cancel", obs.reason or "stand-down: cancelled at the device")
+        if told:
+            self._queue_notifications(change, device, "cancel", told)
         await self._commit(change)
         self._publish(alert, "cancelled")
         return SubmitResult(alert.alert_id, "cancelled", alert.state)
@@ -502,6 +509,7 @@ class Pipeline:
         current = known if known is not None else await self.store.get_alert(alert_id)
         if current is None:
             raise AlertNotFound(alert_id)
+        device = await self._notify_device(current.device_id, event)
         async with self._lock(current.device_id):
             for attempt in range(CONCURRENT_RETRIES):
                 if attempt:
@@ -522,6 +530,8 @@ class Pipeline:
                 history = HistoryEntry(at=now, event=event.value, state=new_state, detail={"by": actor, "note": note})
                 change = Change(alert=alert, history=[history], urgent=True,
                                 delivered_items=[delivered_item] if delivered_item else [], delivered_at=time.time())
+                if device is not None and event in (LifecycleEvent.ack, LifecycleEvent.resolve):
+                    self._queue_notifications(change, device, "ack" if event == LifecycleEvent.ack else "resolve")
                 try:
                     await self._commit(change)
                     break
@@ -535,6 +545,40 @@ class Pipeline:
         return alert
 
     # -- helpers --------------------------------------------------------------------------------------
+    async def _notify_device(self, device_id: str, event: LifecycleEvent) -> Device | None:
+        """The device record, when an ack or resolve may have emergency contacts to tell; None otherwise.
+        A failed read costs the notifications, never the platform's transition."""
+        if self.notifier is None or event not in (LifecycleEvent.ack, LifecycleEvent.resolve):
+            return None
+        try:
+            device = await self.store.get_device(device_id)
+        except StoreError as exc:
+            log.warning("emergency contacts not read", extra={"device_id": device_id, "error": str(exc)})
+            return None
+        return device if device is not None and device.person and device.person.emergency_contacts else None
+
+    async def _told_routes(self, alert_id: str, device: Device) -> set[str]:
+        """The emergency contacts' routes on which this alert was delivered: a cancel is told only to those
+        (the rows still waiting are dropped with the cancel; one in flight just then is not followed)."""
+        if self.notifier is None or device.person is None or not device.person.emergency_contacts:
+            return set()
+        return {o.route for o in await self.store.outbox_items(alert_id)
+                if is_notify_route(o.route) and o.msg_type == "notify" and o.state == "delivered"
+                and o.idempotency_key.startswith(f"{alert_id}:notify:alert:")}
+
+    def _queue_notifications(
+        self, change: Change, device: Device, event: NotifyEvent, only_routes: set[str] | None = None
+    ) -> None:
+        """Rows for the person's emergency contacts, appended after the police contact in the same change.
+        A bug here must never cost the police contact: it is logged and the notifications are skipped."""
+        if self.notifier is None or device.person is None or not device.person.emergency_contacts:
+            return
+        try:
+            self.notifier.queue(change, device, event, time.time(), only_routes)
+        except Exception as exc:
+            log.error("emergency contact notifications failed", extra={"alert_id": change.alert.alert_id,
+                                                                       "error": repr(exc)})
+
     def _queue_update(self, change: Change, device: Device, reason: str) -> None:
         """Escalation and location updates: at most the limiter's rate per device reach the platform.
 

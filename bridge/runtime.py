@@ -21,6 +21,7 @@ from bridge.health import TransportMonitor
 from bridge.ingress import Ingress
 from bridge.metrics import Metrics
 from bridge.model import utcnow
+from bridge.notify import Notifier, SmsGateway
 from bridge.pipeline import Pipeline
 from bridge.plugins import LoadedPlugin, load_all
 from bridge.private_files import private_dir
@@ -30,6 +31,7 @@ from bridge.routing import DEFAULT_ROUTE, RoutingTable, load_routes
 from bridge.security import RefusalAudit, flush_refusals
 from bridge.sinks.base import Sink
 from bridge.sinks.file import FileSink
+from bridge.sinks.notify import notification_sinks
 from bridge.sinks.webhook import WebhookSink
 from bridge.store import Store, make_store
 
@@ -88,6 +90,13 @@ class BridgeRuntime:
         self.refusals = RefusalAudit(settings.auth_audit_interval_s)
         self.transports = TransportMonitor()
         sinks = build_sinks(settings, self.routes)
+        # The person's own emergency contacts: their channels' sinks next to the platform routes.
+        # SMS is offered once the serial adapter declares a GSM port on the gateway (SmsGateway.declare).
+        gateway = SmsGateway()
+        notify_sinks = notification_sinks(settings, gateway)
+        sinks.primary.update(notify_sinks)
+        channels = [family.split(":", 1)[1] for family in notify_sinks if family != "notify:sms"]
+        self.pipeline.notifier = Notifier(channels, settings.notify_map_url, sms=gateway)
         self.forwarder = Forwarder(
             self.store,
             self.pipeline,

@@ -20,3 +20,6 @@ def test_demo_command() -> None:
     # Every transport shows up in the table.
     for transport in ("http", "mqtt", "coap", "serial", "alexa", "watch", "dc09"):
         assert f"│ {transport}" in run.stdout
+    # An emergency contact (a carer's webhook) is told about the fall and then that help is on the way.
+    assert "carer notified Catriona MacLeod: [EXERCISE] Alert: Morag MacLeod - a fall" in run.stdout
+    assert "carer notified Catriona MacLeod: [EXERCISE] Help is on the way: Morag MacLeod" in run.stdout

@@ -246,3 +246,19 @@ async def test_put_devices_batch_is_idempotent_and_sets_tokens(store: Store) -> 
     assert await store.device_for_token("token-b7-long-enough") is None
     assert (await store.device_for_token("new-b7")).device_id == "b7"  # type: ignore[union-attr]
     await store.put_devices([])
+
+
+async def test_a_delivered_notification_is_not_a_contact_sent(store: Store) -> None:
+    """Emergency contacts' rows (bridge/notify.py) never count as the platform having seen the alert."""
+    alert = make_alert()
+    police = make_item(alert, 1)
+    carer = make_item(alert, 1, critical=False, route="notify:email:0")
+    carer.msg_type = "notify"
+    await store.commit(Change(alert=alert, outbox=[police, carer]))
+    leased = {i.route: i for i in await store.lease(10, 30, time.time())}
+    assert set(leased) == {"default", "notify:email:0"}  # independent routes, both due at once
+    await store.mark_delivered(carer.item_id, time.time())
+    await store.reschedule(police.item_id, time.time() + 60, "down", 0)
+    assert await store.contact_sent(alert.alert_id) is False
+    await store.mark_delivered(police.item_id, time.time())
+    assert await store.contact_sent(alert.alert_id) is True

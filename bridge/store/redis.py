@@ -679,7 +679,10 @@ class RedisStore:
         return await self._call(lambda: self.r.get(self._k("dd", dedupe_key)), retries=2)
 
     async def contact_sent(self, alert_id: str) -> bool:
-        return any(i.state in ("delivered", "inflight") or i.attempts > 0 for i in await self.outbox_items(alert_id))
+        return any(
+            (i.state in ("delivered", "inflight") or i.attempts > 0) and not i.route.startswith("notify:")
+            for i in await self.outbox_items(alert_id)  # emergency contacts' rows are not the platform's
+        )
 
     # -- outbox ---------------------------------------------------------------------------------------
     async def lease(self, limit: int, lease_s: float, now: float) -> list[OutboxItem]:

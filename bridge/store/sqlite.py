@@ -575,7 +575,7 @@ class SqliteStore:
         row = await self._lookup(
             lambda c: c.execute(
                 "SELECT 1 FROM outbox WHERE alert_id = ? AND (state IN ('delivered', 'inflight') OR attempts > 0) "
-                "LIMIT 1",
+                "AND route NOT LIKE 'notify:%' LIMIT 1",  # emergency contacts' rows are not the platform's
                 (alert_id,),
             ).fetchone()
         )

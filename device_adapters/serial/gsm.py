@@ -14,7 +14,9 @@ import asyncio
 import contextlib
 import csv
 import dataclasses
+import functools
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from device_adapters.serial.base import PortHandler, log
@@ -90,6 +92,12 @@ class GsmHandler(PortHandler):
         self.ready = asyncio.Event()
         self._retry_s: dict[int | Sms, float] = {}  # texts not stored yet -> their current backoff
         self.replier = SmsReplier(self)
+        # The person's emergency contacts may be texted through this modem (bridge/notify.py).
+        notifier = getattr(self.ctx.pipeline, "notifier", None)
+        self.sms_gateway = notifier.sms if notifier is not None else None
+        if self.sms_gateway is not None:
+            self.sms_gateway.declare()
+        self._sms_sender: Callable[[str, str], Awaitable[None]] | None = None
 
     @property
     def direct(self) -> bool:
@@ -186,6 +194,9 @@ class GsmHandler(PortHandler):
                 for sms in parse_listing(await self.command(conn, 'AT+CMGL="ALL"', timeout=15)):
                     await self._handle_stored(conn, sms)
             self.ready.set()
+            if self.sms_gateway is not None:
+                self._sms_sender = functools.partial(self.send_sms, conn)
+                self.sms_gateway.connect(self._sms_sender)
             while True:
                 item = await self._indications.get()
                 if item is None:
@@ -200,6 +211,9 @@ class GsmHandler(PortHandler):
             raise LinkLost(str(exc)) from exc
         finally:
             self.ready.clear()
+            if self.sms_gateway is not None and self._sms_sender is not None:
+                self.sms_gateway.disconnect(self._sms_sender)
+                self._sms_sender = None
             if replies is not None:
                 replies.cancel()
             reader.cancel()
