@@ -19,7 +19,7 @@ from bridge.pipeline import SubmitResult
 from bridge.store.base import StoreError
 
 MAX_FOLD = 500  # presses folded into one submit (bounds one commit's dedupe keys)
-ORDERED_ACTIONS = frozenset({"alert", "cancel", "restore"})
+ORDERED_ACTIONS = frozenset({"alert", "cancel", "restore", "message"})
 
 Submit = Callable[[Observation, Device | None], Awaitable[SubmitResult]]
 
