@@ -614,8 +614,9 @@ class Pipeline:
                     continue
             else:
                 raise StoreError("the alert kept changing under this message; retry")
-        self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, device_state(alert),
-                                     "message", text=message))
+        # The alert's real state (for delivery records); device channels show only the text of this event.
+        self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, "message",
+                                     text=message))
         return alert, message
 
     # -- helpers --------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ async def raise_alert(c: httpx.AsyncClient, **body: Any) -> str:
 
 
 async def events(env: BridgeEnv, alert_id: str) -> list[str]:
-    return [h.event for h in await env.store.history(alert_id)]
+    """The alert's message history (delivery confirmations from the forwarder race these tests)."""
+    return [h.event for h in await env.store.history(alert_id) if h.event.startswith("message")]
 
 
 async def test_platform_message_reaches_the_device_and_is_recorded(bridge_env: BridgeEnv) -> None:
@@ -149,7 +150,7 @@ async def test_bad_messages_are_refused_and_nothing_is_stored(tmp_path: Any) -> 
             c.headers["Authorization"] = f"Bearer {other}"
             other_alert = await raise_alert(c)
             c.headers["Authorization"] = f"Bearer {token}"
-            before = await events(env, alert_id)
+            assert await events(env, alert_id) == []
             seq = (await env.store.get_alert(alert_id)).contact_seq
             cases: list[tuple[str, str, dict[str, str], Any, int, str]] = [
                 ("empty", f"/v1/platform/alerts/{alert_id}/messages", platform(env), {"text": ""}, 422,
@@ -178,7 +179,7 @@ async def test_bad_messages_are_refused_and_nothing_is_stored(tmp_path: Any) -> 
                 r = await c.post(path, json=body, headers=headers)
                 assert (r.status_code, r.json()["error"]) == (status, code), (name, r.text)
                 assert set(r.json()) == {"error", "reason"}, name
-            assert await events(env, alert_id) == before
+            assert await events(env, alert_id) == []
             assert (await env.store.get_alert(alert_id)).contact_seq == seq
             ok = await c.post(f"/v1/platform/alerts/{alert_id}/messages", headers=platform(env),
                               json={"text": "x" * MAX_TEXT_CHARS})

@@ -245,12 +245,13 @@ async def event_stream(ctx: AdapterContext, alert: Alert) -> AsyncIterator[bytes
         current = await ctx.store.get_alert(alert.alert_id) or alert
         history = await ctx.store.history(alert.alert_id)
         yield sse("status", status_body(current))
-        sent: set[str] = set()
-        for m in conversation(history):
-            if m["from"] == "platform":
-                sent.add(m["message_id"])
-                yield sse("message", m | {"alert_id": alert.alert_id}, m["message_id"])
-        await record_sent(ctx.store, current, sorted(sent), "sse", skip=delivered_over(history, "sse"))
+        backlog = [m for m in conversation(history) if m["from"] == "platform"]
+        sent = {m["message_id"] for m in backlog}
+        # Recorded as it is handed to the stream (a client gone mid-write cannot be told apart anyway).
+        await record_sent(ctx.store, current, [m["message_id"] for m in backlog], "sse",
+                          skip=delivered_over(history, "sse"))
+        for m in backlog:
+            yield sse("message", m | {"alert_id": alert.alert_id}, m["message_id"])
         if not current.is_open:
             return
         while True:
@@ -264,8 +265,8 @@ async def event_stream(ctx: AdapterContext, alert: Alert) -> AsyncIterator[bytes
             if ev.text is not None:
                 if ev.text.message_id not in sent:
                     sent.add(ev.text.message_id)
-                    yield sse("message", ev.text.body(alert.alert_id), ev.text.message_id)
                     await record_sent(ctx.store, current, [ev.text.message_id], "sse")
+                    yield sse("message", ev.text.body(alert.alert_id), ev.text.message_id)
                 continue
             yield sse("status", {"alert_id": ev.alert_id, "state": ev.state.value, "message": ev.message,
                                  "event": ev.event})

@@ -1,0 +1,74 @@
+"""Two-way text over MQTT (issue 16 part 1) on a real Mosquitto: platform messages on the device's
+`status/messages` sub-topic (never coalesced, discreet on a silent alert, deliveries recorded), and the
+person's reply on `reply` through the ingress as a `message` contact in order with the alert's others."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_mqtt_adapter import Listener, make_env
+
+
+async def test_platform_messages_reach_the_mqtt_device(tmp_path: Path, mosquitto_url: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running() as eb:
+        listener = Listener(mosquitto_url, ["sosbridge/acme/text-btn/status/messages",
+                                            "sosbridge/acme/text-btn/status"])
+        try:
+            await listener.ready()
+            device = await env.add("text-btn", "sosbridge-mqtt-button")
+            await env.sim(device).alert("duress", silent=True)
+            [contact] = await env.contacts_for("text-btn")
+            alert_id = contact["alert_id"]
+            auth = {"Authorization": f"Bearer {env.settings.platform_token}"}
+            async with httpx.AsyncClient(base_url=eb.url, headers=auth) as c:
+                ids = []
+                for text in ("We are on our way.", "Stay inside if you can."):  # back to back: none coalesced
+                    r = await c.post(f"/v1/platform/alerts/{alert_id}/messages", json={"text": text})
+                    assert r.status_code == 201, r.text
+                    ids.append(r.json()["message_id"])
+                await listener.wait_for(lambda t, b: t.endswith("/messages") and b["message_id"] == ids[1])
+                got = [b for t, b in listener.messages if t.endswith("/status/messages")]
+                assert [b["text"] for b in got] == ["We are on our way.", "Stay inside if you can."]
+                assert all(b["discreet"] is True and b["alert_id"] == alert_id for b in got)
+                await asyncio.sleep(0.2)
+                view = (await c.get(f"/v1/platform/alerts/{alert_id}")).json()
+                for mid in ids:
+                    assert {"channel": "mqtt", "status": "sent"}.items() <= view["message_deliveries"][mid][0].items()
+                # The text never lands on the retained status topic.
+                assert all("text" not in b for t, b in listener.messages if t.endswith("/status"))
+        finally:
+            listener.close()
+
+
+async def test_reply_topic_becomes_a_message_contact(tmp_path: Path, mosquitto_url: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
+        errors = Listener(mosquitto_url, ["sosbridge/acme/reply-btn/error"])
+        try:
+            await errors.ready()
+            device = await env.add("reply-btn", "sosbridge-mqtt-button")
+            sim = env.sim(device)
+            await sim.alert("sos")
+            await sim.reply("I fell in the kitchen\x07, door is unlocked", message_id="r-1")
+            contacts = await env.contacts_for("reply-btn", n=2)
+            assert [c["msg_type"] for c in contacts] == ["alert", "message"]
+            assert contacts[1]["message"]["text"] == "I fell in the kitchen, door is unlocked"
+            assert contacts[1]["message"]["transport"] == "mqtt" and contacts[1]["seq"] == 2
+            alert_id = contacts[0]["alert_id"]
+            # Bad replies are answered on the error topic and store nothing.
+            await sim.reply("")
+            await sim.reply("x" * 1001)
+            await sim.reply("hello", alert_id="01NOSUCHALERT")
+            await errors.wait_for(lambda t, b: b["code"] == "not_found")
+            codes = [b["code"] for _, b in errors.messages]
+            assert codes.count("invalid_text") == 2
+            history = [h.event for h in await env.store.history(alert_id)]
+            assert history.count("message_in") == 1
+            assert (await env.store.get_alert(alert_id)).contact_seq == 2
+        finally:
+            errors.close()
