@@ -64,6 +64,8 @@ class SmsReplier:
                     log.warning("sms reply skipped", extra={"device_id": event.device_id, "error": str(exc)[:100]})
 
     async def consider(self, conn: Connection, event: StatusEvent) -> bool:
+        if event.text is not None:
+            return False  # a platform text message, not a state change (no SMS delivery of texts yet)
         key = (event.alert_id, event.state)
         if key in self.sent or event.state not in REPLY_STATES:
             return False
