@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bridge.model import AlertKind, Observation
 from tests.test_mqtt_adapter import Listener, make_env
 
 
@@ -72,3 +73,37 @@ async def test_reply_topic_becomes_a_message_contact(tmp_path: Path, mosquitto_u
             assert (await env.store.get_alert(alert_id)).contact_seq == 2
         finally:
             errors.close()
+
+
+@pytest.mark.parametrize(("silent", "allowed", "audible", "spoken"), [
+    (False, False, False, True),  # a non-silent alert: spoken
+    (True, False, True, False),  # silent: never spoken, even when the platform asks, unless the device allows
+    (True, True, False, False),  # silent, allowed, but the platform did not ask
+    (True, True, True, True),  # silent, the platform asked and the device record allows it
+])
+async def test_hermes_speaks_only_when_it_may(tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch,
+                                              silent: bool, allowed: bool, audible: bool, spoken: bool) -> None:
+    async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running() as eb:
+        listener = Listener(mosquitto_url, ["hermes/tts/say", "sosbridge/acme/kitchen-sat/status/messages"])
+        try:
+            await listener.ready()
+            await env.add("kitchen-sat", "rhasspy-hermes-satellite", identifiers={"hermes_site": "kitchen"},
+                          audible_on_silent=allowed)
+            result = await eb.runtime.ingress.observations.submit(Observation(
+                device_id="kitchen-sat", transport="mqtt", kind=AlertKind.sos, silent=silent))
+            auth = {"Authorization": f"Bearer {env.settings.platform_token}"}
+            async with httpx.AsyncClient(base_url=eb.url, headers=auth) as c:
+                r = await c.post(f"/v1/platform/alerts/{result.alert_id}/messages",
+                                 json={"text": "Help is coming.", "language": "en-GB", "audible": audible})
+                assert r.status_code == 201, r.text
+            # The text topic always carries it; the status/messages publish precedes any speech.
+            await listener.wait_for(lambda t, b: t.endswith("/status/messages"))
+            await asyncio.sleep(0.5)
+            said = [b for t, b in listener.messages if t == "hermes/tts/say"]
+            if spoken:
+                assert said == [{"text": "Help is coming.", "siteId": "kitchen", "id": r.json()["message_id"],
+                                 "lang": "en-GB"}]
+            else:
+                assert said == []
+        finally:
+            listener.close()

@@ -352,6 +352,18 @@ class MqttAdapter(BaseAdapter):
             self.conn.publish(messages_topic(event.tenant_id, event.device_id),
                               json.dumps(event.text.body(event.alert_id)), qos=1)
             await record_delivery(self.ctx.store, event, "mqtt")
+            # Spoken aloud only when it may make a sound: never on a silent or duress alert unless the
+            # platform asked (audible) and the device record allows it (the pipeline decided `audible`).
+            if event.text.discreet and not event.text.audible:
+                return
+            device = await self.ctx.store.get_device(event.device_id)
+            site = device.identifiers.get("hermes_site") if device else None
+            if site:
+                say = {"text": event.text.text, "siteId": site, "id": event.text.message_id}
+                if event.text.language:
+                    say["lang"] = event.text.language
+                self.conn.publish(HERMES_TTS_TOPIC, json.dumps(say), qos=1)
+                await record_delivery(self.ctx.store, event, "hermes_tts")
         except Exception:
             log.exception("message publish failed", extra={"alert_id": event.alert_id})
 
@@ -379,6 +391,7 @@ class MqttAdapter(BaseAdapter):
 
 
 HERMES_SILENT_REPLY = "OK, noted."
+HERMES_TTS_TOPIC = "hermes/tts/say"
 
 
 def _intent_or_empty(payload: bytes) -> str:
