@@ -1,9 +1,9 @@
 """Admission and fairness: one lane per device, emergencies first, non-emergencies coalesced.
 
 Each device has at most one observation being stored at a time, so a flooding device occupies one slot
-of the store while every other device's first alert goes straight in. In its lane, alert, cancel and
-restore frames queue in order and are never dropped; identical waiting presses are folded into one
-submit (every press still counted and its message id still deduped). Locations and heartbeats keep only
+of the store while every other device's first alert goes straight in. In its lane, alert, cancel,
+restore and text message observations queue in order and are never dropped; identical waiting presses
+are folded into one submit (every press still counted and its message id still deduped). Locations and heartbeats keep only
 the newest: an older one still waiting is answered `coalesced` (acknowledged, deliberately not stored).
 """
 
