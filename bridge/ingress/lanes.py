@@ -4,7 +4,8 @@ Each device has at most one observation being stored at a time, so a flooding de
 of the store while every other device's first alert goes straight in. In its lane, alert, cancel,
 restore and text message observations queue in order and are never dropped; identical waiting presses
 are folded into one submit (every press still counted and its message id still deduped). Locations and
-heartbeats keep only the newest: an older one still waiting is answered `coalesced` (acknowledged, deliberately not stored).
+heartbeats keep only the newest: an older one still waiting is answered `coalesced` (acknowledged,
+deliberately not stored).
 """
 
 from __future__ import annotations
