@@ -223,3 +223,20 @@ async def test_platform_messages_are_texted_unless_the_alert_is_silent(gsm_env: 
         assert r.json()["audible"] is True
         await until(lambda: (NUMBER, "Reply YES if safe.") in gsm_env.modem.sent)
         assert (NUMBER, "Are you safe?") not in gsm_env.modem.sent
+
+
+async def test_a_text_from_the_tracker_reaches_the_platform_as_a_message(gsm_env: GsmEnv) -> None:
+    """Issue 16: with an open alert, a text from a tracker that allows replies that is not an SOS or status
+    frame is the person's message; without an open alert, or from a tracker without replies, it is not."""
+    env = gsm_env.env
+    gsm_env.modem.receive_sms("+447700900999", "Hello from the quiet one", "09/10/28,03:30:00+00")
+    gsm_env.modem.receive_sms(NUMBER, TK203_SOS, "09/10/28,03:33:10+00")
+    contact = await env.receiver.first(lambda c: c["device"]["id"] == "tracker-1")
+    gsm_env.modem.receive_sms(NUMBER, "I am hiding behind the shed", "09/10/28,03:35:10+00")
+    message = await env.receiver.first(lambda c: c["msg_type"] == "message")
+    assert message["alert_id"] == contact["alert_id"] and message["seq"] == 2
+    assert message["message"]["text"] == "I am hiding behind the shed"
+    assert message["message"]["transport"] == "serial"  # the GSM port is a serial transport
+    await asyncio.sleep(0.3)
+    assert [c["msg_type"] for c in env.receiver.contacts if c["device"]["id"] == "tracker-1"] == ["alert", "message"]
+    assert not any(c["device"]["id"] == "tracker-quiet" for c in env.receiver.contacts)
