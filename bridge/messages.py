@@ -21,7 +21,7 @@ MESSAGE_OUT = "message_out"
 MESSAGE_IN = "message_in"
 MESSAGE_DELIVERY = "message_delivery"
 
-DeliveryStatus = Literal["sent", "delivered"]
+DeliveryStatus = Literal["sent", "delivered", "read"]
 LANGUAGE_PATTERN = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$"
 _INVISIBLE = re.compile(r"[\s\u200b-\u200d\u2060\ufeff\x7f-\x9f]")
 

@@ -54,6 +54,15 @@ async def test_platform_message_reaches_the_device_and_is_recorded(bridge_env: B
         view = (await c.get(f"/v1/platform/alerts/{alert_id}", headers=platform(bridge_env))).json()
         assert [(d["channel"], d["status"]) for d in view["message_deliveries"][sent["message_id"]]] == [
             ("http", "sent")]
+        # The app says the person has read it: recorded once; an unknown message is not found.
+        for _ in range(2):
+            read = await c.post(f"/v1/alerts/{alert_id}/messages/{sent['message_id']}/read")
+            assert read.status_code == 200 and read.json()["read"] is True
+        missing = await c.post(f"/v1/alerts/{alert_id}/messages/nope/read")
+        assert (missing.status_code, missing.json()["error"]) == (404, "not_found")
+        view = (await c.get(f"/v1/platform/alerts/{alert_id}", headers=platform(bridge_env))).json()
+        assert [(d["channel"], d["status"]) for d in view["message_deliveries"][sent["message_id"]]] == [
+            ("http", "sent"), ("app", "read")]
 
 
 async def read_sse(response: httpx.Response, want: int) -> list[tuple[str, dict[str, Any]]]:

@@ -22,7 +22,7 @@ from bridge.api.auth import require_device
 from bridge.decoding import Frame
 from bridge.ingress import Claim, Receipt
 from bridge.lifecycle import DEVICE_MESSAGES
-from bridge.messages import MESSAGE_DELIVERY, conversation, delivered_over
+from bridge.messages import MESSAGE_DELIVERY, MESSAGE_OUT, conversation, delivered_over
 from bridge.model import (
     FINAL_STATES,
     Alert,
@@ -182,6 +182,21 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         obs = Observation(device_id=device.device_id, transport=TRANSPORT, action="message", alert_id=alert_id,
                           text=body.text, message_id=body.message_id)
         return answer(await ctx.ingress.submit(obs, device))
+
+    @router.post("/{alert_id}/messages/{message_id}/read")
+    async def message_read(alert_id: str, message_id: str, device: Device = Depends(require_device)) -> dict[str, Any]:
+        """The app showed the person a platform message: recorded once as `read` (channel `app`)."""
+        alert = await own_alert(alert_id, device)
+        history = await ctx.store.history(alert_id)
+        if not any(h.event == MESSAGE_OUT and h.detail.get("message_id") == message_id for h in history):
+            raise Rejected(f"message {message_id!r} not found", "not_found")
+        already = any(h.event == MESSAGE_DELIVERY and h.detail.get("message_id") == message_id
+                      and h.detail.get("status") == "read" for h in history)
+        if not already:
+            await ctx.store.append_history(alert_id, [HistoryEntry(
+                at=utcnow(), event=MESSAGE_DELIVERY, state=alert.state,
+                detail={"message_id": message_id, "channel": "app", "status": "read"})])
+        return {"alert_id": alert_id, "message_id": message_id, "read": True}
 
     async def own_alert(alert_id: str, device: Device) -> Alert:
         alert = await ctx.store.get_alert(alert_id)
