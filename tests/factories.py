@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from bridge.model import Alert, AlertKind, AlertState, Severity, new_id, utcnow
-from bridge.store.base import OutboxItem
+from bridge.store.base import Change, OutboxItem, StoreError
 
 
 def make_alert(device_id: str = "d1", state: AlertState = AlertState.received, **fields: Any) -> Alert:
@@ -49,3 +51,18 @@ def make_item(
         created_at=at if at is not None else time.time(),
         route=route,
     )
+
+
+@contextlib.contextmanager
+def store_outage(store: Any) -> Iterator[None]:
+    """Every commit fails as a full disk or a lost database would: nothing is written (reads still work)."""
+    original = store.commit
+
+    async def failing(change: Change) -> None:
+        raise StoreError("sqlite: disk I/O error")
+
+    store.commit = failing
+    try:
+        yield
+    finally:
+        store.commit = original

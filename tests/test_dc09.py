@@ -7,8 +7,7 @@ as they are, then their data blocks re-framed with a valid CRC, length and a cur
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,10 +17,10 @@ import pytest
 
 from bridge.model import Device, Location, Person
 from bridge.serving import free_port
-from bridge.store.base import Change, StoreError
 from device_adapters.decoders import dc09
 from simulator.devices.dc09 import VirtualPanel
 from tests.conftest import BridgeEnv, running_bridge
+from tests.factories import store_outage
 
 LINES = [
     line.strip().encode()
@@ -62,19 +61,6 @@ async def dc09_env(tmp_path: Path) -> AsyncIterator[Dc09Env]:
     async with running_bridge(tmp_path, dc09_port=port) as env:
         yield Dc09Env(env, port)
 
-
-@contextlib.contextmanager
-def store_outage(store: Any) -> Iterator[None]:
-    original = store.commit
-
-    async def failing(change: Change) -> None:
-        raise StoreError("sqlite: disk I/O error")
-
-    store.commit = failing
-    try:
-        yield
-    finally:
-        store.commit = original
 
 
 async def test_pysiaalarm_lines_as_they_are(dc09_env: Dc09Env) -> None:

@@ -7,8 +7,7 @@ Frames are the profiles' own cited samples (hardware/profiles/*.yaml, `source` o
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from bridge.metrics import Metrics
 from bridge.model import AlertKind, Device, Observation
 from bridge.pipeline import Pipeline, SubmitResult
 from bridge.profiles import DeviceProfile, ProfileRegistry, Sample
-from bridge.store.base import Change, StoreError
 from bridge.store.sqlite import SqliteStore
+from tests.factories import store_outage
 
 PROFILES = ProfileRegistry.load()
 CASES = [(p, s) for p in PROFILES.profiles.values() for s in p.samples]
@@ -48,20 +47,6 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     finally:
         await store.close()
 
-
-@contextlib.contextmanager
-def store_outage(store: SqliteStore) -> Iterator[None]:
-    """Every commit fails as a full disk or a lost connection would: nothing is written."""
-    original = store.commit
-
-    async def failing(change: Change) -> None:
-        raise StoreError("sqlite: disk I/O error")
-
-    store.commit = failing  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        store.commit = original  # type: ignore[method-assign]
 
 
 def frame_meta(profile: DeviceProfile, sample: Sample) -> dict[str, str]:
@@ -209,3 +194,33 @@ async def test_lanes_serve_emergencies_first_fold_presses_and_coalesce_fixes() -
     assert [(o.device_id, o.action, o.presses) for o in seen] == [
         ("d", "location", 1), ("e", "alert", 1), ("d", "alert", 5), ("d", "location", 1)]
     assert lanes.active == 0
+
+
+async def test_a_stored_frame_repeated_is_a_duplicate_without_decoding(env: Env,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    await env.store.put_device(Device(device_id="btn", tenant_id="acme", profile_id="sosbridge-mqtt-button"))
+    press = Frame(payload=b'{"kind": "sos", "message_id": "m-1"}', meta={"ecosystem": "sosbridge"})
+    claim = Claim("mqtt", device_id="btn", tenant="acme")
+    first = await env.ingress.receive(press, claim)
+    assert first.last is not None and first.last.outcome == "created"
+    import bridge.ingress.ingress as ingress_module
+
+    def no_decoding(name: str) -> object:
+        raise AssertionError("a repeat of a stored frame must not be decoded again")
+
+    monkeypatch.setattr(ingress_module, "get_decoder", no_decoding)
+    again = await env.ingress.receive(press, claim)
+    assert again.status == "accepted" and again.last is not None
+    assert (again.last.outcome, again.last.alert_id) == ("duplicate", first.last.alert_id)
+
+
+async def test_a_repeated_frame_without_message_id_is_a_new_press(env: Env) -> None:
+    """zigbee2mqtt without last_seen: the same bytes twice are two presses (an escalation), never skipped."""
+    await env.store.put_device(Device(device_id="fob", profile_id="zigbee2mqtt-tuya-ts0215a-sos"))
+    press = Frame(payload=b'{"action": "emergency"}', meta={"ecosystem": "zigbee2mqtt", "subtopic": ""})
+    claim = Claim("mqtt", device_id="fob")
+    first = await env.ingress.receive(press, claim)
+    await asyncio.sleep(2.1)  # past the profile's 2 s debounce: a real second press
+    second = await env.ingress.receive(press, claim)
+    assert first.last is not None and second.last is not None
+    assert (first.last.outcome, second.last.outcome) == ("created", "escalated")

@@ -140,3 +140,30 @@ async def test_a_flooding_device_folds_and_another_first_alert_goes_through(
         await _settle(env.adapter, before, 302)
         again = await env.store.open_alert_for_device("a")
         assert again is not None and again.escalation_count == 299
+
+
+async def test_sos_right_after_a_fix_uses_that_fix(tmp_path: Path, mosquitto_url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ingress reuses registry answers for 2 s; the alert must still use the position stored a moment ago."""
+    async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
+        await env.add("walker", "sosbridge-mqtt-button")
+        pub = MqttPublisher(mosquitto_url)
+        topic = "sosbridge/acme/walker/alert"
+        await pub.apublish(topic, json.dumps({"action": "location", "message_id": "l1",
+                                              "location": {"lat": 57.1, "lon": -4.2, "accuracy_m": 10}}))
+        for _ in range(200):
+            device = await env.store.get_device("walker")
+            if device is not None and device.last_location is not None:
+                break
+            await asyncio.sleep(0.02)
+        await pub.apublish(topic, json.dumps({"action": "location", "message_id": "l2",
+                                              "location": {"lat": 57.2, "lon": -4.3, "accuracy_m": 10}}))
+        for _ in range(200):
+            device = await env.store.get_device("walker")
+            if device is not None and device.last_location is not None and device.last_location.lat == 57.2:
+                break
+            await asyncio.sleep(0.02)
+        await pub.apublish(topic, json.dumps({"kind": "sos", "message_id": "s1"}))  # no fix of its own
+        contact = (await env.contacts_for("walker"))[0]
+        assert contact["location"]["last_known"] is True
+        assert (contact["location"]["lat"], contact["location"]["lon"]) == (57.2, -4.3)

@@ -19,7 +19,6 @@ from bridge.embedded import EmbeddedBridge
 from bridge.model import AlertKind, Device, Location, Person
 from bridge.pipeline import DURESS_CANCEL_REASON
 from bridge.receiver import EmbeddedReceiver
-from bridge.store.base import StoreError
 from device_adapters.decoders import diy_frame
 from simulator.devices.serial import (
     VirtualAlarmReceiver,
@@ -30,6 +29,7 @@ from simulator.devices.serial import (
 )
 from simulator.harness import virtual_serial_ports
 from tests.conftest import running_bridge
+from tests.factories import store_outage
 
 TK203_SOS = (
     "lat: 22.566923 long: 114.051331 speed:85.60 28/10/09 03:33 F:4.32V,0, Signal:F\n"
@@ -247,20 +247,11 @@ async def test_sms_read_during_a_store_outage_stays_on_the_sim_and_is_stored_aft
     text stays on the SIM (no AT+CMGD), the reader keeps serving, and the text is read again and stored
     once the store is back, with no replug."""
     env = serial_env
-    store = env.bridge.runtime.store
-    original = store.commit
-
-    async def failing(change: Any) -> None:
-        raise StoreError("sqlite: disk I/O error")
-
-    store.commit = failing  # type: ignore[method-assign]
-    try:
+    with store_outage(env.bridge.runtime.store):
         idx = env.modem.receive_sms("+447700900123", TK203_SOS, "09/10/28,03:33:10+00")
         await until(lambda: env.modem.commands.count(f"AT+CMGR={idx}") >= 2)  # read, refused, read again
         assert f"AT+CMGD={idx}" not in env.modem.commands and idx in env.modem.storage
         assert not [c for c in env.rx.contacts if c["device"]["id"] == "tracker-1"]
-    finally:
-        store.commit = original  # type: ignore[method-assign]
     contact = await env.contact(lambda c: c["device"]["id"] == "tracker-1", timeout=20)
     assert contact["kind"] == "sos"
     await until(lambda: idx not in env.modem.storage, timeout=20)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,10 +19,10 @@ import pytest
 
 from bridge.model import Device, Location, Person
 from bridge.serving import free_port
-from bridge.store.base import Change, StoreError
 from device_adapters.decoders import watch
 from simulator.devices.watch import VirtualWatch, position_content
 from tests.conftest import BridgeEnv, running_bridge
+from tests.factories import store_outage
 
 FIXTURES = Path(__file__).parent / "fixtures" / "watch"
 TRACCAR = [line.strip().encode() for line in (FIXTURES / "traccar-frames.txt").read_text().splitlines() if line]
@@ -82,20 +82,6 @@ async def watch_env(tmp_path: Path) -> AsyncIterator[WatchEnv]:
     async with running_bridge(tmp_path, watch_port=port, watch_idle_s=2.0) as env:
         yield WatchEnv(env, port)
 
-
-@contextlib.contextmanager
-def store_outage(store: Any) -> Iterator[None]:
-    """Every commit fails as a full disk or a lost database would: nothing is written."""
-    original = store.commit
-
-    async def failing(change: Change) -> None:
-        raise StoreError("sqlite: disk I/O error")
-
-    store.commit = failing
-    try:
-        yield
-    finally:
-        store.commit = original
 
 
 async def no_answer(device: VirtualWatch, type_: str, wait: float = 0.5) -> bool:

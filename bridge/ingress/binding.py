@@ -59,14 +59,16 @@ class DeviceCache:
         self.max_entries = max_entries
         self._entries: OrderedDict[tuple[object, ...], tuple[float, Device | None]] = OrderedDict()
 
-    async def resolve(self, store: Store, claim: Claim) -> Device | None:
+    async def resolve(self, store: Store, claim: Claim) -> tuple[Device | None, bool]:
+        """The device (or None) and whether it was read from the store just now (a cached copy may lack
+        the last few seconds' changes, e.g. its latest position: the pipeline re-reads what it needs)."""
         if self.ttl_s <= 0:
-            return await resolve_device(store, claim)
+            return await resolve_device(store, claim), True
         key = (claim.device_id, claim.identifiers, claim.tenant)
         now = time.monotonic()
         hit = self._entries.get(key)
         if hit is not None and hit[0] > now:
-            return hit[1]
+            return hit[1], False
         device = await resolve_device(store, claim)
         self._entries[key] = (now + self.ttl_s, device)
         self._entries.move_to_end(key)
@@ -74,7 +76,7 @@ class DeviceCache:
         # seconds of senders, not the whole of a flood of distinct devices.
         while self._entries and (len(self._entries) > self.max_entries or next(iter(self._entries.values()))[0] <= now):
             self._entries.popitem(last=False)
-        return device
+        return device, True
 
     def forget(self) -> None:
         self._entries.clear()

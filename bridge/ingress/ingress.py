@@ -10,6 +10,7 @@ devices of status changes. It acknowledges a frame only when `receipt.acknowledg
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from bridge.store.base import Store, StoreError
 log = logging.getLogger("sosbridge.ingress")
 
 DEFAULT_MAX_FRAME = 16 * 1024
+STORED_FRAMES = 50_000  # recent frames remembered for repeats (bounded: oldest first)
 
 
 class Ingress:
@@ -51,6 +53,8 @@ class Ingress:
         self.devices = DeviceCache(device_cache_s)
         self.lanes = Lanes(pipeline.submit, self._coalesced)
         self._last_press: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # Frames stored recently, byte for byte, with every event's message id: their repeats are duplicates.
+        self._stored_frames: OrderedDict[bytes, SubmitResult] = OrderedDict()
         self.observations = ObservationEntry(self)
 
     # -- frames --------------------------------------------------------------------------------------
@@ -74,7 +78,7 @@ class Ingress:
             return self._refuse(transport, None, "too_large",
                                 f"payload of {len(frame.payload)} bytes exceeds {self.max_frame_bytes}")
         try:
-            device = await self.devices.resolve(self.store, claim)
+            device, fresh = await self.devices.resolve(self.store, claim)
         except StoreError as exc:
             return self._not_stored(transport, None, exc)
         if device is None:
@@ -83,6 +87,12 @@ class Ingress:
             profile = choose_profile(self.profiles, device, claim, frame.meta)
         except BindingError as exc:
             return self._refuse(transport, device, exc.code, exc.reason)
+        frame_key = _frame_digest(device.device_id, profile.id, frame)
+        if (again := self._stored_frames.get(frame_key)) is not None:
+            # The very frame (same bytes, so the same message ids) was stored already: a redelivery or a
+            # button's retry. Answered without decoding it again: a storm of repeats stays cheap.
+            self.metrics.duplicate(transport)
+            return Receipt("accepted", results=(again,), device=device, profile=profile)
         try:
             events = get_decoder(profile.decoder)(frame, profile)
         except DecodeError as exc:
@@ -116,9 +126,15 @@ class Ingress:
         for key, level in levels:
             self.levels.set(device.device_id, key, level)
         observations = [self._observation(e, device, transport, raw, overrides) for e in passed]
-        receipt = await self._store(observations, device, profile)
+        # A device read just now is handed to the pipeline (saves a read); a cached one is not: its last
+        # known position may be older than the fix stored a moment ago.
+        receipt = await self._store(observations, device, profile, fresh)
         if receipt.stored:
             self._pressed(device, profile, passed)
+            if receipt.status == "accepted" and all(e.message_id for e in passed) and receipt.last is not None:
+                # Only frames whose every event carries a message id: their repeat is by definition a
+                # duplicate. A press with no id (a zigbee2mqtt action without last_seen) is a new press.
+                self._remember_frame(frame_key, SubmitResult(receipt.last.alert_id, "duplicate", None))
         else:
             for key, level in levels:
                 if self.levels.get(device.device_id, key) == level:
@@ -164,12 +180,12 @@ class Ingress:
 
     # -- steps -----------------------------------------------------------------------------------------
     async def _store(self, observations: list[Observation], device: Device | None,
-                     profile: DeviceProfile | None) -> Receipt:
+                     profile: DeviceProfile | None, hand_over: bool = False) -> Receipt:
         results: list[SubmitResult] = []
         coalesced = False
         for obs in observations:
             try:
-                results.append(await self.lanes.run(obs, device))
+                results.append(await self.lanes.run(obs, device if hand_over else None))
             except Coalesced:
                 coalesced = True
             except Rejected as exc:  # counted and logged by the pipeline
@@ -185,6 +201,12 @@ class Ingress:
                      overrides: dict[str, Any] | None) -> Observation:
         obs = event.to_observation(device.device_id, transport, raw=raw)
         return obs.model_copy(update=overrides) if overrides else obs
+
+    def _remember_frame(self, key: bytes, result: SubmitResult) -> None:
+        self._stored_frames[key] = result
+        self._stored_frames.move_to_end(key)
+        while len(self._stored_frames) > STORED_FRAMES:
+            self._stored_frames.popitem(last=False)
 
     def _debounce(self, device: Device, profile: DeviceProfile, events: list[Decoded]) -> list[Decoded]:
         """Ghost presses (a radio repeating one press): the same kind again within the profile's window.
@@ -234,6 +256,14 @@ class Ingress:
 
     def _coalesced(self, obs: Observation) -> None:
         self.metrics.frames_coalesced.labels(obs.transport).inc()
+
+
+def _frame_digest(device_id: str, profile_id: str, frame: Frame) -> bytes:
+    """16 bytes standing for (device, profile, metadata, payload): what a repeat must match to the byte."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{device_id}\0{profile_id}\0{sorted(frame.meta.items())!r}\0".encode())
+    h.update(frame.payload)
+    return h.digest()
 
 
 class ObservationEntry:

@@ -145,17 +145,7 @@ def mosquitto_restart(alerts: int, down_s: float, rng: random.Random, workdir: P
                 time.sleep(0.01)
             pub.loop_stop()
             pub.disconnect()
-            wanted = {device_id for device_id, _ in devices}
-            deadline = time.monotonic() + 60 + down_s
-            while time.monotonic() < deadline and not wanted <= set(alert_keys_by_device(s)):
-                time.sleep(0.1)
-            time.sleep(s.lease_s + 0.5)
-            # One alert contact per button is right; a repeat, or a second alert id, is a duplicate.
-            received: Counter[str] = Counter()
-            for device_id, keys in alert_keys_by_device(s).items():
-                if device_id in wanted:
-                    received[device_id] = sum(keys.values())
-            return Tally(wanted, received)
+            return _button_tally(s, {device_id for device_id, _ in devices}, 60 + down_s, settle_s=s.lease_s + 0.5)
         finally:
             s.close()
             broker.stop()
@@ -196,18 +186,24 @@ def broker_unreachable_at_start(alerts: int, workdir: Path | None = None) -> Tal
                 _publish(pub, device_id)
             pub.loop_stop()
             pub.disconnect()
-            wanted = {device_id for device_id, _ in devices}
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not wanted <= set(alert_keys_by_device(s)):
-                time.sleep(0.1)
-            received: Counter[str] = Counter()
-            for device_id, keys in alert_keys_by_device(s).items():
-                if device_id in wanted:
-                    received[device_id] = sum(keys.values())
-            return Tally(wanted, received)
+            return _button_tally(s, {device_id for device_id, _ in devices}, 60)
         finally:
             s.close()
             broker.stop()
+
+
+def _button_tally(s: Stack, wanted: set[str], wait_s: float, settle_s: float = 0.0) -> Tally:
+    """Wait until every wanted button's alert arrived (or `wait_s`), then count alert contacts per button:
+    one is right; a repeat, or a second alert id, is a duplicate."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and not wanted <= set(alert_keys_by_device(s)):
+        time.sleep(0.1)
+    time.sleep(settle_s)
+    received: Counter[str] = Counter()
+    for device_id, keys in alert_keys_by_device(s).items():
+        if device_id in wanted:
+            received[device_id] = sum(keys.values())
+    return Tally(wanted, received)
 
 
 def _publish(pub: object, device_id: str) -> None:
