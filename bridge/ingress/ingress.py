@@ -154,7 +154,7 @@ class Ingress:
             return self._refuse(transport, None, "too_large",
                                 f"payload of {len(payload)} bytes exceeds {self.max_frame_bytes}")
         try:
-            device = await self.devices.resolve(self.store, claim)
+            device, fresh = await self.devices.resolve(self.store, claim)
         except StoreError as exc:
             return self._not_stored(transport, None, exc)
         if device is None:
@@ -172,7 +172,7 @@ class Ingress:
             return self._refuse(transport, device, "invalid", "\"message_id\" must be 1 to 128 characters")
         obs = Observation(device_id=device.device_id, transport=transport, action="message", alert_id=alert_id,
                           text=text, message_id=message_id, raw=payload[:4096].decode("utf-8", "replace"))
-        return await self._store([obs], device, None)
+        return await self._store([obs], device, None, fresh)
 
     # -- observations that need no decoding (voice intents, supervision, gateway last wills) ------------
     async def submit(self, obs: Observation, device: Device | None = None) -> Receipt:
