@@ -27,7 +27,7 @@ from bridge.model import (
 
 SCHEMA_ID = "sosbridge.contact/1"
 
-MsgType = Literal["alert", "update", "cancel"]
+MsgType = Literal["alert", "update", "cancel", "message"]
 
 
 class ContactDevice(BaseModel):
@@ -42,6 +42,15 @@ class ContactLinks(BaseModel):
     model_config = ConfigDict(extra="forbid")
     ack: str | None = Field(default=None, description="POST here to acknowledge (help is on the way)")
     resolve: str | None = Field(default=None, description="POST here to resolve")
+    messages: str | None = Field(default=None, description="POST here to send the person a text message")
+
+
+class ContactMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message_id: str
+    text: str = Field(description="As the person typed it (control characters removed), at most 1000 characters")
+    sent_at: datetime
+    transport: str
 
 
 class Contact(BaseModel):
@@ -70,6 +79,7 @@ class Contact(BaseModel):
     location: Location | None = None
     verified: bool = True
     references: list[str] = Field(default_factory=list, description="contact_ids this one updates")
+    message: ContactMessage | None = Field(default=None, description="msg_type message: the person's text")
     attributes: dict[str, Any] = Field(default_factory=dict)
     links: ContactLinks = Field(default_factory=ContactLinks)
 
@@ -96,6 +106,7 @@ def build_contact(
     reason: str | None,
     public_url: str | None,
     created_at: datetime | None = None,
+    message: ContactMessage | None = None,
 ) -> Contact:
     person = device.person if device else None
     language = alert.language or (person.language if person else None)
@@ -103,6 +114,7 @@ def build_contact(
     links = ContactLinks(
         ack=f"{base}/v1/platform/alerts/{alert.alert_id}/ack" if base else None,
         resolve=f"{base}/v1/platform/alerts/{alert.alert_id}/resolve" if base else None,
+        messages=f"{base}/v1/platform/alerts/{alert.alert_id}/messages" if base else None,
     )
     return Contact(
         contact_id=f"{alert.alert_id}:{seq}",
@@ -136,6 +148,7 @@ def build_contact(
         references=[f"{alert.alert_id}:{i}" for i in sorted({1, seq - 1}) if 1 <= i < seq],
         attributes=alert.attributes,
         links=links,
+        message=message,
     )
 
 

@@ -12,12 +12,30 @@ from bridge.model import AlertState
 
 
 @dataclass(frozen=True)
+class TextMessage:
+    """A platform message for the person (bridge/messages.py); `discreet`: show it without any sound."""
+
+    message_id: str
+    text: str
+    language: str | None
+    discreet: bool
+    audible: bool
+    at: str
+
+    def body(self, alert_id: str) -> dict[str, object]:
+        return {"alert_id": alert_id, "message_id": self.message_id, "from": "platform", "text": self.text,
+                "language": self.language, "discreet": self.discreet, "at": self.at}
+
+
+@dataclass(frozen=True)
 class StatusEvent:
     alert_id: str
     device_id: str
     tenant_id: str
     state: AlertState
     event: str
+    # Set for event "message" (the state is unchanged): a text for the person, not a status change.
+    text: TextMessage | None = None
 
     @property
     def message(self) -> str:

@@ -227,12 +227,17 @@ class Device(CleanModel):
     sms_replies: bool = Field(
         default=False, description="Text the alert's state back to identifiers.msisdn (GSM trackers; never silent)"
     )
+    audible_on_silent: bool = Field(
+        default=False,
+        description="A platform message may be spoken or texted (audible: true) even on a silent or duress "
+        "alert; off by default: whoever threatens the person may hear it",
+    )
     gateway_id: str | None = None
     last_location: Location | None = None
     last_seen: datetime | None = None
 
 
-ObservationAction = Literal["alert", "cancel", "location", "restore", "heartbeat"]
+ObservationAction = Literal["alert", "cancel", "location", "restore", "heartbeat", "message"]
 
 
 class Observation(CleanModel):
@@ -260,6 +265,7 @@ class Observation(CleanModel):
     attributes: dict[str, Any] = Field(default_factory=dict)
     raw: str | None = Field(default=None, description="Raw frame for audit (text, or hex for binary)")
     reason: str | None = None
+    text: str | None = Field(default=None, description="action message: the person's text for the platform")
 
     @field_validator("occurred_at")
     @classmethod

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from bridge.contact import Contact, MsgType, build_contact
-from bridge.events import StatusBus, StatusEvent
+from bridge.contact import Contact, ContactMessage, MsgType, build_contact
+from bridge.events import StatusBus, StatusEvent, TextMessage
 from bridge.geo import enrich_location
 from bridge.lifecycle import IllegalTransition, LifecycleEvent, needs_stand_down, next_state
+from bridge.messages import MESSAGE_IN, MESSAGE_OUT, BadText, clean_message
 from bridge.metrics import Metrics
 from bridge.model import (
     ALWAYS_SILENT_KINDS,
@@ -139,6 +140,19 @@ def cancel_held(alert: Alert) -> bool:
     """A cancel was asked for at the device and held (`held_under_duress`): the device side has been told
     the alert is cancelled, and every device-facing view keeps saying so (`device_state`)."""
     return bool(alert.attributes.get("cancel_requests_under_duress"))
+
+
+def discreet(alert: Alert) -> bool:
+    """Messages on this alert must make no sound at the person's end: a silent alert, a duress one, or
+    one where a cancel was held under duress."""
+    return alert.silent or held_under_duress(alert) or cancel_held(alert)
+
+
+def message_text(text: str | None) -> str:
+    try:
+        return clean_message(text or "")
+    except BadText as exc:
+        raise Rejected(str(exc), "invalid_text") from exc
 
 
 def device_state(alert: Alert) -> AlertState:
@@ -260,6 +274,8 @@ class Pipeline:
                         return await self._cancel(obs, device, dedupe_key)
                     if obs.action in ("location", "restore"):
                         return await self._update(obs, device, dedupe_key)
+                    if obs.action == "message":
+                        return await self._message(obs, device, dedupe_key)
                     return await self._heartbeat(obs, device)
                 except DuplicateMessage as dup:
                     if dedupe_key is not None:
@@ -489,6 +505,30 @@ class Pipeline:
         await self._commit(change)
         return SubmitResult(alert.alert_id, "updated", alert.state)
 
+    async def _message(self, obs: Observation, device: Device, dedupe_key: str | None) -> SubmitResult:
+        """The person's text for the platform: a `message` contact in order with the alert's others; the
+        alert's state is unchanged."""
+        text = message_text(obs.text)
+        alert = await self._target(obs)
+        if alert is None:
+            raise Rejected("no open alert to send a message about", "nothing_open")
+        if not alert.is_open:
+            raise Rejected(f"alert {alert.alert_id!r} is {device_state(alert).value}", "alert_closed")
+        now = utcnow()
+        alert = alert.model_copy(deep=True)
+        alert.updated_at = now
+        message_id = obs.message_id or new_id()
+        change = Change(alert=alert, dedupe_key=dedupe_key)
+        change.history.append(HistoryEntry(
+            at=now, event=MESSAGE_IN, state=alert.state,
+            detail={"message_id": message_id, "text": text, "transport": obs.transport},
+        ))
+        message = ContactMessage(message_id=message_id, text=text, sent_at=obs.occurred_at or now,
+                                 transport=obs.transport)
+        self._queue_contact(change, device, "message", "message from the person", message=message)
+        await self._commit(change)
+        return SubmitResult(alert.alert_id, "updated", device_state(alert))
+
     async def _heartbeat(self, obs: Observation, device: Device) -> SubmitResult:
         await self.store.touch_device(device.device_id, utcnow(), obs.location)
         return SubmitResult(None, "recorded", None)
@@ -543,6 +583,51 @@ class Pipeline:
             # A held alert's device was told it is cancelled: the status topic / CoAP observers keep that view.
             self._publish(alert, event.value)
         return alert
+
+    async def platform_message(
+        self, alert_id: str, text: str, *, language: str | None = None, audible: bool = False,
+        actor: str = "platform",
+    ) -> tuple[Alert, TextMessage]:
+        """A text from the platform for the person: one history entry, written with the alert (refused for a
+        closed alert; the state is unchanged), then published on the status bus for the device channels.
+        `audible` is honoured for a silent or duress alert only when the device record allows it."""
+        text = message_text(text)
+        current = await self.store.get_alert(alert_id)
+        if current is None:
+            raise AlertNotFound(alert_id)
+        async with self._lock(current.device_id):
+            for attempt in range(CONCURRENT_RETRIES):
+                if attempt:
+                    current = await self.store.get_alert(alert_id)
+                    assert current is not None
+                if not current.is_open:
+                    raise Rejected(f"alert {alert_id!r} is {current.state.value}; it takes no messages",
+                                   "alert_closed")
+                quiet = discreet(current)
+                if audible and quiet:
+                    device = await self.store.get_device(current.device_id)
+                    audible = device is not None and device.audible_on_silent
+                now = utcnow()
+                message = TextMessage(
+                    message_id=new_id(), text=text, language=language or current.language, discreet=quiet,
+                    audible=audible, at=now.isoformat(),
+                )
+                alert = current.model_copy()
+                entry = HistoryEntry(at=now, event=MESSAGE_OUT, state=alert.state, detail={
+                    "message_id": message.message_id, "text": text, "language": message.language,
+                    "discreet": quiet, "audible": audible, "by": actor,
+                })
+                try:
+                    await self._commit(Change(alert=alert, history=[entry], urgent=True))
+                    break
+                except ConcurrentUpdate:
+                    continue
+            else:
+                raise StoreError("the alert kept changing under this message; retry")
+        # The alert's real state (for delivery records); device channels show only the text of this event.
+        self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, "message",
+                                     text=message))
+        return alert, message
 
     # -- helpers --------------------------------------------------------------------------------------
     async def _notify_device(self, device_id: str, event: LifecycleEvent) -> Device | None:
@@ -620,11 +705,13 @@ class Pipeline:
             fwd.wake()
 
     def _queue_contact(
-        self, change: Change, device: Device, msg_type: MsgType, reason: str | None, not_before: float = 0.0
+        self, change: Change, device: Device, msg_type: MsgType, reason: str | None, not_before: float = 0.0,
+        message: ContactMessage | None = None,
     ) -> None:
         alert = change.alert
         alert.contact_seq += 1
-        contact = build_contact(alert, device, msg_type, alert.contact_seq, reason, self.public_url)
+        contact = build_contact(alert, device, msg_type, alert.contact_seq, reason, self.public_url,
+                                message=message)
         routes = self.route_selector(contact, alert.routes) if self.route_selector else []
         # With no route configured the contact still waits on the default route: the forwarder alarms and
         # fails critical contacts over, rather than the bridge silently dropping them.

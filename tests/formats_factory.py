@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bridge.contact import Contact, build_contact
+from bridge.contact import Contact, ContactMessage, build_contact
 from bridge.geo import enrich_location
 from bridge.model import Alert, AlertKind, AlertState, CivicAddress, Device, Location, Person, Severity
 
@@ -89,6 +89,7 @@ def contact(
     created_at: datetime | None = None,
     dev: Device | None = None,
     reason: str | None = None,
+    message: ContactMessage | None = None,
     **alert_kw: Any,
 ) -> Contact:
     return build_contact(
@@ -99,6 +100,7 @@ def contact(
         reason,
         "https://bridge.example.org",
         created_at=created_at or (T0 + timedelta(milliseconds=250 + 1000 * (seq - 1))),
+        message=message,
     )
 
 

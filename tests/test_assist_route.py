@@ -72,6 +72,19 @@ async def test_help_status_and_confirmed_cancel(bridge) -> None:
     await rx.receiver.callback(body["alert_id"], "ack")
     status = (await post({"intent": "StatusIntent"})).json()
     assert status["speech"] == "Your alert has been answered. Help is on the way."
+    # Issue 16: the platform's latest message is read out on the next status question.
+    platform = {"Authorization": f"Bearer {rx.receiver.platform_token}"}
+    for text in ("Officers are on their way.", "Please unlock the front door if you can."):
+        async with httpx.AsyncClient() as c:
+            r = await c.post(f"{eb.url}/v1/platform/alerts/{body['alert_id']}/messages", json={"text": text},
+                             headers=platform)
+            assert r.status_code == 201, r.text
+    status = (await post({"intent": "StatusIntent"})).json()
+    assert status["speech"] == ("Your alert has been answered. Help is on the way. "
+                                "The control room says: Please unlock the front door if you can.")
+    deliveries = [h.detail for h in await eb.runtime.store.history(body["alert_id"])
+                  if h.event == "message_delivery"]
+    assert deliveries == [{"message_id": r.json()["message_id"], "channel": "voice", "status": "sent"}]
 
     ask = (await post({"intent": "CancelAlertIntent"})).json()
     assert ask["speech"] == "Do you want to cancel your alert? Then say: yes, cancel my alert."
@@ -91,6 +104,13 @@ async def test_duress_phrase_by_text_is_silent(bridge) -> None:
     contacts = await rx.wait_for(lambda cs: any(c["alert_id"] == body["alert_id"] for c in cs))
     contact = next(c for c in contacts if c["alert_id"] == body["alert_id"])
     assert contact["silent"] is True and contact["kind"] == "duress"
+    assert (await post({"intent": "StatusIntent"})).json()["speech"] == "OK, noted."
+    # A message on a silent alert is never read out: the answer stays innocuous.
+    async with httpx.AsyncClient() as c:
+        r = await c.post(f"{_eb.url}/v1/platform/alerts/{body['alert_id']}/messages",
+                         json={"text": "Police are outside.", "audible": True},
+                         headers={"Authorization": f"Bearer {rx.receiver.platform_token}"})
+        assert r.status_code == 201 and r.json()["discreet"] is True
     assert (await post({"intent": "StatusIntent"})).json()["speech"] == "OK, noted."
 
 

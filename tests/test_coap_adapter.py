@@ -12,6 +12,7 @@ from typing import Any
 
 import aiocoap
 import cbor2
+import httpx
 import pytest
 from aiocoap import Code
 from aiocoap.numbers import ContentFormat
@@ -216,3 +217,38 @@ async def test_concurrent_block1_uploads_are_capped(coap_env: CoapEnv, monkeypat
     finally:
         for c in clients:
             await c.shutdown()
+
+
+async def test_observe_delivers_platform_messages(coap_env: CoapEnv) -> None:
+    """Issue 16: a platform message reaches the alert's observers (discreet on a silent alert) and the
+    delivery is recorded."""
+    env = coap_env
+    reply = await env.device.alert("panic", message_id="m-1", silent=True)
+    alert_id = reply.body["alert_id"]
+    texts: list[dict[str, Any]] = []
+    observing = asyncio.Event()
+
+    async def watch() -> None:
+        async for doc in env.device.observe(alert_id):
+            observing.set()
+            if "text_message" in doc:
+                texts.append(doc)
+                return
+
+    task = asyncio.create_task(watch())
+    await asyncio.wait_for(observing.wait(), 10)
+    await asyncio.sleep(0.2)
+    settings = env.bridge.runtime.settings
+    async with httpx.AsyncClient(base_url=env.bridge.url) as c:
+        r = await c.post(f"/v1/platform/alerts/{alert_id}/messages", json={"text": "Officers nearby."},
+                         headers={"Authorization": f"Bearer {settings.platform_token}"})
+        assert r.status_code == 201, r.text
+        await asyncio.wait_for(task, 10)
+        [doc] = texts
+        assert doc["text_message"]["text"] == "Officers nearby." and doc["text_message"]["discreet"] is True
+        assert doc["state"] in ("received", "forwarded", "acknowledged")
+        await asyncio.sleep(0.2)
+        view = (await c.get(f"/v1/platform/alerts/{alert_id}",
+                            headers={"Authorization": f"Bearer {settings.platform_token}"})).json()
+        assert ("coap", "sent") in [(d["channel"], d["status"])
+                                    for d in view["message_deliveries"][r.json()["message_id"]]]

@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from formats_factory import BEN_NEVIS, STANDARDS, T0, contact, gnss, no_location_contact
 
+from bridge.contact import ContactMessage
 from bridge.formats import render, validate
 from bridge.formats.cap import CONTENT_TYPE, check_cap_rules
 from bridge.formats.common import RenderOptions
@@ -106,6 +107,18 @@ def test_update_references_original_not_itself() -> None:
     update = _root(render(contact(msg_type="update", seq=3), "cap")[0])
     refs = (update.findtext("cap:references", namespaces=NS) or "").split(",")
     assert refs[1].endswith(":1") and refs[2] == "2026-03-14T09:26:53-00:00"
+
+
+def test_message_from_the_person_is_an_update_with_a_note() -> None:
+    text = "He is outside <the> door & I can't talk"
+    msg = ContactMessage(message_id="t-1", text=text, sent_at=T0 + timedelta(minutes=2), transport="http")
+    body, ctype = render(contact(msg_type="message", seq=2, reason="message from the person", message=msg), "cap")
+    assert validate(body, ctype) == []
+    root = _root(body)
+    assert root.findtext("cap:msgType", namespaces=NS) == "Update"
+    assert root.findtext("cap:note", namespaces=NS) == f"Message from the person: {text}"
+    assert (root.findtext("cap:references", namespaces=NS) or "").split(",")[1].endswith(":1")
+    assert (root.findtext("cap:info/cap:headline", namespaces=NS) or "").startswith("MESSAGE FROM THE PERSON")
 
 
 def test_retry_renders_byte_identical() -> None:

@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from formats_factory import BEN_NEVIS, STANDARDS, T0, contact, device, gnss, no_location_contact
 
+from bridge.contact import ContactMessage
 from bridge.formats import render, validate
 from bridge.formats.additional_data import check_block
 from bridge.formats.eido import CONTENT_TYPE
@@ -93,6 +94,15 @@ def test_cancel_ends_the_call_and_keeps_component_ids() -> None:
     assert cancel["locationComponent"][0]["$id"] == first["locationComponent"][0]["$id"]
     assert cancel["lastUpdateTimeStamp"] > first["lastUpdateTimeStamp"]
     assert "pressed by mistake" in cancel["notesComponent"][0]["notesActionComments"]
+
+
+def test_message_from_the_person_is_a_note() -> None:
+    msg = ContactMessage(message_id="t-1", text="I can't talk <now>", sent_at=T0 + timedelta(minutes=2),
+                         transport="mqtt")
+    body, ctype = render(contact(msg_type="message", seq=2, reason="message from the person", message=msg), "eido")
+    assert validate(body, ctype) == []
+    notes = json.loads(body)["notesComponent"][0]["notesActionComments"]
+    assert "Message from the person (mqtt): I can&#x27;t talk &lt;now&gt;" in notes
 
 
 def test_exercise_status_is_marked() -> None:

@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bridge.decoding import Frame
-from bridge.model import Alert, AlertKind, AlertState, Device, Location, Person, Severity
+from bridge.model import Alert, AlertKind, AlertState, Device, Location, Observation, Person, Severity
 from bridge.profiles import ProfileRegistry
 from device_adapters.decoders import gsm_sms, nmea
-from device_adapters.serial.sms_reply import reply_text
+from device_adapters.serial.sms_reply import reply_text, sms_parts
 from simulator.devices.serial import VirtualGps, VirtualGsmModem
 from simulator.harness import virtual_serial_ports
 from tests.conftest import BridgeEnv, running_bridge
@@ -178,3 +179,64 @@ def test_stale_fixes_in_decoders() -> None:
                            cell)
     assert sos.kind == AlertKind.sos and sos.location is not None
     assert sos.location.last_known and sos.location.age_s == pytest.approx(13 * 3600 + 5)
+
+
+def test_sms_parts() -> None:
+    assert sms_parts("short") == ["short"]
+    parts = sms_parts("x" * 400)
+    assert len(parts) == 3 and all(len(p) <= 160 for p in parts)
+    assert parts[0].startswith("(1/3) ") and "".join(p.split(") ", 1)[1] for p in parts) == "x" * 400
+
+
+async def test_platform_messages_are_texted_unless_the_alert_is_silent(gsm_env: GsmEnv) -> None:
+    """Issue 16: a platform message is texted to a tracker that allows replies; on a silent alert only when
+    the platform asks (audible) and the device record allows it."""
+    env = gsm_env.env
+    platform = {"Authorization": f"Bearer {env.platform_token}"}
+    gsm_env.modem.receive_sms(NUMBER, TK203_SOS, "09/10/28,03:33:10+00")
+    contact = await env.receiver.first(lambda c: c["device"]["id"] == "tracker-1")
+    long_text = "Officers are on the way to the last position your tracker sent. " * 3
+    async with httpx.AsyncClient(base_url=env.url, headers=platform) as c:
+        r = await c.post(f"/v1/platform/alerts/{contact['alert_id']}/messages", json={"text": long_text.strip()})
+        assert r.status_code == 201, r.text
+        await until(lambda: sum(t.startswith("(") for n, t in gsm_env.modem.sent if n == NUMBER) == 2)
+
+        async def recorded() -> bool:
+            view = (await c.get(f"/v1/platform/alerts/{contact['alert_id']}")).json()
+            return [d["channel"] for d in view["message_deliveries"].get(r.json()["message_id"], [])] == ["sms"]
+
+        await until(recorded)
+        # A silent alert from the same tracker: nothing is texted, even when the platform asks...
+        await c.post(f"/v1/platform/alerts/{contact['alert_id']}/resolve")
+        silent = await env.bridge.runtime.ingress.observations.submit(Observation(
+            device_id="tracker-1", transport="gsm", kind=AlertKind.sos, silent=True))
+        r = await c.post(f"/v1/platform/alerts/{silent.alert_id}/messages",
+                         json={"text": "Are you safe?", "audible": True})
+        assert r.status_code == 201 and r.json()["audible"] is False
+        await asyncio.sleep(0.8)
+        assert all("safe" not in text for _, text in gsm_env.modem.sent)
+        # ... unless the device record allows it and the platform asks.
+        device = await env.store.get_device("tracker-1")
+        await env.store.put_device(device.model_copy(update={"audible_on_silent": True}))
+        r = await c.post(f"/v1/platform/alerts/{silent.alert_id}/messages",
+                         json={"text": "Reply YES if safe.", "audible": True})
+        assert r.json()["audible"] is True
+        await until(lambda: (NUMBER, "Reply YES if safe.") in gsm_env.modem.sent)
+        assert (NUMBER, "Are you safe?") not in gsm_env.modem.sent
+
+
+async def test_a_text_from_the_tracker_reaches_the_platform_as_a_message(gsm_env: GsmEnv) -> None:
+    """Issue 16: with an open alert, a text from a tracker that allows replies that is not an SOS or status
+    frame is the person's message; without an open alert, or from a tracker without replies, it is not."""
+    env = gsm_env.env
+    gsm_env.modem.receive_sms("+447700900999", "Hello from the quiet one", "09/10/28,03:30:00+00")
+    gsm_env.modem.receive_sms(NUMBER, TK203_SOS, "09/10/28,03:33:10+00")
+    contact = await env.receiver.first(lambda c: c["device"]["id"] == "tracker-1")
+    gsm_env.modem.receive_sms(NUMBER, "I am hiding behind the shed", "09/10/28,03:35:10+00")
+    message = await env.receiver.first(lambda c: c["msg_type"] == "message")
+    assert message["alert_id"] == contact["alert_id"] and message["seq"] == 2
+    assert message["message"]["text"] == "I am hiding behind the shed"
+    assert message["message"]["transport"] == "serial"  # the GSM port is a serial transport
+    await asyncio.sleep(0.3)
+    assert [c["msg_type"] for c in env.receiver.contacts if c["device"]["id"] == "tracker-1"] == ["alert", "message"]
+    assert not any(c["device"]["id"] == "tracker-quiet" for c in env.receiver.contacts)

@@ -262,3 +262,22 @@ async def test_a_delivered_notification_is_not_a_contact_sent(store: Store) -> N
     assert await store.contact_sent(alert.alert_id) is False
     await store.mark_delivered(police.item_id, time.time())
     assert await store.contact_sent(alert.alert_id) is True
+
+
+async def test_append_history_records_without_touching_the_alert(store: Store) -> None:
+    await store.put_device(Device(device_id="d1"))
+    alert = make_alert()
+    await store.commit(Change(alert=alert, history=[HistoryEntry(at=utcnow(), event="received",
+                                                                   state=AlertState.received)]))
+    version = (await store.get_alert(alert.alert_id)).version  # type: ignore[union-attr]
+    sent = HistoryEntry(at=utcnow(), event="message_delivery", state=AlertState.received,
+                        detail={"message_id": "m1", "channel": "mqtt", "status": "sent"})
+    await store.append_history(alert.alert_id, [sent])
+    await store.append_history(alert.alert_id, [])
+    history = await store.history(alert.alert_id)
+    assert [h.event for h in history] == ["received", "message_delivery"]
+    assert history[1].detail == {"message_id": "m1", "channel": "mqtt", "status": "sent"}
+    assert (await store.get_alert(alert.alert_id)).version == version  # type: ignore[union-attr]
+    # An unknown (or purged) alert gains no orphaned history.
+    await store.append_history("no-such-alert", [sent])
+    assert await store.history("no-such-alert") == []

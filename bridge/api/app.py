@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.api.auth import bearer_token, require_secret
@@ -18,6 +18,7 @@ from bridge.api.docs import install_docs
 from bridge.api.limits import BodySizeLimit, JsonTextGuard
 from bridge.contact import contact_json_schema
 from bridge.lifecycle import DEVICE_MESSAGES, LifecycleEvent
+from bridge.messages import LANGUAGE_PATTERN, deliveries
 from bridge.model import CleanModel, Device, utcnow
 from bridge.pipeline import AlertNotFound, Rejected
 from bridge.store.base import StoreError
@@ -40,6 +41,19 @@ def error_body(code: str, reason: str) -> dict[str, str]:
 
 class PlatformNote(CleanModel):
     note: str = Field(default="", max_length=500)
+    operator: str | None = Field(default=None, max_length=100)
+
+
+class PlatformMessage(CleanModel):
+    """A text for the person. `text` is checked by the bridge (bridge/messages.py: empty, over 1,000
+    characters), so every refusal has the same shape; its JSON size is bounded by the body limit."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(description="1 to 1,000 characters; control characters are removed")
+    language: str | None = Field(default=None, max_length=35, pattern=LANGUAGE_PATTERN)
+    audible: bool = Field(default=False, description="May be spoken or texted (ignored on silent alerts "
+                                                     "unless the device record allows it)")
     operator: str | None = Field(default=None, max_length=100)
 
 
@@ -84,7 +98,8 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
 
     @app.exception_handler(Rejected)
     async def _rejected(request: Request, exc: Rejected) -> JSONResponse:
-        status = {"illegal_transition": 409, "nothing_to_cancel": 409, "not_found": 404}.get(exc.code, 422)
+        status = {"illegal_transition": 409, "nothing_to_cancel": 409, "alert_closed": 409, "nothing_open": 409,
+                  "not_found": 404}.get(exc.code, 422)
         return JSONResponse(status_code=status, content=error_body(exc.code, exc.reason))
 
     @app.exception_handler(StoreError)
@@ -161,6 +176,17 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
     async def platform_resolve(request: Request, alert_id: str, body: PlatformNote | None = None) -> Any:
         return await platform_event(request, alert_id, LifecycleEvent.resolve, body or PlatformNote())
 
+    @app.post("/v1/platform/alerts/{alert_id}/messages", status_code=201)
+    async def platform_message(request: Request, alert_id: str, body: PlatformMessage) -> Any:
+        # Only the platform's own credential: never the webhook secret (an HMAC key is not a bearer token).
+        require_secret(request, settings.platform_token, "platform")
+        alert, message = await runtime.pipeline.platform_message(
+            alert_id, body.text, language=body.language, audible=body.audible, actor=body.operator or "platform"
+        )
+        return {"alert_id": alert.alert_id, "state": alert.state.value, "message_id": message.message_id,
+                "text": message.text, "language": message.language, "discreet": message.discreet,
+                "audible": message.audible, "at": message.at}
+
     @app.get("/v1/platform/alerts/{alert_id}")
     async def platform_alert(request: Request, alert_id: str) -> Any:
         # Only the platform's own credential: never the webhook secret (an HMAC key is not a bearer token).
@@ -177,6 +203,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
                 {"seq": o.seq, "msg_type": o.msg_type, "state": o.state, "attempts": o.attempts, "route": o.route}
                 for o in outbox
             ],
+            "message_deliveries": deliveries(history),
         }
 
     @app.get("/v1/devices")

@@ -28,7 +28,9 @@ from bridge.model import AlertKind
 CONTENT_TYPE = "application/EmergencyCallData.cap+xml"
 FEET_PER_METRE = 1 / 0.3048
 
-_MSG_TYPES = {"alert": "Alert", "update": "Update", "cancel": "Cancel"}
+# A message from the person is an Update of the alert whose <note> carries the text.
+_MSG_TYPES = {"alert": "Alert", "update": "Update", "cancel": "Cancel", "message": "Update"}
+MESSAGE_NOTE_PREFIX = "Message from the person: "
 _STATUS = {"actual": "Actual", "exercise": "Exercise", "test": "Test"}
 _SEVERITY = {
     "extreme": "Extreme",
@@ -185,6 +187,8 @@ def build_cap(contact: Contact, options: RenderOptions | None = None) -> ET.Elem
     sub(alert, "code", "sosbridge.contact/1")
     if contact.msg_type == "cancel" and contact.reason:
         sub(alert, "note", contact.reason)
+    if contact.msg_type == "message" and contact.message is not None:
+        sub(alert, "note", f"{MESSAGE_NOTE_PREFIX}{contact.message.text}")
     if contact.seq > 1 or contact.msg_type != "alert":
         sub(alert, "references", reference_triplet(contact, opts))
     sub(alert, "incidents", contact.alert_id)
@@ -205,7 +209,8 @@ def build_cap(contact: Contact, options: RenderOptions | None = None) -> ET.Elem
     sub(ec, "value", contact.kind.value)
     sub(info, "onset", cap_time(contact.occurred_at))
     sub(info, "senderName", opts.agency_name)
-    prefix = {"update": "UPDATE: ", "cancel": "CANCELLED: "}.get(contact.msg_type, "")
+    prefix = {"update": "UPDATE: ", "cancel": "CANCELLED: ", "message": "MESSAGE FROM THE PERSON: "}.get(
+        contact.msg_type, "")
     sub(info, "headline", f"{prefix}{KIND_LABELS.get(contact.kind.value, contact.kind.value)}")
     sub(info, "description", _description(contact))
     instruction = _instruction(contact)

@@ -54,6 +54,8 @@ def _notes_text(contact: Contact) -> str:
     parts = [f"{KIND_LABELS.get(contact.kind.value, contact.kind.value)} from device {contact.device.id}"]
     if contact.msg_type == "cancel":
         parts.append("ALARM CANCELLED" + (f": {contact.reason}" if contact.reason else ""))
+    elif contact.msg_type == "message" and contact.message is not None:
+        parts.append(f"Message from the person ({contact.message.transport}): {contact.message.text}")
     elif contact.reason:
         parts.append(f"Reason: {contact.reason}")
     if contact.silent:

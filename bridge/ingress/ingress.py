@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from typing import Any
 
-from bridge.decoding import Decoded, DecodeError, Frame, get_decoder
+from bridge.decoding import Decoded, DecodeError, Frame, get_decoder, parse_json_object
 from bridge.ingress.binding import BindingError, Claim, DeviceCache, choose_profile
 from bridge.ingress.edges import EdgeMemory, edges
 from bridge.ingress.lanes import Coalesced, Lanes
@@ -140,6 +140,39 @@ class Ingress:
                 if self.levels.get(device.device_id, key) == level:
                     self.levels.set(device.device_id, key, not level)
         return receipt
+
+    # -- the person's text for the platform (docs/platform/messages.md) ---------------------------------
+    async def receive_text(self, claim: Claim, payload: bytes, *, retained: bool = False) -> Receipt:
+        """A text reply from a device channel (MQTT `.../reply`): identified like every frame, then the
+        `message` observation goes through the device's lane in order with its alerts and cancels. The
+        payload is a JSON object: {"text": ..., "alert_id"?: ..., "message_id"?: ...} (no alert_id: the
+        device's open alert)."""
+        transport = claim.transport
+        if retained:
+            return Receipt("ignored", "retained", "retained messages are never a new message")
+        if len(payload) > self.max_frame_bytes:
+            return self._refuse(transport, None, "too_large",
+                                f"payload of {len(payload)} bytes exceeds {self.max_frame_bytes}")
+        try:
+            device, fresh = await self.devices.resolve(self.store, claim)
+        except StoreError as exc:
+            return self._not_stored(transport, None, exc)
+        if device is None:
+            return self._refuse(transport, None, "unknown_device", f"{claim.describe()} is not registered")
+        try:
+            doc = parse_json_object(payload)
+        except DecodeError as exc:
+            return self._refuse(transport, device, "invalid", str(exc))
+        text, alert_id, message_id = doc.get("text"), doc.get("alert_id"), doc.get("message_id")
+        if not isinstance(text, str):
+            return self._refuse(transport, device, "invalid", "a reply needs \"text\" (a string)")
+        if alert_id is not None and not isinstance(alert_id, str):
+            return self._refuse(transport, device, "invalid", "\"alert_id\" must be a string")
+        if message_id is not None and (not isinstance(message_id, str) or not 1 <= len(message_id) <= 128):
+            return self._refuse(transport, device, "invalid", "\"message_id\" must be 1 to 128 characters")
+        obs = Observation(device_id=device.device_id, transport=transport, action="message", alert_id=alert_id,
+                          text=text, message_id=message_id, raw=payload[:4096].decode("utf-8", "replace"))
+        return await self._store([obs], device, None, fresh)
 
     # -- observations that need no decoding (voice intents, supervision, gateway last wills) ------------
     async def submit(self, obs: Observation, device: Device | None = None) -> Receipt:

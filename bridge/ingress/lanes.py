@@ -1,10 +1,11 @@
 """Admission and fairness: one lane per device, emergencies first, non-emergencies coalesced.
 
 Each device has at most one observation being stored at a time, so a flooding device occupies one slot
-of the store while every other device's first alert goes straight in. In its lane, alert, cancel and
-restore frames queue in order and are never dropped; identical waiting presses are folded into one
-submit (every press still counted and its message id still deduped). Locations and heartbeats keep only
-the newest: an older one still waiting is answered `coalesced` (acknowledged, deliberately not stored).
+of the store while every other device's first alert goes straight in. In its lane, alert, cancel,
+restore and text message observations queue in order and are never dropped; identical waiting presses
+are folded into one submit (every press still counted and its message id still deduped). Locations and
+heartbeats keep only the newest: an older one still waiting is answered `coalesced` (acknowledged,
+deliberately not stored).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from bridge.pipeline import SubmitResult
 from bridge.store.base import StoreError
 
 MAX_FOLD = 500  # presses folded into one submit (bounds one commit's dedupe keys)
-ORDERED_ACTIONS = frozenset({"alert", "cancel", "restore"})
+ORDERED_ACTIONS = frozenset({"alert", "cancel", "restore", "message"})
 
 Submit = Callable[[Observation, Device | None], Awaitable[SubmitResult]]
 

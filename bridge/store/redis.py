@@ -283,6 +283,14 @@ return 1
 """
 )
 
+_APPEND_HISTORY = r"""
+-- ARGV: P, alert_id, history entries...: appended only while the alert exists.
+local P, alert_id = ARGV[1], ARGV[2]
+if redis.call('EXISTS', P .. 'alert:' .. alert_id) == 0 then return 0 end
+for k = 3, #ARGV do redis.call('RPUSH', P .. 'hist:' .. alert_id, ARGV[k]) end
+return #ARGV - 2
+"""
+
 _PURGE = r"""
 -- ARGV: P, before_score, batch. Closed alerts received before `before`, with their history, finished
 -- outbox rows and dedupe keys; returns how many alerts went. Rows still active are left alone.
@@ -507,6 +515,7 @@ class RedisStore:
             "set_credential": _SET_CREDENTIAL,
             "cas_device": _CAS_DEVICE,
             "purge": _PURGE,
+            "append_history": _APPEND_HISTORY,
         }.items():
             self._scripts[name] = self._r.register_script(src)
         await self._call(self._r.ping, retries=2)
@@ -674,6 +683,14 @@ class RedisStore:
     async def history(self, alert_id: str) -> list[HistoryEntry]:
         rows = await self._call(lambda: self.r.lrange(self._k("hist", alert_id), 0, -1), retries=2)
         return [HistoryEntry.model_validate_json(r) for r in rows]
+
+    async def append_history(self, alert_id: str, entries: Sequence[HistoryEntry]) -> None:
+        docs = [h.model_dump_json() for h in entries]
+        if not docs:
+            return
+        # One script: only for a stored alert (retention deletes hist:<id> with the alert). Not retried:
+        # a reply lost after the write could record a delivery twice.
+        await self._call(partial(self._script, "append_history", alert_id, *docs))
 
     async def alert_for_dedupe(self, dedupe_key: str) -> str | None:
         return await self._call(lambda: self.r.get(self._k("dd", dedupe_key)), retries=2)

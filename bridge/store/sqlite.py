@@ -565,6 +565,17 @@ class SqliteStore:
             for r in rows
         ]
 
+    async def append_history(self, alert_id: str, entries: Sequence[HistoryEntry]) -> None:
+        rows = [(alert_id, h.at.isoformat(), h.event, h.state.value, json.dumps(h.detail)) for h in entries]
+
+        def body(c: sqlite3.Connection) -> None:
+            if c.execute("SELECT 1 FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone() is None:
+                return
+            c.executemany("INSERT INTO history (alert_id, at, event, state, detail) VALUES (?, ?, ?, ?, ?)", rows)
+
+        if rows:
+            await self._write(body, urgent=True)
+
     async def alert_for_dedupe(self, dedupe_key: str) -> str | None:
         row = await self._lookup(
             lambda c: c.execute("SELECT alert_id FROM dedupe WHERE key = ?", (dedupe_key,)).fetchone()

@@ -25,8 +25,11 @@ from aiocoap.numbers import ContentFormat
 
 from bridge.adapters import BaseAdapter
 from bridge.decoding import Frame
+from bridge.events import StatusEvent
 from bridge.ingress import Claim, Receipt
-from bridge.model import Alert
+from bridge.lifecycle import DEVICE_MESSAGES
+from bridge.messages import MESSAGE_DELIVERY
+from bridge.model import Alert, HistoryEntry, utcnow
 from bridge.pipeline import device_state
 from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
 from device_adapters.coap.blockguard import BlockwiseGuard
@@ -234,6 +237,22 @@ class AlertStatus(resource.PathCapable, aiocoap.interfaces.ObservableResource):
         body = {"alert_id": alert_id, "state": state, "kind": kind, "message": DEVICE_MESSAGES[AlertState(state)]}
         return response(Code.CONTENT, body, JSON if fmt == JSON else CBOR)
 
+    async def notify_text(self, ev: StatusEvent) -> None:
+        """A platform message to the alert's observers: the status document plus `text_message`; its
+        delivery is recorded when at least one observer was notified."""
+        watchers = list(self.observers.get(ev.alert_id, ()))
+        alert = await self.adapter.ctx.store.get_alert(ev.alert_id) if watchers else None
+        if alert is None or ev.text is None:
+            return
+        state = device_state(alert)  # a held cancel (duress) still reads as cancelled
+        body = {"alert_id": alert.alert_id, "state": state.value, "kind": None,
+                "message": DEVICE_MESSAGES[state], "text_message": ev.text.body(alert.alert_id)}
+        for obs in watchers:
+            obs.trigger(response(Code.CONTENT, body, CBOR))
+        entry = HistoryEntry(at=utcnow(), event=MESSAGE_DELIVERY, state=alert.state,
+                             detail={"message_id": ev.text.message_id, "channel": "coap", "status": "sent"})
+        await self.adapter.ctx.store.append_history(alert.alert_id, [entry])
+
     def notify(self, alert_id: str, state: str) -> None:
         for obs in list(self.observers.get(alert_id, ())):
             obs.trigger(self.status_message(alert_id, state, None, CBOR))
@@ -277,8 +296,15 @@ class CoapAdapter(BaseAdapter):
         async with self.ctx.bus.subscribe() as q:
             while True:
                 ev = await q.get()
-                if self.status is not None:
-                    self.status.notify(ev.alert_id, ev.state.value)
+                if self.status is None:
+                    continue
+                if ev.text is not None:
+                    try:
+                        await self.status.notify_text(ev)
+                    except Exception:  # a store hiccup must not stop the observers
+                        log.exception("coap message notification failed", extra={"alert_id": ev.alert_id})
+                    continue
+                self.status.notify(ev.alert_id, ev.state.value)
 
     async def stop(self) -> None:
         if self._bus_task is not None:

@@ -7,11 +7,14 @@ wearable keeps the alert and retries.
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.adapters import AdapterContext, BaseAdapter
@@ -19,14 +22,27 @@ from bridge.api.auth import require_device
 from bridge.decoding import Frame
 from bridge.ingress import Claim, Receipt
 from bridge.lifecycle import DEVICE_MESSAGES
-from bridge.model import AlertKind, Device, Location, LocationSource, Observation, Severity
+from bridge.messages import MESSAGE_DELIVERY, MESSAGE_OUT, conversation, delivered_over
+from bridge.model import (
+    FINAL_STATES,
+    Alert,
+    AlertKind,
+    Device,
+    HistoryEntry,
+    Location,
+    LocationSource,
+    Observation,
+    Severity,
+    utcnow,
+)
 from bridge.pipeline import AlertNotFound, Rejected, SubmitResult, device_state
-from bridge.store.base import StoreError
+from bridge.store.base import Store, StoreError
 
 if TYPE_CHECKING:
     from bridge.config import Settings
 
 TRANSPORT = "http"
+SSE_KEEPALIVE_S = 15.0
 
 
 class LocationIn(BaseModel):
@@ -77,6 +93,15 @@ class CancelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Literal["im_ok", "false_alarm", "other"] = "im_ok"
+    message_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+class MessageIn(BaseModel):
+    """The person's text for the platform (checked by the bridge: empty, over 1,000 characters)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str
     message_id: str | None = Field(default=None, min_length=1, max_length=128)
 
 
@@ -152,22 +177,116 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         )
         return answer(await ctx.ingress.submit(obs, device))
 
-    @router.get("/{alert_id}")
-    async def alert_status(alert_id: str, device: Device = Depends(require_device)) -> dict[str, Any]:
+    @router.post("/{alert_id}/messages", status_code=202)
+    async def send_message(alert_id: str, body: MessageIn, device: Device = Depends(require_device)) -> JSONResponse:
+        obs = Observation(device_id=device.device_id, transport=TRANSPORT, action="message", alert_id=alert_id,
+                          text=body.text, message_id=body.message_id)
+        return answer(await ctx.ingress.submit(obs, device))
+
+    @router.post("/{alert_id}/messages/{message_id}/read")
+    async def message_read(alert_id: str, message_id: str, device: Device = Depends(require_device)) -> dict[str, Any]:
+        """The app showed the person a platform message: recorded once as `read` (channel `app`)."""
+        alert = await own_alert(alert_id, device)
+        history = await ctx.store.history(alert_id)
+        if not any(h.event == MESSAGE_OUT and h.detail.get("message_id") == message_id for h in history):
+            raise Rejected(f"message {message_id!r} not found", "not_found")
+        already = any(h.event == MESSAGE_DELIVERY and h.detail.get("message_id") == message_id
+                      and h.detail.get("status") == "read" for h in history)
+        if not already:
+            await ctx.store.append_history(alert_id, [HistoryEntry(
+                at=utcnow(), event=MESSAGE_DELIVERY, state=alert.state,
+                detail={"message_id": message_id, "channel": "app", "status": "read"})])
+        return {"alert_id": alert_id, "message_id": message_id, "read": True}
+
+    async def own_alert(alert_id: str, device: Device) -> Alert:
         alert = await ctx.store.get_alert(alert_id)
         if alert is None or alert.device_id != device.device_id:
             raise AlertNotFound(alert_id)
-        state = device_state(alert)  # a held cancel (duress) reads as cancelled here too
-        return {
-            "alert_id": alert.alert_id,
-            "state": state.value,
-            "message": DEVICE_MESSAGES[state],
-            "kind": alert.kind.value,
-            "escalation_count": alert.escalation_count,
-            "updated_at": alert.updated_at.isoformat(),
-        }
+        return alert
+
+    @router.get("/{alert_id}")
+    async def alert_status(alert_id: str, device: Device = Depends(require_device)) -> dict[str, Any]:
+        alert = await own_alert(alert_id, device)
+        history = await ctx.store.history(alert_id)
+        messages = conversation(history)
+        await record_sent(ctx.store, alert, [m["message_id"] for m in messages if m["from"] == "platform"],
+                          "http", skip=delivered_over(history, "http"))
+        return status_body(alert) | {"messages": messages}
+
+    @router.get("/{alert_id}/events")
+    async def alert_events(alert_id: str, device: Device = Depends(require_device)) -> StreamingResponse:
+        """Server-sent events: `status` on every state change, `message` for every platform text (those
+        already sent first), so an app needs no polling. Ends after a final state."""
+        alert = await own_alert(alert_id, device)
+        return StreamingResponse(event_stream(ctx, alert), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     return router
+
+
+def status_body(alert: Alert) -> dict[str, Any]:
+    state = device_state(alert)  # a held cancel (duress) reads as cancelled here too
+    return {
+        "alert_id": alert.alert_id,
+        "state": state.value,
+        "message": DEVICE_MESSAGES[state],
+        "kind": alert.kind.value,
+        "escalation_count": alert.escalation_count,
+        "updated_at": alert.updated_at.isoformat(),
+    }
+
+
+async def record_sent(store: Store, alert: Alert, message_ids: list[str], channel: str,
+                      skip: set[str] | None = None) -> None:
+    """One delivery record per message and channel (`sent`: the channel does not confirm receipt)."""
+    now = utcnow()
+    entries = [
+        HistoryEntry(at=now, event=MESSAGE_DELIVERY, state=alert.state,
+                     detail={"message_id": mid, "channel": channel, "status": "sent"})
+        for mid in message_ids if mid not in (skip or set())
+    ]
+    if entries:
+        await store.append_history(alert.alert_id, entries)
+
+
+def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def event_stream(ctx: AdapterContext, alert: Alert) -> AsyncIterator[bytes]:
+    # Subscribe before reading, so nothing published meanwhile is missed (duplicates are skipped by id).
+    async with ctx.bus.subscribe() as queue:
+        current = await ctx.store.get_alert(alert.alert_id) or alert
+        history = await ctx.store.history(alert.alert_id)
+        yield sse("status", status_body(current))
+        backlog = [m for m in conversation(history) if m["from"] == "platform"]
+        sent = {m["message_id"] for m in backlog}
+        # Recorded as it is handed to the stream (a client gone mid-write cannot be told apart anyway).
+        await record_sent(ctx.store, current, [m["message_id"] for m in backlog], "sse",
+                          skip=delivered_over(history, "sse"))
+        for m in backlog:
+            yield sse("message", m | {"alert_id": alert.alert_id}, m["message_id"])
+        if not current.is_open:
+            return
+        while True:
+            try:
+                ev = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if ev.alert_id != alert.alert_id:
+                continue
+            if ev.text is not None:
+                if ev.text.message_id not in sent:
+                    sent.add(ev.text.message_id)
+                    await record_sent(ctx.store, current, [ev.text.message_id], "sse")
+                    yield sse("message", ev.text.body(alert.alert_id), ev.text.message_id)
+                continue
+            yield sse("status", {"alert_id": ev.alert_id, "state": ev.state.value, "message": ev.message,
+                                 "event": ev.event})
+            if ev.state in FINAL_STATES:
+                return
 
 
 class HttpAdapter(BaseAdapter):

@@ -23,9 +23,10 @@ from bridge.decoding import DecodeError, Frame, parse_json_object
 from bridge.events import StatusEvent
 from bridge.ingress import Claim, Receipt
 from bridge.lifecycle import DEVICE_MESSAGES
-from bridge.model import utcnow
+from bridge.messages import MESSAGE_DELIVERY
+from bridge.model import HistoryEntry, utcnow
 from bridge.profiles import ProfileRegistry
-from bridge.store.base import StoreError
+from bridge.store.base import Store, StoreError
 from bridge.supervision import gateway_state_changed
 from device_adapters.decoders import hermes as hermes_decoder
 from device_adapters.decoders.zigbee2mqtt import parse_availability
@@ -60,6 +61,17 @@ class MqttOptions:
 
 def status_topic(tenant: str, device: str) -> str:
     return f"sosbridge/{tenant}/{device}/status"
+
+
+def messages_topic(tenant: str, device: str) -> str:
+    return f"sosbridge/{tenant}/{device}/status/messages"
+
+
+async def record_delivery(store: Store, event: StatusEvent, channel: str) -> None:
+    assert event.text is not None
+    entry = HistoryEntry(at=utcnow(), event=MESSAGE_DELIVERY, state=event.state,
+                         detail={"message_id": event.text.message_id, "channel": channel, "status": "sent"})
+    await store.append_history(event.alert_id, [entry])
 
 
 def error_topic(tenant: str, device: str) -> str:
@@ -179,6 +191,12 @@ class MqttAdapter(BaseAdapter):
             if msg.retain:
                 return None
             return await self._gateway_state(route, msg)
+        if route.kind == "reply":
+            # The person's text for the platform: through the ingress like every frame (docs/platform/messages.md).
+            receipt = await self.ctx.ingress.receive_text(self._claim(route, msg.payload), msg.payload,
+                                                          retained=msg.retain)
+            self._answer(route, msg, receipt)
+            return receipt
         meta = dict(route.meta)
         if route.kind == "hermes" and not self._hermes_intent_configured(_intent_or_empty(msg.payload)):
             return None  # somebody else's voice intent ("what time is it"): not addressed to us
@@ -192,7 +210,7 @@ class MqttAdapter(BaseAdapter):
 
     def _claim(self, route: topics.Route, payload: bytes) -> Claim:
         """Who the topic (and, for Hermes and TTN, the payload) says is speaking."""
-        if route.kind == "own":
+        if route.kind in ("own", "reply"):
             # Our own topic names the device; the broker ACL confines each device's credentials to it.
             return Claim(TRANSPORT, device_id=route.device or "", tenant=route.tenant,
                          label=f"device {route.device!r} in {route.tenant!r}")
@@ -240,7 +258,7 @@ class MqttAdapter(BaseAdapter):
     def _publish_error(self, route: topics.Route, receipt: Receipt) -> None:
         assert self.conn is not None
         device = receipt.device
-        if route.kind == "own":
+        if route.kind in ("own", "reply"):
             topic = error_topic(route.tenant or "", route.device or "")
         elif device is not None:
             topic = error_topic(device.tenant_id, device.device_id)
@@ -296,7 +314,11 @@ class MqttAdapter(BaseAdapter):
                 batch = [await queue.get()]
                 while not queue.empty() and len(batch) < 1000:
                     batch.append(queue.get_nowait())
-                latest = {(e.tenant_id, e.device_id): e for e in batch}
+                # Text messages are never coalesced: each one is published on its own sub-topic.
+                for event in batch:
+                    if event.text is not None:
+                        await self._publish_text(event)
+                latest = {(e.tenant_id, e.device_id): e for e in batch if e.text is None}
                 for event in latest.values():
                     await self._publish_status(event)
 
@@ -318,6 +340,32 @@ class MqttAdapter(BaseAdapter):
             )
         except Exception:
             log.exception("status publish failed", extra={"alert_id": event.alert_id})
+
+    async def _publish_text(self, event: StatusEvent) -> None:
+        """A platform message on `.../status/messages` (QoS 1, not retained: each message once, in order),
+        with its delivery recorded; spoken by a Hermes satellite only when it may make a sound."""
+        assert event.text is not None and self.ctx is not None
+        try:
+            if not await self._is_mqtt_device(event.device_id):
+                return
+            assert self.conn is not None
+            self.conn.publish(messages_topic(event.tenant_id, event.device_id),
+                              json.dumps(event.text.body(event.alert_id)), qos=1)
+            await record_delivery(self.ctx.store, event, "mqtt")
+            # Spoken aloud only when it may make a sound: never on a silent or duress alert unless the
+            # platform asked (audible) and the device record allows it (the pipeline decided `audible`).
+            if event.text.discreet and not event.text.audible:
+                return
+            device = await self.ctx.store.get_device(event.device_id)
+            site = device.identifiers.get("hermes_site") if device else None
+            if site:
+                say = {"text": event.text.text, "siteId": site, "id": event.text.message_id}
+                if event.text.language:
+                    say["lang"] = event.text.language
+                self.conn.publish(HERMES_TTS_TOPIC, json.dumps(say), qos=1)
+                await record_delivery(self.ctx.store, event, "hermes_tts")
+        except Exception:
+            log.exception("message publish failed", extra={"alert_id": event.alert_id})
 
     async def _is_mqtt_device(self, device_id: str) -> bool:
         known = self._mqtt_devices.get(device_id)
@@ -343,6 +391,7 @@ class MqttAdapter(BaseAdapter):
 
 
 HERMES_SILENT_REPLY = "OK, noted."
+HERMES_TTS_TOPIC = "hermes/tts/say"
 
 
 def _intent_or_empty(payload: bytes) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-RouteKind = Literal["own", "z2m", "z2m_bridge", "chirpstack", "ttn", "owntracks", "hermes"]
+RouteKind = Literal["own", "reply", "z2m", "z2m_bridge", "chirpstack", "ttn", "owntracks", "hermes"]
 
 # Identifier schemes this adapter binds devices with (Device.identifiers keys).
 SCHEMES = ("mqtt_topic", "z2m", "deveui", "owntracks", "hermes_site")
@@ -34,6 +34,7 @@ class Route:
 def subscriptions(z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)) -> list[str]:
     subs = [
         "sosbridge/+/+/alert",
+        "sosbridge/+/+/reply",
         "application/+/device/+/event/+",
         "v3/+/devices/+/up",
         "owntracks/+/+",
@@ -49,6 +50,9 @@ def route(topic: str, z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)) -> Route | 
     meta = {"topic": topic}
     if len(parts) == 4 and parts[0] == "sosbridge" and parts[3] == "alert":
         return Route("own", tenant=parts[1], device=parts[2], meta=meta | {"ecosystem": "sosbridge"})
+    if len(parts) == 4 and parts[0] == "sosbridge" and parts[3] == "reply":
+        # The person's text for the platform (docs/platform/messages.md), on the device's own topic.
+        return Route("reply", tenant=parts[1], device=parts[2], meta=meta | {"ecosystem": "sosbridge"})
     if len(parts) == 6 and parts[0] == "application" and parts[2] == "device" and parts[4] == "event":
         meta |= {"network": "chirpstack", "ecosystem": "chirpstack", "event": parts[5], "application_id": parts[1]}
         return Route("chirpstack", "deveui", parts[3].lower(), meta=meta)

@@ -15,6 +15,8 @@ import contextlib
 import csv
 import dataclasses
 import functools
+import hashlib
+import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -255,6 +257,15 @@ class GsmHandler(PortHandler):
         # The number is personal data: a refusal names the port, never the sender.
         claim = dataclasses.replace(claim, label="SMS sender")
         receipt = await self.receive(sms.body.encode(), claim, raw=sms.body, sender=sms.sender, scts=sms.scts)
+        device = receipt.device
+        if receipt.status == "unmatched" and device is not None and device.sms_replies:
+            # Not an SOS or status text: from a tracker that takes texts both ways, the person's answer to a
+            # platform message. It reaches the platform as a message when the device has an open alert.
+            digest = hashlib.sha256(f"{sms.scts}|{sms.body}".encode()).hexdigest()[:24]
+            doc = json.dumps({"text": sms.body, "message_id": f"sms-{digest}"}).encode()
+            reply = await self.ctx.ingress.receive_text(claim, doc)
+            if reply.status != "refused" or reply.code not in ("nothing_open", "invalid_text"):
+                receipt = reply
         log.info("SMS handled", extra={"device_id": receipt.device.device_id if receipt.device else None,
                                        "status": receipt.status, "code": receipt.code,
                                        "alert_ids": [r.alert_id for r in receipt.results]})

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 
 from bridge.events import StatusEvent
 from bridge.lifecycle import DEVICE_MESSAGES
-from bridge.model import ALWAYS_SILENT_KINDS, Alert, AlertState, Device
+from bridge.messages import MESSAGE_DELIVERY
+from bridge.model import ALWAYS_SILENT_KINDS, Alert, AlertState, Device, HistoryEntry, utcnow
 from bridge.ratelimit import TokenBuckets
 
 if TYPE_CHECKING:
@@ -45,6 +46,16 @@ def reply_text(device: Device | None, alert: Alert | None, state: AlertState) ->
     return DEVICE_MESSAGES[state]
 
 
+def sms_parts(text: str, limit: int = 160) -> list[str]:
+    """A platform message as texts of at most `limit` characters, numbered "(1/3) " when it needs several.
+    Pure."""
+    if len(text) <= limit:
+        return [text]
+    size = limit - 8  # room for "(nn/nn) "
+    chunks = [text[i:i + size] for i in range(0, len(text), size)]
+    return [f"({n}/{len(chunks)}) {chunk}" for n, chunk in enumerate(chunks, 1)]
+
+
 class SmsReplier:
     def __init__(self, handler: GsmHandler, *, burst: int = 4, per_min: float = 1.0, attempts: int = 3,
                  backoff_s: float = 1.0) -> None:
@@ -63,7 +74,39 @@ class SmsReplier:
                 except Exception as exc:  # one failed lookup must not stop the replies
                     log.warning("sms reply skipped", extra={"device_id": event.device_id, "error": str(exc)[:100]})
 
+    async def text(self, conn: Connection, event: StatusEvent) -> bool:
+        """A platform message texted to a tracker that allows replies: never on a discreet (silent or duress)
+        alert unless the platform asked for it and the device record allows it (`event.text.audible`, decided
+        by the pipeline). Not rate-limited: only the authenticated platform sends these."""
+        message = event.text
+        if message is None or (message.discreet and not message.audible):
+            return False
+        store = self.handler.ctx.store
+        device = await store.get_device(event.device_id)
+        if device is None or not device.sms_replies or not _NUMBER.match(device.identifiers.get("msisdn", "")):
+            return False
+        for part in sms_parts(message.text):
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    await self.handler.send_sms(conn, device.identifiers["msisdn"], part)
+                    break
+                except Exception as exc:  # ModemError, LinkLost, a timeout: try again, later
+                    log.warning("sms message failed", extra={"device_id": device.device_id,
+                                                             "alert_id": event.alert_id, "attempt": attempt,
+                                                             "error": str(exc)[:80]})
+                    await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            else:
+                log.error("sms message given up", extra={"device_id": device.device_id, "alert_id": event.alert_id})
+                return False
+        await store.append_history(event.alert_id, [HistoryEntry(
+            at=utcnow(), event=MESSAGE_DELIVERY, state=event.state,
+            detail={"message_id": message.message_id, "channel": "sms", "status": "sent"})])
+        log.info("sms message sent", extra={"device_id": device.device_id, "alert_id": event.alert_id})
+        return True
+
     async def consider(self, conn: Connection, event: StatusEvent) -> bool:
+        if event.text is not None:
+            return await self.text(conn, event)
         key = (event.alert_id, event.state)
         if key in self.sent or event.state not in REPLY_STATES:
             return False

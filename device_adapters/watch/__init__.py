@@ -209,8 +209,8 @@ class WatchAdapter(BaseAdapter):
             while True:
                 event = await queue.get()
                 conn = self.by_device.get(event.device_id)
-                if conn is None or conn.header is None:
-                    continue
+                if conn is None or conn.header is None or event.text is not None:
+                    continue  # platform text messages are not shown on watches yet
                 try:
                     alert = await self.ctx.store.get_alert(event.alert_id)
                     if alert is None or alert.silent:

@@ -177,3 +177,41 @@ async def http_cancel(ctx: RunContext, step: Step) -> None:
     result = await wearable(ctx, device).cancel(ctx.last_alert[device])
     if result["status"] != 202:
         raise RuntimeError(f"{device}: cancel refused: {result}")
+
+
+@action("platform.message")
+async def platform_message(ctx: RunContext, step: Step) -> None:
+    """The platform texts the person about the device's last alert (args: text, language, audible,
+    expect_discreet, expect_audible); the device must then see it in GET /v1/alerts/{id}."""
+    device = _require_device(step)
+    token = getattr(ctx.settings, "platform_token", None)
+    if not token:
+        raise RuntimeError("platform.message needs the bridge's platform credential")
+    alert_id = ctx.last_alert[device]
+    args = dict(step.args)
+    expect_discreet = args.pop("expect_discreet", None)
+    expect_audible = args.pop("expect_audible", None)
+    w = wearable(ctx, device)
+    r = await w._client().post(f"/v1/platform/alerts/{alert_id}/messages", json=args,
+                               headers={"Authorization": f"Bearer {token}"})
+    if r.status_code != 201:
+        raise RuntimeError(f"{device}: platform message refused: {r.status_code} {r.text[:200]}")
+    sent = r.json()
+    for name, want in (("discreet", expect_discreet), ("audible", expect_audible)):
+        if want is not None and sent[name] is not want:
+            raise RuntimeError(f"{device}: message {name} is {sent[name]}, expected {want}")
+    seen = (await w.status(alert_id)).get("messages", [])
+    if not any(m.get("message_id") == sent["message_id"] for m in seen):
+        raise RuntimeError(f"{device}: the device does not see the platform's message")
+
+
+@action("http.reply")
+async def http_reply(ctx: RunContext, step: Step) -> None:
+    """The person answers the platform in text (args: text)."""
+    device = _require_device(step)
+    w = wearable(ctx, device)
+    alert_id = ctx.last_alert[device]
+    r = await w._client().post(f"/v1/alerts/{alert_id}/messages", json={"text": step.args.get("text", "")},
+                               headers=w.headers)
+    if r.status_code != 202:
+        raise RuntimeError(f"{device}: reply refused: {r.status_code} {r.text[:200]}")

@@ -159,6 +159,13 @@ class VirtualMqttDevice:
         await self.publisher.apublish(_own_topic(self.device), json.dumps(body))
         return str(body["message_id"])
 
+    async def reply(self, text: str, **fields: Any) -> str:
+        """The person's text for the platform on `sosbridge/<tenant>/<device>/reply` (alert_id optional)."""
+        body = {"text": text, "message_id": fields.pop("message_id", None) or uuid.uuid4().hex, **fields}
+        topic = f"sosbridge/{self.device.tenant_id}/{self.device.device_id}/reply"
+        await self.publisher.apublish(topic, json.dumps(body))
+        return str(body["message_id"])
+
 
 # -- scenario actions ------------------------------------------------------------------------------------
 def _device(ctx: RunContext, step: Step) -> Device:

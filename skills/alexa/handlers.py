@@ -37,7 +37,7 @@ from skills.alexa.location import (
     location_from_geolocation,
 )
 from skills.alexa.service import Identity, VoiceRejected, VoiceUnavailable
-from skills.alexa.speech import say, state_speech
+from skills.alexa.speech import say, state_speech, status_speech
 
 log = logging.getLogger("sosbridge.alexa")
 
@@ -281,7 +281,8 @@ class StatusHandler(_Base):
             # Whoever asks may be the person the silent alert is about: stay innocuous.
             reply = self.deps.settings.duress_reply or say("duress_reply", loc)
             return rb.speak(reply).set_should_end_session(True).response
-        return rb.speak(state_speech(outcome.state, loc)).set_should_end_session(True).response
+        speech = status_speech(outcome.state, loc, outcome.latest_message)
+        return rb.speak(speech).set_should_end_session(True).response
 
 
 class HelpHandler(_Base):

@@ -49,6 +49,7 @@ def _outcome(o: AlertOutcome | None) -> dict[str, Any] | None:
         "outcome": o.outcome,
         "state": o.state.value if o.state else None,
         "silent": o.silent,
+        "latest_message": o.latest_message,
     }
 
 
@@ -56,7 +57,9 @@ def _parse_outcome(d: dict[str, Any] | None) -> AlertOutcome | None:
     if d is None:
         return None
     state = AlertState(d["state"]) if d.get("state") else None
-    return AlertOutcome(d.get("alert_id"), d.get("outcome", ""), state, bool(d.get("silent")))
+    latest = d.get("latest_message")
+    return AlertOutcome(d.get("alert_id"), d.get("outcome", ""), state, bool(d.get("silent")),
+                        latest if isinstance(latest, str) else None)
 
 
 def relay_router(path: str, secret: str, service: VoiceService) -> APIRouter:

@@ -13,8 +13,9 @@ import logging
 from dataclasses import dataclass
 
 from bridge.events import StatusBus
-from bridge.model import AlertState, Device, Observation
-from bridge.pipeline import Rejected, held_under_duress
+from bridge.messages import MESSAGE_DELIVERY, MESSAGE_OUT
+from bridge.model import AlertState, Device, HistoryEntry, Observation, utcnow
+from bridge.pipeline import Rejected, discreet, held_under_duress
 from bridge.store.base import Store, StoreError
 from bridge.supervision import Submitter
 
@@ -52,6 +53,9 @@ class AlertOutcome:
     outcome: str
     state: AlertState | None
     silent: bool = False
+    # A status answer: the platform's latest text message (docs/platform/messages.md), never for a
+    # discreet (silent or duress) alert.
+    latest_message: str | None = None
 
 
 def unverified_device_id(external_id: str, prefix: str = "alexa") -> str:
@@ -153,4 +157,12 @@ class VoiceService:
         if alert.attributes.get("cancel_requests_under_duress"):
             # The device side was told the alert is cancelled (or never existed): keep telling it that.
             return None
-        return AlertOutcome(alert.alert_id, "status", alert.state, alert.silent)
+        latest = None
+        if not discreet(alert):
+            out = [h for h in await self.store.history(alert.alert_id) if h.event == MESSAGE_OUT]
+            if out:
+                latest = str(out[-1].detail.get("text") or "") or None
+                entry = HistoryEntry(at=utcnow(), event=MESSAGE_DELIVERY, state=alert.state, detail={
+                    "message_id": out[-1].detail.get("message_id"), "channel": "voice", "status": "sent"})
+                await self.store.append_history(alert.alert_id, [entry])
+        return AlertOutcome(alert.alert_id, "status", alert.state, alert.silent, latest)

@@ -30,6 +30,7 @@ _EN: dict[str, str] = {
         "If you can, call {number} yourself."
     ),
     "acknowledged": "Your alert has been answered. Help is on the way.",
+    "latest_message": "The control room says: {text}",
     "resolved": "Your last alert has been closed.",
     "cancelled": "Your alert is cancelled.",
     "no_alert": "You have no open alert. Say: I need help, to send one.",
@@ -70,6 +71,7 @@ _DE: dict[str, str] = {
         "Wenn du kannst, ruf selbst die {number} an."
     ),
     "acknowledged": "Dein Alarm wurde angenommen. Hilfe ist unterwegs.",
+    "latest_message": "Die Leitstelle sagt: {text}",
     "resolved": "Dein letzter Alarm wurde abgeschlossen.",
     "cancelled": "Dein Alarm ist abgebrochen.",
     "no_alert": "Du hast keinen offenen Alarm. Sag: Ich brauche Hilfe, um einen zu senden.",
@@ -117,3 +119,12 @@ def say(key: str, locale: str, **values: str) -> str:
 
 def state_speech(state: AlertState, locale: str) -> str:
     return say(STATE_KEYS[state], locale)
+
+
+def status_speech(state: AlertState, locale: str, latest_message: str | None = None) -> str:
+    """The state, then the platform's latest message read out (never for a silent alert: the caller
+    answers those with the innocuous duress reply before getting here)."""
+    speech = state_speech(state, locale)
+    if latest_message:
+        speech += " " + say("latest_message", locale, text=latest_message)
+    return speech

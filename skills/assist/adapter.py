@@ -26,7 +26,7 @@ from bridge.api.auth import device_for_credential
 from bridge.config import Settings
 from bridge.model import AlertKind, AlertState, Location, Observation, new_id
 from skills.alexa.service import AlertOutcome, VoiceRejected, VoiceService, VoiceUnavailable
-from skills.alexa.speech import say, state_speech
+from skills.alexa.speech import say, state_speech, status_speech
 from skills.assist.config import AssistSettings
 
 log = logging.getLogger("sosbridge.assist")
@@ -121,7 +121,7 @@ class AssistAdapter(BaseAdapter):
                     if outcome.silent:
                         # Whoever asks may be the person the silent alert is about.
                         return _reply(cfg.duress_reply or say("duress_reply", lang))
-                    return _reply(state_speech(outcome.state, lang), outcome)
+                    return _reply(status_speech(outcome.state, lang, outcome.latest_message), outcome)
                 if req.intent == "CancelAlertIntent":
                     if not req.confirmed:
                         # One-shot voice: the confirmation is a second sentence ("yes, cancel my alert").
