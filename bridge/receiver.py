@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -77,6 +77,8 @@ class Receiver:
         self.mode: Mode = "normal"
         self.slow_s = 5.0
         self.rejected = 0
+        # What the operator (or the auto-ack) did: ack, resolve and messages sent, for the console (in memory).
+        self.activity: list[dict[str, Any]] = []
         self._changed = asyncio.Condition()
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -108,6 +110,7 @@ class Receiver:
         self.records.clear()
         self._contacts.clear()
         self.seen_keys.clear()
+        self.activity.clear()
         self.rejected = 0
         return n
 
@@ -128,24 +131,82 @@ class Receiver:
             fh.flush()
             os.fsync(fh.fileno())
 
-    async def callback(self, alert_id: str, event: Literal["ack", "resolve"], note: str = "") -> int:
+    async def callback(
+        self, alert_id: str, event: Literal["ack", "resolve"], note: str = "", operator: str = "receiver"
+    ) -> int:
+        status, _ = await self._call_bridge(alert_id, event, {"note": note, "operator": operator})
+        await self._record_activity({"type": event, "alert_id": alert_id, "bridge_status": status, "by": operator})
+        return status
+
+    async def send_message(
+        self, alert_id: str, text: str, audible: bool = False, operator: str = "console"
+    ) -> tuple[int, dict[str, Any]]:
+        """Text the person through the bridge's platform messages API; returns its status and answer."""
+        body = {"text": text, "audible": audible, "operator": operator}
+        status, answer = await self._call_bridge(alert_id, "messages", body)
+        if status == 201:
+            await self._record_activity({
+                "type": "message", "alert_id": alert_id, "bridge_status": status, "by": operator,
+                "text": answer.get("text", text), "message_id": answer.get("message_id"),
+                "discreet": answer.get("discreet"), "audible": answer.get("audible"),
+            })
+        return status, answer
+
+    async def _call_bridge(self, alert_id: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if self.bridge_url is None or self._client is None:
-            return 0
+            return 0, {}
         if not self.platform_token:
             # Never the webhook secret instead: an HMAC key must not travel as a bearer token.
             log.warning("no platform token: not calling the bridge back", extra={"alert_id": alert_id})
-            return 0
-        url = f"{self.bridge_url}/v1/platform/alerts/{alert_id}/{event}"
+            return 0, {}
+        url = f"{self.bridge_url}/v1/platform/alerts/{alert_id}/{path}"
         headers = {"Authorization": f"Bearer {self.platform_token}"}
         for attempt in range(5):
             try:
-                response = await self._client.post(url, json={"note": note, "operator": "receiver"}, headers=headers)
+                response = await self._client.post(url, json=body, headers=headers)
                 if response.status_code < 500:
-                    return response.status_code
+                    try:
+                        answer = response.json()
+                    except ValueError:
+                        answer = {}
+                    return response.status_code, answer if isinstance(answer, dict) else {}
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.2 * (attempt + 1))
-        return 0
+        return 0, {}
+
+    async def _record_activity(self, entry: dict[str, Any]) -> None:
+        async with self._changed:
+            self.activity.append({"at": time.time(), **entry})
+            self._changed.notify_all()
+
+    async def changes(
+        self, since: int, activity_since: int, wait_s: float, gone: Callable[[], Awaitable[bool]] | None = None
+    ) -> dict[str, Any]:
+        """Records and activity after the given positions, waiting up to `wait_s` for something new (the
+        console's long poll; it stops early when `gone()` says the client went away). Positions beyond the
+        end (after a reset) start again from 0."""
+        reset = since > len(self.records) or activity_since > len(self.activity)
+        if reset:
+            since, activity_since = 0, 0
+
+        def anything_new() -> bool:
+            return len(self.records) > since or len(self.activity) > activity_since
+
+        deadline = time.monotonic() + wait_s
+        while not anything_new() and (left := deadline - time.monotonic()) > 0:
+            async with self._changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait_for(anything_new), min(left, 0.5))
+            if gone is not None and await gone():
+                break
+        return {
+            "reset": reset,
+            "records": [{"index": since + i, **r} for i, r in enumerate(self.records[since:])],
+            "next": len(self.records),
+            "activity": self.activity[activity_since:],
+            "activity_next": len(self.activity),
+        }
 
     def _schedule_callbacks(self, contact: dict[str, Any]) -> None:
         if contact.get("msg_type") != "alert" or not contact.get("alert_id"):
@@ -238,6 +299,10 @@ class Receiver:
         @app.post("/control/{event}/{alert_id}", dependencies=guarded)
         async def control(event: Literal["ack", "resolve"], alert_id: str) -> dict[str, Any]:
             return {"alert_id": alert_id, "event": event, "bridge_status": await self.callback(alert_id, event)}
+
+        from bridge.console import add_console
+
+        add_console(app, self, guarded)
 
         @app.get("/healthz")
         async def healthz() -> dict[str, str]:
