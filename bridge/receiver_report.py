@@ -33,6 +33,7 @@ def banner(host: str, port: int, jsonl: Path | None) -> list[str]:
         f"reference contact platform listening on {base}",
         f"  webhook   POST {base}{WEBHOOK_PATH}   (point SOSBRIDGE_PLATFORM_URL here)",
         f"  contacts  GET  {base}{WEBHOOK_PATH}",
+        f"  console   {base}/   (operator console in a browser)",
     ]
     if jsonl is not None:
         lines.append(f"  stored in {jsonl.expanduser().resolve()}")
