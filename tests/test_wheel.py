@@ -1,4 +1,5 @@
-"""The wheel a user gets from `pip install .`: it carries every built-in device profile and runs the demo.
+"""The wheel a user gets from `pip install .`: it carries every built-in device profile and the operator
+console, and runs the demo.
 
 Builds the wheel from a copy of the source (the repository is left untouched), installs it with
 `--no-deps` into a fresh venv that sees this environment's dependencies through a .pth file (no
@@ -77,3 +78,15 @@ def test_the_wheel_ships_every_builtin_profile(installed: Path, tmp_path: Path) 
 def test_the_installed_demo_passes(installed: Path, tmp_path: Path) -> None:
     demo = run_installed(installed, tmp_path, "demo")
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+
+
+def test_the_wheel_ships_the_operator_console(installed: Path, tmp_path: Path) -> None:
+    code = (
+        "import bridge.console as c, sys; print(c.__file__); "
+        "sys.stdout.write(''.join(str(len(c.asset(n))) + ' ' for n in ('index.html', 'console.js', 'console.css')))"
+    )
+    out = subprocess.run(
+        [str(installed / "bin" / "python"), "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0].startswith(str(installed)), out  # from the installed wheel, not this checkout
+    assert all(int(n) > 1000 for n in out[1].split()), out

@@ -351,7 +351,9 @@ function renderDetail() {
   field(dl, "Severity", c.severity, "f-severity");
   field(dl, "State", s, "f-state");
   field(dl, "Status", c.status === "actual" ? "actual (real)" : c.status, "f-status");
-  field(dl, "Reason", c.reason);
+  // A message contact's reason is always "message from the person": the reason of the last other contact.
+  const other = [...entry.records].reverse().find((r) => r.contact && r.contact.msg_type !== "message");
+  field(dl, "Reason", other ? other.contact.reason : c.reason);
   const p = c.person || {};
   field(dl, "Person", p.name, "f-person");
   field(dl, "Phone", p.phone);
