@@ -242,8 +242,11 @@ async def test_silent_and_exercise_alerts_in_a_browser(tmp_path: Path, browser: 
             view = (await device.get(f"/v1/platform/alerts/{alert_id}", headers=platform(env))).json()
             channels = {d["channel"] for ds in view["message_deliveries"].values() for d in ds}
             assert channels <= {"http", "sse", "mqtt", "coap", "app"}, channels
-            # The exercise alert is marked in its detail view too.
-            await page.locator(f'[data-alert-id="{exercise_id}"]').click()
+            # The exercise alert is marked in its detail view too; the arrow keys move through the list.
+            await item.focus()
+            await page.keyboard.press("ArrowDown")
+            await expect(page.locator(f'[data-alert-id="{exercise_id}"]')).to_be_focused()
+            await page.keyboard.press("Enter")
             await expect(page.locator("#exercise-banner")).to_have_text(
                 "EXERCISE: not a real emergency. Do not dispatch.")
             await expect(page.locator("#silent-banner")).to_be_hidden()
