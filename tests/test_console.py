@@ -6,8 +6,10 @@ The browser tests skip locally without Chromium and fail in CI (tests/conftest.p
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +158,8 @@ async def test_console_in_a_browser(tmp_path: Path, browser: Any) -> None:
         page = await signed_in_page(browser, env)
         async with httpx.AsyncClient(base_url=env.url, headers={"Authorization": f"Bearer {token}"}) as device:
             # A contact appears live, without a reload.
-            alert_id = await raise_alert(device, kind="fall", location=EDINBURGH)
+            fix_time = (datetime.now(UTC) - timedelta(seconds=40)).isoformat()
+            alert_id = await raise_alert(device, kind="fall", location={**EDINBURGH, "fix_time": fix_time})
             item = page.locator(f'[data-alert-id="{alert_id}"]')
             await expect(item).to_be_visible(timeout=10_000)
             await expect(item).to_contain_text("fall · Morag MacLeod")
@@ -172,7 +175,8 @@ async def test_console_in_a_browser(tmp_path: Path, browser: Any) -> None:
             await expect(page.locator("#f-notes")).to_have_text("Lives alone; key safe 1234")
             await expect(page.locator("#f-location")).to_have_text("55.95325, -3.18826 ± 12 m")
             await expect(page.locator("#f-source")).to_have_text("gnss")
-            await expect(page.locator("#f-grid")).not_to_be_empty()
+            await expect(page.locator("#f-grid")).to_have_text(re.compile(r"^NT \d{5} \d{5}$"))
+            await expect(page.locator("#f-fix-age")).to_have_text(re.compile(r"^(39|40|41|42) s when received$"))
             href = await page.locator("#map-link").get_attribute("href")
             assert href is not None and href.startswith("https://www.openstreetmap.org/?mlat=55.953250&mlon=-3.188260")
             await expect(page.locator("#silent-banner")).to_be_hidden()
