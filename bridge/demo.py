@@ -65,7 +65,7 @@ async def run_demo(
             eb, rx = stack.bridge, stack.receiver
             console.rule("[bold]SOS Bridge demo[/bold]")
             console.print(
-                f"bridge {eb.url}  ·  contact platform {rx.url}  ·  adapters: "
+                f"bridge {eb.url}  ·  contact platform {rx.url} (operator console: {rx.base_url}/)  ·  adapters: "
                 f"{', '.join(eb.runtime.started_adapters)}  ·  data {workdir}"
             )
             ctx = stack.run_context()
