@@ -45,12 +45,12 @@ def test_parse_url_takes_only_our_parameters() -> None:
 async def test_url_namespace_shares_and_isolates(redis_url: str, pair: tuple[RedisStore, RedisStore]) -> None:
     a, b = pair
     assert a.namespace == b.namespace
-    await a.put_device(Device(device_id="shared", identifiers={"msisdn": "+447700900001"}))
-    assert (await b.find_device("msisdn", "+447700900001")).device_id == "shared"  # type: ignore[union-attr]
+    await a.put_device(Device(device_id="seen-by-both", identifiers={"msisdn": "+447700900001"}))
+    assert (await b.find_device("msisdn", "+447700900001")).device_id == "seen-by-both"  # type: ignore[union-attr]
     other = RedisStore(f"{redis_url}?namespace=o{new_id()}")
     await other.open()
     try:
-        assert await other.get_device("shared") is None
+        assert await other.get_device("seen-by-both") is None
         assert all(k.startswith(a.prefix) for k in await dump_keys(a)())
     finally:
         await other.close()

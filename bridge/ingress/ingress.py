@@ -71,18 +71,11 @@ class Ingress:
         (e.g. the target alert id of a CoAP request); `ref_scheme` names the registry identifier that an
         identity found inside the frame (a DevEUI) must agree with."""
         transport = claim.transport
-        if frame.retained:
-            # A retained message is old state replayed by the broker, never a new alert.
-            return Receipt("ignored", "retained", "retained messages never raise an alert")
-        if len(frame.payload) > self.max_frame_bytes:
-            return self._refuse(transport, None, "too_large",
-                                f"payload of {len(frame.payload)} bytes exceeds {self.max_frame_bytes}")
-        try:
-            device, fresh = await self.devices.resolve(self.store, claim)
-        except StoreError as exc:
-            return self._not_stored(transport, None, exc)
-        if device is None:
-            return self._refuse(transport, None, "unknown_device", f"{claim.describe()} is not registered")
+        # A retained message is old state replayed by the broker, never a new alert.
+        found = await self._identify(claim, frame.payload, frame.retained, "retained messages never raise an alert")
+        if isinstance(found, Receipt):
+            return found
+        device, fresh = found
         try:
             profile = choose_profile(self.profiles, device, claim, frame.meta)
         except BindingError as exc:
@@ -148,17 +141,10 @@ class Ingress:
         payload is a JSON object: {"text": ..., "alert_id"?: ..., "message_id"?: ...} (no alert_id: the
         device's open alert)."""
         transport = claim.transport
-        if retained:
-            return Receipt("ignored", "retained", "retained messages are never a new message")
-        if len(payload) > self.max_frame_bytes:
-            return self._refuse(transport, None, "too_large",
-                                f"payload of {len(payload)} bytes exceeds {self.max_frame_bytes}")
-        try:
-            device, fresh = await self.devices.resolve(self.store, claim)
-        except StoreError as exc:
-            return self._not_stored(transport, None, exc)
-        if device is None:
-            return self._refuse(transport, None, "unknown_device", f"{claim.describe()} is not registered")
+        found = await self._identify(claim, payload, retained, "retained messages are never a new message")
+        if isinstance(found, Receipt):
+            return found
+        device, fresh = found
         try:
             doc = parse_json_object(payload)
         except DecodeError as exc:
@@ -179,6 +165,23 @@ class Ingress:
         return await self._store([obs], device, None)
 
     # -- steps -----------------------------------------------------------------------------------------
+    async def _identify(self, claim: Claim, payload: bytes, retained: bool,
+                        retained_reason: str) -> Receipt | tuple[Device, bool]:
+        """The checks every frame passes first: not a retained replay, within the size limit, from a
+        registered device. The device and whether it was read just now, or the Receipt that ends here."""
+        if retained:
+            return Receipt("ignored", "retained", retained_reason)
+        if len(payload) > self.max_frame_bytes:
+            return self._refuse(claim.transport, None, "too_large",
+                                f"payload of {len(payload)} bytes exceeds {self.max_frame_bytes}")
+        try:
+            device, fresh = await self.devices.resolve(self.store, claim)
+        except StoreError as exc:
+            return self._not_stored(claim.transport, None, exc)
+        if device is None:
+            return self._refuse(claim.transport, None, "unknown_device", f"{claim.describe()} is not registered")
+        return device, fresh
+
     async def _store(self, observations: list[Observation], device: Device | None,
                      profile: DeviceProfile | None, hand_over: bool = False) -> Receipt:
         results: list[SubmitResult] = []

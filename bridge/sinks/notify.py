@@ -44,6 +44,14 @@ def _payload(item: OutboxItem) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) and isinstance(doc.get("to"), str) else None
 
 
+def deliverable(item: OutboxItem, max_age_s: float) -> dict[str, Any] | Permanent:
+    """The notification to send, or why it never will be (not one, or given up as too old)."""
+    doc = _payload(item)
+    if doc is None:
+        return Permanent("not a notification payload")
+    return too_old(item, max_age_s) or doc
+
+
 class SmtpSink:
     def __init__(
         self,
@@ -99,11 +107,9 @@ class SmtpSink:
             client.send_message(msg)
 
     async def deliver(self, item: OutboxItem) -> Outcome:
-        doc = _payload(item)
-        if doc is None:
-            return Permanent("not a notification payload")
-        if (stale := too_old(item, self.max_age_s)) is not None:
-            return stale
+        doc = deliverable(item, self.max_age_s)
+        if isinstance(doc, Permanent):
+            return doc
         msg = self.message(item, doc)
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._send, msg)
@@ -133,11 +139,9 @@ class NotifyWebhookSink:
         self._session: aiohttp.ClientSession | None = None
 
     async def deliver(self, item: OutboxItem) -> Outcome:
-        doc = _payload(item)
-        if doc is None:
-            return Permanent("not a notification payload")
-        if (stale := too_old(item, self.max_age_s)) is not None:
-            return stale
+        doc = deliverable(item, self.max_age_s)
+        if isinstance(doc, Permanent):
+            return doc
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
         body = {k: v for k, v in doc.items() if k != "to"}
@@ -164,11 +168,9 @@ class SmsSink:
         self.gateway = gateway
 
     async def deliver(self, item: OutboxItem) -> Outcome:
-        doc = _payload(item)
-        if doc is None:
-            return Permanent("not a notification payload")
-        if (stale := too_old(item, self.max_age_s)) is not None:
-            return stale
+        doc = deliverable(item, self.max_age_s)
+        if isinstance(doc, Permanent):
+            return doc
         try:
             await self.gateway.send(doc["to"], str(doc.get("text") or ""))
         except Exception as exc:  # no modem, ModemError, LinkLost: their texts never name the number
