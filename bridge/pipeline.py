@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -51,13 +52,21 @@ KindPolicy = Callable[[Device], frozenset[AlertKind] | None]
 # Which platform routes a contact goes to, given the routes earlier contacts of its alert went to.
 RouteSelector = Callable[[Contact, list[str]], list[str]]
 DEFAULT_ROUTE = "default"
-CONCURRENT_RETRIES = 8
+CONCURRENT_RETRIES = 12
+# Seconds to wait before the n-th re-read after a lost versioned write (jittered, growing): two instances
+# that keep colliding on one alert would otherwise re-read in lock-step and collide again.
+CONFLICT_BACKOFF_S = 0.002
 DEDUPE_CACHE_SIZE = 200_000
 MAX_UPDATE_DEFER_S = 600.0
 # Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
 BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
 # The update a platform receives instead of a stand-down when a silent alert is "cancelled" at the device.
 DURESS_CANCEL_REASON = "cancel requested at the device during a duress alert"
+
+
+async def conflict_backoff(attempt: int) -> None:
+    """Wait a little, at random, before retrying a write another instance won."""
+    await asyncio.sleep(random.uniform(0, CONFLICT_BACKOFF_S * (attempt + 1)))
 
 
 class FreshHandoff(Protocol):
@@ -266,7 +275,7 @@ class Pipeline:
                 obs = obs.model_copy(update={"presses": len(unseen) + unkeyed})
             dedupe_key = unseen[0] if unseen else None
             extra_keys = unseen[1:]
-            for _attempt in range(CONCURRENT_RETRIES):
+            for attempt in range(CONCURRENT_RETRIES):
                 try:
                     if obs.action == "alert":
                         return await self._alert(obs, device, dedupe_key, extra_keys)
@@ -282,7 +291,7 @@ class Pipeline:
                         self._remember(dedupe_key, dup.alert_id)
                     return await self._duplicate(dup.alert_id)
                 except ConcurrentUpdate:
-                    continue  # re-read the alert and apply the observation to what is there now
+                    await conflict_backoff(attempt)  # then re-read the alert and apply the observation again
             raise StoreError("the alert kept changing under this update; retry")
 
     def _remember(self, dedupe_key: str, alert_id: str) -> None:
@@ -576,7 +585,7 @@ class Pipeline:
                     await self._commit(change)
                     break
                 except ConcurrentUpdate:
-                    continue
+                    await conflict_backoff(attempt)
             else:
                 raise StoreError("the alert kept changing under this transition; retry")
         if not cancel_held(alert):
@@ -621,7 +630,7 @@ class Pipeline:
                     await self._commit(Change(alert=alert, history=[entry], urgent=True))
                     break
                 except ConcurrentUpdate:
-                    continue
+                    await conflict_backoff(attempt)
             else:
                 raise StoreError("the alert kept changing under this message; retry")
         # The alert's real state (for delivery records); device channels show only the text of this event.
