@@ -555,11 +555,13 @@ def _check_frame(profile: Any, text: str | None, hex_text: str | None, meta_pair
 def demo(
     keep: Annotated[bool, typer.Option(help="Keep the temporary data directory")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every expected contact")] = 60.0,
+    stay: Annotated[bool, typer.Option(help="Keep everything running afterwards, with the operator console "
+                                             "open, until Ctrl-C")] = False,
 ) -> None:
     """Start everything embedded, send alerts from simulated devices, show the contacts that arrive."""
     from bridge.demo import run_demo
 
-    ok = run_interruptible(run_demo(console, keep=keep, timeout=timeout))
+    ok = run_interruptible(run_demo(console, keep=keep, timeout=timeout, stay=stay))
     raise typer.Exit(0 if ok else 1)
 
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bridge.embedded import EmbeddedBridge
+from bridge.messages import conversation, deliveries
 from bridge.model import EmergencyContact
 from bridge.receiver import EmbeddedReceiver
 from bridge.serving import free_port
@@ -50,8 +52,11 @@ COLUMNS = ["time", "device", "via", "type", "kind", "severity", "where", "lang",
 
 
 async def run_demo(
-    console: Console, keep: bool = False, timeout: float = 60.0, scenario_name: str = "showcase"
+    console: Console, keep: bool = False, timeout: float = 60.0, scenario_name: str = "showcase",
+    stay: bool = False,
 ) -> bool:
+    """Run the scenario and show what arrived; with `stay`, keep everything running afterwards (so an
+    audience can open the operator console and text the callers) until Ctrl-C."""
     from simulator.scenario import Scenario, Step, register_devices, run_scenario
 
     logging.getLogger().setLevel(logging.ERROR)
@@ -88,6 +93,9 @@ async def run_demo(
                 table.add_row(*contact_row(contact))
             console.print(table)
             acknowledged = await _wait_acknowledged(eb, result.contacts)
+            talk = await conversation_table(eb, result.contacts)
+            if talk.row_count:
+                console.print(talk)
             for note in await carer.received(2):
                 console.print(f"[bold magenta]carer notified[/bold magenta] {note['contact_name']}: {note['subject']}")
             for missing in result.missing:
@@ -98,6 +106,8 @@ async def run_demo(
                 f"{verdict}: {len(result.matched)}/{len(scenario.expected)} expected contacts arrived "
                 f"({len(result.contacts)} received, {acknowledged} alerts acknowledged) in {result.elapsed_s:.1f} s"
             )
+            if stay:
+                await _stay_open(console, rx)
     finally:
         if keep:
             console.print(f"data kept in {workdir}")
@@ -157,6 +167,42 @@ class CarerPhone:
             async with self._arrived:
                 await asyncio.wait_for(self._arrived.wait_for(lambda: len(self.notes) >= at_least), timeout)
         return list(self.notes)
+
+
+async def conversation_table(eb: EmbeddedBridge, contacts: list[dict[str, Any]]) -> Table:
+    """The text conversations of the demo's alerts, from the bridge's own history: what the platform wrote,
+    how each text reached the device (and whether it was discreet), and what the person answered."""
+    table = Table("device", "from", "text", "how", title="Text conversations (the alerts' history in the bridge)")
+    alert_ids = list(dict.fromkeys(c["alert_id"] for c in contacts))
+    for alert_id in alert_ids:
+        alert = await eb.runtime.store.get_alert(alert_id)
+        if alert is None:
+            continue
+        history = await eb.runtime.store.history(alert_id)
+        delivered = deliveries(history)
+        for message in conversation(history):
+            if message["from"] == "person":
+                table.add_row(alert.device_id, "person", message["text"], "to the platform as a message contact")
+                continue
+            how = ", ".join(f"{d['channel']}: {d['status']}" for d in delivered.get(message["message_id"], []))
+            quiet = "discreet: shown without sound, nothing spoken or texted" if message["discreet"] else ""
+            table.add_row(alert.device_id, "platform", message["text"], "; ".join(x for x in (how, quiet) if x))
+    return table
+
+
+async def _stay_open(console: Console, rx: EmbeddedReceiver) -> None:
+    console.print(
+        f"Everything stays running: the operator console is at [bold]{rx.base_url}/[/bold] (acknowledge, "
+        "resolve, text the callers). Press Ctrl-C to stop."
+    )
+    # Ctrl-C here ends the wait, not the command: the demo then shuts down as it would have, with its verdict.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    except (NotImplementedError, RuntimeError, ValueError):  # no signal handlers here: Ctrl-C interrupts
+        pass
+    await stop.wait()
 
 
 async def _print_contacts(console: Console, rx: EmbeddedReceiver) -> None:

@@ -23,3 +23,54 @@ def test_demo_command() -> None:
     # An emergency contact (a carer's webhook) is told about the fall and then that help is on the way.
     assert "carer notified Catriona MacLeod: [EXERCISE] Alert: Morag MacLeod - a fall" in run.stdout
     assert "carer notified Catriona MacLeod: [EXERCISE] Help is on the way: Morag MacLeod" in run.stdout
+    # A two-way text conversation, from the bridge's own history: the deaf fall victim reads the platform's
+    # text on her watch and answers; the silent duress caller's text is discreet although the platform asked
+    # for sound, and her answer reaches the platform.
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in run.stdout.splitlines()
+            if line.count("│") == 5]
+    assert ["watch-morag", "platform", "Help is on the way. Can you tell us where you are hurt?",
+            "http: sent, app: read"] in rows
+    assert ["watch-morag", "person", "My hip. I can't get up. The back door is open.",
+            "to the platform as a message contact"] in rows
+    jo = [r for r in rows if r[:2] == ["app-jo", "platform"]]
+    assert jo and jo[0][3].startswith("http: sent, app: read; discreet")
+    assert ["app-jo", "person", "He is in the kitchen", "to the platform as a message contact"] in rows
+    assert re.search(r"│ app-jo +│ http +│ message +│ duress \(silent\)", run.stdout)
+
+
+def test_demo_stays_open_for_the_console_until_ctrl_c() -> None:
+    """`sosbridge demo --stay`: after the summary the reference platform keeps serving (its console and its
+    JSON), with every contact the demo produced; Ctrl-C ends it quietly with the demo's verdict."""
+    import json
+    import signal
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "demo", "--stay"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=ROOT, env={**__import__("os").environ, "COLUMNS": "200"},
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "Press Ctrl-C to stop" in line:
+                break
+        text = "".join(lines)
+        url = re.search(r"operator console is at (http://127\.0\.0\.1:\d+)/", text)
+        summary = re.search(r"OK: (\d+)/\d+ expected contacts arrived \((\d+) received", text)
+        assert url and summary, text[-3000:]
+        with urllib.request.urlopen(url.group(1) + "/", timeout=10) as page:
+            assert "<html" in page.read().decode().lower()
+        with urllib.request.urlopen(url.group(1) + "/contacts", timeout=10) as listing:
+            contacts = json.loads(listing.read())
+        received = contacts["contacts"] if isinstance(contacts, dict) else contacts
+        assert len(received) == int(summary.group(2))
+        assert proc.poll() is None  # still serving
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

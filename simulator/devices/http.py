@@ -73,6 +73,11 @@ class VirtualWearable:
         r = await self._client().get(f"/v1/alerts/{alert_id}", headers=self.headers)
         return {"status": r.status_code, **r.json()}
 
+    async def mark_read(self, alert_id: str, message_id: str) -> int:
+        """The app showed the person a platform message (the bridge records it as read)."""
+        r = await self._client().post(f"/v1/alerts/{alert_id}/messages/{message_id}/read", headers=self.headers)
+        return r.status_code
+
     async def wait_state(self, alert_id: str, states: set[str], timeout: float = 10.0) -> str:
         deadline = time.monotonic() + timeout
         state = ""
@@ -182,7 +187,8 @@ async def http_cancel(ctx: RunContext, step: Step) -> None:
 @action("platform.message")
 async def platform_message(ctx: RunContext, step: Step) -> None:
     """The platform texts the person about the device's last alert (args: text, language, audible,
-    expect_discreet, expect_audible); the device must then see it in GET /v1/alerts/{id}."""
+    expect_discreet, expect_audible, read); the device must then see it in GET /v1/alerts/{id}, and
+    (unless `read: false`) the app reports it shown to the person."""
     device = _require_device(step)
     token = getattr(ctx.settings, "platform_token", None)
     if not token:
@@ -191,6 +197,7 @@ async def platform_message(ctx: RunContext, step: Step) -> None:
     args = dict(step.args)
     expect_discreet = args.pop("expect_discreet", None)
     expect_audible = args.pop("expect_audible", None)
+    read = bool(args.pop("read", True))
     w = wearable(ctx, device)
     r = await w._client().post(f"/v1/platform/alerts/{alert_id}/messages", json=args,
                                headers={"Authorization": f"Bearer {token}"})
@@ -203,6 +210,8 @@ async def platform_message(ctx: RunContext, step: Step) -> None:
     seen = (await w.status(alert_id)).get("messages", [])
     if not any(m.get("message_id") == sent["message_id"] for m in seen):
         raise RuntimeError(f"{device}: the device does not see the platform's message")
+    if read and (status := await w.mark_read(alert_id, sent["message_id"])) != 200:
+        raise RuntimeError(f"{device}: marking the platform's message read was refused: {status}")
 
 
 @action("http.reply")
