@@ -8,8 +8,8 @@ location so the contact platform can judge how far to trust it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
-from typing import Any, Literal
+from enum import Enum, StrEnum
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from ulid import ULID
@@ -106,11 +106,42 @@ class CleanModel(BaseModel):
 
     @model_validator(mode="after")
     def _clean_text(self) -> Any:
-        # One pass over the validated fields (nested models clean themselves); a C regex search per string.
-        for name, value in self.__dict__.items():
-            if isinstance(value, str | list | dict) and needs_cleaning(value):
+        # Only the fields whose type can hold free text (nested models clean themselves; enums, literals,
+        # numbers and times were validated against what they may be); a C regex search per string.
+        values = self.__dict__
+        for name in text_fields(type(self)):
+            value = values.get(name)
+            if value is not None and needs_cleaning(value):
                 object.__setattr__(self, name, clean_value(value))
         return self
+
+
+_TEXT_FIELDS: dict[type[BaseModel], tuple[str, ...]] = {}
+
+
+def text_fields(cls: type[BaseModel]) -> tuple[str, ...]:
+    """The names of `cls`'s fields that may hold a string, directly or inside a list, tuple or dict."""
+    names = _TEXT_FIELDS.get(cls)
+    if names is None:
+        names = _TEXT_FIELDS[cls] = tuple(
+            name for name, info in cls.model_fields.items() if may_hold_text(info.annotation)
+        )
+    return names
+
+
+def may_hold_text(annotation: Any) -> bool:
+    if annotation is str or annotation is Any:
+        return True
+    if isinstance(annotation, type):
+        if issubclass(annotation, Enum | BaseModel):
+            return False
+        return issubclass(annotation, str | list | dict | tuple | set | frozenset)
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return False
+    if origin in (list, dict, tuple, set, frozenset):
+        return True
+    return any(may_hold_text(arg) for arg in get_args(annotation))
 
 
 class CivicAddress(CleanModel):
