@@ -101,7 +101,9 @@ def receiver(
         typer.Option(help="Where each contact is stored, one JSON line each [default: <data dir>/contacts.jsonl]"),
     ] = None,
     bridge_url: Annotated[str | None, typer.Option(help="Bridge base URL for ack/resolve callbacks")] = None,
-    platform_token: Annotated[str | None, typer.Option(help="Credential for the callbacks")] = None,
+    platform_token: Annotated[
+        str | None, typer.Option(help="Credential for the bridge's callbacks (default: $SOSBRIDGE_PLATFORM_TOKEN)")
+    ] = None,
     ack_after: Annotated[float | None, typer.Option(help="Acknowledge each alert after this many seconds")] = 0.5,
     resolve_after: Annotated[float | None, typer.Option(help="Resolve this many seconds after the ack")] = None,
     no_auto_ack: Annotated[bool, typer.Option("--no-auto-ack", help="Only acknowledge on command")] = False,
@@ -198,6 +200,10 @@ def devices_add(
     sms_replies: Annotated[
         bool, typer.Option(help="Text the alert's state back to its msisdn (GSM trackers; never for silent alerts)")
     ] = False,
+    audible_on_silent: Annotated[
+        bool, typer.Option(help="Let the platform ask for a spoken or texted message even on a silent or duress "
+                                "alert (off: whoever threatens the person may hear it; docs/platform/messages.md)")
+    ] = False,
     emergency_contact: Annotated[
         list[str] | None,
         typer.Option(
@@ -248,6 +254,7 @@ def devices_add(
         check_in_interval_s=check_in_interval,
         gateway_id=gateway,
         sms_replies=sms_replies,
+        audible_on_silent=audible_on_silent,
     )
     if token is not None and not 16 <= len(token) <= 200:
         raise CliError("--token: a device token has 16 to 200 characters (as the registry API requires)")

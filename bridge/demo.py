@@ -77,7 +77,8 @@ async def run_demo(
             await register_devices(scenario, ctx, eb.runtime.store)
             carer = await stack_enter(CarerPhone())
             if await carer.register(eb, CARER_OF):
-                console.print(f"emergency contact: {CARER_OF}'s daughter, told by webhook at {carer.url}")
+                console.print(f"emergency contact of {CARER_OF}: Catriona MacLeod ({CARER_RELATION}), told by "
+                              f"webhook at {carer.url}")
             printer = asyncio.create_task(_print_contacts(console, rx))
 
             def on_step(step: Step) -> None:
@@ -97,7 +98,8 @@ async def run_demo(
             if talk.row_count:
                 console.print(talk)
             for note in await carer.received(2):
-                console.print(f"[bold magenta]carer notified[/bold magenta] {note['contact_name']}: {note['subject']}")
+                console.print(f"[bold magenta]emergency contact notified[/bold magenta] {note['contact_name']} "
+                              f"({CARER_RELATION}): {note['subject']}")
             for missing in result.missing:
                 console.print(f"[red]missing contact[/red] {missing.describe()}")
             ok = result.ok
@@ -108,6 +110,9 @@ async def run_demo(
             )
             if stay:
                 await _stay_open(console, rx)
+            else:
+                console.print(f"[dim]The operator console was at {rx.base_url}/ while the demo ran; "
+                              "`sosbridge demo --stay` keeps it open.[/dim]")
     finally:
         if keep:
             console.print(f"data kept in {workdir}")
@@ -117,6 +122,7 @@ async def run_demo(
 
 
 CARER_OF = "watch-morag"  # the showcase's first wearable: an audible fall with a fix
+CARER_RELATION = "daughter"
 
 
 class CarerPhone:
@@ -154,7 +160,7 @@ class CarerPhone:
         device = await store.get_device(device_id)
         if device is None or device.person is None:
             return False
-        daughter = EmergencyContact(name="Catriona MacLeod", relation="daughter", webhook_url=self.url,
+        daughter = EmergencyContact(name="Catriona MacLeod", relation=CARER_RELATION, webhook_url=self.url,
                                     language="en-GB")
         await store.put_device(device.model_copy(
             update={"person": device.person.model_copy(update={"emergency_contacts": [daughter]})}

@@ -40,6 +40,8 @@ CSV_COLUMNS = [
     "postcode",
     "identifiers",
     "emergency_contacts",
+    "sms_replies",
+    "audible_on_silent",
     "token",
 ]
 RUNTIME_FIELDS = {"last_seen", "last_location"}
@@ -113,6 +115,8 @@ def device_from_csv(row: dict[str, str | None]) -> tuple[Device, str | None]:
     )
     interval = get("check_in_interval_s")
     device = Device(
+        sms_replies=_flag(get("sms_replies"), "sms_replies"),
+        audible_on_silent=_flag(get("audible_on_silent"), "audible_on_silent"),
         device_id=get("device_id") or "",
         tenant_id=get("tenant_id") or "default",
         profile_id=get("profile_id"),
@@ -125,6 +129,16 @@ def device_from_csv(row: dict[str, str | None]) -> tuple[Device, str | None]:
         identifiers=idents,
     )
     return device, get("token")
+
+
+def _flag(text: str | None, column: str) -> bool:
+    """A yes/no column: empty is no."""
+    value = (text or "").strip().lower()
+    if value in ("", "false", "no", "0"):
+        return False
+    if value in ("true", "yes", "1"):
+        return True
+    raise ValueError(f"{column}: {text!r} is not true or false")
 
 
 def _emergency_contacts(text: str | None) -> list[Any]:
@@ -206,6 +220,8 @@ def device_to_csv(device: Device) -> dict[str, Any]:
         "emergency_contacts": json.dumps(
             [c.model_dump(mode="json", exclude_defaults=True) for c in person.emergency_contacts], ensure_ascii=False
         ) if person.emergency_contacts else "",
+        "sms_replies": "true" if device.sms_replies else "",
+        "audible_on_silent": "true" if device.audible_on_silent else "",
         "token": "",
     }
 

@@ -98,9 +98,10 @@ def test_import_refuses_bad_rows_before_writing_anything(tmp_path: Path) -> None
 def test_csv_round_trip(tmp_path: Path) -> None:
     source = tmp_path / "devices.csv"
     source.write_text(
-        "device_id,tenant_id,profile_id,name,language,communication_needs,lat,lon,postcode,identifiers,token\n"
+        "device_id,tenant_id,profile_id,name,language,communication_needs,lat,lon,postcode,identifiers,"
+        "sms_replies,audible_on_silent,token\n"
         'w1,care,sosbridge-mqtt-button,Ann,gd,"deaf: text only;uses a wheelchair",57.48,-4.22,IV1 1AA,'
-        "msisdn=+447700900001;z2m=0x00124b0001,csv-token-for-w1\n"
+        "msisdn=+447700900001;z2m=0x00124b0001,yes,true,csv-token-for-w1\n"
     )
     imported = run(tmp_path, "devices", "import", str(source))
     assert imported.returncode == 0, imported.stderr
@@ -110,7 +111,23 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     assert row["identifiers"] == "msisdn=+447700900001;z2m=0x00124b0001"
     assert row["communication_needs"] == "deaf: text only;uses a wheelchair"
     assert (row["lat"], row["postcode"], row["token"]) == ("57.48", "IV1 1AA", "")
+    assert (row["sms_replies"], row["audible_on_silent"]) == ("true", "true")
     # The export imports again unchanged (tokens are kept: the export has none).
     again = run(tmp_path, "devices", "import", str(out))
     assert again.returncode == 0 and "0 devices created, 1 updated" in again.stderr
     assert run(tmp_path, "devices", "export", "--format", "csv").stdout == out.read_text()
+
+
+def test_csv_flag_that_is_not_yes_or_no_is_refused_with_its_line(tmp_path: Path) -> None:
+    source = tmp_path / "devices.csv"
+    source.write_text("device_id,audible_on_silent\nw1,sometimes\n")
+    imported = run(tmp_path, "devices", "import", str(source))
+    assert imported.returncode != 0
+    assert "devices.csv:2: audible_on_silent: 'sometimes' is not true or false" in imported.stderr
+
+
+def test_devices_add_audible_on_silent_is_kept(tmp_path: Path) -> None:
+    added = run(tmp_path, "devices", "add", "w9", "--audible-on-silent", "--sms-replies")
+    assert added.returncode == 0, added.stderr
+    exported = json.loads(run(tmp_path, "devices", "export").stdout)
+    assert exported["audible_on_silent"] is True and exported["sms_replies"] is True

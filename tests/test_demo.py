@@ -21,8 +21,9 @@ def test_demo_command() -> None:
     for transport in ("http", "mqtt", "coap", "serial", "alexa", "watch", "dc09"):
         assert f"│ {transport}" in run.stdout
     # An emergency contact (a carer's webhook) is told about the fall and then that help is on the way.
-    assert "carer notified Catriona MacLeod: [EXERCISE] Alert: Morag MacLeod - a fall" in run.stdout
-    assert "carer notified Catriona MacLeod: [EXERCISE] Help is on the way: Morag MacLeod" in run.stdout
+    told = "emergency contact notified Catriona MacLeod (daughter): [EXERCISE] "
+    assert told + "Alert: Morag MacLeod - a fall" in run.stdout
+    assert told + "Help is on the way: Morag MacLeod" in run.stdout
     # A two-way text conversation, from the bridge's own history: the deaf fall victim reads the platform's
     # text on her watch and answers; the silent duress caller's text is discreet although the platform asked
     # for sound, and her answer reaches the platform.
