@@ -12,15 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
 from rich.console import Console
 from rich.table import Table
 
 from bridge.embedded import EmbeddedBridge
 from bridge.messages import conversation, deliveries
-from bridge.model import EmergencyContact
 from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
+from simulator.devices.carer import SCRATCH_KEY as CARER_PHONE
+from simulator.devices.carer import CarerPhone
 from simulator.harness import stack_for
 
 
@@ -65,8 +64,7 @@ async def run_demo(
     scenario.timeout_s = timeout
     ok = False
     try:
-        async with contextlib.AsyncExitStack() as exits, stack_for(scenario, workdir) as stack:
-            stack_enter = exits.enter_async_context
+        async with stack_for(scenario, workdir) as stack:
             eb, rx = stack.bridge, stack.receiver
             console.rule("[bold]SOS Bridge demo[/bold]")
             console.print(
@@ -75,10 +73,9 @@ async def run_demo(
             )
             ctx = stack.run_context()
             await register_devices(scenario, ctx, eb.runtime.store)
-            carer = await stack_enter(CarerPhone())
-            if await carer.register(eb, CARER_OF):
-                console.print(f"emergency contact of {CARER_OF}: Catriona MacLeod ({CARER_RELATION}), told by "
-                              f"webhook at {carer.url}")
+            phone: CarerPhone | None = ctx.scratch.get(CARER_PHONE)
+            if phone is not None:
+                console.print(f"emergency contacts (family, carers) are told by webhook at {phone.url}")
             printer = asyncio.create_task(_print_contacts(console, rx))
 
             def on_step(step: Step) -> None:
@@ -97,9 +94,9 @@ async def run_demo(
             talk = await conversation_table(eb, result.contacts)
             if talk.row_count:
                 console.print(talk)
-            for note in await carer.received(2):
-                console.print(f"[bold magenta]emergency contact notified[/bold magenta] {note['contact_name']} "
-                              f"({CARER_RELATION}): {note['subject']}")
+            for note in phone.notes if phone is not None else []:
+                console.print(f"[bold magenta]emergency contact notified[/bold magenta] {note['contact_name']}: "
+                              f"{note['subject']}")
             for missing in result.missing:
                 console.print(f"[red]missing contact[/red] {missing.describe()}")
             ok = result.ok
@@ -119,60 +116,6 @@ async def run_demo(
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     return ok
-
-
-CARER_OF = "watch-morag"  # the showcase's first wearable: an audible fall with a fix
-CARER_RELATION = "daughter"
-
-
-class CarerPhone:
-    """Stands in for an emergency contact's phone: a local webhook catching what the bridge tells them
-    (the demo has no mail server; docs/operations/emergency-contacts.md)."""
-
-    def __init__(self) -> None:
-        self.notes: list[dict[str, Any]] = []
-        self._arrived = asyncio.Condition()
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/carer"
-        self._runner: web.AppRunner | None = None
-
-    async def _take(self, request: web.Request) -> web.Response:
-        note = await request.json()
-        async with self._arrived:
-            self.notes.append(note)
-            self._arrived.notify_all()
-        return web.Response(status=204)
-
-    async def __aenter__(self) -> CarerPhone:
-        app = web.Application()
-        app.router.add_post("/carer", self._take)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def register(self, eb: EmbeddedBridge, device_id: str) -> bool:
-        store = eb.runtime.store
-        device = await store.get_device(device_id)
-        if device is None or device.person is None:
-            return False
-        daughter = EmergencyContact(name="Catriona MacLeod", relation=CARER_RELATION, webhook_url=self.url,
-                                    language="en-GB")
-        await store.put_device(device.model_copy(
-            update={"person": device.person.model_copy(update={"emergency_contacts": [daughter]})}
-        ))
-        eb.runtime.ingress.devices.forget()
-        return True
-
-    async def received(self, at_least: int, timeout: float = 3.0) -> list[dict[str, Any]]:
-        with contextlib.suppress(TimeoutError):
-            async with self._arrived:
-                await asyncio.wait_for(self._arrived.wait_for(lambda: len(self.notes) >= at_least), timeout)
-        return list(self.notes)
 
 
 async def conversation_table(eb: EmbeddedBridge, contacts: list[dict[str, Any]]) -> Table:

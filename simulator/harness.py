@@ -114,6 +114,7 @@ async def embedded_stack(
     auto_resolve_s: float | None = None,
     serial: bool = False,
     alexa: bool = False,
+    carer: bool = False,
     gps_device: str | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
@@ -130,6 +131,10 @@ async def embedded_stack(
             spec, devices = await exits.enter_async_context(virtual_serial_ports(workdir, gps_device))
             overrides.setdefault("serial_ports", spec)
             virtual.update(devices)
+        if carer:
+            from simulator.devices.carer import carer_phone_for
+
+            await exits.enter_async_context(carer_phone_for(virtual))
         exits.enter_context(patched_environ(environ))
         async with _stack(workdir, mqtt_url, embedded_mqtt, auto_ack_s, auto_resolve_s, virtual, overrides) as stack:
             yield stack
@@ -188,6 +193,7 @@ def stack_for(scenario: Scenario, workdir: Path, **kwargs: Any) -> contextlib.Ab
         workdir,
         serial="serial" in scenario.needs,
         alexa="alexa" in scenario.needs,
+        carer="carer" in scenario.needs,
         embedded_mqtt="mqtt" in scenario.needs,
         gps_device=scenario.serial_gps_device,
         **kwargs,

@@ -73,7 +73,7 @@ class Scenario(BaseModel):
     name: str
     description: str = ""
     needs: list[str] = Field(
-        default_factory=list, description="Virtual hardware this scenario uses: mqtt, serial, alexa"
+        default_factory=list, description="Virtual hardware this scenario uses: mqtt, serial, alexa, carer"
     )
     serial_gps_device: str | None = Field(default=None, description="Device the virtual serial GPS belongs to")
     devices: list[dict[str, Any]] = Field(default_factory=list)
@@ -134,6 +134,7 @@ def load_builtin_actions() -> None:
         "simulator.devices.watch",
         "simulator.devices.dc09",
         "simulator.devices.owntracks_http",
+        "simulator.devices.carer",
     ):
         try:
             importlib.import_module(module)
@@ -181,6 +182,13 @@ async def register_devices(scenario: Scenario, ctx: RunContext, store: Any) -> N
         token = spec.pop("token", None) or secrets.token_urlsafe(24)
         spec.setdefault("status", "exercise")  # simulated devices never raise a real call unless told to
         secrets_by_scheme = spec.pop("credentials", {}) or {}
+        if carer := spec.pop("carer", None):
+            from simulator.devices.carer import emergency_contact_for
+
+            person = dict(spec.get("person") or {})
+            contact = emergency_contact_for(ctx, str(spec.get("device_id")), carer)
+            person["emergency_contacts"] = [*person.get("emergency_contacts", []), contact]
+            spec["person"] = person
         device = Device.model_validate(spec)
         await store.put_device(device)
         await store.set_credential(device.device_id, "token", token)

@@ -21,9 +21,12 @@ def test_demo_command() -> None:
     for transport in ("http", "mqtt", "coap", "serial", "alexa", "watch", "dc09"):
         assert f"│ {transport}" in run.stdout
     # An emergency contact (a carer's webhook) is told about the fall and then that help is on the way.
-    told = "emergency contact notified Catriona MacLeod (daughter): [EXERCISE] "
+    told = "emergency contact notified Catriona MacLeod: [EXERCISE] "
     assert told + "Alert: Morag MacLeod - a fall" in run.stdout
     assert told + "Help is on the way: Morag MacLeod" in run.stdout
+    # The duress caller's registered contact is told nothing (the scenario step fails if they are).
+    assert "Jo's registered emergency contact is told nothing" in run.stdout
+    assert "notified Alex Smith" not in run.stdout
     # A two-way text conversation, from the bridge's own history: the deaf fall victim reads the platform's
     # text on her watch and answers; the silent duress caller's text is discreet although the platform asked
     # for sound, and her answer reaches the platform.

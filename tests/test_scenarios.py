@@ -69,3 +69,38 @@ def test_sim_run_cli_exit_codes(tmp_path: Path) -> None:
         [sys.executable, "-m", "bridge.cli", "sim", "run", str(bad)], capture_output=True, text=True, timeout=120
     )
     assert failed.returncode == 1 and "missing" in failed.stdout
+
+
+async def test_carer_expect_fails_when_a_carer_is_told_about_an_alert_said_to_tell_nobody(tmp_path: Path) -> None:
+    """`carer.expect none: true` is a real check: an audible fall does notify the carer, so the step fails."""
+    from simulator.scenario import Step
+
+    scenario = Scenario.model_validate({
+        "name": "carer-check", "needs": ["carer"], "timeout_s": 10,
+        "devices": [{"device_id": "carer-w1", "profile_id": "sosbridge-http-wearable",
+                     "person": {"name": "Ann"}, "carer": {"name": "Bea", "relation": "daughter"}}],
+        "steps": [
+            {"action": "http.alert", "device": "carer-w1", "args": {"kind": "fall"},
+             "expect": [{"device": "carer-w1", "kind": "fall"}], "await_expected": True},
+            {"action": "carer.expect", "device": "carer-w1", "args": {"events": ["alert"]}},
+        ],
+    })
+    async with stack_for(scenario, tmp_path) as stack:
+        ctx = stack.run_context()
+        await register_devices(scenario, ctx, stack.bridge.runtime.store)
+        result = await run_scenario(scenario, ctx)
+        assert result.ok
+        with pytest.raises(RuntimeError, match="its carer was told about a silent alert"):
+            await run_scenario(scenario.model_copy(update={"steps": [
+                Step(action="carer.expect", device="carer-w1", args={"none": True, "timeout_s": 0.5})
+            ]}), ctx)
+
+
+async def test_a_carer_needs_the_virtual_phone(tmp_path: Path) -> None:
+    scenario = Scenario.model_validate({
+        "name": "no-phone", "steps": [],
+        "devices": [{"device_id": "carer-w2", "person": {"name": "Ann"}, "carer": {"name": "Bea"}}],
+    })
+    async with stack_for(scenario, tmp_path) as stack:
+        with pytest.raises(RuntimeError, match="no virtual carer phone"):
+            await register_devices(scenario, stack.run_context(), stack.bridge.runtime.store)
