@@ -97,6 +97,8 @@ async def run_demo(
             for note in phone.notes if phone is not None else []:
                 console.print(f"[bold magenta]emergency contact notified[/bold magenta] {note['contact_name']}: "
                               f"{note['subject']}")
+            if result.failed_step:
+                console.print(f"[red]step failed[/red] {result.failed_step}")
             for missing in result.missing:
                 console.print(f"[red]missing contact[/red] {missing.describe()}")
             ok = result.ok

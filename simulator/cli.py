@@ -92,7 +92,9 @@ def run(
         console.print(f"[red]✗ missing[/red] {missing.describe()}")
     for extra in result.unexpected:
         console.print(f"[red]✗ unexpected[/red] {extra['device']['id']}: {extra['msg_type']} {extra['kind']}")
-    failed = len(result.missing) + len(result.unexpected)
+    if result.failed_step:
+        console.print(f"[red]✗ step failed[/red] {result.failed_step}")
+    failed = len(result.missing) + len(result.unexpected) + bool(result.failed_step)
     console.print(f"{loaded.name}: {len(result.matched)} passed, {failed} failed")
     raise typer.Exit(0 if result.ok else 1)
 

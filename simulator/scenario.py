@@ -150,10 +150,13 @@ class ScenarioResult:
     contacts: list[dict[str, Any]]
     elapsed_s: float
     unexpected: list[dict[str, Any]] = field(default_factory=list)
+    # The step whose check failed (a virtual device refused, a carer told, a text not seen), and why; the
+    # steps after it were not run.
+    failed_step: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.missing and not self.unexpected
+        return not self.missing and not self.unexpected and self.failed_step is None
 
 
 def match_expected(
@@ -206,6 +209,7 @@ async def run_scenario(
 ) -> ScenarioResult:
     load_builtin_actions()
     started = time.monotonic()
+    failed_step: str | None = None
     for step in scenario.steps:
         if step.delay_s:
             await asyncio.sleep(step.delay_s)
@@ -214,7 +218,13 @@ async def run_scenario(
             raise KeyError(f"unknown scenario action {step.action!r}; known: {sorted(ACTIONS)}")
         if on_step:
             on_step(step)
-        await handler(ctx, step)
+        try:
+            await handler(ctx, step)
+        except (RuntimeError, TimeoutError, KeyError) as exc:
+            # A check of the step failed (KeyError: no alert of that device to act on): the run stops here
+            # and says why; the contacts expected so far are still collected and reported.
+            failed_step = f"{step.title or step.action}: {exc}"
+            break
         if step.await_expected and step.expect:
             try:
                 await ctx.receiver.wait_for(
@@ -235,4 +245,5 @@ async def run_scenario(
     if scenario.exact:
         matched_ids = {id(c) for _, c in matched}
         unexpected = [c for c in contacts if id(c) not in matched_ids and c.get("device", {}).get("id") in ctx.devices]
-    return ScenarioResult(scenario.name, matched, missing, contacts, time.monotonic() - started, unexpected)
+    return ScenarioResult(scenario.name, matched, missing, contacts, time.monotonic() - started, unexpected,
+                          failed_step)

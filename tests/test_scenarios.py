@@ -90,10 +90,14 @@ async def test_carer_expect_fails_when_a_carer_is_told_about_an_alert_said_to_te
         await register_devices(scenario, ctx, stack.bridge.runtime.store)
         result = await run_scenario(scenario, ctx)
         assert result.ok
-        with pytest.raises(RuntimeError, match="its carer was told about a silent alert"):
-            await run_scenario(scenario.model_copy(update={"steps": [
-                Step(action="carer.expect", device="carer-w1", args={"none": True, "timeout_s": 0.5})
-            ]}), ctx)
+        checked = await run_scenario(scenario.model_copy(update={"steps": [
+            Step(action="carer.expect", device="carer-w1", args={"none": True, "timeout_s": 0.5}),
+            Step(action="http.alert", device="carer-w1", args={"kind": "fall"}),  # not run after a failure
+        ]}), ctx)
+        assert not checked.ok
+        assert checked.failed_step is not None and "its carer was told about a silent alert" in checked.failed_step
+        alert = await stack.bridge.runtime.store.get_alert(ctx.last_alert["carer-w1"])
+        assert alert is not None and alert.escalation_count == 0  # the press after the failed step never ran
 
 
 async def test_a_carer_needs_the_virtual_phone(tmp_path: Path) -> None:
