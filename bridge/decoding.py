@@ -24,6 +24,12 @@ class DecodeError(ValueError):
     """The frame is malformed; the message is safe to show the sender."""
 
 
+class UndeclaredKind(DecodeError):
+    """The frame asks for an alert kind its device's profile does not declare."""
+
+    code = "undeclared_kind"
+
+
 class Frame(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

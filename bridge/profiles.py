@@ -22,7 +22,7 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bridge.decoding import Decoded, DecodedAction, DecodeError, Frame
+from bridge.decoding import Decoded, DecodedAction, DecodeError, Frame, UndeclaredKind
 from bridge.model import AlertKind, Location, LocationSource, ObservationAction, Severity
 
 log = logging.getLogger("sosbridge.profiles")
@@ -324,7 +324,10 @@ def apply_profile(doc: dict[str, Any], profile: DeviceProfile, meta: dict[str, s
             continue
         kind = mapping.resolve_kind(doc, declared)
         if mapping.action == "alert" and kind is None:
-            raise DecodeError(f"kind {get_path(doc, mapping.kind_from or '')!r} is not one this device may send")
+            asked = get_path(doc, mapping.kind_from or "")
+            if str(asked) not in AlertKind.__members__:
+                raise DecodeError(f"kind {asked!r} is not an alert kind (one of {sorted(AlertKind.__members__)})")
+            raise UndeclaredKind(f"kind {asked!r} is not one this device may send")
         key = (mapping.action, kind.value if kind else None)
         if key in seen:
             continue

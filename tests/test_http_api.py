@@ -214,11 +214,11 @@ async def test_a_device_may_only_send_the_kinds_its_profile_declares(bridge_env:
     token = await bridge_env.add_device("watch-k", profile_id="sosbridge-http-wearable")
     async with httpx.AsyncClient(base_url=bridge_env.url, headers={"Authorization": f"Bearer {token}"}) as c:
         refused = await c.post("/v1/alerts", json={"kind": "check_in_missed"})
-        assert refused.status_code == 422 and refused.json()["error"] == "invalid"
+        assert refused.status_code == 422 and refused.json()["error"] == "undeclared_kind"
         assert "not one this device may send" in refused.json()["reason"]
         assert (await c.post("/v1/alerts", json={"kind": "fall"})).status_code == 202
         metrics = (await c.get("/metrics")).text
-    assert 'sosbridge_alerts_rejected_total{reason="invalid",transport="http"} 1.0' in metrics
+    assert 'sosbridge_alerts_rejected_total{reason="undeclared_kind",transport="http"} 1.0' in metrics
 
 
 async def test_a_device_whose_profile_speaks_another_transport_is_refused(bridge_env: BridgeEnv) -> None:

@@ -261,6 +261,8 @@ async def test_bad_input_is_rejected_with_a_reason(tmp_path: Path, mosquitto_url
             await pub.apublish("sosbridge/acme/ghost/alert", json.dumps({"kind": "sos"}))
             await pub.apublish("sosbridge/acme/bad-btn/alert", b"{not json")
             await pub.apublish("sosbridge/acme/bad-btn/alert", json.dumps({"kind": 42}))
+            # A kind the bridge raises itself, never a device: not declared by the button's profile.
+            await pub.apublish("sosbridge/acme/bad-btn/alert", json.dumps({"kind": "check_in_missed"}))
             await pub.apublish("sosbridge/acme/bad-btn/alert", json.dumps({"kind": "sos", "pad": "x" * 600}))
             await pub.apublish("zigbee2mqtt-unknown/0xdeadbeef", b"{}")  # not subscribed: ignored
             await pub.apublish(f"{env.z2m_base}/0xnobody", json.dumps({"action": "emergency"}))
@@ -271,8 +273,9 @@ async def test_bad_input_is_rejected_with_a_reason(tmp_path: Path, mosquitto_url
             ghost = await listener.wait_for(code("unknown_device", "ghost"))
             assert "not registered" in ghost["reason"]
             await listener.wait_for(lambda t, b: "invalid JSON" in b.get("reason", ""))
-            await listener.wait_for(lambda t, b: "is not one this device may send" in b.get("reason", "")
-                                    or ("kind" in b.get("reason", "") and b.get("code") == "invalid"))
+            await listener.wait_for(
+                lambda t, b: b.get("code") == "invalid" and "42 is not an alert kind" in b.get("reason", ""))
+            await listener.wait_for(code("undeclared_kind", "bad-btn"))
             await listener.wait_for(code("too_large", "bad-btn"))
             await listener.wait_for(lambda t, b: t == "sosbridge/_unrouted/error" and b["code"] == "unknown_device")
             # The adapter keeps serving after all that.

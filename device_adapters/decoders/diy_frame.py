@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from bridge.decoding import Decoded, DecodeError, Frame
+from bridge.decoding import Decoded, DecodeError, Frame, UndeclaredKind
 from bridge.model import AlertKind, Location
 from bridge.profiles import DeviceProfile
 
@@ -165,7 +165,7 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
             raise DecodeError("alert frame without kind and flags")
         kind = KIND_CODES.get(h.data[0])
         if kind is None or kind not in profile.kinds:
-            raise DecodeError(f"kind code {h.data[0]:#04x} is not one this device may send")
+            raise UndeclaredKind(f"kind code {h.data[0]:#04x} is not one this device may send")
         return [
             Decoded(
                 action="alert", kind=kind, silent=bool(h.data[1] & FLAG_SILENT),

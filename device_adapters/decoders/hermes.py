@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bridge.decoding import Decoded, DecodeError, Frame, parse_json_object
+from bridge.decoding import Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
 from bridge.model import AlertKind
 
 if TYPE_CHECKING:
@@ -64,6 +64,6 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
         return [Decoded(action="cancel", reason=f"cancelled by voice ({name})", **base)]
     kind = AlertKind(profile.options.get("kind", "sos"))
     if kind not in profile.kinds:
-        raise DecodeError(f"kind {kind.value!r} is not one this device may send")
+        raise UndeclaredKind(f"kind {kind.value!r} is not one this device may send")
     silent = name in {str(i) for i in profile.options.get("silent_intents", [])}
     return [Decoded(action="alert", kind=kind, silent=silent, reason=f"voice intent {name}", **base)]

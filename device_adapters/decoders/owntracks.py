@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from bridge.decoding import Decoded, DecodeError, Frame, parse_json_object
+from bridge.decoding import Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
 from bridge.model import AlertKind, Location
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     if is_alert:
         kind = AlertKind(opts.get("sos_kind", "sos"))
         if kind not in profile.kinds:
-            raise DecodeError(f"kind {kind.value!r} is not one this device may send")
+            raise UndeclaredKind(f"kind {kind.value!r} is not one this device may send")
         return [
             Decoded(
                 action="alert",

@@ -13,7 +13,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from bridge.decoding import Decoded, DecodeError, Frame, parse_json_object
+from bridge.decoding import Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
 from bridge.model import AlertKind
 from bridge.profiles import apply_profile
 
@@ -67,7 +67,7 @@ def _action_events(doc: dict[str, Any], profile: DeviceProfile) -> list[Decoded]
     except ValueError:
         raise DecodeError(f"profile maps {action!r} to unknown kind {target!r}") from None
     if kind not in profile.kinds:
-        raise DecodeError(f"kind {kind.value!r} is not one this device may send")
+        raise UndeclaredKind(f"kind {kind.value!r} is not one this device may send")
     return [Decoded(action="alert", kind=kind)]
 
 
