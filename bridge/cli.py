@@ -412,7 +412,8 @@ def devices_import(
         )
     elapsed = time.monotonic() - started
     err_console.print(
-        f"{file}: {result.created} devices created, {result.updated} updated in {elapsed:.1f} s", highlight=False
+        f"{file}: {result.created} devices created, {result.updated} updated, {result.unchanged} unchanged in "
+        f"{elapsed:.1f} s", highlight=False
     )
     if result.generated_tokens:
         out = tokens_out or file.with_name(file.name + ".tokens.csv")

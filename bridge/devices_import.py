@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.devices_io import DeviceFileError, DeviceRow, read_devices
+from bridge.model import Device
 from bridge.store.base import Store
 
 
@@ -22,6 +23,7 @@ from bridge.store.base import Store
 class ImportResult:
     created: int = 0
     updated: int = 0
+    unchanged: int = 0  # already registered exactly so, and no new token: not written again
     generated_tokens: dict[str, str] = field(default_factory=dict)
 
 
@@ -50,25 +52,37 @@ async def import_rows(
     batch: int = 1000,
     progress: Callable[[int], None] | None = None,
 ) -> ImportResult:
-    existing = {d.device_id for d in await store.list_devices()}
+    existing = {d.device_id: d for d in await store.list_devices()}
     result = ImportResult()
     for start in range(0, len(rows), batch):
         chunk = rows[start : start + batch]
         tokens: dict[str, str] = {}
+        changed = []
         for row in chunk:
             device_id = row.device.device_id
+            known = existing.get(device_id)
             if row.token:
                 tokens[device_id] = row.token
-            elif device_id not in existing:
+            elif known is None:
                 tokens[device_id] = result.generated_tokens[device_id] = secrets.token_urlsafe(24)
-            if device_id in existing:
-                result.updated += 1
-            else:
+            if known is None:
                 result.created += 1
-        await store.put_devices([row.device for row in chunk], tokens)
+            elif not row.token and as_registered(known) == row.device:
+                result.unchanged += 1
+                continue
+            else:
+                result.updated += 1
+            changed.append(row.device)
+        if changed:
+            await store.put_devices(changed, tokens)
         if progress is not None:
             progress(len(chunk))
     return result
+
+
+def as_registered(device: Device) -> Device:
+    """A stored device without what the bridge learns at run time (as a device file would carry it)."""
+    return device.model_copy(update={"last_seen": None, "last_location": None})
 
 
 def write_tokens(path: Path, tokens: dict[str, str]) -> None:

@@ -36,6 +36,7 @@ class StatusEvent:
     event: str
     # Set for event "message" (the state is unchanged): a text for the person, not a status change.
     text: TextMessage | None = None
+    kind: str | None = None  # the alert's kind, for channels whose status document names it (CoAP)
 
     @property
     def message(self) -> str:

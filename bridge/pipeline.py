@@ -482,7 +482,8 @@ class Pipeline:
         await self._commit(change)
         # Devices following the status bus (MQTT status topic, CoAP observe) see what a cancel looks like.
         self.bus.publish(
-            StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, AlertState.cancelled, "cancelled")
+            StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, AlertState.cancelled, "cancelled",
+                        kind=alert.kind.value)
         )
         return SubmitResult(alert.alert_id, "cancelled", AlertState.cancelled)
 
@@ -744,4 +745,5 @@ class Pipeline:
             )
 
     def _publish(self, alert: Alert, event: str) -> None:
-        self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, event))
+        self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, event,
+                                     kind=alert.kind.value))

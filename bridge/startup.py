@@ -131,7 +131,7 @@ def _credential_warnings(settings: Settings) -> list[str]:
     if settings.platform_secret == "change-me":
         unset.append("SOSBRIDGE_PLATFORM_SECRET (webhooks are signed with the default 'change-me')")
     if not settings.platform_token:
-        unset.append("SOSBRIDGE_PLATFORM_TOKEN (the platform calls back with the platform secret)")
+        unset.append("SOSBRIDGE_PLATFORM_TOKEN (the platform's callbacks are refused: ack, resolve, messages)")
     return unset
 
 

@@ -77,7 +77,8 @@ def test_import_10000_devices_in_seconds_idempotently(tmp_path: Path) -> None:
     generated = list(csv.DictReader(tokens_file.open()))
     assert len(generated) == 5000 and tokens_file.stat().st_mode & 0o077 == 0
     again = run(tmp_path, "devices", "import", str(source))
-    assert again.returncode == 0 and "0 devices created, 10000 updated" in again.stderr
+    # Rows with a token replace it (updated); the rest are registered exactly so already (not written again).
+    assert again.returncode == 0 and "0 devices created, 5000 updated, 5000 unchanged" in again.stderr
     assert "had no token" not in again.stderr  # existing devices keep their tokens
     state = registry(tmp_path)
     assert len(state["devices"]) == 10_000  # type: ignore[arg-type]
@@ -114,8 +115,13 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     assert (row["sms_replies"], row["audible_on_silent"]) == ("true", "true")
     # The export imports again unchanged (tokens are kept: the export has none).
     again = run(tmp_path, "devices", "import", str(out))
-    assert again.returncode == 0 and "0 devices created, 1 updated" in again.stderr
+    assert again.returncode == 0 and "0 devices created, 0 updated, 1 unchanged" in again.stderr
     assert run(tmp_path, "devices", "export", "--format", "csv").stdout == out.read_text()
+    # One field changed: that device is updated, and the change is stored.
+    out.write_text(out.read_text().replace("deaf: text only", "deaf: BSL or text"))
+    changed = run(tmp_path, "devices", "import", str(out))
+    assert changed.returncode == 0 and "0 devices created, 1 updated, 0 unchanged" in changed.stderr
+    assert "deaf: BSL or text" in run(tmp_path, "devices", "export").stdout
 
 
 def test_csv_flag_that_is_not_yes_or_no_is_refused_with_its_line(tmp_path: Path) -> None:

@@ -128,15 +128,18 @@ async def test_observe_follows_the_alert_and_cancel(coap_env: CoapEnv) -> None:
     reply = await env.device.alert("sos", message_id="o-1")
     alert_id = reply.body["alert_id"]
     states: list[str] = []
+    kinds: set[str | None] = set()
 
     async def watch() -> None:
         async for doc in env.device.observe(alert_id):
             states.append(doc["state"])
+            kinds.add(doc["kind"])
             if doc["state"] == "acknowledged":
                 return
 
     await asyncio.wait_for(watch(), 15)
     assert states[-1] == "acknowledged" and states[0] in ("received", "forwarded", "acknowledged")
+    assert kinds == {"sos"}  # every notification names the alert's kind, as the first answer does
     assert len(states) >= 2 or states[0] == "acknowledged"
 
     cancelled = await env.device.cancel(alert_id)
@@ -246,7 +249,7 @@ async def test_observe_delivers_platform_messages(coap_env: CoapEnv) -> None:
         await asyncio.wait_for(task, 10)
         [doc] = texts
         assert doc["text_message"]["text"] == "Officers nearby." and doc["text_message"]["discreet"] is True
-        assert doc["state"] in ("received", "forwarded", "acknowledged")
+        assert doc["state"] in ("received", "forwarded", "acknowledged") and doc["kind"] == "panic"
         await asyncio.sleep(0.2)
         view = (await c.get(f"/v1/platform/alerts/{alert_id}",
                             headers={"Authorization": f"Bearer {settings.platform_token}"})).json()

@@ -248,7 +248,7 @@ def test_cli_registers_contacts_and_csv_keeps_them(tmp_path: Path) -> None:
     out = tmp_path / "export.csv"
     assert run(tmp_path, "devices", "export", str(out)).returncode == 0
     again = run(tmp_path, "devices", "import", str(out))
-    assert again.returncode == 0 and "0 devices created, 1 updated" in again.stderr, again.stderr
+    assert again.returncode == 0 and "0 devices created, 0 updated, 1 unchanged" in again.stderr, again.stderr
     assert json.loads(run(tmp_path, "devices", "export").stdout)["person"] == exported["person"]
 
 

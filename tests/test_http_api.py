@@ -53,6 +53,14 @@ async def test_alert_to_contact_and_back(bridge_env: BridgeEnv) -> None:
         assert contact["device"] == {"id": "watch-1", "profile": None, "transport": "http", "label": None}
         body = await wait_state(c, alert_id, "acknowledged")
         assert body["message"] == "Help is on the way."
+        # The device missed that first answer and retries the same press: a duplicate, stored once, and
+        # the answer still tells it where its alert stands.
+        retried = await c.post("/v1/alerts", json={"kind": "fall", "silent": True, "message_id": "m-1",
+                                                   "occurred_at": "2026-11-28T10:00:00Z", "language": "pl",
+                                                   "location": {"lat": 56.7969, "lon": -5.0036, "accuracy_m": 7.5}})
+        assert retried.status_code == 202, retried.text
+        assert retried.json() == {"alert_id": alert_id, "outcome": "duplicate", "state": "acknowledged",
+                                  "message": "Help is on the way."}
 
         r = await c.post(
             f"/v1/alerts/{alert_id}/location", json={"location": {"lat": 56.8, "lon": -5.0, "accuracy_m": 5}}

@@ -24,7 +24,8 @@ SCHEMES: dict[str, dict[str, Any]] = {
     "platform": {
         "type": "http",
         "scheme": "bearer",
-        "description": "SOSBRIDGE_PLATFORM_TOKEN (or, when unset, SOSBRIDGE_PLATFORM_SECRET)",
+        "description": "SOSBRIDGE_PLATFORM_TOKEN (while it is unset, every platform route answers 403; the "
+                       "webhook secret is never accepted in its place)",
     },
 }
 

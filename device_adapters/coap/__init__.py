@@ -245,7 +245,7 @@ class AlertStatus(resource.PathCapable, aiocoap.interfaces.ObservableResource):
         if alert is None or ev.text is None:
             return
         state = device_state(alert)  # a held cancel (duress) still reads as cancelled
-        body = {"alert_id": alert.alert_id, "state": state.value, "kind": None,
+        body = {"alert_id": alert.alert_id, "state": state.value, "kind": alert.kind.value,
                 "message": DEVICE_MESSAGES[state], "text_message": ev.text.body(alert.alert_id)}
         for obs in watchers:
             obs.trigger(response(Code.CONTENT, body, CBOR))
@@ -253,9 +253,9 @@ class AlertStatus(resource.PathCapable, aiocoap.interfaces.ObservableResource):
                              detail={"message_id": ev.text.message_id, "channel": "coap", "status": "sent"})
         await self.adapter.ctx.store.append_history(alert.alert_id, [entry])
 
-    def notify(self, alert_id: str, state: str) -> None:
+    def notify(self, alert_id: str, state: str, kind: str | None) -> None:
         for obs in list(self.observers.get(alert_id, ())):
-            obs.trigger(self.status_message(alert_id, state, None, CBOR))
+            obs.trigger(self.status_message(alert_id, state, kind, CBOR))
 
 
 class CoapAdapter(BaseAdapter):
@@ -304,7 +304,7 @@ class CoapAdapter(BaseAdapter):
                     except Exception:  # a store hiccup must not stop the observers
                         log.exception("coap message notification failed", extra={"alert_id": ev.alert_id})
                     continue
-                self.status.notify(ev.alert_id, ev.state.value)
+                self.status.notify(ev.alert_id, ev.state.value, ev.kind)
 
     async def stop(self) -> None:
         if self._bus_task is not None:
