@@ -37,6 +37,9 @@ class StatusEvent:
     # Set for event "message" (the state is unchanged): a text for the person, not a status change.
     text: TextMessage | None = None
     kind: str | None = None  # the alert's kind, for channels whose status document names it (CoAP)
+    # A coercion signal (duress, silent panic): indicators others can see or hear at the device (the
+    # retained MQTT status topic behind a button's LED or a satellite) must show nothing of it.
+    covert: bool = False
 
     @property
     def message(self) -> str:

@@ -145,6 +145,13 @@ def held_under_duress(alert: Alert) -> bool:
     return alert.silent and alert.kind in (AlertKind.panic, AlertKind.sos)
 
 
+def silent_from_start(alert: Alert) -> bool:
+    """A coercion alert nobody at the device ever heard being raised: a cancel of it is answered as if there
+    were nothing to cancel (docs/voice/duress.md). One raised aloud and made silent later answers
+    "cancelled", which is what whoever is with the person heard asked for."""
+    return held_under_duress(alert) and not alert.attributes.get("silenced_by_escalation")
+
+
 def cancel_held(alert: Alert) -> bool:
     """A cancel was asked for at the device and held (`held_under_duress`): the device side has been told
     the alert is cancelled, and every device-facing view keeps saying so (`device_state`)."""
@@ -482,6 +489,7 @@ class Pipeline:
         await self._commit(change)
         # Devices following the status bus (MQTT status topic, CoAP observe) see what a cancel looks like.
         self.bus.publish(
+            # Not covert: this pretend cancel is exactly what the device side is meant to show.
             StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, AlertState.cancelled, "cancelled",
                         kind=alert.kind.value)
         )
@@ -746,4 +754,4 @@ class Pipeline:
 
     def _publish(self, alert: Alert, event: str) -> None:
         self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, event,
-                                     kind=alert.kind.value))
+                                     kind=alert.kind.value, covert=held_under_duress(alert)))

@@ -340,8 +340,8 @@ async def test_status_topic_follows_the_alert(tmp_path: Path, mosquitto_url: str
 
 async def test_duress_then_cancel_from_the_button_is_held(tmp_path: Path, mosquitto_url: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 17: the status topic shows "cancelled" (as a cancel would), the platform gets an update and the
-    alert stays open; a later acknowledgement by the platform does not reach the status topic."""
+    """Issue 17: the status topic shows nothing of a duress alert, then "cancelled" (as a cancel would); the
+    platform gets an update and the alert stays open; a later acknowledgement does not reach the topic."""
     async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
         listener = Listener(mosquitto_url, ["sosbridge/acme/duress-btn/status"])
         try:
@@ -350,6 +350,15 @@ async def test_duress_then_cancel_from_the_button_is_held(tmp_path: Path, mosqui
             await env.sim(device).alert("duress", silent=True)
             [contact] = await env.contacts_for("duress-btn")
             assert contact["kind"] == "duress" and contact["silent"] is True
+            # Received, forwarded and (auto-)acknowledged: none of it shows on the button's LED topic.
+            alert_id = contact["alert_id"]
+            for _ in range(50):
+                stored = await env.store.get_alert(alert_id)
+                if stored is not None and stored.state.value == "acknowledged":
+                    break
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.3)
+            assert listener.messages == []
             await env.sim(device).alert("duress", action="cancel", message_id="c-1")
             await listener.wait_for(lambda t, b: b["state"] == "cancelled")
             contacts = await env.contacts_for("duress-btn", n=2)
@@ -443,7 +452,9 @@ async def test_hermes_duress_intent_is_innocuous_and_a_cancel_is_held(
     tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Issue 17 on Hermes: a silent (duress) intent is answered innocuously, and a later cancel intent is
-    answered as a cancel would be while the platform gets an update and the alert stays open."""
+    answered as if there were no alert to cancel (nobody heard one raised) while the platform gets an
+    update and the alert stays open. Raised aloud and made silent later, the cancel answers "cancelled"
+    (docs/voice/duress.md)."""
     profiles = tmp_path / "profiles"
     profiles.mkdir()
     (profiles / "test-hermes-silent-satellite.yaml").write_text(SILENT_SATELLITE)
@@ -462,12 +473,23 @@ async def test_hermes_duress_intent_is_innocuous_and_a_cancel_is_held(
             await publish("hermes/intent/CancelHelp", json.dumps(
                 {"sessionId": "c-1", "siteId": "hall", "intent": {"intentName": "CancelHelp", "confidenceScore": 1.0}}))
             answer = await listener.wait_for(lambda t, b: b.get("sessionId") == "c-1")
-            assert answer["text"] == "Alert cancelled."
+            assert answer["text"] == "You have no open alert to cancel."
             contacts = await env.contacts_for("hall-sat", n=2)
             assert [c["msg_type"] for c in contacts] == ["alert", "update"]
             assert DURESS_CANCEL_REASON in contacts[1]["reason"]
             alert = await env.store.get_alert(contact["alert_id"])
             assert alert is not None and alert.is_open
+
+            # Aloud first ("help"), then the duress phrase, then a cancel: "cancelled", and still held.
+            await env.add("kitchen-sat", "test-hermes-silent-satellite", identifiers={"hermes_site": "kitchen"})
+            for session, intent in (("h-2", "CallForHelp"), ("k-2", "KettleOn"), ("c-2", "CancelHelp")):
+                await publish(f"hermes/intent/{intent}", json.dumps(
+                    {"sessionId": session, "siteId": "kitchen", "intent": {"intentName": intent,
+                                                                            "confidenceScore": 1.0}}))
+                said = await listener.wait_for(lambda t, b, s=session: b.get("sessionId") == s)
+            assert said["text"] == "Alert cancelled."
+            kitchen = await env.store.open_alert_for_device("kitchen-sat")
+            assert kitchen is not None and kitchen.silent
         finally:
             listener.close()
 

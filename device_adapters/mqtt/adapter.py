@@ -25,6 +25,7 @@ from bridge.ingress import Claim, Receipt
 from bridge.lifecycle import DEVICE_MESSAGES
 from bridge.messages import MESSAGE_DELIVERY
 from bridge.model import HistoryEntry, utcnow
+from bridge.pipeline import silent_from_start
 from bridge.profiles import ProfileRegistry
 from bridge.store.base import Store, StoreError
 from bridge.supervision import gateway_state_changed
@@ -205,8 +206,19 @@ class MqttAdapter(BaseAdapter):
         raw = msg.payload[:RAW_LIMIT].decode("utf-8", "replace")
         ref = "deveui" if route.kind in ("chirpstack", "ttn") else None
         receipt = await self.ctx.ingress.receive(frame, claim, raw=raw, ref_scheme=ref)
-        self._answer(route, msg, receipt)
+        spoken = await self._hidden_cancel(receipt) if route.kind == "hermes" else None
+        self._answer(route, msg, receipt, spoken)
         return receipt
+
+    async def _hidden_cancel(self, receipt: Receipt) -> str | None:
+        """What a satellite says to a cancel of an alert raised silently: as if there were none to cancel
+        (the pipeline held the cancel; docs/voice/duress.md)."""
+        last = receipt.last
+        if receipt.status != "accepted" or last is None or last.outcome != "cancelled" or not last.alert_id:
+            return None
+        assert self.ctx is not None
+        alert = await self.ctx.store.get_alert(last.alert_id)
+        return NOTHING_TO_CANCEL if alert is not None and silent_from_start(alert) else None
 
     def _claim(self, route: topics.Route, payload: bytes) -> Claim:
         """Who the topic (and, for Hermes and TTN, the payload) says is speaking."""
@@ -229,7 +241,7 @@ class MqttAdapter(BaseAdapter):
             candidates = (("z2m", f"{route.meta.get('gateway')}/{route.value}"), *candidates)
         return Claim(TRANSPORT, identifiers=candidates, label=f"{route.scheme} {route.value!r}")
 
-    def _answer(self, route: topics.Route, msg: Inbound, receipt: Receipt) -> None:
+    def _answer(self, route: topics.Route, msg: Inbound, receipt: Receipt, spoken: str | None = None) -> None:
         """The Receipt on the wire: the error topic for refusals and unmatched frames, Hermes speech."""
         if receipt.device is not None and receipt.status in ("accepted", "coalesced"):
             self._mqtt_devices[receipt.device.device_id] = True
@@ -253,7 +265,7 @@ class MqttAdapter(BaseAdapter):
             self._end_session(doc, f"Sorry: {receipt.reason}.")
         elif receipt.status == "accepted":
             last = receipt.last
-            self._end_session(doc, DEVICE_MESSAGES[last.state] if last and last.state else "Done.")
+            self._end_session(doc, spoken or (DEVICE_MESSAGES[last.state] if last and last.state else "Done."))
 
     def _publish_error(self, route: topics.Route, receipt: Receipt) -> None:
         assert self.conn is not None
@@ -323,6 +335,10 @@ class MqttAdapter(BaseAdapter):
                     await self._publish_status(event)
 
     async def _publish_status(self, event: StatusEvent) -> None:
+        if event.covert:
+            # A duress or silent panic alert: the retained topic drives LEDs and satellites that whoever
+            # coerces the person can see. It keeps showing what it showed before (docs/voice/duress.md).
+            return
         try:
             if not await self._is_mqtt_device(event.device_id):
                 return
@@ -391,6 +407,7 @@ class MqttAdapter(BaseAdapter):
 
 
 HERMES_SILENT_REPLY = "OK, noted."
+NOTHING_TO_CANCEL = "You have no open alert to cancel."  # as Alexa and Assist say it
 HERMES_TTS_TOPIC = "hermes/tts/say"
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from bridge.events import StatusBus
 from bridge.messages import MESSAGE_DELIVERY, MESSAGE_OUT
 from bridge.model import AlertState, Device, HistoryEntry, Observation, utcnow
-from bridge.pipeline import Rejected, discreet, held_under_duress
+from bridge.pipeline import Rejected, discreet, held_under_duress, silent_from_start
 from bridge.store.base import Store, StoreError
 from bridge.supervision import Submitter
 
@@ -141,7 +141,7 @@ class VoiceService:
         except StoreError as exc:
             raise VoiceUnavailable(str(exc)) from exc
         if before is not None and held_under_duress(before) and before.alert_id == result.alert_id:
-            if not before.attributes.get("silenced_by_escalation"):
+            if silent_from_start(before):
                 raise VoiceRejected("nothing_to_cancel", "no open alert to cancel")
             return AlertOutcome(result.alert_id, result.outcome, AlertState.cancelled, silent=True)
         return AlertOutcome(result.alert_id, result.outcome, result.state)
