@@ -58,6 +58,7 @@ CONCURRENT_RETRIES = 12
 CONFLICT_BACKOFF_S = 0.002
 DEDUPE_CACHE_SIZE = 200_000
 MAX_UPDATE_DEFER_S = 600.0
+CLOCK_SKEW_S = 60.0
 # Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
 BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
 # The update a platform receives instead of a stand-down when a silent alert is "cancelled" at the device.
@@ -102,7 +103,25 @@ class SubmitResult:
 
 
 def _age_s(when: datetime | None, now: datetime) -> float | None:
-    return None if when is None else max(0.0, (now - when).total_seconds())
+    """How old a fix is; unknown (None) for one "from the future" beyond clock skew (a device clock that is
+    wrong, or an NMEA time without a date read as today's)."""
+    if when is None:
+        return None
+    age = (now - when).total_seconds()
+    return None if age < -CLOCK_SKEW_S else max(0.0, age)
+
+
+def replaces_fix(current: Location | None, incoming: Location) -> bool:
+    """Whether a location update replaces the alert's location. Pure. A stale (last-known) fix never
+    replaces a live one, and a fix older than the one the alert has never replaces it: the platform must
+    not see the person jump back to where they were."""
+    if current is None or not current.has_coordinates or current.last_known:
+        return True
+    if current.source == "registered_address":
+        return True
+    if incoming.last_known:
+        return False
+    return not (incoming.fix_time and current.fix_time and incoming.fix_time < current.fix_time)
 
 
 def locate(fix: Location | None, device: Device, now: datetime, max_last_known_age_s: float) -> Location | None:
@@ -509,6 +528,14 @@ class Pipeline:
         if obs.action == "location":
             if obs.location is None:
                 raise Rejected("a location update needs a location", "missing_location")
+            if not replaces_fix(alert.location, obs.location):
+                # Kept in the alert's history (nothing dropped silently), not sent: the alert's fix is fresher.
+                change.history.append(HistoryEntry(at=now, event="location_kept", state=alert.state, detail={
+                    "transport": obs.transport, "why": "the update's fix is older or stale; the alert's is kept",
+                }))
+                alert.updated_at = now
+                await self._commit(change)
+                return SubmitResult(alert.alert_id, "updated", alert.state)
             alert.location = locate(obs.location, device, now, self.last_known_max_age_s)
             if obs.location.has_coordinates:
                 change.device_location = (device.device_id, obs.location)

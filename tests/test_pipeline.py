@@ -239,3 +239,49 @@ async def test_first_presses_on_two_instances_open_one_alert(tmp_path: Path) -> 
         assert sorted(r.outcome for r in results) == ["created"] + ["escalated"] * 9
     finally:
         await store.close()
+
+
+def test_replaces_fix_keeps_a_fresher_live_fix() -> None:
+    from bridge.pipeline import replaces_fix
+
+    now = utcnow()
+    live = Location(lat=57.0, lon=-4.0, accuracy_m=8, source="gnss", fix_time=now)
+    stale = Location(lat=49.27, lon=-123.18, accuracy_m=12, source="gnss", last_known=True,
+                     fix_time=now - timedelta(hours=3))
+    older = Location(lat=57.1, lon=-4.1, accuracy_m=8, source="gnss", fix_time=now - timedelta(minutes=5))
+    newer = Location(lat=57.2, lon=-4.2, accuracy_m=8, source="gnss", fix_time=now + timedelta(seconds=5))
+    address = Location(lat=58.2, lon=-6.3, accuracy_m=30, source="registered_address")
+    assert not replaces_fix(live, stale)
+    assert not replaces_fix(live, older)
+    assert replaces_fix(live, newer)
+    assert replaces_fix(address, stale) and replaces_fix(None, stale)
+    assert replaces_fix(live.model_copy(update={"last_known": True}), stale)
+
+
+def test_a_fix_from_the_future_has_no_age() -> None:
+    device = Device(device_id="w9")
+    now = utcnow()
+    ahead = Location(lat=57.0, lon=-4.0, accuracy_m=8, fix_time=now + timedelta(hours=9))
+    slightly = Location(lat=57.0, lon=-4.0, accuracy_m=8, fix_time=now + timedelta(seconds=20))
+    assert (located := locate(ahead, device, now, 3600)) is not None and located.age_s is None
+    assert (located := locate(slightly, device, now, 3600)) is not None and located.age_s == 0.0
+
+
+async def test_a_stale_fix_does_not_move_an_alert_with_a_live_one(pipeline: Pipeline) -> None:
+    """A tracker repeating an old fix while the alert has a fresh one: kept in the history, no update sent,
+    the platform never sees the person jump (QA: a stale NMEA fix moved an alert to Vancouver)."""
+    live = Location(lat=57.48, lon=-4.22, accuracy_m=8, source="gnss", fix_time=utcnow())
+    first = await pipeline.submit(obs(message_id="m1", location=live))
+    stale = Location(lat=49.27, lon=-123.18, accuracy_m=12, source="gnss", last_known=True,
+                     fix_time=utcnow() - timedelta(hours=3))
+    kept = await pipeline.submit(obs(action="location", kind=None, message_id="m2", location=stale))
+    assert kept.outcome == "updated" and kept.alert_id == first.alert_id
+    alert = await pipeline.store.get_alert(first.alert_id or "")
+    assert alert is not None and alert.location is not None and alert.location.lat == 57.48
+    assert [i.msg_type for i in await pipeline.store.outbox_items(first.alert_id or "")] == ["alert"]
+    assert (await pipeline.store.history(first.alert_id or ""))[-1].event == "location_kept"
+    # A newer live fix still moves it, as an update.
+    moved = Location(lat=57.49, lon=-4.23, accuracy_m=6, source="gnss", fix_time=utcnow())
+    await pipeline.submit(obs(action="location", kind=None, message_id="m3", location=moved))
+    alert = await pipeline.store.get_alert(first.alert_id or "")
+    assert alert is not None and alert.location is not None and alert.location.lat == 57.49

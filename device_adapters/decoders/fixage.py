@@ -33,7 +33,8 @@ def flag_stale(events: list[Decoded], now: datetime | None, max_age_s: float = D
     for event in events:
         loc = event.location
         if loc is not None and loc.fix_time is not None and abs((now - loc.fix_time).total_seconds()) > max_age_s:
-            age = max(0.0, (now - loc.fix_time).total_seconds())
+            seconds = (now - loc.fix_time).total_seconds()
+            age = seconds if seconds >= 0 else None  # a fix "from the future": its age is unknown
             event = event.model_copy(update={
                 "location": loc.model_copy(update={"last_known": True, "age_s": age}),
                 "occurred_at": None,
