@@ -170,7 +170,7 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     last_known_max_age_s: float = Field(
         default=24 * 3600, ge=0, description="Oldest last-known fix used when an alert has none"
     )
-    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
     @field_validator("platform_url", "fallback_url", "public_url")
     @classmethod

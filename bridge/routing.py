@@ -185,12 +185,13 @@ def parse_routes(entries: Iterable[Mapping[str, Any]], environ: Mapping[str, str
     routes: list[Route] = []
     for i, raw in enumerate(entries):
         entry = dict(raw)
+        label = f"route #{i + 1} ({entry['name']})" if entry.get("name") else f"route #{i + 1}"
         secret_env = entry.pop("secret_env", None)
         if secret_env is not None:
             if "secret" in entry:
-                raise RoutingError(f"route #{i + 1}: give secret or secret_env, not both")
+                raise RoutingError(f"{label}: give secret or secret_env, not both")
             if secret_env not in env:
-                raise RoutingError(f"route #{i + 1}: environment variable {secret_env} is not set")
+                raise RoutingError(f"{label}: environment variable {secret_env} is not set")
             entry["secret"] = env[secret_env]
         try:
             routes.append(Route.model_validate(entry))

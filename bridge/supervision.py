@@ -422,6 +422,12 @@ class Supervisor:
     ) -> None:
         heard = decision.heard.isoformat()
         silence = int(decision.silence_s)
+        # The clock starts when supervision of the device began, if that is later than when it was last
+        # heard (a device just registered, or first seen by this bridge): the reason says both.
+        seen = max((t for t in (device.last_seen, watch.heard_at) if t is not None), default=None)
+        now = decision.heard + timedelta(seconds=decision.silence_s)
+        since = (f"; last heard {int((now - seen).total_seconds())} s ago, before supervision of it began"
+                 if seen is not None and seen < decision.heard else "")
         alert_ids: list[str] = []
         if is_gateway:
             kind = AlertKind.device_offline
@@ -443,8 +449,10 @@ class Supervisor:
                 kind=kind,
                 # The silence's identity: the same silence can never be raised twice, even after a restart.
                 message_id=f"check_in_missed:{heard}",
-                reason=f"no check-in for {silence} s (expected every {interval} s, grace {int(self.grace_s)} s)",
-                attributes={"check_in_interval_s": interval, "grace_s": self.grace_s, "last_heard": heard},
+                reason=f"no check-in for {silence} s (expected every {interval} s, grace {int(self.grace_s)} s)"
+                       f"{since}",
+                attributes={"check_in_interval_s": interval, "grace_s": self.grace_s, "last_heard": heard,
+                            **({"last_seen": seen.isoformat()} if since and seen is not None else {})},
             )
             try:
                 result = await self.pipeline.submit(obs)

@@ -134,7 +134,7 @@ def test_toml_routes_with_secret_from_environment() -> None:
 @pytest.mark.parametrize(
     "text,env,message",
     [
-        (TOML, {}, "SCOT_SECRET"),
+        (TOML, {}, r"route #1 \(scotland\): environment variable SCOT_SECRET is not set"),
         ('[[routes]]\nname="a"\nurl="ftp://x"\nsecret="s"', {}, "http"),
         ('[[routes]]\nname="a"\nurl="https://x"\nsecret="s"\ngrid_squares=["ZZ"]', {}, "100 km"),
         ('[[routes]]\nname="a"\nurl="https://x"\nsecret="s"\nformat="xml"', {}, "format"),

@@ -4,6 +4,7 @@ the reference receiver (real SQLite store, real forwarder, real HTTP delivery)."
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -243,3 +244,21 @@ async def test_the_runtime_runs_supervision_from_settings(tmp_path: Path) -> Non
         await rx.wait_for(
             lambda cs: any(c["alert_id"] == alert["alert_id"] and c["msg_type"] == "update" for c in cs), timeout=10
         )
+
+
+async def test_a_device_last_heard_before_supervision_began_says_so(env: BridgeEnv, tmp_path: Path) -> None:
+    """QA: a device heard long before this bridge began supervising it is timed from that start (it gets a
+    full interval), and the reason says how long ago it was really last heard, not only the timed silence."""
+    await env.add_device("pendant-old", profile_id="test-checkin-pendant")  # interval 1 s
+    long_ago = datetime.now(UTC) - timedelta(hours=2)
+    await env.store.touch_device("pendant-old", long_ago, None)
+    sup = Supervisor(env.bridge.runtime, grace_s=0.5, max_tick_s=0.2, db_path=tmp_path / "sup-old.db")
+    await sup.start()
+    try:
+        await env.receiver.wait_for(lambda cs: bool(contacts_for(env, "pendant-old", "check_in_missed")), timeout=10)
+    finally:
+        await sup.stop()
+    [contact] = contacts_for(env, "pendant-old", "check_in_missed")
+    assert re.search(r"no check-in for \d s .*; last heard 72\d\d s ago, before supervision of it began",
+                     contact["reason"]), contact["reason"]
+    assert contact["attributes"]["last_seen"].startswith(long_ago.isoformat()[:16])

@@ -53,14 +53,14 @@ async def device_for_credential(request: Request, token: str | None, transport: 
     if device is not None:
         return device
     reason = "unauthenticated" if token is None else "bad_credentials"
-    runtime.metrics.rejected(transport, reason)
     now = time.monotonic()
     # The limiter first: a source past its limit costs a counter, never a store write. The audit gets
     # one row per source per interval (bridge.security.RefusalAudit), however fast the refusals come.
     allowed = runtime.auth_failures.allow(source, now)
     await audit_refusal(runtime, source, reason if allowed else "rate_limited", now)
+    # One reason per refusal: the answer the source got (401 for the credential, 429 for the limit).
+    runtime.metrics.rejected(transport, reason if allowed else "auth_rate_limited")
     if not allowed:
-        runtime.metrics.rejected(transport, "auth_rate_limited")
         wait = max(1, int(runtime.auth_failures.retry_after(source)) + 1)
         raise HTTPException(
             status_code=429,
