@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from bridge.model import Alert, AlertKind, AlertState, Severity, new_id, utcnow
@@ -66,3 +68,17 @@ def store_outage(store: Any) -> Iterator[None]:
         yield
     finally:
         store.commit = original
+
+
+async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Poll `cond` (a plain or async callable) until it is true; AssertionError after `timeout` seconds.
+    For state owned by the bridge, a virtual device or a server, where there is no event to wait on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = cond()
+        if inspect.isawaitable(done):
+            done = await done
+        if done:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"condition not met in {timeout} s")

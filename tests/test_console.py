@@ -21,18 +21,9 @@ from bridge.model import Person
 from bridge.receiver import EmbeddedReceiver
 from tests.conftest import BridgeEnv, need_binary, running_bridge
 from tests.test_http_api import wait_state
+from tests.test_messages import platform, raise_alert
 
 EDINBURGH = {"lat": 55.95325, "lon": -3.18826, "accuracy_m": 12, "source": "gnss"}
-
-
-def platform(env: BridgeEnv) -> dict[str, str]:
-    return {"Authorization": f"Bearer {env.platform_token}"}
-
-
-async def raise_alert(c: httpx.AsyncClient, **body: Any) -> str:
-    r = await c.post("/v1/alerts", json={"kind": "sos", **body})
-    assert r.status_code == 202, r.text
-    return str(r.json()["alert_id"])
 
 
 # -- the routes, without a browser ------------------------------------------------------------------------

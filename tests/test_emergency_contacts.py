@@ -20,7 +20,7 @@ from bridge.model import AlertKind, Device, EmergencyContact, Location, Person
 from bridge.notify import notifications, render
 from bridge.serving import free_port
 from tests.conftest import BridgeEnv, running_bridge
-from tests.factories import make_alert
+from tests.factories import make_alert, until
 
 aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
 
@@ -71,16 +71,6 @@ def body(msg: Message) -> str:
     part = msg.get_payload(decode=True)
     assert isinstance(part, bytes)
     return part.decode(msg.get_content_charset() or "utf-8")
-
-
-async def eventually(predicate: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 # -- pure rules -------------------------------------------------------------------------------------------
@@ -142,18 +132,18 @@ async def test_alert_ack_and_resolve_reach_the_carers_by_email(tmp_path: Path) -
             alert_id = await post_alert(env, token, kind="fall", location={"lat": 55.9533, "lon": -3.1883})
             police = await env.receiver.first(lambda c: c["alert_id"] == alert_id)
             assert "emergency_contacts" not in police["person"]
-            await eventually(lambda: len(inbox.messages) == 2)
+            await until(lambda: len(inbox.messages) == 2)
             ann, bernd = inbox.to("ann@example.org")[0], inbox.to("bernd@example.org")[0]
             assert ann["From"] == "bridge@example.org" and ann["Content-Language"] == "en"
             assert "NT " in body(ann) and "openstreetmap.org/?mlat=55.95330&mlon=-3.18830" in body(ann)
             assert "Sturz" in body(bernd) and "openstreetmap" not in body(bernd)
 
             assert await env.receiver.receiver.callback(alert_id, "ack") == 200
-            await eventually(lambda: len(inbox.messages) == 4)
+            await until(lambda: len(inbox.messages) == 4)
             assert inbox.to("ann@example.org")[1]["Subject"] == "Help is on the way: Morag"
             assert "Hilfe ist unterwegs" in str(inbox.to("bernd@example.org")[1]["Subject"])
             assert await env.receiver.receiver.callback(alert_id, "resolve") == 200
-            await eventually(lambda: len(inbox.messages) == 6)
+            await until(lambda: len(inbox.messages) == 6)
             assert inbox.to("ann@example.org")[2]["Subject"] == "Alert closed: Morag"
             rows = [o for o in await env.store.outbox_items(alert_id) if o.route.startswith("notify:")]
             assert len(rows) == 6 and {o.state for o in rows} == {"delivered"}
@@ -173,7 +163,7 @@ async def test_duress_notifies_nobody_and_silent_only_the_opted_in(tmp_path: Pat
             await env.receiver.first(lambda c: c["alert_id"] == duress_id)
             silent_id = await post_alert(env, token, kind="panic", silent=True)
             await env.receiver.first(lambda c: c["alert_id"] == silent_id)
-            await eventually(lambda: len(inbox.to("bernd@example.org")) >= 1)
+            await until(lambda: len(inbox.to("bernd@example.org")) >= 1)
             await asyncio.sleep(0.5)  # the auto-acknowledgements' follow-ups, if any, have been sent by now
             assert inbox.to("ann@example.org") == []
             assert all("Morag" in str(m["Subject"]) for m in inbox.messages)
@@ -201,7 +191,7 @@ async def test_police_contact_is_delivered_while_the_mail_server_is_down(tmp_pat
         assert alert is not None and alert.state.value == "forwarded"  # the platform has it; nothing held up
         assert {o.state for o in await notify_rows()} <= {"retry", "inflight", "pending"}
         with SmtpServer(port) as inbox:  # the mail server comes back: the retries deliver
-            await eventually(lambda: len(inbox.messages) == 2)
+            await until(lambda: len(inbox.messages) == 2)
             # The rows are marked delivered once the send returned (just after the server has the mail).
             deadline = asyncio.get_running_loop().time() + 10
             while {o.state for o in await notify_rows()} != {"delivered"}:
@@ -263,19 +253,19 @@ async def test_sms_to_a_carer_through_the_gsm_modem(tmp_path: Path) -> None:
         modem = virtual["gsm_modem"]
         adapter = next(a for a in env.bridge.runtime.adapters if a.name == "serial")
         gsm = next(h for h in adapter.handlers.values() if type(h).__name__ == "GsmHandler")
-        await eventually(gsm.ready.is_set)
+        await until(gsm.ready.is_set)
         carer = EmergencyContact(name="Jürgen", phone="+49 (0)151-2345 678", language="de")
         quiet = EmergencyContact(name="Q", phone="+447700900555", kinds=[AlertKind.fire])
         token = await env.add_device("w1", person=Person(name="Jörg", emergency_contacts=[carer, quiet]))
         alert_id = await post_alert(env, token, kind="medical", location={"lat": 55.9533, "lon": -3.1883})
         await env.receiver.first(lambda c: c["alert_id"] == alert_id)
-        await eventually(lambda: len(modem.sent) == 1)
+        await until(lambda: len(modem.sent) == 1)
         number, text = modem.sent[0]
         assert number == "+491512345678"
         assert text.startswith("Alarm: Joerg - einen medizinischen Notfall. NT ") and len(text) <= 160
         assert "openstreetmap.org/?mlat=55.95330&mlon=-3.18830" in text
         assert await env.receiver.receiver.callback(alert_id, "resolve") == 200
-        await eventually(lambda: len(modem.sent) == 2)
+        await until(lambda: len(modem.sent) == 2)
         assert modem.sent[1] == ("+491512345678", "Alarm abgeschlossen: Joerg.")
         await asyncio.sleep(0.3)
         assert all(n != "+447700900555" for n, _ in modem.sent)  # asked only about fires
@@ -287,12 +277,12 @@ async def test_a_cancel_is_told_only_to_those_who_were_told_of_the_alert(tmp_pat
         async with running_bridge(tmp_path, auto_ack_s=None, **smtp_settings(port)) as env:
             token = await env.add_device("w1", person=device().person)
             alert_id = await post_alert(env, token, kind="fall")
-            await eventually(lambda: len(inbox.messages) == 2)
+            await until(lambda: len(inbox.messages) == 2)
             async with httpx.AsyncClient(base_url=env.url) as c:
                 r = await c.post(f"/v1/alerts/{alert_id}/cancel", json={"reason": "im_ok"},
                                  headers={"Authorization": f"Bearer {token}"})
                 assert r.status_code == 202, r.text
-            await eventually(lambda: len(inbox.messages) == 4)
+            await until(lambda: len(inbox.messages) == 4)
             assert inbox.to("ann@example.org")[1]["Subject"] == "Alert cancelled: Morag"
             assert "am Gerät abgebrochen" in body(inbox.to("bernd@example.org")[1])
             # An alert cancelled before its notifications went out: they are dropped, nothing follows.

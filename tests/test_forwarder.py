@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import secrets
@@ -16,6 +15,7 @@ from bridge.forwarder import backoff_delay
 from bridge.receiver import EmbeddedReceiver
 from bridge.sinks.webhook import classify, parse_retry_after
 from tests.conftest import BridgeEnv, bridge_settings
+from tests.factories import until
 
 
 def test_backoff_grows_with_jitter_and_cap() -> None:
@@ -58,16 +58,6 @@ async def readyz(url: str) -> dict:
         return (await c.get(f"{url}/readyz")).json()
 
 
-async def wait_until(predicate, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
 async def test_outage_fails_over_then_recovers(bridge_env: BridgeEnv) -> None:
     bridge_env.receiver.receiver.mode = "down"
     token = await bridge_env.add_device("w")
@@ -79,7 +69,7 @@ async def test_outage_fails_over_then_recovers(bridge_env: BridgeEnv) -> None:
     async def degraded() -> bool:
         return (await readyz(bridge_env.url))["status"] == "degraded" and spool.exists()
 
-    await wait_until(degraded)
+    await until(degraded)
     spooled = [json.loads(line) for line in spool.read_text().splitlines()]
     assert [s["idempotency_key"] for s in spooled] == [f"{alert_id}:1"]
     assert bridge_env.receiver.contacts == []
@@ -90,7 +80,7 @@ async def test_outage_fails_over_then_recovers(bridge_env: BridgeEnv) -> None:
     async def ready() -> bool:
         return (await readyz(bridge_env.url))["status"] == "ready"
 
-    await wait_until(ready)
+    await until(ready)
 
 
 async def test_permanent_failure(tmp_path: Path) -> None:
@@ -113,7 +103,7 @@ async def test_permanent_failure(tmp_path: Path) -> None:
                 s = await store.outbox_items(sos)
                 return b[0].state == "dead" and s[0].fallback_sent
 
-            await wait_until(settled)
+            await until(settled)
             sos_item = (await store.outbox_items(sos))[0]
             # The critical contact is never given up: still scheduled for retry, and spooled to the fallback.
             assert sos_item.state in ("retry", "inflight") and sos_item.last_error == "HTTP 401"

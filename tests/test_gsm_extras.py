@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from device_adapters.serial.sms_reply import reply_text, sms_parts
 from simulator.devices.serial import VirtualGps, VirtualGsmModem
 from simulator.harness import virtual_serial_ports
 from tests.conftest import BridgeEnv, running_bridge
+from tests.factories import until
 
 PROFILES = ProfileRegistry.load()
 TK203_SOS = (
@@ -47,14 +48,6 @@ class GsmEnv:
     def handler(self) -> Any:
         adapter = next(a for a in self.env.bridge.runtime.adapters if a.name == "serial")
         return next(h for h in adapter.handlers.values() if type(h).__name__ == "GsmHandler")
-
-
-async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:  # polling state owned by the bridge or the virtual modem
-            if await cond() if asyncio.iscoroutinefunction(cond) else cond():
-                return
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

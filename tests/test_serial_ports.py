@@ -7,7 +7,6 @@ mod-15 rule; the panic/restore lines are derived with that rule).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from simulator.devices.serial import (
 )
 from simulator.harness import virtual_serial_ports
 from tests.conftest import running_bridge
-from tests.factories import store_outage
+from tests.factories import store_outage, until
 
 TK203_SOS = (
     "lat: 22.566923 long: 114.051331 speed:85.60 28/10/09 03:33 F:4.32V,0, Signal:F\n"
@@ -62,15 +61,6 @@ class SerialEnv:
 
     async def contact(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
         return await self.rx.first(pred, timeout)
-
-
-async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:  # polling state owned by the bridge; there is no event to wait on
-            done = await cond() if asyncio.iscoroutinefunction(cond) else cond()
-            if done:
-                return
-            await asyncio.sleep(0.02)
 
 
 @pytest.fixture

@@ -25,15 +25,7 @@ from bridge.receiver import EmbeddedReceiver
 from bridge.serving import free_port
 from bridge.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
 from tests.conftest import ROOT, BridgeEnv, running_bridge
-
-
-async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
+from tests.factories import until
 
 
 def audit_rows(env: BridgeEnv) -> list[sqlite3.Row]:
@@ -102,7 +94,7 @@ async def test_readyz_shows_reasons_not_alert_ids_and_details_need_the_ops_token
             async def degraded() -> bool:
                 return (await c.get("/readyz")).status_code == 503
 
-            await wait_until(degraded)
+            await until(degraded)
             public = await c.get("/readyz")
             assert alert_id not in public.text
             assert {a["reason"] for a in public.json()["alarms"]} >= {"critical_contact_overdue"}
@@ -205,7 +197,7 @@ async def test_broker_unreachable_at_start_is_not_ready(tmp_path: Path) -> None:
             async def not_ready() -> bool:
                 return (await c.get("/readyz")).status_code == 503
 
-            await wait_until(not_ready, timeout=15)
+            await until(not_ready, timeout=15)
             body = (await c.get("/readyz")).json()
             assert body["status"] == "degraded"
             assert body["transports"] == [{"adapter": "mqtt", "reason": "unreachable"}]
@@ -260,7 +252,7 @@ async def test_dead_transport_task_is_not_ready(bridge_with_crashing_reader: Bri
         async def not_ready() -> bool:
             return (await c.get("/readyz")).status_code == 503
 
-        await wait_until(not_ready)
+        await until(not_ready)
         body = (await c.get("/readyz")).json()
         assert body["transports"] == [{"adapter": "crashing-reader", "reason": "task_dead"}]
         ops = {"Authorization": f"Bearer ops-{env.platform_token}"}
@@ -283,7 +275,7 @@ async def test_refused_credentials_write_one_summary_row_per_source_and_interval
         async def summarised() -> bool:
             return len(audit_rows(env)) == 2
 
-        await wait_until(summarised, timeout=5)  # the health loop closes the interval
+        await until(summarised, timeout=5)  # the health loop closes the interval
         summary = audit_rows(env)[1]
         assert "199 more refused" in summary["detail"]
 
@@ -435,7 +427,7 @@ async def test_data_dir_and_files_are_private_whatever_the_umask(tmp_path: Path)
             async def spooled() -> bool:
                 return spool.exists() and spool.stat().st_size > 0
 
-            await wait_until(spooled)
+            await until(spooled)
             env.receiver.receiver.mode = "normal"
             modes = {
                 p.name: p.stat().st_mode & 0o777
