@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from bridge.decoding import Decoded, DecodeError, Frame, get_decoder, parse_json_object
@@ -23,7 +24,7 @@ from bridge.ingress.lanes import Coalesced, Lanes
 from bridge.ingress.receipt import Receipt
 from bridge.metrics import Metrics
 from bridge.model import Device, Observation
-from bridge.pipeline import Pipeline, Rejected, SubmitResult
+from bridge.pipeline import Pipeline, Rejected, SubmitResult, device_state
 from bridge.profiles import DeviceProfile, ProfileRegistry
 from bridge.store.base import Store, StoreError
 
@@ -198,6 +199,19 @@ class Ingress:
         if coalesced and not results:
             return Receipt("coalesced", results=(), device=device, profile=profile)
         return Receipt("accepted", results=tuple(results), device=device, profile=profile)
+
+    async def with_state(self, receipt: Receipt) -> Receipt:
+        """The receipt with the alert's state filled in where the ingress answered a repeated frame from
+        memory (its state may have moved on since). For transports whose answer shows the state (an HTTP
+        or CoAP body, speech); a PUBACK or an ACK byte does not need the store read."""
+        last = receipt.last
+        if receipt.status != "accepted" or last is None or last.state is not None or not last.alert_id:
+            return receipt
+        alert = await self.store.get_alert(last.alert_id)
+        if alert is None:
+            return receipt
+        filled = SubmitResult(last.alert_id, last.outcome, device_state(alert))
+        return replace(receipt, results=tuple(filled if r is last else r for r in receipt.results))
 
     @staticmethod
     def _observation(event: Decoded, device: Device, transport: str, raw: str | None,

@@ -160,7 +160,7 @@ class AlertCollection(resource.Resource):
         overrides = {"alert_id": doc["alert_id"]} if isinstance(doc.get("alert_id"), str) else None
         receipt = await ctx.ingress.receive(frame, Claim(TRANSPORT, device_id=device_id), raw=raw,
                                             overrides=overrides)
-        return self.answer(receipt, fmt)
+        return self.answer(await ctx.ingress.with_state(receipt), fmt)
 
     @staticmethod
     def answer(receipt: Receipt, fmt: Any) -> aiocoap.Message:

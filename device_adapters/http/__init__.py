@@ -146,14 +146,8 @@ def build_router(ctx: AdapterContext) -> APIRouter:
             raw=payload.decode(),
             overrides=overrides,
         )
-        last = receipt.last
-        if last is not None and last.alert_id and last.state is None and receipt.status == "accepted":
-            # A retry answered from the ingress's memory of the stored frame: the device retried because it
-            # missed the first answer, so it still needs the alert's state.
-            alert = await ctx.store.get_alert(last.alert_id)
-            if alert is not None:
-                return accepted(SubmitResult(last.alert_id, last.outcome, device_state(alert)))
-        return answer(receipt)
+        # A retry (the device missed the first answer) still needs the alert's state.
+        return answer(await ctx.ingress.with_state(receipt))
 
     @router.post("/{alert_id}/location", status_code=202)
     async def add_location(

@@ -206,7 +206,10 @@ class MqttAdapter(BaseAdapter):
         raw = msg.payload[:RAW_LIMIT].decode("utf-8", "replace")
         ref = "deveui" if route.kind in ("chirpstack", "ttn") else None
         receipt = await self.ctx.ingress.receive(frame, claim, raw=raw, ref_scheme=ref)
-        spoken = await self._hidden_cancel(receipt) if route.kind == "hermes" else None
+        spoken = None
+        if route.kind == "hermes":  # a satellite speaks the state: a redelivered intent needs it too
+            receipt = await self.ctx.ingress.with_state(receipt)
+            spoken = await self._hidden_cancel(receipt)
         self._answer(route, msg, receipt, spoken)
         return receipt
 
