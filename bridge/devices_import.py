@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.devices_io import DeviceFileError, DeviceRow, read_devices
+from bridge.devices_io import RUNTIME_FIELDS, DeviceFileError, DeviceRow, read_devices
 from bridge.model import Device
 from bridge.store.base import Store
 
@@ -82,7 +82,7 @@ async def import_rows(
 
 def as_registered(device: Device) -> Device:
     """A stored device without what the bridge learns at run time (as a device file would carry it)."""
-    return device.model_copy(update={"last_seen": None, "last_location": None})
+    return device.model_copy(update=dict.fromkeys(RUNTIME_FIELDS))
 
 
 def write_tokens(path: Path, tokens: dict[str, str]) -> None:

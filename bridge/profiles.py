@@ -325,8 +325,9 @@ def apply_profile(doc: dict[str, Any], profile: DeviceProfile, meta: dict[str, s
         kind = mapping.resolve_kind(doc, declared)
         if mapping.action == "alert" and kind is None:
             asked = get_path(doc, mapping.kind_from or "")
-            if str(asked) not in AlertKind.__members__:
-                raise DecodeError(f"kind {asked!r} is not an alert kind (one of {sorted(AlertKind.__members__)})")
+            known = sorted(k.value for k in AlertKind)
+            if str(asked) not in known:
+                raise DecodeError(f"kind {asked!r} is not an alert kind (one of {known})")
             raise UndeclaredKind(f"kind {asked!r} is not one this device may send")
         key = (mapping.action, kind.value if kind else None)
         if key in seen:
