@@ -533,7 +533,6 @@ class Pipeline:
                 change.history.append(HistoryEntry(at=now, event="location_kept", state=alert.state, detail={
                     "transport": obs.transport, "why": "the update's fix is older or stale; the alert's is kept",
                 }))
-                alert.updated_at = now
                 await self._commit(change)
                 return SubmitResult(alert.alert_id, "updated", alert.state)
             alert.location = locate(obs.location, device, now, self.last_known_max_age_s)
