@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.model import Device
+from bridge.core.model import Device
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 

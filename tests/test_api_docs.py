@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
-from bridge.config import Settings
-from bridge.runtime import BridgeRuntime
+from bridge.app.config import Settings
+from bridge.app.runtime import BridgeRuntime
 
 
 async def test_docs_are_served_locally_with_security_schemes(tmp_path: Path) -> None:

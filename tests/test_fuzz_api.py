@@ -25,8 +25,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.config import Settings
-from bridge.runtime import BridgeRuntime
+from bridge.app.config import Settings
+from bridge.app.runtime import BridgeRuntime
 
 ALEXA_APP_ID = "amzn1.ask.skill.00000000-0000-0000-0000-00000000fuzz"
 

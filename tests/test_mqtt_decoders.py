@@ -11,8 +11,8 @@ import json
 
 import pytest
 
-from bridge.decoding import DecodeError, Frame, get_decoder
-from bridge.profiles import ProfileRegistry, check_profile
+from bridge.devices.decoding import DecodeError, Frame, get_decoder
+from bridge.devices.profiles import ProfileRegistry, check_profile
 from device_adapters.decoders import chirpstack, hermes, lorawan_codecs, ttn, zigbee2mqtt
 from device_adapters.mqtt import topics
 from device_adapters.mqtt.limits import FloodGuard

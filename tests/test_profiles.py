@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.profiles import (
+from bridge.devices.profiles import (
     BUILTIN_PROFILE_DIR,
     ProfileError,
     ProfileRegistry,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.config import Settings
+from bridge.app.config import Settings
 from bridge.store.base import Change, DuplicateMessage, OutboxItem, OutboxStats, Store, StoreError
 
 __all__ = ["Change", "DuplicateMessage", "OutboxItem", "OutboxStats", "Store", "StoreError", "make_store"]

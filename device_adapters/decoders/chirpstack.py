@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bridge.decoding import Decoded, DecodeError, Frame, parse_json_object
-from bridge.model import Location
+from bridge.core.model import Location
+from bridge.devices.decoding import Decoded, DecodeError, Frame, parse_json_object
 
 if TYPE_CHECKING:
-    from bridge.profiles import DeviceProfile
+    from bridge.devices.profiles import DeviceProfile
 
 
 @dataclass(frozen=True)

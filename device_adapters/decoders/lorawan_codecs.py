@@ -14,11 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bridge.decoding import Decoded, DecodeError, Frame, parse_json_object
-from bridge.profiles import apply_profile
+from bridge.devices.decoding import Decoded, DecodeError, Frame, parse_json_object
+from bridge.devices.profiles import apply_profile
 
 if TYPE_CHECKING:
-    from bridge.profiles import DeviceProfile
+    from bridge.devices.profiles import DeviceProfile
 
 Codec = Callable[[bytes, int], dict[str, Any]]
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bridge.decoding import Decoded, DecodeError, Frame, parse_json_object
-from bridge.model import Location
+from bridge.core.model import Location
+from bridge.devices.decoding import Decoded, DecodeError, Frame, parse_json_object
 from device_adapters.decoders.chirpstack import Uplink, b64, hex_eui, parse_time
 
 if TYPE_CHECKING:
-    from bridge.profiles import DeviceProfile
+    from bridge.devices.profiles import DeviceProfile
 
 
 def _registry_location(msg: dict[str, Any]) -> Location | None:

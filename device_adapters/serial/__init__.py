@@ -10,7 +10,7 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from bridge.adapters import BaseAdapter
+from bridge.ingress.transport import BaseAdapter
 from device_adapters.serial.base import PortHandler
 from device_adapters.serial.config import PortConfig, parse_ports
 from device_adapters.serial.contactid import ContactIdHandler
@@ -20,8 +20,8 @@ from device_adapters.serial.link import SerialLink
 from device_adapters.serial.nmea import NmeaHandler
 
 if TYPE_CHECKING:
-    from bridge.adapters import AdapterContext
-    from bridge.config import Settings
+    from bridge.app.config import Settings
+    from bridge.ingress.transport import AdapterContext
 
 log = logging.getLogger("sosbridge.serial")
 

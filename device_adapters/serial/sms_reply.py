@@ -17,11 +17,11 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from bridge.events import StatusEvent
-from bridge.lifecycle import DEVICE_MESSAGES
-from bridge.messages import MESSAGE_DELIVERY
-from bridge.model import ALWAYS_SILENT_KINDS, Alert, AlertState, Device, HistoryEntry, utcnow
-from bridge.ratelimit import TokenBuckets
+from bridge.core.events import StatusEvent
+from bridge.core.lifecycle import DEVICE_MESSAGES
+from bridge.core.messages import MESSAGE_DELIVERY
+from bridge.core.model import ALWAYS_SILENT_KINDS, Alert, AlertState, Device, HistoryEntry, utcnow
+from bridge.infra.ratelimit import TokenBuckets
 
 if TYPE_CHECKING:
     from device_adapters.serial.gsm import GsmHandler

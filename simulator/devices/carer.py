@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.serving import free_port
+from bridge.infra.serving import free_port
 from simulator.scenario import RunContext, Step, action
 
 SCRATCH_KEY = "carer_phone"

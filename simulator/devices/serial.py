@@ -14,7 +14,7 @@ import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.model import AlertKind
+from bridge.core.model import AlertKind
 from device_adapters.decoders import contact_id, diy_frame
 from simulator.scenario import RunContext, Step, action
 
