@@ -14,8 +14,8 @@ from bridge.devices.profiles import (
     ProfileError,
     ProfileRegistry,
     load_profile_file,
-    run_sample,
 )
+from bridge.devices.samples import run_sample
 
 REGISTRY = ProfileRegistry.load()
 CASES = [(p, s) for p in REGISTRY.profiles.values() for s in p.samples]

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bridge.alerts.pipeline import Rejected, SubmitResult
 from bridge.core.model import AlertKind, Device, Observation, utcnow
@@ -42,7 +42,7 @@ from bridge.infra.private_files import private_sqlite
 from bridge.store.base import Store, StoreError
 
 if TYPE_CHECKING:
-    from bridge.app.runtime import BridgeRuntime
+    from bridge.core.events import StatusBus
     from bridge.devices.profiles import DeviceProfile, ProfileRegistry
 
 log = logging.getLogger("sosbridge.supervision")
@@ -126,6 +126,27 @@ class Submitter(Protocol):
     """The ingress's entry for observations (`Ingress.observations`), or a Pipeline in unit tests."""
 
     async def submit(self, obs: Observation) -> SubmitResult: ...
+
+
+class _Intake(Protocol):
+    @property
+    def observations(self) -> Submitter: ...
+
+
+class SupervisedRuntime(Protocol):
+    """What the supervisor takes from the running bridge (bridge/app/runtime.py), named here so the alert
+    wing never imports the app wing."""
+
+    @property
+    def settings(self) -> Any: ...
+    @property
+    def store(self) -> Store: ...
+    @property
+    def ingress(self) -> _Intake: ...
+    @property
+    def bus(self) -> StatusBus: ...
+    @property
+    def profiles(self) -> ProfileRegistry: ...
 
 
 async def gateway_state_changed(
@@ -263,7 +284,7 @@ class Supervisor:
 
     def __init__(
         self,
-        runtime: BridgeRuntime,
+        runtime: SupervisedRuntime,
         *,
         grace_s: float | None = None,
         max_tick_s: float | None = None,

@@ -1,4 +1,7 @@
-"""`sosbridge` command line: serve, receiver, devices, profiles, schema, demo, sim."""
+"""`sosbridge` command line: the core's commands (serve, devices, profiles, schema); plug-ins add theirs
+(sim, demo, receiver, alexa, the per-transport key commands) through the `sosbridge.commands` entry point
+group, so the core never imports them. See docs/reference/cli.md.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +15,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from bridge.app.config import ConfigError, Settings, default_data_dir, load_settings
-from bridge.app.security import check_receiver, check_serve, http_server_options
-from bridge.infra.interrupt import run_interruptible
+from bridge.app.cli_support import (
+    CliError,
+    CommandGroups,
+    ConfigOpt,
+    console,
+    err_console,
+    settings_from,
+    with_store,
+)
+from bridge.app.config import ConfigError, Settings
+from bridge.app.http_server import http_server_options
+from bridge.app.security import check_serve
+from bridge.infra.plugins import load_group
 
 app = typer.Typer(help="SOS Bridge: wearables, panic buttons and voice assistants to the police.", no_args_is_help=True)
 devices_app = typer.Typer(help="Register and manage devices (works on the local store).", no_args_is_help=True)
@@ -25,19 +37,6 @@ profiles_app = typer.Typer(help="Device profiles.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
 app.add_typer(profiles_app, name="profiles")
 
-console = Console(width=None if Console().is_terminal else 160)
-err_console = Console(stderr=True, width=None if Console(stderr=True).is_terminal else 160)
-ConfigOpt = Annotated[
-    str | None, typer.Option("--config", "-c", help="TOML configuration file (the same as SOSBRIDGE_CONFIG)")
-]
-
-
-class CliError(Exception):
-    """A usage problem reported as one line on stderr with exit code 2 (no traceback)."""
-
-
-def _settings(config: str | None, defaults: dict[str, Any] | None = None, **overrides: Any) -> Settings:
-    return load_settings(config, defaults=defaults, **{k: v for k, v in overrides.items() if v is not None})
 
 
 # -- serve ----------------------------------------------------------------------------------------------
@@ -55,7 +54,7 @@ def serve(
 
     # `serve` starts the CoAP server unless the file or environment says otherwise (library and test
     # defaults leave it off).
-    settings = _settings(config, defaults={"coap_enabled": True}, http_host=host, http_port=port)
+    settings = settings_from(config, defaults={"coap_enabled": True}, http_host=host, http_port=port)
     preflight(settings)
     if embedded_broker and not settings.mqtt_url:
         check_port_free("--broker-port", "127.0.0.1", broker_port)
@@ -64,19 +63,27 @@ def serve(
     asyncio.run(_serve(settings, embedded_broker, broker_port))
 
 
+def start_embedded_broker(port: int) -> Any:
+    """The in-process MQTT broker a transport plug-in offers (`sosbridge.embedded_broker` entry points):
+    an async context manager with a `url`."""
+    brokers = load_group("sosbridge.embedded_broker")
+    if not brokers:
+        raise CliError("--embedded-broker: no installed transport offers an embedded MQTT broker")
+    return brokers[0].obj(port=port)
+
+
 async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) -> None:
     import uvicorn
 
+    from bridge.app.api.app import create_app
     from bridge.app.runtime import BridgeRuntime
 
     async with contextlib.AsyncExitStack() as stack:
         if embedded_broker and not settings.mqtt_url:
-            from device_adapters.mqtt.embedded_broker import EmbeddedBroker
-
-            broker = await stack.enter_async_context(EmbeddedBroker(port=broker_port))
+            broker = await stack.enter_async_context(start_embedded_broker(broker_port))
             settings = settings.model_copy(update={"mqtt_url": broker.url})
         runtime = BridgeRuntime(settings)
-        config = uvicorn.Config(runtime.create_app(), **http_server_options(settings))
+        config = uvicorn.Config(create_app(runtime), **http_server_options(settings))
         server = uvicorn.Server(config)
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn exposes a flag, no event)
@@ -88,88 +95,6 @@ async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) ->
             sys.stdout.write("SOS Bridge is running (Ctrl-C stops it)\n" + "".join(f"  {x}\n" for x in lines))
             sys.stdout.flush()
         await serving
-
-
-# -- receiver -------------------------------------------------------------------------------------------
-@app.command()
-def receiver(
-    port: Annotated[int, typer.Option(help="HTTP port")] = 8090,
-    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
-    secret: Annotated[str | None, typer.Option(help="Webhook secret (default SOSBRIDGE_PLATFORM_SECRET)")] = None,
-    jsonl: Annotated[
-        Path | None,
-        typer.Option(help="Where each contact is stored, one JSON line each [default: <data dir>/contacts.jsonl]"),
-    ] = None,
-    bridge_url: Annotated[str | None, typer.Option(help="Bridge base URL for ack/resolve callbacks")] = None,
-    platform_token: Annotated[
-        str | None, typer.Option(help="Credential for the bridge's callbacks (default: $SOSBRIDGE_PLATFORM_TOKEN)")
-    ] = None,
-    ack_after: Annotated[float | None, typer.Option(help="Acknowledge each alert after this many seconds")] = 0.5,
-    resolve_after: Annotated[float | None, typer.Option(help="Resolve this many seconds after the ack")] = None,
-    no_auto_ack: Annotated[bool, typer.Option("--no-auto-ack", help="Only acknowledge on command")] = False,
-    mode: Annotated[str, typer.Option(help="Start as normal, down (503) or slow")] = "normal",
-    slow_s: Annotated[float, typer.Option(help="Delay of each answer in slow mode")] = 5.0,
-    control_token: Annotated[
-        str | None, typer.Option(help="Bearer token for GET /contacts and /control/* (open when unset)")
-    ] = None,
-) -> None:
-    """Run the reference contact platform: verify, validate, store as JSONL, acknowledge."""
-    import uvicorn
-
-    from bridge.infra.logs import configure_logging
-    from simulator.platform.receiver import Receiver
-
-    configure_logging("INFO")
-    secret = check_receiver(secret or os.environ.get("SOSBRIDGE_PLATFORM_SECRET"), host, control_token)
-    jsonl = jsonl or Path(os.environ.get("SOSBRIDGE_DATA_DIR") or default_data_dir()) / "contacts.jsonl"
-    rx = Receiver(
-        secret,
-        jsonl_path=jsonl,
-        bridge_url=bridge_url or os.environ.get("SOSBRIDGE_PUBLIC_URL"),
-        platform_token=platform_token or os.environ.get("SOSBRIDGE_PLATFORM_TOKEN"),
-        auto_ack_s=None if no_auto_ack else ack_after,
-        auto_resolve_s=resolve_after,
-        control_token=control_token,
-    )
-    if mode not in ("normal", "down", "slow"):
-        raise CliError("--mode: must be normal, down or slow")
-    rx.mode, rx.slow_s = mode, slow_s  # type: ignore[assignment]
-    from bridge.app.startup import check_port_free
-    from simulator.platform.report import WebhookReport, banner
-
-    check_port_free("--port", host, port)
-    sys.stdout.write("\n".join(banner(host, port, jsonl)) + "\n")
-    sys.stdout.flush()
-    uvicorn.run(WebhookReport(rx.create_app()), host=host, port=port, log_level="warning", access_log=False)
-
-
-# -- devices --------------------------------------------------------------------------------------------
-def _with_store(settings: Settings, fn: Any) -> Any:
-    """Run `fn(store)` on the configured store; says on stderr which store it is (stdout stays data)."""
-    from bridge.store import StoreError, make_store
-
-    err_console.print(f"store: {settings.store_description()}", highlight=False, soft_wrap=True)
-
-    async def run() -> Any:
-        store = make_store(settings)
-        try:
-            await store.open()
-        except Exception as exc:
-            raise _store_error(settings, "cannot open the store", exc) from None
-        try:
-            return await fn(store)
-        except (StoreError, OSError) as exc:
-            raise _store_error(settings, "the store failed", exc) from None
-        finally:
-            with contextlib.suppress(Exception):
-                await store.close()
-
-    return run_interruptible(run())
-
-
-def _store_error(settings: Settings, what: str, exc: BaseException) -> ConfigError:
-    setting = "SOSBRIDGE_REDIS_URL" if settings.redis_url else "SOSBRIDGE_DB"
-    return ConfigError(setting, f"{what} ({settings.store_description()}): {exc}")
 
 
 @devices_app.command("add")
@@ -218,7 +143,7 @@ def devices_add(
 
     from bridge.core.model import CivicAddress, Device, EmergencyContact, Location, Person
 
-    settings = _settings(config)
+    settings = settings_from(config)
     if profile is not None:
         _require_profiles(settings, {profile})
     bad = [item for item in identifier or [] if "=" not in item]
@@ -264,7 +189,7 @@ def devices_add(
         await store.put_device(device)
         await store.set_credential(device_id, "token", secret)
 
-    _with_store(settings, add)
+    with_store(settings, add)
     console.print(f"registered [bold]{device_id}[/bold]; token (shown once): {secret}")
 
 
@@ -283,88 +208,11 @@ def _require_profiles(settings: Settings, wanted: set[str]) -> None:
         raise CliError(f"--profile: unknown profile {unknown[0]!r} (see `sosbridge profiles list`; known: {names})")
 
 
-@devices_app.command("coap-key")
-def devices_coap_key(
-    device_id: str,
-    config: ConfigOpt = None,
-    key: Annotated[str | None, typer.Option(help="Hex key (generated when omitted)")] = None,
-) -> None:
-    """Give a device its CoAP HMAC key (for devices without OSCORE); prints it once."""
-    settings = _settings(config)
-    secret = key or secrets.token_hex(32)
-    try:
-        bytes.fromhex(secret)  # a typo must fail here, not at the device's first alert
-    except ValueError:
-        raise CliError("--key: not a hex string") from None
-
-    async def store_key(store: Any) -> None:
-        if await store.get_device(device_id) is None:
-            raise CliError(f"device {device_id!r} is not registered")
-        await store.set_credential(device_id, "coap_hmac", secret, hashed=False)
-
-    _with_store(settings, store_key)
-    console.print(f"{device_id}: CoAP HMAC key (shown once): {secret}")
-
-
-@devices_app.command("dc09-key")
-def devices_dc09_key(
-    device_id: str,
-    key: Annotated[str, typer.Argument(help="The panel's AES key: 16/24/32 characters, or hex:<32/48/64 digits>")],
-    config: ConfigOpt = None,
-) -> None:
-    """Give a SIA DC-09 account its AES key (docs/transports/dc09.md); plain messages are then refused."""
-    from bridge.devices.decoding import DecodeError
-    from device_adapters.decoders.dc09 import parse_key
-
-    settings = _settings(config)
-    try:
-        parse_key(key)  # a typo must fail here, not at the panel's first alarm
-    except DecodeError as exc:
-        raise typer.BadParameter(str(exc)) from None
-
-    async def store_key(store: Any) -> None:
-        if await store.get_device(device_id) is None:
-            raise typer.BadParameter(f"device {device_id!r} is not registered")
-        await store.set_credential(device_id, "dc09_key", key, hashed=False)
-
-    _with_store(settings, store_key)
-    console.print(f"{device_id}: DC-09 AES key stored")
-
-
-@devices_app.command("oscore")
-def devices_oscore(
-    device_id: str,
-    config: ConfigOpt = None,
-    sender_id: Annotated[str, typer.Option(help="The bridge's OSCORE Sender ID (hex)")] = "b1",
-    recipient_id: Annotated[str, typer.Option(help="The device's Sender ID, the kid it sends (hex)")] = "",
-    master_secret: Annotated[str | None, typer.Option(help="Hex master secret (generated when omitted)")] = None,
-    master_salt: Annotated[str | None, typer.Option(help="Hex master salt (generated when omitted)")] = None,
-) -> None:
-    """Give a device an OSCORE security context (RFC 8613); prints the device's side once."""
-    from device_adapters.coap.oscore import OscoreMaterial, register_oscore_device
-
-    settings = _settings(config)
-    material = OscoreMaterial(
-        sender_id=sender_id,
-        recipient_id=recipient_id or secrets.token_hex(2),
-        master_secret=master_secret or secrets.token_hex(16),
-        master_salt=master_salt or secrets.token_hex(8),
-    )
-    try:
-        _with_store(settings, lambda store: register_oscore_device(store, device_id, material))
-    except KeyError:
-        raise CliError(f"device {device_id!r} is not registered") from None
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    console.print(f"{device_id}: OSCORE context registered; the device's side (shown once):")
-    sys.stdout.write(material.reversed().model_dump_json() + "\n")
-
-
 @devices_app.command("list")
 def devices_list(config: ConfigOpt = None, tenant: Annotated[str | None, typer.Option()] = None) -> None:
     """List registered devices."""
-    settings = _settings(config)
-    devices = _with_store(settings, lambda store: store.list_devices(tenant))
+    settings = settings_from(config)
+    devices = with_store(settings, lambda store: store.list_devices(tenant))
     table = Table("device", "tenant", "profile", "label", "language", "needs", "status")
     for d in devices:
         person = d.person
@@ -398,7 +246,7 @@ def devices_import(
     from bridge.devices.device_files import DeviceFileError
     from bridge.devices.device_import import import_rows, load_rows, write_tokens
 
-    settings = _settings(config)
+    settings = settings_from(config)
     try:
         rows = load_rows(file, _profile_ids(settings))
     except DeviceFileError as exc:
@@ -407,7 +255,7 @@ def devices_import(
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=False) as bar:
         task = bar.add_task("import", total=len(rows))
-        result = _with_store(
+        result = with_store(
             settings, lambda store: import_rows(store, rows, batch, lambda n: bar.advance(task, n))
         )
     elapsed = time.monotonic() - started
@@ -435,11 +283,11 @@ def devices_export(
     """Write the registry as JSON Lines or CSV (importable again; tokens are never exported)."""
     from bridge.devices.device_files import detect_format, export_text
 
-    settings = _settings(config)
+    settings = settings_from(config)
     if fmt not in (None, "jsonl", "csv"):
         raise CliError("--format: must be jsonl or csv")
     chosen = fmt or (detect_format(file, "{") if file else "jsonl")
-    devices = _with_store(settings, lambda store: store.list_devices(tenant))
+    devices = with_store(settings, lambda store: store.list_devices(tenant))
     text = export_text(devices, chosen)  # type: ignore[arg-type]
     if file is None:
         sys.stdout.write(text)
@@ -451,8 +299,8 @@ def devices_export(
 @devices_app.command("remove")
 def devices_remove(device_id: str, config: ConfigOpt = None) -> None:
     """Remove a device and its credentials."""
-    settings = _settings(config)
-    removed = _with_store(settings, lambda store: store.remove_device(device_id))
+    settings = settings_from(config)
+    removed = with_store(settings, lambda store: store.remove_device(device_id))
     if not removed:
         console.print(f"no device {device_id!r}")
         raise typer.Exit(1)
@@ -476,7 +324,7 @@ def profiles_list(
     """List the device profiles in use (built-ins and extra directories)."""
     from bridge.devices.profiles import ProfileRegistry
 
-    settings = _settings(config)
+    settings = settings_from(config)
     registry = ProfileRegistry.load(settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else [])
     if ids:
         sys.stdout.write("".join(f"{pid}\n" for pid in sorted(registry.profiles)))
@@ -507,7 +355,8 @@ def profiles_check(
 ) -> None:
     """Validate a profile file, run its samples and print expected against actual; with --frame, show what
     one frame decodes to (an unmatched frame is reported as the bridge would count it)."""
-    from bridge.devices.profiles import ProfileError, check_profile, load_profile_file
+    from bridge.devices.profiles import ProfileError, load_profile_file
+    from bridge.devices.samples import check_profile
 
     try:
         profile = load_profile_file(file)
@@ -534,7 +383,7 @@ def profiles_check(
 def _check_frame(profile: Any, text: str | None, hex_text: str | None, meta_pairs: list[str]) -> bool:
     """Decode one frame with the profile; False when it is malformed or matches no mapping."""
     from bridge.devices.decoding import DecodeError, Frame, get_decoder
-    from bridge.devices.profiles import summarise_event
+    from bridge.devices.samples import summarise_event
 
     try:
         payload = bytes.fromhex(hex_text.replace(" ", "")) if hex_text is not None else (text or "").encode()
@@ -558,31 +407,23 @@ def _check_frame(profile: Any, text: str | None, hex_text: str | None, meta_pair
     return True
 
 
-# -- demo -----------------------------------------------------------------------------------------------
-@app.command()
-def demo(
-    keep: Annotated[bool, typer.Option(help="Keep the temporary data directory")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for every expected contact")] = 60.0,
-    stay: Annotated[bool, typer.Option(help="Keep everything running afterwards, with the operator console "
-                                             "open, until Ctrl-C")] = False,
-) -> None:
-    """Start everything embedded, send alerts from simulated devices, show the contacts that arrive."""
-    from simulator.demo import run_demo
+_plugins_added = False
 
-    ok = run_interruptible(run_demo(console, keep=keep, timeout=timeout, stay=stay))
-    raise typer.Exit(0 if ok else 1)
+
+def add_plugin_commands() -> None:
+    """Each installed plug-in's commands (`sosbridge.commands` entry points: a callable given the groups).
+    Once per process: the docs generator and `main` both ask."""
+    global _plugins_added
+    if _plugins_added:
+        return
+    _plugins_added = True
+    groups = CommandGroups(root=app, devices=devices_app, profiles=profiles_app)
+    for plugin in load_group("sosbridge.commands"):
+        plugin.obj(groups)
 
 
 def main() -> None:
-    from skills.alexa.cli import alexa_app  # sosbridge alexa cache-cert URL FILE
-
-    app.add_typer(alexa_app, name="alexa")
-    try:
-        from simulator.cli import sim_app
-
-        app.add_typer(sim_app, name="sim")
-    except ImportError:
-        pass
+    add_plugin_commands()
     try:
         app()
     except (ConfigError, CliError) as exc:

@@ -17,21 +17,13 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from bridge.app.security import SecuritySettings
+from bridge.app.config_file import ConfigError, read_config_file
+from bridge.app.security_settings import SecuritySettings
 
 ENV_PREFIX = "SOSBRIDGE_"
 # Fields that hold credentials: their values never appear in an error message.
 SECRET_FIELDS = frozenset({"admin_token", "platform_token", "platform_secret", "smtp_password"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-class ConfigError(ValueError):
-    """A configuration or start-up problem, reported as one line: `SETTING: what is wrong`."""
-
-    def __init__(self, setting: str, message: str) -> None:
-        super().__init__(f"{setting}: {message}")
-        self.setting = setting
-        self.message = message
 
 
 def env_name(field: str) -> str:
@@ -262,7 +254,6 @@ def load_settings(
     Raises ConfigError. `environ` (default os.environ) decides which file values the environment
     overrides and where SOSBRIDGE_CONFIG and routes come from; the settings' own variables are read from
     os.environ, so pass another mapping only where no SOSBRIDGE_* setting is set (tests)."""
-    from bridge.app.config_file import read_config_file
 
     env = os.environ if environ is None else environ
     path = str(config_file) if config_file else env.get(env_name("config"))

@@ -11,9 +11,16 @@ import tomllib
 from collections.abc import Collection
 from typing import Any
 
-from bridge.app.config import ConfigError
-
 ROUTES_KEY = "routes"
+
+
+class ConfigError(ValueError):
+    """A configuration or start-up problem, reported as one line: `SETTING: what is wrong`."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{setting}: {message}")
+        self.setting = setting
+        self.message = message
 
 
 def read_config_file(path: str, known: Collection[str]) -> dict[str, Any]:

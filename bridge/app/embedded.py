@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.app.api.app import create_app
 from bridge.app.config import Settings
+from bridge.app.http_server import http_server_options
 from bridge.app.runtime import BridgeRuntime
-from bridge.app.security import http_server_options
 from bridge.infra.serving import free_port, serve_app
 
 
@@ -24,7 +25,7 @@ class EmbeddedBridge:
 
     async def __aenter__(self) -> EmbeddedBridge:
         options = http_server_options(self.settings)
-        self._cm = serve_app(self.runtime.create_app(), self.settings.http_host, self.settings.http_port, options)
+        self._cm = serve_app(create_app(self.runtime), self.settings.http_host, self.settings.http_port, options)
         await self._cm.__aenter__()
         return self
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from bridge.alerts.emergency_contacts import Notifier, SmsGateway
 from bridge.alerts.pipeline import Pipeline
 from bridge.app.config import Settings
-from bridge.app.security import RefusalAudit, flush_refusals
+from bridge.app.refusal_audit import RefusalAudit, flush_refusals
 from bridge.core.contact import Contact
 from bridge.core.events import StatusBus
 from bridge.core.model import utcnow
@@ -36,7 +36,6 @@ from bridge.ingress.transport import Adapter
 from bridge.store import Store, make_store
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
 
     from bridge.alerts.supervision import Supervisor
 
@@ -128,11 +127,6 @@ class BridgeRuntime:
 
     def select_routes(self, contact: Contact, previous: list[str]) -> list[str]:
         return [route.name for route in self.routes.select(contact, previous)]
-
-    def create_app(self) -> FastAPI:
-        from bridge.app.api.app import create_app
-
-        return create_app(self)
 
     async def start(self) -> None:
         private_dir(self.settings.data_path)  # 0700: the stores, keys and spool below it are private

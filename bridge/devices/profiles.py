@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bridge.core.model import AlertKind, Location, LocationSource, ObservationAction, Severity
-from bridge.devices.decoding import Decoded, DecodedAction, DecodeError, Frame, UndeclaredKind
+from bridge.devices.frames import Decoded, DecodedAction, DecodeError, Frame, UndeclaredKind
 
 log = logging.getLogger("sosbridge.profiles")
 
@@ -475,67 +475,3 @@ class ProfileRegistry:
     def allowed_kinds(self, device: Any) -> frozenset[AlertKind] | None:
         profile = self.get(getattr(device, "profile_id", None))
         return frozenset(profile.kinds) if profile else None
-
-
-# -- samples --------------------------------------------------------------------------------------------
-class SampleResult(BaseModel):
-    profile_id: str
-    sample: str
-    expected: list[dict[str, Any]]
-    actual: list[dict[str, Any]]
-    error: str | None = None
-    ok: bool
-
-
-def summarise_event(d: Decoded) -> dict[str, Any]:
-    loc = d.location
-    return {
-        "action": d.action,
-        "kind": d.kind.value if d.kind else None,
-        "silent": d.silent,
-        "lat": loc.lat if loc else None,
-        "lon": loc.lon if loc else None,
-        "accuracy_m": loc.accuracy_m if loc else None,
-        "device_ref": d.device_ref,
-        "message_id": d.message_id,
-        "state_on": d.state_on,
-    }
-
-
-def _matches(expected: SampleExpectation, actual: dict[str, Any]) -> bool:
-    for key, want in expected.model_dump(exclude_none=True).items():
-        got = actual.get(key)
-        if key in ("lat", "lon", "accuracy_m"):
-            if got is None or abs(float(got) - float(want)) > 1e-4:
-                return False
-        elif got != want:
-            return False
-    return True
-
-
-def run_sample(profile: DeviceProfile, sample: Sample) -> SampleResult:
-    from bridge.devices.decoding import get_decoder
-
-    expected = [e.model_dump(exclude_none=True) for e in sample.expect]
-    try:
-        decoded = get_decoder(profile.decoder)(sample.frame(), profile)
-    except DecodeError as exc:
-        return SampleResult(
-            profile_id=profile.id,
-            sample=sample.name,
-            expected=expected,
-            actual=[],
-            error=str(exc),
-            ok=sample.expect_error,
-        )
-    actual = [summarise_event(d) for d in decoded]
-    ok = (
-        not sample.expect_error
-        and len(actual) == len(sample.expect)
-        and all(_matches(e, a) for e, a in zip(sample.expect, actual, strict=True))
-    )
-    return SampleResult(profile_id=profile.id, sample=sample.name, expected=expected, actual=actual, ok=ok)
-
-
-def check_profile(profile: DeviceProfile) -> list[SampleResult]:
-    return [run_sample(profile, s) for s in profile.samples]

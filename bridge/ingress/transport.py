@@ -8,13 +8,12 @@ transport acknowledges a frame only when `receipt.acknowledge` is true (never fo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
     from bridge.alerts.pipeline import Pipeline
-    from bridge.app.config import Settings
     from bridge.core.events import StatusBus
     from bridge.devices.profiles import ProfileRegistry
     from bridge.infra.metrics import Metrics
@@ -23,7 +22,8 @@ if TYPE_CHECKING:
 
 
 class AdapterContext(Protocol):
-    settings: Settings
+    # The bridge's `Settings` (bridge/app/config.py), untyped here so the ingress never imports the app wing.
+    settings: Any
     store: Store
     pipeline: Pipeline
     ingress: Ingress
@@ -36,7 +36,7 @@ class AdapterContext(Protocol):
 class Adapter(Protocol):
     name: str
 
-    def enabled(self, settings: Settings) -> bool: ...
+    def enabled(self, settings: Any) -> bool: ...
 
     def routers(self, ctx: AdapterContext) -> list[APIRouter]: ...
 
@@ -50,7 +50,7 @@ class BaseAdapter:
 
     name = "base"
 
-    def enabled(self, settings: Settings) -> bool:
+    def enabled(self, settings: Any) -> bool:
         return True
 
     def routers(self, ctx: AdapterContext) -> list[APIRouter]:

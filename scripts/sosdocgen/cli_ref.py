@@ -54,15 +54,10 @@ def _render(path: str, command: Any) -> list[str]:
 
 
 def cli_page() -> str:
-    from bridge.app.cli import app
+    from bridge.app.cli import add_plugin_commands, app
 
+    add_plugin_commands()
     commands = _commands(typer.main.get_command(app), "sosbridge")
-    try:
-        from simulator.cli import sim_app
-
-        commands += _commands(typer.main.get_command(sim_app), "sosbridge sim")
-    except ImportError:
-        pass
     lines = [
         "# Command-line options",
         "",

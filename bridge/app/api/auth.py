@@ -7,7 +7,7 @@ import time
 
 from fastapi import HTTPException, Request
 
-from bridge.app.security import audit_refusal
+from bridge.app.refusal_audit import audit_refusal
 from bridge.core.model import Device
 
 

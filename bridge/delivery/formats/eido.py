@@ -19,6 +19,7 @@ from bridge.core.contact import Contact
 from bridge.delivery.formats import additional_data as ad
 from bridge.delivery.formats.common import KIND_LABELS, RenderOptions, det_uuid, fmt_num, rfc3339
 from bridge.delivery.formats.pidf import NoLocation, render_pidf
+from bridge.delivery.formats.xml_check import validate_pidf_text
 
 CONTENT_TYPE = "application/emergency.eido+json"
 
@@ -278,8 +279,6 @@ def _walk(node: Any, path: str = "$"):  # type: ignore[no-untyped-def]
 
 def check_eido_rules(doc: dict[str, Any]) -> list[str]:
     """Referential integrity and embedded documents (see shared NOTES/eido.md)."""
-    from bridge.delivery.formats.validate import validate_pidf_text  # local: validate imports this module
-
     errors: list[str] = []
     ids: dict[str, str] = {}
     for path, node in _walk(doc):

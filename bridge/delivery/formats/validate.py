@@ -10,7 +10,6 @@ import json
 import re
 from functools import lru_cache
 from typing import Any
-from xml.etree import ElementTree as ET
 
 import jsonschema
 from pydantic import ValidationError
@@ -19,8 +18,8 @@ from bridge.core.contact import Contact
 from bridge.delivery.formats.cap import check_cap_rules
 from bridge.delivery.formats.common import RFC3339_RE
 from bridge.delivery.formats.eido import check_eido_rules
-from bridge.delivery.formats.pidf import check_pidf_rules
-from bridge.delivery.formats.schema_loader import CAP_NS, PIDF_NS, cap_schema, eido_json_schema, pidf_schema
+from bridge.delivery.formats.schema_loader import CAP_NS, PIDF_NS, cap_schema, eido_json_schema
+from bridge.delivery.formats.xml_check import MAX_ERRORS, parse_xml, validate_pidf, validate_pidf_text, validate_xml
 
 CAP_TYPES = frozenset(
     {"application/emergencycalldata.cap+xml", "application/cap+xml", "application/common-alerting-protocol+xml"}
@@ -30,53 +29,14 @@ EIDO_TYPES = frozenset({"application/emergency.eido+json"})
 JSON_TYPES = frozenset({"application/json", "application/vnd.sosbridge.contact+json"})
 GENERIC_XML = frozenset({"application/xml", "text/xml"})
 
-_MAX_ERRORS = 50
-_DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
 
 
 def media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def _parse_xml(body: bytes) -> tuple[ET.Element | None, list[str]]:
-    # None of our formats use a DTD; refusing them shuts out entity-expansion attacks on the receiver.
-    if _DOCTYPE.search(body):
-        return None, ["XML with a DOCTYPE or ENTITY declaration is refused"]
-    try:
-        return ET.fromstring(body), []
-    except ET.ParseError as exc:
-        return None, [f"not well-formed XML: {exc}"]
-
-
-def _xsd_errors(schema: Any, text: str) -> list[str]:
-    out: list[str] = []
-    for err in schema.iter_errors(text):
-        out.append(f"{err.path or '/'}: {err.reason or err.message}")
-        if len(out) >= _MAX_ERRORS:
-            break
-    return out
-
-
-def _validate_xml(body: bytes, root_tag: str, what: str, schema: Any, rules: Any) -> list[str]:
-    """Parse, check the root element, then the XSD and the rules the XSD cannot express."""
-    root, errors = _parse_xml(body)
-    if root is None:
-        return errors
-    if root.tag != root_tag:
-        return [f"root element is {root.tag}, expected {what}"]
-    return _xsd_errors(schema, body.decode("utf-8")) + rules(root)
-
-
 def validate_cap(body: bytes) -> list[str]:
-    return _validate_xml(body, f"{{{CAP_NS}}}alert", "CAP 1.2 alert", cap_schema(), check_cap_rules)
-
-
-def validate_pidf_text(text: str) -> list[str]:
-    return validate_pidf(text.encode("utf-8"))
-
-
-def validate_pidf(body: bytes) -> list[str]:
-    return _validate_xml(body, f"{{{PIDF_NS}}}presence", "PIDF presence", pidf_schema(), check_pidf_rules)
+    return validate_xml(body, f"{{{CAP_NS}}}alert", "CAP 1.2 alert", cap_schema(), check_cap_rules)
 
 
 def _format_checker() -> jsonschema.FormatChecker:
@@ -106,7 +66,7 @@ def validate_eido_doc(doc: Any) -> list[str]:
     for err in _eido_validator().iter_errors(doc):
         path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
         errors.append(f"{path}: {err.message}")
-        if len(errors) >= _MAX_ERRORS:
+        if len(errors) >= MAX_ERRORS:
             return errors
     return errors + check_eido_rules(doc)
 
@@ -127,7 +87,7 @@ def validate_contact(body: bytes) -> list[str]:
     try:
         Contact.model_validate_json(body)
     except ValidationError as exc:
-        return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()][:_MAX_ERRORS]
+        return [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()][:MAX_ERRORS]
     return []
 
 
@@ -148,7 +108,7 @@ def validate(body: bytes, content_type: str) -> list[str]:
             return validate_eido_doc(doc)
         return validate_contact(body)
     if mt in GENERIC_XML:
-        root, errors = _parse_xml(body)
+        root, errors = parse_xml(body)
         if root is None:
             return errors
         if root.tag == f"{{{CAP_NS}}}alert":
@@ -157,3 +117,7 @@ def validate(body: bytes, content_type: str) -> list[str]:
             return validate_pidf(body)
         return [f"unrecognised XML document {root.tag}"]
     return [f"unsupported content type {content_type!r}"]
+
+
+__all__ = ["media_type", "validate", "validate_cap", "validate_contact", "validate_eido", "validate_eido_doc",
+           "validate_pidf", "validate_pidf_text"]

@@ -9,16 +9,27 @@ The page itself carries no personal data: it asks for the control token and send
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
-if TYPE_CHECKING:
-    from simulator.platform.receiver import Receiver
+
+class ConsoleBackend(Protocol):
+    """What the console needs of the platform (simulator/platform/receiver.py's `Receiver`)."""
+
+    async def changes(
+        self, since: int, activity_since: int, wait_s: float, gone: Callable[[], Awaitable[bool]] | None = None
+    ) -> dict[str, Any]: ...
+
+    async def send_message(
+        self, alert_id: str, text: str, audible: bool = False, operator: str = "console"
+    ) -> tuple[int, dict[str, Any]]: ...
+
 
 ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
 MAX_WAIT_S = 25.0
@@ -45,7 +56,7 @@ class OutgoingMessage(BaseModel):
     audible: bool = False
 
 
-def add_console(app: FastAPI, receiver: Receiver, guarded: list[Any]) -> None:
+def add_console(app: FastAPI, receiver: ConsoleBackend, guarded: list[Any]) -> None:
     @app.get("/", include_in_schema=False)
     async def console_page() -> HTMLResponse:
         return HTMLResponse(asset("index.html"), headers=HEADERS)
