@@ -1,6 +1,6 @@
 """The Alexa skill's start-up check, registered under the `sosbridge.checks` entry point group:
 `serve` refuses an unsigned Alexa endpoint on real alerts and warns of one on exercises.
-See docs/voice/alexa.md.
+See docs/transports/voice.md.
 """
 
 from __future__ import annotations
