@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from bridge.aio import stop_tasks, wait_event
 from bridge.lifecycle import LifecycleEvent
 from bridge.metrics import Metrics
 from bridge.notify import channel_route, is_notify_route
@@ -113,15 +114,9 @@ class Forwarder:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
         # In-flight deliveries keep their lease; a restart re-leases them when it expires.
-        tasks = [*self._inflight, *self._notify_inflight]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks([*self._inflight, *self._notify_inflight])
         every = [*self.sinks.values(), *self.fallbacks.values(), self.fallback]
         for sink in {id(s): s for s in every if s is not None}.values():
             await sink.close()
@@ -156,8 +151,7 @@ class Forwarder:
             if items and len(items) == capacity:
                 continue
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=0.25)
+            await wait_event(self._wake, 0.25)
 
     def _spawn(self, item: OutboxItem) -> None:
         task = asyncio.create_task(self._deliver(item))

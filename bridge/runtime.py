@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bridge.adapters import Adapter
+from bridge.aio import stop_tasks
 from bridge.config import Settings
 from bridge.contact import Contact
 from bridge.events import StatusBus
@@ -181,9 +182,7 @@ class BridgeRuntime:
             with contextlib.suppress(Exception):
                 await self.supervisor.stop()
         if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+            await stop_tasks([self._health_task])
         for adapter in reversed(self.adapters):
             if adapter.name in self.started_adapters:
                 with contextlib.suppress(Exception):

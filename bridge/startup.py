@@ -8,7 +8,6 @@ listens, which store and routes it uses and which credentials are unset.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import socket
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from bridge.aio import wait_event
 from bridge.config import ConfigError, Settings
 
 if TYPE_CHECKING:
@@ -105,9 +105,7 @@ async def mqtt_state(runtime: BridgeRuntime, wait_s: float = 3.0) -> str:
     subscribed = getattr(getattr(adapter, "conn", None), "subscribed", None)
     if subscribed is None or not hasattr(subscribed, "wait"):
         return f"{url} (connection state unknown)"
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(subscribed.wait(), wait_s)
-    if subscribed.is_set():
+    if await wait_event(subscribed, wait_s):
         return f"{url}: connected"
     return f"{url}: NOT connected yet (retrying in the background; presses over MQTT wait at the broker)"
 

@@ -11,7 +11,6 @@ a store failure answers 5.03 so the device tries again. 4.00 carries a diagnosti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ from aiocoap import Code
 from aiocoap.numbers import ContentFormat
 
 from bridge.adapters import BaseAdapter
+from bridge.aio import stop_tasks
 from bridge.decoding import Frame
 from bridge.events import StatusEvent
 from bridge.ingress import Claim, Receipt
@@ -295,7 +295,7 @@ class CoapAdapter(BaseAdapter):
     async def _follow_bus(self) -> None:
         async with self.ctx.bus.subscribe() as q:
             while True:
-                ev = await q.get()
+                ev = await q.get()  # a service loop's wait: stop() cancels it
                 if self.status is None:
                     continue
                 if ev.text is not None:
@@ -308,9 +308,7 @@ class CoapAdapter(BaseAdapter):
 
     async def stop(self) -> None:
         if self._bus_task is not None:
-            self._bus_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._bus_task
+            await stop_tasks([self._bus_task])
         if self.context is not None:
             await self.context.shutdown()
             self.context = None

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.adapters import BaseAdapter
+from bridge.aio import stop_tasks
 from bridge.decoding import DecodeError, Frame
 from bridge.ingress import Claim, Receipt
 from bridge.model import utcnow
@@ -115,9 +116,7 @@ class WatchAdapter(BaseAdapter):
 
     async def stop(self) -> None:
         if self._status_task is not None:
-            self._status_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._status_task
+            await stop_tasks([self._status_task])
         if self.server is not None:
             self.server.close()
             for conn in list(self.connections):
@@ -207,7 +206,7 @@ class WatchAdapter(BaseAdapter):
     async def _status_loop(self) -> None:
         async with self.ctx.bus.subscribe() as queue:
             while True:
-                event = await queue.get()
+                event = await queue.get()  # a service loop's wait: stop() cancels it
                 conn = self.by_device.get(event.device_id)
                 if conn is None or conn.header is None or event.text is not None:
                     continue  # platform text messages are not shown on watches yet
