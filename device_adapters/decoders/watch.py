@@ -16,7 +16,8 @@ parse; an empty or garbled time, fix, coordinate, hemisphere or number is left o
 `decode_warnings` (docs/devices/partial-frames.md). Type names with suffixes (`AL_LTE`, `UD_WCDMA`) are
 grouped by their prefix.
 
-The decoder turns one frame into a flat document and the profile maps it to kinds. A fix the watch marks `V` (invalid) is kept out of the location (the profile's `valid_if`), so the pipeline uses the
+The decoder turns one frame into a flat document and the profile maps it to kinds. A fix the watch
+marks `V` (invalid) is kept out of the location (the profile's `valid_if`), so the pipeline uses the
 last known position; a fix whose date is far from the time the frame was received (`meta.received_at`,
 set by the transport) is flagged last-known with its age, never presented as current. Pure functions.
 """
@@ -79,42 +80,81 @@ class WatchFrame:
 
 
 # -- framing -------------------------------------------------------------------------------------------
-def split_frames(buffer: bytes, max_frame: int = MAX_FRAME) -> tuple[list[bytes], bytes, int]:
-    """Complete `[...]` frames from a TCP byte stream: (frames, what is left to wait for, bytes skipped).
+# The header up to the content: `[MF*ID*LEN*` or `[MF*ID*IDX*LEN*` (LEN: four hex digits).
+_HEAD = re.compile(rb"\[([A-Z0-9]{2,4})\*([0-9A-Za-z]{1,24})\*(?:([0-9A-Fa-f]{4})\*)?([0-9A-Fa-f]{4})\*")
+MAX_HEAD = 1 + 4 + 1 + 24 + 1 + 5 + 5
+LENGTH_TOLERANCE = 16  # firmwares whose declared length is off by a few bytes (SG: 3 short)
+_BOUNDARY = (b"[", b"\r", b"\n", b"\x00")
 
-    Escaping keeps `[` and `]` out of a frame's inside, so a frame ends at the first `]` and starts at the
-    last `[` before it (noise before a frame is skipped, never glued to it). A partial frame longer than
-    `max_frame` is dropped. Pure."""
+
+def _frame_end(buffer: bytes, content_at: int, declared: int, final: bool) -> int | None:
+    """Index of the `]` closing the frame whose content starts at `content_at`, or None to wait for more.
+
+    The declared length decides: the byte right after the content must be `]`, whatever `]` the content
+    holds (a Wi-Fi name). A firmware whose length is off is tolerated when a `]` within LENGTH_TOLERANCE
+    of that place is followed by the start of the next frame, a line end, or the end of what was sent
+    (`final`: nothing more came in the grace time); then the nearest such `]` to the declared end wins.
+    Beyond the tolerance, the first `]` followed by such a boundary ends the frame (the decoder then
+    sees a length mismatch and decides). Pure."""
+    exact = content_at + declared
+    if len(buffer) > exact and buffer[exact : exact + 1] == b"]":
+        return exact
+    known = len(buffer) >= exact + LENGTH_TOLERANCE + 2
+
+    def closes(p: int) -> bool:
+        after = buffer[p + 1 : p + 2]
+        return buffer[p : p + 1] == b"]" and (after in _BOUNDARY if after else final)
+
+    near = [p for p in range(max(content_at, exact - LENGTH_TOLERANCE), min(len(buffer), exact + LENGTH_TOLERANCE + 1))
+            if closes(p)]
+    if near and (known or final):
+        return min(near, key=lambda p: (abs(p - exact), p))
+    if known or final:
+        return next((p for p in range(content_at, len(buffer)) if closes(p)), None)
+    return None
+
+
+def split_frames(
+    buffer: bytes, max_frame: int = MAX_FRAME, *, final: bool = False
+) -> tuple[list[bytes], bytes, int]:
+    """Complete frames from a TCP byte stream: (frames, what is left to wait for, bytes skipped).
+
+    A frame is `[MF*ID*LEN*CONTENT]` cut by its declared length (see _frame_end), never at the first `]`:
+    a `]` inside a field never splits a frame. `final`: the sender has paused (the listener's grace time),
+    so a frame ending with the buffer may be taken. Noise before a frame is skipped; a partial frame longer
+    than `max_frame` is dropped. Pure."""
     frames: list[bytes] = []
     skipped = 0
     while True:
-        end = buffer.find(b"]")
-        if end < 0:
-            start = buffer.rfind(b"[")
-            if start < 0:
-                return frames, b"", skipped + len(buffer)
-            skipped += start
-            buffer = buffer[start:]
+        start = buffer.find(b"[")
+        if start < 0:
+            return frames, b"", skipped + len(buffer)
+        skipped += start
+        buffer = buffer[start:]
+        head = _HEAD.match(buffer)
+        if head is None:
+            if len(buffer) < MAX_HEAD and b"]" not in buffer and not final:
+                return frames, buffer, skipped  # the header may still be arriving
+            skipped += 1  # not a frame header: resynchronise on the next `[`
+            buffer = buffer[1:]
+            continue
+        end = _frame_end(buffer, head.end(), int(head[4], 16), final)
+        if end is None:
             if len(buffer) > max_frame:
                 return frames, b"", skipped + len(buffer)
             return frames, buffer, skipped
-        start = buffer.rfind(b"[", 0, end)
-        if start < 0:
-            skipped += end + 1
-        else:
-            skipped += start
-            frames.append(buffer[start : end + 1])
+        frames.append(buffer[: end + 1])
         buffer = buffer[end + 1 :]
 
 
 def unescape(data: bytes) -> bytes:
+    """Undo the 0x7D escapes. A 0x7D not followed by 01..05 is kept as it is: a firmware that sends a
+    Wi-Fi name's `}` unescaped must not cost an alarm. Pure."""
     out = bytearray()
     i = 0
     while i < len(data):
         b = data[i]
-        if b == 0x7D:
-            if i + 1 >= len(data) or data[i + 1] not in _UNESCAPE:
-                raise DecodeError(f"bad escape at byte {i}")
+        if b == 0x7D and i + 1 < len(data) and data[i + 1] in _UNESCAPE:
             out.append(_UNESCAPE[data[i + 1]])
             i += 2
             continue
@@ -212,12 +252,14 @@ def _fix_time(dd: str, mo: str, yy: str, hh: str, mi: str, ss: str) -> datetime 
 
 
 _HEX8 = re.compile(r"^[0-9A-Fa-f]{8}$")
+_HEX_SHORT = re.compile(r"^[0-9A-Fa-f]{1,8}$")
 _DDDDDD = re.compile(r"^\d{6}$")
 _DEGREES = re.compile(r"^-?\d+(?:\.\d+)?$")
 _DECIMAL = re.compile(r"^-?\d+(?:\.\d*)?$")
 _INTEGER = re.compile(r"^\d+$")
 STATUS_INDEX = 15  # date, time, A/V, lat, N/S, lon, E/W, speed, course, altitude, sats, rssi, battery, steps,
 #                    tumbles, then the status word (Traccar's PATTERN_POSITION)
+MAX_SHIFT = 2  # fields a firmware may drop or add before the status word
 _NUMBERS: tuple[tuple[str, int, type[float] | type[int]], ...] = (
     ("speed_kmh", 7, float), ("course", 8, float), ("altitude_m", 9, float), ("satellites", 10, int),
     ("rssi", 11, int), ("battery_pct", 12, int), ("steps", 13, int),
@@ -225,12 +267,17 @@ _NUMBERS: tuple[tuple[str, int, type[float] | type[int]], ...] = (
 
 
 def _status_index(fields: list[str]) -> int | None:
-    """Where the status word is: field 15 when the layout is as documented, else the 8-hex-digit field
-    nearest to it (a firmware that drops or adds a field before it). None: the alarm part is unreadable."""
-    candidates = [i for i, f in enumerate(fields) if i >= 3 and _HEX8.match(f.strip())]
-    if not candidates:
-        return None
-    return min(candidates, key=lambda i: (abs(i - STATUS_INDEX), i))
+    """Where the status word is. Most firmwares send eight hex digits: the 8-hex-digit field nearest to
+    field 15 (the documented place; a firmware that drops or adds a field before it shifts it). Some SG
+    firmwares send four (`0001`): then field 15 when it is hex. Cells and Wi-Fi after it are never taken
+    for it (at most MAX_SHIFT fields away). None: the alarm part is unreadable."""
+    near = range(STATUS_INDEX - MAX_SHIFT, min(len(fields), STATUS_INDEX + MAX_SHIFT + 1))
+    candidates = [i for i in near if _HEX8.match(fields[i].strip())]
+    if candidates:
+        return min(candidates, key=lambda i: (abs(i - STATUS_INDEX), i))
+    if len(fields) > STATUS_INDEX and _HEX_SHORT.match(fields[STATUS_INDEX].strip()):
+        return STATUS_INDEX
+    return None
 
 
 def _coordinates(fields: list[str]) -> tuple[float, float] | None:
