@@ -3,7 +3,8 @@ hubs and alarm receivers report here as they would to an alarm receiving centre.
 
 Per message (device_adapters/decoders/dc09.py for the format):
 1. framing by the length field (a CR inside a field never splits a message; a wrong length ends at the
-   first CR once the panel pauses for GRACE_S); CRC-16/ARC and length checked; a bad one is refused, counted and NAKed (the panel repeats);
+   first CR once the panel pauses for GRACE_S); CRC-16/ARC and length checked; a bad one is refused,
+   counted and NAKed (the panel repeats);
 2. the account in the header names the premises (registered with `--identifier dc09=<account>`); an
    unknown account is refused, counted and NAKed;
 3. an encrypted message (`*SIA-DCS`, `*ADM-CID`, `*NULL`) is decrypted with the account's key
