@@ -3,6 +3,11 @@
 A decoder turns transport bytes into a JSON-like document (`parse`), and the device profile's mapping
 rules turn that document into `Decoded` events. Decoders with binary or line protocols may instead
 return `Decoded` events directly. Decoders never do I/O; adapters resolve the device and call the pipeline.
+
+A decoder separates what makes a frame an alarm (type, status bits, event code: unreadable means
+DecodeError) from what describes it (location, time, battery, cells): a descriptive part that does not
+parse is left out and named in the attribute `decode_warnings`, never a reason to refuse an alarm
+(docs/devices/partial-frames.md).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from bridge.model import AlertKind, Location, Observation, ObservationAction, Se
 
 if TYPE_CHECKING:
     from bridge.profiles import DeviceProfile
+
+
+DECODE_WARNINGS = "decode_warnings"  # attribute: the descriptive parts of a frame that were dropped
 
 
 class DecodeError(ValueError):

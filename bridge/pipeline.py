@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from bridge.contact import Contact, ContactMessage, MsgType, build_contact
+from bridge.decoding import DECODE_WARNINGS
 from bridge.events import StatusBus, StatusEvent, TextMessage
 from bridge.geo import enrich_location
 from bridge.lifecycle import IllegalTransition, LifecycleEvent, needs_stand_down, next_state
@@ -432,6 +433,11 @@ class Pipeline:
         kinds = escalation_counts(alert.attributes.get("escalation_kinds"))
         kinds[obs.kind.value] = kinds.get(obs.kind.value, 0) + obs.presses
         alert.attributes["escalation_kinds"] = kinds
+        # The update contact names what *this* frame dropped (docs/devices/partial-frames.md).
+        if dropped := obs.attributes.get(DECODE_WARNINGS):
+            alert.attributes[DECODE_WARNINGS] = dropped
+        else:
+            alert.attributes.pop(DECODE_WARNINGS, None)
         change = Change(alert=alert, dedupe_key=dedupe_key, extra_dedupe_keys=extra_keys)
         if obs.location is not None and obs.location.has_coordinates:
             alert.location = locate(obs.location, device, now, self.last_known_max_age_s)
