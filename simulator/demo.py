@@ -153,7 +153,7 @@ async def _stay_open(console: Console, rx: EmbeddedReceiver) -> None:
         loop.add_signal_handler(signal.SIGINT, stop.set)
     except (NotImplementedError, RuntimeError, ValueError):  # no signal handlers here: Ctrl-C interrupts
         pass
-    await stop.wait()
+    await stop.wait()  # a forever-wait by design: `demo --stay` runs until the operator presses Ctrl-C
 
 
 async def _print_contacts(console: Console, rx: EmbeddedReceiver) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
@@ -24,6 +25,31 @@ from simulator.platform.receiver import EmbeddedReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
+
+
+# -- the per-test deadline (pytest-timeout; docs/testing/deadlines.md) ----------------------------------
+@pytest.hookimpl(hookwrapper=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Iterator[None]:
+    """After pytest-timeout arms its SIGALRM handler, wrap it: a hung asyncio test sits in the event loop's
+    select(), so the thread stacks alone show nothing; each task's await chain shows which await hangs."""
+    yield
+    previous = signal.getsignal(signal.SIGALRM)
+    if not callable(previous):
+        return
+
+    def print_tasks_then_fail(signum: int, frame: Any) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            tasks = asyncio.all_tasks(loop)
+            print(f"\n+++ {len(tasks)} asyncio tasks at the timeout of {item.nodeid} +++", file=sys.stderr)
+            for task in tasks:
+                task.print_stack(limit=12, file=sys.stderr)
+        previous(signum, frame)
+
+    signal.signal(signal.SIGALRM, print_tasks_then_fail)
 
 
 def need_binary(name: str) -> str:

@@ -77,7 +77,9 @@ async def until(cond: Callable[[], Any], timeout: float = 10.0) -> None:
     while time.monotonic() < deadline:
         done = cond()
         if inspect.isawaitable(done):
-            done = await done
+            # The condition's own await is held to the same deadline (a stuck read fails, never hangs).
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                done = await done
         if done:
             return
         await asyncio.sleep(0.02)

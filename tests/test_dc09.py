@@ -199,3 +199,28 @@ async def test_holdup_then_cancel_report_is_held(dc09_env: Dc09Env) -> None:
     alert = await dc09_env.env.store.get_alert(alarm["alert_id"])
     assert alert is not None and alert.is_open
     assert not any(c["msg_type"] == "cancel" for c in dc09_env.env.receiver.contacts)
+
+
+async def test_a_cr_or_bracket_inside_the_text_never_splits_a_message(dc09_env: Dc09Env) -> None:
+    """Framing by the length field (docs/transports/dc09.md): the panic report's SIA text holds a CR and
+    a `]`; sent whole, then cut at the inner CR into two TCP writes, it is one message, ACKed once stored."""
+    await dc09_env.register("p-aaa", "AAA")
+    panel = dc09_env.panel("AAA")
+    for n, text in enumerate(["^Hall] panic\r^", "^Bed\rroom]^"]):
+        raw = panel.message("SIA-DCS", f"Nri1/PA50{n}{text}", seq=10 + n)
+        inner = raw.index(b"\r")
+        assert inner < len(raw) - 1
+        reader, writer = await asyncio.open_connection("127.0.0.1", dc09_env.port)
+        try:
+            writer.write(raw[: inner + 1])  # up to and with the CR inside the text ...
+            await writer.drain()
+            await asyncio.sleep(0.1)
+            writer.write(raw[inner + 1 :])  # ... then the rest, as its own segment
+            await writer.drain()
+            answer = panel.read_answer(await asyncio.wait_for(reader.readuntil(b"\r"), 5))
+        finally:
+            writer.close()
+        assert answer.token == "ACK"
+        contact = await dc09_env.contact("p-aaa", kind="panic")
+        assert contact["attributes"]["zone"] in {"500", "501"}
+    assert dc09_env.rejected("bad_length") == 0 and dc09_env.rejected("malformed") == 0

@@ -7,9 +7,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import ROOT
 
 
+@pytest.mark.timeout(300)  # the whole demo, as `sosbridge demo` runs it (its own 300 s below)
 def test_demo_command() -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bridge.app.cli", "demo"], capture_output=True, text=True, timeout=300, cwd=ROOT
@@ -42,6 +45,7 @@ def test_demo_command() -> None:
     assert re.search(r"│ app-jo +│ http +│ message +│ duress \(silent\)", run.stdout)
 
 
+@pytest.mark.timeout(300)  # the demo first, then its --stay phase
 def test_demo_stays_open_for_the_console_until_ctrl_c() -> None:
     """`sosbridge demo --stay`: after the summary the reference platform keeps serving (its console and its
     JSON), with every contact the demo produced; Ctrl-C ends it quietly with the demo's verdict."""

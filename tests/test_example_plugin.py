@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "sosbridge-acme-pendant"
 
@@ -47,6 +49,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.timeout(600)  # builds the plugin and installs it into a fresh venv (300 s + 120 s budgets below)
 def test_plugin_installs_and_decodes(tmp_path: Path) -> None:
     target = tmp_path / "site"
     install = subprocess.run(

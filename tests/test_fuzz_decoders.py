@@ -209,12 +209,14 @@ def test_hostile_json_is_a_decode_error(name: str, payload: bytes) -> None:
         DECODERS[name](Frame(payload=payload), profile)
 
 
-def test_owntracks_timestamp_out_of_range_is_a_decode_error() -> None:
-    # Shape from the OwnTracks JSON docs (owntracks.org/booklet/tech/json), with tst far past time_t.
+def test_owntracks_timestamp_out_of_range_is_dropped_and_named() -> None:
+    # Shape from the OwnTracks JSON docs (owntracks.org/booklet/tech/json), with tst far past time_t: the
+    # time is a descriptive part (docs/devices/partial-frames.md), left out and named, never a crash.
     profile = profiles_for("owntracks")[0]
     body = {"_type": "location", "lat": 48.85833, "lon": 2.29513, "tst": -(2**62), "acc": 10}
-    with pytest.raises(DecodeError):
-        DECODERS["owntracks"](Frame(payload=dump(body), meta={"topic": "owntracks/jane/nokia"}), profile)
+    [event] = DECODERS["owntracks"](Frame(payload=dump(body), meta={"topic": "owntracks/jane/nokia"}), profile)
+    assert event.location is not None and event.location.fix_time is None
+    assert event.attributes["decode_warnings"] == ["time"]
 
 
 def test_nmea_garbled_speed_is_a_decode_error() -> None:

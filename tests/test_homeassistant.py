@@ -29,7 +29,8 @@ from skills.alexa.speech import say
 from tests.conftest import IN_CI, bridge_settings
 from tests.homeassistant_support import TOKEN, HomeAssistant, hass_binary, start_home_assistant
 
-pytestmark = pytest.mark.homeassistant
+# The first test also starts Home Assistant (the session fixture: its own 240 s start deadline).
+pytestmark = [pytest.mark.homeassistant, pytest.mark.timeout(300)]
 
 UNREACHABLE_EN = "I could not reach the emergency bridge. Call 999 now."
 UNREACHABLE_DE = "Ich konnte die Notruf-Brücke nicht erreichen. Ruf jetzt die 112 an."

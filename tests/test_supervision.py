@@ -4,6 +4,7 @@ the reference receiver (real SQLite store, real forwarder, real HTTP delivery)."
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -207,6 +208,27 @@ async def test_a_device_raising_its_own_alerts_is_heard(env: BridgeEnv, tmp_path
         assert open_2 is not None and open_2.kind == AlertKind.check_in_missed
     finally:
         await sup.stop()
+
+
+async def test_stop_just_after_the_device_was_heard_stops_the_loop(
+    env: BridgeEnv, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The hang of test_a_device_raising_its_own_alerts_is_heard on a loaded machine: the bus listener woke
+    the loop (a device was heard) in the same loop step as stop() cancelled it; Python 3.11's wait_for
+    lost that cancellation, the loop ran on, and stop() awaited it forever. Here the wake and the stop
+    coincide on purpose."""
+    sup = Supervisor(env.bridge.runtime, grace_s=10, max_tick_s=0.2, db_path=tmp_path / "sup.db")
+    await sup.start()
+    tasks = list(sup._tasks)
+    await asyncio.sleep(0.05)  # the loop is asleep until its next tick or a wake
+    sup._wake.set()  # what the listener does when a device speaks
+    with caplog.at_level(logging.ERROR, logger="sosbridge.aio"):
+        stopping = asyncio.create_task(sup.stop())
+        done, _ = await asyncio.wait({stopping}, timeout=10)
+    assert stopping in done, "stop() did not return"
+    stopping.result()
+    assert all(t.done() for t in tasks)
+    assert not [r for r in caplog.records if r.getMessage() == "tasks did not stop after cancellation"]
 
 
 async def test_profile_without_check_in_missed_still_raises_it_once(env: BridgeEnv, tmp_path: Path) -> None:

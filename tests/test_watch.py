@@ -22,7 +22,7 @@ from bridge.infra.serving import free_port
 from device_adapters.decoders import watch
 from simulator.devices.watch import VirtualWatch, position_content
 from tests.conftest import BridgeEnv, running_bridge
-from tests.factories import store_outage
+from tests.factories import store_outage, until
 
 FIXTURES = Path(__file__).parent / "fixtures" / "watch"
 TRACCAR = [line.strip().encode() for line in (FIXTURES / "traccar-frames.txt").read_text().splitlines() if line]
@@ -246,3 +246,74 @@ async def test_start_up_summary_names_the_listener(watch_env: WatchEnv) -> None:
     lines = await summary_lines(watch_env.env.bridge.runtime)
     assert f"watch      127.0.0.1:{watch_env.port} TCP" in lines
     assert "DC-09      off" in lines
+
+
+# -- framing by the declared length; partial frames (docs/transports/watch.md) ------------------------------
+SSIDS = [b"]", b"a]b", b"[x]", b"*]*", b"}", b"Cafe] [Free", b"]]"]
+
+
+def _wifi_alarm(ssid: bytes, when: datetime) -> bytes:
+    """An SOS alarm whose Wi-Fi list names `ssid` (free text: the one field a `]` can hide in)."""
+    return position_content("AL", status=1 << 16, when=when) + b",2," + ssid + b",aa:bb:cc:dd:ee:01,-60,x" + ssid + \
+        b",aa:bb:cc:dd:ee:02,-71"
+
+
+async def test_a_bracket_inside_a_wifi_name_never_splits_a_frame(watch_env: WatchEnv) -> None:
+    await watch_env.register("w-7", "7777777777", registered_address=HOME)
+    device = watch_env.watch("7777777777")
+    rx = watch_env.env.receiver
+    start = datetime.now(UTC)
+    malformed = watch_env.rejected("malformed")
+    for n, ssid in enumerate(SSIDS):
+        frame = device.frame(_wifi_alarm(ssid, start + timedelta(seconds=3 * n)))
+        inner = frame.index(ssid)
+        cuts = [(frame,), (frame[: inner + 1], frame[inner + 1 :]), (frame + device.frame(b"LK,0,0,90"),)]
+        for m, writes in enumerate(cuts):
+            if m:  # a new alarm each time, so none is a duplicate of the last
+                frame = device.frame(_wifi_alarm(ssid, start + timedelta(seconds=3 * n + m)))
+                writes = (frame[: inner + 1], frame[inner + 1 :]) if m == 1 else (frame + device.frame(b"LK,0,0,90"),)
+            for part in writes:
+                await device.send_raw(part)
+                await asyncio.sleep(0.05)  # each write its own TCP segment
+            assert await device.expect("AL", 5.0) is not None, (ssid, m)
+            if m == 2:
+                assert await device.expect("LK", 5.0) is not None
+    assert watch_env.rejected("malformed") == malformed  # not one frame was cut at an inner `]`
+    await until(lambda: any(c["device"]["id"] == "w-7" for c in rx.contacts))
+    assert all(c["kind"] == "sos" for c in rx.contacts if c["device"]["id"] == "w-7")
+    await device.close()
+
+
+async def test_length_off_by_three_with_a_bracket_in_a_field(watch_env: WatchEnv) -> None:
+    """SG firmwares declare 3 bytes short: framed at the `]` the next frame follows, never the inner one."""
+    await watch_env.register("w-8", "8888888888", registered_address=HOME)
+    device = watch_env.watch("8888888888", "SG")
+    content = _wifi_alarm(b"a]b", datetime.now(UTC))
+    short = b"[SG*8888888888*" + f"{len(content) - 3:04X}".encode() + b"*" + content + b"]"
+    await device.send_raw(short + device.frame(b"LK,0,0,90"))
+    assert await device.expect("AL", 5.0) is not None and await device.expect("LK", 5.0) is not None
+    await device.send_raw(short)  # alone (a repeat): framed at its `]` once the watch pauses
+    assert await device.expect("AL", 5.0) is not None
+    await device.close()
+
+
+async def test_lte_sos_with_a_void_fix_and_empty_coordinates_is_raised_and_answered(watch_env: WatchEnv) -> None:
+    await watch_env.register("w-9", "9090909090", registered_address=HOME, last_location=LAST,
+                             last_seen=datetime.now(UTC))
+    device = watch_env.watch("9090909090")
+    rx = watch_env.env.receiver
+    when = datetime.now(UTC).strftime("%d%m%y,%H%M%S").encode()
+    await device.send_raw(device.frame(b"AL_LTE," + when + b",V,,,,,0.00,0.0,0.0,0,100,81,0,0,00010000,1,255,460,0"))
+    assert await device.expect("AL", 5.0) is not None  # answered once stored: the watch stops repeating
+    contact = await rx.first(lambda c: c["device"]["id"] == "w-9")
+    assert contact["kind"] == "sos" and contact["location"]["last_known"] is True
+    assert contact["decode_warnings"] == []  # a void fix with empty fields is no fix, not damage
+    partial = watch_env.metrics.partial_count("watch-3g-protocol")
+    later = (datetime.now(UTC) + timedelta(seconds=5)).strftime("%d%m%y,%H%M%S").encode()
+    await device.send_raw(device.frame(b"AL_WCDMA," + later + b",A,55.9x,Q,-3.18,E,0,0,0,0,100,x,0,0,00210000"))
+    assert await device.expect("AL", 5.0) is not None
+    update = await rx.first(lambda c: c["device"]["id"] == "w-9" and c["msg_type"] == "update")
+    assert update["decode_warnings"] == ["battery_pct", "location"]
+    assert update["location"]["lat"] == pytest.approx(LAST.lat)  # last known, marked so
+    assert watch_env.metrics.partial_count("watch-3g-protocol") == partial + 1
+    await device.close()

@@ -24,6 +24,10 @@ SKIP = shutil.ignore_patterns(
 )
 
 
+# The first test also builds the wheel and installs it into a fresh venv (up to 300 s each, below).
+pytestmark = pytest.mark.timeout(600)
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")

@@ -27,6 +27,7 @@ from bridge.core.lifecycle import IllegalTransition, LifecycleEvent, needs_stand
 from bridge.core.messages import MESSAGE_IN, MESSAGE_OUT, BadText, clean_message
 from bridge.core.model import (
     ALWAYS_SILENT_KINDS,
+    DECODE_WARNINGS,
     DEFAULT_SEVERITY,
     LIFE_SAFETY_KINDS,
     Alert,
@@ -63,6 +64,8 @@ CLOCK_SKEW_S = 60.0
 BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
 # The update a platform receives instead of a stand-down when a silent alert is "cancelled" at the device.
 DURESS_CANCEL_REASON = "cancel requested at the device during a duress alert"
+# Kinds that signal coercion when raised or folded in silently (a duress is one however it arrives).
+COERCION_KINDS = (AlertKind.panic, AlertKind.sos)
 
 
 async def conflict_backoff(attempt: int) -> None:
@@ -156,12 +159,19 @@ def should_escalate(open_alert: Alert, kind: AlertKind) -> bool:
 
 
 def held_under_duress(alert: Alert) -> bool:
-    """A duress alert, or a silent panic / SOS, is never stood down from the device side: whoever coerces
-    the person can make them press or say "cancel". A silent fall or medical alert is not a coercion signal
-    and stays cancellable by the wearer ("I'm OK")."""
-    if alert.kind == AlertKind.duress or escalation_counts(alert.attributes.get("escalation_kinds")).get("duress"):
+    """The one rule every channel's cancel goes by (docs/voice/duress.md). An alert is never stood down from
+    the device side when it, or anything folded into it, is a coercion signal: a duress, or a silent panic
+    / SOS. Whoever coerces the person can make them press or say "cancel". A silent fall or medical alert
+    alone is not a coercion signal and stays cancellable by the wearer ("I'm OK").
+
+    Read from what every store keeps (the silent flag, `attributes.escalation_kinds`), so it survives a
+    restart and holds alerts folded before this rule. The silent flag is one per alert: a silent alert
+    with a panic or SOS folded in is held even if another press was the silent one (it errs on holding)."""
+    folded = escalation_counts(alert.attributes.get("escalation_kinds"))
+    if alert.kind == AlertKind.duress or folded.get(AlertKind.duress.value):
         return True
-    return alert.silent and alert.kind in (AlertKind.panic, AlertKind.sos)
+    coercion = alert.kind in COERCION_KINDS or any(folded.get(kind.value) for kind in COERCION_KINDS)
+    return alert.silent and coercion
 
 
 def silent_from_start(alert: Alert) -> bool:
@@ -423,6 +433,11 @@ class Pipeline:
         kinds = escalation_counts(alert.attributes.get("escalation_kinds"))
         kinds[obs.kind.value] = kinds.get(obs.kind.value, 0) + obs.presses
         alert.attributes["escalation_kinds"] = kinds
+        # The update contact names what *this* frame dropped (docs/devices/partial-frames.md).
+        if dropped := obs.attributes.get(DECODE_WARNINGS):
+            alert.attributes[DECODE_WARNINGS] = dropped
+        else:
+            alert.attributes.pop(DECODE_WARNINGS, None)
         change = Change(alert=alert, dedupe_key=dedupe_key, extra_dedupe_keys=extra_keys)
         if obs.location is not None and obs.location.has_coordinates:
             alert.location = locate(obs.location, device, now, self.last_known_max_age_s)

@@ -24,7 +24,6 @@ Pure rules (`effective_interval`, `last_heard`, `decide`) plus an async loop (`S
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from bridge.alerts.pipeline import Rejected, SubmitResult
 from bridge.core.model import AlertKind, Device, Observation, utcnow
+from bridge.infra.aio import READY_TIMEOUT_S, await_ready, stop_tasks, wait_event
 from bridge.infra.private_files import private_sqlite
 from bridge.store.base import Store, StoreError
 
@@ -319,19 +319,14 @@ class Supervisor:
         for w in self.watches.values():
             self._own_alerts.update(w.alert_ids)
         ready = asyncio.Event()
-        self._tasks = [
-            asyncio.create_task(self._listen(ready), name="supervision-bus"),
-            asyncio.create_task(self._loop(), name="supervision"),
-        ]
-        await ready.wait()
+        listener = asyncio.create_task(self._listen(ready), name="supervision-bus")
+        self._tasks = [listener]
+        await await_ready(ready, listener, READY_TIMEOUT_S, "supervision's status-bus listener")
+        self._tasks.append(asyncio.create_task(self._loop(), name="supervision"))
         log.info("supervision started", extra={"grace_s": self.grace_s, "max_tick_s": self.max_tick_s})
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks = []
         await asyncio.to_thread(self.table.close)
 
@@ -339,7 +334,7 @@ class Supervisor:
         async with self.bus.subscribe() as queue:
             ready.set()
             while True:
-                event = await queue.get()
+                event = await queue.get()  # a service loop's wait: stop() cancels it
                 if event.event not in DEVICE_EVENTS or event.alert_id in self._own_alerts:
                     continue
                 watch = self.watches.get(event.device_id)
@@ -368,8 +363,9 @@ class Supervisor:
                 # A store outage must not end supervision; the next tick tries again.
                 log.exception("supervision tick failed")
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay + 0.01)
+            # Not asyncio.wait_for: on Python 3.11 it loses a stop()'s cancellation that arrives as the
+            # bus listener wakes this loop, and stop() then waited for this task forever.
+            await wait_event(self._wake, delay + 0.01)
 
     async def tick(self, now: datetime | None = None) -> datetime | None:
         """One pass over the registry; returns the earliest future deadline (for the loop's sleep)."""

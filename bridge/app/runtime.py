@@ -26,6 +26,7 @@ from bridge.delivery.sinks.file import FileSink
 from bridge.delivery.sinks.notify import notification_sinks
 from bridge.delivery.sinks.webhook import WebhookSink
 from bridge.devices.profiles import ProfileRegistry
+from bridge.infra.aio import stop_tasks
 from bridge.infra.health import TransportMonitor
 from bridge.infra.metrics import Metrics
 from bridge.infra.plugins import LoadedPlugin, load_all
@@ -175,9 +176,7 @@ class BridgeRuntime:
             with contextlib.suppress(Exception):
                 await self.supervisor.stop()
         if self._health_task is not None:
-            self._health_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health_task
+            await stop_tasks([self._health_task])
         for adapter in reversed(self.adapters):
             if adapter.name in self.started_adapters:
                 with contextlib.suppress(Exception):

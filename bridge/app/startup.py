@@ -8,7 +8,6 @@ listens, which store and routes it uses and which credentials are unset.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import os
 import socket
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bridge.app.config import ConfigError, Settings
+from bridge.infra.aio import wait_event
 
 if TYPE_CHECKING:
     from bridge.app.runtime import BridgeRuntime
@@ -105,9 +105,7 @@ async def mqtt_state(runtime: BridgeRuntime, wait_s: float = 3.0) -> str:
     subscribed = getattr(getattr(adapter, "conn", None), "subscribed", None)
     if subscribed is None or not hasattr(subscribed, "wait"):
         return f"{url} (connection state unknown)"
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(subscribed.wait(), wait_s)
-    if subscribed.is_set():
+    if await wait_event(subscribed, wait_s):
         return f"{url}: connected"
     return f"{url}: NOT connected yet (retrying in the background; presses over MQTT wait at the broker)"
 

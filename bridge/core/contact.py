@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.core.model import (
+    DECODE_WARNINGS,
     Alert,
     AlertKind,
     AlertState,
@@ -80,6 +81,12 @@ class Contact(BaseModel):
     verified: bool = True
     references: list[str] = Field(default_factory=list, description="contact_ids this one updates")
     message: ContactMessage | None = Field(default=None, description="msg_type message: the person's text")
+    decode_warnings: list[str] = Field(
+        default_factory=list,
+        description="Descriptive parts of the device's frame that did not parse and were left out (e.g. "
+        "location, time, battery_pct): the alert was raised without them, so a missing location may be the "
+        "device's fault, not the person's. Empty when the frame decoded completely",
+    )
     attributes: dict[str, Any] = Field(default_factory=dict)
     links: ContactLinks = Field(default_factory=ContactLinks)
 
@@ -146,6 +153,7 @@ def build_contact(
         # The first contact and the previous one: enough to chain (CAP <references>) without a contact
         # growing with every update of a long alert.
         references=[f"{alert.alert_id}:{i}" for i in sorted({1, seq - 1}) if 1 <= i < seq],
+        decode_warnings=[str(w) for w in alert.attributes.get(DECODE_WARNINGS) or ()],
         attributes=alert.attributes,
         links=links,
         message=message,

@@ -16,6 +16,10 @@ from ulid import ULID
 
 from bridge.core.text import clean_value, needs_cleaning
 
+# Observation/alert attribute naming the descriptive parts of a frame a decoder had to drop
+# (docs/devices/partial-frames.md).
+DECODE_WARNINGS = "decode_warnings"
+
 
 class AlertKind(StrEnum):
     sos = "sos"

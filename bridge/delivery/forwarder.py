@@ -19,6 +19,7 @@ from bridge.alerts.emergency_contacts import channel_route, is_notify_route
 from bridge.alerts.pipeline import Pipeline, Rejected
 from bridge.core.lifecycle import LifecycleEvent
 from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
+from bridge.infra.aio import stop_tasks, wait_event
 from bridge.infra.metrics import Metrics
 from bridge.store.base import OutboxItem, Store, StoreError
 
@@ -113,15 +114,9 @@ class Forwarder:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_tasks([self._task])
         # In-flight deliveries keep their lease; a restart re-leases them when it expires.
-        tasks = [*self._inflight, *self._notify_inflight]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks([*self._inflight, *self._notify_inflight])
         every = [*self.sinks.values(), *self.fallbacks.values(), self.fallback]
         for sink in {id(s): s for s in every if s is not None}.values():
             await sink.close()
@@ -156,8 +151,7 @@ class Forwarder:
             if items and len(items) == capacity:
                 continue
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=0.25)
+            await wait_event(self._wake, 0.25)
 
     def _spawn(self, item: OutboxItem) -> None:
         task = asyncio.create_task(self._deliver(item))

@@ -5,6 +5,11 @@ rules turn that document into `Decoded` events. Decoders with binary or line pro
 return `Decoded` events directly. Decoders never do I/O; transports hand frames to the ingress, which
 calls the decoder. The frame types live in bridge/devices/frames.py and are re-exported here, the one
 module a decoder plug-in imports. See docs/integrators/plugins.md.
+
+A decoder separates what makes a frame an alarm (type, status bits, event code: unreadable means
+DecodeError) from what describes it (location, time, battery, cells): a descriptive part that does not
+parse is left out and named in the attribute `decode_warnings`, never a reason to refuse an alarm
+(docs/devices/partial-frames.md).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bridge.devices.frames import (
+    DECODE_WARNINGS,
     Decoded,
     DecodedAction,
     DecodeError,
@@ -23,6 +29,7 @@ from bridge.devices.frames import (
 from bridge.devices.profiles import DeviceProfile, apply_profile
 
 __all__ = [
+    "DECODE_WARNINGS",
     "DecodeError",
     "Decoded",
     "DecodedAction",

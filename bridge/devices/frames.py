@@ -11,7 +11,9 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.core.model import AlertKind, Location, Observation, ObservationAction, Severity
+from bridge.core.model import DECODE_WARNINGS, AlertKind, Location, Observation, ObservationAction, Severity
+
+__all__ = ["DECODE_WARNINGS", "DecodeError", "Decoded", "DecodedAction", "Frame", "UndeclaredKind", "parse_json_object"]
 
 
 class DecodeError(ValueError):

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bridge.core.model import AlertKind, Location, LocationSource, ObservationAction, Severity
-from bridge.devices.frames import Decoded, DecodedAction, DecodeError, Frame, UndeclaredKind
+from bridge.devices.frames import DECODE_WARNINGS, Decoded, DecodedAction, DecodeError, Frame, UndeclaredKind
 
 log = logging.getLogger("sosbridge.profiles")
 
@@ -256,6 +256,16 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def location_damaged(doc: Any, spec: LocationSpec) -> bool:
+    """The frame carries a latitude or longitude, but not a usable pair (text, out of range, half of it):
+    a descriptive part dropped, which `decode_warnings` names. An absent pair is no fix, not damage."""
+    raw_lat, raw_lon = get_path(doc, spec.lat), get_path(doc, spec.lon)
+    if raw_lat in (_MISSING, None, "") and raw_lon in (_MISSING, None, ""):
+        return False
+    lat, lon = _number(raw_lat), _number(raw_lon)
+    return lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180)
+
+
 def extract_location(doc: Any, spec: LocationSpec, meta: dict[str, str] | None = None) -> Location | None:
     meta = meta or {}
     if spec.valid_if and not all(c.holds(doc, meta) for c in spec.valid_if):
@@ -294,21 +304,30 @@ def apply_profile(doc: dict[str, Any], profile: DeviceProfile, meta: dict[str, s
     meta = meta or {}
     if any(all(c.holds(doc, meta) for c in rule) for rule in profile.ignore):
         return []
+    # What makes the frame an alarm (the mappings' conditions) must parse; what describes it (location,
+    # time, severity) is dropped when it does not, and named in `decode_warnings` (docs/devices/partial-frames.md).
+    warnings = [str(w) for w in doc.get("decode_warnings") or ()] if isinstance(doc, dict) else []
     location = extract_location(doc, profile.location, meta) if profile.location else None
+    if location is None and profile.location is not None and location_damaged(doc, profile.location):
+        warnings.append("location")
     message_id = _optional_str(doc, profile.dedupe_field)
     occurred_at = None
     if profile.time_field:
         raw_time = get_path(doc, profile.time_field)
         occurred_at = None if raw_time is _MISSING else _parse_time(raw_time, profile.time_format)
+        if occurred_at is None and raw_time not in (_MISSING, None, ""):
+            warnings.append("time")
     device_ref = _optional_str(doc, profile.device_ref_field)
     severity = None
     if (raw_severity := _optional_str(doc, profile.severity_field)) is not None:
         try:
             severity = Severity(raw_severity)
         except ValueError:
-            raise DecodeError(f"severity {raw_severity[:20]!r} is not one of {[s.value for s in Severity]}") from None
+            warnings.append("severity")  # the profile's default severity for the kind applies
     language = _optional_str(doc, profile.language_field)
     attributes = {path: value for path in profile.attributes if (value := get_path(doc, path)) is not _MISSING}
+    if warnings:
+        attributes[DECODE_WARNINGS] = sorted(set(warnings))
     declared = set(profile.kinds)
     events: list[Decoded] = []
     seen: set[tuple[str, str | None]] = set()

@@ -33,6 +33,11 @@ class Metrics:
             "sosbridge_frames_coalesced", "Non-emergency frames replaced by a newer one from the same device",
             ["transport"], registry=r,
         )
+        self.frames_partial = Counter(
+            "sosbridge_frames_partial",
+            "Frames decoded without a descriptive part that did not parse (named in decode_warnings)",
+            ["profile"], registry=r,
+        )
         self.frames_held = Counter(
             "sosbridge_frames_level_held", "Repeats of a level already reported (edge, not level)",
             ["profile"], registry=r,
@@ -56,6 +61,10 @@ class Metrics:
 
     def unmatched_count(self, profile: str) -> float:
         value = self.registry.get_sample_value("sosbridge_frames_unmatched_total", {"profile": profile})
+        return float(value or 0.0)
+
+    def partial_count(self, profile: str) -> float:
+        value = self.registry.get_sample_value("sosbridge_frames_partial_total", {"profile": profile})
         return float(value or 0.0)
 
     def duplicate(self, transport: str) -> None:

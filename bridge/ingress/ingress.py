@@ -19,7 +19,7 @@ from typing import Any
 
 from bridge.alerts.pipeline import Pipeline, Rejected, SubmitResult, device_state
 from bridge.core.model import Device, Observation
-from bridge.devices.decoding import Decoded, DecodeError, Frame, get_decoder, parse_json_object
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, get_decoder, parse_json_object
 from bridge.devices.profiles import DeviceProfile, ProfileRegistry
 from bridge.infra.metrics import Metrics
 from bridge.ingress.binding import BindingError, Claim, DeviceCache, choose_profile
@@ -100,6 +100,12 @@ class Ingress:
                                     f"the {ref_scheme} inside the frame is not the one bound to this device",
                                     profile=profile)
         known = [e for e in events if e.action != "unmatched"]
+        dropped = sorted({str(w) for e in known for w in e.attributes.get(DECODE_WARNINGS) or ()})
+        if dropped:
+            # Decoded without a part that did not parse (docs/devices/partial-frames.md): still raised.
+            self.metrics.frames_partial.labels(profile.id).inc()
+            log.info("frame decoded without parts that did not parse",
+                     extra={"device_id": device.device_id, "profile": profile.id, "decode_warnings": dropped})
         if not known:
             if events:
                 return self._unmatched(transport, device, profile)

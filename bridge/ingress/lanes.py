@@ -130,6 +130,13 @@ class Lanes:
         obs = fold([j.obs for j in live]) if len(live) > 1 else live[0].obs
         try:
             result = await self._submit(obs, live[-1].device)
+        except asyncio.CancelledError:
+            # The lane's task is cancelled (shutting down) mid-store: the callers of this group still
+            # wait on their futures and must hear that nothing was acknowledged, not wait forever.
+            for job in live:
+                if not job.future.done():
+                    job.future.set_exception(StoreError("the bridge is stopping"))
+            raise
         except Exception as exc:
             for job in live:
                 if not job.future.done():

@@ -221,6 +221,9 @@ class SqliteStore:
         ingest, so a flood of new alerts cannot starve the delivery of the ones already stored; `first`
         writes (a new life-safety alert) go ahead of escalations, locations and heartbeats.
         """
+        if self._conn is None:
+            # Closed: a write queued now would wait for a flush that never comes.
+            raise StoreError("store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._pending_lock:

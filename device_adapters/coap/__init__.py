@@ -11,7 +11,6 @@ a store failure answers 5.03 so the device tries again. 4.00 carries a diagnosti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -29,6 +28,7 @@ from bridge.core.lifecycle import DEVICE_MESSAGES
 from bridge.core.messages import MESSAGE_DELIVERY
 from bridge.core.model import Alert, HistoryEntry, utcnow
 from bridge.devices.decoding import Frame
+from bridge.infra.aio import stop_tasks
 from bridge.ingress import Claim, Receipt
 from bridge.ingress.transport import BaseAdapter
 from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
@@ -295,7 +295,7 @@ class CoapAdapter(BaseAdapter):
     async def _follow_bus(self) -> None:
         async with self.ctx.bus.subscribe() as q:
             while True:
-                ev = await q.get()
+                ev = await q.get()  # a service loop's wait: stop() cancels it
                 if self.status is None:
                     continue
                 if ev.text is not None:
@@ -308,9 +308,7 @@ class CoapAdapter(BaseAdapter):
 
     async def stop(self) -> None:
         if self._bus_task is not None:
-            self._bus_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._bus_task
+            await stop_tasks([self._bus_task])
         if self.context is not None:
             await self.context.shutdown()
             self.context = None

@@ -2,7 +2,9 @@
 hubs and alarm receivers report here as they would to an alarm receiving centre.
 
 Per message (device_adapters/decoders/dc09.py for the format):
-1. framing: CRC-16/ARC and length checked; a bad one is refused, counted and NAKed (the panel repeats);
+1. framing by the length field (a CR inside a field never splits a message; a wrong length ends at the
+   first CR once the panel pauses for GRACE_S); CRC-16/ARC and length checked; a bad one is refused,
+   counted and NAKed (the panel repeats);
 2. the account in the header names the premises (registered with `--identifier dc09=<account>`); an
    unknown account is refused, counted and NAKed;
 3. an encrypted message (`*SIA-DCS`, `*ADM-CID`, `*NULL`) is decrypted with the account's key
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sosbridge.dc09")
 
 TRANSPORT = "dc09"
+GRACE_S = 0.5  # a message whose length field reaches past what was sent ends at its CR after this pause
 IDLE_S = 120.0  # panels open a connection per report or keep one for supervision; a silent one goes
 MAX_CONNECTIONS = 4096  # TCP connections held at once
 MAX_DATAGRAMS = 512  # UDP messages being handled at once; beyond, no answer (the panel repeats), counted
@@ -65,7 +68,7 @@ class _Udp(asyncio.DatagramProtocol):
         task.add_done_callback(self.tasks.discard)
 
     async def _answer(self, data: bytes, addr: tuple[str, int]) -> None:
-        frames, _ = dc09.split_frames(data if data.endswith(b"\r") else data + b"\r")
+        frames, _ = dc09.split_frames(data if data.endswith(b"\r") else data + b"\r", final=True)
         for raw in frames:
             reply = await self.adapter.handle(raw, "udp")
             if reply is not None and self.transport is not None:
@@ -110,16 +113,22 @@ class Dc09Adapter(BaseAdapter):
             return
         self.open_connections += 1
         buffer = b""
+        paused = False  # the grace time passed with a message still open: its first CR ends it
         try:
             while True:
+                waiting = bool(buffer) and not paused
                 try:
-                    data = await asyncio.wait_for(reader.read(4096), IDLE_S)
+                    data = await asyncio.wait_for(reader.read(4096), GRACE_S if waiting else IDLE_S)
                 except TimeoutError:
-                    return
-                if not data:
-                    return
+                    if not waiting:
+                        return
+                    paused, data = True, b""
+                else:
+                    if not data:
+                        return
+                    paused = False
                 buffer += data
-                frames, rest = dc09.split_frames(buffer)
+                frames, rest = dc09.split_frames(buffer, final=paused)
                 if len(buffer) > dc09.MAX_MESSAGE and not frames and not rest:
                     self.refuse("too_large")
                 buffer = rest

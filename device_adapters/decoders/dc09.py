@@ -46,7 +46,7 @@ _BLOCK = re.compile(
 _TIMESTAMP = re.compile(r"_(\d{2}):(\d{2}):(\d{2}),(\d{2})-(\d{2})-(\d{4})$")
 _SIA = re.compile(
     r"^N?(?:ri(?P<ri>[0-9A-Fa-f]{1,6})/?)?(?:id(?P<id>[0-9]{1,6})/?)?(?:ti(?P<ti>\d{2}:\d{2})/?)?"
-    r"(?:ri(?P<ri2>[0-9A-Fa-f]{1,6})/?)?(?P<code>[A-Z]{2})(?P<num>[0-9A-Za-z]{0,8})(?P<text>[\^ -~]*)$"
+    r"(?:ri(?P<ri2>[0-9A-Fa-f]{1,6})/?)?(?P<code>[A-Z]{2})(?P<num>[0-9A-Za-z]{0,8})(?P<text>[\^ -~\t\r\n]*)$"
 )
 _ADM = re.compile(r"^(?P<q>[136])(?P<event>[0-9]{3}) (?P<group>[0-9]{2}) (?P<zone>[0-9]{3})$")
 
@@ -136,17 +136,34 @@ def timestamp_text(when: datetime) -> str:
 
 
 # -- parsing ---------------------------------------------------------------------------------------------
-def split_frames(buffer: bytes) -> tuple[list[bytes], bytes]:
-    """Complete messages (`<LF>...<CR>`) from a TCP stream; what is left waits for more. Pure."""
+_STREAM_HEAD = re.compile(rb'[\n\x00]*[0-9A-Fa-f]{4}0([0-9A-Fa-f]{3})"')
+
+
+def split_frames(buffer: bytes, *, final: bool = False) -> tuple[list[bytes], bytes]:
+    """Complete messages (`<LF>CRC0LLL"id"...<CR>`) from a TCP stream; what is left waits for more. Pure.
+
+    A message ends where its length field says, so a CR inside a field (an SIA `^text^`) never splits it.
+    When the byte there is not a CR (a wrong length), or there is no header, the first CR ends it and
+    check_frame refuses it (NAK: the panel repeats); a length reaching past what was sent waits for more
+    until `final` (the sender paused, or a datagram) or until a CR followed by the next message's LF."""
     frames: list[bytes] = []
     while True:
-        end = buffer.find(b"\r")
-        if end < 0:
+        head = _STREAM_HEAD.match(buffer)
+        if head is not None:
+            end = head.end() - 1 + int(head[1], 16)  # the body starts at the `"`
+            if len(buffer) <= end and not final and b"\r\n" not in buffer:
+                return (frames, b"") if len(buffer) > MAX_MESSAGE else (frames, buffer)
+            if len(buffer) > end and buffer[end : end + 1] == b"\r":
+                frames.append(buffer[: end + 1])
+                buffer = buffer[end + 1 :]
+                continue
+        cr = buffer.find(b"\r")
+        if cr < 0:
             if len(buffer) > MAX_MESSAGE:
                 return frames, b""
             return frames, buffer
-        frames.append(buffer[: end + 1])
-        buffer = buffer[end + 1 :]
+        frames.append(buffer[: cr + 1])
+        buffer = buffer[cr + 1 :]
 
 
 def check_frame(raw: bytes) -> str:
@@ -187,8 +204,14 @@ def parse_block(body: str) -> Message:
 
 
 def _split_data(message: Message, text: str) -> Message:
-    """`data]extra_timestamp` (plain) into its parts."""
-    close = text.find("]")
+    """`data]extra_timestamp` (plain) into its parts. A `]` inside an SIA `^text^` does not close the data."""
+    close, in_text = -1, False
+    for i, c in enumerate(text):
+        if c == "^":
+            in_text = not in_text
+        elif c == "]" and not in_text:
+            close = i
+            break
     if close < 0:
         raise DecodeError("the data block has no closing ]")
     data, after = text[:close], text[close + 1 :]
@@ -281,7 +304,7 @@ def parse_data(message: Message) -> dict[str, Any]:
     if not m:
         raise DecodeError("SIA DCS data is not `Nri../XXnnn`")
     doc.update(code=m["code"], zone=m["num"] or "", area=m["ri"] or m["ri2"] or "", user=m["id"] or "",
-               text=(m["text"] or "").strip("^ "))
+               text=(m["text"] or "").strip("^ \t\r\n"))
     return doc
 
 

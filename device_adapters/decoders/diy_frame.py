@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 
 from bridge.core.model import AlertKind, Location
-from bridge.devices.decoding import Decoded, DecodeError, Frame, UndeclaredKind
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, UndeclaredKind
 from bridge.devices.profiles import DeviceProfile
 
 SOF = b"\xa5\x5a"
@@ -166,10 +166,14 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
         kind = KIND_CODES.get(h.data[0])
         if kind is None or kind not in profile.kinds:
             raise UndeclaredKind(f"kind code {h.data[0]:#04x} is not one this device may send")
+        location = _location(h.data[2:])
+        attributes: dict[str, object] = {"unit": h.unit_ref}
+        if location is None and h.data[2:]:  # a location block is there but unusable: the alarm still goes
+            attributes[DECODE_WARNINGS] = ["location"]
         return [
             Decoded(
-                action="alert", kind=kind, silent=bool(h.data[1] & FLAG_SILENT),
-                location=_location(h.data[2:]), **common,
+                action="alert", kind=kind, silent=bool(h.data[1] & FLAG_SILENT), location=location,
+                message_id=h.message_id, device_ref=h.unit_ref, attributes=attributes,
             )
         ]
     if h.type == TYPE_CANCEL:

@@ -16,7 +16,7 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame
 from bridge.devices.profiles import DeviceProfile, apply_profile
 from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
@@ -24,13 +24,42 @@ _LAT = re.compile(r"\blat(?:itude)?[:=\s]\s*(-?\d{1,2}\.\d+)", re.I)
 _LON = re.compile(r"\b(?:long?|lng|longitude)[:=\s]\s*(-?\d{1,3}\.\d+)", re.I)
 _MAPS = re.compile(r"[?&](?:q|ll)=(?:loc:)?(-?\d{1,2}\.\d+)\s*,\s*(-?\d{1,3}\.\d+)", re.I)
 _SPEED = re.compile(r"\bspeed[:=\s]\s*(\d+(?:\.\d+)?)", re.I)
-_BATT_V = re.compile(r"\b([FL]):\s*(\d\.\d+)V", re.I)
+# Coban `F:4.32V` / `L:3.68V`: the letter (full / low) is the alarm part, the voltage only describes it.
+_BATT_V = re.compile(r"\b([FL]):\s*([^\s,]*)", re.I)
+_VOLTS = re.compile(r"^(\d{1,2}(?:\.\d+)?)V$", re.I)
 _IMEI = re.compile(r"\bimei[:=\s]\s*(\d{15})", re.I)
-_BULLDOG = re.compile(
-    r"^(?P<keyword>[A-Za-z!]+),(?P<time>\d{6} \d{2}:\d{2}),(?P<valid>[AV]),(?P<signal>\d{1,2}),"
-    r"(?P<speed>\d+(?:\.\d+)?)\s*km/h,(?P<battery>\d{1,3})%",
-    re.I,
+# Bulldog Secure: `KEYWORD,yymmdd hh:mm,A|V,signal,speed km/h,battery%,...`. The keyword is the alarm part;
+# each later field is checked on its own and dropped (named in decode_warnings) when it does not parse.
+_KEYWORD = re.compile(r"^[A-Za-z!]+$")
+_BULLDOG_FIELDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("time", re.compile(r"^\d{6} \d{2}:\d{2}$")),
+    ("gps_valid", re.compile(r"^[AV]$", re.I)),
+    ("signal", re.compile(r"^\d{1,2}$")),
+    ("speed_kmh", re.compile(r"^(\d+(?:\.\d+)?)\s*km/h$", re.I)),
+    ("battery_pct", re.compile(r"^(\d{1,3})%$")),
 )
+
+
+def _bulldog(body: str) -> dict[str, Any]:
+    """The Bulldog Secure fields of `body` ({} when it does not start with `KEYWORD,`). Pure."""
+    parts = [p.strip() for p in body.strip().splitlines()[0].split(",")] if body.strip() else []
+    if len(parts) < 2 or not _KEYWORD.match(parts[0]):
+        return {}
+    doc: dict[str, Any] = {"keyword": parts[0].upper()}
+    warnings: list[str] = []
+    for (name, pattern), value in zip(_BULLDOG_FIELDS, [*parts[1:], *[""] * len(_BULLDOG_FIELDS)], strict=False):
+        m = pattern.match(value)
+        if m is None:
+            warnings.append(name)
+        elif name == "gps_valid":
+            doc[name] = value.upper() == "A"
+        elif name == "time":
+            doc[name] = value
+        else:
+            doc[name] = (float if name == "speed_kmh" else int)(m.group(m.lastindex or 0))
+    if warnings:
+        doc[DECODE_WARNINGS] = warnings
+    return doc
 # SIM800/SIM900 `AT+CIPGSMLOC=1,1` answer, forwarded in the text by trackers built on those modems
 # (SIM800 Series AT Command Manual): location code 0 = success, then LONGITUDE first, latitude, UTC date
 # and time. A position of the serving cell, not of the person: no radius is reported.
@@ -71,15 +100,7 @@ def parse_scts_offset(scts: str) -> timezone | None:
 def parse_body(body: str, sender: str = "", scts: str = "") -> dict[str, Any]:
     """Every field this module knows how to find in a tracker SMS. Pure."""
     doc: dict[str, Any] = {"text": body, "sender": sender}
-    if m := _BULLDOG.match(body.strip()):
-        doc.update(
-            keyword=m["keyword"].upper(),
-            time=m["time"],
-            gps_valid=m["valid"].upper() == "A",
-            signal=int(m["signal"]),
-            speed_kmh=float(m["speed"]),
-            battery_pct=int(m["battery"]),
-        )
+    doc.update(_bulldog(body))
     if (lat := _LAT.search(body)) and (lon := _LON.search(body)):
         doc["lat"], doc["lon"] = float(lat[1]), float(lon[1])
     elif maps := _MAPS.search(body):
@@ -95,7 +116,11 @@ def parse_body(body: str, sender: str = "", scts: str = "") -> dict[str, Any]:
     if (speed := _SPEED.search(body)) and "speed_kmh" not in doc:
         doc["speed_kmh"] = float(speed[1])
     if batt := _BATT_V.search(body):
-        doc["battery_state"], doc["battery_v"] = batt[1].upper(), float(batt[2])
+        doc["battery_state"] = batt[1].upper()
+        if volts := _VOLTS.match(batt[2]):
+            doc["battery_v"] = float(volts[1])
+        else:
+            doc[DECODE_WARNINGS] = [*doc.get(DECODE_WARNINGS, []), "battery_v"]
     if imei := _IMEI.search(body):
         doc["imei"] = imei[1]
     sent = parse_scts(scts) if scts else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bridge.devices.decoding import DecodeError
+from bridge.devices.decoding import DECODE_WARNINGS, DecodeError
 
 Codec = Callable[[bytes, int], dict[str, Any]]
 
@@ -45,14 +45,19 @@ def dragino_lgt92(payload: bytes, f_port: int) -> dict[str, Any]:
     """Dragino LGT-92 GPS tracker, fPort 2 position frame (the SOS key is bit 0x40 of byte 8)."""
     if f_port != 2:
         raise DecodeError(f"LGT-92: fPort {f_port} is not a position frame")
-    if len(payload) < 11:
+    if len(payload) < 9:  # byte 8 holds the alarm bit: without it the frame says nothing
         raise DecodeError(f"LGT-92: position frame of {len(payload)} bytes is too short")
     out: dict[str, Any] = {
         "latitude": _s32(payload[0:4]) / 1e6,
         "longitude": _s32(payload[4:8]) / 1e6,
         "ALARM_status": "TRUE" if payload[8] & 0x40 else "FALSE",
-        "BatV": (((payload[8] & 0x3F) << 8) | payload[9]) / 1000,
     }
+    if len(payload) < 11:  # truncated after the alarm byte: battery and mode are dropped, the alarm is not
+        out[DECODE_WARNINGS] = ["battery", "mode"] if len(payload) < 10 else ["mode"]
+        if len(payload) == 10:
+            out["BatV"] = (((payload[8] & 0x3F) << 8) | payload[9]) / 1000
+        return out
+    out["BatV"] = (((payload[8] & 0x3F) << 8) | payload[9]) / 1000
     flags = payload[10]
     # The vendor JS tests `bytes[10] & 0xC0 == 0x40`, which JS parses as `bytes[10] & false`, so it
     # always reports "Disable"; we decode the two mode bits as the manual describes.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bridge.devices.decoding import Decoded
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded
 from bridge.devices.profiles import apply_profile
 from device_adapters.decoders.lorawan_codecs import run_codec
 
@@ -21,13 +21,15 @@ def map_uplink(uplink: Any, profile: DeviceProfile, meta: dict[str, str]) -> lis
     codec = profile.options.get("codec")
     if codec and uplink.payload is not None and (obj is None or profile.options.get("prefer_codec")):
         obj = run_codec(str(codec), uplink.payload, uplink.f_port or 0)
-    doc = {
+    doc: dict[str, Any] = {
         "object": obj or {},
         "fPort": uplink.f_port,
         "network": uplink.network,
         "event": uplink.event,
         "location": uplink.network_location.model_dump() if uplink.network_location else None,
     }
+    if isinstance(obj, dict) and isinstance(obj.get(DECODE_WARNINGS), list):
+        doc[DECODE_WARNINGS] = obj[DECODE_WARNINGS]  # a codec's dropped fields (apply_profile names them)
     events = apply_profile(doc, profile, meta)
     out: list[Decoded] = []
     for i, ev in enumerate(events):

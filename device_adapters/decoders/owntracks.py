@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from bridge.core.model import AlertKind, Location
-from bridge.devices.decoding import Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
 
 if TYPE_CHECKING:
     from bridge.devices.profiles import DeviceProfile
@@ -22,39 +22,42 @@ IGNORED_TYPES = frozenset(
 )
 
 
-def _num(doc: dict[str, Any], key: str) -> float | None:
+def _num(doc: dict[str, Any], key: str, warnings: list[str]) -> float | None:
+    """A numeric field, or None; a value that is not a number is dropped and named in `warnings`."""
     v = doc.get(key)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise DecodeError(f"OwnTracks field {key!r} must be a number")
+        warnings.append(key)
+        return None
     return float(v)
 
 
-def _location(doc: dict[str, Any], default_accuracy_m: float | None) -> Location | None:
-    lat, lon = _num(doc, "lat"), _num(doc, "lon")
-    if lat is None or lon is None:
-        raise DecodeError("OwnTracks location needs lat and lon")
-    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
-        raise DecodeError("OwnTracks lat/lon out of range")
-    tst = _num(doc, "tst")
-    acc = _num(doc, "acc")
-    vel = _num(doc, "vel")
-    cog = _num(doc, "cog")
+def _location(doc: dict[str, Any], default_accuracy_m: float | None, warnings: list[str]) -> Location | None:
+    """The fix, or None when lat/lon are absent or unusable (then `warnings` names `location`)."""
+    lat, lon = _num(doc, "lat", []), _num(doc, "lon", [])
+    if lat is None or lon is None or not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        warnings.append("location")
+        return None
+    tst = _num(doc, "tst", warnings)
+    acc = _num(doc, "acc", warnings)
+    vel = _num(doc, "vel", warnings)
+    cog = _num(doc, "cog", warnings)
     try:
         fix_time = datetime.fromtimestamp(tst, UTC) if tst is not None else None
     except (OverflowError, OSError, ValueError):
-        raise DecodeError("OwnTracks tst is not a valid timestamp") from None
+        warnings.append("time")
+        fix_time = None
     return Location(
         lat=lat,
         lon=lon,
         # `acc` is the phone's own accuracy estimate; omitted when 0, so fall back to the profile default.
         accuracy_m=acc if acc and acc > 0 else default_accuracy_m,
-        altitude_m=_num(doc, "alt"),
+        altitude_m=_num(doc, "alt", warnings),
         source="wifi" if doc.get("conn") == "w" and acc and acc > 100 else "gnss",
         fix_time=fix_time,
         speed_mps=vel / 3.6 if vel is not None else None,
-        heading_deg=cog,
+        heading_deg=cog if cog is None or 0 <= cog <= 360 else None,
     )
 
 
@@ -68,9 +71,12 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     if kind_of in IGNORED_TYPES or kind_of not in ("location", "transition"):
         return []
     opts = profile.options
-    location = _location(doc, opts.get("default_accuracy_m"))
+    warnings: list[str] = []
+    location = _location(doc, opts.get("default_accuracy_m"), warnings)
     tst = doc.get("tst")
-    attributes = {k: doc[k] for k in ("tid", "batt", "t", "event", "desc", "rid", "conn") if k in doc}
+    attributes: dict[str, Any] = {k: doc[k] for k in ("tid", "batt", "t", "event", "desc", "rid", "conn") if k in doc}
+    if warnings:
+        attributes[DECODE_WARNINGS] = sorted(set(warnings))
     trigger = doc.get("t")
     sos_triggers = [str(t) for t in opts.get("sos_triggers", ["u"])]
     is_alert = kind_of == "location" and trigger is not None and str(trigger) in sos_triggers
@@ -93,6 +99,8 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
                 reason=f"OwnTracks trigger {trigger!r}" if kind_of == "location" else "OwnTracks region event",
             )
         ]
+    if location is None:
+        raise DecodeError("OwnTracks location without a usable lat and lon")  # not an alarm: nothing left
     return [
         Decoded(
             action="location",

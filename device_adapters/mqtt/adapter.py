@@ -10,7 +10,6 @@ state changes go back to the device on `sosbridge/<tenant>/<device>/status` (ret
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from bridge.core.messages import MESSAGE_DELIVERY
 from bridge.core.model import HistoryEntry, utcnow
 from bridge.devices.decoding import DecodeError, Frame, parse_json_object
 from bridge.devices.profiles import ProfileRegistry
+from bridge.infra.aio import READY_TIMEOUT_S, await_ready, stop_tasks, wait_event
 from bridge.ingress import Claim, Receipt
 from bridge.ingress.transport import AdapterContext, BaseAdapter
 from bridge.store.base import Store, StoreError
@@ -121,14 +121,15 @@ class MqttAdapter(BaseAdapter):
         # Listen for status changes before the first message can create one.
         ready = asyncio.Event()
         self._status_task = asyncio.create_task(self._status_loop(ready), name="mqtt-status")
-        await ready.wait()
+        await await_ready(ready, self._status_task, READY_TIMEOUT_S, "the MQTT status publisher")
         self.conn.start()
         log.info("mqtt adapter started", extra={"broker": url.redacted(), "client_id": settings.mqtt_client_id})
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Until connected and subscribed (tests and the demo use this; start() never blocks on it)."""
         assert self.conn is not None
-        await asyncio.wait_for(self.conn.subscribed.wait(), timeout)
+        if not await wait_event(self.conn.subscribed, timeout):
+            raise TimeoutError(f"not connected and subscribed to the broker within {timeout:g} s")
 
     async def stop(self) -> None:
         self._stopping = True
@@ -136,9 +137,7 @@ class MqttAdapter(BaseAdapter):
             # Let in-flight messages finish storing so they can be acknowledged before we go.
             await asyncio.wait(list(self._tasks), timeout=5)
         if self._status_task is not None:
-            self._status_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._status_task
+            await stop_tasks([self._status_task])
         if self.conn is not None:
             await asyncio.to_thread(self.conn.stop)
         for task in list(self._tasks):
@@ -326,7 +325,7 @@ class MqttAdapter(BaseAdapter):
                 # Coalesce what queued up: the status topic is retained per device, so only each device's
                 # latest state is worth publishing. Under a flood this cuts publishes (and paho's queue of
                 # unacknowledged QoS 1 messages) to one per device per batch.
-                batch = [await queue.get()]
+                batch = [await queue.get()]  # a service loop's wait: stop() cancels it
                 while not queue.empty() and len(batch) < 1000:
                     batch.append(queue.get_nowait())
                 # Text messages are never coalesced: each one is published on its own sub-topic.

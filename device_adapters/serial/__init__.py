@@ -6,10 +6,10 @@ Ports come from `SOSBRIDGE_SERIAL_PORTS` (see config.py); each runs in its own r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from bridge.infra.aio import stop_tasks
 from bridge.ingress.transport import BaseAdapter
 from device_adapters.serial.base import PortHandler
 from device_adapters.serial.config import PortConfig, parse_ports
@@ -58,9 +58,5 @@ class SerialAdapter(BaseAdapter):
     async def stop(self) -> None:
         for link in self.links.values():
             link.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        await stop_tasks(self._tasks)
         self._tasks.clear()

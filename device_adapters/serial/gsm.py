@@ -200,7 +200,7 @@ class GsmHandler(PortHandler):
                 self._sms_sender = functools.partial(self.send_sms, conn)
                 self.sms_gateway.connect(self._sms_sender)
             while True:
-                item = await self._indications.get()
+                item = await self._indications.get()  # a service loop's wait: None or the stop ends it
                 if item is None:
                     return
                 if isinstance(item, Sms):

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable
 
 import serial
 
+from bridge.infra.aio import STOP_TIMEOUT_S
+
 log = logging.getLogger("sosbridge.serial")
 
 
@@ -60,7 +62,7 @@ class Connection:
         if self._buffer:
             data, self._buffer = self._buffer, b""
             return data
-        data = await self._queue.get()
+        data = await self._queue.get()  # the session's wait for the device: the pump's None ends it
         if data is None:
             self._queue.put_nowait(None)  # every later read sees the loss too
             raise LinkLost(self._ser.port)
@@ -77,7 +79,7 @@ class Connection:
                 continue
             if len(self._buffer) > 4096:
                 self._buffer = b""  # no line ending in 4 KiB: noise, drop it
-            data = await self._queue.get()
+            data = await self._queue.get()  # the session's wait for the device: the pump's None ends it
             if data is None:
                 self._queue.put_nowait(None)
                 raise LinkLost(self._ser.port)
@@ -97,8 +99,8 @@ class Connection:
         with contextlib.suppress(Exception):
             self._ser.cancel_read()
         if self._pump_task is not None:
-            with contextlib.suppress(BaseException):
-                await self._pump_task
+            # cancel_read() ends the blocking read, so the pump ends on its own; bounded all the same.
+            await asyncio.wait({self._pump_task}, timeout=STOP_TIMEOUT_S)
         with contextlib.suppress(Exception):
             self._ser.close()
 

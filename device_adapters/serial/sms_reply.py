@@ -77,7 +77,7 @@ class SmsReplier:
     async def run(self, conn: Connection) -> None:
         async with self.handler.ctx.bus.subscribe() as queue:
             while True:
-                event = await queue.get()
+                event = await queue.get()  # a service loop's wait: stop() cancels it
                 try:
                     await self.consider(conn, event)
                 except Exception as exc:  # one failed lookup must not stop the replies

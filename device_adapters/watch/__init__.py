@@ -1,7 +1,9 @@
 """4G SOS watches over TCP, speaking the "3G" text protocol (device_adapters/decoders/watch.py).
 
 One asyncio TCP server on `SOSBRIDGE_WATCH_PORT` (off unless set). Per connection, bytes are split into
-frames (a frame split across reads waits for its end; several frames in one read are each handled), the
+frames by their declared length, so a `]` inside a field (a Wi-Fi name) never cuts a frame; a firmware
+whose length is a few bytes off is framed at the `]` where it paused for GRACE_S (watch.split_frames). A
+frame split across reads waits for its end; several frames in one read are each handled; the
 frame's header names the watch (`Claim` with identifier `watch=<ID>`), the ingress decides, and the
 answer the protocol expects is written from the Receipt only:
 
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from bridge.core.model import utcnow
 from bridge.devices.decoding import DecodeError, Frame
+from bridge.infra.aio import stop_tasks
 from bridge.ingress import Claim, Receipt
 from bridge.ingress.transport import BaseAdapter
 from device_adapters.decoders import watch
@@ -46,6 +49,7 @@ log = logging.getLogger("sosbridge.watch")
 
 TRANSPORT = "watch"
 READ_SIZE = 4096
+GRACE_S = 0.5  # a frame whose declared length is off ends where the watch paused, after this long
 MAX_CONNECTIONS = 10_000  # beyond this, a new connection is closed at once (counted: too_many_connections)
 
 
@@ -115,9 +119,7 @@ class WatchAdapter(BaseAdapter):
 
     async def stop(self) -> None:
         if self._status_task is not None:
-            self._status_task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._status_task
+            await stop_tasks([self._status_task])
         if self.server is not None:
             self.server.close()
             for conn in list(self.connections):
@@ -141,26 +143,29 @@ class WatchAdapter(BaseAdapter):
         conn = WatchConnection(writer, peer)
         self.connections.add(conn)
         buffer = b""
+        paused = False  # the grace time passed with a frame still open: its end is taken as sent
         try:
             while True:
+                waiting = bool(buffer) and not paused
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), self.idle_s)
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), GRACE_S if waiting else self.idle_s)
                 except TimeoutError:
+                    if waiting:
+                        paused = True
+                        buffer, alive = await self._frames(conn, buffer, final=True)
+                        if not alive:
+                            return
+                        continue
                     log.info("idle watch connection closed", extra={"peer": peer, "idle_s": self.idle_s})
                     return
                 if not data:
+                    if buffer:
+                        await self._frames(conn, buffer, final=True)
                     return
-                buffer += data
-                if len(buffer) > watch.MAX_FRAME and b"]" not in buffer:
-                    self.refuse("too_large", peer=peer, size=len(buffer))
-                    buffer = b""
-                    continue
-                frames, buffer, skipped = watch.split_frames(buffer)
-                if skipped:
-                    self.refuse("malformed", peer=peer, skipped_bytes=skipped)
-                for raw in frames:
-                    if not await self.handle(conn, raw):
-                        return
+                paused = False
+                buffer, alive = await self._frames(conn, buffer + data, final=False)
+                if not alive:
+                    return
         except (ConnectionError, OSError):
             return
         finally:
@@ -170,6 +175,18 @@ class WatchAdapter(BaseAdapter):
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _frames(self, conn: WatchConnection, buffer: bytes, *, final: bool) -> tuple[bytes, bool]:
+        """Handle every complete frame in `buffer`: (what is left, whether the connection stays up)."""
+        frames, rest, skipped = watch.split_frames(buffer, final=final)
+        if skipped:
+            self.refuse("malformed", peer=conn.peer, skipped_bytes=skipped)
+        if not rest and len(buffer) > watch.MAX_FRAME and not frames:
+            self.refuse("too_large", peer=conn.peer, size=len(buffer))
+        for raw in frames:
+            if not await self.handle(conn, raw):
+                return rest, False
+        return rest, True
 
     async def handle(self, conn: WatchConnection, raw: bytes) -> bool:
         """One frame: ingress, then the protocol's answer. False: close the connection."""
@@ -207,7 +224,7 @@ class WatchAdapter(BaseAdapter):
     async def _status_loop(self) -> None:
         async with self.ctx.bus.subscribe() as queue:
             while True:
-                event = await queue.get()
+                event = await queue.get()  # a service loop's wait: stop() cancels it
                 conn = self.by_device.get(event.device_id)
                 if conn is None or conn.header is None or event.text is not None:
                     continue  # platform text messages are not shown on watches yet

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bridge.core.model import AlertKind
+from bridge.infra.aio import stop_tasks
 from device_adapters.decoders import contact_id, diy_frame
 from simulator.scenario import RunContext, Step, action
 
@@ -203,9 +204,7 @@ class VirtualGsmModem:
 
     async def stop(self) -> None:
         if self._task:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            await stop_tasks([self._task])
 
     def _send(self, *lines: str) -> None:
         if self.port.plugged:
