@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.serving import free_port, wait_http, wait_port
+from bridge.infra.serving import free_port, wait_http, wait_port
 
 __all__ = ["free_port", "wait_http", "wait_port"]  # re-exported for the bench modules
 

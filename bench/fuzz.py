@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Mutation fuzzer for every registered decoder: `bench/fuzz.py [--cases N] [--seed S] [--jobs J]`.
 
-Decoders come from the `sosbridge.decoders` entry points (bridge.decoding.decoders()), so a decoder
+Decoders come from the `sosbridge.decoders` entry points (bridge.devices.decoding.decoders()), so a decoder
 added by a plug-in is fuzzed without touching this file. Seeds are the samples of every device profile
 that names the decoder (hardware/profiles/); a decoder no profile uses is driven with every profile's
 samples. Each case mutates a seed (byte and bit flips, truncation, insertion, splicing, JSON node
@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bridge.decoding import Decoded, DecodeError, Frame, decoders  # noqa: E402
-from bridge.profiles import DeviceProfile, ProfileRegistry  # noqa: E402
+from bridge.devices.decoding import Decoded, DecodeError, Frame, decoders  # noqa: E402
+from bridge.devices.profiles import DeviceProfile, ProfileRegistry  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "fuzz.json"
 

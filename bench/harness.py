@@ -141,7 +141,7 @@ def start_bridge(workdir: Path, name: str, env: dict[str, str]) -> Bridge:
     port = free_port()
     env = {**env, "SOSBRIDGE_HTTP_PORT": str(port)}
     t0 = time.monotonic()
-    proc = spawn(f"bridge-{name}", [PY, "-m", "bridge.cli", "serve"], workdir, env=env)
+    proc = spawn(f"bridge-{name}", [PY, "-m", "bridge.app.cli", "serve"], workdir, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         t_ready = wait_http(f"{url}/readyz", timeout=60, proc=proc.proc, ok=300)

@@ -56,7 +56,7 @@ def main() -> int:
     bridge = None
     try:
         env = bridge_env(workdir, "profile", rx.url, port)
-        from bridge.config import Settings
+        from bridge.app.config import Settings
 
         keys = ids("p", args.n)
         seed_sync(Settings(db=env["SOSBRIDGE_DB"]), keys)

@@ -1,4 +1,4 @@
-"""The reference receiver (bridge.receiver.Receiver) in its own process, with read-outs for the bench.
+"""The reference receiver (simulator.platform.receiver.Receiver) in its own process, with read-outs for the bench.
 
 It verifies signatures and validates every contact exactly as `sosbridge receiver` does; it keeps the
 records in memory (no JSONL fsync per contact, so the receiver is not what limits the contenders) and
@@ -13,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from bridge.receiver import Receiver
+from simulator.platform.receiver import Receiver
 
 
 def build(secret: str) -> Any:

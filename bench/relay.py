@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.sinks.signing import SIGNATURE_HEADER, sign
+from bridge.delivery.sinks.signing import SIGNATURE_HEADER, sign
 
 WORKERS = 4
 

@@ -188,7 +188,7 @@ class Bench:
                      redis_url: str | None = None, http_ids: list[str] | None = None) -> Bridge:
         """A bridge on its own new database, seeded with exactly these devices."""
         env = bridge_env(self.w, name, receiver_url or self.recorder.url, self.broker_port, redis_url)
-        from bridge.config import Settings
+        from bridge.app.config import Settings
 
         t0 = time.monotonic()
         seed_sync(Settings(db=env["SOSBRIDGE_DB"], redis_url=redis_url), mqtt_ids, http_ids or [])
@@ -538,7 +538,7 @@ class Bench:
     # -- resources at rest, the HTTP ingress -------------------------------------------------------------------
     def rest(self) -> None:
         env = bridge_env(self.w, "rest", self.recorder.url, self.broker_port)
-        from bridge.config import Settings
+        from bridge.app.config import Settings
 
         seed_sync(Settings(db=env["SOSBRIDGE_DB"]), ids("rest", self.s.rest_devices))
         starts: list[float] = []

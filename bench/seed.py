@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 from collections.abc import Iterable
 
-from bridge.config import Settings
-from bridge.model import Device, Person
+from bridge.app.config import Settings
+from bridge.core.model import Device, Person
 from bridge.store import make_store
 
 TENANT = "bench"

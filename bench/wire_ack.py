@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bridge.model import Device  # noqa: E402
+from bridge.core.model import Device  # noqa: E402
 from simulator.devices.dc09 import VirtualPanel  # noqa: E402
 from simulator.devices.watch import VirtualWatch  # noqa: E402
 from simulator.harness import embedded_stack  # noqa: E402

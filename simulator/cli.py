@@ -52,7 +52,7 @@ async def _run_embedded(scenario: Any, keep: bool) -> Any:
 
 
 async def _run_remote(scenario: Any, bridge_url: str, receiver_url: str, admin_token: str, mqtt_url: str | None) -> Any:
-    from bridge.config import Settings
+    from bridge.app.config import Settings
     from simulator.remote import RemoteReceiver, RemoteRegistry
     from simulator.scenario import RunContext, register_devices, run_scenario
 

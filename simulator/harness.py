@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.config import Settings
-from bridge.embedded import EmbeddedBridge
-from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
+from bridge.app.config import Settings
+from bridge.app.embedded import EmbeddedBridge
+from bridge.infra.serving import free_port
+from simulator.platform.receiver import EmbeddedReceiver
 from simulator.scenario import RunContext, Scenario
 
 

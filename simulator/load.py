@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from bridge.model import Device
+from bridge.core.model import Device
 
 
 @dataclass

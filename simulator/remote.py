@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from bridge.model import Device
-from bridge.receiver import ContactPredicate
+from bridge.core.model import Device
+from simulator.platform.receiver import ContactPredicate
 
 
 class RemoteReceiver:

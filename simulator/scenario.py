@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.model import Device
+from bridge.core.model import Device
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -120,6 +120,20 @@ def action(name: str) -> Callable[[Action], Action]:
     return register
 
 
+# Extra keys a virtual device module understands in a scenario's device entry (e.g. `carer:`): each
+# extension reads its value and completes the device spec before it is registered.
+DeviceSpecExtension = Callable[["RunContext", dict[str, Any], Any], None]
+DEVICE_SPEC_KEYS: dict[str, DeviceSpecExtension] = {}
+
+
+def device_spec_key(name: str) -> Callable[[DeviceSpecExtension], DeviceSpecExtension]:
+    def register(fn: DeviceSpecExtension) -> DeviceSpecExtension:
+        DEVICE_SPEC_KEYS[name] = fn
+        return fn
+
+    return register
+
+
 def load_builtin_actions() -> None:
     """Import every virtual device module so its actions register; a missing optional one is skipped."""
     import importlib
@@ -180,18 +194,16 @@ def match_expected(
 async def register_devices(scenario: Scenario, ctx: RunContext, store: Any) -> None:
     import secrets
 
+    load_builtin_actions()  # the device modules' extra keys (`carer:`) register with their actions
+
     for spec in scenario.devices:
         spec = dict(spec)
         token = spec.pop("token", None) or secrets.token_urlsafe(24)
         spec.setdefault("status", "exercise")  # simulated devices never raise a real call unless told to
         secrets_by_scheme = spec.pop("credentials", {}) or {}
-        if carer := spec.pop("carer", None):
-            from simulator.devices.carer import emergency_contact_for
-
-            person = dict(spec.get("person") or {})
-            contact = emergency_contact_for(ctx, str(spec.get("device_id")), carer)
-            person["emergency_contacts"] = [*person.get("emergency_contacts", []), contact]
-            spec["person"] = person
+        for key, extend in DEVICE_SPEC_KEYS.items():
+            if (value := spec.pop(key, None)) is not None:
+                extend(ctx, spec, value)
         device = Device.model_validate(spec)
         await store.put_device(device)
         await store.set_credential(device.device_id, "token", token)

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from bridge.config import Settings
-from bridge.embedded import EmbeddedBridge
-from bridge.model import Device, Person
-from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port, wait_http, wait_port
+from bridge.app.config import Settings
+from bridge.app.embedded import EmbeddedBridge
+from bridge.core.model import Device, Person
+from bridge.infra.serving import free_port, wait_http, wait_port
+from simulator.platform.receiver import EmbeddedReceiver
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = bool(os.environ.get("CI"))
@@ -142,7 +142,7 @@ class Proc:
 
 
 def sosbridge_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "bridge.cli", *args]
+    return [sys.executable, "-m", "bridge.app.cli", *args]
 
 
 def start_bridge_process(env: dict[str, str], port: int, log: Path) -> Proc:

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bridge.model import Alert, AlertKind, AlertState, Severity, new_id, utcnow
+from bridge.core.model import Alert, AlertKind, AlertState, Severity, new_id, utcnow
 from bridge.store.base import Change, OutboxItem, StoreError
 
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bridge.contact import Contact, ContactMessage, build_contact
-from bridge.geo import enrich_location
-from bridge.model import Alert, AlertKind, AlertState, CivicAddress, Device, Location, Person, Severity
+from bridge.core.contact import Contact, ContactMessage, build_contact
+from bridge.core.geo import enrich_location
+from bridge.core.model import Alert, AlertKind, AlertState, CivicAddress, Device, Location, Person, Severity
 
 # Test vectors copied into the repo; sources and licences in tests/fixtures/standards/SOURCES.md.
 STANDARDS = Path(__file__).resolve().parent / "fixtures" / "standards"

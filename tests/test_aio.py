@@ -1,4 +1,4 @@
-"""bridge.aio: waits with deadlines that never lose a cancellation (real asyncio tasks, no mocks)."""
+"""bridge.infra.aio: waits with deadlines that never lose a cancellation (real asyncio tasks, no mocks)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bridge.aio import NotReady, await_ready, stop_tasks, wait_event
+from bridge.infra.aio import NotReady, await_ready, stop_tasks, wait_event
 
 
 async def _tick_or_wake(wake: asyncio.Event, ticks: list[int]) -> None:

@@ -18,10 +18,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from alexa_support import envelopes
 
-from bridge.config import Settings
-from bridge.embedded import EmbeddedBridge
-from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
+from bridge.app.config import Settings
+from bridge.app.embedded import EmbeddedBridge
+from bridge.infra.serving import free_port
+from simulator.platform.receiver import EmbeddedReceiver
 from skills.alexa.config import AlexaSettings
 from skills.alexa.lambda_function import build_lambda_handler
 from skills.alexa.relay import SIGNATURE_HEADER, TIMESTAMP_HEADER

@@ -26,12 +26,12 @@ from alexa_support import envelopes
 from alexa_support.amazon import FakeAmazon
 from alexa_support.ca import CERT_URL, Leaf, TestCA
 
-from bridge.config import Settings
-from bridge.embedded import EmbeddedBridge
-from bridge.model import AlertState, CivicAddress, Device, Location, Person
-from bridge.pipeline import DURESS_CANCEL_REASON
-from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
+from bridge.alerts.pipeline import DURESS_CANCEL_REASON
+from bridge.app.config import Settings
+from bridge.app.embedded import EmbeddedBridge
+from bridge.core.model import AlertState, CivicAddress, Device, Location, Person
+from bridge.infra.serving import free_port
+from simulator.platform.receiver import EmbeddedReceiver
 from skills.alexa.certs import CachedChainSource
 from skills.alexa.service import unverified_device_id
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import httpx
 
-from bridge.config import Settings
-from bridge.runtime import BridgeRuntime
+from bridge.app.api.app import create_app
+from bridge.app.config import Settings
+from bridge.app.runtime import BridgeRuntime
 
 
 async def test_docs_are_served_locally_with_security_schemes(tmp_path: Path) -> None:
-    app = BridgeRuntime(Settings(data_dir=str(tmp_path))).create_app()
+    app = create_app(BridgeRuntime(Settings(data_dir=str(tmp_path))))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bridge") as client:
         page = await client.get("/docs")
         assert page.status_code == 200

@@ -10,12 +10,12 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bridge.config import Settings
-from bridge.embedded import EmbeddedBridge
-from bridge.model import AlertState, CivicAddress, Device, Location, Person
-from bridge.pipeline import DURESS_CANCEL_REASON
-from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
+from bridge.alerts.pipeline import DURESS_CANCEL_REASON
+from bridge.app.config import Settings
+from bridge.app.embedded import EmbeddedBridge
+from bridge.core.model import AlertState, CivicAddress, Device, Location, Person
+from bridge.infra.serving import free_port
+from simulator.platform.receiver import EmbeddedReceiver
 from skills.alexa.speech import say
 from skills.assist.adapter import bearer_token
 

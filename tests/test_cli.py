@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "SOSBRIDGE_DB": str(tmp_path / "cli.db"), "SOSBRIDGE_DATA_DIR": str(tmp_path)}
     return subprocess.run(
-        [sys.executable, "-m", "bridge.cli", *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
+        [sys.executable, "-m", "bridge.app.cli", *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT
     )
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
+from bridge.infra.serving import free_port
+from simulator.platform.receiver import EmbeddedReceiver
 from tests.conftest import ROOT
 
 
@@ -33,7 +33,7 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def run(tmp_path: Path, *args: str, cwd: Path | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bridge.cli", *args],
+        [sys.executable, "-m", "bridge.app.cli", *args],
         env=clean_env(tmp_path, **env),
         capture_output=True,
         text=True,
@@ -117,7 +117,7 @@ def test_unreachable_redis_is_one_line(tmp_path: Path) -> None:
 def start_serve(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.Popen[str], str]:
     """`sosbridge serve` until its start-up summary is complete; returns the process and the summary."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "serve", *args],
+        [sys.executable, "-m", "bridge.app.cli", "serve", *args],
         env=clean_env(tmp_path, **env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -224,7 +224,7 @@ def test_default_store_is_the_same_from_any_directory(tmp_path: Path) -> None:
 
 def test_ctrl_c_during_the_demo_prints_no_traceback(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "demo"],
+        [sys.executable, "-m", "bridge.app.cli", "demo"],
         env=clean_env(tmp_path),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

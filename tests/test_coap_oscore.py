@@ -23,11 +23,10 @@ from aiocoap import Code
 from aiocoap.numbers import ContentFormat
 from aiocoap.oscore import NotAProtectedMessage
 
-from bridge.config import Settings
-from bridge.embedded import EmbeddedBridge
-from bridge.model import Device, Person
-from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
+from bridge.app.config import Settings
+from bridge.app.embedded import EmbeddedBridge
+from bridge.core.model import Device, Person
+from bridge.infra.serving import free_port
 from device_adapters.coap.oscore import (
     DeviceSecurityContext,
     OscoreMaterial,
@@ -35,6 +34,7 @@ from device_adapters.coap.oscore import (
     write_context_dir,
 )
 from simulator.devices.coap import VirtualCoapDevice
+from simulator.platform.receiver import EmbeddedReceiver
 from tests.conftest import bridge_settings
 
 DEVICE = "pendant-os"

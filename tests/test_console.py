@@ -16,9 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.console import CSP
-from bridge.model import Person
-from bridge.receiver import EmbeddedReceiver
+from bridge.core.model import Person
+from simulator.platform.console import CSP
+from simulator.platform.receiver import EmbeddedReceiver
 from tests.conftest import BridgeEnv, need_binary, running_bridge
 from tests.test_http_api import wait_state
 from tests.test_messages import platform, raise_alert

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from bridge.model import Device, Location, Person
-from bridge.serving import free_port
+from bridge.core.model import Device, Location, Person
+from bridge.infra.serving import free_port
 from device_adapters.decoders import dc09
 from simulator.devices.dc09 import VirtualPanel
 from tests.conftest import BridgeEnv, running_bridge
@@ -184,7 +184,7 @@ def test_crc_of_pysiaalarm_lines() -> None:
 async def test_holdup_then_cancel_report_is_held(dc09_env: Dc09Env) -> None:
     """Issue 17 on SIA DC-09: a hold-up (HA, "user under duress") then a cancel report (OC) keyed at the
     panel: acknowledged to the panel as usual, an update to the platform, and the alert stays open."""
-    from bridge.pipeline import DURESS_CANCEL_REASON
+    from bridge.alerts.pipeline import DURESS_CANCEL_REASON
 
     await dc09_env.register("p-holdup", "ABC1")
     panel = dc09_env.panel("ABC1")

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.decoding import Decoded, DecodeError, Frame
-from bridge.profiles import ProfileRegistry
+from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.profiles import ProfileRegistry
 from device_adapters.decoders import dc09
 from simulator.devices.dc09 import VirtualPanel
 

@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 @pytest.mark.timeout(300)  # the whole demo, as `sosbridge demo` runs it (its own 300 s below)
 def test_demo_command() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "demo"], capture_output=True, text=True, timeout=300, cwd=ROOT
+        [sys.executable, "-m", "bridge.app.cli", "demo"], capture_output=True, text=True, timeout=300, cwd=ROOT
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = re.search(r"OK: (\d+)/(\d+) expected contacts arrived", run.stdout)
@@ -54,7 +54,7 @@ def test_demo_stays_open_for_the_console_until_ctrl_c() -> None:
     import urllib.request
 
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bridge.cli", "demo", "--stay"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "bridge.app.cli", "demo", "--stay"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, cwd=ROOT, env={**__import__("os").environ, "COLUMNS": "200"},
     )
     try:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sosdocgen import generate, stale
 
-from bridge.config import Settings, load_settings
-from bridge.docgen import generate, stale
+from bridge.app.config import Settings, load_settings
 from tests.conftest import ROOT, running_bridge
 
 DOCS = ROOT / "docs"

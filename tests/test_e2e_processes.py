@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 
-from bridge.serving import free_port
-from bridge.sinks.signing import sign
+from bridge.delivery.sinks.signing import sign
+from bridge.infra.serving import free_port
 from tests.conftest import Proc, start_bridge_process, start_receiver_process
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.contact import build_contact
-from bridge.model import AlertKind, Device, EmergencyContact, Location, Person
-from bridge.notify import notifications, render
-from bridge.serving import free_port
+from bridge.alerts.emergency_contacts import notifications, render
+from bridge.core.contact import build_contact
+from bridge.core.model import AlertKind, Device, EmergencyContact, Location, Person
+from bridge.infra.serving import free_port
 from tests.conftest import BridgeEnv, running_bridge
 from tests.factories import make_alert, until
 
@@ -337,9 +337,9 @@ async def test_a_hanging_mail_server_takes_no_worker_from_the_police(tmp_path: P
 
 
 async def test_a_notification_hours_late_is_given_up_not_sent() -> None:
-    from bridge.notify import SmsGateway
-    from bridge.sinks.base import Permanent
-    from bridge.sinks.notify import SmsSink
+    from bridge.alerts.emergency_contacts import SmsGateway
+    from bridge.delivery.sinks.base import Permanent
+    from bridge.delivery.sinks.notify import SmsSink
     from tests.factories import make_item
 
     sent: list[tuple[str, str]] = []

@@ -18,8 +18,8 @@ SCRIPT = textwrap.dedent(
     """
     import asyncio, json, os, socket, sys, tempfile
     from pathlib import Path
-    from bridge.model import Device
-    from bridge.serving import free_port
+    from bridge.core.model import Device
+    from bridge.infra.serving import free_port
     from simulator.harness import embedded_stack
     from sosbridge_acme.frame import ACK, NAK, build
 
@@ -73,12 +73,13 @@ def test_plugin_installs_and_decodes(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)])}
 
     listed = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "profiles", "list"], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "bridge.app.cli", "profiles", "list"],
+        env=env, capture_output=True, text=True, timeout=120,
     )
     assert "acme-pendant-p1" in listed.stdout
     profile = target / "sosbridge_acme" / "profiles" / "acme-pendant-p1.yaml"
     checked = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "profiles", "check", str(profile)],
+        [sys.executable, "-m", "bridge.app.cli", "profiles", "check", str(profile)],
         env=env,
         capture_output=True,
         text=True,

@@ -16,12 +16,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from formats_factory import BEN_NEVIS, STANDARDS, T0, contact, gnss, no_location_contact
 
-from bridge.contact import ContactMessage
-from bridge.formats import render, validate
-from bridge.formats.cap import CONTENT_TYPE, check_cap_rules
-from bridge.formats.common import RenderOptions
-from bridge.formats.schema_loader import CAP_NS, cap_schema
-from bridge.model import AlertKind
+from bridge.core.contact import ContactMessage
+from bridge.core.model import AlertKind
+from bridge.delivery.formats import render, validate
+from bridge.delivery.formats.cap import CONTENT_TYPE, check_cap_rules
+from bridge.delivery.formats.common import RenderOptions
+from bridge.delivery.formats.schema_loader import CAP_NS, cap_schema
 
 NS = {"cap": CAP_NS}
 

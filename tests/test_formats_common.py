@@ -11,9 +11,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from formats_factory import BEN_NEVIS, REGISTERED, contact, gnss, no_location_contact
 
-from bridge.formats import CONTENT_TYPES, FORMATS, options_from_settings, parse_incoming, render, validate
-from bridge.formats.common import cap_time, rfc3339
-from bridge.model import AlertKind
+from bridge.core.model import AlertKind
+from bridge.delivery.formats import CONTENT_TYPES, FORMATS, options_from_settings, parse_incoming, render, validate
+from bridge.delivery.formats.common import cap_time, rfc3339
 
 
 def _variants():  # type: ignore[no-untyped-def]
@@ -84,7 +84,7 @@ def test_time_formats() -> None:
 
 
 def test_options_from_settings_uses_public_host() -> None:
-    from bridge.config import Settings
+    from bridge.app.config import Settings
 
     assert options_from_settings(Settings(public_url="https://sos.example.org/x")).domain == "sos.example.org"
     assert options_from_settings(Settings(public_url="http://127.0.0.1:8080")).domain == "sosbridge.invalid"

@@ -19,12 +19,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from formats_factory import BEN_NEVIS, STANDARDS, T0, contact, device, gnss, no_location_contact
 
-from bridge.contact import ContactMessage
-from bridge.formats import render, validate
-from bridge.formats.additional_data import check_block
-from bridge.formats.eido import CONTENT_TYPE
-from bridge.formats.schema_loader import GS_NS
-from bridge.formats.validate import validate_eido_doc
+from bridge.core.contact import ContactMessage
+from bridge.delivery.formats import render, validate
+from bridge.delivery.formats.additional_data import check_block
+from bridge.delivery.formats.eido import CONTENT_TYPE
+from bridge.delivery.formats.schema_loader import GS_NS
+from bridge.delivery.formats.validate import validate_eido_doc
 
 EIDO = CONTENT_TYPE
 

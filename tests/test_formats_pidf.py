@@ -16,10 +16,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from formats_factory import BEN_NEVIS, REGISTERED, STANDARDS, contact, gnss, no_location_contact
 
-from bridge.formats import render, validate
-from bridge.formats.common import device_urn
-from bridge.formats.pidf import NoLocation
-from bridge.formats.schema_loader import CA_NS, CON_NS, DM_NS, GML_NS, GP_NS, GS_NS, pidf_schema
+from bridge.delivery.formats import render, validate
+from bridge.delivery.formats.common import device_urn
+from bridge.delivery.formats.pidf import NoLocation
+from bridge.delivery.formats.schema_loader import CA_NS, CON_NS, DM_NS, GML_NS, GP_NS, GS_NS, pidf_schema
 
 NS = {"dm": DM_NS, "gp": GP_NS, "gml": GML_NS, "gs": GS_NS, "con": CON_NS, "ca": CA_NS}
 PIDF = "application/pidf+xml"

@@ -1,5 +1,5 @@
 """The reference receiver accepts our JSON, CAP and EIDO over real HTTP (delivered by the real webhook sink)
-and validates each body with bridge.formats.validate; a broken body is refused with 422."""
+and validates each body with bridge.delivery.formats.validate; a broken body is refused with 422."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from formats_factory import BEN_NEVIS, contact, gnss
 
-from bridge.formats import render
-from bridge.receiver import EmbeddedReceiver
-from bridge.sinks.base import Delivered
-from bridge.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
-from bridge.sinks.webhook import WebhookSink
+from bridge.delivery.formats import render
+from bridge.delivery.sinks.base import Delivered
+from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
+from bridge.delivery.sinks.webhook import WebhookSink
 from bridge.store.base import OutboxItem
+from simulator.platform.receiver import EmbeddedReceiver
 
 SECRET = "receiver-test-secret"
 

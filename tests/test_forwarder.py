@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.embedded import EmbeddedBridge
-from bridge.forwarder import backoff_delay
-from bridge.receiver import EmbeddedReceiver
-from bridge.sinks.webhook import classify, parse_retry_after
+from bridge.app.embedded import EmbeddedBridge
+from bridge.delivery.forwarder import backoff_delay
+from bridge.delivery.sinks.webhook import classify, parse_retry_after
+from simulator.platform.receiver import EmbeddedReceiver
 from tests.conftest import BridgeEnv, bridge_settings
 from tests.factories import until
 
@@ -90,7 +90,7 @@ async def test_permanent_failure(tmp_path: Path) -> None:
         settings = bridge_settings(tmp_path, rx.url, "wrong-secret", "tok", fallback_after_attempts=2)
         async with EmbeddedBridge(settings) as eb:
             store = eb.runtime.store
-            from bridge.model import Device
+            from bridge.core.model import Device
 
             await store.put_device(Device(device_id="w"))
             await store.set_credential("w", "token", "t" * 20)

@@ -25,8 +25,9 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.config import Settings
-from bridge.runtime import BridgeRuntime
+from bridge.app.api.app import create_app
+from bridge.app.config import Settings
+from bridge.app.runtime import BridgeRuntime
 
 ALEXA_APP_ID = "amzn1.ask.skill.00000000-0000-0000-0000-00000000fuzz"
 
@@ -118,7 +119,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
             )
         )
     assert {"http", "assist", "alexa"} <= {a.name for a in runtime.adapters}
-    with TestClient(runtime.create_app()) as client:
+    with TestClient(create_app(runtime)) as client:
         resp = client.post(
             "/v1/devices",
             json={"device_id": "fuzz-1", "person": {"name": "Fuzz Person", "language": "en-GB"}},

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.decoding import Decoded, DecodeError, Frame, decoders
-from bridge.profiles import DeviceProfile, ProfileRegistry
+from bridge.devices.decoding import Decoded, DecodeError, Frame, decoders
+from bridge.devices.profiles import DeviceProfile, ProfileRegistry
 
 REGISTRY = ProfileRegistry.load()
 DECODERS = decoders()

@@ -22,9 +22,16 @@ from pyproj import Transformer
 sys.path.insert(0, str(Path(__file__).parent))
 from formats_factory import BEN_NEVIS, EDINBURGH_CASTLE
 
-from bridge.formats import render
-from bridge.geo import _to_bng, enrich_location, grid_letters, grid_reference, in_great_britain, to_easting_northing
-from bridge.model import Location
+from bridge.core.geo import (
+    _to_bng,
+    enrich_location,
+    grid_letters,
+    grid_reference,
+    in_great_britain,
+    to_easting_northing,
+)
+from bridge.core.model import Location
+from bridge.delivery.formats import render
 
 
 def _parse(ref: str) -> tuple[str, int, int]:

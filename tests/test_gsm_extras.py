@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.decoding import Frame
-from bridge.model import Alert, AlertKind, AlertState, Device, Location, Observation, Person, Severity
-from bridge.profiles import ProfileRegistry
+from bridge.core.model import Alert, AlertKind, AlertState, Device, Location, Observation, Person, Severity
+from bridge.devices.decoding import Frame
+from bridge.devices.profiles import ProfileRegistry
 from device_adapters.decoders import gsm_sms, nmea
 from device_adapters.serial.sms_reply import reply_text, sms_parts
 from simulator.devices.serial import VirtualGps, VirtualGsmModem

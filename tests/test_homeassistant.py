@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 
-from bridge.embedded import EmbeddedBridge
-from bridge.model import AlertState, Device, Person
-from bridge.pipeline import DURESS_CANCEL_REASON
-from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
+from bridge.alerts.pipeline import DURESS_CANCEL_REASON
+from bridge.app.embedded import EmbeddedBridge
+from bridge.core.model import AlertState, Device, Person
+from bridge.infra.serving import free_port
+from simulator.platform.receiver import EmbeddedReceiver
 from skills.alexa.speech import say
 from tests.conftest import IN_CI, bridge_settings
 from tests.homeassistant_support import TOKEN, HomeAssistant, hass_binary, start_home_assistant

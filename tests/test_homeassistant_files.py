@@ -12,7 +12,7 @@ from typing import Any, get_args
 import pytest
 import yaml
 
-from bridge.model import AlertKind
+from bridge.core.model import AlertKind
 from skills.alexa.config import DEFAULT_DURESS_PHRASE
 from skills.alexa.speech import say
 from skills.assist.adapter import AssistIntent

@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-from bridge.pipeline import DURESS_CANCEL_REASON
-from bridge.sinks.signing import sign
+from bridge.alerts.pipeline import DURESS_CANCEL_REASON
+from bridge.delivery.sinks.signing import sign
 from tests.conftest import BridgeEnv
 
 

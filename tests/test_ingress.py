@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from bridge.decoding import Decoded, Frame
-from bridge.events import StatusBus
+from bridge.alerts.pipeline import Pipeline, SubmitResult
+from bridge.core.events import StatusBus
+from bridge.core.model import AlertKind, Device, Observation
+from bridge.devices.decoding import Decoded, Frame
+from bridge.devices.profiles import DeviceProfile, ProfileRegistry, Sample
+from bridge.infra.metrics import Metrics
 from bridge.ingress import Claim, Ingress
 from bridge.ingress.edges import EdgeMemory, edges
 from bridge.ingress.lanes import Coalesced, Lanes, fold
-from bridge.metrics import Metrics
-from bridge.model import AlertKind, Device, Observation
-from bridge.pipeline import Pipeline, SubmitResult
-from bridge.profiles import DeviceProfile, ProfileRegistry, Sample
 from bridge.store.sqlite import SqliteStore
 from tests.factories import store_outage
 

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from bridge.lifecycle import IllegalTransition, LifecycleEvent, needs_stand_down, next_state
-from bridge.model import AlertState
+from bridge.core.lifecycle import IllegalTransition, LifecycleEvent, needs_stand_down, next_state
+from bridge.core.model import AlertState
 
 S, E = AlertState, LifecycleEvent
 

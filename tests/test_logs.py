@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 
-from bridge.logs import JsonFormatter
+from bridge.infra.logs import JsonFormatter
 
 
 def render(level: int, **extra: object) -> dict[str, object]:

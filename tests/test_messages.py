@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.messages import MAX_TEXT_CHARS
+from bridge.core.messages import MAX_TEXT_CHARS
 from tests.conftest import BridgeEnv, running_bridge
 from tests.test_http_api import wait_state
 

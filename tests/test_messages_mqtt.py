@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.model import AlertKind, Observation
+from bridge.core.model import AlertKind, Observation
 from tests.test_mqtt_adapter import Listener, make_env
 
 

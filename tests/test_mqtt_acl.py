@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from bridge.embedded import EmbeddedBridge
-from bridge.model import Device
-from bridge.receiver import EmbeddedReceiver
+from bridge.app.embedded import EmbeddedBridge
+from bridge.core.model import Device
 from device_adapters.mqtt import MqttAdapter
 from device_adapters.mqtt.mosquitto import MosquittoProcess
 from simulator.devices.mqtt import MqttPublisher
+from simulator.platform.receiver import EmbeddedReceiver
 from tests.conftest import bridge_settings, need_binary
 
 ACL = Path(__file__).resolve().parent.parent / "hardware" / "mosquitto" / "acl"

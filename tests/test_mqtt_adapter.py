@@ -20,15 +20,15 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.config import Settings
-from bridge.embedded import EmbeddedBridge
-from bridge.model import Device, Location
-from bridge.pipeline import DURESS_CANCEL_REASON
-from bridge.profiles import ProfileRegistry
-from bridge.receiver import EmbeddedReceiver
+from bridge.alerts.pipeline import DURESS_CANCEL_REASON
+from bridge.app.config import Settings
+from bridge.app.embedded import EmbeddedBridge
+from bridge.core.model import Device, Location
+from bridge.devices.profiles import ProfileRegistry
 from device_adapters.mqtt import MqttAdapter
 from device_adapters.mqtt.url import parse_broker_url
 from simulator.devices.mqtt import MqttPublisher, VirtualMqttDevice
+from simulator.platform.receiver import EmbeddedReceiver
 from tests.conftest import bridge_settings
 
 PROFILES = ProfileRegistry.load()

@@ -11,9 +11,10 @@ import json
 
 import pytest
 
-from bridge.decoding import DecodeError, Frame, get_decoder
-from bridge.profiles import ProfileRegistry, check_profile
-from device_adapters.decoders import chirpstack, hermes, lorawan_codecs, ttn, zigbee2mqtt
+from bridge.devices.decoding import DecodeError, Frame, get_decoder
+from bridge.devices.profiles import ProfileRegistry
+from bridge.devices.samples import check_profile
+from device_adapters.decoders import chirpstack, hermes, lorawan, lorawan_codecs, ttn, zigbee2mqtt
 from device_adapters.mqtt import topics
 from device_adapters.mqtt.limits import FloodGuard
 from device_adapters.mqtt.url import parse_broker_url
@@ -139,7 +140,7 @@ def test_lorawan_decoder_leaves_a_docs_uplink_alone() -> None:
     assert profile is not None
     frame = Frame(payload=json.dumps(TTN_UP).encode(), meta={"network": "ttn"})
     # Not a press, and not silently nothing either: the ingress reports it as unmatched.
-    assert [e.action for e in lorawan_codecs.decode_uplink(frame, profile)] == ["unmatched"]
+    assert [e.action for e in lorawan.decode_uplink(frame, profile)] == ["unmatched"]
 
 
 # -- zigbee2mqtt -------------------------------------------------------------------------------------------

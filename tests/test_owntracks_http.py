@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.model import Device, Person
+from bridge.core.model import Device, Person
 from tests.conftest import BridgeEnv, running_bridge
 from tests.test_watch import store_outage
 
@@ -88,7 +88,7 @@ async def test_store_outage_is_retried_inside_the_request(env: BridgeEnv) -> Non
 
 def test_a_device_with_another_profile_cannot_post_here() -> None:
     # The HTTP wearable profile speaks /v1/alerts only: its match keeps it off this route (wrong_topic).
-    from bridge.profiles import ProfileRegistry, matches_frame
+    from bridge.devices.profiles import ProfileRegistry, matches_frame
 
     wearable = ProfileRegistry.load().get("sosbridge-http-wearable")
     assert wearable is not None

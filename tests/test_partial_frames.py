@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bridge.decoding import DECODE_WARNINGS, DecodeError, Frame, get_decoder
-from bridge.profiles import DeviceProfile, ProfileRegistry, Sample
+from bridge.devices.decoding import DECODE_WARNINGS, DecodeError, Frame, get_decoder
+from bridge.devices.profiles import DeviceProfile, ProfileRegistry, Sample
 from device_adapters.decoders import diy_frame, watch
 
 REGISTRY = ProfileRegistry.load()

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.events import StatusBus
-from bridge.metrics import Metrics
-from bridge.model import AlertKind, AlertState, Device, Location, Observation, Person, utcnow
-from bridge.pipeline import AlertNotFound, Pipeline, Rejected, UnknownDevice, locate, should_escalate
+from bridge.alerts.pipeline import AlertNotFound, Pipeline, Rejected, UnknownDevice, locate, should_escalate
+from bridge.core.events import StatusBus
+from bridge.core.model import AlertKind, AlertState, Device, Location, Observation, Person, utcnow
+from bridge.infra.metrics import Metrics
 from bridge.store.base import StoreError
 from bridge.store.sqlite import SqliteStore
 from tests.factories import make_alert
@@ -92,7 +92,7 @@ async def test_cancel_before_forwarding_sends_nothing(pipeline: Pipeline) -> Non
 
 
 async def test_cancel_after_forwarding_is_a_stand_down(pipeline: Pipeline) -> None:
-    from bridge.lifecycle import LifecycleEvent
+    from bridge.core.lifecycle import LifecycleEvent
 
     created = await pipeline.submit(obs())
     await pipeline.lifecycle_event(created.alert_id or "", LifecycleEvent.delivered, actor="test")
@@ -152,7 +152,7 @@ def test_should_escalate() -> None:
 
 async def test_flood_folds_into_the_open_alert(tmp_path: Path) -> None:
     """Past the per-device limit every press is still recorded, but contacts are not multiplied."""
-    from bridge.ratelimit import TokenBuckets
+    from bridge.infra.ratelimit import TokenBuckets
 
     store = SqliteStore(tmp_path / "f.db")
     await store.open()
@@ -181,7 +181,7 @@ async def test_flood_folds_into_the_open_alert(tmp_path: Path) -> None:
 
 
 def test_token_buckets() -> None:
-    from bridge.ratelimit import TokenBuckets
+    from bridge.infra.ratelimit import TokenBuckets
 
     b = TokenBuckets(2, 1.0, max_keys=2)
     assert [b.allow("a", 0.0) for _ in range(3)] == [True, True, False]
@@ -242,7 +242,7 @@ async def test_first_presses_on_two_instances_open_one_alert(tmp_path: Path) -> 
 
 
 def test_replaces_fix_keeps_a_fresher_live_fix() -> None:
-    from bridge.pipeline import replaces_fix
+    from bridge.alerts.pipeline import replaces_fix
 
     now = utcnow()
     live = Location(lat=57.0, lon=-4.0, accuracy_m=8, source="gnss", fix_time=now)

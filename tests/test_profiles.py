@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from bridge.profiles import (
+from bridge.devices.profiles import (
     BUILTIN_PROFILE_DIR,
     ProfileError,
     ProfileRegistry,
     load_profile_file,
-    run_sample,
 )
+from bridge.devices.samples import run_sample
 
 REGISTRY = ProfileRegistry.load()
 CASES = [(p, s) for p in REGISTRY.profiles.values() for s in p.samples]

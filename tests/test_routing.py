@@ -12,9 +12,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from formats_factory import BEN_NEVIS, EDINBURGH_CASTLE, contact, gnss, no_location_contact
 
-from bridge.config import Settings
-from bridge.model import AlertKind, Severity
-from bridge.routing import (
+from bridge.app.config import Settings
+from bridge.core.model import AlertKind, Severity
+from bridge.delivery.routing import (
     BBox,
     Route,
     RoutingError,

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.embedded import EmbeddedBridge
-from bridge.model import Device
-from bridge.receiver import EmbeddedReceiver
+from bridge.app.embedded import EmbeddedBridge
+from bridge.core.model import Device
+from simulator.platform.receiver import EmbeddedReceiver
 from tests.conftest import bridge_settings
 
 

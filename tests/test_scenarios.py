@@ -56,7 +56,8 @@ def test_sim_run_cli_exit_codes(tmp_path: Path) -> None:
     import sys
 
     ok = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "sim", "run", "hostile-input"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "bridge.app.cli", "sim", "run", "hostile-input"],
+        capture_output=True, text=True, timeout=120,
     )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "hostile-input: 2 passed, 0 failed" in ok.stdout
@@ -66,7 +67,7 @@ def test_sim_run_cli_exit_codes(tmp_path: Path) -> None:
         "steps: [{action: http.alert, device: w, args: {kind: sos}, expect: [{device: w, kind: medical}]}]\n"
     )
     failed = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "sim", "run", str(bad)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "bridge.app.cli", "sim", "run", str(bad)], capture_output=True, text=True, timeout=120
     )
     assert failed.returncode == 1 and "missing" in failed.stdout
 

@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bridge.decoding import DecodeError, Frame
-from bridge.model import AlertKind
-from bridge.profiles import ProfileRegistry, check_profile
+from bridge.core.model import AlertKind
+from bridge.devices.decoding import DecodeError, Frame
+from bridge.devices.profiles import ProfileRegistry
+from bridge.devices.samples import check_profile
 from device_adapters.decoders import contact_id, diy_frame, gsm_sms, nmea
 from device_adapters.serial.config import SerialConfigError, parse_ports
 from device_adapters.serial.gsm import msisdn_variants, parse_header, parse_listing

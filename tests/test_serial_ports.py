@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from bridge.embedded import EmbeddedBridge
-from bridge.model import AlertKind, Device, Location, Person
-from bridge.pipeline import DURESS_CANCEL_REASON
-from bridge.receiver import EmbeddedReceiver
+from bridge.alerts.pipeline import DURESS_CANCEL_REASON
+from bridge.app.embedded import EmbeddedBridge
+from bridge.core.model import AlertKind, Device, Location, Person
 from device_adapters.decoders import diy_frame
 from simulator.devices.serial import (
     VirtualAlarmReceiver,
@@ -27,6 +26,7 @@ from simulator.devices.serial import (
     VirtualSerialPort,
 )
 from simulator.harness import virtual_serial_ports
+from simulator.platform.receiver import EmbeddedReceiver
 from tests.conftest import running_bridge
 from tests.factories import store_outage, until
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.model import AlertState, Device, HistoryEntry, Location, new_id, utcnow
+from bridge.core.model import AlertState, Device, HistoryEntry, Location, new_id, utcnow
 from bridge.store.base import Change, DuplicateMessage, Store
 from tests.factories import make_alert, make_item
 
@@ -249,7 +249,7 @@ async def test_put_devices_batch_is_idempotent_and_sets_tokens(store: Store) -> 
 
 
 async def test_a_delivered_notification_is_not_a_contact_sent(store: Store) -> None:
-    """Emergency contacts' rows (bridge/notify.py) never count as the platform having seen the alert."""
+    """Emergency contacts' rows (bridge/alerts/emergency_contacts.py) never count as the platform seeing the alert."""
     alert = make_alert()
     police = make_item(alert, 1)
     carer = make_item(alert, 1, critical=False, route="notify:email:0")

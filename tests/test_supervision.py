@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.model import AlertKind, Device, Observation, utcnow
-from bridge.profiles import load_profile_file
-from bridge.supervision import Supervisor, Watch, decide, effective_interval
+from bridge.alerts.supervision import Supervisor, Watch, decide, effective_interval
+from bridge.core.model import AlertKind, Device, Observation, utcnow
+from bridge.devices.profiles import load_profile_file
 from tests.conftest import ROOT, BridgeEnv, running_bridge
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)

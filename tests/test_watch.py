@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bridge.model import Device, Location, Person
-from bridge.serving import free_port
+from bridge.core.model import Device, Location, Person
+from bridge.infra.serving import free_port
 from device_adapters.decoders import watch
 from simulator.devices.watch import VirtualWatch, position_content
 from tests.conftest import BridgeEnv, running_bridge
@@ -241,7 +241,7 @@ async def test_stale_fix_is_last_known_with_its_age(watch_env: WatchEnv) -> None
 
 
 async def test_start_up_summary_names_the_listener(watch_env: WatchEnv) -> None:
-    from bridge.startup import summary_lines
+    from bridge.app.startup import summary_lines
 
     lines = await summary_lines(watch_env.env.bridge.runtime)
     assert f"watch      127.0.0.1:{watch_env.port} TCP" in lines

@@ -11,8 +11,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.decoding import Decoded, DecodeError, Frame
-from bridge.profiles import ProfileRegistry
+from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.profiles import ProfileRegistry
 from device_adapters.decoders import watch
 
 PROFILE = ProfileRegistry.load().get("watch-3g-protocol")

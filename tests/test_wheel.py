@@ -70,7 +70,7 @@ def test_the_wheel_ships_every_builtin_profile(installed: Path, tmp_path: Path) 
     assert listed.returncode == 0, listed.stderr
     assert listed.stdout.split() == builtins
     where = subprocess.run(
-        [str(installed / "bin" / "python"), "-c", "import bridge.profiles as p; print(p.BUILTIN_PROFILE_DIR)"],
+        [str(installed / "bin" / "python"), "-c", "import bridge.devices.profiles as p; print(p.BUILTIN_PROFILE_DIR)"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -86,7 +86,7 @@ def test_the_installed_demo_passes(installed: Path, tmp_path: Path) -> None:
 
 def test_the_wheel_ships_the_operator_console(installed: Path, tmp_path: Path) -> None:
     code = (
-        "import bridge.console as c, sys; print(c.__file__); "
+        "import simulator.platform.console as c, sys; print(c.__file__); "
         "sys.stdout.write(''.join(str(len(c.asset(n))) + ' ' for n in ('index.html', 'console.js', 'console.css')))"
     )
     out = subprocess.run(

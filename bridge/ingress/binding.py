@@ -13,8 +13,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from bridge.model import Device
-from bridge.profiles import DeviceProfile, ProfileRegistry, matches_frame
+from bridge.core.model import Device
+from bridge.devices.profiles import DeviceProfile, ProfileRegistry, matches_frame
 from bridge.store.base import Store
 
 

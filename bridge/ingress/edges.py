@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from bridge.decoding import Decoded
+from bridge.devices.decoding import Decoded
 
 
 class EdgeMemory:

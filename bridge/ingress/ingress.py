@@ -17,15 +17,15 @@ from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
-from bridge.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, get_decoder, parse_json_object
+from bridge.alerts.pipeline import Pipeline, Rejected, SubmitResult, device_state
+from bridge.core.model import Device, Observation
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, get_decoder, parse_json_object
+from bridge.devices.profiles import DeviceProfile, ProfileRegistry
+from bridge.infra.metrics import Metrics
 from bridge.ingress.binding import BindingError, Claim, DeviceCache, choose_profile
 from bridge.ingress.edges import EdgeMemory, edges
 from bridge.ingress.lanes import Coalesced, Lanes
 from bridge.ingress.receipt import Receipt
-from bridge.metrics import Metrics
-from bridge.model import Device, Observation
-from bridge.pipeline import Pipeline, Rejected, SubmitResult, device_state
-from bridge.profiles import DeviceProfile, ProfileRegistry
 from bridge.store.base import Store, StoreError
 
 log = logging.getLogger("sosbridge.ingress")

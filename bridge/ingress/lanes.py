@@ -15,8 +15,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from bridge.model import Device, Observation
-from bridge.pipeline import SubmitResult
+from bridge.alerts.pipeline import SubmitResult
+from bridge.core.model import Device, Observation
 from bridge.store.base import StoreError
 
 MAX_FOLD = 500  # presses folded into one submit (bounds one commit's dedupe keys)

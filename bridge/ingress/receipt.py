@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from bridge.model import Device
-    from bridge.pipeline import SubmitResult
-    from bridge.profiles import DeviceProfile
+    from bridge.alerts.pipeline import SubmitResult
+    from bridge.core.model import Device
+    from bridge.devices.profiles import DeviceProfile
 
 ReceiptStatus = Literal[
     "accepted",  # stored (created, escalated, duplicate, updated, cancelled, recorded)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
-from bridge.model import Alert, Device, HistoryEntry, Location
+from bridge.core.model import Alert, Device, HistoryEntry, Location
 
 OutboxState = Literal["pending", "inflight", "retry", "delivered", "dead", "cancelled"]
 

@@ -35,7 +35,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from bridge.model import Alert, Device, HistoryEntry, Location
+from bridge.core.model import Alert, Device, HistoryEntry, Location
 from bridge.store.base import (
     Change,
     ConcurrentUpdate,

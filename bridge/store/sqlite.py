@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.model import Alert, Device, HistoryEntry, Location
-from bridge.private_files import private_sqlite
+from bridge.core.model import Alert, Device, HistoryEntry, Location
+from bridge.infra.private_files import private_sqlite
 from bridge.store.base import (
     Change,
     ConcurrentUpdate,

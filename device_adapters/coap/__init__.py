@@ -22,22 +22,22 @@ import cbor2
 from aiocoap import Code
 from aiocoap.numbers import ContentFormat
 
-from bridge.adapters import BaseAdapter
-from bridge.aio import stop_tasks
-from bridge.decoding import Frame
-from bridge.events import StatusEvent
+from bridge.alerts.pipeline import device_state
+from bridge.core.events import StatusEvent
+from bridge.core.lifecycle import DEVICE_MESSAGES
+from bridge.core.messages import MESSAGE_DELIVERY
+from bridge.core.model import Alert, HistoryEntry, utcnow
+from bridge.devices.decoding import Frame
+from bridge.infra.aio import stop_tasks
 from bridge.ingress import Claim, Receipt
-from bridge.lifecycle import DEVICE_MESSAGES
-from bridge.messages import MESSAGE_DELIVERY
-from bridge.model import Alert, HistoryEntry, utcnow
-from bridge.pipeline import device_state
+from bridge.ingress.transport import BaseAdapter
 from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
 from device_adapters.coap.blockguard import BlockwiseGuard
 from device_adapters.coap.oscore import BridgeOscoreSite, OscoreContexts, device_for
 
 if TYPE_CHECKING:
-    from bridge.adapters import AdapterContext
-    from bridge.config import Settings
+    from bridge.app.config import Settings
+    from bridge.ingress.transport import AdapterContext
 
 log = logging.getLogger("sosbridge.coap")
 
@@ -231,8 +231,8 @@ class AlertStatus(resource.PathCapable, aiocoap.interfaces.ObservableResource):
 
     @staticmethod
     def status_message(alert_id: str, state: str, kind: str | None, fmt: Any) -> aiocoap.Message:
-        from bridge.lifecycle import DEVICE_MESSAGES
-        from bridge.model import AlertState
+        from bridge.core.lifecycle import DEVICE_MESSAGES
+        from bridge.core.model import AlertState
 
         body = {"alert_id": alert_id, "state": state, "kind": kind, "message": DEVICE_MESSAGES[AlertState(state)]}
         return response(Code.CONTENT, body, JSON if fmt == JSON else CBOR)

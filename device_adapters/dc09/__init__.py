@@ -30,16 +30,16 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from bridge.adapters import BaseAdapter
-from bridge.decoding import DecodeError, Frame
+from bridge.core.model import utcnow
+from bridge.devices.decoding import DecodeError, Frame
 from bridge.ingress import Claim
-from bridge.model import utcnow
+from bridge.ingress.transport import BaseAdapter
 from bridge.store.base import StoreError
 from device_adapters.decoders import dc09
 
 if TYPE_CHECKING:
-    from bridge.adapters import AdapterContext
-    from bridge.config import Settings
+    from bridge.app.config import Settings
+    from bridge.ingress.transport import AdapterContext
 
 log = logging.getLogger("sosbridge.dc09")
 

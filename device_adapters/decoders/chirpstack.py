@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bridge.decoding import Decoded, DecodeError, Frame, parse_json_object
-from bridge.model import Location
+from bridge.core.model import Location
+from bridge.devices.decoding import Decoded, DecodeError, Frame, parse_json_object
+from device_adapters.decoders.lorawan_mapping import map_uplink
 
 if TYPE_CHECKING:
-    from bridge.profiles import DeviceProfile
+    from bridge.devices.profiles import DeviceProfile
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,5 @@ def parse_uplink(doc: dict[str, Any], event: str = "up") -> Uplink:
 
 def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     """The `chirpstack` decoder: a v4 event (its type from meta `event`, default `up`)."""
-    from device_adapters.decoders.lorawan_codecs import map_uplink
-
     doc = parse_json_object(frame.payload)
     return map_uplink(parse_uplink(doc, frame.meta.get("event", "up")), profile, frame.meta)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bridge.decoding import Decoded, DecodeError, Frame
-from bridge.profiles import DeviceProfile, apply_profile
+from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.profiles import DeviceProfile, apply_profile
 
 _DIGIT_VALUES = {**{str(d): d for d in range(1, 10)}, "0": 10, "B": 11, "C": 12, "D": 13, "E": 14, "F": 15}
 # Receivers that print what they heard on the DTMF line use the keypad symbols for B-F.

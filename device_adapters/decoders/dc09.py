@@ -30,8 +30,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from bridge.decoding import Decoded, DecodeError, Frame
-from bridge.profiles import DeviceProfile, apply_profile
+from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.profiles import DeviceProfile, apply_profile
 from device_adapters.decoders import contact_id
 
 MAX_MESSAGE = 2048

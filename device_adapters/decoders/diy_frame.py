@@ -13,9 +13,9 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from bridge.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, UndeclaredKind
-from bridge.model import AlertKind, Location
-from bridge.profiles import DeviceProfile
+from bridge.core.model import AlertKind, Location
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, UndeclaredKind
+from bridge.devices.profiles import DeviceProfile
 
 SOF = b"\xa5\x5a"
 VERSION = 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from bridge.decoding import Decoded
+from bridge.devices.decoding import Decoded
 
 DEFAULT_MAX_FIX_AGE_S = 3600.0
 

@@ -16,8 +16,8 @@ import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from bridge.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame
-from bridge.profiles import DeviceProfile, apply_profile
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame
+from bridge.devices.profiles import DeviceProfile, apply_profile
 from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
 _LAT = re.compile(r"\blat(?:itude)?[:=\s]\s*(-?\d{1,2}\.\d+)", re.I)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bridge.decoding import Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
-from bridge.model import AlertKind
+from bridge.core.model import AlertKind
+from bridge.devices.decoding import Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
 
 if TYPE_CHECKING:
-    from bridge.profiles import DeviceProfile
+    from bridge.devices.profiles import DeviceProfile
 
 
 def intent_name(doc: dict[str, Any]) -> str:

@@ -5,20 +5,15 @@ as the vendor's codec in the TTN device repository, so a profile's mappings work
 object came from ChirpStack/TTN or from us. Written from the published byte layouts (Milesight WS101 and
 Dragino LGT-92 user manuals), not from the vendors' code.
 
-`decode_uplink` is the `lorawan` decoder: it accepts a ChirpStack v4 or a The Things Stack v3 uplink
-envelope, picks the decoded object (network server's, else ours), and maps it with the device profile.
+The `lorawan` decoder that uses them is in device_adapters/decoders/lorawan.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from bridge.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, parse_json_object
-from bridge.profiles import apply_profile
-
-if TYPE_CHECKING:
-    from bridge.profiles import DeviceProfile
+from bridge.devices.decoding import DECODE_WARNINGS, DecodeError
 
 Codec = Callable[[bytes, int], dict[str, Any]]
 
@@ -91,52 +86,3 @@ def run_codec(name: str, payload: bytes, f_port: int) -> dict[str, Any]:
     if codec is None:
         raise DecodeError(f"no LoRaWAN codec named {name!r}")
     return codec(payload, f_port)
-
-
-# -- the `lorawan` decoder: envelope → decoded object → profile mapping ---------------------------------
-def _envelope(frame: Frame, doc: dict[str, Any]) -> Any:
-    from device_adapters.decoders import chirpstack, ttn
-
-    network = frame.meta.get("network")
-    if network == "ttn" or (network is None and "end_device_ids" in doc):
-        return ttn.parse_uplink(doc)
-    return chirpstack.parse_uplink(doc, frame.meta.get("event", "up"))
-
-
-def map_uplink(uplink: Any, profile: DeviceProfile, meta: dict[str, str]) -> list[Decoded]:
-    """Shared tail of the ChirpStack and TTN decoders (uplink is a `chirpstack.Uplink`)."""
-    obj = uplink.decoded
-    codec = profile.options.get("codec")
-    if codec and uplink.payload is not None and (obj is None or profile.options.get("prefer_codec")):
-        obj = run_codec(str(codec), uplink.payload, uplink.f_port or 0)
-    doc: dict[str, Any] = {
-        "object": obj or {},
-        "fPort": uplink.f_port,
-        "network": uplink.network,
-        "event": uplink.event,
-        "location": uplink.network_location.model_dump() if uplink.network_location else None,
-    }
-    if isinstance(obj, dict) and isinstance(obj.get(DECODE_WARNINGS), list):
-        doc[DECODE_WARNINGS] = obj[DECODE_WARNINGS]  # a codec's dropped fields (apply_profile names them)
-    events = apply_profile(doc, profile, meta)
-    out: list[Decoded] = []
-    for i, ev in enumerate(events):
-        update: dict[str, Any] = {"device_ref": ev.device_ref or uplink.dev_eui}
-        if ev.message_id is None and uplink.message_id:
-            update["message_id"] = uplink.message_id if i == 0 else f"{uplink.message_id}:{i}"
-        if ev.occurred_at is None:
-            update["occurred_at"] = uplink.time
-        if ev.location is None and ev.action == "alert" and uplink.registry_location is not None:
-            # Where the device was registered, not where it is: flagged so nobody mistakes it for a fix.
-            update["location"] = uplink.registry_location
-        attrs = dict(ev.attributes)
-        attrs.setdefault("f_port", uplink.f_port)
-        attrs.setdefault("lns", uplink.network)
-        update["attributes"] = attrs
-        out.append(ev.model_copy(update=update))
-    return out
-
-
-def decode_uplink(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
-    doc = parse_json_object(frame.payload)
-    return map_uplink(_envelope(frame, doc), profile, frame.meta)

@@ -19,9 +19,9 @@ from typing import Any
 
 import pynmea2
 
-from bridge.decoding import Decoded, DecodeError, Frame
-from bridge.model import Location
-from bridge.profiles import DeviceProfile
+from bridge.core.model import Location
+from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.profiles import DeviceProfile
 from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from bridge.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
-from bridge.model import AlertKind, Location
+from bridge.core.model import AlertKind, Location
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
 
 if TYPE_CHECKING:
-    from bridge.profiles import DeviceProfile
+    from bridge.devices.profiles import DeviceProfile
 
 IGNORED_TYPES = frozenset(
     {"lwt", "waypoint", "waypoints", "card", "cmd", "configuration", "status", "steps", "beacon", "request"}

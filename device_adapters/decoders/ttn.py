@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from bridge.decoding import Decoded, DecodeError, Frame, parse_json_object
-from bridge.model import Location
+from bridge.core.model import Location
+from bridge.devices.decoding import Decoded, DecodeError, Frame, parse_json_object
 from device_adapters.decoders.chirpstack import Uplink, b64, hex_eui, parse_time
+from device_adapters.decoders.lorawan_mapping import map_uplink
 
 if TYPE_CHECKING:
-    from bridge.profiles import DeviceProfile
+    from bridge.devices.profiles import DeviceProfile
 
 
 def _registry_location(msg: dict[str, Any]) -> Location | None:
@@ -67,6 +68,4 @@ def parse_uplink(doc: dict[str, Any]) -> Uplink:
 
 def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     """The `ttn` decoder."""
-    from device_adapters.decoders.lorawan_codecs import map_uplink
-
     return map_uplink(parse_uplink(parse_json_object(frame.payload)), profile, frame.meta)

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.decoding import Decoded, DecodeError, Frame
-from bridge.profiles import DeviceProfile, apply_profile
+from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.profiles import DeviceProfile, apply_profile
 from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
 MAX_FRAME = 16 * 1024  # text frames are well under 1 KiB; voice (TK) and images are not accepted

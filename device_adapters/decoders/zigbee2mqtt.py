@@ -13,12 +13,12 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from bridge.decoding import Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
-from bridge.model import AlertKind
-from bridge.profiles import apply_profile
+from bridge.core.model import AlertKind
+from bridge.devices.decoding import Decoded, DecodeError, Frame, UndeclaredKind, parse_json_object
+from bridge.devices.profiles import apply_profile
 
 if TYPE_CHECKING:
-    from bridge.profiles import DeviceProfile
+    from bridge.devices.profiles import DeviceProfile
 
 Availability = Literal["online", "offline"]
 

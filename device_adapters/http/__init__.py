@@ -17,13 +17,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.adapters import AdapterContext, BaseAdapter
-from bridge.api.auth import require_device
-from bridge.decoding import Frame
-from bridge.ingress import Claim, Receipt
-from bridge.lifecycle import DEVICE_MESSAGES
-from bridge.messages import MESSAGE_DELIVERY, MESSAGE_OUT, conversation, delivered_over
-from bridge.model import (
+from bridge.alerts.pipeline import AlertNotFound, Rejected, SubmitResult, device_state
+from bridge.app.api.auth import require_device
+from bridge.core.lifecycle import DEVICE_MESSAGES
+from bridge.core.messages import MESSAGE_DELIVERY, MESSAGE_OUT, conversation, delivered_over
+from bridge.core.model import (
     FINAL_STATES,
     Alert,
     AlertKind,
@@ -35,11 +33,13 @@ from bridge.model import (
     Severity,
     utcnow,
 )
-from bridge.pipeline import AlertNotFound, Rejected, SubmitResult, device_state
+from bridge.devices.decoding import Frame
+from bridge.ingress import Claim, Receipt
+from bridge.ingress.transport import AdapterContext, BaseAdapter
 from bridge.store.base import Store, StoreError
 
 if TYPE_CHECKING:
-    from bridge.config import Settings
+    from bridge.app.config import Settings
 
 TRANSPORT = "http"
 SSE_KEEPALIVE_S = 15.0

@@ -17,18 +17,18 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from bridge.adapters import AdapterContext, BaseAdapter
-from bridge.aio import READY_TIMEOUT_S, await_ready, stop_tasks, wait_event
-from bridge.decoding import DecodeError, Frame, parse_json_object
-from bridge.events import StatusEvent
+from bridge.alerts.pipeline import silent_from_start
+from bridge.alerts.supervision import gateway_state_changed
+from bridge.core.events import StatusEvent
+from bridge.core.lifecycle import DEVICE_MESSAGES
+from bridge.core.messages import MESSAGE_DELIVERY
+from bridge.core.model import HistoryEntry, utcnow
+from bridge.devices.decoding import DecodeError, Frame, parse_json_object
+from bridge.devices.profiles import ProfileRegistry
+from bridge.infra.aio import READY_TIMEOUT_S, await_ready, stop_tasks, wait_event
 from bridge.ingress import Claim, Receipt
-from bridge.lifecycle import DEVICE_MESSAGES
-from bridge.messages import MESSAGE_DELIVERY
-from bridge.model import HistoryEntry, utcnow
-from bridge.pipeline import silent_from_start
-from bridge.profiles import ProfileRegistry
+from bridge.ingress.transport import AdapterContext, BaseAdapter
 from bridge.store.base import Store, StoreError
-from bridge.supervision import gateway_state_changed
 from device_adapters.decoders import hermes as hermes_decoder
 from device_adapters.decoders.zigbee2mqtt import parse_availability
 from device_adapters.mqtt import topics
@@ -37,7 +37,7 @@ from device_adapters.mqtt.limits import FloodGuard
 from device_adapters.mqtt.url import parse_broker_url
 
 if TYPE_CHECKING:
-    from bridge.config import Settings
+    from bridge.app.config import Settings
 
 log = logging.getLogger("sosbridge.mqtt")
 
@@ -48,7 +48,7 @@ RAW_LIMIT = 4096
 
 @dataclass
 class MqttOptions:
-    """Adapter settings beyond bridge/config.py; from SOSBRIDGE_MQTT_* environment variables."""
+    """Adapter settings beyond bridge/app/config.py; from SOSBRIDGE_MQTT_* environment variables."""
 
     z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)
     store_retry_max_s: float = 5.0

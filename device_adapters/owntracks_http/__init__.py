@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from bridge.adapters import AdapterContext, BaseAdapter
-from bridge.decoding import Frame
+from bridge.core.model import Device, utcnow
+from bridge.devices.decoding import Frame
 from bridge.ingress import Claim, Receipt
-from bridge.model import Device, utcnow
+from bridge.ingress.transport import AdapterContext, BaseAdapter
 
 if TYPE_CHECKING:
-    from bridge.config import Settings
+    from bridge.app.config import Settings
 
 log = logging.getLogger("sosbridge.owntracks")
 

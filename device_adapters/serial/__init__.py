@@ -9,8 +9,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from bridge.adapters import BaseAdapter
-from bridge.aio import stop_tasks
+from bridge.infra.aio import stop_tasks
+from bridge.ingress.transport import BaseAdapter
 from device_adapters.serial.base import PortHandler
 from device_adapters.serial.config import PortConfig, parse_ports
 from device_adapters.serial.contactid import ContactIdHandler
@@ -20,8 +20,8 @@ from device_adapters.serial.link import SerialLink
 from device_adapters.serial.nmea import NmeaHandler
 
 if TYPE_CHECKING:
-    from bridge.adapters import AdapterContext
-    from bridge.config import Settings
+    from bridge.app.config import Settings
+    from bridge.ingress.transport import AdapterContext
 
 log = logging.getLogger("sosbridge.serial")
 

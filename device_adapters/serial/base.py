@@ -10,13 +10,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from bridge.decoding import Frame
+from bridge.devices.decoding import Frame
 from bridge.ingress import Claim, Receipt
 from device_adapters.serial.config import PortConfig
 from device_adapters.serial.link import Connection
 
 if TYPE_CHECKING:
-    from bridge.adapters import AdapterContext
+    from bridge.ingress.transport import AdapterContext
 
 log = logging.getLogger("sosbridge.serial")
 

@@ -9,7 +9,7 @@ receiver keeps the event and repeats it.
 
 from __future__ import annotations
 
-from bridge.decoding import DecodeError
+from bridge.devices.decoding import DecodeError
 from bridge.ingress import Receipt
 from device_adapters.decoders import contact_id
 from device_adapters.serial.base import PortHandler, log

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.decoding import DecodeError
+from bridge.devices.decoding import DecodeError
 from device_adapters.decoders import diy_frame
 from device_adapters.serial.base import PortHandler, log
 from device_adapters.serial.link import Connection

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import serial
 
-from bridge.aio import STOP_TIMEOUT_S
+from bridge.infra.aio import STOP_TIMEOUT_S
 
 log = logging.getLogger("sosbridge.serial")
 

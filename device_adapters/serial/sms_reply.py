@@ -15,17 +15,26 @@ import asyncio
 import logging
 import re
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from bridge.events import StatusEvent
-from bridge.lifecycle import DEVICE_MESSAGES
-from bridge.messages import MESSAGE_DELIVERY
-from bridge.model import ALWAYS_SILENT_KINDS, Alert, AlertState, Device, HistoryEntry, utcnow
-from bridge.ratelimit import TokenBuckets
+from bridge.core.events import StatusEvent
+from bridge.core.lifecycle import DEVICE_MESSAGES
+from bridge.core.messages import MESSAGE_DELIVERY
+from bridge.core.model import ALWAYS_SILENT_KINDS, Alert, AlertState, Device, HistoryEntry, utcnow
+from bridge.infra.ratelimit import TokenBuckets
 
 if TYPE_CHECKING:
-    from device_adapters.serial.gsm import GsmHandler
+    from bridge.ingress.transport import AdapterContext
     from device_adapters.serial.link import Connection
+
+
+class SmsSender(Protocol):
+    """What the replier needs of the modem's handler (device_adapters/serial/gsm.py's `GsmHandler`)."""
+
+    @property
+    def ctx(self) -> AdapterContext: ...
+
+    async def send_sms(self, conn: Connection, number: str, text: str) -> None: ...
 
 log = logging.getLogger("sosbridge.serial")
 
@@ -57,7 +66,7 @@ def sms_parts(text: str, limit: int = 160) -> list[str]:
 
 
 class SmsReplier:
-    def __init__(self, handler: GsmHandler, *, burst: int = 4, per_min: float = 1.0, attempts: int = 3,
+    def __init__(self, handler: SmsSender, *, burst: int = 4, per_min: float = 1.0, attempts: int = 3,
                  backoff_s: float = 1.0) -> None:
         self.handler = handler
         self.limiter = TokenBuckets(burst, per_min / 60)

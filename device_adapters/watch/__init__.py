@@ -34,16 +34,16 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bridge.adapters import BaseAdapter
-from bridge.aio import stop_tasks
-from bridge.decoding import DecodeError, Frame
+from bridge.core.model import utcnow
+from bridge.devices.decoding import DecodeError, Frame
+from bridge.infra.aio import stop_tasks
 from bridge.ingress import Claim, Receipt
-from bridge.model import utcnow
+from bridge.ingress.transport import BaseAdapter
 from device_adapters.decoders import watch
 
 if TYPE_CHECKING:
-    from bridge.adapters import AdapterContext
-    from bridge.config import Settings
+    from bridge.app.config import Settings
+    from bridge.ingress.transport import AdapterContext
 
 log = logging.getLogger("sosbridge.watch")
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.serving import free_port
-from simulator.scenario import RunContext, Step, action
+from bridge.infra.serving import free_port
+from simulator.scenario import RunContext, Step, action, device_spec_key
 
 SCRATCH_KEY = "carer_phone"
 
@@ -72,6 +72,15 @@ def emergency_contact_for(ctx: RunContext, device_id: str, carer: dict[str, Any]
         raise RuntimeError(f"device {device_id!r} has a carer, but this run has no virtual carer phone "
                            "(the scenario needs: [carer], and the embedded stack)")
     return {**carer, "webhook_url": phone.url}
+
+
+@device_spec_key("carer")
+def add_carer(ctx: RunContext, spec: dict[str, Any], carer: Any) -> None:
+    """`carer:` in a scenario's device entry: the person gets an emergency contact on the virtual phone."""
+    person = dict(spec.get("person") or {})
+    contact = emergency_contact_for(ctx, str(spec.get("device_id")), carer)
+    person["emergency_contacts"] = [*person.get("emergency_contacts", []), contact]
+    spec["person"] = person
 
 
 @action("carer.expect")

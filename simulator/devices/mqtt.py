@@ -20,8 +20,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.model import Device
-from bridge.profiles import DeviceProfile, ProfileRegistry, Sample
+from bridge.core.model import Device
+from bridge.devices.profiles import DeviceProfile, ProfileRegistry, Sample
 from device_adapters.mqtt.url import parse_broker_url
 from simulator.scenario import RunContext, Step, action
 

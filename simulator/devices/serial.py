@@ -14,8 +14,8 @@ import tty
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bridge.aio import stop_tasks
-from bridge.model import AlertKind
+from bridge.core.model import AlertKind
+from bridge.infra.aio import stop_tasks
 from device_adapters.decoders import contact_id, diy_frame
 from simulator.scenario import RunContext, Step, action
 

@@ -16,8 +16,8 @@ from ask_sdk_model import RequestEnvelope
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from bridge.adapters import AdapterContext, BaseAdapter
-from bridge.config import Settings
+from bridge.app.config import Settings
+from bridge.ingress.transport import AdapterContext, BaseAdapter
 from skills.alexa.amazon_api import AmazonApi, HttpxApiClient
 from skills.alexa.certs import CachedChainSource, default_trust_roots_pem, http_fetcher
 from skills.alexa.config import AlexaSettings

@@ -18,7 +18,7 @@ from pathlib import Path
 import certifi
 import httpx
 
-from bridge.ratelimit import TokenBuckets
+from bridge.infra.ratelimit import TokenBuckets
 from skills.alexa.verify import VerificationFailed, check_cert_url, normalise_cert_url
 
 Fetcher = Callable[[str], bytes]

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
+from bridge.app.cli_support import CommandGroups
+
 alexa_app = typer.Typer(help="Alexa skill: certificate cache.", no_args_is_help=True)
+
+
+def register(groups: CommandGroups) -> None:
+    """`sosbridge alexa …` (the `sosbridge.commands` entry point group)."""
+    groups.root.add_typer(alexa_app, name="alexa")
 
 
 @alexa_app.command("cache-cert")

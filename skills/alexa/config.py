@@ -1,6 +1,6 @@
 """Alexa skill settings, from `SOSBRIDGE_ALEXA_*` environment variables.
 
-Kept apart from `bridge.config.Settings` so the skill (and its Lambda variant) can be configured on its
+Kept apart from `bridge.app.config.Settings` so the skill (and its Lambda variant) can be configured on its
 own; the adapter reads it when the runtime instantiates `AlexaAdapter()` with no arguments.
 """
 

@@ -12,7 +12,7 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
-from bridge.model import Observation
+from bridge.core.model import Observation
 from skills.alexa.service import AlertOutcome, Identity, VoiceService
 
 T = TypeVar("T")

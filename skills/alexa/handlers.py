@@ -26,7 +26,7 @@ from ask_sdk_model import IntentConfirmationStatus, Response
 from ask_sdk_model.dialog import ConfirmIntentDirective
 from ask_sdk_model.ui import AskForPermissionsConsentCard, SimpleCard
 
-from bridge.model import AlertKind, AlertState, Location, Observation
+from bridge.core.model import AlertKind, AlertState, Location, Observation
 from skills.alexa.amazon_api import AmazonApi
 from skills.alexa.config import AlexaSettings
 from skills.alexa.gateway import Gateway

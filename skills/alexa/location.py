@@ -1,4 +1,4 @@
-"""Pure conversions from Alexa location data to `bridge.model.Location` (NOTES.md §6).
+"""Pure conversions from Alexa location data to `bridge.core.model.Location` (NOTES.md §6).
 
 `LocationSource` has no Alexa-specific values, so the coarse `source` is "network" for Alexa
 Geolocation (a phone's or car's fused fix) and "fixed" for the Device Address (a civic address typed into
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.model import CivicAddress, Location
+from bridge.core.model import CivicAddress, Location
 from skills.alexa.verify import parse_alexa_time
 
 ADDRESS_PERMISSION = "read::alexa:device:all:address"

@@ -19,7 +19,7 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from bridge.model import AlertState, Observation
+from bridge.core.model import AlertState, Observation
 from skills.alexa.service import AlertOutcome, Identity, VoiceRejected, VoiceService, VoiceUnavailable
 
 SIGNATURE_HEADER = "X-SOSBridge-Relay-Signature"

@@ -12,12 +12,12 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-from bridge.events import StatusBus
-from bridge.messages import MESSAGE_DELIVERY, MESSAGE_OUT
-from bridge.model import AlertState, Device, HistoryEntry, Observation, utcnow
-from bridge.pipeline import Rejected, discreet, held_under_duress, silent_from_start
+from bridge.alerts.pipeline import Rejected, discreet, held_under_duress, silent_from_start
+from bridge.alerts.supervision import Submitter
+from bridge.core.events import StatusBus
+from bridge.core.messages import MESSAGE_DELIVERY, MESSAGE_OUT
+from bridge.core.model import AlertState, Device, HistoryEntry, Observation, utcnow
 from bridge.store.base import Store, StoreError
-from bridge.supervision import Submitter
 
 log = logging.getLogger("sosbridge.voice")
 

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from bridge.model import AlertState
+from bridge.core.model import AlertState
 
 EMERGENCY_NUMBER = {"en-GB": "999", "en-IE": "112 or 999", "en-US": "911", "en-CA": "911", "en-AU": "000"}
 DEFAULT_EMERGENCY_NUMBER = "112"

@@ -21,10 +21,10 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bridge.adapters import AdapterContext, BaseAdapter
-from bridge.api.auth import device_for_credential
-from bridge.config import Settings
-from bridge.model import AlertKind, AlertState, Location, Observation, new_id
+from bridge.app.api.auth import device_for_credential
+from bridge.app.config import Settings
+from bridge.core.model import AlertKind, AlertState, Location, Observation, new_id
+from bridge.ingress.transport import AdapterContext, BaseAdapter
 from skills.alexa.service import AlertOutcome, VoiceRejected, VoiceService, VoiceUnavailable
 from skills.alexa.speech import say, state_speech, status_speech
 from skills.assist.config import AssistSettings

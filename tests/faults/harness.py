@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bridge.serving import free_port
+from bridge.infra.serving import free_port
 from tests.conftest import ROOT, Proc, start_bridge_process, start_receiver_process, wait_http, wait_port
 
 

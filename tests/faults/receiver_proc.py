@@ -1,4 +1,4 @@
-"""The reference receiver (bridge.receiver.Receiver) as a process that starts in a fault mode.
+"""The reference receiver (simulator.platform.receiver.Receiver) as a process that starts in a fault mode.
 
 `sosbridge receiver` has no mode option, and its POST /control/mode/{mode} is shadowed by the
 /control/{event}/{alert_id} route (reported to the lead), so the slow scenario starts it here instead.
@@ -10,7 +10,7 @@ import argparse
 
 import uvicorn
 
-from bridge.receiver import Receiver
+from simulator.platform.receiver import Receiver
 
 
 def main() -> None:

@@ -80,7 +80,7 @@ def test_cache_cert_command_fills_the_offline_cache(tmp_path: Path, chain_pem: b
     pem.write_bytes(chain_pem)
     cache = tmp_path / "cache"
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_")}
-    cmd = [sys.executable, "-m", "bridge.cli", "alexa", "cache-cert", CERT_URL, str(pem), "--cache-dir", str(cache)]
+    cmd = [sys.executable, "-m", "bridge.app.cli", "alexa", "cache-cert", CERT_URL, str(pem), "--cache-dir", str(cache)]
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (cache / cache_key(CERT_URL)).read_bytes() == chain_pem

@@ -20,9 +20,9 @@ import httpx
 import pytest
 from aiocoap.numbers.codes import Code
 
-from bridge.model import Alert, AlertKind, AlertState, Device, Person
-from bridge.pipeline import DURESS_CANCEL_REASON, held_under_duress
-from bridge.serving import free_port
+from bridge.alerts.pipeline import DURESS_CANCEL_REASON, held_under_duress
+from bridge.core.model import Alert, AlertKind, AlertState, Device, Person
+from bridge.infra.serving import free_port
 from simulator.devices.coap import VirtualCoapDevice
 from simulator.devices.dc09 import VirtualPanel
 from skills.alexa.speech import say, state_speech

@@ -21,9 +21,9 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.receiver import EmbeddedReceiver
-from bridge.serving import free_port
-from bridge.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
+from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
+from bridge.infra.serving import free_port
+from simulator.platform.receiver import EmbeddedReceiver
 from tests.conftest import ROOT, BridgeEnv, running_bridge
 from tests.factories import until
 
@@ -110,7 +110,7 @@ def serve_process(env: dict[str, str], *args: str, timeout: float = 20.0) -> sub
     full = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_")}
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "serve", *args],
+        [sys.executable, "-m", "bridge.app.cli", "serve", *args],
         env=full,
         cwd=ROOT,
         capture_output=True,
@@ -165,7 +165,8 @@ def assert_refused(tmp_path: Path, extra: dict[str, str], *args: str) -> None:
 def test_receiver_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
     full = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_")}
     done = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "receiver", "--port", str(free_port()), "--jsonl", str(tmp_path / "c")],
+        [sys.executable, "-m", "bridge.app.cli", "receiver",
+         "--port", str(free_port()), "--jsonl", str(tmp_path / "c")],
         env=full,
         cwd=ROOT,
         capture_output=True,
@@ -176,7 +177,7 @@ def test_receiver_refuses_to_start_without_a_secret(tmp_path: Path) -> None:
 
 
 async def test_the_demo_generates_its_own_secrets(tmp_path: Path) -> None:
-    from bridge.security import serve_refusal
+    from bridge.app.security import serve_refusal
     from simulator.harness import embedded_stack  # what `sosbridge demo` runs on
 
     async with embedded_stack(tmp_path, embedded_mqtt=False, coap_enabled=False) as stack:
@@ -233,7 +234,7 @@ class CrashingReader:
 
 @pytest.fixture
 async def bridge_with_crashing_reader(tmp_path: Path) -> AsyncIterator[BridgeEnv]:
-    from bridge.embedded import EmbeddedBridge
+    from bridge.app.embedded import EmbeddedBridge
     from tests.conftest import bridge_settings
 
     secret, token = secrets.token_hex(16), secrets.token_hex(16)
@@ -281,7 +282,7 @@ async def test_refused_credentials_write_one_summary_row_per_source_and_interval
 
 
 async def test_redis_audit_stream_is_bounded(redis_url: str) -> None:
-    from bridge.model import utcnow
+    from bridge.core.model import utcnow
     from bridge.store.redis import RedisStore
 
     store = RedisStore(redis_url, namespace="audit-" + secrets.token_hex(4), audit_maxlen=200)
@@ -446,7 +447,7 @@ def test_devices_add_refuses_a_short_token(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_")}
     env["SOSBRIDGE_DB"] = str(tmp_path / "b.db")
     done = subprocess.run(
-        [sys.executable, "-m", "bridge.cli", "devices", "add", "pendant-10", "--token", "42"],
+        [sys.executable, "-m", "bridge.app.cli", "devices", "add", "pendant-10", "--token", "42"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 2 and "16 to 200 characters" in done.stdout + done.stderr
@@ -470,11 +471,11 @@ def test_serve_says_what_is_unsafe_when_it_may_start(tmp_path: Path) -> None:
     log = tmp_path / "serve.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "serve", "--embedded-broker", "--broker-port", str(free_port())],
+            [sys.executable, "-m", "bridge.app.cli", "serve", "--embedded-broker", "--broker-port", str(free_port())],
             env=env, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
         )
     try:
-        from bridge.serving import wait_http
+        from bridge.infra.serving import wait_http
 
         wait_http(f"http://127.0.0.1:{port}/healthz", proc=proc, timeout=30)
         lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from bridge.serving import free_port, wait_http
+from bridge.infra.serving import free_port, wait_http
 from tests.conftest import ROOT
 
 FD_LIMIT = 200
@@ -50,7 +50,7 @@ def bridge_process(tmp_path: Path) -> Iterator[tuple[str, str]]:
     )
     with open(tmp_path / "bridge.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bridge.cli", "serve"],
+            [sys.executable, "-m", "bridge.app.cli", "serve"],
             env=env,
             cwd=ROOT,
             stdout=log,

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.formats import render
-from bridge.model import Device, Person
+from bridge.core.model import Device, Person
+from bridge.delivery.formats import render
 from tests.conftest import running_bridge
 from tests.formats_factory import contact, device
 

@@ -8,10 +8,10 @@ import logging
 import os
 import struct
 
-from bridge.adapters import AdapterContext, BaseAdapter
-from bridge.config import Settings
-from bridge.decoding import DecodeError, Frame, get_decoder
-from bridge.pipeline import Rejected
+from bridge.alerts.pipeline import Rejected
+from bridge.app.config import Settings
+from bridge.devices.decoding import DecodeError, Frame, get_decoder
+from bridge.ingress.transport import AdapterContext, BaseAdapter
 from sosbridge_acme.frame import ACK, FRAME_LEN, NAK
 
 log = logging.getLogger("sosbridge.acme")

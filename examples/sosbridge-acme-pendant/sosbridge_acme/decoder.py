@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bridge.decoding import Decoded, DecodeError, Frame
-from bridge.model import AlertKind, Location
-from bridge.profiles import DeviceProfile
+from bridge.core.model import AlertKind, Location
+from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.profiles import DeviceProfile
 from sosbridge_acme.frame import FrameError, parse
 
 EVENTS = {

@@ -1,0 +1,303 @@
+"""Configuration: `SOSBRIDGE_*` environment variables and a TOML file (`--config FILE` or `SOSBRIDGE_CONFIG`).
+
+One loader, `load_settings`, reads both. Precedence, highest first: explicit overrides (command-line
+options), environment variables, the TOML file, then command defaults (e.g. `serve` turns CoAP on).
+Every problem is a `ConfigError`: one line naming the setting (its environment variable) and what is
+wrong. The reference of every setting is generated from this class (docs/reference/configuration.md).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from bridge.app.config_file import ConfigError, read_config_file
+from bridge.app.security_settings import SecuritySettings
+
+ENV_PREFIX = "SOSBRIDGE_"
+# Fields that hold credentials: their values never appear in an error message.
+SECRET_FIELDS = frozenset({"admin_token", "platform_token", "platform_secret", "smtp_password"})
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def default_data_dir() -> str:
+    """`$XDG_DATA_HOME/sosbridge`, or `~/.local/share/sosbridge`: the same for every working directory."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "sosbridge")
+
+
+def _http_url(value: str | None) -> str | None:
+    if not value:
+        return None  # an empty variable means unset
+    if not re.match(r"^https?://[^\s/]+", value):
+        raise ValueError(f"must be an http:// or https:// URL, got {value!r}")
+    return value
+
+
+class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/security.py
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+
+    config: str | None = Field(
+        default=None, description="TOML configuration file (the same as `--config FILE`)", exclude=True
+    )
+
+    # storage
+    data_dir: str = Field(
+        default_factory=default_data_dir,
+        description="Directory of the bridge's files: the SQLite store, the fallback spool, OSCORE contexts. "
+        "Default `$XDG_DATA_HOME/sosbridge` (`~/.local/share/sosbridge`)",
+    )
+    db: str = Field(default="", description="SQLite file of the embedded store (default `<data_dir>/sosbridge.db`)")
+    redis_url: str | None = Field(
+        default=None, description="Use the Redis store instead of SQLite (scale-out): redis://, rediss:// or unix://"
+    )
+
+    # HTTP API
+    http_host: str = Field(default="127.0.0.1", description="Address the HTTP API binds to")
+    http_port: int = Field(default=8080, ge=0, le=65535, description="Port of the HTTP API")
+    public_url: str | None = Field(
+        default=None, description="Base URL the platform calls back on (default `http://<http_host>:<http_port>`)"
+    )
+    admin_token: str | None = Field(default=None, description="Bearer credential for /v1/devices")
+    platform_token: str | None = Field(
+        default=None, description="Bearer credential the platform calls back with; the callbacks answer 403 while "
+        "it is unset (never the webhook secret)"
+    )
+    max_body_bytes: int = Field(default=16 * 1024, gt=0, description="Largest request body accepted, in bytes")
+
+    # contact platform
+    platform_url: str | None = Field(default=None, description="Webhook URL of the contact platform (default route)")
+    platform_secret: str = Field(default="change-me", min_length=1, description="HMAC key signing each webhook")
+    platform_format: Literal["json", "cap", "eido"] = Field(
+        default="json", description="Body format of the default route: json, cap or eido"
+    )
+    platform_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one webhook call, seconds")
+    fallback_url: str | None = Field(default=None, description="Standby webhook for critical contacts")
+    fallback_file: str | None = Field(
+        default=None,
+        description="JSONL spool used when no fallback URL answers (default `<data_dir>/fallback-contacts.jsonl`)",
+    )
+    fallback_after_attempts: int = Field(default=3, ge=1, description="Failed attempts before the fallback is used")
+    # the person's own emergency contacts (docs/operations/emergency-contacts.md)
+    smtp_host: str | None = Field(default=None, description="SMTP server for e-mails to emergency contacts")
+    smtp_port: int = Field(default=587, ge=1, le=65535, description="SMTP port (587 STARTTLS, 465 TLS, 25 plain)")
+    smtp_security: Literal["starttls", "tls", "none"] = Field(default="starttls", description="starttls, tls or none")
+    smtp_username: str | None = Field(default=None, description="SMTP login, if the server needs one")
+    smtp_password: str | None = Field(default=None, repr=False, description="SMTP password")
+    smtp_from: str = Field(default="sosbridge@localhost", description="From address of those e-mails")
+    smtp_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one SMTP delivery, seconds")
+    notify_max_age_s: float = Field(
+        default=6 * 3600, gt=0, description="A notification not delivered by then is given up (never hours late)"
+    )
+    notify_map_url: str = Field(
+        default="https://www.openstreetmap.org/?mlat={lat}&mlon={lon}#map=17/{lat}/{lon}",
+        description="Map link in notifications; {lat} and {lon} are replaced",
+    )
+    retry_base_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles on each attempt")
+    retry_max_s: float = Field(default=60.0, gt=0, description="Longest retry delay")
+    forwarder_workers: int = Field(default=16, ge=1, description="Concurrent webhook deliveries")
+    lease_s: float = Field(default=30.0, gt=0, description="How long a worker holds an outbox item before another may")
+
+    # adapters
+    mqtt_url: str | None = Field(default=None, description="MQTT broker URL (mqtt:// or mqtts://); enables MQTT")
+    mqtt_client_id: str = Field(default="sosbridge", description="MQTT client id (each instance needs its own)")
+    mqtt_shared_group: str | None = Field(
+        default=None, description="MQTT shared-subscription group, so several bridges share one stream"
+    )
+    coap_host: str = Field(default="127.0.0.1", description="Address the CoAP server binds to")
+    coap_port: int = Field(default=5683, ge=0, le=65535, description="UDP port of the CoAP server")
+    coap_enabled: bool = Field(
+        default=False, description="Run the CoAP server (`sosbridge serve` turns it on unless set to false)"
+    )
+    serial_ports: str | None = Field(default=None, description="Serial receivers: protocol=path[,protocol=path...]")
+    profile_dirs: str | None = Field(
+        default=None, description="Extra profile directories (os.pathsep-separated); same ids override built-ins"
+    )
+    # 4G SOS watches (TCP) and SIA DC-09 alarm panels/receivers (TCP and UDP): off unless a port is set
+    watch_host: str = Field(default="127.0.0.1", description="Address the 4G SOS watch listener binds to")
+    watch_port: int | None = Field(
+        default=None, ge=0, le=65535, description="TCP port for 4G SOS watches (3G protocol); enables it"
+    )
+    watch_idle_s: float = Field(default=900, gt=0, description="Close a watch connection silent this long")
+    dc09_host: str = Field(default="127.0.0.1", description="Address the SIA DC-09 receiver binds to")
+    dc09_port: int | None = Field(
+        default=None, ge=0, le=65535, description="TCP and UDP port of the SIA DC-09 receiver; enables it"
+    )
+
+    # abuse resistance and retention
+    device_update_burst: int = Field(default=5, ge=1, description="Escalation contacts a device may cause at once")
+    device_update_per_min: float = Field(default=6, gt=0, description="...and per minute after the burst")
+    device_cache_s: float = Field(
+        default=2.0, ge=0,
+        description="Seconds the ingress reuses a registry answer for a sender (0: read the store for every "
+        "frame). A device added, changed or removed by another process takes effect within this time; "
+        "through the registry API at once",
+    )
+    auth_failures_burst: int = Field(default=20, ge=1, description="Failed credentials per source before 429")
+    auth_failures_per_min: float = Field(default=20, gt=0, description="...and per minute after the burst")
+    retention_days: float = Field(default=90, gt=0, description="Closed alerts older than this are purged")
+
+    # device supervision (check-ins, gateways)
+    supervision_enabled: bool = Field(default=True, description="Watch check-ins and gateways")
+    supervision_grace_s: float = Field(default=60, ge=0, description="Tolerance for a late check-in")
+    supervision_tick_s: float = Field(default=5, gt=0, description="Longest pause between supervision passes")
+    supervision_registry_refresh_s: float = Field(
+        default=60, gt=0, description="How often supervision re-reads the whole registry for newly supervised devices"
+    )
+
+    # behaviour
+    default_status: Literal["actual", "exercise", "test"] = Field(
+        default="actual", description="Status of every contact: actual, exercise or test"
+    )
+    last_known_max_age_s: float = Field(
+        default=24 * 3600, ge=0, description="Oldest last-known fix used when an alert has none"
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+    @field_validator("platform_url", "fallback_url", "public_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not re.match(r"^(mqtt|mqtts|tcp|ssl)://[^\s/]+", value):
+            raise ValueError(f"must be an mqtt:// or mqtts:// URL, got {value!r}")
+        return value
+
+    @field_validator("serial_ports")
+    @classmethod
+    def _serial(cls, value: str | None) -> str | None:
+        for item in (value or "").split(","):
+            if item.strip() and "=" not in item:
+                raise ValueError(f"each entry is protocol=path, got {item.strip()!r}")
+        return value
+
+    @field_validator("watch_port", "dc09_port", mode="before")
+    @classmethod
+    def _optional_port(cls, value: object) -> object:
+        return None if value == "" else value  # an empty variable means unset (off)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.upper() not in _LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+        return value.upper()
+
+    @field_validator("data_dir", "db")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        return os.path.expanduser(value) if value else value
+
+    @model_validator(mode="after")
+    def _default_db(self) -> Settings:
+        if not self.db:
+            self.db = str(Path(self.data_dir) / "sosbridge.db")
+        return self
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def effective_public_url(self) -> str:
+        return self.public_url or f"http://{self.http_host}:{self.http_port}"
+
+    @property
+    def effective_fallback_file(self) -> Path:
+        return Path(self.fallback_file) if self.fallback_file else self.data_path / "fallback-contacts.jsonl"
+
+    def store_description(self) -> str:
+        """Which store this configuration uses, for start-up lines: `sqlite /abs/path` or `redis URL`."""
+        if self.redis_url:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(self.redis_url)
+            host = parts.hostname or parts.path
+            port = f":{parts.port}" if parts.port else ""
+            return f"redis {parts.scheme}://{host}{port}{parts.path if parts.hostname else ''}"
+        return f"sqlite {Path(self.db).expanduser().resolve()}"
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    *,
+    defaults: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """The one configuration loader: the file (`config_file` or SOSBRIDGE_CONFIG), the environment,
+    `overrides` and `defaults`; also validates the file's `[[routes]]` and SOSBRIDGE_ROUTES.
+    Raises ConfigError. `environ` (default os.environ) decides which file values the environment
+    overrides and where SOSBRIDGE_CONFIG and routes come from; the settings' own variables are read from
+    os.environ, so pass another mapping only where no SOSBRIDGE_* setting is set (tests)."""
+
+    env = os.environ if environ is None else environ
+    path = str(config_file) if config_file else env.get(env_name("config"))
+    file_values = read_config_file(path, set(Settings.model_fields) - {"config"}) if path else {}
+    env_keys = {k[len(ENV_PREFIX) :].lower() for k in env if k.startswith(ENV_PREFIX)}
+    merged: dict[str, Any] = {k: v for k, v in (defaults or {}).items() if k not in env_keys and k not in file_values}
+    merged.update({k: v for k, v in file_values.items() if k not in env_keys})
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    if path:
+        merged["config"] = path
+    try:
+        settings = Settings(**merged)
+    except ValidationError as exc:
+        raise _config_error(exc, file_values, path) from None
+    _check_routes(settings, env)
+    return settings
+
+
+def _config_error(exc: ValidationError, file_values: Mapping[str, Any], path: str | None) -> ConfigError:
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "config"
+        where = f" ({field} in {path})" if field in file_values else ""
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+        if field not in SECRET_FIELDS and "got " not in msg and "input" in err:
+            msg += f", got {err['input']!r}"
+        problems.append((env_name(field) + where, msg))
+    first = ConfigError(*problems[0])
+    if len(problems) > 1:
+        rest = "; ".join(f"{setting}: {msg}" for setting, msg in problems[1:])
+        return ConfigError(problems[0][0], f"{problems[0][1]}; {rest}")
+    return first
+
+
+def _check_routes(settings: Settings, env: Mapping[str, str]) -> None:
+    """Fail at start-up, naming where the bad route is, never while routing a contact."""
+    from bridge.delivery.routing import RoutingError, load_routes, routes_from_toml
+
+    if settings.config:
+        try:
+            routes_from_toml(Path(settings.config).read_text(encoding="utf-8"), env)
+        except RoutingError as exc:
+            raise ConfigError(f"[[routes]] in {settings.config}", str(exc)) from None
+    try:
+        load_routes(settings, environ=env)
+    except RoutingError as exc:
+        raise ConfigError("SOSBRIDGE_ROUTES", str(exc).removeprefix("SOSBRIDGE_ROUTES ")) from None

@@ -1,0 +1,150 @@
+"""The bridge's HTTP server settings for uvicorn, and a guard against slow clients.
+
+- `http_server_options(settings)`: uvicorn keyword arguments (keep-alive, concurrency, proxy headers and
+  the request-deadline protocol below).
+- `RequestDeadlineProtocol`: uvicorn has no timeout on receiving a request (its keep-alive timer runs only
+  *between* requests and every byte resets it), so a client that connects and sends nothing, or trickles
+  its header, holds a socket forever. This protocol gives each request a deadline for its header and body,
+  and caps connections that have not yet delivered a whole request: past the cap the oldest of them is
+  closed, so half-open connections can never take the file descriptors a genuine SOS needs.
+
+See docs/operations/security.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+if TYPE_CHECKING:
+    from bridge.app.config import Settings
+
+log = logging.getLogger("sosbridge.security")
+
+
+class _PendingConnections:
+    """Connections of one server that have not delivered a whole request yet, oldest first."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.items: OrderedDict[int, RequestDeadlineProtocol] = OrderedDict()
+        self.evicted = 0
+        self.timed_out = 0
+
+    def add(self, conn: RequestDeadlineProtocol) -> None:
+        self.items[id(conn)] = conn
+        self.items.move_to_end(id(conn))
+        while len(self.items) > self.limit:
+            _, oldest = self.items.popitem(last=False)
+            self.evicted += 1
+            oldest.drop("too many pending connections")
+
+    def discard(self, conn: RequestDeadlineProtocol) -> None:
+        self.items.pop(id(conn), None)
+
+
+class RequestDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on receiving each request and a cap on pending connections.
+
+    The deadline starts when the connection opens (or, on a kept-alive connection, at the first byte of
+    the next request) and ends when the request's body has been received in full; a response may then
+    take as long as it needs. Configure with `configured(timeout_s, max_pending)`.
+    """
+
+    request_timeout_s: float = 10.0
+    pending: _PendingConnections = _PendingConnections(256)
+
+    @classmethod
+    def configured(cls, timeout_s: float, max_pending: int) -> type[RequestDeadlineProtocol]:
+        return type(
+            "RequestDeadlineProtocol",
+            (cls,),
+            {"request_timeout_s": timeout_s, "pending": _PendingConnections(max_pending)},
+        )
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm()  # the first byte of a further request on a kept-alive connection
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE and self.conn.their_state is not h11.SEND_BODY:
+            self._disarm()  # received in full (DONE), or the connection is ending anyway
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.request_timeout_s, self._expired)
+        self.pending.add(self)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.pending.discard(self)
+
+    def _expired(self) -> None:
+        self._deadline = None
+        self.pending.timed_out += 1
+        self.drop("request not received in time")
+
+    def drop(self, why: str) -> None:
+        """Close a connection whose request is incomplete. No answer: the client never finished asking."""
+        self._disarm()
+        if self.transport is not None and not self.transport.is_closing():
+            log.debug("closing slow connection", extra={"why": why, "client": str(self.client)})
+            self.transport.close()
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft limit on open files to the hard limit (as Go's runtime does); returns the soft limit."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return 1 << 16
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def http_server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn.Config keyword arguments for the bridge's HTTP API (serve, embedded bridge).
+
+    Sized against the process's descriptor limit so that accepting never fails for want of one: pending
+    (unfinished) connections get at most a quarter of it, and asyncio accepts at most `backlog` sockets per
+    loop pass (uvicorn's 2048 would accept far past a 1024 limit before any protocol could close one).
+    """
+    fds = raise_fd_limit()
+    quarter = max(8, fds // 4)
+    pending = min(settings.http_max_pending, quarter)
+    protocol = RequestDeadlineProtocol.configured(settings.http_request_timeout_s, pending)
+    return {
+        "host": settings.http_host,
+        "port": settings.http_port,
+        "http": protocol,
+        "backlog": min(2048, quarter),
+        "timeout_keep_alive": settings.http_keepalive_s,
+        "limit_concurrency": min(settings.http_limit_concurrency, max(16, fds // 2)),
+        "proxy_headers": settings.http_proxy_headers,
+        "forwarded_allow_ips": settings.http_forwarded_allow_ips,
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+    }

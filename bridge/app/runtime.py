@@ -1,0 +1,187 @@
+"""The bridge runtime: wires store, status bus, metrics, pipeline, forwarder and adapters together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from bridge.alerts.emergency_contacts import Notifier, SmsGateway
+from bridge.alerts.pipeline import Pipeline
+from bridge.app.config import Settings
+from bridge.app.refusal_audit import RefusalAudit, flush_refusals
+from bridge.core.contact import Contact
+from bridge.core.events import StatusBus
+from bridge.core.model import utcnow
+from bridge.delivery.formats import options_from_settings
+from bridge.delivery.forwarder import Forwarder
+from bridge.delivery.routing import DEFAULT_ROUTE, RoutingTable, load_routes
+from bridge.delivery.sinks.base import Sink
+from bridge.delivery.sinks.file import FileSink
+from bridge.delivery.sinks.notify import notification_sinks
+from bridge.delivery.sinks.webhook import WebhookSink
+from bridge.devices.profiles import ProfileRegistry
+from bridge.infra.aio import stop_tasks
+from bridge.infra.health import TransportMonitor
+from bridge.infra.metrics import Metrics
+from bridge.infra.plugins import LoadedPlugin, load_all
+from bridge.infra.private_files import private_dir
+from bridge.infra.ratelimit import TokenBuckets
+from bridge.ingress import Ingress
+from bridge.ingress.transport import Adapter
+from bridge.store import Store, make_store
+
+if TYPE_CHECKING:
+
+    from bridge.alerts.supervision import Supervisor
+
+log = logging.getLogger("sosbridge.runtime")
+
+
+@dataclass
+class Sinks:
+    primary: dict[str, Sink]
+    fallbacks: dict[str, Sink]
+    spool: Sink
+
+
+def build_sinks(settings: Settings, table: RoutingTable) -> Sinks:
+    """One webhook per route, its own fallback URL if it has one, and the shared fsynced spool."""
+    options = options_from_settings(settings)
+    primary: dict[str, Sink] = {}
+    fallbacks: dict[str, Sink] = {}
+    for route in table.all_routes():
+        timeout = route.timeout_s or settings.platform_timeout_s
+        name = "platform" if route.name == DEFAULT_ROUTE else route.name
+        primary[route.name] = WebhookSink(route.url, route.secret, route.format, timeout, name=name, options=options)
+        if route.fallback_url:
+            fallbacks[route.name] = WebhookSink(
+                route.fallback_url, route.secret, route.format, timeout, name=f"{name}-fallback", options=options
+            )
+    return Sinks(primary, fallbacks, FileSink(settings.effective_fallback_file, name="fallback-spool"))
+
+
+class BridgeRuntime:
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store: Store = store or make_store(settings)
+        self.bus = StatusBus()
+        self.metrics = Metrics()
+        extra_dirs = settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else []
+        self.profiles = ProfileRegistry.load(extra_dirs)
+        self.routes = load_routes(settings)
+        self.pipeline = Pipeline(
+            self.store,
+            self.bus,
+            self.metrics,
+            public_url=settings.effective_public_url,
+            default_status=settings.default_status,
+            last_known_max_age_s=settings.last_known_max_age_s,
+            kind_policy=self.profiles.allowed_kinds,
+            route_selector=self.select_routes,
+            update_limiter=TokenBuckets(settings.device_update_burst, settings.device_update_per_min / 60),
+        )
+        self.auth_failures = TokenBuckets(settings.auth_failures_burst, settings.auth_failures_per_min / 60)
+        self.refusals = RefusalAudit(settings.auth_audit_interval_s)
+        self.transports = TransportMonitor()
+        sinks = build_sinks(settings, self.routes)
+        # The person's own emergency contacts: their channels' sinks next to the platform routes.
+        # SMS is offered once the serial adapter declares a GSM port on the gateway (SmsGateway.declare).
+        gateway = SmsGateway()
+        notify_sinks = notification_sinks(settings, gateway)
+        sinks.primary.update(notify_sinks)
+        channels = [family.split(":", 1)[1] for family in notify_sinks if family != "notify:sms"]
+        self.pipeline.notifier = Notifier(channels, settings.notify_map_url, sms=gateway)
+        self.forwarder = Forwarder(
+            self.store,
+            self.pipeline,
+            self.metrics,
+            sinks.primary,
+            sinks.spool,
+            fallbacks=sinks.fallbacks,
+            workers=settings.forwarder_workers,
+            lease_s=settings.lease_s,
+            retry_base_s=settings.retry_base_s,
+            retry_max_s=settings.retry_max_s,
+            fallback_after_attempts=settings.fallback_after_attempts,
+        )
+        self.pipeline.forwarder = self.forwarder
+        self.ingress = Ingress(self.store, self.pipeline, self.profiles, self.metrics,
+                               max_frame_bytes=settings.max_body_bytes, device_cache_s=settings.device_cache_s)
+        self.plugins: dict[str, list[LoadedPlugin]] = load_all()
+        self.adapters: list[Adapter] = []
+        for plugin in self.plugins["sosbridge.adapters"]:
+            try:
+                adapter = plugin.obj()
+                if adapter.enabled(settings):
+                    self.adapters.append(adapter)
+            except Exception as exc:
+                log.error("adapter failed to initialise", extra={"adapter": plugin.name, "error": repr(exc)})
+        self.started_adapters: list[str] = []
+        self._health_task: asyncio.Task[None] | None = None
+        self.supervisor: Supervisor | None = None
+
+    def select_routes(self, contact: Contact, previous: list[str]) -> list[str]:
+        return [route.name for route in self.routes.select(contact, previous)]
+
+    async def start(self) -> None:
+        private_dir(self.settings.data_path)  # 0700: the stores, keys and spool below it are private
+        await self.store.open()
+        await self.forwarder.start()
+        for adapter in self.adapters:
+            try:
+                await adapter.start(self)
+                self.started_adapters.append(adapter.name)
+            except Exception as exc:
+                # One transport failing (a port in use, a broker down at boot) must not stop the others.
+                self.forwarder.raise_alarm(f"adapter_{adapter.name}_failed", repr(exc))
+        if self.settings.supervision_enabled:
+            from bridge.alerts.supervision import Supervisor
+
+            self.supervisor = Supervisor(self)
+            await self.supervisor.start()
+        self._health_task = asyncio.create_task(self._health_loop(), name="health")
+        log.info("bridge started", extra={"adapters": self.started_adapters})
+
+    async def _health_loop(self) -> None:
+        last_purge = 0.0
+        while True:
+            with contextlib.suppress(Exception):
+                await self.forwarder.refresh_health(self.settings.fallback_after_attempts)
+            with contextlib.suppress(Exception):
+                self.transports.check(self.adapters, self.started_adapters)  # logs a transport going down
+            with contextlib.suppress(Exception):
+                await flush_refusals(self, time.monotonic())
+            if time.monotonic() - last_purge > 3600:
+                last_purge = time.monotonic()
+                with contextlib.suppress(Exception):
+                    await self.purge_expired()
+            await asyncio.sleep(1.0)
+
+    async def purge_expired(self) -> int:
+        """Retention: closed alerts older than SOSBRIDGE_RETENTION_DAYS go, with their history and contacts."""
+        before = utcnow() - timedelta(days=self.settings.retention_days)
+        purged = await self.store.purge_closed(before)
+        if purged:
+            log.info("retention purge", extra={"purged_alerts": purged})
+        return purged
+
+    async def stop(self) -> None:
+        if self.supervisor is not None:
+            with contextlib.suppress(Exception):
+                await self.supervisor.stop()
+        if self._health_task is not None:
+            await stop_tasks([self._health_task])
+        for adapter in reversed(self.adapters):
+            if adapter.name in self.started_adapters:
+                with contextlib.suppress(Exception):
+                    await adapter.stop()
+        await self.forwarder.stop()
+        with contextlib.suppress(Exception):
+            await flush_refusals(self, float("inf"))  # the refusals counted since the last summary row
+        await self.store.close()

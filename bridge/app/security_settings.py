@@ -1,0 +1,36 @@
+"""The `SOSBRIDGE_*` settings of the security checks and the HTTP server limits (mixed into
+`bridge.app.config.Settings`), and the constants the checks share. See docs/operations/security.md.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+DEFAULT_WEBHOOK_SECRET = "change-me"
+MIN_SECRET_CHARS = 16
+
+
+class SecuritySettings(BaseSettings):
+    """Fields of `Settings` (`SOSBRIDGE_*`) that the security checks and the HTTP server limits read."""
+
+    ops_token: str | None = Field(
+        default=None, description="Bearer credential for /readyz details (alarm details, transport errors)"
+    )
+    http_request_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time a client has to send a whole request (header and body)"
+    )
+    http_keepalive_s: int = Field(default=5, ge=1, description="Idle time between requests on one connection")
+    http_max_pending: int = Field(
+        default=256, ge=1, description="Connections still sending their request; past it the oldest is closed"
+    )
+    http_limit_concurrency: int = Field(
+        default=1000, ge=1, description="Open connections and requests before uvicorn answers 503"
+    )
+    http_proxy_headers: bool = Field(
+        default=False, description="Trust X-Forwarded-For/-Proto from SOSBRIDGE_HTTP_FORWARDED_ALLOW_IPS"
+    )
+    http_forwarded_allow_ips: str = Field(default="127.0.0.1", description="Proxies trusted when proxy headers are on")
+    auth_audit_interval_s: float = Field(
+        default=60.0, gt=0, description="One summary audit row per source and interval for refused credentials"
+    )

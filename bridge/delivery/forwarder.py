@@ -1,0 +1,234 @@
+"""Outbox forwarder: lease queued contacts, deliver them, retry with backoff, fail over, raise alarms.
+
+At-least-once: a row stays leased (not deleted) while in flight, so a crash at any point leaves it to be
+re-leased when its lease expires. Critical contacts are never given up: past `fallback_after_attempts`
+they also go to the fallback sink and raise an operational alarm, while the primary keeps being retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from bridge.alerts.emergency_contacts import channel_route, is_notify_route
+from bridge.alerts.pipeline import Pipeline, Rejected
+from bridge.core.lifecycle import LifecycleEvent
+from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
+from bridge.infra.aio import stop_tasks, wait_event
+from bridge.infra.metrics import Metrics
+from bridge.store.base import OutboxItem, Store, StoreError
+
+log = logging.getLogger("sosbridge.forwarder")
+
+
+def backoff_delay(attempts: int, base_s: float, max_s: float, retry_after_s: float | None, rng: random.Random) -> float:
+    """Exponential backoff with full jitter in [0.5, 1] of the step; Retry-After is a floor, capped at max."""
+    step = min(max_s, base_s * (2 ** max(0, attempts - 1)))
+    delay = step * (0.5 + rng.random() / 2)
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, max_s))
+    return delay
+
+
+@dataclass
+class Alarm:
+    reason: str
+    detail: str
+    raised_at: float = field(default_factory=time.time)
+
+
+class Forwarder:
+    def __init__(
+        self,
+        store: Store,
+        pipeline: Pipeline,
+        metrics: Metrics,
+        sinks: dict[str, Sink],
+        fallback: Sink | None,
+        *,
+        fallbacks: dict[str, Sink] | None = None,
+        workers: int = 4,
+        lease_s: float = 30.0,
+        retry_base_s: float = 0.5,
+        retry_max_s: float = 60.0,
+        fallback_after_attempts: int = 3,
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.sinks = sinks
+        self.fallback = fallback
+        self.fallbacks = fallbacks or {}
+        self.workers = workers
+        self.lease_s = lease_s
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.fallback_after_attempts = fallback_after_attempts
+        self.alarms: dict[str, Alarm] = {}
+        self._wake = asyncio.Event()
+        self._rng = random.Random()
+        self._task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+        # Deliveries to the person's emergency contacts: outside the workers' count, so a slow mail server
+        # never takes a worker from a police contact (up to `workers` of them; past that they count).
+        self._notify_inflight: set[asyncio.Task[None]] = set()
+        self._reserved = 0  # fresh contacts claimed for in-memory hand-over, not yet committed
+        self._stopping = False
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # -- fresh alerts: delivered straight from memory ------------------------------------------------------
+    def claim_fresh(self, items: list[OutboxItem]) -> list[OutboxItem]:
+        """Before a commit: the first contact of a brand-new alert is written already leased by this
+        forwarder (no predecessor can be waiting, so ordering holds) and handed over in memory after the
+        commit, sparing the lease round trip. A crash before delivery leaves a leased row that is leased
+        again when it expires, exactly like a crash mid-delivery."""
+        claimed: list[OutboxItem] = []
+        now = time.time()
+        for item in items:
+            if item.msg_type != "alert" or len(self._inflight) + self._reserved >= self.workers:
+                continue
+            item.state = "inflight"
+            item.lease_until = now + self.lease_s
+            self._reserved += 1
+            claimed.append(item)
+        return claimed
+
+    def hand_over(self, items: list[OutboxItem], committed: bool) -> None:
+        """After the commit: deliver what was claimed, or forget it if the commit failed."""
+        for item in items:
+            self._reserved -= 1
+            if committed and not self._stopping:
+                self._spawn(item)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="forwarder")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await stop_tasks([self._task])
+        # In-flight deliveries keep their lease; a restart re-leases them when it expires.
+        await stop_tasks([*self._inflight, *self._notify_inflight])
+        every = [*self.sinks.values(), *self.fallbacks.values(), self.fallback]
+        for sink in {id(s): s for s in every if s is not None}.values():
+            await sink.close()
+
+    def raise_alarm(self, reason: str, detail: str) -> None:
+        if reason not in self.alarms:
+            self.metrics.alarms.labels(reason).inc()
+        self.alarms[reason] = Alarm(reason, detail)
+        self.metrics.degraded.set(1)
+        log.error("operational alarm", extra={"alarm": reason, "detail": detail})
+
+    def clear_alarm(self, reason: str) -> None:
+        if self.alarms.pop(reason, None) is not None:
+            log.warning("operational alarm cleared", extra={"alarm": reason})
+        self.metrics.degraded.set(1 if self.alarms else 0)
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            notify_excess = max(0, len(self._notify_inflight) - self.workers)
+            capacity = self.workers - len(self._inflight) - self._reserved - notify_excess
+            items: list[OutboxItem] = []
+            if capacity > 0:
+                try:
+                    items = await self.store.lease(capacity, self.lease_s, time.time())
+                    self.clear_alarm("store_unavailable")
+                except StoreError as exc:
+                    self.raise_alarm("store_unavailable", str(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+            for item in items:
+                self._spawn(item)
+            if items and len(items) == capacity:
+                continue
+            self._wake.clear()
+            await wait_event(self._wake, 0.25)
+
+    def _spawn(self, item: OutboxItem) -> None:
+        task = asyncio.create_task(self._deliver(item))
+        (self._notify_inflight if is_notify_route(item.route) else self._inflight).add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        self._notify_inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", extra={"error": repr(task.exception())})
+        self._wake.set()
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        # A notification to an emergency contact goes to its channel's sink, never to the police default.
+        family = channel_route(item.route) if is_notify_route(item.route) else "default"
+        sink = self.sinks.get(item.route) or self.sinks.get(family)
+        if sink is None:
+            outcome: Outcome = Retry(f"no sink configured for route {item.route!r}")
+        else:
+            try:
+                outcome = await sink.deliver(item)
+            except Exception as exc:  # a sink bug is a retry, never a lost contact
+                outcome = Retry(f"sink error: {exc!r}"[:300])
+        sink_name = sink.name if sink is not None else "none"
+        attempts = item.attempts + 1
+        if isinstance(outcome, Delivered):
+            self.metrics.deliveries.labels(sink_name, "delivered").inc()
+            if not await self._after_delivery(item):
+                await self.store.mark_delivered(item.item_id, time.time())
+            return
+        kind = "retry" if isinstance(outcome, Retry) else "permanent"
+        self.metrics.deliveries.labels(sink_name, kind).inc()
+        log.warning(
+            "delivery failed",
+            extra={"alert_id": item.alert_id, "seq": item.seq, "attempts": attempts, "outcome": outcome.reason},
+        )
+        if isinstance(outcome, Permanent):
+            self.raise_alarm("permanent_delivery_failure", f"{item.idempotency_key}: {outcome.reason}")
+            if not item.critical:
+                await self.store.mark_dead(item.item_id, outcome.reason, attempts)
+                return
+        if item.critical and (attempts >= self.fallback_after_attempts or isinstance(outcome, Permanent)):
+            await self._fail_over(item, outcome.reason)
+        retry_after = outcome.after_s if isinstance(outcome, Retry) else self.retry_max_s
+        delay = backoff_delay(attempts, self.retry_base_s, self.retry_max_s, retry_after, self._rng)
+        await self.store.reschedule(item.item_id, time.time() + delay, outcome.reason, attempts)
+
+    async def _fail_over(self, item: OutboxItem, reason: str) -> None:
+        self.raise_alarm("critical_contact_overdue", f"{item.idempotency_key}: {reason}")
+        fallback = self.fallbacks.get(item.route) or self.fallback
+        if item.fallback_sent or fallback is None:
+            return
+        outcome = await fallback.deliver(item)
+        self.metrics.deliveries.labels(fallback.name, "fallback_" + type(outcome).__name__.lower()).inc()
+        if isinstance(outcome, Delivered):
+            await self.store.mark_fallback_sent(item.item_id)
+            log.error("critical contact sent to fallback", extra={"alert_id": item.alert_id, "seq": item.seq})
+
+    async def _after_delivery(self, item: OutboxItem) -> bool:
+        """The first contact's delivery moves the alert to `forwarded`, in the same write that marks the
+        row delivered. True when that write marked it."""
+        if item.msg_type != "alert":
+            return False
+        alert = item.alert or await self.store.get_alert(item.alert_id)
+        if alert is None:
+            return False
+        self.metrics.e2e_latency.observe(max(0.0, time.time() - datetime.timestamp(alert.received_at)))
+        with contextlib.suppress(Rejected):
+            await self.pipeline.lifecycle_event(item.alert_id, LifecycleEvent.delivered, actor="forwarder",
+                                                known=alert, delivered_item=item.item_id)
+        return True
+
+    async def refresh_health(self, overdue_attempts: int) -> None:
+        stats = await self.store.outbox_stats(time.time(), overdue_attempts)
+        self.metrics.outbox_depth.set(stats.pending + stats.retry + stats.inflight)
+        if stats.critical_overdue == 0:
+            self.clear_alarm("critical_contact_overdue")
+        if stats.retry == 0 and stats.dead == 0:
+            self.clear_alarm("permanent_delivery_failure")

@@ -1,0 +1,98 @@
+"""HTTP webhook sink towards the contact platform (our JSON envelope, CAP or EIDO)."""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+
+from bridge.core.contact import Contact
+from bridge.core.model import utcnow
+from bridge.delivery.formats import RenderOptions, render
+from bridge.delivery.formats.pidf import NoLocation
+from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry
+from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
+from bridge.store.base import OutboxItem
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - utcnow()).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def render_body(item: OutboxItem, fmt: str, options: RenderOptions | None = None) -> tuple[bytes, str]:
+    if fmt == "json":
+        return item.payload.encode(), "application/json"
+    return render(Contact.model_validate_json(item.payload), fmt, options)  # type: ignore[arg-type]
+
+
+def classify(status: int, retry_after: str | None) -> Outcome:
+    """2xx delivered; 408/429/5xx retried (honouring Retry-After); any other 4xx is permanent."""
+    if 200 <= status < 300:
+        return Delivered(status)
+    if status in (408, 429) or status >= 500:
+        return Retry(f"HTTP {status}", parse_retry_after(retry_after))
+    return Permanent(f"HTTP {status}")
+
+
+class WebhookSink:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        fmt: str = "json",
+        timeout_s: float = 10.0,
+        name: str = "webhook",
+        options: RenderOptions | None = None,
+    ):
+        self.name = name
+        self.url = url
+        self.secret = secret
+        self.fmt = fmt
+        self.options = options
+        self.timeout_s = timeout_s
+        # aiohttp, not httpx: on the bench (16 concurrent keep-alive POSTs to a recording receiver) httpx
+        # spent ~1.4 ms of CPU per request in its connection pool, aiohttp ~0.1 ms; delivery was the
+        # bridge's largest CPU cost. The session is made on first use, inside the running loop.
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                connector=aiohttp.TCPConnector(limit=0, enable_cleanup_closed=True),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def deliver(self, item: OutboxItem) -> Outcome:
+        try:
+            body, content_type = render_body(item, self.fmt, self.options)
+        except NoLocation:
+            return Permanent(f"{self.fmt} needs a location and this contact has none")
+        except Exception as exc:  # a formatter bug must not lose the contact: keep it and alarm
+            return Retry(f"render failed: {exc}")
+        headers = {
+            "Content-Type": content_type,
+            IDEMPOTENCY_HEADER: item.idempotency_key,
+            SIGNATURE_HEADER: sign(body, self.secret, item.idempotency_key),  # t=<unix>,v1=<hmac>
+            "X-SOSBridge-Alert-Id": item.alert_id,
+            "X-SOSBridge-Msg-Type": item.msg_type,
+        }
+        try:
+            async with self._client().post(self.url, data=body, headers=headers, allow_redirects=False) as response:
+                await response.read()  # drain, so the connection goes back to the pool
+                return classify(response.status, response.headers.get("Retry-After"))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            return Retry(f"{type(exc).__name__}: {exc}"[:300])
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
