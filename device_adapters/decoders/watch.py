@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.decoding import Decoded, DecodeError, Frame, LengthError
 from bridge.devices.profiles import DeviceProfile, apply_profile
 from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
@@ -54,11 +54,6 @@ BITS = {
 }
 ALARM_MASK = sum(1 << b for bits in BITS.values() for b in bits)
 
-
-class LengthError(DecodeError):
-    """The declared content length does not match the content: a truncated or corrupted frame."""
-
-    code = "bad_length"
 
 
 @dataclass(frozen=True)
