@@ -30,9 +30,9 @@ def test_encrypted_messages_open_with_their_key_only(key: str) -> None:
     body = dc09.check_frame(panel.sia("PA", "501", when=NOW))
     message = dc09.open_message(body, dc09.parse_key(key))
     assert (message.data, message.timestamp) == ("Nri1/PA501", NOW)
-    with pytest.raises(dc09.KeyError_):
+    with pytest.raises(dc09.KeyRefused):
         dc09.open_message(body, dc09.parse_key("hex:" + "ff" * 16))
-    with pytest.raises(dc09.KeyError_):
+    with pytest.raises(dc09.KeyRefused):
         dc09.open_message(body, None)
 
 

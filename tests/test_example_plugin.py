@@ -34,13 +34,20 @@ SCRIPT = textwrap.dedent(
             replies = []
             for frame in (build("0a1b2c3d4e5f", 1, 7, 57.4125, -6.1960, 15),
                           build("0a1b2c3d4e5f", 1, 8)[:-1] + b"\\x00",      # corrupted
-                          build("ffffffffffff", 1, 9)):                     # unknown pendant
+                          build("ffffffffffff", 1, 9),                      # unknown pendant
+                          build("0a1b2c3d4e5f", 1, 7, 57.4125, -6.1960, 15)):  # the pendant's retry
                 writer.write(frame)
                 await writer.drain()
                 replies.append((await reader.readexactly(3)).hex())
             contacts = await stack.receiver.wait_for(lambda cs: len(cs) >= 1)
+            await asyncio.sleep(0.5)  # room for a wrong second contact from the retry to arrive
+            contacts = stack.receiver.contacts
             plugins = {g: [p.name for p in ps] for g, ps in rt.plugins.items()}
-            print(json.dumps({"replies": replies, "contact": contacts[0], "plugins": plugins,
+            refused = rt.metrics.render().decode()
+            print(json.dumps({"replies": replies, "contact": contacts[0], "contacts": len(contacts),
+                              "unknown_counted": 'reason="unknown_device",transport="acme-tcp"' in refused
+                                                 or 'transport="acme-tcp",reason="unknown_device"' in refused,
+                              "plugins": plugins,
                               "adapters": rt.started_adapters}))
             writer.close()
 
@@ -92,8 +99,11 @@ def test_plugin_installs_and_decodes(tmp_path: Path) -> None:
     import json
 
     out = json.loads(run.stdout.strip().splitlines()[-1])
-    # ACK + seq after storage; NAK for a bad CRC (its seq cannot be trusted, so 0) and for an unknown pendant
-    assert out["replies"] == ["060007", "150000", "150009"]
+    # ACK + seq after storage; NAK for a bad CRC (its seq cannot be trusted, so 0) and for an unknown pendant;
+    # the retry of a stored frame is acknowledged again by the ingress without a second contact.
+    assert out["replies"] == ["060007", "150000", "150009", "060007"]
+    assert out["contacts"] == 1
+    assert out["unknown_counted"], "the ingress counts the unknown pendant as refused on the acme-tcp transport"
     contact = out["contact"]
     assert contact["device"]["id"] == "pendant-7" and contact["kind"] == "sos"
     assert contact["device"]["transport"] == "acme-tcp" and contact["location"]["accuracy_m"] == 15

@@ -505,7 +505,7 @@ async def test_shared_subscription_splits_traffic(tmp_path: Path, mosquitto_url:
 
         class Ctx:
             settings = second_settings
-            store, pipeline, metrics, bus, profiles = ctx.store, ctx.pipeline, ctx.metrics, ctx.bus, ctx.profiles
+            store, metrics, bus, profiles, sms_gateway = ctx.store, ctx.metrics, ctx.bus, ctx.profiles, ctx.sms_gateway
             ingress = ctx.ingress
 
         await second.start(Ctx())  # type: ignore[arg-type]

@@ -67,3 +67,18 @@ def test_extra_directory_overrides_builtin(tmp_path: Path) -> None:
     registry = ProfileRegistry.load([tmp_path])
     assert registry.get("sosbridge-http-wearable").model == "site override"  # type: ignore[union-attr]
     assert registry.origins["sosbridge-http-wearable"] == tmp_path / "override.yaml"
+
+
+def test_a_profile_names_a_transport_an_installed_adapter_carries(tmp_path: Path) -> None:
+    """No closed list of transports: adapters register theirs (bridge/devices/transports.py). A profile for a
+    transport nobody carries, or an ack its transport cannot give, is refused when loaded, naming what is."""
+    base = BUILTIN_PROFILE_DIR / "sosbridge-mqtt-button.yaml"
+    text = base.read_text(encoding="utf-8")
+    pigeon = tmp_path / "pigeon.yaml"
+    pigeon.write_text(text.replace("transport: mqtt", "transport: pigeon"), encoding="utf-8")
+    with pytest.raises(ProfileError, match=r"transport 'pigeon' is not carried by any installed adapter.*mqtt"):
+        load_profile_file(pigeon)
+    wrong_ack = tmp_path / "wrong-ack.yaml"
+    wrong_ack.write_text(text.replace("ack: mqtt_status", "ack: dc09_ack"), encoding="utf-8")
+    with pytest.raises(ProfileError, match=r"ack 'dc09_ack' is not one the mqtt transport gives"):
+        load_profile_file(wrong_ack)

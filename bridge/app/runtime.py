@@ -93,6 +93,7 @@ class BridgeRuntime:
         # The person's own emergency contacts: their channels' sinks next to the platform routes.
         # SMS is offered once the serial adapter declares a GSM port on the gateway (SmsGateway.declare).
         gateway = SmsGateway()
+        self.sms_gateway = gateway
         notify_sinks = notification_sinks(settings, gateway)
         sinks.primary.update(notify_sinks)
         channels = [family.split(":", 1)[1] for family in notify_sinks if family != "notify:sms"]

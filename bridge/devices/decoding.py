@@ -19,10 +19,14 @@ from typing import Protocol
 
 from bridge.devices.frames import (
     DECODE_WARNINGS,
+    ChecksumError,
     Decoded,
     DecodedAction,
     DecodeError,
     Frame,
+    KeyRefused,
+    LengthError,
+    StaleError,
     UndeclaredKind,
     parse_json_object,
 )
@@ -30,11 +34,15 @@ from bridge.devices.profiles import DeviceProfile, apply_profile
 
 __all__ = [
     "DECODE_WARNINGS",
+    "ChecksumError",
     "DecodeError",
     "Decoded",
     "DecodedAction",
     "Decoder",
     "Frame",
+    "KeyRefused",
+    "LengthError",
+    "StaleError",
     "UndeclaredKind",
     "decoders",
     "get_decoder",

@@ -17,7 +17,35 @@ __all__ = ["DECODE_WARNINGS", "DecodeError", "Decoded", "DecodedAction", "Frame"
 
 
 class DecodeError(ValueError):
-    """The frame is malformed; the message is safe to show the sender."""
+    """The frame is malformed; the message is safe to show the sender. Each subclass is one meaning and
+    carries the refusal code the ingress counts and answers with (matched with isinstance, never by name)."""
+
+    code = "invalid"
+
+
+class ChecksumError(DecodeError):
+    """The frame's checksum or CRC does not hold: corrupted on its way."""
+
+    code = "bad_checksum"
+
+
+class LengthError(DecodeError):
+    """The declared length does not match the content: a truncated or corrupted frame."""
+
+    code = "bad_length"
+
+
+class KeyRefused(DecodeError):
+    """An encrypted frame that does not decrypt with the device's key, or a device that has no key (or a
+    plain frame from a device that must encrypt)."""
+
+    code = "bad_key"
+
+
+class StaleError(DecodeError):
+    """A signed timestamp outside the accepted window: a replay or a badly wrong clock."""
+
+    code = "stale_timestamp"
 
 
 class UndeclaredKind(DecodeError):

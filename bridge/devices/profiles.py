@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from bridge.core.model import AlertKind, Location, LocationSource, ObservationAction, Severity
 from bridge.devices.frames import DECODE_WARNINGS, Decoded, DecodedAction, DecodeError, Frame, UndeclaredKind
+from bridge.devices.transports import installed_transports, transport_problem
 
 log = logging.getLogger("sosbridge.profiles")
 
@@ -172,11 +173,9 @@ class Sample(BaseModel):
         return Frame(payload=raw, meta=self.meta, retained=self.retained)
 
 
-Transport = Literal["http", "mqtt", "coap", "serial", "alexa", "voice", "watch", "dc09"]
-AckStyle = Literal[
-    "none", "http_status", "mqtt_puback", "mqtt_status", "coap_response", "serial_ack", "speech", "sms", "watch_reply",
-    "dc09_ack",
-]
+# Transport names and acknowledgement styles are registered by the installed adapters, not listed here:
+# bridge/devices/transports.py checks a profile against them when it is loaded.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,40}$"
 
 
 class DeviceProfile(BaseModel):
@@ -188,7 +187,7 @@ class DeviceProfile(BaseModel):
     model: str
     description: str | None = None
     white_labels: list[str] = Field(default_factory=list)
-    transport: Transport
+    transport: str = Field(pattern=NAME_PATTERN, description="A transport an installed adapter carries")
     decoder: str = "json"
     match: dict[str, str] = Field(
         default_factory=dict,
@@ -213,8 +212,9 @@ class DeviceProfile(BaseModel):
     time_format: TimeFormat = "iso"
     attributes: list[str] = Field(default_factory=list, description="Fields copied into the alert attributes")
     debounce_s: float = 0.0
-    ack: AckStyle = Field(
+    ack: str = Field(
         default="none",
+        pattern=NAME_PATTERN,
         description="How the transport answers a stored or refused frame: http_status, mqtt_puback (PUBACK "
         "only), mqtt_status (PUBACK + status/error topics), coap_response, serial_ack (ACK/NAK on the wire), "
         "speech (a spoken reply), sms, watch_reply (the watch protocol's own answer, e.g. [3G*ID*0002*AL]), "
@@ -432,9 +432,12 @@ def load_profile_file(path: str | Path) -> DeviceProfile:
     if "version" not in data:
         raise ProfileError(f"{path}: 'version' is required")
     try:
-        return DeviceProfile.model_validate(data)
+        profile = DeviceProfile.model_validate(data)
     except ValidationError as exc:
         raise ProfileError(f"{path}: {exc}") from exc
+    if (problem := transport_problem(profile.transport, profile.ack, installed_transports())) is not None:
+        raise ProfileError(f"{path}: {problem}")
+    return profile
 
 
 def _profile_files(directory: Path) -> Iterable[Path]:

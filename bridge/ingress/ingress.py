@@ -90,10 +90,8 @@ class Ingress:
         try:
             events = get_decoder(profile.decoder)(frame, profile)
         except DecodeError as exc:
-            # A decoder's error class may name its refusal (LengthError: "bad_length"; ChecksumError).
-            code = getattr(exc, "code", None) or ("bad_checksum" if type(exc).__name__ == "ChecksumError"
-                                                  else "invalid")
-            return self._refuse(transport, device, code, str(exc), profile=profile)
+            # Each error class of the decoding contract carries its refusal code (bridge/devices/frames.py).
+            return self._refuse(transport, device, exc.code, str(exc), profile=profile)
         if ref_scheme is not None and (bound := device.identifiers.get(ref_scheme, "").lower()):
             if any(e.device_ref and e.device_ref.lower() != bound for e in events):
                 return self._refuse(transport, device, "identity_mismatch",

@@ -8,12 +8,13 @@ transport acknowledges a frame only when `receipt.acknowledge` is true (never fo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
-    from bridge.alerts.pipeline import Pipeline
+    from bridge.alerts.emergency_contacts import SmsGateway
     from bridge.core.events import StatusBus
     from bridge.devices.profiles import ProfileRegistry
     from bridge.infra.metrics import Metrics
@@ -25,16 +26,22 @@ class AdapterContext(Protocol):
     # The bridge's `Settings` (bridge/app/config.py), untyped here so the ingress never imports the app wing.
     settings: Any
     store: Store
-    pipeline: Pipeline
+    # No pipeline here: every frame goes through `ingress.receive()` (or `ingress.observations`), so no
+    # transport can bypass identity, decoding, admission and the Receipt.
     ingress: Ingress
     metrics: Metrics
     bus: StatusBus
     profiles: ProfileRegistry
+    # Where a transport that can text (a GSM modem) offers itself for emergency-contact SMS.
+    sms_gateway: SmsGateway
 
 
 @runtime_checkable
 class Adapter(Protocol):
     name: str
+    # The transport names this adapter carries and the acknowledgement styles it gives for each
+    # (bridge/devices/transports.py); a profile names one of them. Empty: just `name`, ack `none`.
+    transports: ClassVar[Mapping[str, frozenset[str]]]
 
     def enabled(self, settings: Any) -> bool: ...
 
@@ -49,6 +56,7 @@ class BaseAdapter:
     """Convenience base: no routes, nothing to start."""
 
     name = "base"
+    transports: ClassVar[Mapping[str, frozenset[str]]] = {}
 
     def enabled(self, settings: Any) -> bool:
         return True

@@ -260,6 +260,7 @@ class AlertStatus(resource.PathCapable, aiocoap.interfaces.ObservableResource):
 
 class CoapAdapter(BaseAdapter):
     name = "coap"
+    transports = {"coap": frozenset({"coap_response"})}
 
     def __init__(self) -> None:
         self.context: aiocoap.Context | None = None

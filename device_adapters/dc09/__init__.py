@@ -77,6 +77,7 @@ class _Udp(asyncio.DatagramProtocol):
 
 class Dc09Adapter(BaseAdapter):
     name = "dc09"
+    transports = {"dc09": frozenset({"dc09_ack"})}
 
     def __init__(self) -> None:
         self.server: asyncio.Server | None = None
@@ -155,7 +156,7 @@ class Dc09Adapter(BaseAdapter):
         try:
             message = dc09.parse_block(dc09.check_frame(raw))
         except DecodeError as exc:
-            self.refuse(getattr(exc, "code", "malformed"), via=via, error=str(exc)[:100])
+            self.refuse(exc.code if exc.code != DecodeError.code else "malformed", via=via, error=str(exc)[:100])
             return dc09.nak(now)
         try:
             device = await self.ctx.store.find_device("dc09", message.account) if message.account else None
@@ -168,11 +169,11 @@ class Dc09Adapter(BaseAdapter):
         try:
             key = dc09.parse_key(key_text) if key_text else None
             if key is not None and not message.encrypted:
-                raise dc09.KeyError_("this account reports encrypted; a plain message is refused")
+                raise dc09.KeyRefused("this account reports encrypted; a plain message is refused")
             message = dc09.open_message(message.body, key)
             dc09.check_window(message, now)
         except DecodeError as exc:
-            self.refuse(getattr(exc, "code", "malformed"), via=via, device_id=device.device_id)
+            self.refuse(exc.code if exc.code != DecodeError.code else "malformed", via=via, device_id=device.device_id)
             return dc09.nak(now, message)
         body = dc09.clear_body(message)
         claim = Claim(TRANSPORT, identifiers=(("dc09", message.account),), label=f"account {message.account!r}")

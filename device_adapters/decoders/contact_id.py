@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.decoding import ChecksumError, Decoded, DecodeError, Frame
 from bridge.devices.profiles import DeviceProfile, apply_profile
 
 _DIGIT_VALUES = {**{str(d): d for d in range(1, 10)}, "0": 10, "B": 11, "C": 12, "D": 13, "E": 14, "F": 15}
@@ -22,9 +22,6 @@ _DIGIT_VALUES = {**{str(d): d for d in range(1, 10)}, "0": 10, "B": 11, "C": 12,
 _DTMF_TO_HEX = str.maketrans({"*": "B", "#": "C"})
 _LINE = re.compile(r"^[0-9B-F]{16,22}$")
 
-
-class ChecksumError(DecodeError):
-    """The mod-15 checksum does not hold; the line was corrupted on its way."""
 
 
 def checksum_digit(body: str) -> str:

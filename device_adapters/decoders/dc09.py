@@ -30,7 +30,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.decoding import ChecksumError, Decoded, DecodeError, Frame, KeyRefused, LengthError, StaleError
 from bridge.devices.profiles import DeviceProfile, apply_profile
 from device_adapters.decoders import contact_id
 
@@ -51,24 +51,8 @@ _SIA = re.compile(
 _ADM = re.compile(r"^(?P<q>[136])(?P<event>[0-9]{3}) (?P<group>[0-9]{2}) (?P<zone>[0-9]{3})$")
 
 
-class ChecksumError(DecodeError):
-    """The CRC does not match: corrupted on the way."""
-
-    code = "bad_checksum"
 
 
-class LengthError(DecodeError):
-    code = "bad_length"
-
-
-class KeyError_(DecodeError):
-    """An encrypted message that does not decrypt with the account's key (or the account has none)."""
-
-    code = "bad_key"
-
-
-class StaleError(DecodeError):
-    code = "stale_timestamp"
 
 
 @dataclass(frozen=True)
@@ -236,7 +220,7 @@ def open_message(body: str, key: bytes | None) -> Message:
     if not message.encrypted:
         return _split_data(message, message.data)
     if key is None:
-        raise KeyError_(f"encrypted message for account {message.account!r}, which has no key")
+        raise KeyRefused(f"encrypted message for account {message.account!r}, which has no key")
     hex_data = message.data
     try:
         cipher = bytes.fromhex(hex_data)
@@ -247,9 +231,9 @@ def open_message(body: str, key: bytes | None) -> Message:
     try:
         clear = aes(key, cipher, decrypt=True).decode("ascii")
     except (UnicodeDecodeError, ValueError):
-        raise KeyError_("the message does not decrypt with this account's key") from None
+        raise KeyRefused("the message does not decrypt with this account's key") from None
     if not _TIMESTAMP.search(clear) or not clear.isprintable():
-        raise KeyError_("the message does not decrypt with this account's key")
+        raise KeyRefused("the message does not decrypt with this account's key")
     # pad|data]...: the pad ends at the first | (SIA-DCS) or, with no | (NULL), right before ].
     bar = clear.find("|")
     close = clear.find("]")

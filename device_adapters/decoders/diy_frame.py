@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass
 
 from bridge.core.model import AlertKind, Location
-from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, UndeclaredKind
+from bridge.devices.decoding import DECODE_WARNINGS, ChecksumError, Decoded, DecodeError, Frame, UndeclaredKind
 from bridge.devices.profiles import DeviceProfile
 
 SOF = b"\xa5\x5a"
@@ -44,9 +44,6 @@ NAK_REFUSED, NAK_UNKNOWN_DEVICE, NAK_BAD_FRAME = 0x01, 0x02, 0x03
 
 FLAG_SILENT = 0x01
 
-
-class ChecksumError(DecodeError):
-    pass
 
 
 def crc16_ccitt(data: bytes, crc: int = 0xFFFF) -> int:

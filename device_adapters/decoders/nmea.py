@@ -20,13 +20,9 @@ from typing import Any
 import pynmea2
 
 from bridge.core.model import Location
-from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.decoding import ChecksumError, Decoded, DecodeError, Frame
 from bridge.devices.profiles import DeviceProfile
 from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
-
-
-class ChecksumError(DecodeError):
-    pass
 
 
 def _coordinate(raw: str, hemi: str, is_lat: bool, mode: str) -> float | None:

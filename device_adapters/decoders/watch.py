@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.decoding import Decoded, DecodeError, Frame, LengthError
 from bridge.devices.profiles import DeviceProfile, apply_profile
 from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
@@ -54,11 +54,6 @@ BITS = {
 }
 ALARM_MASK = sum(1 << b for bits in BITS.values() for b in bits)
 
-
-class LengthError(DecodeError):
-    """The declared content length does not match the content: a truncated or corrupted frame."""
-
-    code = "bad_length"
 
 
 @dataclass(frozen=True)
@@ -94,8 +89,9 @@ def _frame_end(buffer: bytes, content_at: int, declared: int, final: bool) -> in
     holds (a Wi-Fi name). A firmware whose length is off is tolerated when a `]` within LENGTH_TOLERANCE
     of that place is followed by the start of the next frame, a line end, or the end of what was sent
     (`final`: nothing more came in the grace time); then the nearest such `]` to the declared end wins.
-    Beyond the tolerance, the first `]` followed by such a boundary ends the frame (the decoder then
-    sees a length mismatch and decides). Pure."""
+    Once more than the tolerance beyond the declared end has arrived, the first `]` followed by a boundary
+    ends the frame (the decoder then sees a length mismatch and decides). A pause never ends a frame that
+    is still short of its declared length by more than the tolerance. Pure."""
     exact = content_at + declared
     if len(buffer) > exact and buffer[exact : exact + 1] == b"]":
         return exact
@@ -109,8 +105,11 @@ def _frame_end(buffer: bytes, content_at: int, declared: int, final: bool) -> in
             if closes(p)]
     if near and (known or final):
         return min(near, key=lambda p: (abs(p - exact), p))
-    if known or final:
+    if known:
         return next((p for p in range(content_at, len(buffer)) if closes(p)), None)
+    # A pause with the frame still short of its declared length by more than the tolerance: the rest is on
+    # its way (a mobile network can stall a segment for seconds). Taking the `]` where the data stops would
+    # cut a Wi-Fi name such as "a]b" and refuse the alarm. Wait; the next frame or MAX_FRAME ends the wait.
     return None
 
 

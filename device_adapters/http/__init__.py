@@ -292,6 +292,7 @@ async def event_stream(ctx: AdapterContext, alert: Alert) -> AsyncIterator[bytes
 
 class HttpAdapter(BaseAdapter):
     name = "http"
+    transports = {"http": frozenset({"http_status"})}
 
     def enabled(self, settings: Settings) -> bool:
         return True

@@ -81,6 +81,7 @@ def error_topic(tenant: str, device: str) -> str:
 
 class MqttAdapter(BaseAdapter):
     name = "mqtt"
+    transports = {"mqtt": frozenset({"mqtt_puback", "mqtt_status", "speech"})}
 
     def __init__(self, options: MqttOptions | None = None) -> None:
         self.options = options or MqttOptions.from_env()

@@ -113,6 +113,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
 
 class OwnTracksHttpAdapter(BaseAdapter):
     name = "owntracks_http"
+    transports = {"http": frozenset({"http_status"})}
 
     def enabled(self, settings: Settings) -> bool:
         return True

@@ -37,6 +37,7 @@ __all__ = ["HANDLERS", "PortConfig", "SerialAdapter", "parse_ports"]
 
 class SerialAdapter(BaseAdapter):
     name = "serial"
+    transports = {"serial": frozenset({"serial_ack", "sms"})}
 
     def __init__(self) -> None:
         self.links: dict[str, SerialLink] = {}

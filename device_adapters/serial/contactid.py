@@ -9,7 +9,7 @@ receiver keeps the event and repeats it.
 
 from __future__ import annotations
 
-from bridge.devices.decoding import DecodeError
+from bridge.devices.decoding import ChecksumError, DecodeError
 from bridge.ingress import Receipt
 from device_adapters.decoders import contact_id
 from device_adapters.serial.base import PortHandler, log
@@ -37,7 +37,7 @@ class ContactIdHandler(PortHandler):
             account = contact_id.parse_line(line)["account"]
         except DecodeError as exc:
             # Framing: a corrupted line names no trustworthy account; the receiver repeats on NAK.
-            self.refuse("bad_checksum" if type(exc).__name__ == "ChecksumError" else "malformed",
+            self.refuse("bad_checksum" if isinstance(exc, ChecksumError) else "malformed",
                         error=str(exc)[:100])
             return NAK, None
         receipt = await self.receive(line.encode(), self.claim(("contact_id", account)), raw=line)

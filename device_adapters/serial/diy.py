@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.devices.decoding import DecodeError
+from bridge.devices.decoding import ChecksumError, DecodeError
 from device_adapters.decoders import diy_frame
 from device_adapters.serial.base import PortHandler, log
 from device_adapters.serial.link import Connection
@@ -24,7 +24,7 @@ class DiyHandler(PortHandler):
             header = diy_frame.parse(raw)
         except DecodeError as exc:
             # No reply to a corrupted frame: its SEQ cannot be trusted; the button retries on its own.
-            self.refuse("bad_checksum" if type(exc).__name__ == "ChecksumError" else "malformed",
+            self.refuse("bad_checksum" if isinstance(exc, ChecksumError) else "malformed",
                         error=str(exc)[:100])
             return None
         receipt = await self.receive(raw, self.claim(("diy_unit", header.unit_ref)), raw=raw.hex())

@@ -94,9 +94,8 @@ class GsmHandler(PortHandler):
         self.ready = asyncio.Event()
         self._retry_s: dict[int | Sms, float] = {}  # texts not stored yet -> their current backoff
         self.replier = SmsReplier(self)
-        # The person's emergency contacts may be texted through this modem (bridge/notify.py).
-        notifier = getattr(self.ctx.pipeline, "notifier", None)
-        self.sms_gateway = notifier.sms if notifier is not None else None
+        # The person's emergency contacts may be texted through this modem (bridge/alerts/emergency_contacts.py).
+        self.sms_gateway = getattr(self.ctx, "sms_gateway", None)
         if self.sms_gateway is not None:
             self.sms_gateway.declare()
         self._sms_sender: Callable[[str, str], Awaitable[None]] | None = None

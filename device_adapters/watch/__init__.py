@@ -97,6 +97,7 @@ def wants_fix(frame: watch.WatchFrame, receipt: Receipt) -> bool:
 
 class WatchAdapter(BaseAdapter):
     name = "watch"
+    transports = {"watch": frozenset({"watch_reply"})}
 
     def __init__(self) -> None:
         self.server: asyncio.Server | None = None

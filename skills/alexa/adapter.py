@@ -32,6 +32,7 @@ log = logging.getLogger("sosbridge.alexa")
 
 class AlexaAdapter(BaseAdapter):
     name = "alexa"
+    transports = {"alexa": frozenset({"speech"}), "voice": frozenset({"speech"})}
 
     def __init__(
         self,

@@ -80,6 +80,7 @@ def _reply(speech: str, outcome: AlertOutcome | None = None, status: int = 200) 
 
 class AssistAdapter(BaseAdapter):
     name = "assist"
+    transports = {"voice": frozenset({"speech"})}
 
     def __init__(self, config: AssistSettings | None = None) -> None:
         self.config = config or AssistSettings()

@@ -1,4 +1,12 @@
-"""The `acme-tcp` adapter: pendants connect over TCP, send 24-byte frames, get ACK + seq once stored."""
+"""The `acme-tcp` transport: pendants connect over TCP and send 24-byte frames; each gets ACK + seq once
+its alert is stored, NAK + seq otherwise.
+
+The path every transport follows, and the one to copy:
+    receive (frame the bytes) → `ctx.ingress.receive(Frame, Claim)` → answer from the `Receipt`.
+The transport only frames and answers. Identity, the device's profile, decoding (the `acme-binary`
+decoder), debouncing, admission and storage are the ingress's; the pendant is acknowledged only when the
+Receipt says so (never when nothing was stored, so the pendant keeps retrying).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +14,45 @@ import asyncio
 import contextlib
 import logging
 import os
-import struct
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from bridge.alerts.pipeline import Rejected
-from bridge.app.config import Settings
-from bridge.devices.decoding import DecodeError, Frame, get_decoder
+from bridge.devices.decoding import Frame
+from bridge.ingress import Claim, Receipt
 from bridge.ingress.transport import AdapterContext, BaseAdapter
 from sosbridge_acme.frame import ACK, FRAME_LEN, NAK
 
 log = logging.getLogger("sosbridge.acme")
-PROFILE_ID = "acme-pendant-p1"
+TRANSPORT = "acme-tcp"
+SCHEME = "acme_serial"  # the registry identifier a pendant's serial number is bound to
+
+
+def serial_of(raw: bytes) -> str:
+    """The serial number in bytes 3..8: byte-level framing only, the decoder checks the whole frame."""
+    return raw[3:9].hex()
+
+
+def answer(receipt: Receipt, raw: bytes) -> bytes:
+    """ACK + the frame's sequence number once stored (or already stored); NAK + seq otherwise, with seq 0
+    when the frame itself was unreadable (its sequence number cannot be trusted)."""
+    seq = raw[10:12]
+    if receipt.stored:
+        return bytes([ACK]) + seq
+    if receipt.status == "refused" and receipt.code in ("invalid", "bad_checksum"):
+        return bytes([NAK, 0, 0])
+    return bytes([NAK]) + seq
 
 
 class AcmeTcpAdapter(BaseAdapter):
-    name = "acme-tcp"
+    name = TRANSPORT
+    # The transport name profiles use (`transport: acme-tcp`) and how it answers (`ack: acme_ack`).
+    transports: ClassVar[Mapping[str, frozenset[str]]] = {TRANSPORT: frozenset({"acme_ack"})}
 
     def __init__(self) -> None:
         self._server: asyncio.Server | None = None
         self.port: int | None = None
 
-    def enabled(self, settings: Settings) -> bool:
+    def enabled(self, settings: Any) -> bool:
         return bool(os.environ.get("SOSBRIDGE_ACME_PORT"))
 
     async def start(self, ctx: AdapterContext) -> None:
@@ -43,27 +70,15 @@ class AcmeTcpAdapter(BaseAdapter):
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
                 raw = await reader.readexactly(FRAME_LEN)
-                writer.write(await self._handle(raw))
+                writer.write(await self.handle(raw))
                 await writer.drain()
         writer.close()
 
-    async def _handle(self, raw: bytes) -> bytes:
-        ctx = self.ctx
-        profile = ctx.profiles.get(PROFILE_ID)
-        try:
-            [event] = get_decoder("acme-binary")(Frame(payload=raw), profile)
-        except DecodeError as exc:
-            ctx.metrics.rejected("acme-tcp", "bad_frame")
-            log.info("frame refused", extra={"reason": str(exc)})
-            return bytes([NAK, 0, 0])
-        seq = struct.pack(">H", event.attributes["acme_seq"])
-        device = await ctx.store.find_device("acme_serial", event.device_ref or "")
-        if device is None:
-            ctx.metrics.rejected("acme-tcp", "unknown_device")
-            return bytes([NAK]) + seq
-        try:
-            await ctx.pipeline.submit(event.to_observation(device.device_id, "acme-tcp", raw=raw.hex()))
-        except Rejected:
-            return bytes([NAK]) + seq
-        # Only now, with the alert stored, does the pendant stop retrying.
-        return bytes([ACK]) + seq
+    async def handle(self, raw: bytes) -> bytes:
+        serial = serial_of(raw)
+        claim = Claim(TRANSPORT, identifiers=((SCHEME, serial),), label=f"pendant {serial}")
+        # ref_scheme: the serial the decoder reads from the checked frame must be the one the claim named.
+        receipt = await self.ctx.ingress.receive(Frame(payload=raw), claim, raw=raw.hex(), ref_scheme=SCHEME)
+        log.debug("acme frame handled", extra={"status": receipt.status, "code": receipt.code,
+                                                 "device_id": receipt.device.device_id if receipt.device else None})
+        return answer(receipt, raw)

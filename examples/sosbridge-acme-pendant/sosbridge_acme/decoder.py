@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bridge.core.model import AlertKind, Location
-from bridge.devices.decoding import Decoded, DecodeError, Frame
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame
 from bridge.devices.profiles import DeviceProfile
 from sosbridge_acme.frame import FrameError, parse
 
@@ -25,11 +25,14 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
         raise DecodeError(f"unknown event code {f.event}")
     action, kind = EVENTS[f.event]
     location = None
+    attributes: dict[str, object] = {"acme_seq": f.seq}
     if f.lat is not None and f.lon is not None:
         try:
             location = Location(lat=f.lat, lon=f.lon, accuracy_m=f.accuracy_m or None, source="gnss")
         except ValueError:
-            raise DecodeError("coordinates out of range") from None
+            # The alarm part (event code) is fine: raise it without the fix, and say what was dropped
+            # (docs/devices/partial-frames.md). Only an unreadable alarm part refuses a frame.
+            attributes[DECODE_WARNINGS] = ["location"]
     return [
         Decoded(
             action=action,
@@ -37,6 +40,6 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
             location=location,
             message_id=f"{f.serial}:{f.seq}",  # type: ignore[arg-type]
             device_ref=f.serial,
-            attributes={"acme_seq": f.seq},
+            attributes=attributes,
         )
     ]
