@@ -243,9 +243,9 @@ def build_cap_rfc8876(contact: Contact, sender_uri: str, recipient: str,
     """
     opts = replace(options or RenderOptions(), sender=sender_uri, cap_addresses=recipient)
     root = build_cap(contact, opts)
-    info = root.find(f"{{{CAP_NS}}}info")
+    info = root.find("info")  # build_cap writes unqualified tags under a default xmlns
     if info is not None:
-        for area in info.findall(f"{{{CAP_NS}}}area"):
+        for area in info.findall("area"):
             info.remove(area)
     return root
 

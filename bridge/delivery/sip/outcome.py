@@ -16,6 +16,8 @@ _RETRY_4XX = frozenset({408, 480})
 
 def classify(response: SipResponse) -> Outcome:
     status = response.status
+    if status < 200:  # the transport waits for a final answer; a provisional one is never an outcome
+        return Retry(f"SIP {status}: no final response")
     if 200 <= status < 300:
         return Delivered(status)
     if status == 415:
