@@ -132,6 +132,13 @@ class BridgeRuntime:
     async def start(self) -> None:
         private_dir(self.settings.data_path)  # 0700: the stores, keys and spool below it are private
         await self.store.open()
+        for sink in {id(s): s for s in [*self.forwarder.sinks.values(), *self.forwarder.fallbacks.values()]}.values():
+            start = getattr(sink, "start", None)  # a sink that serves (the EIDO notifier) listens from now
+            if start is not None:
+                try:
+                    await start()
+                except Exception as exc:  # a port in use or a bad certificate: loud, but the rest runs
+                    self.forwarder.raise_alarm(f"sink_{sink.name}_failed", repr(exc))
         await self.forwarder.start()
         for adapter in self.adapters:
             try:

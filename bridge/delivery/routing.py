@@ -20,6 +20,13 @@ SOSBRIDGE_PLATFORM_URL / _SECRET / _FORMAT / SOSBRIDGE_FALLBACK_URL does.
     [[routes]]                           # RFC 8876: each contact as a SIP MESSAGE (no secret: use sips:)
     name = "ng112"
     url = "sip:sos@127.0.0.1:5070;transport=tcp"   # or "urn:service:sos" with sip_outbound_proxy
+
+    [[routes]]                           # NENA-STA-024: the bridge listens, police CADs subscribe (mutual TLS)
+    name = "cad"
+    url = "wss://0.0.0.0:9443/eido"
+    eido_cert_file = "server.pem"
+    eido_key_file = "server.key"
+    eido_client_ca_file = "cad-ca.pem"
 """
 
 from __future__ import annotations
@@ -99,11 +106,15 @@ class Route(BaseModel):
     sip_outbound_proxy: str | None = None
     sip_ca_file: str | None = None
     geolocation_routing: bool = True
+    # EIDO notifier routes (url wss://host:port/path, where the bridge listens); docs/platform/eido-websocket.md.
+    eido_cert_file: str | None = None
+    eido_key_file: str | None = None
+    eido_client_ca_file: str | None = None
 
     @field_validator("url", "fallback_url")
     @classmethod
     def _target(cls, value: str | None) -> str | None:
-        if value is None or re.match(r"^https?://[^\s/]+", value):
+        if value is None or re.match(r"^(https?|wss)://[^\s/]+", value):
             return value
         if is_sip_target(value):
             try:
@@ -111,7 +122,7 @@ class Route(BaseModel):
             except SipUriError as exc:
                 raise ValueError(str(exc)) from exc
             return value
-        raise ValueError("must be an http(s) URL, a sip:/sips: URI or a urn:service: URN")
+        raise ValueError("must be an http(s) URL, a sip:/sips: URI, a urn:service: URN or a wss:// URL")
 
     @field_validator("sip_from", "sip_outbound_proxy")
     @classmethod
@@ -127,6 +138,10 @@ class Route(BaseModel):
     def _needs(self) -> Route:
         if self.needs_secret and self.secret is None:
             raise ValueError("secret is required for an http(s) url or fallback_url")
+        if self.url.startswith("wss://"):
+            missing = [f for f in ("eido_cert_file", "eido_key_file", "eido_client_ca_file") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"a wss:// (EIDO notifier) url needs {', '.join(missing)}")
         if self.url.lower().startswith("urn:") and not self.sip_outbound_proxy:
             raise ValueError("a urn:service: url needs sip_outbound_proxy (the bridge has no LoST client)")
         return self

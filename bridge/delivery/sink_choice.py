@@ -1,6 +1,8 @@
 """Which sink a route's URL gets: the `sosbridge.sinks` plug-in named after its scheme.
 
-`http`/`https` → `webhook` (signed POST), `sip`/`sips`/`urn:service:` → `sip` (RFC 8876 MESSAGE).
+`http`/`https` → `webhook` (signed POST), `sip`/`sips`/`urn:service:` → `sip` (RFC 8876 MESSAGE),
+`wss` → `eido_ws` (the EIDO notifier the police CAD subscribes to; the URL is where the bridge listens).
+A sink with an async `start()` is started with the runtime (a server such as the notifier).
 A plug-in class offers `for_route(route, url, name=, timeout_s=, options=)`; built-ins register the same
 way as third parties (pyproject.toml). Docs: docs/platform/sip-message.md.
 """
@@ -18,6 +20,8 @@ from bridge.infra.plugins import load_group
 
 
 def sink_kind(url: str) -> str:
+    if url.startswith("wss://"):
+        return "eido_ws"
     return "sip" if is_sip_target(url) else "webhook"
 
 
