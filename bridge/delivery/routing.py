@@ -142,6 +142,10 @@ class Route(BaseModel):
             missing = [f for f in ("eido_cert_file", "eido_key_file", "eido_client_ca_file") if not getattr(self, f)]
             if missing:
                 raise ValueError(f"a wss:// (EIDO notifier) url needs {', '.join(missing)}")
+            absent = [f for f in ("eido_cert_file", "eido_key_file", "eido_client_ca_file")
+                      if not Path(getattr(self, f)).is_file()]
+            if absent:
+                raise ValueError(f"{', '.join(absent)}: no such file")
         if self.url.lower().startswith("urn:") and not self.sip_outbound_proxy:
             raise ValueError("a urn:service: url needs sip_outbound_proxy (the bridge has no LoST client)")
         return self
