@@ -13,12 +13,15 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import InvalidMessage
 
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import Device
+from bridge.delivery.eido_ws.hub import Hub, Peer
 from bridge.delivery.eido_ws.messages import schema_errors
 from bridge.delivery.eido_ws.sink import EidoWsSink
 from bridge.delivery.formats.validate import validate_eido_doc
@@ -234,3 +237,37 @@ async def test_the_bridge_notifies_a_cad_of_a_new_alert_and_its_update(
             async with asyncio.timeout(5):
                 while (a := await eb.runtime.store.get_alert(alert_id)) is None or a.state.value == "received":  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, text: str) -> None:
+        self.sent.append(text)
+
+    async def close(self) -> None:
+        return None
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                     lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
+                     max_leaves=10)
+_names = st.sampled_from(["subscribe", "unsubscribe", "eventResponse", "terminateResponse", "event", "x"])
+_keys = st.sampled_from(["requestId", "requestType", "requestSubType", "requestAccepts", "incidentId",
+                         "subscriptionId", "expires", "minRate", "transactionId", "statusCode", "qualFilter"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.binary(max_size=200), _json.map(json.dumps),
+                 st.tuples(_names, st.dictionaries(_keys, _json, max_size=6)).map(lambda t: json.dumps({t[0]: t[1]}))))
+def test_fuzz_every_subscriber_message_gets_a_valid_answer_or_none(raw: str | bytes) -> None:
+    async def run() -> list[str]:
+        rec = _Recorder()
+        await Hub().handle(Peer(rec.send, rec.close), raw)
+        return rec.sent
+
+    for text in asyncio.run(run()):
+        message = json.loads(text)
+        (name,) = message
+        assert schema_errors(name, message) == [], message

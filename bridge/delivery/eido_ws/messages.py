@@ -54,8 +54,9 @@ def read(text: str | bytes) -> tuple[str, dict[str, Any]]:
         raise Unreadable("a message is an object with one key")
     ((name, body),) = doc.items()
     request_id = body.get("requestId", "") if isinstance(body, dict) else ""
-    if name not in SUBSCRIBER_MESSAGES:
-        raise Unreadable(f"unknown message {name!r}", request_id if isinstance(request_id, str) else "")
+    request_id = request_id if isinstance(request_id, str) else ""
+    if name not in SUBSCRIBER_MESSAGES or not isinstance(body, dict):
+        raise Unreadable(f"unknown message {name!r}", request_id)
     return name, body
 
 
