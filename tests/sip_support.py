@@ -3,13 +3,15 @@ answers whatever a scenario says. Each runs from a config written to the test's 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import re
 import socket
+import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,3 +205,32 @@ def _wait_for_listen(port: int, proc: subprocess.Popen[bytes], log: Path, timeou
                 return
         time.sleep(0.05)
     raise TimeoutError(f"sipp does not listen on {port} after {timeout} s")
+
+
+@contextlib.asynccontextmanager
+async def tls_front(backend_port: int, cert: Path, key: Path) -> AsyncIterator[int]:
+    """A TLS terminator on loopback in front of Kamailio's TCP port (Debian's Kamailio ships TLS in a
+    separate package and its SIPp has no OpenSSL): the bridge's `sips:` client talks TLS to it, and it
+    pipes the bytes to the PSAP. Yields its port."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(str(cert), str(key))
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError, asyncio.IncompleteReadError):
+            while data := await reader.read(65536):  # ends when the peer closes; the test's deadline bounds it
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with asyncio.timeout(10):
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", backend_port)
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(client, "127.0.0.1", 0, ssl=ctx)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        async with asyncio.timeout(5):
+            await server.wait_closed()

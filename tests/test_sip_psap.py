@@ -17,8 +17,9 @@ from bridge.delivery.formats.schema_loader import CAP_NS
 from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry
 from bridge.delivery.sip.sink import SipSink
 from bridge.store.base import OutboxItem
+from simulator.platform.pki import make_pki
 from tests.formats_factory import EDINBURGH_CASTLE, contact, gnss, no_location_contact
-from tests.sip_support import kamailio, scenario_answer, scenario_drop, scenario_silent, sipp
+from tests.sip_support import kamailio, scenario_answer, scenario_drop, scenario_silent, sipp, tls_front
 
 
 def item(key: str = "key-1", with_location: bool = True) -> OutboxItem:
@@ -140,3 +141,16 @@ async def test_a_dropped_connection_is_a_retry(tmp_path: Path) -> None:
     with sipp(tmp_path, scenario_drop()) as uas:
         outcome = await deliver(SipSink(uas.uri(), timeout_s=5), item())
     assert isinstance(outcome, Retry) and "ConnectionResetError" in outcome.reason
+
+
+async def test_sips_over_tls_checks_the_psap_certificate(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    with kamailio(tmp_path) as psap:
+        async with tls_front(psap.port, pki.server_cert, pki.server_key) as port:
+            good = SipSink(f"sips:sos@127.0.0.1:{port}", timeout_s=5, ca_file=str(pki.ca))
+            assert await deliver(good, item("key-tls")) == Delivered(200)
+            # A PSAP whose certificate the route does not trust gets nothing: a retry, not a delivery.
+            untrusting = SipSink(f"sips:sos@127.0.0.1:{port}", timeout_s=5)
+            outcome = await deliver(untrusting, item("key-untrusted"))
+        assert [r.idempotency_key for r in psap.received()] == ["key-tls"]
+    assert isinstance(outcome, Retry) and "CERTIFICATE_VERIFY_FAILED" in outcome.reason
