@@ -64,7 +64,7 @@ async def run_demo(
     scenario.timeout_s = timeout
     ok = False
     try:
-        async with stack_for(scenario, workdir) as stack:
+        async with stack_for(scenario, workdir, conveyance=True) as stack:
             eb, rx = stack.bridge, stack.receiver
             console.rule("[bold]SOS Bridge demo[/bold]")
             console.print(
@@ -97,11 +97,12 @@ async def run_demo(
             for note in phone.notes if phone is not None else []:
                 console.print(f"[bold magenta]emergency contact notified[/bold magenta] {note['contact_name']}: "
                               f"{note['subject']}")
+            conveyed = await _show_conveyance(console, stack.virtual)
             if result.failed_step:
                 console.print(f"[red]step failed[/red] {result.failed_step}")
             for missing in result.missing:
                 console.print(f"[red]missing contact[/red] {missing.describe()}")
-            ok = result.ok
+            ok = result.ok and conveyed
             verdict = "[green]OK[/green]" if ok else "[red]FAILED[/red]"
             console.print(
                 f"{verdict}: {len(result.matched)}/{len(scenario.expected)} expected contacts arrived "
@@ -139,6 +140,30 @@ async def conversation_table(eb: EmbeddedBridge, contacts: list[dict[str, Any]])
             quiet = "discreet: shown without sound, nothing spoken or texted" if message["discreet"] else ""
             table.add_row(alert.device_id, "platform", message["text"], "; ".join(x for x in (how, quiet) if x))
     return table
+
+
+async def _show_conveyance(console: Console, virtual: dict[str, Any], timeout: float = 10.0) -> bool:
+    """The fall also reached the platform's NG112 ends: a SIP MESSAGE at its PSAP, an EIDO event at its
+    CAD (docs/platform/sip-message.md, docs/platform/eido-websocket.md). True when both arrived valid."""
+    psap, cad = virtual.get("sip_psap"), virtual.get("eido_cad")
+    if psap is None or cad is None:
+        return True
+    deadline = time.monotonic() + timeout
+    while True:  # the PSAP and the CAD only keep lists: poll them, under a deadline
+        if (psap.received and cad.eidos) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    for message in psap.received[:1]:
+        state = "valid" if not message["errors"] else f"INVALID: {'; '.join(message['errors'])[:200]}"
+        console.print(f"[bold cyan]SIP MESSAGE at the PSAP[/bold cyan] {message['request_line']}  ·  "
+                      f"parts {', '.join(message['parts'])} ({state})  ·  Call-Info {message['call_info']}")
+    for eido in cad.eidos[:1]:
+        alarm = eido.get("alarmsSensorsComponent", [{}])[0].get("csaaAlarmInformation", "")
+        console.print(f"[bold cyan]EIDO event at the CAD[/bold cyan] {eido.get('$id')}  ·  {alarm}")
+    ok = bool(psap.received) and bool(cad.eidos) and not any(m["errors"] for m in psap.received)
+    if not ok:
+        console.print("[red]the fall did not reach the PSAP as a valid SIP MESSAGE and the CAD as EIDO[/red]")
+    return ok
 
 
 async def _stay_open(console: Console, rx: EmbeddedReceiver) -> None:

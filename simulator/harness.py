@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -116,8 +117,11 @@ async def embedded_stack(
     alexa: bool = False,
     carer: bool = False,
     gps_device: str | None = None,
+    conveyance: bool = False,
     **overrides: Any,
 ) -> AsyncIterator[Stack]:
+    """`conveyance` adds the platform's NG112 ends: falls also go as SIP MESSAGE to a PSAP and as EIDO
+    events to a subscribed CAD (virtual["sip_psap"], virtual["eido_cad"])."""
     virtual: dict[str, Any] = {}
     environ: dict[str, str] = {}
     if alexa:
@@ -136,7 +140,8 @@ async def embedded_stack(
 
             await exits.enter_async_context(carer_phone_for(virtual))
         exits.enter_context(patched_environ(environ))
-        async with _stack(workdir, mqtt_url, embedded_mqtt, auto_ack_s, auto_resolve_s, virtual, overrides) as stack:
+        async with _stack(workdir, mqtt_url, embedded_mqtt, auto_ack_s, auto_resolve_s, virtual, overrides,
+                          conveyance) as stack:
             yield stack
 
 
@@ -149,8 +154,52 @@ async def _stack(
     auto_resolve_s: float | None,
     virtual: dict[str, Any],
     overrides: dict[str, Any],
+    conveyance: bool = False,
 ) -> AsyncIterator[Stack]:
     secret, token = secrets.token_hex(16), secrets.token_hex(16)
+    async with contextlib.AsyncExitStack() as exits:
+        routes = await _conveyance_routes(exits, workdir, virtual) if conveyance else None
+        async with _stack_inner(workdir, mqtt_url, embedded_mqtt, auto_ack_s, auto_resolve_s, virtual, overrides,
+                                secret, token, routes) as stack:
+            yield stack
+
+
+Routes = Callable[[str, str], list[dict[str, Any]]]
+
+
+async def _conveyance_routes(exits: contextlib.AsyncExitStack, workdir: Path, virtual: dict[str, Any]) -> Routes:
+    """A PSAP for SIP MESSAGEs and the certificates for the CAD; the routes that reach them. The platform
+    itself gets everything through a route of its own (a matching route replaces the default one)."""
+    from simulator.platform.pki import make_pki
+    from simulator.platform.sip_psap import SipPsap
+
+    psap = await exits.enter_async_context(SipPsap())
+    pki_dir = workdir / "pki"
+    pki_dir.mkdir(exist_ok=True)
+    pki = make_pki(pki_dir)
+    eido_url = f"wss://127.0.0.1:{free_port()}/eido"
+    virtual.update({"sip_psap": psap, "pki": pki, "eido_url": eido_url})
+    return lambda platform_url, secret: [
+        {"name": "platform", "url": platform_url, "secret": secret},
+        {"name": "ng112", "url": psap.uri, "kinds": ["fall"], "sip_from": "sip:sosbridge@127.0.0.1"},
+        {"name": "cad", "url": eido_url, "kinds": ["fall"], "eido_cert_file": str(pki.server_cert),
+         "eido_key_file": str(pki.server_key), "eido_client_ca_file": str(pki.ca)},
+    ]
+
+
+@contextlib.asynccontextmanager
+async def _stack_inner(
+    workdir: Path,
+    mqtt_url: str | None,
+    embedded_mqtt: bool,
+    auto_ack_s: float | None,
+    auto_resolve_s: float | None,
+    virtual: dict[str, Any],
+    overrides: dict[str, Any],
+    secret: str,
+    token: str,
+    routes: Routes | None = None,
+) -> AsyncIterator[Stack]:
     async with (
         EmbeddedReceiver(
             secret=secret,
@@ -181,9 +230,18 @@ async def _stack(
         }
         values.update(overrides)
         settings = Settings(**values)
-        async with EmbeddedBridge(settings) as eb:
+        environ = {"SOSBRIDGE_ROUTES": json.dumps(routes(rx.url, secret))} if routes is not None else {}
+        with patched_environ(environ):  # the runtime reads its routes when it is made
+            bridge = EmbeddedBridge(settings)
+        async with bridge as eb, contextlib.AsyncExitStack() as ends:
             rx.receiver.bridge_url = eb.url
             await wait_adapters_ready(eb)
+            if "eido_url" in virtual:
+                from simulator.platform.eido_cad import EidoCad
+
+                pki = virtual["pki"]
+                virtual["eido_cad"] = await ends.enter_async_context(
+                    EidoCad(virtual["eido_url"], pki.client_tls(pki.client_cert, pki.client_key)))
             yield Stack(eb, rx, settings, settings.mqtt_url, workdir, virtual)
 
 

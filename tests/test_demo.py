@@ -20,6 +20,11 @@ def test_demo_command() -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     summary = re.search(r"OK: (\d+)/(\d+) expected contacts arrived", run.stdout)
     assert summary and summary.group(1) == summary.group(2) and int(summary.group(2)) >= 19
+    # The fall also reaches the platform's NG112 ends: a valid RFC 8876 MESSAGE and an EIDO event.
+    flat = " ".join(run.stdout.split())  # rich wraps long lines at the console's width
+    assert "SIP MESSAGE at the PSAP MESSAGE sip:sos@127.0.0.1:" in flat
+    assert "application/emergencycalldata.cap+xml, application/pidf+xml (valid)" in flat
+    assert "EIDO event at the CAD urn:emergency:uid:incidentid:" in flat
     # Every transport shows up in the table.
     for transport in ("http", "mqtt", "coap", "serial", "alexa", "watch", "dc09"):
         assert f"│ {transport}" in run.stdout

@@ -21,10 +21,10 @@ from bridge.core.model import utcnow
 from bridge.delivery.formats import options_from_settings
 from bridge.delivery.forwarder import Forwarder
 from bridge.delivery.routing import DEFAULT_ROUTE, RoutingTable, load_routes
+from bridge.delivery.sink_choice import sink_for
 from bridge.delivery.sinks.base import Sink
 from bridge.delivery.sinks.file import FileSink
 from bridge.delivery.sinks.notify import notification_sinks
-from bridge.delivery.sinks.webhook import WebhookSink
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import stop_tasks
 from bridge.infra.health import TransportMonitor
@@ -51,18 +51,18 @@ class Sinks:
 
 
 def build_sinks(settings: Settings, table: RoutingTable) -> Sinks:
-    """One webhook per route, its own fallback URL if it has one, and the shared fsynced spool."""
+    """One sink per route (a webhook or a SIP MESSAGE, by the URL's scheme), its own fallback URL if it has
+    one, and the shared fsynced spool."""
     options = options_from_settings(settings)
     primary: dict[str, Sink] = {}
     fallbacks: dict[str, Sink] = {}
     for route in table.all_routes():
         timeout = route.timeout_s or settings.platform_timeout_s
         name = "platform" if route.name == DEFAULT_ROUTE else route.name
-        primary[route.name] = WebhookSink(route.url, route.secret, route.format, timeout, name=name, options=options)
+        primary[route.name] = sink_for(route, route.url, name=name, timeout_s=timeout, options=options)
         if route.fallback_url:
-            fallbacks[route.name] = WebhookSink(
-                route.fallback_url, route.secret, route.format, timeout, name=f"{name}-fallback", options=options
-            )
+            fallbacks[route.name] = sink_for(route, route.fallback_url, name=f"{name}-fallback",
+                                             timeout_s=timeout, options=options)
     return Sinks(primary, fallbacks, FileSink(settings.effective_fallback_file, name="fallback-spool"))
 
 
@@ -133,6 +133,13 @@ class BridgeRuntime:
     async def start(self) -> None:
         private_dir(self.settings.data_path)  # 0700: the stores, keys and spool below it are private
         await self.store.open()
+        for sink in {id(s): s for s in [*self.forwarder.sinks.values(), *self.forwarder.fallbacks.values()]}.values():
+            start = getattr(sink, "start", None)  # a sink that serves (the EIDO notifier) listens from now
+            if start is not None:
+                try:
+                    await start()
+                except Exception as exc:  # a port in use or a bad certificate: loud, but the rest runs
+                    self.forwarder.raise_alarm(f"sink_{sink.name}_failed", repr(exc))
         await self.forwarder.start()
         for adapter in self.adapters:
             try:

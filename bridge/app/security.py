@@ -70,7 +70,7 @@ def serve_refusal(settings: Settings, embedded_broker: bool = False) -> str | No
     except RoutingError:
         return None  # the runtime reports routing errors itself
     for route in routes.all_routes():
-        if weak_secret(route.secret):
+        if route.needs_secret and weak_secret(route.secret):
             return f"refusing to start: route {route.name!r} has a missing or default webhook secret"
     for check in plugin_checks():
         refusal = check(settings).refusal

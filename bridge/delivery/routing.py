@@ -16,6 +16,17 @@ SOSBRIDGE_PLATFORM_URL / _SECRET / _FORMAT / SOSBRIDGE_FALLBACK_URL does.
     min_severity = "severe"
     grid_squares = ["NT", "NN", "NS"]    # British National Grid 100 km squares
     bbox = [54.6, -8.7, 60.9, -0.7]      # south, west, north, east (WGS 84), either or both
+
+    [[routes]]                           # RFC 8876: each contact as a SIP MESSAGE (no secret: use sips:)
+    name = "ng112"
+    url = "sip:sos@127.0.0.1:5070;transport=tcp"   # or "urn:service:sos" with sip_outbound_proxy
+
+    [[routes]]                           # NENA-STA-024: the bridge listens, police CADs subscribe (mutual TLS)
+    name = "cad"
+    url = "wss://0.0.0.0:9443/eido"
+    eido_cert_file = "server.pem"
+    eido_key_file = "server.key"
+    eido_client_ca_file = "cad-ca.pem"
 """
 
 from __future__ import annotations
@@ -33,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bridge.core.contact import Contact
 from bridge.core.geo import grid_reference
 from bridge.core.model import AlertKind, ContactStatus, Severity
+from bridge.delivery.sip.uri import SipUriError, check_target, is_sip_target, parse_hop
 
 RouteFormat = Literal["json", "cap", "eido", "pidf"]
 DEFAULT_ROUTE = "default"
@@ -79,7 +91,7 @@ class Route(BaseModel):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     url: str
-    secret: str = Field(min_length=1, repr=False)
+    secret: str | None = Field(default=None, min_length=1, repr=False)
     format: RouteFormat = "json"
     fallback_url: str | None = None
     timeout_s: float | None = Field(default=None, gt=0)
@@ -89,13 +101,54 @@ class Route(BaseModel):
     statuses: tuple[ContactStatus, ...] = ()
     bbox: BBox | None = None
     grid_squares: tuple[str, ...] = ()
+    # SIP routes (url sip:, sips: or urn:service:...); see docs/platform/sip-message.md.
+    sip_from: str | None = None
+    sip_outbound_proxy: str | None = None
+    sip_ca_file: str | None = None
+    geolocation_routing: bool = True
+    # EIDO notifier routes (url wss://host:port/path, where the bridge listens); docs/platform/eido-websocket.md.
+    eido_cert_file: str | None = None
+    eido_key_file: str | None = None
+    eido_client_ca_file: str | None = None
 
     @field_validator("url", "fallback_url")
     @classmethod
-    def _http(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^\s/]+", value):
-            raise ValueError("must be an http(s) URL")
+    def _target(cls, value: str | None) -> str | None:
+        if value is None or re.match(r"^(https?|wss)://[^\s/]+", value):
+            return value
+        if is_sip_target(value):
+            try:
+                check_target(value)
+            except SipUriError as exc:
+                raise ValueError(str(exc)) from exc
+            return value
+        raise ValueError("must be an http(s) URL, a sip:/sips: URI, a urn:service: URN or a wss:// URL")
+
+    @field_validator("sip_from", "sip_outbound_proxy")
+    @classmethod
+    def _sip_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_hop(value)
+            except SipUriError as exc:
+                raise ValueError(str(exc)) from exc
         return value
+
+    @model_validator(mode="after")
+    def _needs(self) -> Route:
+        if self.needs_secret and self.secret is None:
+            raise ValueError("secret is required for an http(s) url or fallback_url")
+        if self.url.startswith("wss://"):
+            missing = [f for f in ("eido_cert_file", "eido_key_file", "eido_client_ca_file") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"a wss:// (EIDO notifier) url needs {', '.join(missing)}")
+            absent = [f for f in ("eido_cert_file", "eido_key_file", "eido_client_ca_file")
+                      if not Path(getattr(self, f)).is_file()]
+            if absent:
+                raise ValueError(f"{', '.join(absent)}: no such file")
+        if self.url.lower().startswith("urn:") and not self.sip_outbound_proxy:
+            raise ValueError("a urn:service: url needs sip_outbound_proxy (the bridge has no LoST client)")
+        return self
 
     @field_validator("grid_squares", mode="before")
     @classmethod
@@ -105,6 +158,11 @@ class Route(BaseModel):
         if bad:
             raise ValueError(f"not British National Grid 100 km squares: {bad}")
         return squares
+
+    @property
+    def needs_secret(self) -> bool:
+        """True when the route posts webhooks (url or fallback_url http(s)), which are signed."""
+        return any(u and u.startswith("http") for u in (self.url, self.fallback_url))
 
     @property
     def has_area(self) -> bool:

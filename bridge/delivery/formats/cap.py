@@ -9,6 +9,7 @@ the alert) and of later contacts their `created_at`; a later contact can therefo
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from xml.etree import ElementTree as ET
 
 from bridge.core.contact import Contact
@@ -227,6 +228,31 @@ def build_cap(contact: Contact, options: RenderOptions | None = None) -> ET.Elem
 
 def render_cap(contact: Contact, options: RenderOptions | None = None) -> bytes:
     return xml_bytes(build_cap(contact, options))
+
+
+def build_cap_rfc8876(contact: Contact, sender_uri: str, recipient: str,
+                      options: RenderOptions | None = None) -> ET.Element:
+    """The CAP profile of RFC 8876 §4.2 for a SIP MESSAGE from `sender_uri` to `recipient`.
+
+    `<sender>` is the bridge's SIP URI (also in <references>, so an Update still names the original);
+    `<incidents>` is always the alert id (unique per sender); `<area>` is left out because the location
+    travels in the PIDF-LO part; device data stays in `<parameter>`. RFC 8876 says not to use
+    `<addresses>` while CAP 1.2 requires it for `scope` Private: we keep `Private` (the alert concerns one
+    person and must not be broadcast) and give `<addresses>` the one recipient, the SIP Request-URI, so
+    the document stays CAP-valid and the address adds nothing SIP routing did not already say.
+    """
+    opts = replace(options or RenderOptions(), sender=sender_uri, cap_addresses=recipient)
+    root = build_cap(contact, opts)
+    info = root.find("info")  # build_cap writes unqualified tags under a default xmlns
+    if info is not None:
+        for area in info.findall("area"):
+            info.remove(area)
+    return root
+
+
+def render_cap_rfc8876(contact: Contact, sender_uri: str, recipient: str,
+                       options: RenderOptions | None = None) -> bytes:
+    return xml_bytes(build_cap_rfc8876(contact, sender_uri, recipient, options))
 
 
 # --- rules the XSD does not enforce (CAP 1.2 spec prose; see shared NOTES/cap-1.2.md) ---------------
