@@ -20,6 +20,7 @@ from bridge.alerts.handoff import FreshContacts
 from bridge.alerts.ledger import Ledger
 from bridge.alerts.rules import Rejected
 from bridge.core.lifecycle import LifecycleEvent
+from bridge.core.model import Alert
 from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
 from bridge.infra.aio import stop_tasks, wait_event
 from bridge.infra.metrics import Metrics
@@ -203,7 +204,13 @@ class Forwarder:
         row delivered. True when that write marked it."""
         if item.msg_type != "alert":
             return False
-        alert = item.alert or await self.store.get_alert(item.alert_id)
+        # The alert travels with the row (handed over fresh, or read by the lease); a read only otherwise.
+        if item.alert is not None:
+            alert: Alert | None = item.alert
+        elif item.alert_doc is not None:
+            alert = Alert.model_validate_json(item.alert_doc)
+        else:
+            alert = await self.store.get_alert(item.alert_id)
         if alert is None:
             return False
         self.metrics.e2e_latency.observe(max(0.0, time.time() - datetime.timestamp(alert.received_at)))

@@ -134,6 +134,8 @@ _SQL_MARK_DELIVERED = (
     "UPDATE outbox SET state = 'delivered', last_error = NULL, attempts = attempts + 1, lease_until = ? "
     "WHERE item_id = ?"
 )
+_SQL_LEASE = "UPDATE outbox SET state = 'inflight', lease_until = ? WHERE item_id = ?"
+_SQL_ALERT_DOC = "SELECT doc FROM alerts WHERE alert_id = ?"
 _SQL_DEVICE_LOCATION = (
     "UPDATE devices SET doc = json_set(doc, '$.last_location', json(?), '$.last_seen', json(?)) "
     "WHERE device_id = ?"
@@ -606,10 +608,13 @@ class SqliteStore:
             for item in items:
                 item.state = "inflight"
                 item.lease_until = now + lease_s
-                c.execute(
-                    "UPDATE outbox SET state = 'inflight', lease_until = ? WHERE item_id = ?",
-                    (item.lease_until, item.item_id),
-                )
+            c.executemany(_SQL_LEASE, [(item.lease_until, item.item_id) for item in items])
+            # First contacts carry their alert's document: their delivery moves the alert to `forwarded`
+            # without a read on the event loop (parsed there only when it is needed).
+            for item in items:
+                if item.msg_type == "alert":
+                    doc = c.execute(_SQL_ALERT_DOC, (item.alert_id,)).fetchone()
+                    item.alert_doc = doc[0] if doc else None
             return items
 
         return await self._write(body, urgent=True)
