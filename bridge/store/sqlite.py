@@ -3,8 +3,10 @@
 All access goes through one worker thread that owns the connection, so writes are serialised without
 locks in the event loop and a slow fsync never blocks it.
 
-Group commit: writes that queue up while the thread is busy (an fsync, a read) run together in one
-transaction, each inside its own SAVEPOINT so one failing write (a duplicate message) rolls back alone.
+Group commit: the writes made in one turn of the event loop, and those that queue up while the thread
+is busy (an fsync), run together in one transaction (rows serialised by the caller, bound with prepared
+statements and `executemany`), each inside its own SAVEPOINT so one failing write (a duplicate message)
+rolls back alone.
 Every caller is answered only after the COMMIT that holds its rows has returned, so "acknowledge the
 device after its row is durable" still holds; the batch only shares the fsync.
 """
@@ -265,7 +267,9 @@ class SqliteStore:
             queue_flush = not self._flush_queued
             self._flush_queued = True
         if queue_flush:
-            loop.run_in_executor(self._executor, self._flush)
+            # Not now: at the end of this turn of the loop, so every write this turn makes (one per
+            # message the adapter read in one go) goes into the same transaction and shares its fsync.
+            loop.call_soon(self._executor.submit, self._flush)
         return await future
 
     def _flush(self) -> None:
