@@ -84,6 +84,8 @@ class Forwarder:
         # Deliveries to the person's emergency contacts: outside the workers' count, so a slow mail server
         # never takes a worker from a police contact (up to `workers` of them; past that they count).
         self._notify_inflight: set[asyncio.Task[None]] = set()
+        # Deliveries being recorded in the store (outside the workers' count: see _record_delivery).
+        self._recording: set[asyncio.Task[None]] = set()
         self._stopping = False
 
     def wake(self) -> None:
@@ -100,6 +102,10 @@ class Forwarder:
             await stop_tasks([self._task])
         # In-flight deliveries keep their lease; a restart re-leases them when it expires.
         await stop_tasks([*self._inflight, *self._notify_inflight])
+        if self._recording:
+            # Recording a delivery is one queued write: let it land, so a clean stop sends nothing twice.
+            await asyncio.wait(list(self._recording), timeout=5)
+            await stop_tasks(list(self._recording))
         every = [*self.sinks.values(), *self.fallbacks.values(), self.fallback]
         for sink in {id(s): s for s in every if s is not None}.values():
             await sink.close()
@@ -168,8 +174,12 @@ class Forwarder:
         attempts = item.attempts + 1
         if isinstance(outcome, Delivered):
             self.metrics.deliveries.labels(sink_name, "delivered").inc()
-            if not await self._after_delivery(item):
-                await self.store.mark_delivered(item.item_id, time.time())
+            # The worker is free as soon as the platform said 2xx: the bookkeeping goes into the store's
+            # next group commit on its own task. A worker that waited for that commit held its slot for
+            # an fsync per contact, which capped delivery at workers / (POST + commit) — 450/s with 16.
+            task = asyncio.create_task(self._record_delivery(item))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
             return
         kind = "retry" if isinstance(outcome, Retry) else "permanent"
         self.metrics.deliveries.labels(sink_name, kind).inc()
@@ -187,6 +197,19 @@ class Forwarder:
         retry_after = outcome.after_s if isinstance(outcome, Retry) else self.retry_max_s
         delay = backoff_delay(attempts, self.retry_base_s, self.retry_max_s, retry_after, self._rng)
         await self.store.reschedule(item.item_id, time.time() + delay, outcome.reason, attempts)
+
+    async def _record_delivery(self, item: OutboxItem) -> None:
+        """Mark the row delivered (with the alert's `forwarded`, for a first contact). The row stays
+        leased until this commits, so a later contact of the alert still waits for it (order), and if the
+        write is lost the lease expires and the contact goes out again with the same Idempotency-Key."""
+        try:
+            if not await self._after_delivery(item):
+                await self.store.mark_delivered(item.item_id, time.time())
+        except StoreError as exc:
+            log.warning("delivery not recorded; the lease will expire and it is sent again",
+                        extra={"alert_id": item.alert_id, "seq": item.seq, "error": str(exc)})
+        finally:
+            self._wake.set()  # the next contact of this alert may be leased now
 
     async def _fail_over(self, item: OutboxItem, reason: str) -> None:
         self.raise_alarm("critical_contact_overdue", f"{item.idempotency_key}: {reason}")
