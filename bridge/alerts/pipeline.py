@@ -1,9 +1,11 @@
-"""`Pipeline.submit()`: the one path every adapter hands its observations to.
+"""`Pipeline.submit()`: the intake, where the ingress hands every observation.
 
 resolve device → normalise → dedupe on transport message id → escalate into an open alert → locate →
-enrich from the registry → persist alert + history + outbox row in one transaction → return, and only
+enrich from the registry (the pure rules are in bridge/alerts/rules.py) → a `Change`, written by the
+ledger (bridge/alerts/ledger.py: alert + history + outbox rows in one transaction) → return, and only
 then may the adapter acknowledge the device. A store failure propagates as `StoreError` so the adapter
 answers with an error (and the device retries) instead of acknowledging an alert that is not stored.
+See docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ from bridge.alerts.rules import (
     cancel_held,
     device_state,
     discreet,
+    escalation_change,
     escalation_counts,
     held_under_duress,
     locate,
     message_text,
+    new_alert_change,
     replaces_fix,
     should_escalate,
     silent_from_start,
@@ -42,10 +46,6 @@ from bridge.core.events import StatusBus, StatusEvent
 from bridge.core.lifecycle import IllegalTransition, LifecycleEvent, needs_stand_down, next_state
 from bridge.core.messages import MESSAGE_IN
 from bridge.core.model import (
-    ALWAYS_SILENT_KINDS,
-    DECODE_WARNINGS,
-    DEFAULT_SEVERITY,
-    LIFE_SAFETY_KINDS,
     Alert,
     AlertKind,
     AlertState,
@@ -53,7 +53,6 @@ from bridge.core.model import (
     Device,
     HistoryEntry,
     Observation,
-    Severity,
     new_id,
     utcnow,
 )
@@ -232,53 +231,14 @@ class Pipeline:
         if open_alert is not None and should_escalate(open_alert, obs.kind):
             return await self._escalate(open_alert, obs, device, dedupe_key, extra_keys, now)
 
-        location = locate(obs.location, device, now, self.last_known_max_age_s)
-        severity = obs.severity or DEFAULT_SEVERITY[obs.kind]
-        status: ContactStatus = obs.status or (device.status if device.status != "actual" else self.default_status)
-        alert = Alert(
-            alert_id=new_id(),
-            tenant_id=device.tenant_id,
-            device_id=device.device_id,
-            kind=obs.kind,
-            severity=severity,
-            silent=obs.silent or obs.kind in ALWAYS_SILENT_KINDS,
-            status=status,
-            state=AlertState.received,
-            occurred_at=obs.occurred_at or now,
-            received_at=now,
-            updated_at=now,
-            transport=obs.transport,
-            location=location,
-            language=obs.language or (device.person.language if device.person else None),
-            verified=obs.verified,
-            dedupe_key=dedupe_key,
-            # Presses folded in before the first commit (a burst arriving together) count as escalations.
-            escalation_count=obs.presses - 1,
-            attributes=dict(obs.attributes),
-            raw=obs.raw,
+        change = new_alert_change(
+            obs, device, now, alert_id=new_id(), dedupe_key=dedupe_key, extra_keys=extra_keys,
+            open_alert_id=open_alert.alert_id if open_alert is not None else None,
+            default_status=self.default_status, max_last_known_age_s=self.last_known_max_age_s,
         )
-        history = [
-            HistoryEntry(
-                at=now,
-                event="received",
-                state=alert.state,
-                detail={"transport": obs.transport, "kind": obs.kind.value, "message_id": obs.message_id,
-                        "presses": obs.presses},
-            )
-        ]
-        change = Change(
-            alert=alert,
-            history=history,
-            dedupe_key=dedupe_key,
-            extra_dedupe_keys=extra_keys,
-            check_open_alert=True,
-            expected_open_alert=open_alert.alert_id if open_alert is not None else None,
-            first_alert=obs.kind in LIFE_SAFETY_KINDS,
-        )
+        alert = change.alert
         self._queue_contact(change, device, "alert", obs.reason)
         self.ledger.queue_notifications(change, device, "alert")  # after the police contact, never instead
-        if obs.location is not None and obs.location.has_coordinates:
-            change.device_location = (device.device_id, obs.location)
         await self._commit(change, new_alert=True)
         self.ledger.publish(alert, "received")
         return SubmitResult(alert.alert_id, "created", alert.state)
@@ -292,39 +252,9 @@ class Pipeline:
         extra_keys: list[str],
         now: datetime,
     ) -> SubmitResult:
-        assert obs.kind is not None
-        alert = alert.model_copy(deep=True)
-        alert.escalation_count += obs.presses
-        alert.severity = max(alert.severity.raised(), obs.severity or Severity.unknown, key=lambda s: s.rank)
-        silenced = not alert.silent and (obs.silent or obs.kind in ALWAYS_SILENT_KINDS)
-        alert.silent = alert.silent or silenced
-        if silenced:
-            # Raised audibly, made silent later (a duress phrase after "I need help"): the device side saw it.
-            alert.attributes["silenced_by_escalation"] = True
-        alert.updated_at = now
-        # Counts per kind, not a list per press: a contact's size must not grow with a flood.
-        kinds = escalation_counts(alert.attributes.get("escalation_kinds"))
-        kinds[obs.kind.value] = kinds.get(obs.kind.value, 0) + obs.presses
-        alert.attributes["escalation_kinds"] = kinds
-        # The update contact names what *this* frame dropped (docs/devices/partial-frames.md).
-        if dropped := obs.attributes.get(DECODE_WARNINGS):
-            alert.attributes[DECODE_WARNINGS] = dropped
-        else:
-            alert.attributes.pop(DECODE_WARNINGS, None)
-        change = Change(alert=alert, dedupe_key=dedupe_key, extra_dedupe_keys=extra_keys)
-        if obs.location is not None and obs.location.has_coordinates:
-            alert.location = locate(obs.location, device, now, self.last_known_max_age_s)
-            change.device_location = (device.device_id, obs.location)
-        change.history.append(
-            HistoryEntry(
-                at=now,
-                event="escalated",
-                state=alert.state,
-                detail={"kind": obs.kind.value, "count": alert.escalation_count, "presses": obs.presses,
-                        "transport": obs.transport},
-            )
-        )
-        reason = f"escalation: repeated {obs.kind.value} (press {alert.escalation_count + 1})"
+        change, reason = escalation_change(alert, obs, device, now, dedupe_key=dedupe_key, extra_keys=extra_keys,
+                                           max_last_known_age_s=self.last_known_max_age_s)
+        alert = change.alert
         self._queue_update(change, device, reason)
         await self._commit(change)
         self.ledger.publish(alert, "escalated")

@@ -1,7 +1,8 @@
 """Intake rules: pure functions that read an observation, a device and an alert and decide.
 
-No I/O, no clock of their own (the caller passes `now`): where a fix comes from, whether a press folds
-into an open alert, when a cancel is held under duress, what the device side is shown. The pipeline
+No I/O, no clock and no id of their own (the caller passes `now` and the new alert's id): where a fix
+comes from, whether a press folds into an open alert, the `Change` a new alert or an escalation makes,
+when a cancel is held under duress, what the device side is shown. The pipeline
 (bridge/alerts/pipeline.py) applies them; the ledger (bridge/alerts/ledger.py) writes what they decide.
 See docs/architecture.md.
 """
@@ -13,7 +14,22 @@ from typing import Any
 
 from bridge.core.geo import enrich_location
 from bridge.core.messages import BadText, clean_message
-from bridge.core.model import LIFE_SAFETY_KINDS, Alert, AlertKind, AlertState, Device, Location
+from bridge.core.model import (
+    ALWAYS_SILENT_KINDS,
+    DECODE_WARNINGS,
+    DEFAULT_SEVERITY,
+    LIFE_SAFETY_KINDS,
+    Alert,
+    AlertKind,
+    AlertState,
+    ContactStatus,
+    Device,
+    HistoryEntry,
+    Location,
+    Observation,
+    Severity,
+)
+from bridge.store.base import Change
 
 CLOCK_SKEW_S = 60.0
 # Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
@@ -142,3 +158,80 @@ def message_text(text: str | None) -> str:
 def device_state(alert: Alert) -> AlertState:
     """The state the device side is shown: `cancelled` once a cancel was held, the real state otherwise."""
     return AlertState.cancelled if cancel_held(alert) else alert.state
+
+
+def new_alert_change(
+    obs: Observation, device: Device, now: datetime, *, alert_id: str, dedupe_key: str | None,
+    extra_keys: list[str], open_alert_id: str | None, default_status: ContactStatus, max_last_known_age_s: float,
+) -> Change:
+    """The change a first alert makes: the alert, its `received` history and the device's new fix; the
+    caller adds the contacts. `open_alert_id` is the device's open alert as read (the write is refused if
+    another instance opened one meanwhile). Pure."""
+    assert obs.kind is not None
+    status: ContactStatus = obs.status or (device.status if device.status != "actual" else default_status)
+    alert = Alert(
+        alert_id=alert_id,
+        tenant_id=device.tenant_id,
+        device_id=device.device_id,
+        kind=obs.kind,
+        severity=obs.severity or DEFAULT_SEVERITY[obs.kind],
+        silent=obs.silent or obs.kind in ALWAYS_SILENT_KINDS,
+        status=status,
+        state=AlertState.received,
+        occurred_at=obs.occurred_at or now,
+        received_at=now,
+        updated_at=now,
+        transport=obs.transport,
+        location=locate(obs.location, device, now, max_last_known_age_s),
+        language=obs.language or (device.person.language if device.person else None),
+        verified=obs.verified,
+        dedupe_key=dedupe_key,
+        # Presses folded in before the first commit (a burst arriving together) count as escalations.
+        escalation_count=obs.presses - 1,
+        attributes=dict(obs.attributes),
+        raw=obs.raw,
+    )
+    history = [HistoryEntry(at=now, event="received", state=alert.state, detail={
+        "transport": obs.transport, "kind": obs.kind.value, "message_id": obs.message_id, "presses": obs.presses,
+    })]
+    change = Change(alert=alert, history=history, dedupe_key=dedupe_key, extra_dedupe_keys=extra_keys,
+                    check_open_alert=True, expected_open_alert=open_alert_id,
+                    first_alert=obs.kind in LIFE_SAFETY_KINDS)
+    if obs.location is not None and obs.location.has_coordinates:
+        change.device_location = (device.device_id, obs.location)
+    return change
+
+
+def escalation_change(
+    open_alert: Alert, obs: Observation, device: Device, now: datetime, *, dedupe_key: str | None,
+    extra_keys: list[str], max_last_known_age_s: float,
+) -> tuple[Change, str]:
+    """The change a repeated press makes to the open alert (counts, severity, silence, location) and the
+    reason its update contact gives; the caller adds the contact. `open_alert` is not modified. Pure."""
+    assert obs.kind is not None
+    alert = open_alert.model_copy(deep=True)
+    alert.escalation_count += obs.presses
+    alert.severity = max(alert.severity.raised(), obs.severity or Severity.unknown, key=lambda s: s.rank)
+    silenced = not alert.silent and (obs.silent or obs.kind in ALWAYS_SILENT_KINDS)
+    alert.silent = alert.silent or silenced
+    if silenced:
+        # Raised audibly, made silent later (a duress phrase after "I need help"): the device side saw it.
+        alert.attributes["silenced_by_escalation"] = True
+    alert.updated_at = now
+    # Counts per kind, not a list per press: a contact's size must not grow with a flood.
+    kinds = escalation_counts(alert.attributes.get("escalation_kinds"))
+    kinds[obs.kind.value] = kinds.get(obs.kind.value, 0) + obs.presses
+    alert.attributes["escalation_kinds"] = kinds
+    # The update contact names what *this* frame dropped (docs/devices/partial-frames.md).
+    if dropped := obs.attributes.get(DECODE_WARNINGS):
+        alert.attributes[DECODE_WARNINGS] = dropped
+    else:
+        alert.attributes.pop(DECODE_WARNINGS, None)
+    change = Change(alert=alert, dedupe_key=dedupe_key, extra_dedupe_keys=extra_keys)
+    if obs.location is not None and obs.location.has_coordinates:
+        alert.location = locate(obs.location, device, now, max_last_known_age_s)
+        change.device_location = (device.device_id, obs.location)
+    change.history.append(HistoryEntry(at=now, event="escalated", state=alert.state, detail={
+        "kind": obs.kind.value, "count": alert.escalation_count, "presses": obs.presses, "transport": obs.transport,
+    }))
+    return change, f"escalation: repeated {obs.kind.value} (press {alert.escalation_count + 1})"
