@@ -40,6 +40,7 @@ def test_mosquitto_restart_mid_stream() -> None:
     check(tally)
 
 
+@pytest.mark.timeout(150)  # its own waits are bounded (a restart, then at most 90 s for the tally)
 @pytest.mark.parametrize("store", ["sqlite", "redis"])
 def test_kill9_during_an_mqtt_flood_loses_nothing(store: str, request: pytest.FixtureRequest) -> None:
     need_binary("mosquitto")
