@@ -321,7 +321,7 @@ async def test_status_and_confirmed_cancel(stack: Stack) -> None:
     status_text = speech(await stack.post(stack.current(STOP_SAMPLE, intent="StatusIntent")))
     assert status_text == "Your alert has been answered. Help is on the way."
     # Issue 16: the platform's latest message is read out on the next status question.
-    await stack.eb.runtime.pipeline.platform_message(alert_id, "An ambulance is two minutes away.")
+    await stack.eb.runtime.ledger.platform_message(alert_id, "An ambulance is two minutes away.")
     status_text = speech(await stack.post(stack.current(STOP_SAMPLE, intent="StatusIntent")))
     assert status_text == ("Your alert has been answered. Help is on the way. "
                            "The control room says: An ambulance is two minutes away.")

@@ -95,7 +95,7 @@ async def test_cancel_after_forwarding_is_a_stand_down(pipeline: Pipeline) -> No
     from bridge.core.lifecycle import LifecycleEvent
 
     created = await pipeline.submit(obs())
-    await pipeline.lifecycle_event(created.alert_id or "", LifecycleEvent.delivered, actor="test")
+    await pipeline.ledger.lifecycle_event(created.alert_id or "", LifecycleEvent.delivered, actor="test")
     await pipeline.submit(obs(action="cancel", kind=None))
     items = await pipeline.store.outbox_items(created.alert_id or "")
     assert [i.msg_type for i in items] == ["alert", "cancel"]
@@ -219,7 +219,7 @@ async def test_memory_does_not_grow_with_devices_heard(pipeline: Pipeline) -> No
     for i in range(50):
         await pipeline.store.put_device(Device(device_id=f"m{i}"))
     await asyncio.gather(*(pipeline.submit(obs(device_id=f"m{i}", message_id="x")) for i in range(50)))
-    assert pipeline._locks == {}  # per-device locks exist only while held
+    assert pipeline.ledger._locks == {}  # per-device locks exist only while held
     again = await asyncio.gather(*(pipeline.submit(obs(device_id=f"m{i}", message_id="x")) for i in range(50)))
     assert {r.outcome for r in again} == {"duplicate"}
 

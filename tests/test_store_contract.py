@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.model import AlertState, Device, HistoryEntry, Location, new_id, utcnow
+from bridge.core.model import Alert, AlertState, Device, HistoryEntry, Location, Person, new_id, utcnow
 from bridge.store.base import Change, DuplicateMessage, Store
 from tests.factories import make_alert, make_item
 
@@ -281,3 +281,24 @@ async def test_append_history_records_without_touching_the_alert(store: Store) -
     # An unknown (or purged) alert gains no orphaned history.
     await store.append_history("no-such-alert", [sent])
     assert await store.history("no-such-alert") == []
+
+
+async def test_a_leased_first_contact_carries_its_alert_or_nothing(store: Store) -> None:
+    """A store may hand the alert's stored document to the lease (SQLite does), so the delivery that moves
+    it to `forwarded` needs no read of its own; if it does, it is the alert as committed."""
+    alert = make_alert()
+    await store.commit(Change(alert=alert, outbox=[make_item(alert, 1)]))
+    [leased] = await store.lease(10, 30, time.time())
+    if leased.alert_doc is not None:
+        assert Alert.model_validate_json(leased.alert_doc) == alert
+
+
+async def test_a_fix_written_with_an_alert_keeps_the_rest_of_the_device(store: Store) -> None:
+    device = Device(device_id="d1", label="kitchen", person=Person(name="A"),
+                    registered_address=Location(lat=1.0, lon=2.0))
+    await store.put_device(device)
+    alert = make_alert()
+    fix = Location(lat=55.95, lon=-3.19, accuracy_m=10, fix_time=utcnow())
+    await store.commit(Change(alert=alert, device_location=("d1", fix)))
+    stored = await store.get_device("d1")
+    assert stored == device.model_copy(update={"last_location": fix, "last_seen": alert.updated_at})

@@ -12,6 +12,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bridge.alerts.emergency_contacts import Notifier, SmsGateway
+from bridge.alerts.handoff import FreshContacts
+from bridge.alerts.ledger import Ledger
 from bridge.alerts.pipeline import Pipeline
 from bridge.app.config import Settings
 from bridge.app.refusal_audit import RefusalAudit, flush_refusals
@@ -75,17 +77,6 @@ class BridgeRuntime:
         extra_dirs = settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else []
         self.profiles = ProfileRegistry.load(extra_dirs)
         self.routes = load_routes(settings)
-        self.pipeline = Pipeline(
-            self.store,
-            self.bus,
-            self.metrics,
-            public_url=settings.effective_public_url,
-            default_status=settings.default_status,
-            last_known_max_age_s=settings.last_known_max_age_s,
-            kind_policy=self.profiles.allowed_kinds,
-            route_selector=self.select_routes,
-            update_limiter=TokenBuckets(settings.device_update_burst, settings.device_update_per_min / 60),
-        )
         self.auth_failures = TokenBuckets(settings.auth_failures_burst, settings.auth_failures_per_min / 60)
         self.refusals = RefusalAudit(settings.auth_audit_interval_s)
         self.transports = TransportMonitor()
@@ -97,13 +88,30 @@ class BridgeRuntime:
         notify_sinks = notification_sinks(settings, gateway)
         sinks.primary.update(notify_sinks)
         channels = [family.split(":", 1)[1] for family in notify_sinks if family != "notify:sms"]
-        self.pipeline.notifier = Notifier(channels, settings.notify_map_url, sms=gateway)
+        # Built once and handed to each through its constructor: the ledger writes, the forwarder delivers,
+        # and brand-new alerts' first contacts pass from one to the other in memory (FreshContacts).
+        fresh = FreshContacts(settings.forwarder_workers, settings.lease_s)
+        self.ledger = Ledger(self.store, self.bus, fresh=fresh,
+                             notifier=Notifier(channels, settings.notify_map_url, sms=gateway))
+        self.pipeline = Pipeline(
+            self.store,
+            self.bus,
+            self.metrics,
+            public_url=settings.effective_public_url,
+            default_status=settings.default_status,
+            last_known_max_age_s=settings.last_known_max_age_s,
+            kind_policy=self.profiles.allowed_kinds,
+            route_selector=self.select_routes,
+            update_limiter=TokenBuckets(settings.device_update_burst, settings.device_update_per_min / 60),
+            ledger=self.ledger,
+        )
         self.forwarder = Forwarder(
             self.store,
-            self.pipeline,
+            self.ledger,
             self.metrics,
             sinks.primary,
             sinks.spool,
+            fresh=fresh,
             fallbacks=sinks.fallbacks,
             workers=settings.forwarder_workers,
             lease_s=settings.lease_s,
@@ -111,7 +119,6 @@ class BridgeRuntime:
             retry_max_s=settings.retry_max_s,
             fallback_after_attempts=settings.fallback_after_attempts,
         )
-        self.pipeline.forwarder = self.forwarder
         self.ingress = Ingress(self.store, self.pipeline, self.profiles, self.metrics,
                                max_frame_bytes=settings.max_body_bytes, device_cache_s=settings.device_cache_s)
         self.plugins: dict[str, list[LoadedPlugin]] = load_all()

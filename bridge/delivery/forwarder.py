@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from bridge.alerts.emergency_contacts import channel_route, is_notify_route
-from bridge.alerts.pipeline import Pipeline, Rejected
+from bridge.alerts.handoff import FreshContacts
+from bridge.alerts.ledger import Ledger
+from bridge.alerts.rules import Rejected
 from bridge.core.lifecycle import LifecycleEvent
+from bridge.core.model import Alert
 from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
 from bridge.infra.aio import stop_tasks, wait_event
 from bridge.infra.metrics import Metrics
@@ -46,11 +49,12 @@ class Forwarder:
     def __init__(
         self,
         store: Store,
-        pipeline: Pipeline,
+        ledger: Ledger,
         metrics: Metrics,
         sinks: dict[str, Sink],
         fallback: Sink | None,
         *,
+        fresh: FreshContacts | None = None,
         fallbacks: dict[str, Sink] | None = None,
         workers: int = 4,
         lease_s: float = 30.0,
@@ -59,7 +63,7 @@ class Forwarder:
         fallback_after_attempts: int = 3,
     ) -> None:
         self.store = store
-        self.pipeline = pipeline
+        self.ledger = ledger
         self.metrics = metrics
         self.sinks = sinks
         self.fallback = fallback
@@ -70,53 +74,38 @@ class Forwarder:
         self.retry_max_s = retry_max_s
         self.fallback_after_attempts = fallback_after_attempts
         self.alarms: dict[str, Alarm] = {}
-        self._wake = asyncio.Event()
+        # Brand-new alerts' first contacts, handed over in memory by the ledger after their commit; its
+        # event is this forwarder's wake-up (a commit that queued contacts sets it).
+        self.fresh = fresh if fresh is not None else FreshContacts(workers, lease_s)
+        self._wake = self.fresh.event
         self._rng = random.Random()
         self._task: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         # Deliveries to the person's emergency contacts: outside the workers' count, so a slow mail server
         # never takes a worker from a police contact (up to `workers` of them; past that they count).
         self._notify_inflight: set[asyncio.Task[None]] = set()
-        self._reserved = 0  # fresh contacts claimed for in-memory hand-over, not yet committed
+        # Deliveries being recorded in the store (outside the workers' count: see _record_delivery).
+        self._recording: set[asyncio.Task[None]] = set()
         self._stopping = False
 
     def wake(self) -> None:
         self._wake.set()
-
-    # -- fresh alerts: delivered straight from memory ------------------------------------------------------
-    def claim_fresh(self, items: list[OutboxItem]) -> list[OutboxItem]:
-        """Before a commit: the first contact of a brand-new alert is written already leased by this
-        forwarder (no predecessor can be waiting, so ordering holds) and handed over in memory after the
-        commit, sparing the lease round trip. A crash before delivery leaves a leased row that is leased
-        again when it expires, exactly like a crash mid-delivery."""
-        claimed: list[OutboxItem] = []
-        now = time.time()
-        for item in items:
-            if item.msg_type != "alert" or len(self._inflight) + self._reserved >= self.workers:
-                continue
-            item.state = "inflight"
-            item.lease_until = now + self.lease_s
-            self._reserved += 1
-            claimed.append(item)
-        return claimed
-
-    def hand_over(self, items: list[OutboxItem], committed: bool) -> None:
-        """After the commit: deliver what was claimed, or forget it if the commit failed."""
-        for item in items:
-            self._reserved -= 1
-            if committed and not self._stopping:
-                self._spawn(item)
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="forwarder")
 
     async def stop(self) -> None:
         self._stopping = True
+        self.fresh.closed = True
         self._wake.set()
         if self._task is not None:
             await stop_tasks([self._task])
         # In-flight deliveries keep their lease; a restart re-leases them when it expires.
         await stop_tasks([*self._inflight, *self._notify_inflight])
+        if self._recording:
+            # Recording a delivery is one queued write: let it land, so a clean stop sends nothing twice.
+            await asyncio.wait(list(self._recording), timeout=5)
+            await stop_tasks(list(self._recording))
         every = [*self.sinks.values(), *self.fallbacks.values(), self.fallback]
         for sink in {id(s): s for s in every if s is not None}.values():
             await sink.close()
@@ -135,8 +124,12 @@ class Forwarder:
 
     async def _run(self) -> None:
         while not self._stopping:
+            # Cleared before taking and leasing: a hand-over during the lease below wakes the next wait.
+            self._wake.clear()
+            for item in self.fresh.take():
+                self._spawn(item)
             notify_excess = max(0, len(self._notify_inflight) - self.workers)
-            capacity = self.workers - len(self._inflight) - self._reserved - notify_excess
+            capacity = self.workers - len(self._inflight) - self.fresh.reserved - notify_excess
             items: list[OutboxItem] = []
             if capacity > 0:
                 try:
@@ -150,17 +143,18 @@ class Forwarder:
                 self._spawn(item)
             if items and len(items) == capacity:
                 continue
-            self._wake.clear()
             await wait_event(self._wake, 0.25)
 
     def _spawn(self, item: OutboxItem) -> None:
         task = asyncio.create_task(self._deliver(item))
         (self._notify_inflight if is_notify_route(item.route) else self._inflight).add(task)
+        self.fresh.busy = len(self._inflight)
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._notify_inflight.discard(task)
+        self.fresh.busy = len(self._inflight)
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", extra={"error": repr(task.exception())})
         self._wake.set()
@@ -180,8 +174,12 @@ class Forwarder:
         attempts = item.attempts + 1
         if isinstance(outcome, Delivered):
             self.metrics.deliveries.labels(sink_name, "delivered").inc()
-            if not await self._after_delivery(item):
-                await self.store.mark_delivered(item.item_id, time.time())
+            # The worker is free as soon as the platform said 2xx: the bookkeeping goes into the store's
+            # next group commit on its own task. A worker that waited for that commit held its slot for
+            # an fsync per contact, which capped delivery at workers / (POST + commit) — 450/s with 16.
+            task = asyncio.create_task(self._record_delivery(item))
+            self._recording.add(task)
+            task.add_done_callback(self._recording.discard)
             return
         kind = "retry" if isinstance(outcome, Retry) else "permanent"
         self.metrics.deliveries.labels(sink_name, kind).inc()
@@ -200,6 +198,19 @@ class Forwarder:
         delay = backoff_delay(attempts, self.retry_base_s, self.retry_max_s, retry_after, self._rng)
         await self.store.reschedule(item.item_id, time.time() + delay, outcome.reason, attempts)
 
+    async def _record_delivery(self, item: OutboxItem) -> None:
+        """Mark the row delivered (with the alert's `forwarded`, for a first contact). The row stays
+        leased until this commits, so a later contact of the alert still waits for it (order), and if the
+        write is lost the lease expires and the contact goes out again with the same Idempotency-Key."""
+        try:
+            if not await self._after_delivery(item):
+                await self.store.mark_delivered(item.item_id, time.time())
+        except StoreError as exc:
+            log.warning("delivery not recorded; the lease will expire and it is sent again",
+                        extra={"alert_id": item.alert_id, "seq": item.seq, "error": str(exc)})
+        finally:
+            self._wake.set()  # the next contact of this alert may be leased now
+
     async def _fail_over(self, item: OutboxItem, reason: str) -> None:
         self.raise_alarm("critical_contact_overdue", f"{item.idempotency_key}: {reason}")
         fallback = self.fallbacks.get(item.route) or self.fallback
@@ -216,12 +227,18 @@ class Forwarder:
         row delivered. True when that write marked it."""
         if item.msg_type != "alert":
             return False
-        alert = item.alert or await self.store.get_alert(item.alert_id)
+        # The alert travels with the row (handed over fresh, or read by the lease); a read only otherwise.
+        if item.alert is not None:
+            alert: Alert | None = item.alert
+        elif item.alert_doc is not None:
+            alert = Alert.model_validate_json(item.alert_doc)
+        else:
+            alert = await self.store.get_alert(item.alert_id)
         if alert is None:
             return False
         self.metrics.e2e_latency.observe(max(0.0, time.time() - datetime.timestamp(alert.received_at)))
         with contextlib.suppress(Rejected):
-            await self.pipeline.lifecycle_event(item.alert_id, LifecycleEvent.delivered, actor="forwarder",
+            await self.ledger.lifecycle_event(item.alert_id, LifecycleEvent.delivered, actor="forwarder",
                                                 known=alert, delivered_item=item.item_id)
         return True
 

@@ -57,6 +57,9 @@ class OutboxItem:
     # In memory only, never stored: the alert as committed with this row, when the pipeline hands a fresh
     # row to the forwarder (saves re-reading it after delivery; a stale copy only costs a versioned retry).
     alert: Alert | None = field(default=None, repr=False, compare=False)
+    # In memory only: the alert's stored document as the lease read it (a first contact's), so the
+    # delivery that moves the alert to `forwarded` needs no point lookup of its own. None: not read.
+    alert_doc: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass

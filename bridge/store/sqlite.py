@@ -3,8 +3,10 @@
 All access goes through one worker thread that owns the connection, so writes are serialised without
 locks in the event loop and a slow fsync never blocks it.
 
-Group commit: writes that queue up while the thread is busy (an fsync, a read) run together in one
-transaction, each inside its own SAVEPOINT so one failing write (a duplicate message) rolls back alone.
+Group commit: the writes made in one turn of the event loop, and those that queue up while the thread
+is busy (an fsync), run together in one transaction (rows serialised by the caller, bound with prepared
+statements and `executemany`), each inside its own SAVEPOINT so one failing write (a duplicate message)
+rolls back alone.
 Every caller is answered only after the COMMIT that holds its rows has returned, so "acknowledge the
 device after its row is durable" still holds; the batch only shares the fsync.
 """
@@ -107,11 +109,45 @@ _NO_EARLIER_OPEN = (
 
 
 def _mark_delivered(c: sqlite3.Connection, item_id: str, now: float) -> None:
-    c.execute(
-        "UPDATE outbox SET state = 'delivered', last_error = NULL, attempts = attempts + 1, lease_until = ? "
-        "WHERE item_id = ?",
-        (now, item_id),
-    )
+    c.execute(_SQL_MARK_DELIVERED, (now, item_id))
+
+
+# The commit path's statements, prepared once: sqlite3 caches a statement by its text.
+_SQL_VERSION = "SELECT json_extract(doc, '$.version') FROM alerts WHERE alert_id = ?"
+_SQL_OPEN_ALERT = (
+    "SELECT alert_id FROM alerts WHERE device_id = ? AND is_open = 1 ORDER BY received_at DESC LIMIT 1"
+)
+_SQL_DEDUPE_GET = "SELECT alert_id FROM dedupe WHERE key = ?"
+_SQL_DEDUPE_PUT = "INSERT INTO dedupe (key, alert_id, at) VALUES (?, ?, ?)"
+_SQL_DEDUPE_PUT_IGNORE = "INSERT OR IGNORE INTO dedupe (key, alert_id, at) VALUES (?, ?, ?)"
+_SQL_ALERT_PUT = (
+    "INSERT INTO alerts (alert_id, device_id, state, is_open, received_at, doc) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(alert_id) DO UPDATE SET "
+    "state=excluded.state, is_open=excluded.is_open, doc=excluded.doc"
+)
+_SQL_HISTORY_PUT = "INSERT INTO history (alert_id, at, event, state, detail) VALUES (?, ?, ?, ?, ?)"
+_SQL_CANCEL_PENDING = "UPDATE outbox SET state = 'cancelled' WHERE alert_id = ? AND state IN ('pending', 'retry')"
+_SQL_SUPERSEDE_UPDATES = (
+    "UPDATE outbox SET state = 'cancelled' WHERE alert_id = ? AND msg_type = 'update' "
+    "AND state IN ('pending', 'retry')"
+)
+_SQL_OUTBOX_PUT = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_SQL_MARK_DELIVERED = (
+    "UPDATE outbox SET state = 'delivered', last_error = NULL, attempts = attempts + 1, lease_until = ? "
+    "WHERE item_id = ?"
+)
+_SQL_LEASE = "UPDATE outbox SET state = 'inflight', lease_until = ? WHERE item_id = ?"
+_SQL_ALERT_DOC = "SELECT doc FROM alerts WHERE alert_id = ?"
+_SQL_DEVICE_LOCATION = (
+    "UPDATE devices SET doc = json_set(doc, '$.last_location', json(?), '$.last_seen', json(?)) "
+    "WHERE device_id = ?"
+)
+
+
+def _item_row(item: OutboxItem, now: float) -> tuple[Any, ...]:
+    return (item.item_id, item.alert_id, item.seq, item.msg_type, item.idempotency_key, item.payload,
+            int(item.critical), item.state, item.attempts, item.next_attempt_at, item.lease_until,
+            item.last_error, int(item.fallback_sent), item.created_at or now, item.route)
 
 
 def _row_to_item(row: sqlite3.Row) -> OutboxItem:
@@ -231,7 +267,9 @@ class SqliteStore:
             queue_flush = not self._flush_queued
             self._flush_queued = True
         if queue_flush:
-            loop.run_in_executor(self._executor, self._flush)
+            # Not now: at the end of this turn of the loop, so every write this turn makes (one per
+            # message the adapter read in one go) goes into the same transaction and shares its fsync.
+            loop.call_soon(self._executor.submit, self._flush)
         return await future
 
     def _flush(self) -> None:
@@ -442,98 +480,53 @@ class SqliteStore:
 
     # -- alerts ---------------------------------------------------------------------------------------
     async def commit(self, change: Change) -> None:
+        """Everything is serialised here, on the caller's side: the writer thread only binds prepared
+        rows (`executemany`), so a batch holds the write lock for SQL alone, never a pydantic dump."""
         alert = change.alert
+        alert_id = alert.alert_id
+        now = time.time()
+        alert_row = (alert_id, alert.device_id, alert.state.value, int(alert.is_open),
+                     alert.received_at.isoformat(), alert.model_dump_json())
+        history_rows = [(alert_id, h.at.isoformat(), h.event, h.state.value, json.dumps(h.detail))
+                        for h in change.history]
+        outbox_rows = [_item_row(item, now) for item in change.outbox]
+        extra_keys = [(key, alert_id, now) for key in change.extra_dedupe_keys]
+        delivered = [(change.delivered_at, item_id) for item_id in change.delivered_items]
+        location_row: tuple[str, str, str] | None = None
+        if change.device_location is not None:
+            device_id, loc = change.device_location
+            location_row = (loc.model_dump_json(), json.dumps(alert.updated_at.isoformat()), device_id)
 
         def body(c: sqlite3.Connection) -> None:
             if change.expected_version is not None:
-                row = c.execute(
-                    "SELECT json_extract(doc, '$.version') AS v FROM alerts WHERE alert_id = ?", (alert.alert_id,)
-                ).fetchone()
-                if row is None or (row["v"] or 0) != change.expected_version:
-                    raise ConcurrentUpdate(alert.alert_id)
+                row = c.execute(_SQL_VERSION, (alert_id,)).fetchone()
+                if row is None or (row[0] or 0) != change.expected_version:
+                    raise ConcurrentUpdate(alert_id)
             if change.check_open_alert:
-                row = c.execute(
-                    "SELECT alert_id FROM alerts WHERE device_id = ? AND is_open = 1 ORDER BY received_at DESC LIMIT 1",
-                    (alert.device_id,),
-                ).fetchone()
-                if (row["alert_id"] if row else None) != change.expected_open_alert:
-                    raise ConcurrentUpdate(alert.alert_id)
+                row = c.execute(_SQL_OPEN_ALERT, (alert.device_id,)).fetchone()
+                if (row[0] if row else None) != change.expected_open_alert:
+                    raise ConcurrentUpdate(alert_id)
             if change.dedupe_key is not None:
-                existing = c.execute("SELECT alert_id FROM dedupe WHERE key = ?", (change.dedupe_key,)).fetchone()
+                existing = c.execute(_SQL_DEDUPE_GET, (change.dedupe_key,)).fetchone()
                 if existing is not None:
-                    raise DuplicateMessage(existing["alert_id"])
-                c.execute(
-                    "INSERT INTO dedupe (key, alert_id, at) VALUES (?, ?, ?)",
-                    (change.dedupe_key, alert.alert_id, time.time()),
-                )
-            for key in change.extra_dedupe_keys:
-                c.execute(
-                    "INSERT OR IGNORE INTO dedupe (key, alert_id, at) VALUES (?, ?, ?)",
-                    (key, alert.alert_id, time.time()),
-                )
-            c.execute(
-                "INSERT INTO alerts (alert_id, device_id, state, is_open, received_at, doc) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(alert_id) DO UPDATE SET "
-                "state=excluded.state, is_open=excluded.is_open, doc=excluded.doc",
-                (
-                    alert.alert_id,
-                    alert.device_id,
-                    alert.state.value,
-                    int(alert.is_open),
-                    alert.received_at.isoformat(),
-                    alert.model_dump_json(),
-                ),
-            )
-            for h in change.history:
-                c.execute(
-                    "INSERT INTO history (alert_id, at, event, state, detail) VALUES (?, ?, ?, ?, ?)",
-                    (alert.alert_id, h.at.isoformat(), h.event, h.state.value, json.dumps(h.detail)),
-                )
+                    raise DuplicateMessage(existing[0])
+                c.execute(_SQL_DEDUPE_PUT, (change.dedupe_key, alert_id, now))
+            if extra_keys:
+                c.executemany(_SQL_DEDUPE_PUT_IGNORE, extra_keys)
+            c.execute(_SQL_ALERT_PUT, alert_row)
+            if history_rows:
+                c.executemany(_SQL_HISTORY_PUT, history_rows)
             if change.cancel_pending_outbox:
-                c.execute(
-                    "UPDATE outbox SET state = 'cancelled' WHERE alert_id = ? AND state IN ('pending', 'retry')",
-                    (alert.alert_id,),
-                )
+                c.execute(_SQL_CANCEL_PENDING, (alert_id,))
             elif change.supersede_pending_updates:
-                c.execute(
-                    "UPDATE outbox SET state = 'cancelled' WHERE alert_id = ? AND msg_type = 'update' "
-                    "AND state IN ('pending', 'retry')",
-                    (alert.alert_id,),
-                )
-            for item in change.outbox:
-                c.execute(
-                    f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        item.item_id,
-                        item.alert_id,
-                        item.seq,
-                        item.msg_type,
-                        item.idempotency_key,
-                        item.payload,
-                        int(item.critical),
-                        item.state,
-                        item.attempts,
-                        item.next_attempt_at,
-                        item.lease_until,
-                        item.last_error,
-                        int(item.fallback_sent),
-                        item.created_at or time.time(),
-                        item.route,
-                    ),
-                )
-            for item_id in change.delivered_items:
-                _mark_delivered(c, item_id, change.delivered_at)
-            if change.device_location is not None:
-                device_id, loc = change.device_location
-                row = c.execute("SELECT doc FROM devices WHERE device_id = ?", (device_id,)).fetchone()
-                if row is not None:
-                    device = Device.model_validate_json(row["doc"])
-                    device.last_location = loc
-                    device.last_seen = alert.updated_at
-                    c.execute(
-                        "UPDATE devices SET doc = ? WHERE device_id = ?",
-                        (device.model_dump_json(), device_id),
-                    )
+                c.execute(_SQL_SUPERSEDE_UPDATES, (alert_id,))
+            if outbox_rows:
+                c.executemany(_SQL_OUTBOX_PUT, outbox_rows)
+            if delivered:
+                c.executemany(_SQL_MARK_DELIVERED, delivered)
+            if location_row is not None:
+                # In SQL, on the stored document: no read and no model on the writer thread.
+                c.execute(_SQL_DEVICE_LOCATION, location_row)
 
         await self._write(body, urgent=change.urgent, first=change.first_alert)
 
@@ -619,10 +612,13 @@ class SqliteStore:
             for item in items:
                 item.state = "inflight"
                 item.lease_until = now + lease_s
-                c.execute(
-                    "UPDATE outbox SET state = 'inflight', lease_until = ? WHERE item_id = ?",
-                    (item.lease_until, item.item_id),
-                )
+            c.executemany(_SQL_LEASE, [(item.lease_until, item.item_id) for item in items])
+            # First contacts carry their alert's document: their delivery moves the alert to `forwarded`
+            # without a read on the event loop (parsed there only when it is needed).
+            for item in items:
+                if item.msg_type == "alert":
+                    doc = c.execute(_SQL_ALERT_DOC, (item.alert_id,)).fetchone()
+                    item.alert_doc = doc[0] if doc else None
             return items
 
         return await self._write(body, urgent=True)

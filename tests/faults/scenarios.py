@@ -151,6 +151,57 @@ def mosquitto_restart(alerts: int, down_s: float, rng: random.Random, workdir: P
             broker.stop()
 
 
+def kill9_mqtt_flood(
+    alerts: int, rng: random.Random, redis_url: str | None = None, workdir: Path | None = None
+) -> Tally:
+    """kill -9 the bridge at a random moment while it works through a QoS 1 flood, then restart it.
+
+    Every button's press is published at once (the broker holds them for the bridge's persistent
+    session). The bridge acknowledges a message only after the group commit that holds its alert; a
+    message it had not yet acknowledged when killed is delivered again to the restarted bridge. An
+    acknowledgement before the commit would lose exactly the messages of the batch being written."""
+    import paho.mqtt.client as mqtt
+
+    with stack(workdir, redis_url=redis_url, lease_s=2.0) as s:
+        broker = Mosquitto(s.workdir / "mosquitto")
+        broker.start()
+        s.mqtt_url = broker.url + "?version=3.1.1"
+        try:
+            s.start_receiver()
+            s.add_bridge()
+            devices = s.register(alerts, prefix="btn", tenant_id="t1")
+            probe = s.register(1, prefix="probe", tenant_id="t1")
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fault-flooder", clean_session=False)
+            pub.connect("127.0.0.1", broker.port)
+            pub.loop_start()
+            _publish(pub, probe[0][0])  # once delivered, the bridge's subscription certainly exists
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and probe[0][0] not in alert_keys_by_device(s):
+                time.sleep(0.05)
+            infos = [
+                pub.publish(f"sosbridge/t1/{device_id}/alert",
+                            json.dumps({"kind": "sos", "message_id": f"{device_id}-m1"}), qos=1)
+                for device_id, _ in devices
+            ]
+            # Killed in the middle of the flood, while its batches are being committed: once a random
+            # share (10-60 %) of it reached the platform.
+            wanted = {device_id for device_id, _ in devices}
+            share = int(alerts * rng.uniform(0.1, 0.6))
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(wanted & set(alert_keys_by_device(s))) < share:
+                time.sleep(0.005)
+            s.bridges[0].kill9()
+            for info in infos:
+                info.wait_for_publish(timeout=30)  # the broker has every press, whatever the bridge did
+            s.restart_bridge(0)
+            pub.loop_stop()
+            pub.disconnect()
+            return _button_tally(s, wanted, 90, settle_s=s.lease_s + 0.5)
+        finally:
+            s.close()
+            broker.stop()
+
+
 def broker_unreachable_at_start(alerts: int, workdir: Path | None = None) -> Tally:
     """The bridge starts while its MQTT broker is down: /readyz must say so (503, mqtt unreachable) and
     the log must name it; once the broker is up, /readyz is ready again and MQTT alerts are delivered."""

@@ -40,6 +40,14 @@ def test_mosquitto_restart_mid_stream() -> None:
     check(tally)
 
 
+@pytest.mark.timeout(150)  # its own waits are bounded (a restart, then at most 90 s for the tally)
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_kill9_during_an_mqtt_flood_loses_nothing(store: str, request: pytest.FixtureRequest) -> None:
+    need_binary("mosquitto")
+    redis_url = request.getfixturevalue("redis_url") if store == "redis" else None
+    check(scenarios.kill9_mqtt_flood(alerts=300, rng=random.Random(), redis_url=redis_url))
+
+
 def test_broker_unreachable_at_start_is_not_ready_then_recovers() -> None:
     need_binary("mosquitto")
     check(scenarios.broker_unreachable_at_start(alerts=5))

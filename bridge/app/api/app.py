@@ -162,7 +162,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
     async def platform_event(request: Request, alert_id: str, event: LifecycleEvent, body: PlatformNote) -> Any:
         # Only the platform's own credential: never the webhook secret (an HMAC key is not a bearer token).
         require_secret(request, settings.platform_token, "platform")
-        alert = await runtime.pipeline.lifecycle_event(
+        alert = await runtime.ledger.lifecycle_event(
             alert_id, event, actor=body.operator or "platform", note=body.note
         )
         await runtime.store.audit(utcnow(), "platform", event.value, alert_id, body.note)
@@ -180,7 +180,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
     async def platform_message(request: Request, alert_id: str, body: PlatformMessage) -> Any:
         # Only the platform's own credential: never the webhook secret (an HMAC key is not a bearer token).
         require_secret(request, settings.platform_token, "platform")
-        alert, message = await runtime.pipeline.platform_message(
+        alert, message = await runtime.ledger.platform_message(
             alert_id, body.text, language=body.language, audible=body.audible, actor=body.operator or "platform"
         )
         return {"alert_id": alert.alert_id, "state": alert.state.value, "message_id": message.message_id,
