@@ -68,8 +68,12 @@ class Receiver:
         auto_resolve_s: float | None = None,
         tolerance_s: float = DEFAULT_TOLERANCE_S,
         control_token: str | None = None,
+        keep_raw: bool = False,
     ) -> None:
         self.secret = secret
+        # Every webhook request as it arrived (headers, raw body), in memory, when asked: the docs-sample
+        # tests verify signatures on them as a platform would.
+        self.raw_requests: list[tuple[dict[str, str], bytes]] | None = [] if keep_raw else None
         self.tolerance_s = tolerance_s  # signatures older (or newer) than this are refused as replays
         self.control_token = control_token  # when set, GET /contacts and /control/* need it as a bearer token
         self.jsonl_path = Path(jsonl_path) if jsonl_path else None
@@ -238,6 +242,8 @@ class Receiver:
             await asyncio.sleep(self.slow_s)
         body = await request.body()
         key = request.headers.get(IDEMPOTENCY_HEADER, "")
+        if self.raw_requests is not None:
+            self.raw_requests.append((dict(request.headers), body))
         try:
             check(body, self.secret, request.headers.get(SIGNATURE_HEADER), key, self.tolerance_s)
         except SignatureError as exc:
