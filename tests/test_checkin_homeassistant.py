@@ -1,0 +1,80 @@
+"""The check-in timer by voice on a real Home Assistant (issue 24 item 2): the shipped package
+skills/assist/homeassistant/packages/sos_bridge_checkin.yaml and its sentences, driven through Home
+Assistant's conversation API against a real bridge delivering to the reference receiver. Started,
+extended, asked about, stopped; stopped with the duress code (said exactly like a stop, a silent duress
+alert at the platform); and not stopped (a check_in_missed alert). Home Assistant starts once for this
+module, as in tests/test_homeassistant.py, whose rig this reuses."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from device_adapters.checkin import timers
+from device_adapters.checkin.voice import SPEECH
+from skills.alexa.speech import say
+from tests.test_homeassistant import Env, Rig, bridge_for, rig  # noqa: F401 - `rig` is the session fixture
+
+pytestmark = [pytest.mark.homeassistant, pytest.mark.timeout(300)]
+
+HA = Path(__file__).resolve().parent.parent / "skills" / "assist" / "homeassistant"
+INTENTS = {"SosCheckIn", "SosCheckInExtend", "SosCheckInStop", "SosCheckInStatus"}
+
+
+@pytest.mark.parametrize(("lang", "locale"), [("en", "en-GB"), ("de", "de-DE")])
+def test_checkin_sentences_cover_every_intent_with_the_bridges_wording(lang: str, locale: str) -> None:
+    doc = yaml.safe_load((HA / "custom_sentences" / lang / "sos_bridge_checkin.yaml").read_text())
+    assert doc["language"] == lang and set(doc["intents"]) == INTENTS
+    for intent in doc["intents"].values():
+        for block in intent["data"]:
+            assert block["slots"]["lang"] == locale
+            assert block["slots"]["unreachable"] == say("bridge_unreachable", locale)
+
+
+def env_timers(env: Env):  # type: ignore[no-untyped-def]
+    found = timers(env.bridge.runtime)
+    assert found is not None
+    return found
+
+
+async def test_check_on_me_by_voice_start_extend_status_stop(rig: Rig, tmp_path: Path) -> None:  # noqa: F811
+    async with bridge_for(rig, tmp_path) as env:
+        en = SPEECH["en"]
+        assert await env.ha.aconverse("how long is left on my check-in") == en["no_timer"]
+        said = await env.ha.aconverse("check on me in 20 minutes")
+        assert said == en["started"].format(minutes="20 minutes")
+        svc = env_timers(env)
+        running = svc.current("ha-home")
+        assert running is not None and 1190 <= running.due_at - time.time() <= 1200
+        assert await env.ha.aconverse("give me 10 more minutes") == en["extended"].format(remaining="30 minutes")
+        assert await env.ha.aconverse("how long is left on my check-in") == en["status"].format(remaining="30 minutes")
+        assert await env.ha.aconverse("stop my check-in") == en["stopped"]
+        assert svc.current("ha-home") is None
+        await asyncio.sleep(0.3)
+        assert env.rx.contacts == []
+
+
+async def test_a_voice_stop_with_the_duress_code_sounds_the_same(rig: Rig, tmp_path: Path) -> None:  # noqa: F811
+    async with bridge_for(rig, tmp_path) as env:
+        await env.bridge.runtime.store.set_credential("ha-home", "checkin_duress", "4711")
+        assert (await env.ha.aconverse("check on me in 15 minutes")).startswith("OK.")
+        assert await env.ha.aconverse("stop my check-in code 4711") == SPEECH["en"]["stopped"]
+        contact = await env.contact(lambda c: c["msg_type"] == "alert")
+        assert contact["kind"] == "duress" and contact["silent"] is True
+        # Asked afterwards, whoever listens hears what a stopped timer sounds like.
+        assert await env.ha.aconverse("how long is left on my check-in") == SPEECH["en"]["no_timer"]
+
+
+async def test_german_check_in_runs_out_into_an_alert(rig: Rig, tmp_path: Path) -> None:  # noqa: F811
+    async with bridge_for(rig, tmp_path) as env:
+        de = SPEECH["de"]
+        assert await env.ha.aconverse("melde dich in 5 Minuten", "de") == de["started"].format(minutes="5 Minuten")
+        svc = env_timers(env)
+        svc.clock = lambda: time.time() + 6 * 60
+        svc.poke()
+        contact = await env.contact(lambda c: c["msg_type"] == "alert")
+        assert contact["kind"] == "check_in_missed" and contact["silent"] is False
