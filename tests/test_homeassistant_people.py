@@ -1,4 +1,5 @@
-"""The check-in timer by voice on a real Home Assistant (issue 24 item 2): the shipped package
+"""Issue 24 on a real Home Assistant: voice replies under duress stay consistent and innocuous (item 3),
+and the check-in timer by voice (item 2): the shipped package
 skills/assist/homeassistant/packages/sos_bridge_checkin.yaml and its sentences, driven through Home
 Assistant's conversation API against a real bridge delivering to the reference receiver. Started,
 extended, asked about, stopped; stopped with the duress code (said exactly like a stop, a silent duress
@@ -78,3 +79,27 @@ async def test_german_check_in_runs_out_into_an_alert(rig: Rig, tmp_path: Path) 
         svc.poke()
         contact = await env.contact(lambda c: c["msg_type"] == "alert")
         assert contact["kind"] == "check_in_missed" and contact["silent"] is False
+
+
+async def test_after_the_duress_phrase_no_reply_says_an_alert_exists(rig: Rig, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 24: after the duress phrase, "help me" answered "help is on the way" and "false alarm" then
+    "nothing to cancel", in front of whoever is listening. Now nothing said admits an alert, whatever is
+    asked, while the platform still hears every request."""
+    async with bridge_for(rig, tmp_path) as env:
+        noted = say("duress_reply", "en-GB")
+        assert await env.ha.aconverse("is the kettle on") == noted
+        first = await env.contact(lambda c: c["msg_type"] == "alert")
+        assert first["kind"] == "duress" and first["silent"] is True
+        assert await env.ha.aconverse("help me") == noted
+        assert await env.ha.aconverse("is help coming") == noted
+        assert await env.ha.aconverse("false alarm") == say("nothing_to_cancel", "en-GB")
+        assert await env.ha.aconverse("false alarm cancel my alert") == say("nothing_to_cancel", "en-GB")
+        assert await env.ha.aconverse("is help coming") == say("no_alert", "en-GB")
+        assert await env.ha.aconverse("help me") == noted
+        # The platform heard the help requests and the coerced cancel; the alert is open and silent.
+        await env.contact(lambda c: c["alert_id"] == first["alert_id"] and c["msg_type"] == "update"
+                          and c["attributes"].get("cancel_requests_under_duress"))
+        alert = await env.alert()
+        assert alert is not None and alert.alert_id == first["alert_id"] and alert.silent and alert.is_open
+        assert alert.escalation_count >= 2
+        assert not any(c["msg_type"] == "cancel" for c in env.rx.contacts)
