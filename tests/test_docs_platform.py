@@ -44,7 +44,7 @@ PAGES = sorted((ROOT / "docs" / "platform").glob("*.md"))
 KINDS = {"python", "javascript", "http", "json", "toml"}
 FENCE = re.compile(r"^```([\w-]*)[ \t]*([^\n]*)\n(.*?)^```[ \t]*$", re.M | re.S)
 PUBLISH_TITLE = re.compile(r'title="published on sosbridge/<tenant>/<device>/(\w+)"')
-EDINBURGH = Location(lat=55.9533, lon=-3.1883, accuracy_m=12, source="gnss")
+EDINBURGH = Location(lat=55.9533, lon=-3.1883, accuracy_m=30, source="registered_address")
 
 
 @dataclass

@@ -162,6 +162,20 @@ class Receiver:
             })
         return status, answer
 
+    async def bridge_view(self, alert_id: str) -> tuple[int, dict[str, Any]]:
+        """The bridge's own record of the alert (`GET /v1/platform/alerts/{id}`): its real state, its
+        history (who acknowledged or resolved it, every message both ways) and the registered address.
+        The console shows this rather than only what it did itself."""
+        if self.bridge_url is None or self._client is None or not self.platform_token:
+            return 0, {}
+        url = f"{self.bridge_url}/v1/platform/alerts/{alert_id}"
+        try:
+            response = await self._client.get(url, headers={"Authorization": f"Bearer {self.platform_token}"})
+            answer = response.json()
+        except (httpx.HTTPError, ValueError):
+            return 0, {}
+        return response.status_code, answer if isinstance(answer, dict) else {}
+
     async def _call_bridge(self, alert_id: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if self.bridge_url is None or self._client is None:
             return 0, {}
