@@ -319,9 +319,9 @@ class CheckinTimers:
                 if step is not None:
                     try:
                         await self._step(timer, step)
-                    except StoreError as exc:  # retried in a second; nothing was marked done
-                        log.error("check-in step not stored", extra={"device_id": timer.device_id,
-                                                                      "error": repr(exc)})
+                    except Exception as exc:  # a store outage or a bug: retried in a second, the loop lives on
+                        log.error("check-in step failed", extra={"device_id": timer.device_id,
+                                                                  "timer_id": timer.timer_id, "error": repr(exc)})
                         at = now + 1.0
                 next_at = min(next_at, at)
             await wait_event(self._wake, max(0.0, next_at - self.clock()))
