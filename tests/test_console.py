@@ -161,7 +161,7 @@ async def test_console_in_a_browser(tmp_path: Path, browser: Any) -> None:
             await expect(page.locator("#detail-h")).to_have_text("fall · Morag MacLeod")
             await expect(page.locator("#f-kind")).to_have_text("fall")
             await expect(page.locator("#f-silent")).to_have_text("No")
-            await expect(page.locator("#f-language")).to_have_text("gd")
+            await expect(page.locator("#f-language")).to_have_text("Scottish Gaelic (gd)")
             await expect(page.locator("#f-needs")).to_have_text("deaf: text only")
             await expect(page.locator("#f-notes")).to_have_text("Lives alone; key safe 1234")
             await expect(page.locator("#f-location")).to_have_text("55.95325, -3.18826 ± 12 m")
@@ -194,10 +194,14 @@ async def test_console_in_a_browser(tmp_path: Path, browser: Any) -> None:
             assert r.status_code in (200, 201, 202), r.text
             await expect(page.locator("#thread li.from-person")).to_contain_text(
                 "I am upstairs, door open", timeout=10_000)
-            await expect(page.locator("#thread li")).to_have_count(2)
+            await expect(page.locator("#thread li.from-person, #thread li.from-operator")).to_have_count(2)
+            await expect(page.locator("#thread li.from-event")).to_have_text(re.compile("Acknowledged by console"))
 
-            # Resolve: the alert is closed and the console says so.
-            await page.get_by_role("button", name="Resolve").click()
+            # Resolve asks why first; the alert is then closed and the console says so.
+            await page.get_by_role("button", name="Resolve…").click()
+            await expect(page.get_by_label("Why is this alert resolved?")).to_be_focused()
+            await page.get_by_label("Why is this alert resolved?").fill("Officers with her; ambulance called")
+            await page.get_by_role("button", name="Resolve the alert").click()
             await wait_state(device, alert_id, "resolved")
             await expect(page.locator("#f-state")).to_have_text("resolved")
             await expect(page.get_by_role("button", name="Send message")).to_be_disabled()
@@ -238,10 +242,10 @@ async def test_silent_and_exercise_alerts_in_a_browser(tmp_path: Path, browser: 
             channels = {d["channel"] for ds in view["message_deliveries"].values() for d in ds}
             assert channels <= {"http", "sse", "mqtt", "coap", "app"}, channels
             # The exercise alert is marked in its detail view too; the arrow keys move through the list.
+            # Both are open and critical: the one raised first comes first.
             await item.focus()
-            await page.keyboard.press("ArrowDown")
+            await page.keyboard.press("ArrowUp")
             await expect(page.locator(f'[data-alert-id="{exercise_id}"]')).to_be_focused()
-            await page.keyboard.press("Enter")
             await expect(page.locator("#exercise-banner")).to_have_text(
                 "EXERCISE: not a real emergency. Do not dispatch.")
             await expect(page.locator("#silent-banner")).to_be_hidden()

@@ -30,7 +30,7 @@ def test_demo_command() -> None:
         assert f"│ {transport}" in run.stdout
     # An emergency contact (a carer's webhook) is told about the fall and then that help is on the way.
     told = "emergency contact notified Catriona MacLeod: [EXERCISE] "
-    assert told + "Alert: Morag MacLeod - a fall" in run.stdout
+    assert told + "Alert: Morag MacLeod - fall" in run.stdout
     assert told + "Help is on the way: Morag MacLeod" in run.stdout
     # The duress caller's registered contact is told nothing (the scenario step fails if they are).
     assert "Jo's registered emergency contact is told nothing" in run.stdout

@@ -18,7 +18,9 @@ import re
 import unicodedata
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.core.model import ALWAYS_SILENT_KINDS, Alert, AlertKind, Device, EmergencyContact, Location, new_id
 from bridge.store.base import Change, OutboxItem
@@ -44,84 +46,106 @@ def channel_route(route: str) -> str:
     return ":".join(route.split(":")[:2])
 
 
+# Noun phrases, without an article: they stand in a subject ("Alert: Morag - fall") and after a colon.
 KIND_TEXT: dict[str, dict[AlertKind, str]] = {
     "en": {
-        AlertKind.sos: "an SOS alert",
-        AlertKind.panic: "a panic alarm",
-        AlertKind.duress: "a silent alarm",
-        AlertKind.fall: "a fall",
+        AlertKind.sos: "SOS alert",
+        AlertKind.panic: "panic alarm",
+        AlertKind.duress: "silent alarm",
+        AlertKind.fall: "fall",
         AlertKind.no_movement: "no movement for a long time",
-        AlertKind.medical: "a medical emergency",
-        AlertKind.fire: "a fire or smoke alarm",
-        AlertKind.check_in_missed: "a missed check-in",
-        AlertKind.device_offline: "their alarm device going offline",
-        AlertKind.tamper: "their alarm device being tampered with",
-        AlertKind.low_battery: "a low battery on their alarm device",
-        AlertKind.device_removed: "their alarm device being taken off",
-        AlertKind.test: "a test alert",
+        AlertKind.medical: "medical emergency",
+        AlertKind.fire: "fire or smoke alarm",
+        AlertKind.check_in_missed: "missed check-in",
+        AlertKind.device_offline: "alarm device offline",
+        AlertKind.tamper: "alarm device tampered with",
+        AlertKind.low_battery: "low battery on the alarm device",
+        AlertKind.device_removed: "alarm device taken off",
+        AlertKind.test: "test alert",
     },
     "de": {
-        AlertKind.sos: "einen SOS-Alarm",
-        AlertKind.panic: "einen Panikalarm",
-        AlertKind.duress: "einen stillen Alarm",
-        AlertKind.fall: "einen Sturz",
+        AlertKind.sos: "SOS-Alarm",
+        AlertKind.panic: "Panikalarm",
+        AlertKind.duress: "stiller Alarm",
+        AlertKind.fall: "Sturz",
         AlertKind.no_movement: "lange keine Bewegung",
-        AlertKind.medical: "einen medizinischen Notfall",
-        AlertKind.fire: "einen Feuer- oder Rauchalarm",
-        AlertKind.check_in_missed: "eine versäumte Rückmeldung",
-        AlertKind.device_offline: "dass das Notrufgerät nicht mehr erreichbar ist",
-        AlertKind.tamper: "eine Manipulation am Notrufgerät",
-        AlertKind.low_battery: "einen schwachen Akku am Notrufgerät",
-        AlertKind.device_removed: "dass das Notrufgerät abgelegt wurde",
-        AlertKind.test: "einen Testalarm",
+        AlertKind.medical: "medizinischer Notfall",
+        AlertKind.fire: "Feuer- oder Rauchalarm",
+        AlertKind.check_in_missed: "versäumter Check-in",
+        AlertKind.device_offline: "Notrufgerät nicht erreichbar",
+        AlertKind.tamper: "Manipulation am Notrufgerät",
+        AlertKind.low_battery: "schwacher Akku am Notrufgerät",
+        AlertKind.device_removed: "Notrufgerät abgelegt",
+        AlertKind.test: "Testalarm",
     },
 }
+
+DEFAULT_TIME_ZONE = "Europe/London"
 
 TEMPLATES: dict[str, dict[str, str]] = {
     "en": {
         "someone": "the person you are an emergency contact for",
         "alert.subject": "{prefix}Alert: {who} - {kind}",
-        "alert.body": "{who} raised {kind} at {time} UTC. The alert has been sent to the police.",
+        "alert.body": "Alert for {who}: {kind}, at {time}. The police are being alerted.",
         "ack.subject": "{prefix}Help is on the way: {who}",
-        "ack.body": "The police have acknowledged the alert of {who}: help is on the way.",
+        "ack.body": "The police have acknowledged the alert for {who}: help is on the way.",
         "resolve.subject": "{prefix}Alert closed: {who}",
-        "resolve.body": "The police have closed the alert of {who}.",
+        "resolve.body": "The police have closed the alert for {who}.",
         "cancel.subject": "{prefix}Alert cancelled: {who}",
-        "cancel.body": "The alert of {who} was cancelled at their device.",
+        "cancel.body": "The alert for {who} was cancelled at the alarm device.",
         "where": "Where: {place}",
-        "grid": "grid reference {grid}",
+        "grid": "OS grid reference {grid}",
+        "coordinates": "{lat}° {ns}, {lon}° {ew}",
+        "N": "N", "S": "S", "E": "E", "W": "W",
         "registered_address": "(registered address)",
         "last_known": "(last known position)",
         "accuracy": "(within about {m} m)",
         "map": "Map: {url}",
         "footer": "You receive this because {who} registered you as an emergency contact. "
-        "Do not reply to this message. If you think someone is in danger, call the emergency number.",
+        "Do not reply to this message. If you think someone is in danger, call 999 or 112.",
         "exercise": "[EXERCISE] ",
         "test": "[TEST] ",
     },
     "de": {
         "someone": "die Person, für die Sie Notfallkontakt sind",
         "alert.subject": "{prefix}Alarm: {who} - {kind}",
-        "alert.body": "{who} hat um {time} UTC {kind} gemeldet. Der Alarm wurde an die Polizei weitergeleitet.",
+        "alert.body": "Alarm für {who}: {kind}, um {time}. Die Polizei wird alarmiert.",
         "ack.subject": "{prefix}Hilfe ist unterwegs: {who}",
-        "ack.body": "Die Polizei hat den Alarm von {who} bestätigt: Hilfe ist unterwegs.",
+        "ack.body": "Die Polizei hat den Alarm für {who} bestätigt: Hilfe ist unterwegs.",
         "resolve.subject": "{prefix}Alarm abgeschlossen: {who}",
-        "resolve.body": "Die Polizei hat den Alarm von {who} abgeschlossen.",
+        "resolve.body": "Die Polizei hat den Alarm für {who} abgeschlossen.",
         "cancel.subject": "{prefix}Alarm abgebrochen: {who}",
-        "cancel.body": "Der Alarm von {who} wurde am Gerät abgebrochen.",
+        "cancel.body": "Der Alarm für {who} wurde am Notrufgerät abgebrochen.",
         "where": "Ort: {place}",
-        "grid": "Gitterbezug {grid}",
-        "registered_address": "(gemeldete Adresse)",
+        "grid": "britische Gitterreferenz (OS) {grid}",
+        "coordinates": "{lat}° {ns}, {lon}° {ew}",
+        "N": "N", "S": "S", "E": "O", "W": "W",
+        "registered_address": "(hinterlegte Adresse)",
         "last_known": "(letzte bekannte Position)",
         "accuracy": "(auf etwa {m} m genau)",
         "map": "Karte: {url}",
         "footer": "Sie erhalten diese Nachricht, weil {who} Sie als Notfallkontakt angegeben hat. "
-        "Bitte antworten Sie nicht auf diese Nachricht. Wenn Sie jemanden in Gefahr glauben, "
-        "rufen Sie den Notruf.",
+        "Bitte antworten Sie nicht auf diese Nachricht. Wenn Sie glauben, dass jemand in Gefahr ist, "
+        "rufen Sie den Notruf 112 (in Großbritannien 999).",
         "exercise": "[ÜBUNG] ",
         "test": "[TEST] ",
     },
 }
+
+
+def local_time(at: datetime, zone: str | None) -> str:
+    """`2026-11-29 21:40 GMT (Europe/London)`: the time in the person's zone, the zone named. Pure."""
+    try:
+        tz = ZoneInfo(zone or DEFAULT_TIME_ZONE)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = ZoneInfo(DEFAULT_TIME_ZONE)
+    local = at.astimezone(tz)
+    return f"{local:%Y-%m-%d %H:%M} {local.tzname()} ({tz.key})"
+
+
+def coordinates(lat: float, lon: float, words: dict[str, str]) -> str:
+    return words["coordinates"].format(lat=f"{abs(lat):.5f}", ns=words["N" if lat >= 0 else "S"],
+                                       lon=f"{abs(lon):.5f}", ew=words["E" if lon >= 0 else "W"])
 
 
 def template_language(tag: str | None) -> str:
@@ -149,6 +173,9 @@ def _where(location: Location | None, words: dict[str, str], map_url: str) -> li
         parts.append(words["grid"].format(grid=location.grid_ref))
     elif location.civic is not None and location.civic.one_line():
         parts.append(location.civic.one_line())
+    elif location.has_coordinates:  # outside Great Britain: no grid reference, so the coordinates
+        assert location.lat is not None and location.lon is not None
+        parts.append(coordinates(location.lat, location.lon, words))
     if location.accuracy_m is not None and location.has_coordinates:
         parts.append(words["accuracy"].format(m=round(location.accuracy_m)))
     if location.source in ("registered_address", "last_known"):
@@ -172,7 +199,7 @@ def render(
     values = {
         "who": who,
         "kind": KIND_TEXT[lang][alert.kind],
-        "time": alert.occurred_at.strftime("%Y-%m-%d %H:%M"),
+        "time": local_time(alert.occurred_at, person.time_zone if person else None),
         "prefix": prefix,
     }
     subject = words[f"{event}.subject"].format(**values)

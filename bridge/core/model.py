@@ -241,6 +241,23 @@ class Person(PersonDetails):
     emergency_contacts: list[EmergencyContact] = Field(
         default_factory=list, max_length=10, description="Told about alerts; never in the police contact"
     )
+    time_zone: str | None = Field(
+        default=None, max_length=64,
+        description="IANA time zone (e.g. Europe/Berlin) of the times in texts to the emergency contacts; "
+        "Europe/London when unset",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, v: str | None) -> str | None:
+        if v is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(v)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ValueError(f"unknown time zone {v!r}") from exc
+        return v
 
 
 class Device(CleanModel):

@@ -68,8 +68,12 @@ class Receiver:
         auto_resolve_s: float | None = None,
         tolerance_s: float = DEFAULT_TOLERANCE_S,
         control_token: str | None = None,
+        keep_raw: bool = False,
     ) -> None:
         self.secret = secret
+        # Every webhook request as it arrived (headers, raw body), in memory, when asked: the docs-sample
+        # tests verify signatures on them as a platform would.
+        self.raw_requests: list[tuple[dict[str, str], bytes]] | None = [] if keep_raw else None
         self.tolerance_s = tolerance_s  # signatures older (or newer) than this are refused as replays
         self.control_token = control_token  # when set, GET /contacts and /control/* need it as a bearer token
         self.jsonl_path = Path(jsonl_path) if jsonl_path else None
@@ -158,6 +162,20 @@ class Receiver:
             })
         return status, answer
 
+    async def bridge_view(self, alert_id: str) -> tuple[int, dict[str, Any]]:
+        """The bridge's own record of the alert (`GET /v1/platform/alerts/{id}`): its real state, its
+        history (who acknowledged or resolved it, every message both ways) and the registered address.
+        The console shows this rather than only what it did itself."""
+        if self.bridge_url is None or self._client is None or not self.platform_token:
+            return 0, {}
+        url = f"{self.bridge_url}/v1/platform/alerts/{alert_id}"
+        try:
+            response = await self._client.get(url, headers={"Authorization": f"Bearer {self.platform_token}"})
+            answer = response.json()
+        except (httpx.HTTPError, ValueError):
+            return 0, {}
+        return response.status_code, answer if isinstance(answer, dict) else {}
+
     async def _call_bridge(self, alert_id: str, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if self.bridge_url is None or self._client is None:
             return 0, {}
@@ -238,6 +256,8 @@ class Receiver:
             await asyncio.sleep(self.slow_s)
         body = await request.body()
         key = request.headers.get(IDEMPOTENCY_HEADER, "")
+        if self.raw_requests is not None:
+            self.raw_requests.append((dict(request.headers), body))
         try:
             check(body, self.secret, request.headers.get(SIGNATURE_HEADER), key, self.tolerance_s)
         except SignatureError as exc:

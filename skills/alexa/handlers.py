@@ -223,7 +223,8 @@ class RaiseAlertHandler(_Base):
         if outcome.alert_id:
             attrs: Any = handler_input.attributes_manager.session_attributes
             attrs[ALERT_ID_KEY] = outcome.alert_id
-        if duress:
+        if duress or outcome.silent:
+            # The duress phrase, or help asked for while a silent-from-start alert is open: innocuous.
             reply = deps.settings.duress_reply or say("duress_reply", loc)
             return rb.speak(reply).set_should_end_session(True).response
         text = state_speech(outcome.state or AlertState.received, loc)

@@ -16,7 +16,7 @@ from bridge.alerts.pipeline import Rejected, discreet, held_under_duress, silent
 from bridge.alerts.supervision import Submitter
 from bridge.core.events import StatusBus
 from bridge.core.messages import MESSAGE_DELIVERY, MESSAGE_OUT
-from bridge.core.model import AlertState, Device, HistoryEntry, Observation, utcnow
+from bridge.core.model import Alert, AlertState, Device, HistoryEntry, Observation, utcnow
 from bridge.store.base import Store, StoreError
 
 log = logging.getLogger("sosbridge.voice")
@@ -56,6 +56,14 @@ class AlertOutcome:
     # A status answer: the platform's latest text message (docs/platform/messages.md), never for a
     # discreet (silent or duress) alert.
     latest_message: str | None = None
+
+
+def speaks_innocuously(alert: Alert | None) -> bool:
+    """The device's open alert was silent from the start (the duress phrase or code, a silent panic):
+    nobody near the person heard it raised, so no voice reply may say otherwise until it is closed. Two
+    different answers ("help is on the way", then "you have no open alert to cancel") in front of whoever
+    is listening give it away. Pure."""
+    return alert is not None and silent_from_start(alert)
 
 
 def unverified_device_id(external_id: str, prefix: str = "alexa") -> str:
@@ -105,9 +113,11 @@ class VoiceService:
                 log.error("voice alert not stored", extra={"device_id": obs.device_id})
                 raise VoiceUnavailable(str(exc)) from exc
             state = result.state
-            if result.alert_id is not None and wait_s > 0 and state not in SETTLED:
+            innocent = result.alert_id is not None and speaks_innocuously(await self.store.get_alert(result.alert_id))
+            if result.alert_id is not None and wait_s > 0 and state not in SETTLED and not innocent:
                 state = await self._wait(events, result.alert_id, state, wait_s)
-            return AlertOutcome(result.alert_id, result.outcome, state)
+            # `silent`: the alert this joined was silent from the start: answer with the duress reply.
+            return AlertOutcome(result.alert_id, result.outcome, state, silent=innocent)
 
     async def _wait(
         self, events: asyncio.Queue, alert_id: str, state: AlertState | None, wait_s: float
@@ -145,6 +155,12 @@ class VoiceService:
                 raise VoiceRejected("nothing_to_cancel", "no open alert to cancel")
             return AlertOutcome(result.alert_id, result.outcome, AlertState.cancelled, silent=True)
         return AlertOutcome(result.alert_id, result.outcome, result.state)
+
+    async def innocuous(self, device_id: str) -> bool:
+        """Every voice reply on this device stays the innocuous duress reply for the rest of its open alert,
+        whatever is asked ("help me", "is help coming", "false alarm, cancel my alert"): see
+        `speaks_innocuously` and docs/voice/duress.md."""
+        return speaks_innocuously(await self.store.open_alert_for_device(device_id))
 
     async def status(self, device_id: str, alert_id: str | None) -> AlertOutcome | None:
         alert = await self.store.open_alert_for_device(device_id)

@@ -114,7 +114,13 @@ class AssistAdapter(BaseAdapter):
                 detail = exc.errors(include_url=False, include_input=False, include_context=False)[:3]
                 return JSONResponse({"error": "invalid request", "detail": detail}, status_code=422)
             lang = req.language or (device.person.language if device.person else None) or cfg.default_language
+            # Under a silent-from-start alert no reply may say an alert exists, whatever is asked
+            # (skills/alexa/service.py speaks_innocuously; docs/voice/duress.md).
+            innocent = await service.innocuous(device.device_id)
             try:
+                if innocent and req.intent == "CancelAlertIntent" and not req.confirmed:
+                    # Asking "do you want to cancel your alert?" would say there is one.
+                    return _reply(say("nothing_to_cancel", lang))
                 if req.intent == "StatusIntent":
                     outcome = await service.status(device.device_id, None)
                     if outcome is None or outcome.state is None:
@@ -131,13 +137,13 @@ class AssistAdapter(BaseAdapter):
                         device.device_id, "assist", req.conversation_id, "cancelled by voice (Home Assistant)"
                     )
                     return _reply(state_speech(outcome.state or AlertState.cancelled, lang), outcome)
-                duress = is_duress(req, cfg.duress_phrase)
+                duress = is_duress(req, cfg.duress_phrase) or innocent
                 fix = req.location
                 obs = Observation(
                     device_id=device.device_id,
                     transport="assist",
                     action="alert",
-                    kind=AlertKind.duress if duress else AlertKind.sos,
+                    kind=AlertKind.duress if is_duress(req, cfg.duress_phrase) else AlertKind.sos,
                     message_id=req.conversation_id or new_id(),
                     location=Location(lat=fix.lat, lon=fix.lon, accuracy_m=fix.accuracy_m, source="network")
                     if fix
@@ -151,7 +157,8 @@ class AssistAdapter(BaseAdapter):
                         "voice_intent": req.intent,
                         "site_id": req.site_id,
                     },
-                    reason=f"{'silent duress phrase' if duress else 'help requested by voice'} (Home Assistant)",
+                    reason="silent duress phrase (Home Assistant)" if is_duress(req, cfg.duress_phrase)
+                    else "help requested by voice (Home Assistant)",
                 )
                 outcome = await service.raise_alert(obs, 0.0 if duress else cfg.ack_wait_s)
             except VoiceRejected as exc:

@@ -56,6 +56,7 @@ def write_config(config_dir: Path, ha_port: int, bridge_port: int, automations: 
     (config_dir / "secrets.yaml").write_text(
         f'sos_bridge_assist_url: "{bridge}/v1/voice/assist"\n'
         f'sos_bridge_alerts_url: "{bridge}/v1/alerts"\n'
+        f'sos_bridge_checkin_url: "{bridge}/v1/voice/checkin"\n'
         f'sos_bridge_token: "Bearer {TOKEN}"\n'
     )
     for sub in ("packages", "custom_sentences", "blueprints"):

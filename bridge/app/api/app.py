@@ -196,8 +196,12 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
             raise AlertNotFound(alert_id)
         history = await runtime.store.history(alert_id)
         outbox = await runtime.store.outbox_items(alert_id)
+        device = await runtime.store.get_device(alert.device_id)
+        home = device.registered_address if device is not None else None
         return {
             "alert": alert.model_dump(mode="json", exclude={"raw"}),
+            # The registered home address beside whatever fix the alert carries (the console shows both).
+            "registered_address": home.model_dump(mode="json", exclude_none=True) if home is not None else None,
             "history": [h.model_dump(mode="json") for h in history],
             "deliveries": [
                 {"seq": o.seq, "msg_type": o.msg_type, "state": o.state, "attempts": o.attempts, "route": o.route}

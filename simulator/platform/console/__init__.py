@@ -1,9 +1,10 @@
 """The operator console of the reference platform (`sosbridge receiver`, docs/operations/console.md).
 
 One page at `/` with its script and style sheet, served from this package (no CDN: it works offline), and
-two routes for it under `/console/api`, both behind the receiver's control token like `GET /contacts`:
-a long poll of what arrived and what the operator did, and sending the person a text message through the
-bridge's platform messages API. Acknowledge and resolve use the receiver's `/control/{event}/{alert_id}`.
+routes for it under `/console/api`, all behind the receiver's control token like `GET /contacts`: a long
+poll of what arrived and what the operator did; the bridge's own record of an alert (its real state and
+whole conversation, whoever acted); acknowledge, and resolve with a reason; and a text message to the
+person through the bridge's platform messages API.
 The page itself carries no personal data: it asks for the control token and sends it as a bearer header.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from functools import cache
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -29,6 +30,12 @@ class ConsoleBackend(Protocol):
     async def send_message(
         self, alert_id: str, text: str, audible: bool = False, operator: str = "console"
     ) -> tuple[int, dict[str, Any]]: ...
+
+    async def callback(
+        self, alert_id: str, event: Literal["ack", "resolve"], note: str = "", operator: str = "receiver"
+    ) -> int: ...
+
+    async def bridge_view(self, alert_id: str) -> tuple[int, dict[str, Any]]: ...
 
 
 ASSETS = {"console.js": "text/javascript; charset=utf-8", "console.css": "text/css; charset=utf-8"}
@@ -49,6 +56,10 @@ HEADERS = {
 @cache
 def asset(name: str) -> str:
     return resources.files(__name__).joinpath(name).read_text(encoding="utf-8")
+
+
+class Decision(BaseModel):
+    note: str = Field(default="", max_length=500, description="Resolve needs one: why the alert is closed")
 
 
 class OutgoingMessage(BaseModel):
@@ -88,3 +99,20 @@ def add_console(app: FastAPI, receiver: ConsoleBackend, guarded: list[Any]) -> N
                 status_code=502, content={"error": "bridge_unreachable", "reason": "the bridge did not answer"}
             )
         return JSONResponse(status_code=status, content=answer)
+
+    @app.get("/console/api/alerts/{alert_id}/bridge", dependencies=guarded)
+    async def bridge_view(alert_id: str) -> Response:
+        status, answer = await receiver.bridge_view(alert_id)
+        if status == 0:
+            return JSONResponse(
+                status_code=502, content={"error": "bridge_unreachable", "reason": "the bridge did not answer"}
+            )
+        return JSONResponse(status_code=status, content=answer)
+
+    @app.post("/console/api/alerts/{alert_id}/{event}", dependencies=guarded)
+    async def decide(alert_id: str, event: Literal["ack", "resolve"], body: Decision) -> Response:
+        if event == "resolve" and not body.note.strip():
+            return JSONResponse(status_code=422, content={"error": "reason_needed", "reason": "say why it is resolved"})
+        status = await receiver.callback(alert_id, event, body.note.strip(), operator="console")
+        return JSONResponse(status_code=200 if 200 <= status < 300 else 502 if status == 0 else status,
+                            content={"alert_id": alert_id, "event": event, "bridge_status": status})
