@@ -205,10 +205,10 @@ async def test_a_stored_frame_repeated_is_a_duplicate_without_decoding(env: Env,
     assert first.last is not None and first.last.outcome == "created"
     import bridge.ingress.ingress as ingress_module
 
-    def no_decoding(name: str) -> object:
+    def no_decoding(frame: Frame, profile: object) -> object:
         raise AssertionError("a repeat of a stored frame must not be decoded again")
 
-    monkeypatch.setattr(ingress_module, "get_decoder", no_decoding)
+    monkeypatch.setattr(ingress_module, "decode_frame", no_decoding)
     again = await env.ingress.receive(press, claim)
     assert again.status == "accepted" and again.last is not None
     assert (again.last.outcome, again.last.alert_id) == ("duplicate", first.last.alert_id)

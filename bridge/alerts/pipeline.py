@@ -42,6 +42,7 @@ from bridge.core.model import (
     new_id,
     utcnow,
 )
+from bridge.devices.fixage import CLOCK_SKEW_S, replaces_last_location
 from bridge.infra.metrics import Metrics
 from bridge.infra.ratelimit import TokenBuckets
 from bridge.store.base import Change, ConcurrentUpdate, DuplicateMessage, OutboxItem, Store, StoreError
@@ -59,7 +60,6 @@ CONCURRENT_RETRIES = 12
 CONFLICT_BACKOFF_S = 0.002
 DEDUPE_CACHE_SIZE = 200_000
 MAX_UPDATE_DEFER_S = 600.0
-CLOCK_SKEW_S = 60.0
 # Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
 BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
 # The update a platform receives instead of a stand-down when a silent alert is "cancelled" at the device.
@@ -404,7 +404,7 @@ class Pipeline:
         )
         self._queue_contact(change, device, "alert", obs.reason)
         self._queue_notifications(change, device, "alert")  # after the police contact, never instead
-        if obs.location is not None and obs.location.has_coordinates:
+        if obs.location is not None and replaces_last_location(device.last_location, obs.location):
             change.device_location = (device.device_id, obs.location)
         await self._commit(change, new_alert=True)
         self._publish(alert, "received")
@@ -441,7 +441,8 @@ class Pipeline:
         change = Change(alert=alert, dedupe_key=dedupe_key, extra_dedupe_keys=extra_keys)
         if obs.location is not None and obs.location.has_coordinates:
             alert.location = locate(obs.location, device, now, self.last_known_max_age_s)
-            change.device_location = (device.device_id, obs.location)
+            if replaces_last_location(device.last_location, obs.location):
+                change.device_location = (device.device_id, obs.location)
         change.history.append(
             HistoryEntry(
                 at=now,
@@ -534,8 +535,8 @@ class Pipeline:
         now = utcnow()
         if alert is None or not alert.is_open:
             # No open alert: the fix becomes the device's last known position for the next alert.
-            if obs.location is not None and obs.location.has_coordinates:
-                await self.store.touch_device(device.device_id, now, obs.location)
+            fix = obs.location if replaces_last_location(device.last_location, obs.location) else None
+            await self.store.touch_device(device.device_id, now, fix)  # seen, even when its fix is kept out
             return SubmitResult(alert.alert_id if alert else None, "recorded", alert.state if alert else None)
         alert = alert.model_copy(deep=True)
         alert.updated_at = now
@@ -551,7 +552,7 @@ class Pipeline:
                 await self._commit(change)
                 return SubmitResult(alert.alert_id, "updated", alert.state)
             alert.location = locate(obs.location, device, now, self.last_known_max_age_s)
-            if obs.location.has_coordinates:
+            if replaces_last_location(device.last_location, obs.location):
                 change.device_location = (device.device_id, obs.location)
             event, reason = "location", obs.reason or "location update"
         else:
@@ -589,7 +590,8 @@ class Pipeline:
         return SubmitResult(alert.alert_id, "updated", device_state(alert))
 
     async def _heartbeat(self, obs: Observation, device: Device) -> SubmitResult:
-        await self.store.touch_device(device.device_id, utcnow(), obs.location)
+        fix = obs.location if replaces_last_location(device.last_location, obs.location) else None
+        await self.store.touch_device(device.device_id, utcnow(), fix)
         return SubmitResult(None, "recorded", None)
 
     # -- callbacks from the forwarder and the platform ------------------------------------------------

@@ -382,7 +382,7 @@ def profiles_check(
 
 def _check_frame(profile: Any, text: str | None, hex_text: str | None, meta_pairs: list[str]) -> bool:
     """Decode one frame with the profile; False when it is malformed or matches no mapping."""
-    from bridge.devices.decoding import DecodeError, Frame, get_decoder
+    from bridge.devices.decoding import DecodeError, Frame, decode_frame
     from bridge.devices.samples import summarise_event
 
     try:
@@ -391,7 +391,7 @@ def _check_frame(profile: Any, text: str | None, hex_text: str | None, meta_pair
         raise CliError("--frame-hex: not hexadecimal") from None
     meta = dict(pair.split("=", 1) for pair in meta_pairs if "=" in pair)
     try:
-        events = get_decoder(profile.decoder)(Frame(payload=payload, meta=meta), profile)
+        events = decode_frame(Frame(payload=payload, meta=meta), profile)
     except DecodeError as exc:
         console.print(f"frame: [red]refused[/red] (invalid): {exc}")
         return False

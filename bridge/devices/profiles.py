@@ -221,8 +221,24 @@ class DeviceProfile(BaseModel):
         "dc09_ack (SIA DC-09 ACK/NAK/DUH), or none (the transport acknowledges at its own level only)",
     )
     check_in_interval_s: int | None = None
+    max_fix_age_s: float = Field(
+        default=3600.0, gt=0,
+        description="A fix (or an event time) further than this from the frame's arrival is not current: the "
+        "fix is sent as last known with its age and the event's time is when the bridge received it "
+        "(docs/devices/fix-age.md)",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="Decoder-specific settings")
     samples: list[Sample] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fix_age_from_options(cls, data: Any) -> Any:
+        """Profiles written before `max_fix_age_s` was a profile field had it under `options`."""
+        if isinstance(data, dict) and isinstance(data.get("options"), dict) and "max_fix_age_s" in data["options"]:
+            options = dict(data["options"])
+            data = {**data, "options": options}
+            data.setdefault("max_fix_age_s", options.pop("max_fix_age_s"))
+        return data
 
     @model_validator(mode="after")
     def _mappings_declared(self) -> DeviceProfile:

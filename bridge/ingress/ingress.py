@@ -19,7 +19,7 @@ from typing import Any
 
 from bridge.alerts.pipeline import Pipeline, Rejected, SubmitResult, device_state
 from bridge.core.model import Device, Observation
-from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, get_decoder, parse_json_object
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, decode_frame, parse_json_object
 from bridge.devices.profiles import DeviceProfile, ProfileRegistry
 from bridge.infra.metrics import Metrics
 from bridge.ingress.binding import BindingError, Claim, DeviceCache, choose_profile
@@ -88,7 +88,8 @@ class Ingress:
             self.metrics.duplicate(transport)
             return Receipt("accepted", results=(again,), device=device, profile=profile)
         try:
-            events = get_decoder(profile.decoder)(frame, profile)
+            # The decoder, then one rule for every decoder: a stale fix is last known, an implausible time dropped.
+            events = decode_frame(frame, profile)
         except DecodeError as exc:
             # A decoder's error class may name its refusal (LengthError: "bad_length"; ChecksumError).
             code = getattr(exc, "code", None) or ("bad_checksum" if type(exc).__name__ == "ChecksumError"
