@@ -17,7 +17,7 @@ from bridge.alerts.pipeline import Pipeline, SubmitResult
 from bridge.core.events import StatusBus
 from bridge.core.model import AlertKind, Device, Observation
 from bridge.devices.decoding import Decoded, Frame
-from bridge.devices.profiles import DeviceProfile, ProfileRegistry, Sample
+from bridge.devices.profiles import DeviceProfile, ProfileRegistry, Sample, topic_bindings, topic_patterns
 from bridge.infra.metrics import Metrics
 from bridge.ingress import Claim, Ingress
 from bridge.ingress.edges import EdgeMemory, edges
@@ -72,9 +72,12 @@ def expected_status(sample: Sample) -> tuple[str, str]:
 
 @pytest.mark.parametrize(("profile", "sample"), CASES, ids=[f"{p.id}:{s.name}" for p, s in CASES])
 async def test_profile_sample_through_the_ingress(env: Env, profile: DeviceProfile, sample: Sample) -> None:
-    device = Device(device_id="dev-1", profile_id=profile.id)
-    await env.store.put_device(device)
     frame = sample.frame().model_copy(update={"meta": frame_meta(profile, sample)})
+    # A profile whose topic binds a {scheme} level: the device carries that identifier (docs/devices/index.md).
+    bound = {k: v for pattern in topic_patterns(profile)
+             for k, v in (topic_bindings(pattern, frame.meta.get("topic", "")) or {}).items()}
+    device = Device(device_id="dev-1", profile_id=profile.id, identifiers=bound)
+    await env.store.put_device(device)
     receipt = await env.ingress.receive(frame, Claim(profile.transport, device_id="dev-1"))
     status, code = expected_status(sample)
     assert (receipt.status, receipt.code if code else "") == (status, code), receipt.reason
