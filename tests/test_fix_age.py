@@ -203,3 +203,34 @@ async def test_owntracks_fix_from_2017_reaches_the_platform_as_last_known(env: B
     occurred = datetime.fromisoformat(contact["occurred_at"].replace("Z", "+00:00"))
     assert abs((datetime.now(UTC) - occurred).total_seconds()) < 600  # when the bridge received it, not 2017
     assert contact["attributes"]["device_time"].startswith("2017-06-01")
+
+
+async def test_http_location_update_two_hours_old_is_last_known(env: BridgeEnv) -> None:
+    """An HTTP location update (built without a decoder) goes through the same rule: a 2-hour-old fix reaches
+    the alert as last known with its age, and never replaces a live fix the alert or the device has."""
+    token = "wearable-token-0123456789"
+    await env.add_device("w-1", token=token, profile_id="sosbridge-http-wearable")
+    now = datetime.now(UTC)
+    old = (now - timedelta(hours=2)).isoformat()
+    async with httpx.AsyncClient(base_url=env.url, timeout=10,
+                                 headers={"Authorization": f"Bearer {token}"}) as client:
+        created = await client.post("/v1/alerts", json={"kind": "fall", "message_id": "fa-1"})
+        assert created.status_code == 202, created.text
+        alert_id = created.json()["alert_id"]
+        moved = await client.post(f"/v1/alerts/{alert_id}/location", json={
+            "message_id": "fa-2", "location": {"lat": 51.5, "lon": -0.12, "fix_time": old}})
+        assert moved.status_code == 202, moved.text
+        alert = await env.store.get_alert(alert_id)
+        assert alert is not None and alert.location is not None and alert.location.lat == pytest.approx(51.5)
+        assert alert.location.last_known and alert.location.age_s is not None and alert.location.age_s > 7000
+        live = await client.post(f"/v1/alerts/{alert_id}/location", json={
+            "message_id": "fa-3", "location": {"lat": 55.9486, "lon": -3.1999, "fix_time": now.isoformat()}})
+        assert live.status_code == 202
+        again = await client.post(f"/v1/alerts/{alert_id}/location", json={
+            "message_id": "fa-4", "location": {"lat": 51.5, "lon": -0.12, "fix_time": old}})
+        assert again.status_code == 202
+    alert = await env.store.get_alert(alert_id)
+    assert alert is not None and alert.location is not None and alert.location.lat == pytest.approx(55.9486)
+    device = await env.store.get_device("w-1")
+    assert device is not None and device.last_location is not None
+    assert device.last_location.lat == pytest.approx(55.9486) and not device.last_location.last_known

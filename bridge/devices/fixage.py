@@ -2,8 +2,9 @@
 
 A GPS whose clock says 1994, a watch that never set its clock, a phone replaying fixes from 2017, a tracker
 repeating its last fix from hours ago: the position may be right, but it is not where the person is now.
-`judge(events, now, max_fix_age_s)` is applied by the ingress to every decoder's output (and by decoders
-that know a better reference time first; applying it twice changes nothing):
+`judge(events, now, max_fix_age_s)` is applied by the ingress to every decoder's output and to every
+observation a transport hands in ready-made (an HTTP location update), and by decoders that know a better
+reference time first; applying it twice changes nothing:
 
 - a fix whose `fix_time` is more than `max_fix_age_s` before `now`, or more than `CLOCK_SKEW_S` after it,
   becomes `last_known` with its age (`age_s`; unknown for a fix "from the future") and the attribute
@@ -20,10 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from bridge.core.model import Location
+from bridge.core.model import Location, Observation
 from bridge.devices.frames import Decoded
+
+# A decoder's events, or an observation a transport built itself (an HTTP location update): same fields.
+Event = TypeVar("Event", Decoded, Observation)
 
 DEFAULT_MAX_FIX_AGE_S = 3600.0
 CLOCK_SKEW_S = 60.0
@@ -53,15 +57,15 @@ def implausible(when: datetime, now: datetime, max_age_s: float, skew_s: float =
     return age > max_age_s or age < -skew_s
 
 
-def judge(events: list[Decoded], now: datetime | None, max_age_s: float = DEFAULT_MAX_FIX_AGE_S,
-          skew_s: float = CLOCK_SKEW_S) -> list[Decoded]:
+def judge(events: list[Event], now: datetime | None, max_age_s: float = DEFAULT_MAX_FIX_AGE_S,
+          skew_s: float = CLOCK_SKEW_S) -> list[Event]:
     """Each event with a stale fix marked last known (with its age), and an implausible event time dropped."""
     if now is None:
         return events
     return [_judge_one(event, now, max_age_s, skew_s) for event in events]
 
 
-def _judge_one(event: Decoded, now: datetime, max_age_s: float, skew_s: float) -> Decoded:
+def _judge_one(event: Event, now: datetime, max_age_s: float, skew_s: float) -> Event:
     update: dict[str, Any] = {}
     attributes = dict(event.attributes)
     loc = event.location
