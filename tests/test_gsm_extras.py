@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -121,26 +121,36 @@ async def test_cell_location_when_the_text_has_no_fix(gsm_env: GsmEnv) -> None:
     assert loc["source"] == "cell" and loc["accuracy_m"] == 1000 and loc["last_known"] is False
 
 
-async def test_gll_fix_and_a_1994_fix_is_last_known(gsm_env: GsmEnv) -> None:
+async def test_gll_fix_then_a_1994_fix_and_a_2_hour_old_one_never_replace_it(gsm_env: GsmEnv) -> None:
+    """Issue 22 item 3: with max_fix_age_s 3600, neither a 1994-dated RMC nor a 2-hour-old GLL becomes the
+    device's last location once it has a fresher one (both are still seen: last_seen moves on)."""
     store = gsm_env.env.store
 
+    async def device() -> Device:
+        found = await store.get_device("gps-1")
+        assert found is not None
+        return found
+
     async def located() -> Location | None:
-        device = await store.get_device("gps-1")
-        return device.last_location if device else None
+        return (await device()).last_location
 
     gsm_env.gps.send("$GPGLL,4916.45,N,12311.12,W,225444,V,*0A")  # void: not a position
     gsm_env.gps.send(nmea_line(f"GPGLL,4916.45,N,12311.12,W,{datetime.now(UTC):%H%M%S},A,"))  # pynmea2's, now
     await until(located)
-    fix = await located()
-    assert fix is not None and fix.lat == pytest.approx(49.274167) and fix.last_known is False
-    gsm_env.gps.send(RMC_1994)  # a GPS whose clock says 19 Nov 1994
+    fresh = await located()
+    assert fresh is not None and fresh.lat == pytest.approx(49.274167) and fresh.last_known is False
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    for line in (RMC_1994, nmea_line(f"GPGLL,5000.00,N,00100.00,W,{two_hours_ago:%H%M%S},A,")):
+        seen = (await device()).last_seen
+        assert seen is not None
+        gsm_env.gps.send(line)
 
-    async def stale() -> bool:
-        return (loc := await located()) is not None and loc.last_known
+        async def seen_again(before: datetime = seen) -> bool:
+            after = (await device()).last_seen
+            return after is not None and after > before
 
-    await until(stale)
-    fix = await located()
-    assert fix is not None and fix.age_s is not None and fix.age_s > 30 * 365 * 86400
+        await until(seen_again)
+        assert await located() == fresh, line
 
 
 def nmea_line(body: str) -> str:

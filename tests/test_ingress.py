@@ -17,7 +17,7 @@ from bridge.alerts.pipeline import Pipeline, SubmitResult
 from bridge.core.events import StatusBus
 from bridge.core.model import AlertKind, Device, Observation
 from bridge.devices.decoding import Decoded, Frame
-from bridge.devices.profiles import DeviceProfile, ProfileRegistry, Sample
+from bridge.devices.profiles import DeviceProfile, ProfileRegistry, Sample, topic_bindings, topic_patterns
 from bridge.infra.metrics import Metrics
 from bridge.ingress import Claim, Ingress
 from bridge.ingress.edges import EdgeMemory, edges
@@ -72,9 +72,12 @@ def expected_status(sample: Sample) -> tuple[str, str]:
 
 @pytest.mark.parametrize(("profile", "sample"), CASES, ids=[f"{p.id}:{s.name}" for p, s in CASES])
 async def test_profile_sample_through_the_ingress(env: Env, profile: DeviceProfile, sample: Sample) -> None:
-    device = Device(device_id="dev-1", profile_id=profile.id)
-    await env.store.put_device(device)
     frame = sample.frame().model_copy(update={"meta": frame_meta(profile, sample)})
+    # A profile whose topic binds a {scheme} level: the device carries that identifier (docs/devices/index.md).
+    bound = {k: v for pattern in topic_patterns(profile)
+             for k, v in (topic_bindings(pattern, frame.meta.get("topic", "")) or {}).items()}
+    device = Device(device_id="dev-1", profile_id=profile.id, identifiers=bound)
+    await env.store.put_device(device)
     receipt = await env.ingress.receive(frame, Claim(profile.transport, device_id="dev-1"))
     status, code = expected_status(sample)
     assert (receipt.status, receipt.code if code else "") == (status, code), receipt.reason
@@ -205,10 +208,10 @@ async def test_a_stored_frame_repeated_is_a_duplicate_without_decoding(env: Env,
     assert first.last is not None and first.last.outcome == "created"
     import bridge.ingress.ingress as ingress_module
 
-    def no_decoding(name: str) -> object:
+    def no_decoding(frame: Frame, profile: object) -> object:
         raise AssertionError("a repeat of a stored frame must not be decoded again")
 
-    monkeypatch.setattr(ingress_module, "get_decoder", no_decoding)
+    monkeypatch.setattr(ingress_module, "decode_frame", no_decoding)
     again = await env.ingress.receive(press, claim)
     assert again.status == "accepted" and again.last is not None
     assert (again.last.outcome, again.last.alert_id) == ("duplicate", first.last.alert_id)

@@ -56,6 +56,7 @@ from bridge.core.model import (
     new_id,
     utcnow,
 )
+from bridge.devices.fixage import replaces_last_location
 from bridge.infra.metrics import Metrics
 from bridge.infra.ratelimit import TokenBuckets
 from bridge.store.base import Change, DuplicateMessage, OutboxItem, Store
@@ -337,8 +338,8 @@ class Pipeline:
         now = utcnow()
         if alert is None or not alert.is_open:
             # No open alert: the fix becomes the device's last known position for the next alert.
-            if obs.location is not None and obs.location.has_coordinates:
-                await self.store.touch_device(device.device_id, now, obs.location)
+            fix = obs.location if replaces_last_location(device.last_location, obs.location) else None
+            await self.store.touch_device(device.device_id, now, fix)  # seen, even when its fix is kept out
             return SubmitResult(alert.alert_id if alert else None, "recorded", alert.state if alert else None)
         alert = alert.model_copy(deep=True)
         alert.updated_at = now
@@ -354,7 +355,7 @@ class Pipeline:
                 await self._commit(change)
                 return SubmitResult(alert.alert_id, "updated", alert.state)
             alert.location = locate(obs.location, device, now, self.last_known_max_age_s)
-            if obs.location.has_coordinates:
+            if replaces_last_location(device.last_location, obs.location):
                 change.device_location = (device.device_id, obs.location)
             event, reason = "location", obs.reason or "location update"
         else:
@@ -392,7 +393,8 @@ class Pipeline:
         return SubmitResult(alert.alert_id, "updated", device_state(alert))
 
     async def _heartbeat(self, obs: Observation, device: Device) -> SubmitResult:
-        await self.store.touch_device(device.device_id, utcnow(), obs.location)
+        fix = obs.location if replaces_last_location(device.last_location, obs.location) else None
+        await self.store.touch_device(device.device_id, utcnow(), fix)
         return SubmitResult(None, "recorded", None)
 
     # -- helpers --------------------------------------------------------------------------------------

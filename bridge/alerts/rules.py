@@ -29,9 +29,9 @@ from bridge.core.model import (
     Observation,
     Severity,
 )
+from bridge.devices.fixage import CLOCK_SKEW_S, replaces_last_location
 from bridge.store.base import Change
 
-CLOCK_SKEW_S = 60.0
 # Raised by the bridge about a device (supervision, gateways), not sent by it: no profile declares them.
 BRIDGE_RAISED_KINDS = frozenset({AlertKind.check_in_missed, AlertKind.device_offline})
 # The update a platform receives instead of a stand-down when a silent alert is "cancelled" at the device.
@@ -197,7 +197,7 @@ def new_alert_change(
     change = Change(alert=alert, history=history, dedupe_key=dedupe_key, extra_dedupe_keys=extra_keys,
                     check_open_alert=True, expected_open_alert=open_alert_id,
                     first_alert=obs.kind in LIFE_SAFETY_KINDS)
-    if obs.location is not None and obs.location.has_coordinates:
+    if obs.location is not None and replaces_last_location(device.last_location, obs.location):
         change.device_location = (device.device_id, obs.location)
     return change
 
@@ -230,7 +230,8 @@ def escalation_change(
     change = Change(alert=alert, dedupe_key=dedupe_key, extra_dedupe_keys=extra_keys)
     if obs.location is not None and obs.location.has_coordinates:
         alert.location = locate(obs.location, device, now, max_last_known_age_s)
-        change.device_location = (device.device_id, obs.location)
+        if replaces_last_location(device.last_location, obs.location):
+            change.device_location = (device.device_id, obs.location)
     change.history.append(HistoryEntry(at=now, event="escalated", state=alert.state, detail={
         "kind": obs.kind.value, "count": alert.escalation_count, "presses": obs.presses, "transport": obs.transport,
     }))

@@ -191,6 +191,24 @@ def devices_add(
 
     with_store(settings, add)
     console.print(f"registered [bold]{device_id}[/bold]; token (shown once): {secret}")
+    _warn_unbound_schemes(settings, identifiers)
+
+
+def _warn_unbound_schemes(settings: Settings, identifiers: dict[str, str]) -> None:
+    """An identifier no transport or loaded profile looks devices up by: the device would never be found."""
+    from bridge.devices.profiles import ProfileRegistry
+    from bridge.infra.plugins import load_group
+    from bridge.ingress.binding import bound_schemes
+
+    if not identifiers:
+        return
+    registry = ProfileRegistry.load(settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else [])
+    plugins = frozenset(s for p in load_group("sosbridge.adapters") for s in getattr(p.obj, "schemes", ()) or ())
+    known = bound_schemes(registry, plugins)
+    for scheme in sorted(set(identifiers) - known):
+        err_console.print(f"warning: no transport or loaded profile binds identifier scheme {scheme!r}: frames "
+                          "will never be matched to this device (a profile binds one with a {" + scheme
+                          + "} level in match.topic)")
 
 
 def _profile_ids(settings: Settings) -> set[str]:
@@ -356,13 +374,15 @@ def profiles_check(
     """Validate a profile file, run its samples and print expected against actual; with --frame, show what
     one frame decodes to (an unmatched frame is reported as the bridge would count it)."""
     from bridge.devices.profiles import ProfileError, load_profile_file
-    from bridge.devices.samples import check_profile
+    from bridge.devices.samples import check_profile, profile_warnings
 
     try:
         profile = load_profile_file(file)
     except ProfileError as exc:
         console.print(f"[red]invalid profile[/red]: {exc}")
         raise typer.Exit(2) from None
+    for warning in profile_warnings(profile):
+        console.print(f"[yellow]warning[/yellow]: {warning}")
     results = check_profile(profile)
     table = Table("sample", "expected", "actual", "result")
     for r in results:
@@ -382,7 +402,7 @@ def profiles_check(
 
 def _check_frame(profile: Any, text: str | None, hex_text: str | None, meta_pairs: list[str]) -> bool:
     """Decode one frame with the profile; False when it is malformed or matches no mapping."""
-    from bridge.devices.decoding import DecodeError, Frame, get_decoder
+    from bridge.devices.decoding import DecodeError, Frame, decode_frame
     from bridge.devices.samples import summarise_event
 
     try:
@@ -391,7 +411,7 @@ def _check_frame(profile: Any, text: str | None, hex_text: str | None, meta_pair
         raise CliError("--frame-hex: not hexadecimal") from None
     meta = dict(pair.split("=", 1) for pair in meta_pairs if "=" in pair)
     try:
-        events = get_decoder(profile.decoder)(Frame(payload=payload, meta=meta), profile)
+        events = decode_frame(Frame(payload=payload, meta=meta), profile)
     except DecodeError as exc:
         console.print(f"frame: [red]refused[/red] (invalid): {exc}")
         return False

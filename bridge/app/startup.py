@@ -61,9 +61,16 @@ async def check_store(settings: Settings) -> None:
 
 
 def check_profile_dirs(settings: Settings) -> None:
-    for directory in (settings.profile_dirs or "").split(os.pathsep):
-        if directory and not Path(directory).is_dir():
+    from bridge.devices.profiles import ProfileError, ProfileRegistry
+
+    dirs = [d for d in (settings.profile_dirs or "").split(os.pathsep) if d]
+    for directory in dirs:
+        if not Path(directory).is_dir():
             raise ConfigError("SOSBRIDGE_PROFILE_DIRS", f"no such directory {directory!r}")
+    try:  # a profile file that does not load is refused, not skipped: its devices would go unheard
+        ProfileRegistry.load(dirs, strict=True)
+    except ProfileError as exc:
+        raise ConfigError("SOSBRIDGE_PROFILE_DIRS", exc.one_line()) from None
 
 
 def preflight(settings: Settings) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from bridge.devices.fixage import judge, max_fix_age, reference_time
 from bridge.devices.frames import (
     DECODE_WARNINGS,
     ChecksumError,
@@ -44,6 +45,7 @@ __all__ = [
     "LengthError",
     "StaleError",
     "UndeclaredKind",
+    "decode_frame",
     "decoders",
     "get_decoder",
     "json_fields_decoder",
@@ -81,3 +83,10 @@ def get_decoder(name: str) -> Callable[..., list[Decoded]]:
         return decoders()[name]
     except KeyError:
         raise DecodeError(f"no decoder named {name!r} is installed") from None
+
+
+def decode_frame(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
+    """The profile's decoder, then the one fix-age rule (bridge/devices/fixage.py) with the frame's arrival
+    time (`meta.received_at`, else now): what the ingress does with every frame, whatever the decoder."""
+    events = get_decoder(profile.decoder)(frame, profile)
+    return judge(events, reference_time(frame.meta), max_fix_age(profile))

@@ -192,8 +192,10 @@ class DeviceProfile(BaseModel):
     match: dict[str, str] = Field(
         default_factory=dict,
         description="The frames this profile speaks for: each key is checked against the frame's metadata "
-        "(topic: an MQTT filter with + and #, alternatives separated by ' | '; other keys: exact or '*' "
-        "globs). A device bound to this profile whose frame does not match is refused (wrong_topic).",
+        "(topic: an MQTT filter with + and #, alternatives separated by ' | '; a whole level {scheme} matches "
+        "like + and binds that level to the device's identifier of that scheme, and the MQTT adapter "
+        "subscribes to it; other keys: exact or '*' globs). A device bound to this profile whose frame does "
+        "not match is refused (wrong_topic).",
     )
     fallback: bool = Field(
         default=False,
@@ -221,8 +223,37 @@ class DeviceProfile(BaseModel):
         "dc09_ack (SIA DC-09 ACK/NAK/DUH), or none (the transport acknowledges at its own level only)",
     )
     check_in_interval_s: int | None = None
+    max_fix_age_s: float = Field(
+        default=3600.0, gt=0,
+        description="A fix (or an event time) further than this from the frame's arrival is not current: the "
+        "fix is sent as last known with its age and the event's time is when the bridge received it "
+        "(docs/devices/fix-age.md)",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="Decoder-specific settings")
     samples: list[Sample] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fix_age_from_options(cls, data: Any) -> Any:
+        """Profiles written before `max_fix_age_s` was a profile field had it under `options`."""
+        if isinstance(data, dict) and isinstance(data.get("options"), dict) and "max_fix_age_s" in data["options"]:
+            options = dict(data["options"])
+            data = {**data, "options": options}
+            data.setdefault("max_fix_age_s", options.pop("max_fix_age_s"))
+        return data
+
+    @model_validator(mode="after")
+    def _topic_templates(self) -> DeviceProfile:
+        for pattern in topic_patterns(self):
+            for part in pattern.split("/"):
+                if ("{" in part or "}" in part) and not TOPIC_TEMPLATE.match(part):
+                    raise ValueError(f"match.topic {pattern!r}: {part!r} is not a whole-level {{scheme}} "
+                                     "(lower-case letters, digits, _)")
+                if part in ("#", "+") or TOPIC_TEMPLATE.match(part):
+                    continue
+                if "#" in part or "+" in part:
+                    raise ValueError(f"match.topic {pattern!r}: a wildcard must be a whole level")
+        return self
 
     @model_validator(mode="after")
     def _mappings_declared(self) -> DeviceProfile:
@@ -405,20 +436,54 @@ def matches_frame(profile: DeviceProfile, meta: dict[str, str]) -> bool:
     return True
 
 
+# A whole topic level `{scheme}`: matches one level, like `+`, and binds it to the device's identifier of
+# that scheme (`shellies/{shelly}/input_event/0`; docs/devices/index.md).
+TOPIC_TEMPLATE = re.compile(r"^\{([a-z][a-z0-9_]{0,39})\}$")
+
+
 def topic_matches(topic_filter: str, topic: str) -> bool:
-    """MQTT topic filter semantics (+ one level, # the rest)."""
-    f_parts, t_parts = topic_filter.split("/"), topic.split("/")
+    """MQTT topic filter semantics (+ one level, # the rest); a `{scheme}` level matches like `+`."""
+    return topic_bindings(topic_filter, topic) is not None
+
+
+def topic_bindings(pattern: str, topic: str) -> dict[str, str] | None:
+    """The `{scheme}` levels of `pattern` bound to `topic`'s levels ({} when it binds none), or None when the
+    topic does not match. Pure."""
+    f_parts, t_parts = pattern.split("/"), topic.split("/")
+    bound: dict[str, str] = {}
     for i, part in enumerate(f_parts):
         if part == "#":
-            return True
-        if i >= len(t_parts) or (part != "+" and part != t_parts[i]):
-            return False
-    return len(f_parts) == len(t_parts)
+            return bound
+        if i >= len(t_parts):
+            return None
+        if (m := TOPIC_TEMPLATE.match(part)) is not None:
+            if not t_parts[i] or bound.setdefault(m[1], t_parts[i]) != t_parts[i]:
+                return None
+        elif part != "+" and part != t_parts[i]:
+            return None
+    return bound if len(f_parts) == len(t_parts) else None
+
+
+def topic_filter(pattern: str) -> str:
+    """The MQTT subscription filter of a topic pattern: each `{scheme}` level becomes `+`."""
+    return "/".join("+" if TOPIC_TEMPLATE.match(part) else part for part in pattern.split("/"))
+
+
+def topic_patterns(profile: DeviceProfile) -> list[str]:
+    """The alternatives of the profile's `match.topic` (none when it names no topic)."""
+    return [p.strip() for p in profile.match["topic"].split(" | ")] if "topic" in profile.match else []
+
+
+def topic_schemes(pattern: str) -> list[str]:
+    """The identifier schemes a topic pattern binds, in order."""
+    return [m[1] for part in pattern.split("/") if (m := TOPIC_TEMPLATE.match(part)) is not None]
 
 
 # -- loading --------------------------------------------------------------------------------------------
 class ProfileError(ValueError):
-    pass
+    def one_line(self) -> str:
+        """The error on one line (pydantic's are several), for a start-up refusal."""
+        return " ".join(str(self).split())[:400]
 
 
 def load_profile_file(path: str | Path) -> DeviceProfile:
@@ -466,8 +531,10 @@ class ProfileRegistry:
         self.origins = origins
 
     @classmethod
-    def load(cls, extra_dirs: Iterable[str | Path] = (), builtin_dir: Path = BUILTIN_PROFILE_DIR) -> ProfileRegistry:
-        """Built-ins, then plug-in packages' profiles (`sosbridge.profiles`), then configured directories."""
+    def load(cls, extra_dirs: Iterable[str | Path] = (), builtin_dir: Path = BUILTIN_PROFILE_DIR,
+             strict: bool = False) -> ProfileRegistry:
+        """Built-ins, then plug-in packages' profiles (`sosbridge.profiles`), then configured directories.
+        `strict`: a file that does not load raises ProfileError (`serve` refuses to start on it)."""
         profiles: dict[str, DeviceProfile] = {}
         origins: dict[str, Path] = {}
         for directory in [builtin_dir, *plugin_profile_dirs(), *map(Path, extra_dirs)]:
@@ -475,6 +542,8 @@ class ProfileRegistry:
                 try:
                     profile = load_profile_file(path)
                 except ProfileError as exc:
+                    if strict:
+                        raise
                     log.error("invalid profile skipped", extra={"path": str(path), "error": str(exc)[:500]})
                     continue
                 profiles[profile.id] = profile

@@ -72,3 +72,11 @@ def run_sample(profile: DeviceProfile, sample: Sample) -> SampleResult:
 
 def check_profile(profile: DeviceProfile) -> list[SampleResult]:
     return [run_sample(profile, s) for s in profile.samples]
+
+
+def profile_warnings(profile: DeviceProfile) -> list[str]:
+    """What the installed transports say about a profile (`sosbridge.profile_checks` entry points, each
+    `check(profile) -> list[str]`): e.g. that no transport can ever deliver a frame to it."""
+    from bridge.infra.plugins import load_group
+
+    return [str(w) for plugin in load_group("sosbridge.profile_checks") for w in plugin.obj(profile)]

@@ -9,7 +9,8 @@ from typing import Any
 
 log = logging.getLogger("sosbridge.plugins")
 
-GROUPS = ("sosbridge.adapters", "sosbridge.decoders", "sosbridge.sinks", "sosbridge.profiles")
+GROUPS = ("sosbridge.adapters", "sosbridge.decoders", "sosbridge.sinks", "sosbridge.profiles",
+          "sosbridge.profile_checks")
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,8 @@ A transport states what it knows about the sender as a `Claim`: a device it has 
 identifiers found in the topic, address or frame (a zigbee2mqtt friendly name, a DevEUI, a phone
 number), looked up in the registry in order. The device's profile must `match` the frame; a device that
 names no profile gets the `fallback` profile whose `match` covers the frame (or the one its port names).
+A `{scheme}` level of a profile's `match.topic` binds that topic level to the device's identifier of that
+scheme: a frame whose level names another value is refused (wrong_topic). See docs/devices/index.md.
 """
 
 from __future__ import annotations
@@ -14,8 +16,49 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from bridge.core.model import Device
-from bridge.devices.profiles import DeviceProfile, ProfileRegistry, matches_frame
+from bridge.devices.profiles import (
+    DeviceProfile,
+    ProfileRegistry,
+    matches_frame,
+    topic_bindings,
+    topic_patterns,
+    topic_schemes,
+)
 from bridge.store.base import Store
+
+# Identifier schemes the built-in transports look devices up by (Device.identifiers keys): MQTT topic
+# families, the watch, DC-09 and serial listeners, OSCORE. Profiles add theirs with `{scheme}` topic levels;
+# an adapter plug-in names its own in a `schemes` attribute.
+TRANSPORT_SCHEMES = frozenset({
+    "mqtt_topic", "z2m", "deveui", "ttn", "owntracks", "hermes_site", "watch", "dc09", "msisdn", "diy_unit",
+    "contact_id", "serial_port", "oscore_kid",
+})
+
+
+def profile_schemes(registry: ProfileRegistry) -> frozenset[str]:
+    """The schemes the loaded profiles bind with `{scheme}` topic levels. Pure."""
+    return frozenset(s for p in registry.profiles.values() for pattern in topic_patterns(p)
+                     for s in topic_schemes(pattern))
+
+
+def bound_schemes(registry: ProfileRegistry, plugin_schemes: frozenset[str] = frozenset()) -> frozenset[str]:
+    """Every identifier scheme some transport or loaded profile binds a device with."""
+    return TRANSPORT_SCHEMES | profile_schemes(registry) | plugin_schemes
+
+
+def topic_binding_agrees(profile: DeviceProfile, device: Device, meta: dict[str, str]) -> bool:
+    """Pure: every `{scheme}` level of the profile's topic pattern that matches this frame's topic names the
+    device's own identifier of that scheme (true when the frame has no topic or the pattern binds nothing)."""
+    topic = meta.get("topic")
+    if topic is None:
+        return True
+    for pattern in topic_patterns(profile):
+        bound = topic_bindings(pattern, topic)
+        if bound is not None and all(device.identifiers.get(k) == v for k, v in bound.items()):
+            return True
+        if bound is not None and not bound:
+            return True
+    return not topic_patterns(profile)
 
 
 @dataclass(frozen=True)
@@ -111,6 +154,8 @@ def choose_profile(registry: ProfileRegistry, device: Device, claim: Claim, meta
                 return companion
             raise BindingError("wrong_topic", f"profile {profile.id!r} does not speak on this "
                                               f"{'topic' if 'topic' in meta else 'channel'}")
+        if not topic_binding_agrees(profile, device, meta):
+            raise BindingError("wrong_topic", f"this topic names another device than {device.device_id!r}")
         return profile
     fallback = _fallback(registry, claim, meta)
     if fallback is None:

@@ -15,11 +15,13 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.alerts.pipeline import Pipeline, Rejected, SubmitResult, device_state
 from bridge.core.model import Device, Observation
-from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, get_decoder, parse_json_object
+from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame, decode_frame, parse_json_object
+from bridge.devices.fixage import judge, max_fix_age
 from bridge.devices.profiles import DeviceProfile, ProfileRegistry
 from bridge.infra.metrics import Metrics
 from bridge.ingress.binding import BindingError, Claim, DeviceCache, choose_profile
@@ -88,7 +90,8 @@ class Ingress:
             self.metrics.duplicate(transport)
             return Receipt("accepted", results=(again,), device=device, profile=profile)
         try:
-            events = get_decoder(profile.decoder)(frame, profile)
+            # The decoder, then one rule for every decoder: a stale fix is last known, an implausible time dropped.
+            events = decode_frame(frame, profile)
         except DecodeError as exc:
             # Each error class of the decoding contract carries its refusal code (bridge/devices/frames.py).
             return self._refuse(transport, device, exc.code, str(exc), profile=profile)
@@ -167,6 +170,11 @@ class Ingress:
 
     # -- observations that need no decoding (voice intents, supervision, gateway last wills) ------------
     async def submit(self, obs: Observation, device: Device | None = None) -> Receipt:
+        if obs.action == "location" and obs.location is not None and obs.location.fix_time is not None:
+            # The fix-age rule for a fix a transport hands in without a decoder (an HTTP location update);
+            # the bridge's own observations (supervision, last wills) carry no device time to judge.
+            profile = self.profiles.get(device.profile_id) if device is not None else None
+            [obs] = judge([obs], datetime.now(UTC), max_fix_age(profile))
         return await self._store([obs], device, None)
 
     # -- steps -----------------------------------------------------------------------------------------

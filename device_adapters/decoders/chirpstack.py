@@ -44,7 +44,7 @@ def parse_time(value: Any) -> datetime | None:
     # Python accepts at most microseconds; ChirpStack and TTN send nanoseconds.
     if "." in text:
         head, _, rest = text.partition(".")
-        digits = "".join(ch for ch in rest if ch.isdigit())
+        digits = rest[: len(rest) - len(rest.lstrip("0123456789"))]  # the fraction, not the zone's digits
         tz = rest[len(digits) :]
         text = f"{head}.{digits[:6].ljust(6, '0')}{tz}"
     try:

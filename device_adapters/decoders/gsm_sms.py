@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from bridge.devices.decoding import DECODE_WARNINGS, Decoded, DecodeError, Frame
+from bridge.devices.fixage import judge, max_fix_age, parse_time
 from bridge.devices.profiles import DeviceProfile, apply_profile
-from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
 _LAT = re.compile(r"\blat(?:itude)?[:=\s]\s*(-?\d{1,2}\.\d+)", re.I)
 _LON = re.compile(r"\b(?:long?|lng|longitude)[:=\s]\s*(-?\d{1,3}\.\d+)", re.I)
@@ -152,4 +152,4 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     events = apply_profile(doc, profile, frame.meta)
     # A fix far older than the text was sent (the network's SCTS; else when it arrived) is last known.
     now = parse_time(doc.get("sent_at")) or parse_time(frame.meta.get("received_at"))
-    return flag_stale(events, now, float(profile.options.get("max_fix_age_s", DEFAULT_MAX_FIX_AGE_S)))
+    return judge(events, now, max_fix_age(profile))

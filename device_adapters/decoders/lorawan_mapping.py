@@ -38,6 +38,9 @@ def map_uplink(uplink: Any, profile: DeviceProfile, meta: dict[str, str]) -> lis
             update["message_id"] = uplink.message_id if i == 0 else f"{uplink.message_id}:{i}"
         if ev.occurred_at is None:
             update["occurred_at"] = uplink.time
+        if ev.location is not None and ev.location.fix_time is None and uplink.time is not None:
+            # The decoded fix is the uplink's: a delayed uplink's fix is as old as the uplink (fixage.py).
+            update["location"] = ev.location.model_copy(update={"fix_time": uplink.time})
         if ev.location is None and ev.action == "alert" and uplink.registry_location is not None:
             # Where the device was registered, not where it is: flagged so nobody mistakes it for a fix.
             update["location"] = uplink.registry_location

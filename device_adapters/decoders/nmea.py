@@ -1,9 +1,9 @@
 """NMEA 0183 position sentences (GGA, RMC, any talker) from a serial-attached GPS, via pynmea2.
 
 Only a valid fix becomes a location: RMC or GLL status A (GLL's mode indicator not N), or GGA fix quality
-> 0. A fix far from the time the line arrived (`meta.received_at`; more than the profile option
+> 0. A fix far from the time the line arrived (`meta.received_at`; more than the profile's
 `max_fix_age_s`, default 3600 s), e.g. from a GPS whose clock says 1994, is flagged last known with its
-age (fixage.py), never presented as current. The 95% radius comes from
+age (bridge/devices/fixage.py), never presented as current. The 95% radius comes from
 HDOP: accuracy_m = HDOP x UERE x 2 (UERE, the user equivalent range error, is a profile option, 5 m by
 default; x2 turns a 1-sigma radius into roughly 95%), never below `min_accuracy_m`. RMC carries no HDOP,
 so it gets the profile's `default_accuracy_m`.
@@ -21,8 +21,8 @@ import pynmea2
 
 from bridge.core.model import Location
 from bridge.devices.decoding import ChecksumError, Decoded, DecodeError, Frame
+from bridge.devices.fixage import judge, max_fix_age, parse_time
 from bridge.devices.profiles import DeviceProfile
-from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
 
 def _coordinate(raw: str, hemi: str, is_lat: bool, mode: str) -> float | None:
@@ -152,5 +152,4 @@ def _decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
                        key=lambda t: abs((received - t).total_seconds()))
         location = location.model_copy(update={"fix_time": fix_time})
     events = [Decoded(action="location", location=location, occurred_at=fix_time, attributes=attributes)]
-    max_age = float(_option(profile, "max_fix_age_s", DEFAULT_MAX_FIX_AGE_S))
-    return flag_stale(events, received, max_age)
+    return judge(events, received, max_fix_age(profile))

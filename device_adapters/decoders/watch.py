@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bridge.devices.decoding import Decoded, DecodeError, Frame, LengthError
+from bridge.devices.fixage import judge, max_fix_age, parse_time
 from bridge.devices.profiles import DeviceProfile, apply_profile
-from device_adapters.decoders.fixage import DEFAULT_MAX_FIX_AGE_S, flag_stale, parse_time
 
 MAX_FRAME = 16 * 1024  # text frames are well under 1 KiB; voice (TK) and images are not accepted
 _UNESCAPE = {1: ord("}"), 2: ord("["), 3: ord("]"), 4: ord(","), 5: ord("*")}
@@ -374,6 +374,5 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     if not parsed.length_ok:
         doc["length_mismatch"] = True
     events = apply_profile(doc, profile, frame.meta)
-    max_age = float(profile.options.get("max_fix_age_s", DEFAULT_MAX_FIX_AGE_S))
-    events = flag_stale(events, parse_time(frame.meta.get("received_at")), max_age)
+    events = judge(events, parse_time(frame.meta.get("received_at")), max_fix_age(profile))
     return [e.model_copy(update={"device_ref": e.device_ref or parsed.watch_id}) for e in events]

@@ -5,6 +5,11 @@ Vendor vocabularies drift, so the profile decides: its `mappings` cover fields s
 kind or to `cancel`, per hardware model (a per-device override is a profile in an extra directory).
 `action: ""` or `null` resets the property: it is never a cancel. There is no device timestamp unless
 `last_seen` is enabled; when it is, it also makes a stable message id for dedupe of replays.
+
+A profile with `options.hints` (the generated `zigbee2mqtt-fallback`, for devices registered without a
+profile) names, in the alert's `suggested_profiles`, the catalogue profiles that would fit: by the model
+zigbee2mqtt reports (`device.model`, with `include_device_information`), else by the action or SOS state
+that raised it (docs/devices/catalogue.md).
 """
 
 from __future__ import annotations
@@ -71,6 +76,33 @@ def _action_events(doc: dict[str, Any], profile: DeviceProfile) -> list[Decoded]
     return [Decoded(action="alert", kind=kind)]
 
 
+def suggested_profiles(doc: dict[str, Any], hints: Any) -> list[str]:
+    """The profiles that would fit the device that sent `doc`, from a profile's `options.hints`. Pure."""
+    if not isinstance(hints, dict):
+        return []
+    device = doc.get("device")
+    model = device.get("model") if isinstance(device, dict) else None
+    if isinstance(model, str) and isinstance(hints.get("model"), dict) and model in hints["model"]:
+        return [str(hints["model"][model])]
+    found: set[str] = set()
+    action = doc.get("action")
+    if isinstance(action, str) and isinstance(hints.get("action"), dict):
+        found.update(str(p) for p in hints["action"].get(action) or ())
+    for state, ids in (hints.get("state") or {}).items() if isinstance(hints.get("state"), dict) else ():
+        if doc.get(state) is True:
+            found.update(str(p) for p in ids or ())
+    return sorted(found)
+
+
+def _with_hints(events: list[Decoded], doc: dict[str, Any], hints: Any) -> list[Decoded]:
+    if hints is None or not any(e.action == "alert" for e in events):
+        return events
+    fits = suggested_profiles(doc, hints)
+    hint = fits or ["none in the catalogue: write one (docs/devices/index.md)"]
+    return [e.model_copy(update={"attributes": {**e.attributes, "suggested_profiles": hint}})
+            if e.action == "alert" else e for e in events]
+
+
 def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
     sub = frame.meta.get("subtopic", "")
     if sub == "action":
@@ -96,6 +128,7 @@ def decode(frame: Frame, profile: DeviceProfile) -> list[Decoded]:
         # A routine state report (battery, link quality) with no press in it: a sign of life, not an
         # unmatched event. A press no mapping covers (an action word) stays unmatched and is reported.
         events = [Decoded(action="heartbeat")]
+    events = _with_hints(events, doc, profile.options.get("hints"))
     last_seen_raw = doc.get("last_seen")
     last_seen = parse_last_seen(last_seen_raw)
     attributes = {k: doc[k] for k in ("battery", "voltage", "linkquality", "action") if doc.get(k) is not None}

@@ -114,7 +114,7 @@ class MqttAdapter(BaseAdapter):
         self.conn = MqttConnection(
             url,
             settings.mqtt_client_id,
-            topics.subscriptions(self.options.z2m_bases),
+            topics.subscriptions(self.options.z2m_bases, self.profiles),  # + profiles' {scheme} topics
             asyncio.get_running_loop(),
             self._on_message,
             shared_group=settings.mqtt_shared_group,
@@ -185,7 +185,7 @@ class MqttAdapter(BaseAdapter):
     async def _process(self, msg: Inbound) -> Receipt | None:
         """Receive: topic → Claim → the ingress → answer on the wire. None: not a frame for us."""
         assert self.ctx is not None
-        route = topics.route(msg.topic, self.options.z2m_bases)
+        route = topics.route(msg.topic, self.options.z2m_bases, self.profiles)
         if route is None:
             return None
         if route.kind == "z2m_bridge":

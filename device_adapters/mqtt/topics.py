@@ -3,14 +3,30 @@
 A device is bound to its topic: the identity found here is looked up with `store.find_device(scheme,
 value)` (our own topic carries the device id itself), so a message on another device's topic cannot
 speak for it, and the broker ACL keeps each device's credentials on its own topics.
+
+A device type is data end to end: a `{scheme}` level in an MQTT profile's `match.topic`
+(`shellies/{shelly}/input_event/0`) adds that filter to the subscriptions and routes its topics to the
+device whose identifier of that scheme is the level's value (`profile_topics`, `route`). Built-in families
+are checked after the profiles' patterns. See docs/devices/index.md.
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Literal
 
-RouteKind = Literal["own", "reply", "z2m", "z2m_bridge", "chirpstack", "ttn", "owntracks", "hermes"]
+from bridge.devices.profiles import (
+    DeviceProfile,
+    ProfileRegistry,
+    topic_bindings,
+    topic_filter,
+    topic_matches,
+    topic_patterns,
+    topic_schemes,
+)
+
+RouteKind = Literal["own", "reply", "z2m", "z2m_bridge", "chirpstack", "ttn", "owntracks", "hermes", "profile"]
 
 # Identifier schemes this adapter binds devices with (Device.identifiers keys).
 SCHEMES = ("mqtt_topic", "z2m", "deveui", "owntracks", "hermes_site")
@@ -31,7 +47,35 @@ class Route:
         return f"{self.kind}:{self.tenant or ''}/{self.device or self.value or ''}"
 
 
-def subscriptions(z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)) -> list[str]:
+@dataclass(frozen=True)
+class ProfileTopic:
+    """One `match.topic` alternative of an MQTT profile that binds at least one `{scheme}` level."""
+
+    pattern: str
+    profile_id: str
+    schemes: tuple[str, ...]
+
+
+def profile_topics_of(profiles: list[DeviceProfile]) -> tuple[ProfileTopic, ...]:
+    """The binding topic patterns of these profiles, most specific (fewest wildcards) first. Pure."""
+    found = [ProfileTopic(pattern, p.id, tuple(topic_schemes(pattern)))
+             for p in profiles if p.transport == "mqtt" for pattern in topic_patterns(p) if topic_schemes(pattern)]
+    return tuple(sorted(found, key=lambda t: (t.pattern.count("+") + t.pattern.count("#") * 10, t.pattern)))
+
+
+_CACHE: weakref.WeakKeyDictionary[ProfileRegistry, tuple[ProfileTopic, ...]] = weakref.WeakKeyDictionary()
+
+
+def profile_topics(registry: ProfileRegistry | None) -> tuple[ProfileTopic, ...]:
+    """`profile_topics_of` the registry's profiles, computed once per registry."""
+    if registry is None:
+        return ()
+    if (cached := _CACHE.get(registry)) is None:
+        cached = _CACHE[registry] = profile_topics_of(list(registry.profiles.values()))
+    return cached
+
+
+def builtin_subscriptions(z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)) -> list[str]:
     subs = [
         "sosbridge/+/+/alert",
         "sosbridge/+/+/reply",
@@ -45,7 +89,39 @@ def subscriptions(z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)) -> list[str]:
     return subs
 
 
-def route(topic: str, z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)) -> Route | None:
+def covered(topic_filter_: str, by: list[str]) -> bool:
+    """Whether every topic `topic_filter_` matches is also matched by one of the filters `by` (a `+` or `#`
+    level of `topic_filter_` is read as a level name: exact for the filters this adapter builds)."""
+    return any(topic_matches(f, topic_filter_) for f in by)
+
+
+def subscriptions(z2m_bases: tuple[str, ...] = ("zigbee2mqtt",), registry: ProfileRegistry | None = None) -> list[str]:
+    """The built-in families' filters, then each profile's `{scheme}` pattern as a filter (unless a built-in
+    filter already covers it: one delivery per message)."""
+    subs = builtin_subscriptions(z2m_bases)
+    for bound in profile_topics(registry):
+        wanted = topic_filter(bound.pattern)
+        if wanted not in subs and not covered(wanted, subs):
+            subs.append(wanted)
+    return subs
+
+
+def profile_route(topic: str, bound_topics: tuple[ProfileTopic, ...]) -> Route | None:
+    """The route of a topic one of the profiles' `{scheme}` patterns matches: its first scheme's level is
+    the identity (the ingress checks the others against the device). Pure."""
+    for bound in bound_topics:
+        levels = topic_bindings(bound.pattern, topic)
+        if levels:
+            scheme = bound.schemes[0]
+            meta = {"topic": topic, "ecosystem": "profile", "profile": bound.profile_id}
+            return Route("profile", scheme, levels[scheme], meta=meta)
+    return None
+
+
+def route(topic: str, z2m_bases: tuple[str, ...] = ("zigbee2mqtt",),
+          registry: ProfileRegistry | None = None) -> Route | None:
+    if (found := profile_route(topic, profile_topics(registry))) is not None:
+        return found
     parts = topic.split("/")
     meta = {"topic": topic}
     if len(parts) == 4 and parts[0] == "sosbridge" and parts[3] == "alert":
@@ -84,3 +160,21 @@ def route(topic: str, z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)) -> Route | 
         meta |= {"subtopic": sub, "gateway": base, "friendly_name": name, "ecosystem": "zigbee2mqtt"}
         return Route("z2m", "z2m", name, meta=meta)
     return None
+
+
+def profile_warnings(profile: DeviceProfile) -> list[str]:
+    """Why the MQTT adapter could never deliver a frame to this profile (empty: it can). Registered under
+    `sosbridge.profile_checks` for `sosbridge profiles check`."""
+    if profile.transport != "mqtt":
+        return []
+    builtin = builtin_subscriptions()
+    out = []
+    for pattern in topic_patterns(profile):
+        if topic_schemes(pattern) or covered(topic_filter(pattern), builtin):
+            continue
+        if any(topic_matches(pattern, f) or topic_matches(f, pattern) for f in builtin):
+            continue  # overlaps a built-in family (a z2m base, an application's events): reachable there
+        out.append(f"no transport delivers frames on {pattern!r}: the bridge subscribes to the built-in "
+                   "families and to profile topics with a {scheme} level that names the device "
+                   "(e.g. shellies/{shelly}/input_event/0)")
+    return out

@@ -30,7 +30,8 @@ class NmeaHandler(PortHandler):
             fields = line.split(",")
             if len(fields) > 9 and len(fields[9]) == 6 and fields[9].isdigit():
                 d = fields[9]
-                self.last_date = f"20{d[4:6]}-{d[2:4]}-{d[0:2]}"
+                century = 1900 if int(d[4:6]) >= 80 else 2000  # 80-99: a receiver's clock from the 1990s
+                self.last_date = f"{century + int(d[4:6])}-{d[2:4]}-{d[0:2]}"
         if not any(tag in line[:7] for tag in ("RMC,", "GGA,", "GLL,", "GNS,")):
             return  # satellites in view, DOP ...: not a position
         now = time.monotonic()

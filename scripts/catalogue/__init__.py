@@ -1,0 +1,1 @@
+"""Generators of the device catalogue from the ecosystems (docs/devices/catalogue.md)."""
