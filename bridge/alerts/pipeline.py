@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -151,6 +151,19 @@ def escalation_counts(value: Any) -> dict[str, int]:
     return counts
 
 
+def press_ids(message_id: str | None, also: Sequence[str], presses: int) -> tuple[list[str], int]:
+    """The distinct message ids of a (folded) observation and how many of its presses carried none. Pure.
+
+    A press repeated with its message id (a broker or device retransmission folded in beside its original)
+    is the same press: it adds no key and is never counted as a press without an id, so a storm of repeats
+    can never look like new presses (an escalation) whether the original is stored, in flight or long
+    forgotten by memory (the store's dedupe key answers then). docs/limits.md
+    """
+    listed = [m for m in (message_id, *also) if m]
+    ids = list(dict.fromkeys(listed))
+    return ids, max(0, presses - len(listed))
+
+
 def should_escalate(open_alert: Alert, kind: AlertKind) -> bool:
     """A repeated press folds into the open alert; a new emergency never hides behind a housekeeping one."""
     if kind == open_alert.kind:
@@ -276,8 +289,8 @@ class Pipeline:
         return f"{obs.device_id}|{obs.transport}|{message_id}"
 
     async def _submit(self, obs: Observation, known_device: Device | None = None) -> SubmitResult:
-        keys = [self._dedupe_key(obs, m) for m in dict.fromkeys([obs.message_id, *obs.also_message_ids]) if m]
-        unkeyed = max(0, obs.presses - len(keys))  # presses that carried no message id
+        ids, unkeyed = press_ids(obs.message_id, obs.also_message_ids, obs.presses)
+        keys = [self._dedupe_key(obs, m) for m in ids]
         fresh = [k for k in keys if k not in self._seen]
         if keys and not fresh and not unkeyed:
             # A storm of repeated presses is answered from memory, without touching the store (the

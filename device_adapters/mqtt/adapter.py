@@ -27,6 +27,7 @@ from bridge.devices.decoding import DecodeError, Frame, parse_json_object
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import READY_TIMEOUT_S, await_ready, stop_tasks, wait_event
 from bridge.ingress import Claim, Receipt
+from bridge.ingress.repeats import RepeatCache, digest
 from bridge.ingress.transport import AdapterContext, BaseAdapter
 from bridge.store.base import Store, StoreError
 from device_adapters.decoders import hermes as hermes_decoder
@@ -95,6 +96,9 @@ class MqttAdapter(BaseAdapter):
         self._status_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._mqtt_devices: dict[str, bool] = {}
+        # Byte-identical repeats (topic + payload) of frames stored or in flight: answered without the
+        # ingress; a repeat of a frame in flight is acknowledged with its original, after the commit.
+        self.repeats: RepeatCache[bool] = RepeatCache()
 
     # -- Adapter protocol --------------------------------------------------------------------------
     def enabled(self, settings: Settings) -> bool:
@@ -160,7 +164,37 @@ class MqttAdapter(BaseAdapter):
 
     async def _handle(self, msg: Inbound) -> None:
         assert self.conn is not None
+        if msg.retain or not _repeat_answered_by_puback(msg.topic):
+            await self._handle_frame(msg)
+            return
+        key = digest(msg.topic, msg.payload)
+        while True:
+            if self.repeats.stored(key):
+                break  # a repeat of a stored frame (the same message ids): a duplicate, acknowledged at once
+            original = self.repeats.in_flight(key)
+            if original is None:
+                self.repeats.begin(key)
+                repeatable = False
+                try:
+                    repeatable = await self._handle_frame(msg)
+                finally:
+                    self.repeats.finish(key, True if repeatable else None)
+                return
+            # The original is being stored: answered with it, once it is (never before). If it was not
+            # remembered (no message id, refused, stopping), this frame is handled on its own.
+            if not await original and self._stopping:
+                return
+        assert self.ctx is not None
+        self.ctx.metrics.duplicate(TRANSPORT)
+        self.conn.ack(msg)
+        self.handled += 1
+
+    async def _handle_frame(self, msg: Inbound) -> bool:
+        """Through the ingress until stored (or stopping), then acknowledged. True: the frame was stored
+        and a byte-identical repeat of it is a duplicate."""
+        assert self.conn is not None
         delay = 0.1
+        receipt: Receipt | None = None
         while True:
             try:
                 receipt = await self._process(msg)
@@ -173,13 +207,14 @@ class MqttAdapter(BaseAdapter):
             # Not stored: retry; if we stop first, the broker redelivers it to the next session. Losing an
             # alert silently is worse than one message holding an in-flight slot.
             if self._stopping:
-                return
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.options.store_retry_max_s)
             if self._stopping:
-                return
+                return False
         self.conn.ack(msg)
         self.handled += 1
+        return receipt is not None and receipt.repeatable
 
     async def _process(self, msg: Inbound) -> Receipt | None:
         """Receive: topic → Claim → the ingress → answer on the wire. None: not a frame for us."""
@@ -233,7 +268,8 @@ class MqttAdapter(BaseAdapter):
             return Claim(TRANSPORT, identifiers=(("hermes_site", site),), label=f"hermes site {site!r}")
         if route.kind == "ttn":
             doc = _json_or_empty(payload)
-            ids = doc.get("end_device_ids") if isinstance(doc.get("end_device_ids"), dict) else {}
+            named = doc.get("end_device_ids")
+            ids = named if isinstance(named, dict) else {}
             eui = str(ids.get("dev_eui") or "").lower()
             return Claim(TRANSPORT, identifiers=(("deveui", eui), ("ttn", route.value or "")),
                          label=f"TTN device {route.value!r}")
@@ -411,6 +447,12 @@ class MqttAdapter(BaseAdapter):
 HERMES_SILENT_REPLY = "OK, noted."
 NOTHING_TO_CANCEL = "You have no open alert to cancel."  # as Alexa and Assist say it
 HERMES_TTS_TOPIC = "hermes/tts/say"
+
+
+def _repeat_answered_by_puback(topic: str) -> bool:
+    """Frames whose only answer is the PUBACK, so a repeat may be acknowledged without the ingress: not
+    Hermes intents (a satellite speaks each answer) nor zigbee2mqtt gateway states. Pure."""
+    return not topic.startswith("hermes/") and not topic.endswith("/bridge/state")
 
 
 def _intent_or_empty(payload: bytes) -> str:
