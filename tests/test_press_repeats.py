@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from bridge.core.events import StatusBus
 from bridge.core.model import AlertKind, Device, Observation
 from bridge.infra.metrics import Metrics
 from bridge.ingress.lanes import fold
+from bridge.ingress.repeats import digest
 from bridge.store.sqlite import SqliteStore
 from simulator.devices.mqtt import MqttPublisher
 from tests.test_mqtt_adapter import make_env
@@ -120,3 +122,43 @@ async def test_a_storm_of_repeats_with_one_message_id_causes_no_escalation(
         await asyncio.sleep(0.5)  # anything extra the forwarder would still send
         assert sorted(c["device"]["id"] for c in env.rx.contacts) == sorted(f"d{i}" for i in range(n))
         assert all(c["msg_type"] == "alert" for c in env.rx.contacts)
+
+
+async def test_a_repeat_in_flight_is_acknowledged_only_after_its_original_is_stored(
+    tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real Mosquitto. The store's commit is held at a gate: the original press and its byte-identical
+    repeats arrive meanwhile, and none of them is acknowledged until the commit is through; then all are,
+    the repeats without a second commit. A repeat of the stored frame afterwards is a duplicate too."""
+    async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
+        await env.add("g1", "sosbridge-mqtt-button")
+        store = env.store
+        gate = asyncio.Event()
+        commits: list[str] = []
+        real_commit = store.commit
+
+        async def gated_commit(change: Any) -> None:
+            if change.dedupe_key is not None:  # a press (the forwarder's own bookkeeping is not held)
+                commits.append(change.dedupe_key)
+                await asyncio.wait_for(gate.wait(), 20)
+            await real_commit(change)
+
+        monkeypatch.setattr(store, "commit", gated_commit)
+        before = env.adapter.handled
+        frame = ("sosbridge/acme/g1/alert", json.dumps({"kind": "sos", "message_id": "g-1"}).encode(), False)
+        await asyncio.to_thread(MqttPublisher(mosquitto_url).publish_many, [frame] * 5)
+        for _ in range(200):  # the original reached the (held) commit
+            if commits:
+                break
+            await asyncio.sleep(0.01)
+        assert commits == ["g1|mqtt|g-1"]
+        await asyncio.sleep(0.3)  # every repeat has arrived by now (one connection, in order)
+        assert env.adapter.handled == before, "acknowledged before the original was stored"
+        assert env.adapter.repeats.in_flight(digest(frame[0], frame[1])) is not None
+        gate.set()
+        await _settle(env.adapter, before, 5)
+        assert commits == ["g1|mqtt|g-1"]  # the repeats never reached the store
+        assert await store.open_alert_for_device("g1") is not None
+        await MqttPublisher(mosquitto_url).apublish(frame[0], frame[1])
+        await _settle(env.adapter, before, 6)
+        assert commits == ["g1|mqtt|g-1"]
