@@ -455,7 +455,12 @@ class Bench:
                 sent = pub.send(msgs, rate=rate, deadline_s=s.storm_window_s * 3,
                                 at={s.storm_window_s / 2: fire_probe})
                 window["publish_s"] = round(time.monotonic() - t0, 2)
-                pub.wait_acked(len(msgs), timeout_s=s.timeout_s)
+                if not pub.wait_acked(len(msgs), timeout_s=s.timeout_s):
+                    # The load generator's own client lost frames before the broker took them (its network
+                    # thread starved on a loaded machine): a device never published is not the bridge's loss.
+                    self.note(f"storm: the broker acknowledged {pub.acked:,} of {len(msgs):,} publishes in "
+                              f"{s.timeout_s:.0f} s; a missing device may never have reached the broker")
+                window["publisher_acked"] = pub.acked
                 sent.update(probe_sent)
                 window["sent"] = set(sent)
                 return sent
@@ -473,6 +478,7 @@ class Bench:
                           "published are not counted as lost")
             res.extra.update(
                 published=len(msgs) + 1,
+                publisher_acked=window.get("publisher_acked"),
                 publish_window_s=window.get("publish_s"),
                 delivered_once=sum(1 for c in counts if c == 1),
                 delivered_twice_or_more=sum(1 for c in counts if c > 1),
