@@ -20,7 +20,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,7 @@ async def drain_gmqtt(port: int, client_id: str, n: int, connect_only: bool) -> 
         await asyncio.wait_for(client.disconnect(), 10)
 
 
-Drain = Callable[[int, str, int, bool], Awaitable[float]]
+Drain = Callable[[int, str, int, bool], Coroutine[Any, Any, float]]
 
 
 def measure(drain: Drain, port: int, n: int) -> float:

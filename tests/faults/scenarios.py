@@ -179,7 +179,7 @@ def kill9_mqtt_flood(buttons: int, repeats: int, rng: random.Random,
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline and probe[0][0] not in alert_keys_by_device(s):
                 time.sleep(0.1)
-            frames = [(d, None) for d, _ in devices]
+            frames: list[tuple[str, int | None]] = [(d, None) for d, _ in devices]
             frames += [(devices[rng.randrange(buttons)][0], rng.choice([None, k])) for k in range(repeats)]
             rng.shuffle(frames)
             killer = later(rng.uniform(0.05, 0.6), lambda: s.bridges[0].kill9())
