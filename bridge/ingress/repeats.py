@@ -22,8 +22,9 @@ REMEMBERED = 50_000  # digests of stored frames kept (16 bytes each plus the val
 
 def digest(channel: str, payload: bytes) -> bytes:
     """16 bytes standing for (channel, payload); `channel` is whatever names the sender (a topic). Pure."""
-    h = hashlib.blake2b(channel.encode("utf-8", "surrogateescape"), digest_size=16)
-    h.update(b"\0")
+    name = channel.encode("utf-8", "surrogateescape")
+    h = hashlib.blake2b(len(name).to_bytes(4, "big"), digest_size=16)  # the length keeps the two apart
+    h.update(name)
     h.update(payload)
     return h.digest()
 
