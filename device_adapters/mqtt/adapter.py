@@ -10,6 +10,7 @@ state changes go back to the device on `sosbridge/<tenant>/<device>/status` (ret
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -93,6 +94,7 @@ class MqttAdapter(BaseAdapter):
         self.error_flood = FloodGuard(5, 1)
         self.handled = 0  # messages this instance processed (acknowledged), for shared-subscription checks
         self._tasks: set[asyncio.Task[None]] = set()
+        self._queues: dict[str, collections.deque[Inbound]] = {}  # per sender (topic), in arrival order
         self._status_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._mqtt_devices: dict[str, bool] = {}
@@ -149,18 +151,44 @@ class MqttAdapter(BaseAdapter):
 
     # -- inbound -----------------------------------------------------------------------------------
     def _on_message(self, msg: Inbound) -> None:
+        """Byte-level work only: the topic names the sender; its frame joins that sender's queue. A sender
+        with nothing queued gets a worker at once, behind no other sender's backlog."""
         assert self.conn is not None
         if self._stopping:
             self.conn.release_slot()
             return  # not acknowledged: the broker keeps it for the next session
-        task = asyncio.create_task(self._handle(msg))
+        queue = self._queues.get(msg.topic)
+        if queue is not None:
+            queue.append(msg)  # its worker takes it with the rest of the backlog
+            return
+        self._queues[msg.topic] = collections.deque([msg])
+        task = asyncio.create_task(self._serve(msg.topic))
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        task.add_done_callback(self._tasks.discard)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self.conn is not None:
-            self.conn.release_slot()
+    async def _serve(self, topic: str) -> None:
+        """One sender's backlog, a batch at a time: every waiting frame goes to the ingress together (its
+        lane folds the presses into one commit) and each is acknowledged once stored. Workers of different
+        senders take turns on the loop, so a flooding sender's backlog is one job among many."""
+        assert self.conn is not None
+        queue = self._queues[topic]
+        try:
+            while queue:
+                batch = list(queue)
+                queue.clear()
+                try:
+                    outcomes = await asyncio.gather(*(self._handle(m) for m in batch), return_exceptions=True)
+                    for msg, outcome in zip(batch, outcomes, strict=True):
+                        if isinstance(outcome, Exception):  # a bug: logged; the frame stays unacknowledged
+                            log.error("mqtt frame not handled; not acknowledged",
+                                      extra={"topic": msg.topic, "error": repr(outcome)})
+                finally:
+                    for _ in batch:
+                        self.conn.release_slot()
+        finally:
+            self._queues.pop(topic, None)
+            for _ in queue:  # cancelled while stopping: never acknowledged, the broker keeps them
+                self.conn.release_slot()
 
     async def _handle(self, msg: Inbound) -> None:
         assert self.conn is not None
