@@ -455,7 +455,12 @@ class Bench:
                 sent = pub.send(msgs, rate=rate, deadline_s=s.storm_window_s * 3,
                                 at={s.storm_window_s / 2: fire_probe})
                 window["publish_s"] = round(time.monotonic() - t0, 2)
-                pub.wait_acked(len(msgs), timeout_s=s.timeout_s)
+                if not pub.wait_acked(len(msgs), timeout_s=s.timeout_s):
+                    # The load generator's own client lost frames before the broker took them (its network
+                    # thread starved on a loaded machine): a device never published is not the bridge's loss.
+                    self.note(f"storm: the broker acknowledged {pub.acked:,} of {len(msgs):,} publishes in "
+                              f"{s.timeout_s:.0f} s; a missing device may never have reached the broker")
+                window["publisher_acked"] = pub.acked
                 sent.update(probe_sent)
                 window["sent"] = set(sent)
                 return sent
@@ -473,6 +478,7 @@ class Bench:
                           "published are not counted as lost")
             res.extra.update(
                 published=len(msgs) + 1,
+                publisher_acked=window.get("publisher_acked"),
                 publish_window_s=window.get("publish_s"),
                 delivered_once=sum(1 for c in counts if c == 1),
                 delivered_twice_or_more=sum(1 for c in counts if c > 1),
@@ -482,7 +488,12 @@ class Bench:
                 cpu_pct=round(smp.cpu_pct, 1),
                 time_to_last_delivery_s=res.elapsed_s,
             )
-            probe_rows = [r for r in rx.rows() if r[0] == probe and r[-1] in ("alert", None)]
+            rows = rx.rows()
+            # "0 extra": the duplicates carry the message id of a press already received, so the platform
+            # must see no escalation update for any storm device (issue 27 item 3).
+            keyset = set(keys)
+            res.extra["escalation_updates"] = sum(1 for r in rows if r[0] in keyset and r[-1] == "update")
+            probe_rows = [r for r in rows if r[0] == probe and r[-1] in ("alert", None)]
             if probe_rows and probe in probe_sent:
                 res.extra["probe_latency_s"] = round(probe_rows[0][1] - probe_sent[probe], 3)
             self.record("storm", res)
@@ -656,9 +667,10 @@ def report(out: dict[str, Any]) -> str:
         parts.append(f"### Storm: {s['storm_devices']:,} devices + {s['storm_dups']:,} duplicate presses, a new "
                      "device's SOS in the middle\n\n" + table(
                          ["messages", "publish window s", "delivered once", "more than once", "lost",
-                          "probe SOS latency s", "time to last delivery s", "RSS max MB"],
+                          "escalation updates", "probe SOS latency s", "time to last delivery s", "RSS max MB"],
                          [[e.get("published"), e.get("publish_window_s"), e.get("delivered_once"),
-                           e.get("delivered_twice_or_more"), e.get("lost"), e.get("probe_latency_s"),
+                           e.get("delivered_twice_or_more"), e.get("lost"), e.get("escalation_updates"),
+                           e.get("probe_latency_s"),
                            e.get("time_to_last_delivery_s"), e.get("rss_max_mb")]]))
     fa, ff = runs.get("fairness_alone"), runs.get("fairness_flooded")
     if fa and ff:
@@ -717,11 +729,13 @@ def targets(out: dict[str, Any]) -> list[list[Any]]:
     if st:
         e = st["extra"]
         lat = e.get("probe_latency_s")
-        ok = lat is not None and lat <= TARGET_PROBE_S and e.get("lost") == 0
-        rows.append([f"storm probe SOS ≤ {TARGET_PROBE_S:.0f} s (stretch 0.1 s), 0 lost",
-                     f"{lat} s, {e.get('lost')} lost", _met(ok)])
+        ok = (lat is not None and lat <= TARGET_PROBE_S and e.get("lost") == 0
+              and e.get("escalation_updates") == 0 and e.get("delivered_twice_or_more") == 0)
+        rows.append([f"storm probe SOS ≤ {TARGET_PROBE_S:.0f} s (stretch 0.1 s), 0 lost, 0 extra",
+                     f"{lat} s, {e.get('lost')} lost, {e.get('escalation_updates')} escalation updates",
+                     _met(ok)])
     else:
-        rows.append([f"storm probe SOS ≤ {TARGET_PROBE_S:.0f} s, 0 lost", None, _met(None)])
+        rows.append([f"storm probe SOS ≤ {TARGET_PROBE_S:.0f} s, 0 lost, 0 extra", None, _met(None)])
     ff = runs.get("fairness_flooded")
     ratio = ff["extra"].get("p99_ratio") if ff else None
     ok_f = None if ff is None else bool(ratio is not None and ratio <= TARGET_FAIRNESS
@@ -749,8 +763,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fair-a-rate", type=float, default=None,
                     help="pace the fairness run's flooding device A at this many frames/s (default: as fast as "
                          "it can)")
-    ap.add_argument("--broker-inflight", type=int, default=20,
-                    help="mosquitto max_inflight_messages per subscriber (its default, 20)")
+    ap.add_argument("--broker-inflight", type=int, default=1000,
+                    help="mosquitto max_inflight_messages per subscriber (default 1000, as the shipped "
+                         "hardware/mosquitto/mosquitto.conf; Mosquitto's own default is 20)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, databases)")
     args = ap.parse_args(argv)
     sizes = SMOKE if args.smoke else Sizes()

@@ -37,6 +37,7 @@ from bridge.alerts.rules import (
     locate,
     message_text,
     new_alert_change,
+    press_ids,
     replaces_fix,
     should_escalate,
     silent_from_start,
@@ -65,7 +66,8 @@ from bridge.store.base import Change, DuplicateMessage, OutboxItem, Store
 __all__ = [
     "BRIDGE_RAISED_KINDS", "CLOCK_SKEW_S", "COERCION_KINDS", "DURESS_CANCEL_REASON", "AlertNotFound", "Pipeline",
     "Rejected", "SubmitResult", "UnknownDevice", "cancel_held", "device_state", "discreet", "escalation_counts",
-    "held_under_duress", "locate", "message_text", "replaces_fix", "should_escalate", "silent_from_start",
+    "held_under_duress", "locate", "message_text", "press_ids", "replaces_fix", "should_escalate",
+    "silent_from_start",
 ]
 
 log = logging.getLogger("sosbridge.pipeline")
@@ -144,8 +146,8 @@ class Pipeline:
         return f"{obs.device_id}|{obs.transport}|{message_id}"
 
     async def _submit(self, obs: Observation, known_device: Device | None = None) -> SubmitResult:
-        keys = [self._dedupe_key(obs, m) for m in dict.fromkeys([obs.message_id, *obs.also_message_ids]) if m]
-        unkeyed = max(0, obs.presses - len(keys))  # presses that carried no message id
+        ids, unkeyed = press_ids(obs.message_id, obs.also_message_ids, obs.presses)
+        keys = [self._dedupe_key(obs, m) for m in ids]
         fresh = [k for k in keys if k not in self._seen]
         if keys and not fresh and not unkeyed:
             # A storm of repeated presses is answered from memory, without touching the store (the

@@ -9,6 +9,7 @@ See docs/architecture.md.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -104,6 +105,19 @@ def escalation_counts(value: Any) -> dict[str, int]:
     for kind in value or []:
         counts[str(kind)] = counts.get(str(kind), 0) + 1
     return counts
+
+
+def press_ids(message_id: str | None, also: Sequence[str], presses: int) -> tuple[list[str], int]:
+    """The distinct message ids of a (folded) observation and how many of its presses carried none. Pure.
+
+    A press repeated with its message id (a broker or device retransmission folded in beside its original)
+    is the same press: it adds no key and is never counted as a press without an id, so a storm of repeats
+    can never look like new presses (an escalation) whether the original is stored, in flight or long
+    forgotten by memory (the store's dedupe key answers then). docs/limits.md
+    """
+    listed = [m for m in (message_id, *also) if m]
+    ids = list(dict.fromkeys(listed))
+    return ids, max(0, presses - len(listed))
 
 
 def should_escalate(open_alert: Alert, kind: AlertKind) -> bool:

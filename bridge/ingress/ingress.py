@@ -10,7 +10,6 @@ devices of status changes. It acknowledges a frame only when `receipt.acknowledg
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -28,12 +27,12 @@ from bridge.ingress.binding import BindingError, Claim, DeviceCache, choose_prof
 from bridge.ingress.edges import EdgeMemory, edges
 from bridge.ingress.lanes import Coalesced, Lanes
 from bridge.ingress.receipt import Receipt
+from bridge.ingress.repeats import RepeatCache, digest
 from bridge.store.base import Store, StoreError
 
 log = logging.getLogger("sosbridge.ingress")
 
 DEFAULT_MAX_FRAME = 16 * 1024
-STORED_FRAMES = 50_000  # recent frames remembered for repeats (bounded: oldest first)
 
 
 class Ingress:
@@ -57,7 +56,7 @@ class Ingress:
         self.lanes = Lanes(pipeline.submit, self._coalesced)
         self._last_press: OrderedDict[tuple[str, str], float] = OrderedDict()
         # Frames stored recently, byte for byte, with every event's message id: their repeats are duplicates.
-        self._stored_frames: OrderedDict[bytes, SubmitResult] = OrderedDict()
+        self._stored_frames: RepeatCache[SubmitResult] = RepeatCache()
         self.observations = ObservationEntry(self)
 
     # -- frames --------------------------------------------------------------------------------------
@@ -84,11 +83,11 @@ class Ingress:
         except BindingError as exc:
             return self._refuse(transport, device, exc.code, exc.reason)
         frame_key = _frame_digest(device.device_id, profile.id, frame)
-        if (again := self._stored_frames.get(frame_key)) is not None:
+        if (again := self._stored_frames.stored(frame_key)) is not None:
             # The very frame (same bytes, so the same message ids) was stored already: a redelivery or a
             # button's retry. Answered without decoding it again: a storm of repeats stays cheap.
             self.metrics.duplicate(transport)
-            return Receipt("accepted", results=(again,), device=device, profile=profile)
+            return Receipt("accepted", results=(again,), device=device, profile=profile, repeatable=True)
         try:
             # The decoder, then one rule for every decoder: a stale fix is last known, an implausible time dropped.
             events = decode_frame(frame, profile)
@@ -135,7 +134,8 @@ class Ingress:
             if receipt.status == "accepted" and all(e.message_id for e in passed) and receipt.last is not None:
                 # Only frames whose every event carries a message id: their repeat is by definition a
                 # duplicate. A press with no id (a zigbee2mqtt action without last_seen) is a new press.
-                self._remember_frame(frame_key, SubmitResult(receipt.last.alert_id, "duplicate", None))
+                self._stored_frames.remember(frame_key, SubmitResult(receipt.last.alert_id, "duplicate", None))
+                receipt = replace(receipt, repeatable=True)
         else:
             for key, level in levels:
                 if self.levels.get(device.device_id, key) == level:
@@ -231,12 +231,6 @@ class Ingress:
         obs = event.to_observation(device.device_id, transport, raw=raw)
         return obs.model_copy(update=overrides) if overrides else obs
 
-    def _remember_frame(self, key: bytes, result: SubmitResult) -> None:
-        self._stored_frames[key] = result
-        self._stored_frames.move_to_end(key)
-        while len(self._stored_frames) > STORED_FRAMES:
-            self._stored_frames.popitem(last=False)
-
     def _debounce(self, device: Device, profile: DeviceProfile, events: list[Decoded]) -> list[Decoded]:
         """Ghost presses (a radio repeating one press): the same kind again within the profile's window.
         Only presses already stored count, so a press that failed to store is never debounced."""
@@ -289,10 +283,7 @@ class Ingress:
 
 def _frame_digest(device_id: str, profile_id: str, frame: Frame) -> bytes:
     """16 bytes standing for (device, profile, metadata, payload): what a repeat must match to the byte."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(f"{device_id}\0{profile_id}\0{sorted(frame.meta.items())!r}\0".encode())
-    h.update(frame.payload)
-    return h.digest()
+    return digest(f"{device_id}\0{profile_id}\0{sorted(frame.meta.items())!r}", frame.payload)
 
 
 class ObservationEntry:

@@ -30,6 +30,9 @@ class Receipt:
     device: Device | None = None
     profile: DeviceProfile | None = None
     details: dict[str, str] = field(default_factory=dict)
+    # Stored, and every event carried a message id: a byte-identical repeat is a duplicate and may be
+    # answered without the ingress (bridge/ingress/repeats.py).
+    repeatable: bool = False
 
     @property
     def acknowledge(self) -> bool:

@@ -10,6 +10,7 @@ state changes go back to the device on `sosbridge/<tenant>/<device>/status` (ret
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from bridge.devices.decoding import DecodeError, Frame, parse_json_object
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import READY_TIMEOUT_S, await_ready, stop_tasks, wait_event
 from bridge.ingress import Claim, Receipt
+from bridge.ingress.repeats import RepeatCache, digest
 from bridge.ingress.transport import AdapterContext, BaseAdapter
 from bridge.store.base import Store, StoreError
 from device_adapters.decoders import hermes as hermes_decoder
@@ -93,9 +95,13 @@ class MqttAdapter(BaseAdapter):
         self.error_flood = FloodGuard(5, 1)
         self.handled = 0  # messages this instance processed (acknowledged), for shared-subscription checks
         self._tasks: set[asyncio.Task[None]] = set()
+        self._queues: dict[str, collections.deque[Inbound]] = {}  # per sender (topic), in arrival order
         self._status_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._mqtt_devices: dict[str, bool] = {}
+        # Byte-identical repeats (topic + payload) of frames stored or in flight: answered without the
+        # ingress; a repeat of a frame in flight is acknowledged with its original, after the commit.
+        self.repeats: RepeatCache[bool] = RepeatCache()
 
     # -- Adapter protocol --------------------------------------------------------------------------
     def enabled(self, settings: Settings) -> bool:
@@ -146,22 +152,78 @@ class MqttAdapter(BaseAdapter):
 
     # -- inbound -----------------------------------------------------------------------------------
     def _on_message(self, msg: Inbound) -> None:
+        """Byte-level work only: the topic names the sender; its frame joins that sender's queue. A sender
+        with nothing queued gets a worker at once, behind no other sender's backlog."""
         assert self.conn is not None
         if self._stopping:
             self.conn.release_slot()
             return  # not acknowledged: the broker keeps it for the next session
-        task = asyncio.create_task(self._handle(msg))
+        queue = self._queues.get(msg.topic)
+        if queue is not None:
+            queue.append(msg)  # its worker takes it with the rest of the backlog
+            return
+        self._queues[msg.topic] = collections.deque([msg])
+        task = asyncio.create_task(self._serve(msg.topic))
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        task.add_done_callback(self._tasks.discard)
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self.conn is not None:
-            self.conn.release_slot()
+    async def _serve(self, topic: str) -> None:
+        """One sender's backlog, a batch at a time: every waiting frame goes to the ingress together (its
+        lane folds the presses into one commit) and each is acknowledged once stored. Workers of different
+        senders take turns on the loop, so a flooding sender's backlog is one job among many."""
+        assert self.conn is not None
+        queue = self._queues[topic]
+        try:
+            while queue:
+                batch = list(queue)
+                queue.clear()
+                try:
+                    outcomes = await asyncio.gather(*(self._handle(m) for m in batch), return_exceptions=True)
+                    for msg, outcome in zip(batch, outcomes, strict=True):
+                        if isinstance(outcome, Exception):  # a bug: logged; the frame stays unacknowledged
+                            log.error("mqtt frame not handled; not acknowledged",
+                                      extra={"topic": msg.topic, "error": repr(outcome)})
+                finally:
+                    for _ in batch:
+                        self.conn.release_slot()
+        finally:
+            self._queues.pop(topic, None)
+            for _ in queue:  # cancelled while stopping: never acknowledged, the broker keeps them
+                self.conn.release_slot()
 
     async def _handle(self, msg: Inbound) -> None:
         assert self.conn is not None
+        if msg.retain or not _repeat_answered_by_puback(msg.topic):
+            await self._handle_frame(msg)
+            return
+        key = digest(msg.topic, msg.payload)
+        while True:
+            if self.repeats.stored(key):
+                break  # a repeat of a stored frame (the same message ids): a duplicate, acknowledged at once
+            original = self.repeats.in_flight(key)
+            if original is None:
+                self.repeats.begin(key)
+                repeatable = False
+                try:
+                    repeatable = await self._handle_frame(msg)
+                finally:
+                    self.repeats.finish(key, True if repeatable else None)
+                return
+            # The original is being stored: answered with it, once it is (never before). If it was not
+            # remembered (no message id, refused, stopping), this frame is handled on its own.
+            if not await original and self._stopping:
+                return
+        assert self.ctx is not None
+        self.ctx.metrics.duplicate(TRANSPORT)
+        self.conn.ack(msg)
+        self.handled += 1
+
+    async def _handle_frame(self, msg: Inbound) -> bool:
+        """Through the ingress until stored (or stopping), then acknowledged. True: the frame was stored
+        and a byte-identical repeat of it is a duplicate."""
+        assert self.conn is not None
         delay = 0.1
+        receipt: Receipt | None = None
         while True:
             try:
                 receipt = await self._process(msg)
@@ -174,13 +236,14 @@ class MqttAdapter(BaseAdapter):
             # Not stored: retry; if we stop first, the broker redelivers it to the next session. Losing an
             # alert silently is worse than one message holding an in-flight slot.
             if self._stopping:
-                return
+                return False
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.options.store_retry_max_s)
             if self._stopping:
-                return
+                return False
         self.conn.ack(msg)
         self.handled += 1
+        return receipt is not None and receipt.repeatable
 
     async def _process(self, msg: Inbound) -> Receipt | None:
         """Receive: topic → Claim → the ingress → answer on the wire. None: not a frame for us."""
@@ -234,7 +297,8 @@ class MqttAdapter(BaseAdapter):
             return Claim(TRANSPORT, identifiers=(("hermes_site", site),), label=f"hermes site {site!r}")
         if route.kind == "ttn":
             doc = _json_or_empty(payload)
-            ids = doc.get("end_device_ids") if isinstance(doc.get("end_device_ids"), dict) else {}
+            named = doc.get("end_device_ids")
+            ids = named if isinstance(named, dict) else {}
             eui = str(ids.get("dev_eui") or "").lower()
             return Claim(TRANSPORT, identifiers=(("deveui", eui), ("ttn", route.value or "")),
                          label=f"TTN device {route.value!r}")
@@ -412,6 +476,12 @@ class MqttAdapter(BaseAdapter):
 HERMES_SILENT_REPLY = "OK, noted."
 NOTHING_TO_CANCEL = "You have no open alert to cancel."  # as Alexa and Assist say it
 HERMES_TTS_TOPIC = "hermes/tts/say"
+
+
+def _repeat_answered_by_puback(topic: str) -> bool:
+    """Frames whose only answer is the PUBACK, so a repeat may be acknowledged without the ingress: not
+    Hermes intents (a satellite speaks each answer) nor zigbee2mqtt gateway states. Pure."""
+    return not topic.startswith("hermes/") and not topic.endswith("/bridge/state")
 
 
 def _intent_or_empty(payload: bytes) -> str:

@@ -26,12 +26,16 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from device_adapters.mqtt.url import BrokerUrl
 
-MAX_PENDING = 256
+# Messages handed to the event loop and not yet acknowledged; the broker's window (Receive Maximum on
+# v5, `max_inflight_messages` on Mosquitto) should match it. A window of 1,000 lets one group commit hold
+# hundreds of alerts; smaller windows leave the CPU idle waiting for commits (issue 27: Mosquitto's default
+# of 20 capped the bridge at 150-230 alerts/s). Memory bound: 1,000 frames of at most 16 KiB.
+MAX_PENDING = 1000
 
 log = logging.getLogger("sosbridge.mqtt")
 
 SESSION_EXPIRY_S = 7 * 24 * 3600
-RECEIVE_MAXIMUM = 64  # unacknowledged QoS 1 messages the broker may have in flight to us
+RECEIVE_MAXIMUM = MAX_PENDING  # unacknowledged QoS 1 messages the broker may have in flight to us
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,8 @@ class MosquittoProcess:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "max_queued_messages 10000"]
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "max_queued_messages 10000",
+                 "max_inflight_messages 1000"]
         if os.geteuid() == 0:
             # Started as root, mosquitto drops to its own user, which cannot read files under a private (0700)
             # directory such as a clone in root's home; a throwaway loopback test broker may keep root.

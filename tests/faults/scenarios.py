@@ -202,6 +202,67 @@ def kill9_mqtt_flood(
             broker.stop()
 
 
+def kill9_mqtt_flood_of_repeats(buttons: int, repeats: int, rng: random.Random,
+                     workdir: Path | None = None) -> tuple[Tally, int, int]:
+    """kill -9 the bridge at a random moment of an MQTT flood (issue 27): every button presses once, mixed
+    with `repeats` repeats carrying the same message id (half byte for byte, half restamped), published
+    without waiting. The bridge acknowledges a frame only once it is durable, so what it had not stored
+    when killed is redelivered by the broker to its persistent session after the restart: every button's
+    alert arrives (0 lost), and no repeat is ever counted as a press. Returns the tally (a contact posted
+    again after the kill is at-least-once delivery, counted as a duplicate), the escalation updates the
+    platform received and the second alerts any button raised (both must be 0)."""
+    import paho.mqtt.client as mqtt
+
+    with stack(workdir, lease_s=2.0) as s:
+        broker = Mosquitto(s.workdir / "mosquitto")
+        broker.start()
+        s.mqtt_url = broker.url
+        try:
+            s.start_receiver()
+            s.add_bridge()
+            devices = s.register(buttons, prefix="flood", tenant_id="t1")
+            probe = s.register(1, prefix="probe", tenant_id="t1")
+            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fault-flooder", clean_session=False)
+            pub.max_inflight_messages_set(1000)
+            pub.connect("127.0.0.1", broker.port)
+            pub.loop_start()
+            _publish(pub, probe[0][0])  # once delivered, the bridge's persistent subscription exists
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and probe[0][0] not in alert_keys_by_device(s):
+                time.sleep(0.1)
+            frames: list[tuple[str, int | None]] = [(d, None) for d, _ in devices]
+            frames += [(devices[rng.randrange(buttons)][0], rng.choice([None, k])) for k in range(repeats)]
+            rng.shuffle(frames)
+            killer = later(rng.uniform(0.05, 0.6), lambda: s.bridges[0].kill9())
+            sent = []
+            for device_id, stamp in frames:
+                body: dict[str, object] = {"kind": "sos", "message_id": f"{device_id}-m1"}
+                if stamp is not None:
+                    body["ts"] = 1_700_000_000 + stamp  # a retransmission restamped: other bytes, same id
+                sent.append(pub.publish(f"sosbridge/t1/{device_id}/alert", json.dumps(body), qos=1))
+            killer.join(5)
+            s.restart_bridge(0)
+            for info in sent:  # the broker has every frame (it acknowledges the publisher, not the bridge)
+                info.wait_for_publish(timeout=30)
+            pub.loop_stop()
+            pub.disconnect()
+            tally = _button_tally(s, {d for d, _ in devices}, 60, settle_s=s.lease_s + 0.5)
+            second_alerts = sum(len(keys) - 1 for keys in alert_keys_by_device(s).values())
+            return tally, _updates(s), second_alerts
+        finally:
+            s.close()
+            broker.stop()
+
+
+def _updates(s: Stack) -> int:
+    """Update contacts (escalations, locations) the platform received."""
+    path = s.workdir / "contacts.jsonl"
+    if not path.exists():
+        return 0
+    return sum(1 for line in path.read_text().splitlines()
+               if '"msg_type": "update"' in line or '"msg_type":"update"' in line)
+
+
 def broker_unreachable_at_start(alerts: int, workdir: Path | None = None) -> Tally:
     """The bridge starts while its MQTT broker is down: /readyz must say so (503, mqtt unreachable) and
     the log must name it; once the broker is up, /readyz is ready again and MQTT alerts are delivered."""

@@ -48,6 +48,16 @@ def test_kill9_during_an_mqtt_flood_loses_nothing(store: str, request: pytest.Fi
     check(scenarios.kill9_mqtt_flood(alerts=300, rng=random.Random(), redis_url=redis_url))
 
 
+
+@pytest.mark.timeout(150)  # a kill, a restart, then a bounded wait for the tally
+def test_kill9_during_an_mqtt_flood_of_repeats_loses_nothing_and_escalates_nothing() -> None:
+    need_binary("mosquitto")
+    tally, updates, second_alerts = scenarios.kill9_mqtt_flood_of_repeats(buttons=60, repeats=300, rng=random.Random())
+    check(tally)  # 0 lost; a contact posted again after the kill is at-least-once delivery
+    assert second_alerts == 0, "a repeat raised a second alert"
+    assert updates == 0, f"{updates} escalation updates from repeats of one message id"
+
+
 def test_broker_unreachable_at_start_is_not_ready_then_recovers() -> None:
     need_binary("mosquitto")
     check(scenarios.broker_unreachable_at_start(alerts=5))
