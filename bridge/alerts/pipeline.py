@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
+
+from cachetools import LRUCache
 
 from bridge.alerts.emergency_contacts import Notifier
 from bridge.alerts.ledger import Ledger
@@ -115,7 +116,7 @@ class Pipeline:
         # Every write goes through the ledger (locks, versioned commit, hand-over, status events).
         self.ledger = ledger if ledger is not None else Ledger(store, bus)
         # Dedupe keys known to be stored (positives only: the store stays the authority), newest last.
-        self._seen: OrderedDict[str, str] = OrderedDict()
+        self._seen: LRUCache[str, str] = LRUCache(DEDUPE_CACHE_SIZE)
 
     @property
     def notifier(self) -> Notifier | None:
@@ -207,9 +208,6 @@ class Pipeline:
 
     def _remember(self, dedupe_key: str, alert_id: str) -> None:
         self._seen[dedupe_key] = alert_id
-        self._seen.move_to_end(dedupe_key)
-        if len(self._seen) > DEDUPE_CACHE_SIZE:
-            self._seen.popitem(last=False)
 
     async def _duplicate(self, alert_id: str) -> SubmitResult:
         alert = await self.store.get_alert(alert_id)

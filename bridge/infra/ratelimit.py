@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
+
+from cachetools import LRUCache
 
 
 @dataclass
@@ -22,17 +23,14 @@ class TokenBuckets:
         self.capacity = capacity
         self.rate_per_s = rate_per_s
         self.max_keys = max_keys
-        self._buckets: OrderedDict[str, Bucket] = OrderedDict()
+        self._buckets: LRUCache[str, Bucket] = LRUCache(max_keys)
 
     def allow(self, key: str, now: float) -> bool:
         bucket = self._buckets.get(key)
         if bucket is None:
             bucket = Bucket(self.capacity, now)
             self._buckets[key] = bucket
-            if len(self._buckets) > self.max_keys:
-                self._buckets.popitem(last=False)
         else:
-            self._buckets.move_to_end(key)
             bucket.tokens = min(self.capacity, bucket.tokens + (now - bucket.updated) * self.rate_per_s)
             bucket.updated = now
         if bucket.tokens >= 1:

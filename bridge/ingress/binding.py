@@ -12,8 +12,9 @@ scheme: a frame whose level names another value is refused (wrong_topic). See do
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
+
+from cachetools import TTLCache
 
 from bridge.core.model import Device
 from bridge.devices.profiles import (
@@ -100,7 +101,11 @@ class DeviceCache:
     def __init__(self, ttl_s: float = 2.0, max_entries: int = 50_000) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._entries: OrderedDict[tuple[object, ...], tuple[float, Device | None]] = OrderedDict()
+        # Every entry lives ttl_s; the oldest go first past max_entries: memory holds only the last ttl_s
+        # seconds of senders, not the whole of a flood of distinct devices.
+        self._entries: TTLCache[tuple[object, ...], Device | None] = TTLCache(
+            max_entries, ttl=max(ttl_s, 1e-9), timer=time.monotonic
+        )
 
     async def resolve(self, store: Store, claim: Claim) -> tuple[Device | None, bool]:
         """The device (or None) and whether it was read from the store just now (a cached copy may lack
@@ -108,17 +113,10 @@ class DeviceCache:
         if self.ttl_s <= 0:
             return await resolve_device(store, claim), True
         key = (claim.device_id, claim.identifiers, claim.tenant)
-        now = time.monotonic()
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1], False
+        if key in self._entries:
+            return self._entries[key], False
         device = await resolve_device(store, claim)
-        self._entries[key] = (now + self.ttl_s, device)
-        self._entries.move_to_end(key)
-        # Oldest first (every entry lives ttl_s): drop the expired, so memory holds only the last ttl_s
-        # seconds of senders, not the whole of a flood of distinct devices.
-        while self._entries and (len(self._entries) > self.max_entries or next(iter(self._entries.values()))[0] <= now):
-            self._entries.popitem(last=False)
+        self._entries[key] = device
         return device, True
 
     def forget(self) -> None:

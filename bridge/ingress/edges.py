@@ -3,8 +3,9 @@ falling edge, however often the device repeats its state."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable
+
+from cachetools import LRUCache
 
 from bridge.devices.decoding import Decoded
 
@@ -15,16 +16,13 @@ class EdgeMemory:
 
     def __init__(self, max_keys: int = 200_000) -> None:
         self.max_keys = max_keys
-        self._levels: OrderedDict[tuple[str, str], bool] = OrderedDict()
+        self._levels: LRUCache[tuple[str, str], bool] = LRUCache(max_keys)
 
     def get(self, device_id: str, key: str) -> bool:
         return self._levels.get((device_id, key), False)
 
     def set(self, device_id: str, key: str, level: bool) -> None:
         self._levels[(device_id, key)] = level
-        self._levels.move_to_end((device_id, key))
-        if len(self._levels) > self.max_keys:
-            self._levels.popitem(last=False)
 
 
 def edges(

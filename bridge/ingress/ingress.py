@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
+
+from cachetools import LRUCache
 
 from bridge.alerts.pipeline import Pipeline, Rejected, SubmitResult, device_state
 from bridge.core.model import Device, Observation
@@ -54,7 +55,7 @@ class Ingress:
         self.levels = EdgeMemory()
         self.devices = DeviceCache(device_cache_s)
         self.lanes = Lanes(pipeline.submit, self._coalesced)
-        self._last_press: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._last_press: LRUCache[tuple[str, str], float] = LRUCache(200_000)
         # Frames stored recently, byte for byte, with every event's message id: their repeats are duplicates.
         self._stored_frames: RepeatCache[SubmitResult] = RepeatCache()
         self.observations = ObservationEntry(self)
@@ -253,9 +254,6 @@ class Ingress:
         for event in events:
             if event.action == "alert" and event.kind is not None:
                 self._last_press[(device.device_id, event.kind.value)] = now
-                self._last_press.move_to_end((device.device_id, event.kind.value))
-        while len(self._last_press) > 200_000:
-            self._last_press.popitem(last=False)
 
     def _refuse(self, transport: str, device: Device | None, code: str, reason: str,
                 profile: DeviceProfile | None = None) -> Receipt:

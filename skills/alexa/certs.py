@@ -11,12 +11,12 @@ import os
 import tempfile
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
 import certifi
 import httpx
+from cachetools import LRUCache
 
 from bridge.infra.ratelimit import TokenBuckets
 from skills.alexa.verify import VerificationFailed, check_cert_url, normalise_cert_url
@@ -65,7 +65,7 @@ class CachedChainSource:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.fetcher = fetcher
         self.memory_chains = memory_chains
-        self._memory: OrderedDict[str, bytes] = OrderedDict()  # LRU, bounded
+        self._memory: LRUCache[str, bytes] = LRUCache(max(1, memory_chains))
         self._lock = threading.Lock()
         # Uncached URLs cost an outbound fetch each: a few at once, then a trickle, whoever asks.
         self._fetches = TokenBuckets(fetch_burst, fetch_per_min / 60, max_keys=1)
@@ -76,9 +76,6 @@ class CachedChainSource:
     def _remember(self, url: str, pem: bytes) -> None:
         with self._lock:
             self._memory[url] = pem
-            self._memory.move_to_end(url)
-            while len(self._memory) > self.memory_chains:
-                self._memory.popitem(last=False)
 
     def store(self, url: str, pem: bytes) -> None:
         """Seed the cache (`sosbridge alexa cache-cert`, deployment scripts, tests)."""
@@ -95,9 +92,7 @@ class CachedChainSource:
     def __call__(self, url: str) -> bytes:
         url = normalise_cert_url(url)  # a URL breaking Amazon's rules is never looked up, cached or fetched
         with self._lock:
-            cached = self._memory.get(url)
-            if cached is not None:
-                self._memory.move_to_end(url)
+            cached = self._memory.get(url)  # a hit makes it the most recently used
         if cached is not None:
             return cached
         path = self.path_for(url)
