@@ -375,6 +375,7 @@ class Pipeline:
             received_at=now,
             updated_at=now,
             transport=obs.transport,
+            auth=obs.auth,
             location=location,
             language=obs.language or (device.person.language if device.person else None),
             verified=obs.verified,

@@ -4,8 +4,10 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings
+
+from bridge.infra.listeners import parse_networks
 
 DEFAULT_WEBHOOK_SECRET = "change-me"
 MIN_SECRET_CHARS = 16
@@ -34,3 +36,23 @@ class SecuritySettings(BaseSettings):
     auth_audit_interval_s: float = Field(
         default=60.0, gt=0, description="One summary audit row per source and interval for refused credentials"
     )
+    # TCP/UDP listeners (watch, DC-09): docs/operations/security.md
+    listener_per_source: int = Field(
+        default=16, ge=1, description="Connections one source address may hold on the watch and DC-09 TCP listeners"
+    )
+    listener_first_frame_s: float = Field(
+        default=15.0, gt=0, description="Time a new watch or DC-09 TCP connection has to send its first whole frame"
+    )
+    watch_allow: str | None = Field(
+        default=None, description="Source networks (CIDRs, comma-separated: the private APN) watches may connect from"
+    )
+    watch_keepalive_s: float = Field(
+        default=600.0, gt=0, description="A watch session heard within this long holds its ID; a second "
+        "connection naming it is quarantined until the first has been silent this long (the watch's LK interval)",
+    )
+
+    @field_validator("watch_allow")
+    @classmethod
+    def _networks(cls, value: str | None) -> str | None:
+        parse_networks(value)  # ValueError names the entry that is not a network
+        return value or None

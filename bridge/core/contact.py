@@ -19,6 +19,7 @@ from bridge.core.model import (
     AlertState,
     ContactStatus,
     Device,
+    DeviceAuth,
     Location,
     Person,
     PersonDetails,
@@ -36,6 +37,12 @@ class ContactDevice(BaseModel):
     id: str
     profile: str | None = None
     transport: str
+    auth: DeviceAuth | None = Field(
+        default=None,
+        description="How the transport authenticated the device that raised the alert: none (its own identifier "
+        "only: watch, plain DC-09, serial), token, hmac, oscore, aes (DC-09 account key) or broker (MQTT broker "
+        "login and ACL). None for alerts stored before this was recorded",
+    )
     label: str | None = None
 
 
@@ -143,6 +150,7 @@ def build_contact(
             id=alert.device_id,
             profile=device.profile_id if device else None,
             transport=alert.transport,
+            auth=alert.auth,
             label=device.label if device else None,
         ),
         person=police_view(person),

@@ -93,6 +93,12 @@ class AlertState(StrEnum):
 FINAL_STATES = frozenset({AlertState.resolved, AlertState.cancelled})
 
 ContactStatus = Literal["actual", "exercise", "test"]
+# How the transport authenticated the device that sent an observation (docs/operations/security.md):
+# none (the frame's own identifier: watch, plain DC-09, serial), token (a per-device bearer token), hmac (a
+# per-device signature), oscore (an OSCORE context), aes (a DC-09 account key), broker (the MQTT broker's
+# client authentication and ACL).
+DeviceAuth = Literal["none", "token", "hmac", "oscore", "aes", "broker"]
+
 LocationSource = Literal["gnss", "wifi", "cell", "fixed", "registered_address", "last_known", "network"]
 
 
@@ -183,6 +189,11 @@ class Location(CleanModel):
     grid_ref: str | None = Field(default=None, description="British National Grid reference (EPSG:27700)")
     speed_mps: float | None = None
     heading_deg: float | None = None
+    authenticated: bool = Field(
+        default=True,
+        description="False: reported over a transport that does not authenticate the device (auth none), so "
+        "anyone who knows its identifier could have sent it; do not rely on it alone",
+    )
 
     @field_validator("fix_time")
     @classmethod
@@ -301,6 +312,14 @@ class Observation(CleanModel):
     raw: str | None = Field(default=None, description="Raw frame for audit (text, or hex for binary)")
     reason: str | None = None
     text: str | None = Field(default=None, description="action message: the person's text for the platform")
+    auth: DeviceAuth = Field(default="none", description="How the transport authenticated the device")
+
+    @model_validator(mode="after")
+    def _mark_location(self) -> Observation:
+        """A location from an unauthenticated transport is marked so, wherever it ends up."""
+        if self.auth == "none" and self.location is not None and self.location.authenticated:
+            object.__setattr__(self, "location", self.location.model_copy(update={"authenticated": False}))
+        return self
 
     @field_validator("occurred_at")
     @classmethod
@@ -330,6 +349,7 @@ class Alert(BaseModel):
     received_at: datetime
     updated_at: datetime
     transport: str
+    auth: DeviceAuth | None = None  # of the observation that raised it (None: stored before it was recorded)
     location: Location | None = None
     language: str | None = None
     verified: bool = True

@@ -158,7 +158,8 @@ class AlertCollection(resource.Resource):
         frame = Frame(payload=json.dumps(doc, default=str).encode(), meta={"path": "alert"})
         raw = request.payload.hex() if fmt != JSON else request.payload.decode("utf-8", "replace")
         overrides = {"alert_id": doc["alert_id"]} if isinstance(doc.get("alert_id"), str) else None
-        receipt = await ctx.ingress.receive(frame, Claim(TRANSPORT, device_id=device_id), raw=raw,
+        auth = "oscore" if device_for(request.remote) is not None else "hmac"
+        receipt = await ctx.ingress.receive(frame, Claim(TRANSPORT, device_id=device_id, auth=auth), raw=raw,
                                             overrides=overrides)
         return self.answer(await ctx.ingress.with_state(receipt), fmt)
 

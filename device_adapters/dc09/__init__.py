@@ -175,7 +175,8 @@ class Dc09Adapter(BaseAdapter):
             self.refuse(getattr(exc, "code", "malformed"), via=via, device_id=device.device_id)
             return dc09.nak(now, message)
         body = dc09.clear_body(message)
-        claim = Claim(TRANSPORT, identifiers=(("dc09", message.account),), label=f"account {message.account!r}")
+        claim = Claim(TRANSPORT, identifiers=(("dc09", message.account),), label=f"account {message.account!r}",
+                      auth="aes" if key is not None else "none")
         receipt = await self.ctx.ingress.receive(
             Frame(payload=body.encode("ascii"), meta={"protocol": "dc09", "via": via}), claim, raw=body)
         log.info("dc09 message handled", extra={"status": receipt.status, "code": receipt.code, "via": via,

@@ -142,7 +142,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         overrides = {"attributes": dict(body.attributes)} if body.attributes else None
         receipt = await ctx.ingress.receive(
             Frame(payload=payload, meta={"path": "/v1/alerts"}),
-            Claim(TRANSPORT, device_id=device.device_id),
+            Claim(TRANSPORT, device_id=device.device_id, auth="token"),
             raw=payload.decode(),
             overrides=overrides,
         )
@@ -156,6 +156,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         obs = Observation(
             device_id=device.device_id,
             transport=TRANSPORT,
+            auth="token",
             action="location",
             alert_id=alert_id,
             location=body.location.to_location(),
@@ -171,6 +172,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         obs = Observation(
             device_id=device.device_id,
             transport=TRANSPORT,
+            auth="token",
             action="cancel",
             alert_id=alert_id,
             message_id=body.message_id,
@@ -181,7 +183,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
     @router.post("/{alert_id}/messages", status_code=202)
     async def send_message(alert_id: str, body: MessageIn, device: Device = Depends(require_device)) -> JSONResponse:
         obs = Observation(device_id=device.device_id, transport=TRANSPORT, action="message", alert_id=alert_id,
-                          text=body.text, message_id=body.message_id)
+                          text=body.text, message_id=body.message_id, auth="token")
         return answer(await ctx.ingress.submit(obs, device))
 
     @router.post("/{alert_id}/messages/{message_id}/read")

@@ -135,6 +135,7 @@ class AssistAdapter(BaseAdapter):
                 obs = Observation(
                     device_id=device.device_id,
                     transport="assist",
+                    auth="token",
                     action="alert",
                     kind=AlertKind.duress if duress else AlertKind.sos,
                     message_id=req.conversation_id or new_id(),
