@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings
 
 from bridge.infra.listeners import parse_networks
@@ -36,6 +36,14 @@ class SecuritySettings(BaseSettings):
     auth_audit_interval_s: float = Field(
         default=60.0, gt=0, description="One summary audit row per source and interval for refused credentials"
     )
+    # Event streams (GET /v1/alerts/{id}/events): never the capacity POST /v1/alerts and callbacks need
+    sse_per_alert: int = Field(default=3, ge=1, description="Event streams one device may hold open on one alert")
+    sse_max_streams: int = Field(
+        default=100, ge=1, description="Event streams open in all; at most half of SOSBRIDGE_HTTP_LIMIT_CONCURRENCY"
+    )
+    sse_max_s: float = Field(
+        default=900.0, gt=0, description="An event stream ends after this long (the app reconnects)"
+    )
     # TCP/UDP listeners (watch, DC-09): docs/operations/security.md
     listener_per_source: int = Field(
         default=16, ge=1, description="Connections one source address may hold on the watch and DC-09 TCP listeners"
@@ -56,3 +64,13 @@ class SecuritySettings(BaseSettings):
     def _networks(cls, value: str | None) -> str | None:
         parse_networks(value)  # ValueError names the entry that is not a network
         return value or None
+
+    @model_validator(mode="after")
+    def _streams_leave_room(self) -> SecuritySettings:
+        if self.sse_max_streams * 2 > self.http_limit_concurrency:
+            raise ValueError(
+                f"SOSBRIDGE_SSE_MAX_STREAMS ({self.sse_max_streams}) must be at most half of "
+                f"SOSBRIDGE_HTTP_LIMIT_CONCURRENCY ({self.http_limit_concurrency}): streams may not take the "
+                "capacity alerts and platform callbacks need"
+            )
+        return self
