@@ -44,6 +44,10 @@ class SecuritySettings(BaseSettings):
     sse_max_s: float = Field(
         default=900.0, gt=0, description="An event stream ends after this long (the app reconnects)"
     )
+    notify_webhook_allow: str | None = Field(
+        default=None, description="Networks (CIDRs) emergency-contact webhooks may reach although loopback, "
+        "link-local, private or metadata addresses (refused otherwise)",
+    )
     # TCP/UDP listeners (watch, DC-09): docs/operations/security.md
     listener_per_source: int = Field(
         default=16, ge=1, description="Connections one source address may hold on the watch and DC-09 TCP listeners"
@@ -59,7 +63,7 @@ class SecuritySettings(BaseSettings):
         "connection naming it is quarantined until the first has been silent this long (the watch's LK interval)",
     )
 
-    @field_validator("watch_allow")
+    @field_validator("watch_allow", "notify_webhook_allow")
     @classmethod
     def _networks(cls, value: str | None) -> str | None:
         parse_networks(value)  # ValueError names the entry that is not a network
