@@ -368,3 +368,15 @@ class Alert(BaseModel):
     @property
     def critical(self) -> bool:
         return self.kind in LIFE_SAFETY_KINDS or self.severity.rank >= Severity.severe.rank
+
+
+PLAIN_DC09_WARNING = (
+    "this device has a SIA DC-09 account without an AES key: anyone who can reach the DC-09 port and knows the "
+    "account number can raise or cancel its alerts; give it a key (sosbridge devices dc09-key) or limit plain "
+    "accounts to the panels' networks (SOSBRIDGE_DC09_PLAIN_ALLOW)"
+)
+
+
+def registration_warnings(device: Device) -> list[str]:
+    """What to tell whoever registers `device` (a new device has no transport keys yet). Pure."""
+    return [PLAIN_DC09_WARNING] if device.identifiers.get("dc09") else []

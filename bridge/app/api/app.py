@@ -20,7 +20,7 @@ from bridge.app.api.limits import BodySizeLimit, JsonTextGuard
 from bridge.core.contact import contact_json_schema
 from bridge.core.lifecycle import DEVICE_MESSAGES, LifecycleEvent
 from bridge.core.messages import LANGUAGE_PATTERN, deliveries
-from bridge.core.model import CleanModel, Device, utcnow
+from bridge.core.model import CleanModel, Device, registration_warnings, utcnow
 from bridge.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -222,7 +222,8 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         runtime.ingress.devices.forget()  # registry changes through the API take effect at once
         if runtime.supervisor is not None:
             runtime.supervisor.rescan()  # a new check-in interval is watched at once, not at the next scan
-        return {"device_id": device.device_id, "token": token}
+        warnings = registration_warnings(device)
+        return {"device_id": device.device_id, "token": token} | ({"warnings": warnings} if warnings else {})
 
     @app.delete("/v1/devices/{device_id}")
     async def remove_device(request: Request, device_id: str) -> dict[str, Any]:
