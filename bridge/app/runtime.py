@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bridge.alerts.emergency_contacts import Notifier, SmsGateway
+from bridge.alerts.message_rate import MessageRate
 from bridge.alerts.pipeline import Pipeline
 from bridge.app.config import Settings
 from bridge.app.refusal_audit import RefusalAudit, flush_refusals
@@ -85,6 +86,7 @@ class BridgeRuntime:
             kind_policy=self.profiles.allowed_kinds,
             route_selector=self.select_routes,
             update_limiter=TokenBuckets(settings.device_update_burst, settings.device_update_per_min / 60),
+            message_rate=MessageRate(settings.device_message_burst, settings.device_message_per_min),
         )
         self.auth_failures = TokenBuckets(settings.auth_failures_burst, settings.auth_failures_per_min / 60)
         self.refusals = RefusalAudit(settings.auth_audit_interval_s)
@@ -181,6 +183,7 @@ class BridgeRuntime:
             if adapter.name in self.started_adapters:
                 with contextlib.suppress(Exception):
                     await adapter.stop()
+        await self.pipeline.stop()  # texts waiting for their rate are queued now, before the forwarder stops
         await self.forwarder.stop()
         with contextlib.suppress(Exception):
             await flush_refusals(self, float("inf"))  # the refusals counted since the last summary row

@@ -36,6 +36,12 @@ class SecuritySettings(BaseSettings):
     auth_audit_interval_s: float = Field(
         default=60.0, gt=0, description="One summary audit row per source and interval for refused credentials"
     )
+    device_message_burst: int = Field(
+        default=5, ge=1, description="The person's texts that go to the platform one contact each, at once"
+    )
+    device_message_per_min: float = Field(
+        default=6, gt=0, description="...and per minute after the burst; texts beyond wait and go as one contact"
+    )
     # Event streams (GET /v1/alerts/{id}/events): never the capacity POST /v1/alerts and callbacks need
     sse_per_alert: int = Field(default=3, ge=1, description="Event streams one device may hold open on one alert")
     sse_max_streams: int = Field(
