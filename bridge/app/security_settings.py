@@ -13,6 +13,20 @@ DEFAULT_WEBHOOK_SECRET = "change-me"
 MIN_SECRET_CHARS = 16
 
 
+def tenant_tokens(text: str | None) -> dict[str, str]:
+    """`SOSBRIDGE_PLATFORM_TENANT_TOKENS`: `tenant=token,tenant=token` → {tenant: token}. ValueError names
+    the bad entry (never the token). Pure."""
+    out: dict[str, str] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        tenant, sep, token = item.strip().partition("=")
+        if not sep or not tenant.strip() or not token.strip():
+            raise ValueError(f"entry #{len(out) + 1} is not tenant=token")
+        out[tenant.strip()] = token.strip()
+    return out
+
+
 class SecuritySettings(BaseSettings):
     """Fields of `Settings` (`SOSBRIDGE_*`) that the security checks and the HTTP server limits read."""
 
@@ -41,6 +55,10 @@ class SecuritySettings(BaseSettings):
     )
     device_message_per_min: float = Field(
         default=6, gt=0, description="...and per minute after the burst; texts beyond wait and go as one contact"
+    )
+    platform_tenant_tokens: str | None = Field(
+        default=None, description="Per-tenant platform callback tokens, tenant=token,...: a tenant's own token "
+        "is the only one that acts on its alerts; SOSBRIDGE_PLATFORM_TOKEN covers tenants without one",
     )
     # Event streams (GET /v1/alerts/{id}/events): never the capacity POST /v1/alerts and callbacks need
     sse_per_alert: int = Field(default=3, ge=1, description="Event streams one device may hold open on one alert")
@@ -77,6 +95,22 @@ class SecuritySettings(BaseSettings):
     def _networks(cls, value: str | None) -> str | None:
         parse_networks(value)  # ValueError names the entry that is not a network
         return value or None
+
+    @field_validator("platform_tenant_tokens")
+    @classmethod
+    def _tenant_tokens(cls, value: str | None) -> str | None:
+        for tenant, token in tenant_tokens(value).items():
+            if len(token) < MIN_SECRET_CHARS:
+                raise ValueError(f"the token of tenant {tenant!r} is shorter than {MIN_SECRET_CHARS} characters")
+        return value or None
+
+    @field_validator("admin_token", "platform_token", "ops_token", check_fields=False)
+    @classmethod
+    def _token_long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < MIN_SECRET_CHARS:
+            raise ValueError(f"shorter than {MIN_SECRET_CHARS} characters: use a random one "
+                             '(python -c "import secrets; print(secrets.token_urlsafe(32))")')
+        return value
 
     @model_validator(mode="after")
     def _streams_leave_room(self) -> SecuritySettings:

@@ -7,6 +7,7 @@ location so the contact platform can judge how far to trust it.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any, Literal, get_args, get_origin
@@ -207,6 +208,15 @@ class Location(CleanModel):
         return self.lat is not None and self.lon is not None
 
 
+_LINE_BREAKS = re.compile(r"[\r\n\t\u0085\u2028\u2029]+")
+
+
+def one_line(value: str | None) -> str | None:
+    """A name or label that ends up in an e-mail header or a subject: line breaks become one space, so a
+    CR/LF in a person's name can never fail (or inject into) every e-mail about them. Pure."""
+    return None if value is None else _LINE_BREAKS.sub(" ", value).strip()
+
+
 class PersonDetails(CleanModel):
     """The person as the police contact carries them (`Contact.person`): never their emergency contacts."""
 
@@ -217,6 +227,11 @@ class PersonDetails(CleanModel):
     language: str | None = Field(default=None, description="BCP 47 tag, e.g. en-GB, gd, pl")
     communication_needs: list[str] = Field(default_factory=list, description='e.g. "deaf: text only"')
     vulnerability_notes: str | None = None
+
+    @field_validator("name", "phone")
+    @classmethod
+    def _one_line(cls, v: str | None) -> str | None:
+        return one_line(v)
 
 
 class EmergencyContact(CleanModel):
@@ -241,6 +256,11 @@ class EmergencyContact(CleanModel):
         "whoever threatens them may be registered as a contact",
     )
     share_location: bool = Field(default=True, description="Messages carry the grid reference and a map link")
+
+    @field_validator("name", "relation")
+    @classmethod
+    def _one_line(cls, v: str | None) -> str | None:
+        return one_line(v)
 
     def wants(self, kind: AlertKind) -> bool:
         return kind in (self.kinds or LIFE_SAFETY_KINDS)
