@@ -400,3 +400,9 @@ PLAIN_DC09_WARNING = (
 def registration_warnings(device: Device) -> list[str]:
     """What to tell whoever registers `device` (a new device has no transport keys yet). Pure."""
     return [PLAIN_DC09_WARNING] if device.identifiers.get("dc09") else []
+
+
+def device_kind(kind: AlertKind) -> str:
+    """The alert's kind as documents the device (and so anyone near the person) can read name it: a duress
+    alert reads as an ordinary `sos` (docs/voice/duress.md); the platform always gets the real kind. Pure."""
+    return AlertKind.sos.value if kind is AlertKind.duress else kind.value

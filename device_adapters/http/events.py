@@ -26,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from bridge.alerts.pipeline import device_state
 from bridge.core.lifecycle import DEVICE_MESSAGES
 from bridge.core.messages import MESSAGE_DELIVERY, conversation, delivered_over
-from bridge.core.model import FINAL_STATES, Alert, HistoryEntry, utcnow
+from bridge.core.model import FINAL_STATES, Alert, HistoryEntry, device_kind, utcnow
 from bridge.ingress.transport import AdapterContext
 from bridge.store.base import Store
 
@@ -41,7 +41,7 @@ def status_body(alert: Alert) -> dict[str, Any]:
         "alert_id": alert.alert_id,
         "state": state.value,
         "message": DEVICE_MESSAGES[state],
-        "kind": alert.kind.value,
+        "kind": device_kind(alert.kind),  # a duress alert reads as sos to whoever holds the device
         "escalation_count": alert.escalation_count,
         "updated_at": alert.updated_at.isoformat(),
     }
