@@ -208,7 +208,7 @@ class Location(CleanModel):
         return self.lat is not None and self.lon is not None
 
 
-_LINE_BREAKS = re.compile(r"[\r\n\t\u0085\u2028\u2029]+")
+_LINE_BREAKS = re.compile(r"[\r\n\u0085\u2028\u2029]+")
 
 
 def one_line(value: str | None) -> str | None:
