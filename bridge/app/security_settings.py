@@ -107,7 +107,7 @@ class SecuritySettings(BaseSettings):
     @field_validator("admin_token", "platform_token", "ops_token", check_fields=False)
     @classmethod
     def _token_long_enough(cls, value: str | None) -> str | None:
-        if value is not None and len(value) < MIN_SECRET_CHARS:
+        if value and len(value) < MIN_SECRET_CHARS:  # empty: unset, as before
             raise ValueError(f"shorter than {MIN_SECRET_CHARS} characters: use a random one "
                              '(python -c "import secrets; print(secrets.token_urlsafe(32))")')
         return value
