@@ -227,6 +227,8 @@ async def _stack_inner(
             "dc09_port": free_port(),
             "retry_base_s": 0.2,
             "retry_max_s": 2.0,
+            # The virtual carer's phone listens on loopback, which contact webhooks may not reach by default.
+            "notify_webhook_allow": "127.0.0.1/32",
         }
         values.update(overrides)
         settings = Settings(**values)

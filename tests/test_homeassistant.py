@@ -288,3 +288,22 @@ async def test_alarm_panel_duress_is_silent_and_a_voice_cancel_holds(env: Env) -
     await env.contact(lambda c: c["msg_type"] == "update" and DURESS_CANCEL_REASON in (c.get("reason") or ""))
     alert = await env.alert()
     assert alert is not None and alert.is_open
+
+
+async def test_duress_with_a_wrong_token_is_retried_and_leaves_no_trace(rig: Rig, tmp_path: Path) -> None:
+    """Issue 23 item 9: with a wrong token the duress alert was lost without a trace, and HA's log showed
+    `"intent": "DuressIntent"` to whoever runs HA. Now the package retries until the bridge takes it (the
+    token is put right meanwhile) and its log names nothing but a household note."""
+    async with bridge_for(rig, tmp_path, token="another-device-token-9876543210") as env:
+        logged_before = rig.ha.log.read_text(errors="replace")
+        assert await env.ha.aconverse("is the kettle on") == "OK, noted."
+        await asyncio.sleep(2)  # at least one refused attempt (401)
+        assert env.rx.contacts == []
+        await env.bridge.runtime.store.set_credential("ha-home", "token", TOKEN)  # the token put right
+        env.bridge.runtime.ingress.devices.forget()
+        contact = await env.contact(lambda c: c["msg_type"] == "alert", timeout=20)
+        assert contact["kind"] == "duress" and contact["silent"] is True
+        new_log = rig.ha.log.read_text(errors="replace")[len(logged_before):]
+        for path in rig.ha.config_dir.glob("home-assistant.log*"):
+            new_log += path.read_text(errors="replace")
+        assert "uress" not in new_log, new_log[-2000:]

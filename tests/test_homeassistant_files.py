@@ -18,7 +18,7 @@ from skills.alexa.speech import say
 from skills.assist.adapter import AssistIntent
 
 HA = Path(__file__).resolve().parent.parent / "skills" / "assist" / "homeassistant"
-INTENTS = {"SosHelp", "SosDuress", "SosCancel", "SosStatus"}
+INTENTS = {"SosHelp", "SosNote", "SosCancel", "SosStatus"}
 LANGS = {"en": "en-GB", "de": "de-DE"}
 
 
@@ -49,7 +49,7 @@ def test_sentences_cover_every_intent_with_the_bridges_wording(lang: str) -> Non
         for block in intent["data"]:
             slots = block["slots"]
             assert slots["lang"] == locale and block["sentences"]
-            if name == "SosDuress":
+            if name == "SosNote":
                 # Innocuous, and the same words the bridge uses for the duress reply.
                 assert slots["noted"] == say("duress_reply", locale) and "unreachable" not in slots
             else:
@@ -61,7 +61,7 @@ def test_sentences_cover_every_intent_with_the_bridges_wording(lang: str) -> Non
 
 def test_english_duress_sentence_is_the_bridges_default_phrase() -> None:
     doc = load(HA / "custom_sentences" / "en" / "sos_bridge.yaml")
-    assert doc["intents"]["SosDuress"]["data"][0]["sentences"] == [DEFAULT_DURESS_PHRASE]
+    assert doc["intents"]["SosNote"]["data"][0]["sentences"] == [DEFAULT_DURESS_PHRASE]
 
 
 def test_package_scripts_every_intent_and_calls_only_what_the_bridge_knows() -> None:
@@ -71,12 +71,12 @@ def test_package_scripts_every_intent_and_calls_only_what_the_bridge_knows() -> 
     called = set(re.findall(r"intent: (\w+Intent)", text))
     assert called and called <= set(get_args(AssistIntent))
     for name, script in package["intent_script"].items():
-        steps = script["action"] if name != "SosDuress" else script["action"][0]["repeat"]["sequence"]
+        steps = script["action"] if name != "SosNote" else script["action"][0]["repeat"]["sequence"]
         call = steps[0]
         # Every bridge call tolerates failure, so Assist never answers "An unexpected error occurred".
         assert call["action"] == "rest_command.sos_bridge_assist" and call["continue_on_error"] is True
-    assert package["intent_script"]["SosDuress"]["async_action"] is True
-    assert "unreachable" not in package["intent_script"]["SosDuress"]["speech"]["text"]
+    assert package["intent_script"]["SosNote"]["async_action"] is True
+    assert "unreachable" not in package["intent_script"]["SosNote"]["speech"]["text"]
 
 
 def test_secrets_the_package_names_are_documented() -> None:

@@ -54,7 +54,8 @@ async def test_alert_to_contact_and_back(bridge_env: BridgeEnv) -> None:
         )
         assert contact["occurred_at"].startswith(occurred)
         assert contact["location"]["accuracy_m"] == 7.5 and contact["location"]["grid_ref"].startswith("NN 16")
-        assert contact["device"] == {"id": "watch-1", "profile": None, "transport": "http", "label": None}
+        assert contact["device"] == {"id": "watch-1", "profile": None, "transport": "http", "auth": "token",
+                                     "label": None}
         body = await wait_state(c, alert_id, "acknowledged")
         assert body["message"] == "Help is on the way."
         # The device missed that first answer and retries the same press: a duplicate, stored once, and

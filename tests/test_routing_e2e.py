@@ -32,7 +32,7 @@ async def test_routes_by_area_with_their_own_format(tmp_path: Path, monkeypatch:
             }
         ]
         monkeypatch.setenv("SOSBRIDGE_ROUTES", json.dumps(routes))
-        settings = bridge_settings(tmp_path, default_rx.url, secret_default, "tok")
+        settings = bridge_settings(tmp_path, default_rx.url, secret_default, "tok-0123456789abcdef")
         async with EmbeddedBridge(settings) as eb:
             await eb.runtime.store.put_device(Device(device_id="w"))
             await eb.runtime.store.set_credential("w", "token", "w" * 20)

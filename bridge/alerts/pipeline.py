@@ -10,6 +10,7 @@ See docs/architecture.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from cachetools import LRUCache
 
 from bridge.alerts.emergency_contacts import Notifier
 from bridge.alerts.ledger import Ledger
+from bridge.alerts.message_rate import MessageRate
 from bridge.alerts.rules import (
     BRIDGE_RAISED_KINDS,
     CLOCK_SKEW_S,
@@ -103,6 +105,7 @@ class Pipeline:
         route_selector: RouteSelector | None = None,
         update_limiter: TokenBuckets | None = None,
         ledger: Ledger | None = None,
+        message_rate: MessageRate | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -115,6 +118,7 @@ class Pipeline:
         self.update_limiter = update_limiter
         # Every write goes through the ledger (locks, versioned commit, hand-over, status events).
         self.ledger = ledger if ledger is not None else Ledger(store, bus)
+        self.message_rate = message_rate  # the person's texts: a burst, then coalesced (message_rate.py)
         # Dedupe keys known to be stored (positives only: the store stays the authority), newest last.
         self._seen: LRUCache[str, str] = LRUCache(DEDUPE_CACHE_SIZE)
 
@@ -388,9 +392,60 @@ class Pipeline:
         ))
         message = ContactMessage(message_id=message_id, text=text, sent_at=obs.occurred_at or now,
                                  transport=obs.transport)
-        self._queue_contact(change, device, "message", "message from the person", message=message)
-        await self._commit(change)
+        rate = self.message_rate
+        batch = rate.admit(device.device_id, alert.alert_id, message, time.monotonic()) if rate else [message]
+        if batch:
+            self._queue_contact(change, device, "message", "message from the person", message=message,
+                                messages=batch if len(batch) > 1 else None)
+        else:
+            change.history[-1].detail["waiting"] = True  # over the rate: goes out with the next batch
+        try:
+            await self._commit(change)
+        except BaseException:
+            if rate is not None:
+                rate.undo(alert.alert_id, batch, message)
+            raise
+        if rate is not None and not batch:
+            rate.schedule(alert.alert_id, rate.delay(device.device_id),
+                          lambda: self._flush_messages(alert.alert_id, device.device_id))
         return SubmitResult(alert.alert_id, "updated", device_state(alert))
+
+    async def _flush_messages(self, alert_id: str, device_id: str) -> None:
+        """The texts waiting for an alert, as one `message` contact listing them all in order."""
+        assert self.message_rate is not None
+        async with self.ledger.locked(device_id):
+            batch = self.message_rate.take(alert_id)
+            if not batch:
+                return
+
+            async def attempt(_n: int) -> None:
+                alert = await self.store.get_alert(alert_id)
+                device = await self.store.get_device(device_id)
+                if alert is None or device is None:
+                    log.warning("waiting texts dropped: alert or device gone",
+                                extra={"alert_id": alert_id, "device_id": device_id, "texts": len(batch)})
+                    return
+                change = Change(alert=alert.model_copy(deep=True))
+                change.alert.updated_at = utcnow()
+                self._queue_contact(change, device, "message", f"{len(batch)} messages from the person",
+                                    message=batch[-1], messages=batch)
+                await self._commit(change)
+
+            try:
+                await self.ledger.commit_with_retry(attempt, "batch of texts")
+            except BaseException:
+                self.message_rate.put_back(alert_id, batch)
+                raise
+
+    async def stop(self) -> None:
+        """Texts still waiting for their rate go out now (as one contact per alert): nothing is lost."""
+        if self.message_rate is None:
+            return
+        for alert_id in await self.message_rate.stop():
+            alert = await self.store.get_alert(alert_id)
+            if alert is not None:
+                with contextlib.suppress(Exception):  # logged by the store; the texts stay in the history
+                    await self._flush_messages(alert_id, alert.device_id)
 
     async def _heartbeat(self, obs: Observation, device: Device) -> SubmitResult:
         fix = obs.location if replaces_last_location(device.last_location, obs.location) else None
@@ -422,12 +477,12 @@ class Pipeline:
 
     def _queue_contact(
         self, change: Change, device: Device, msg_type: MsgType, reason: str | None, not_before: float = 0.0,
-        message: ContactMessage | None = None,
+        message: ContactMessage | None = None, messages: list[ContactMessage] | None = None,
     ) -> None:
         alert = change.alert
         alert.contact_seq += 1
         contact = build_contact(alert, device, msg_type, alert.contact_seq, reason, self.public_url,
-                                message=message)
+                                message=message, messages=messages)
         routes = self.route_selector(contact, alert.routes) if self.route_selector else []
         # With no route configured the contact still waits on the default route: the forwarder alarms and
         # fails critical contacts over, rather than the bridge silently dropping them.

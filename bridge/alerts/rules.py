@@ -196,6 +196,7 @@ def new_alert_change(
         received_at=now,
         updated_at=now,
         transport=obs.transport,
+        auth=obs.auth,
         location=locate(obs.location, device, now, max_last_known_age_s),
         language=obs.language or (device.person.language if device.person else None),
         verified=obs.verified,

@@ -191,6 +191,10 @@ def devices_add(
 
     with_store(settings, add)
     console.print(f"registered [bold]{device_id}[/bold]; token (shown once): {secret}")
+    from bridge.core.model import registration_warnings
+
+    for warning in registration_warnings(device):
+        console.print(f"[yellow]warning[/yellow]: {warning}", soft_wrap=True)
     _warn_unbound_schemes(settings, identifiers)
 
 

@@ -22,7 +22,8 @@ from bridge.app.security_settings import SecuritySettings
 
 ENV_PREFIX = "SOSBRIDGE_"
 # Fields that hold credentials: their values never appear in an error message.
-SECRET_FIELDS = frozenset({"admin_token", "platform_token", "platform_secret", "smtp_password"})
+SECRET_FIELDS = frozenset({"admin_token", "platform_token", "platform_secret", "smtp_password", "ops_token",
+                           "platform_tenant_tokens"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from bridge.alerts.emergency_contacts import Notifier, SmsGateway
 from bridge.alerts.handoff import FreshContacts
 from bridge.alerts.ledger import Ledger
+from bridge.alerts.message_rate import MessageRate
 from bridge.alerts.pipeline import Pipeline
 from bridge.app.config import Settings
 from bridge.app.refusal_audit import RefusalAudit, flush_refusals
@@ -104,6 +105,7 @@ class BridgeRuntime:
             route_selector=self.select_routes,
             update_limiter=TokenBuckets(settings.device_update_burst, settings.device_update_per_min / 60),
             ledger=self.ledger,
+            message_rate=MessageRate(settings.device_message_burst, settings.device_message_per_min),
         )
         self.forwarder = Forwarder(
             self.store,
@@ -196,6 +198,7 @@ class BridgeRuntime:
             if adapter.name in self.started_adapters:
                 with contextlib.suppress(Exception):
                     await adapter.stop()
+        await self.pipeline.stop()  # texts waiting for their rate are queued now, before the forwarder stops
         await self.forwarder.stop()
         with contextlib.suppress(Exception):
             await flush_refusals(self, float("inf"))  # the refusals counted since the last summary row

@@ -124,9 +124,32 @@ def check_receiver(secret: str | None, host: str, control_token: str | None) -> 
     except ValueError:
         loopback = False
     if not loopback and control_token is None:
-        log.warning(
-            "the receiver binds beyond loopback without --control-token: GET /contacts (personal data) and "
-            "/control/* are open to anyone who can reach it",
-            extra={"host": host},
+        sys.stderr.write(
+            "refusing to start: --control-token is required when the receiver binds beyond loopback "
+            f"({host}): GET /contacts (personal data) and /control/* would be open to anyone who can reach it\n"
         )
+        raise SystemExit(2)
     return secret
+
+
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+def control_request_refusal(host_header: str | None, origin: str | None, token_set: bool) -> str | None:
+    """Why a request to the reference receiver's control routes is refused (None: it may go on). Pure.
+
+    - An `Origin` that is not the receiver's own (scheme://Host) is a web page's cross-site request (CSRF:
+      any page the operator visits could set the platform "down"): refused, token or not.
+    - Without a control token the receiver is on loopback only, so the `Host` must name loopback: a
+      DNS-rebound name pointing at 127.0.0.1 is refused.
+    """
+    from urllib.parse import urlsplit
+
+    host = (host_header or "").strip().lower()
+    if origin is not None and (origin == "null" or urlsplit(origin).netloc.lower() != host):
+        return "cross-origin request to a control route"
+    if not token_set:
+        name = urlsplit(f"//{host}").hostname or ""
+        if name not in _LOOPBACK_NAMES and not name.startswith("127."):
+            return "the Host header does not name this receiver on loopback"
+    return None

@@ -165,6 +165,7 @@ async def summary_lines(runtime: BridgeRuntime) -> list[str]:
         failure = _failed(runtime, name)
         bound = getattr(_adapter(runtime, name), "port", None) or port
         lines.append(f"{label} {host}:{bound} {over}" + (f": failed to start: {failure}" if failure else ""))
+        lines += [f"           {note}" for note in getattr(_adapter(runtime, name), "summary_notes", ())]
     lines.append(f"store      {settings.store_description()}")
     lines.append(f"data dir   {settings.data_path.expanduser().absolute()}")
     routes = runtime.routes.all_routes()

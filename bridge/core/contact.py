@@ -19,6 +19,7 @@ from bridge.core.model import (
     AlertState,
     ContactStatus,
     Device,
+    DeviceAuth,
     Location,
     Person,
     PersonDetails,
@@ -36,6 +37,12 @@ class ContactDevice(BaseModel):
     id: str
     profile: str | None = None
     transport: str
+    auth: DeviceAuth | None = Field(
+        default=None,
+        description="How the transport authenticated the device that raised the alert: none (its own identifier "
+        "only: watch, plain DC-09, serial), token, hmac, oscore, aes (DC-09 account key) or broker (MQTT broker "
+        "login and ACL). None for alerts stored before this was recorded",
+    )
     label: str | None = None
 
 
@@ -81,6 +88,11 @@ class Contact(BaseModel):
     verified: bool = True
     references: list[str] = Field(default_factory=list, description="contact_ids this one updates")
     message: ContactMessage | None = Field(default=None, description="msg_type message: the person's text")
+    messages: list[ContactMessage] = Field(
+        default_factory=list,
+        description="msg_type message, when the person wrote faster than the rate: every text of this batch, "
+        "oldest first (`message` is the last of them). Empty when the contact carries one text",
+    )
     decode_warnings: list[str] = Field(
         default_factory=list,
         description="Descriptive parts of the device's frame that did not parse and were left out (e.g. "
@@ -114,6 +126,7 @@ def build_contact(
     public_url: str | None,
     created_at: datetime | None = None,
     message: ContactMessage | None = None,
+    messages: list[ContactMessage] | None = None,
 ) -> Contact:
     person = device.person if device else None
     language = alert.language or (person.language if person else None)
@@ -143,6 +156,7 @@ def build_contact(
             id=alert.device_id,
             profile=device.profile_id if device else None,
             transport=alert.transport,
+            auth=alert.auth,
             label=device.label if device else None,
         ),
         person=police_view(person),
@@ -157,6 +171,7 @@ def build_contact(
         attributes=alert.attributes,
         links=links,
         message=message,
+        messages=list(messages or ()),
     )
 
 

@@ -7,6 +7,7 @@ location so the contact platform can judge how far to trust it.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any, Literal, get_args, get_origin
@@ -93,6 +94,12 @@ class AlertState(StrEnum):
 FINAL_STATES = frozenset({AlertState.resolved, AlertState.cancelled})
 
 ContactStatus = Literal["actual", "exercise", "test"]
+# How the transport authenticated the device that sent an observation (docs/operations/security.md):
+# none (the frame's own identifier: watch, plain DC-09, serial), token (a per-device bearer token), hmac (a
+# per-device signature), oscore (an OSCORE context), aes (a DC-09 account key), broker (the MQTT broker's
+# client authentication and ACL).
+DeviceAuth = Literal["none", "token", "hmac", "oscore", "aes", "broker"]
+
 LocationSource = Literal["gnss", "wifi", "cell", "fixed", "registered_address", "last_known", "network"]
 
 
@@ -183,6 +190,11 @@ class Location(CleanModel):
     grid_ref: str | None = Field(default=None, description="British National Grid reference (EPSG:27700)")
     speed_mps: float | None = None
     heading_deg: float | None = None
+    authenticated: bool = Field(
+        default=True,
+        description="False: reported over a transport that does not authenticate the device (auth none), so "
+        "anyone who knows its identifier could have sent it; do not rely on it alone",
+    )
 
     @field_validator("fix_time")
     @classmethod
@@ -196,6 +208,15 @@ class Location(CleanModel):
         return self.lat is not None and self.lon is not None
 
 
+_LINE_BREAKS = re.compile(r"[\r\n\u0085\u2028\u2029]+")
+
+
+def one_line(value: str | None) -> str | None:
+    """A name or label that ends up in an e-mail header or a subject: line breaks become one space, so a
+    CR/LF in a person's name can never fail (or inject into) every e-mail about them. Pure."""
+    return None if value is None else _LINE_BREAKS.sub(" ", value).strip()
+
+
 class PersonDetails(CleanModel):
     """The person as the police contact carries them (`Contact.person`): never their emergency contacts."""
 
@@ -206,6 +227,11 @@ class PersonDetails(CleanModel):
     language: str | None = Field(default=None, description="BCP 47 tag, e.g. en-GB, gd, pl")
     communication_needs: list[str] = Field(default_factory=list, description='e.g. "deaf: text only"')
     vulnerability_notes: str | None = None
+
+    @field_validator("name", "phone")
+    @classmethod
+    def _one_line(cls, v: str | None) -> str | None:
+        return one_line(v)
 
 
 class EmergencyContact(CleanModel):
@@ -230,6 +256,11 @@ class EmergencyContact(CleanModel):
         "whoever threatens them may be registered as a contact",
     )
     share_location: bool = Field(default=True, description="Messages carry the grid reference and a map link")
+
+    @field_validator("name", "relation")
+    @classmethod
+    def _one_line(cls, v: str | None) -> str | None:
+        return one_line(v)
 
     def wants(self, kind: AlertKind) -> bool:
         return kind in (self.kinds or LIFE_SAFETY_KINDS)
@@ -318,6 +349,14 @@ class Observation(CleanModel):
     raw: str | None = Field(default=None, description="Raw frame for audit (text, or hex for binary)")
     reason: str | None = None
     text: str | None = Field(default=None, description="action message: the person's text for the platform")
+    auth: DeviceAuth = Field(default="none", description="How the transport authenticated the device")
+
+    @model_validator(mode="after")
+    def _mark_location(self) -> Observation:
+        """A location from an unauthenticated transport is marked so, wherever it ends up."""
+        if self.auth == "none" and self.location is not None and self.location.authenticated:
+            object.__setattr__(self, "location", self.location.model_copy(update={"authenticated": False}))
+        return self
 
     @field_validator("occurred_at")
     @classmethod
@@ -347,6 +386,7 @@ class Alert(BaseModel):
     received_at: datetime
     updated_at: datetime
     transport: str
+    auth: DeviceAuth | None = None  # of the observation that raised it (None: stored before it was recorded)
     location: Location | None = None
     language: str | None = None
     verified: bool = True
@@ -365,3 +405,21 @@ class Alert(BaseModel):
     @property
     def critical(self) -> bool:
         return self.kind in LIFE_SAFETY_KINDS or self.severity.rank >= Severity.severe.rank
+
+
+PLAIN_DC09_WARNING = (
+    "this device has a SIA DC-09 account without an AES key: anyone who can reach the DC-09 port and knows the "
+    "account number can raise or cancel its alerts; give it a key (sosbridge devices dc09-key) or limit plain "
+    "accounts to the panels' networks (SOSBRIDGE_DC09_PLAIN_ALLOW)"
+)
+
+
+def registration_warnings(device: Device) -> list[str]:
+    """What to tell whoever registers `device` (a new device has no transport keys yet). Pure."""
+    return [PLAIN_DC09_WARNING] if device.identifiers.get("dc09") else []
+
+
+def device_kind(kind: AlertKind) -> str:
+    """The alert's kind as documents the device (and so anyone near the person) can read name it: a duress
+    alert reads as an ordinary `sos` (docs/voice/duress.md); the platform always gets the real kind. Pure."""
+    return AlertKind.sos.value if kind is AlertKind.duress else kind.value

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from cachetools import TTLCache
 
-from bridge.core.model import Device
+from bridge.core.model import Device, DeviceAuth
 from bridge.devices.profiles import (
     DeviceProfile,
     ProfileRegistry,
@@ -73,6 +73,8 @@ class Claim:
     # whose own profile does not speak here is decoded with the channel's fallback profile instead.
     companion: bool = False
     label: str = field(default="")  # how to name the sender in a refusal, when no device is found
+    # How the transport authenticated the sender (bridge.core.model.DeviceAuth); carried to every contact.
+    auth: DeviceAuth = "none"
 
     def describe(self) -> str:
         if self.label:

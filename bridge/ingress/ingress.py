@@ -126,7 +126,7 @@ class Ingress:
         # frame is not stored, so its redelivery passes again.
         for key, level in levels:
             self.levels.set(device.device_id, key, level)
-        observations = [self._observation(e, device, transport, raw, overrides) for e in passed]
+        observations = [self._observation(e, device, claim, raw, overrides) for e in passed]
         # A device read just now is handed to the pipeline (saves a read); a cached one is not: its last
         # known position may be older than the fix stored a moment ago.
         receipt = await self._store(observations, device, profile, fresh)
@@ -166,7 +166,8 @@ class Ingress:
         if message_id is not None and (not isinstance(message_id, str) or not 1 <= len(message_id) <= 128):
             return self._refuse(transport, device, "invalid", "\"message_id\" must be 1 to 128 characters")
         obs = Observation(device_id=device.device_id, transport=transport, action="message", alert_id=alert_id,
-                          text=text, message_id=message_id, raw=payload[:4096].decode("utf-8", "replace"))
+                          text=text, message_id=message_id, raw=payload[:4096].decode("utf-8", "replace"),
+                          auth=claim.auth)
         return await self._store([obs], device, None, fresh)
 
     # -- observations that need no decoding (voice intents, supervision, gateway last wills) ------------
@@ -227,9 +228,9 @@ class Ingress:
         return replace(receipt, results=tuple(filled if r is last else r for r in receipt.results))
 
     @staticmethod
-    def _observation(event: Decoded, device: Device, transport: str, raw: str | None,
+    def _observation(event: Decoded, device: Device, claim: Claim, raw: str | None,
                      overrides: dict[str, Any] | None) -> Observation:
-        obs = event.to_observation(device.device_id, transport, raw=raw)
+        obs = event.to_observation(device.device_id, claim.transport, raw=raw, auth=claim.auth)
         return obs.model_copy(update=overrides) if overrides else obs
 
     def _debounce(self, device: Device, profile: DeviceProfile, events: list[Decoded]) -> list[Decoded]:

@@ -26,7 +26,7 @@ from bridge.alerts.pipeline import device_state
 from bridge.core.events import StatusEvent
 from bridge.core.lifecycle import DEVICE_MESSAGES
 from bridge.core.messages import MESSAGE_DELIVERY
-from bridge.core.model import Alert, HistoryEntry, utcnow
+from bridge.core.model import Alert, AlertKind, HistoryEntry, device_kind, utcnow
 from bridge.devices.decoding import Frame
 from bridge.infra.aio import stop_tasks
 from bridge.ingress import Claim, Receipt
@@ -158,7 +158,8 @@ class AlertCollection(resource.Resource):
         frame = Frame(payload=json.dumps(doc, default=str).encode(), meta={"path": "alert"})
         raw = request.payload.hex() if fmt != JSON else request.payload.decode("utf-8", "replace")
         overrides = {"alert_id": doc["alert_id"]} if isinstance(doc.get("alert_id"), str) else None
-        receipt = await ctx.ingress.receive(frame, Claim(TRANSPORT, device_id=device_id), raw=raw,
+        auth = "oscore" if device_for(request.remote) is not None else "hmac"
+        receipt = await ctx.ingress.receive(frame, Claim(TRANSPORT, device_id=device_id, auth=auth), raw=raw,
                                             overrides=overrides)
         return self.answer(await ctx.ingress.with_state(receipt), fmt)
 
@@ -227,7 +228,7 @@ class AlertStatus(resource.PathCapable, aiocoap.interfaces.ObservableResource):
                 self.adapter.ctx.metrics.rejected(TRANSPORT, exc.metric)
             return error_response(exc)
         state = device_state(alert)  # a held cancel (duress) reads as cancelled here too
-        return self.status_message(alert.alert_id, state.value, alert.kind.value, request.opt.accept)
+        return self.status_message(alert.alert_id, state.value, device_kind(alert.kind), request.opt.accept)
 
     @staticmethod
     def status_message(alert_id: str, state: str, kind: str | None, fmt: Any) -> aiocoap.Message:
@@ -245,7 +246,7 @@ class AlertStatus(resource.PathCapable, aiocoap.interfaces.ObservableResource):
         if alert is None or ev.text is None:
             return
         state = device_state(alert)  # a held cancel (duress) still reads as cancelled
-        body = {"alert_id": alert.alert_id, "state": state.value, "kind": alert.kind.value,
+        body = {"alert_id": alert.alert_id, "state": state.value, "kind": device_kind(alert.kind),
                 "message": DEVICE_MESSAGES[state], "text_message": ev.text.body(alert.alert_id)}
         for obs in watchers:
             obs.trigger(response(Code.CONTENT, body, CBOR))
@@ -305,7 +306,8 @@ class CoapAdapter(BaseAdapter):
                     except Exception:  # a store hiccup must not stop the observers
                         log.exception("coap message notification failed", extra={"alert_id": ev.alert_id})
                     continue
-                self.status.notify(ev.alert_id, ev.state.value, ev.kind)
+                self.status.notify(ev.alert_id, ev.state.value,
+                                   device_kind(AlertKind(ev.kind)) if ev.kind else None)
 
     async def stop(self) -> None:
         if self._bus_task is not None:

@@ -4,7 +4,9 @@ aiocoap assembles Block1 uploads (RFC 7959) before any resource, and before auth
 with no size limit: 23 MB of blocks were answered 2.31 Continue and held in memory. Here a block that
 would carry the body past `max_payload` (or a Size1 announcing that) is answered 4.13 with Size1 at
 once, and at most `max_assemblies` uploads may be in progress at a time (5.03 with Max-Age beyond), so
-memory held by unauthenticated uploads is bounded by max_payload x max_assemblies.
+memory held by unauthenticated uploads is bounded by max_payload x max_assemblies. One source address
+(whatever its ports) may have at most `max_per_source` of them, so one host cannot hold every slot for
+the 93 s an abandoned assembly lives (issue 23 item 7; refused as `busy_source`, 5.03).
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ class BlockwiseGuard:
         max_payload: int,
         max_assemblies: int,
         refused: Callable[[str], None],
+        max_per_source: int = 8,
     ) -> None:
         self._inner = inner
         self.max_payload = max_payload
         self.max_assemblies = max_assemblies
+        self.max_per_source = max_per_source
         self.refused = refused
-        self._active: OrderedDict[Any, float] = OrderedDict()  # block key -> started at
+        self._active: OrderedDict[Any, tuple[float, str]] = OrderedDict()  # block key -> started at, source
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)  # link format, resource listing ...: the inner site's
@@ -61,7 +65,7 @@ class BlockwiseGuard:
             return response
         key = self._key(request)
         now = time.monotonic()
-        while self._active and next(iter(self._active.values())) < now - ASSEMBLY_LIFETIME_S:
+        while self._active and next(iter(self._active.values()))[0] < now - ASSEMBLY_LIFETIME_S:
             self._active.popitem(last=False)
         if not block1.more:
             self._active.pop(key, None)
@@ -69,8 +73,21 @@ class BlockwiseGuard:
             if len(self._active) >= self.max_assemblies:
                 self.refused("busy")
                 return aiocoap.Message(code=Code.SERVICE_UNAVAILABLE, max_age=5, payload=b"too many uploads")
-            self._active[key] = now
+            host = self._host(request)
+            if sum(1 for _, source in self._active.values() if source == host) >= self.max_per_source:
+                self.refused("busy_source")
+                return aiocoap.Message(code=Code.SERVICE_UNAVAILABLE, max_age=5,
+                                       payload=b"too many uploads from this address")
+            self._active[key] = (now, host)
         return None
+
+    @staticmethod
+    def _host(request: aiocoap.Message) -> str:
+        """The source address without its port: what one host cannot multiply."""
+        sockaddr = getattr(request.remote, "sockaddr", None)
+        if isinstance(sockaddr, tuple) and sockaddr:
+            return str(sockaddr[0])
+        return str(getattr(request.remote, "hostinfo", request.remote)).rpartition(":")[0]
 
     @staticmethod
     def _key(request: aiocoap.Message) -> Any:

@@ -7,9 +7,6 @@ wearable keeps the alert and retries.
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -17,12 +14,11 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from bridge.alerts.pipeline import AlertNotFound, Rejected, SubmitResult, device_state
+from bridge.alerts.pipeline import AlertNotFound, Rejected, SubmitResult
 from bridge.app.api.auth import require_device
 from bridge.core.lifecycle import DEVICE_MESSAGES
 from bridge.core.messages import MESSAGE_DELIVERY, MESSAGE_OUT, conversation, delivered_over
 from bridge.core.model import (
-    FINAL_STATES,
     Alert,
     AlertKind,
     Device,
@@ -36,13 +32,13 @@ from bridge.core.model import (
 from bridge.devices.decoding import Frame
 from bridge.ingress import Claim, Receipt
 from bridge.ingress.transport import AdapterContext, BaseAdapter
-from bridge.store.base import Store, StoreError
+from bridge.store.base import StoreError
+from device_adapters.http.events import BacklogCache, SlotResponse, StreamSlots, event_stream, record_sent, status_body
 
 if TYPE_CHECKING:
     from bridge.app.config import Settings
 
 TRANSPORT = "http"
-SSE_KEEPALIVE_S = 15.0
 
 
 class LocationIn(BaseModel):
@@ -132,6 +128,8 @@ def answer(receipt: Receipt) -> JSONResponse:
 
 
 def build_router(ctx: AdapterContext) -> APIRouter:
+    slots = StreamSlots(ctx.settings.sse_per_alert, ctx.settings.sse_max_streams)
+    backlogs = BacklogCache()
     router = APIRouter(prefix="/v1/alerts", tags=["wearables"])
 
     @router.post("", status_code=202)
@@ -142,7 +140,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         overrides = {"attributes": dict(body.attributes)} if body.attributes else None
         receipt = await ctx.ingress.receive(
             Frame(payload=payload, meta={"path": "/v1/alerts"}),
-            Claim(TRANSPORT, device_id=device.device_id),
+            Claim(TRANSPORT, device_id=device.device_id, auth="token"),
             raw=payload.decode(),
             overrides=overrides,
         )
@@ -156,6 +154,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         obs = Observation(
             device_id=device.device_id,
             transport=TRANSPORT,
+            auth="token",
             action="location",
             alert_id=alert_id,
             location=body.location.to_location(),
@@ -171,6 +170,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         obs = Observation(
             device_id=device.device_id,
             transport=TRANSPORT,
+            auth="token",
             action="cancel",
             alert_id=alert_id,
             message_id=body.message_id,
@@ -181,7 +181,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
     @router.post("/{alert_id}/messages", status_code=202)
     async def send_message(alert_id: str, body: MessageIn, device: Device = Depends(require_device)) -> JSONResponse:
         obs = Observation(device_id=device.device_id, transport=TRANSPORT, action="message", alert_id=alert_id,
-                          text=body.text, message_id=body.message_id)
+                          text=body.text, message_id=body.message_id, auth="token")
         return answer(await ctx.ingress.submit(obs, device))
 
     @router.post("/{alert_id}/messages/{message_id}/read")
@@ -217,77 +217,18 @@ def build_router(ctx: AdapterContext) -> APIRouter:
     @router.get("/{alert_id}/events")
     async def alert_events(alert_id: str, device: Device = Depends(require_device)) -> StreamingResponse:
         """Server-sent events: `status` on every state change, `message` for every platform text (those
-        already sent first), so an app needs no polling. Ends after a final state."""
+        already sent first), so an app needs no polling. Ends after a final state; bounded (events.py)."""
         alert = await own_alert(alert_id, device)
-        return StreamingResponse(event_stream(ctx, alert), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        key = (device.device_id, alert_id)
+        if (why := slots.acquire(key)) is not None:
+            ctx.metrics.rejected(TRANSPORT, why)
+            return JSONResponse({"error": why, "reason": "too many event streams open; poll GET /v1/alerts/{id}"},
+                                status_code=429, headers={"Retry-After": "5"})
+        return SlotResponse(event_stream(ctx, alert, backlogs, ctx.settings.sse_max_s), lambda: slots.release(key),
+                            media_type="text/event-stream",
+                            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     return router
-
-
-def status_body(alert: Alert) -> dict[str, Any]:
-    state = device_state(alert)  # a held cancel (duress) reads as cancelled here too
-    return {
-        "alert_id": alert.alert_id,
-        "state": state.value,
-        "message": DEVICE_MESSAGES[state],
-        "kind": alert.kind.value,
-        "escalation_count": alert.escalation_count,
-        "updated_at": alert.updated_at.isoformat(),
-    }
-
-
-async def record_sent(store: Store, alert: Alert, message_ids: list[str], channel: str,
-                      skip: set[str] | None = None) -> None:
-    """One delivery record per message and channel (`sent`: the channel does not confirm receipt)."""
-    now = utcnow()
-    entries = [
-        HistoryEntry(at=now, event=MESSAGE_DELIVERY, state=alert.state,
-                     detail={"message_id": mid, "channel": channel, "status": "sent"})
-        for mid in message_ids if mid not in (skip or set())
-    ]
-    if entries:
-        await store.append_history(alert.alert_id, entries)
-
-
-def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
-    head = f"id: {event_id}\n" if event_id else ""
-    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-async def event_stream(ctx: AdapterContext, alert: Alert) -> AsyncIterator[bytes]:
-    # Subscribe before reading, so nothing published meanwhile is missed (duplicates are skipped by id).
-    async with ctx.bus.subscribe() as queue:
-        current = await ctx.store.get_alert(alert.alert_id) or alert
-        history = await ctx.store.history(alert.alert_id)
-        yield sse("status", status_body(current))
-        backlog = [m for m in conversation(history) if m["from"] == "platform"]
-        sent = {m["message_id"] for m in backlog}
-        # Recorded as it is handed to the stream (a client gone mid-write cannot be told apart anyway).
-        await record_sent(ctx.store, current, [m["message_id"] for m in backlog], "sse",
-                          skip=delivered_over(history, "sse"))
-        for m in backlog:
-            yield sse("message", m | {"alert_id": alert.alert_id}, m["message_id"])
-        if not current.is_open:
-            return
-        while True:
-            try:
-                ev = await asyncio.wait_for(queue.get(), SSE_KEEPALIVE_S)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
-                continue
-            if ev.alert_id != alert.alert_id:
-                continue
-            if ev.text is not None:
-                if ev.text.message_id not in sent:
-                    sent.add(ev.text.message_id)
-                    await record_sent(ctx.store, current, [ev.text.message_id], "sse")
-                    yield sse("message", ev.text.body(alert.alert_id), ev.text.message_id)
-                continue
-            yield sse("status", {"alert_id": ev.alert_id, "state": ev.state.value, "message": ev.message,
-                                 "event": ev.event})
-            if ev.state in FINAL_STATES:
-                return
 
 
 class HttpAdapter(BaseAdapter):

@@ -290,23 +290,23 @@ class MqttAdapter(BaseAdapter):
         """Who the topic (and, for Hermes and TTN, the payload) says is speaking."""
         if route.kind in ("own", "reply"):
             # Our own topic names the device; the broker ACL confines each device's credentials to it.
-            return Claim(TRANSPORT, device_id=route.device or "", tenant=route.tenant,
+            return Claim(TRANSPORT, auth="broker", device_id=route.device or "", tenant=route.tenant,
                          label=f"device {route.device!r} in {route.tenant!r}")
         if route.kind == "hermes":
             site = hermes_decoder.site_id(_json_or_empty(payload))
-            return Claim(TRANSPORT, identifiers=(("hermes_site", site),), label=f"hermes site {site!r}")
+            return Claim(TRANSPORT, auth="broker", identifiers=(("hermes_site", site),), label=f"hermes site {site!r}")
         if route.kind == "ttn":
             doc = _json_or_empty(payload)
             named = doc.get("end_device_ids")
             ids = named if isinstance(named, dict) else {}
             eui = str(ids.get("dev_eui") or "").lower()
-            return Claim(TRANSPORT, identifiers=(("deveui", eui), ("ttn", route.value or "")),
+            return Claim(TRANSPORT, auth="broker", identifiers=(("deveui", eui), ("ttn", route.value or "")),
                          label=f"TTN device {route.value!r}")
         assert route.scheme is not None and route.value is not None
         candidates: tuple[tuple[str, str], ...] = ((route.scheme, route.value),)
         if route.kind == "z2m":
             candidates = (("z2m", f"{route.meta.get('gateway')}/{route.value}"), *candidates)
-        return Claim(TRANSPORT, identifiers=candidates, label=f"{route.scheme} {route.value!r}")
+        return Claim(TRANSPORT, auth="broker", identifiers=candidates, label=f"{route.scheme} {route.value!r}")
 
     def _answer(self, route: topics.Route, msg: Inbound, receipt: Receipt, spoken: str | None = None) -> None:
         """The Receipt on the wire: the error topic for refusals and unmatched frames, Hermes speech."""

@@ -95,7 +95,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         if not body.strip():
             return JSONResponse([], status_code=200)  # a friend deleted in the app: ignore (booklet)
         frame = Frame(payload=body, meta={"ecosystem": "owntracks", "path": ROUTE, "subtopic": ""})
-        claim = Claim(TRANSPORT, device_id=device.device_id, label=f"OwnTracks {user}/{name}")
+        claim = Claim(TRANSPORT, device_id=device.device_id, auth="token", label=f"OwnTracks {user}/{name}")
         receipt = await ctx.ingress.receive(frame, claim, raw=body.decode("utf-8", "replace"))
         for pause in STORE_RETRIES:
             if receipt.status != "not_stored":

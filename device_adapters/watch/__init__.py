@@ -16,9 +16,21 @@ answer the protocol expects is written from the Receipt only:
   updates the open alert's position.
 
 A frame that does not parse is counted (`sosbridge_alerts_rejected{transport="watch"}`) and skipped: the
-connection stays up. A watch that is not registered is refused, counted and disconnected. A connection
-silent for `SOSBRIDGE_WATCH_IDLE_S` is closed, a partial frame over MAX_FRAME bytes is dropped, and at most
-MAX_CONNECTIONS connections are held.
+connection stays up. A connection silent for `SOSBRIDGE_WATCH_IDLE_S` is closed, one that has not sent a
+whole frame within `SOSBRIDGE_LISTENER_FIRST_FRAME_S` too; a partial frame over MAX_FRAME bytes is dropped;
+one source address holds at most `SOSBRIDGE_LISTENER_PER_SOURCE` connections, all sources MAX_CONNECTIONS;
+with `SOSBRIDGE_WATCH_ALLOW` set, only those networks may connect (bridge/infra/listeners.py).
+
+Sessions (the protocol has no credential: the ID in the frame is all there is; docs/transports/watch.md):
+- A connection speaks for the first ID it names. The connection that names an ID first holds it as that
+  watch's *session*: the status channel, check-ins (`LK`) and location reports (`UD`).
+- A second connection naming an ID whose session was heard within `SOSBRIDGE_WATCH_KEEPALIVE_S` is
+  *quarantined*: its alarms still raise (an SOS is never dropped) but without their position, and nothing
+  else it sends is used; link frames get their usual answer so it learns nothing. Once the old session
+  has been silent that long (or closed), the newcomer's next frame takes the session over.
+- An ID that is not registered gets the same answers to link frames as a registered one (no enumeration);
+  its alarm is not stored, so it gets no `AL` and falls back to calling its SOS numbers.
+Every contact from a watch says `device.auth: "none"` and its location `authenticated: false`.
 
 Status back to the watch: while it is connected, every state change of its alert (received, forwarded,
 "Help is on the way", closed) is shown on its screen with the protocol's `MESSAGE` command (UTF-16BE
@@ -31,12 +43,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bridge.core.model import utcnow
 from bridge.devices.decoding import DecodeError, Frame
 from bridge.infra.aio import stop_tasks
+from bridge.infra.listeners import SourceGuard, host_of, parse_networks
 from bridge.ingress import Claim, Receipt
 from bridge.ingress.transport import BaseAdapter
 from device_adapters.decoders import watch
@@ -57,8 +71,13 @@ MAX_CONNECTIONS = 10_000  # beyond this, a new connection is closed at once (cou
 class WatchConnection:
     writer: asyncio.StreamWriter
     peer: str
+    host: str = ""
     header: tuple[str, str, str | None] | None = None  # manufacturer, watch id, index: for commands
     device_id: str | None = None
+    watch_id: str | None = None  # the one ID this connection speaks for (the first it named)
+    last_heard: float = 0.0  # monotonic time of its last whole frame
+    frames: int = 0
+    closed: bool = False
 
     async def send(self, data: bytes) -> None:
         self.writer.write(data)
@@ -84,6 +103,26 @@ def answer(frame: watch.WatchFrame, receipt: Receipt) -> bytes | None:
     return None
 
 
+def link_answer(frame: watch.WatchFrame) -> bytes | None:
+    """The answer a link frame gets whoever sent it (a registered, unknown or quarantined ID). Pure."""
+    upper = frame.type.upper()
+    if watch.frame_type(frame.type) == "link":
+        return watch.reply(frame, "LK")
+    if upper in ("TKQ", "TKQ2"):
+        return watch.reply(frame, frame.type)
+    if upper == "INIT":
+        return watch.reply(frame, "INIT,1")
+    return None
+
+
+def session_holder(current: WatchConnection | None, newcomer: WatchConnection, now: float,
+                   keepalive_s: float) -> bool:
+    """Whether `newcomer` may hold the session of its ID, given the connection holding it now. Pure."""
+    if current is None or current is newcomer or current.closed:
+        return True
+    return now - current.last_heard >= keepalive_s
+
+
 def wants_fix(frame: watch.WatchFrame, receipt: Receipt) -> bool:
     """An alarm stored without a valid fix: ask the watch for a position now (`CR`, Traccar's
     positionSingle command) rather than wait for its next periodic report. Pure."""
@@ -104,6 +143,7 @@ class WatchAdapter(BaseAdapter):
         self.port: int | None = None
         self.connections: set[WatchConnection] = set()
         self.by_device: dict[str, WatchConnection] = {}
+        self.sessions: dict[str, WatchConnection] = {}  # watch ID -> the connection holding its session
         self._status_task: asyncio.Task[None] | None = None
 
     def enabled(self, settings: Settings) -> bool:
@@ -113,6 +153,9 @@ class WatchAdapter(BaseAdapter):
         self.ctx = ctx
         settings = ctx.settings
         self.idle_s = settings.watch_idle_s
+        self.keepalive_s = settings.watch_keepalive_s
+        self.first_frame_s = settings.listener_first_frame_s
+        self.guard = SourceGuard(settings.listener_per_source, parse_networks(settings.watch_allow))
         self.server = await asyncio.start_server(self._serve, settings.watch_host, settings.watch_port)
         self.port = self.server.sockets[0].getsockname()[1]
         self._status_task = asyncio.create_task(self._status_loop(), name="watch-status")
@@ -136,21 +179,33 @@ class WatchAdapter(BaseAdapter):
         log.info("watch frame refused", extra={"reason": code, **extra})
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = str(writer.get_extra_info("peername"))
+        peername = writer.get_extra_info("peername")
+        peer, host = str(peername), host_of(peername)
         if len(self.connections) >= MAX_CONNECTIONS:
             self.refuse("too_many_connections", peer=peer)
             writer.close()
             return
-        conn = WatchConnection(writer, peer)
+        if (why := self.guard.admit(host)) is not None:
+            self.refuse(why, peer=peer)
+            writer.close()
+            return
+        conn = WatchConnection(writer, peer, host)
         self.connections.add(conn)
         buffer = b""
         paused = False  # the grace time passed with a frame still open: its end is taken as sent
+        first_by = time.monotonic() + self.first_frame_s
         try:
             while True:
                 waiting = bool(buffer) and not paused
+                wait = GRACE_S if waiting else self.idle_s
+                if conn.frames == 0:
+                    wait = min(wait, max(0.0, first_by - time.monotonic()))
                 try:
-                    data = await asyncio.wait_for(reader.read(READ_SIZE), GRACE_S if waiting else self.idle_s)
+                    data = await asyncio.wait_for(reader.read(READ_SIZE), wait)
                 except TimeoutError:
+                    if conn.frames == 0 and time.monotonic() >= first_by:
+                        self.refuse("no_first_frame", peer=peer, first_frame_s=self.first_frame_s)
+                        return
                     if waiting:
                         paused = True
                         buffer, alive = await self._frames(conn, buffer, final=True)
@@ -170,9 +225,13 @@ class WatchAdapter(BaseAdapter):
         except (ConnectionError, OSError):
             return
         finally:
+            conn.closed = True
+            self.guard.release(host)
             self.connections.discard(conn)
             if conn.device_id is not None and self.by_device.get(conn.device_id) is conn:
                 del self.by_device[conn.device_id]
+            if conn.watch_id is not None and self.sessions.get(conn.watch_id) is conn:
+                del self.sessions[conn.watch_id]
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -196,15 +255,49 @@ class WatchAdapter(BaseAdapter):
         except DecodeError as exc:
             self.refuse("malformed", peer=conn.peer, error=str(exc)[:100])
             return True  # one bad frame never closes a good connection
-        if conn.header is not None and frame.watch_id != conn.header[1]:
+        if conn.watch_id is not None and frame.watch_id != conn.watch_id:
             self.refuse("identity_mismatch", peer=conn.peer)
             return True  # a connection speaks for one watch
+        now = time.monotonic()
+        conn.watch_id, conn.frames = frame.watch_id, conn.frames + 1
+        holder = self.sessions.get(frame.watch_id)
+        if session_holder(holder, conn, now, self.keepalive_s):
+            if holder is not None and holder is not conn:
+                holder.writer.close()  # silent longer than the keep-alive: the newcomer takes over
+                log.info("watch session taken over after silence", extra={"peer": conn.peer})
+            self.sessions[frame.watch_id] = conn
+            conn.last_heard = now
+            return await self._session_frame(conn, frame, raw)
+        return await self._quarantined_frame(conn, frame, raw)
+
+    async def _ingress(self, frame: watch.WatchFrame, raw: bytes, *, quarantined: bool) -> Receipt:
         claim = Claim(TRANSPORT, identifiers=(("watch", frame.watch_id),), label=f"watch {frame.watch_id!r}")
         meta = {"protocol": "watch", "received_at": utcnow().isoformat()}
-        receipt = await self.ctx.ingress.receive(Frame(payload=raw, meta=meta), claim,
-                                                 raw=raw.decode("utf-8", "replace"))
+        # A quarantined connection's alarm is raised without its position: it may not move the alert.
+        overrides: dict[str, object] | None = {"location": None} if quarantined else None
+        return await self.ctx.ingress.receive(Frame(payload=raw, meta=meta), claim,
+                                              raw=raw.decode("utf-8", "replace"), overrides=overrides)
+
+    async def _quarantined_frame(self, conn: WatchConnection, frame: watch.WatchFrame, raw: bytes) -> bool:
+        """Another live connection holds this ID: its alarms are raised (never dropped), nothing else is
+        used, and link frames get their usual answer."""
+        self.refuse("session_held", peer=conn.peer, frame_type=frame.type[:12])
+        if watch.frame_type(frame.type) == "alarm":
+            receipt = await self._ingress(frame, raw, quarantined=True)
+            reply = answer(frame, receipt)
+        else:
+            reply = link_answer(frame)
+        if reply is not None:
+            await conn.send(reply)
+        return True
+
+    async def _session_frame(self, conn: WatchConnection, frame: watch.WatchFrame, raw: bytes) -> bool:
+        receipt = await self._ingress(frame, raw, quarantined=False)
         if receipt.status == "refused" and receipt.code == "unknown_device":
-            return False  # counted by the ingress; nothing else this connection says can be used
+            # Counted by the ingress. The same answer a registered watch's link frame gets: no enumeration.
+            if (reply := link_answer(frame)) is not None:
+                await conn.send(reply)
+            return True
         if receipt.device is not None and conn.header is None:
             conn.header = (frame.manufacturer, frame.watch_id, frame.index)
             conn.device_id = receipt.device.device_id

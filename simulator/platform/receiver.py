@@ -299,6 +299,12 @@ class Receiver:
                 await self._client.aclose()
 
         async def control_auth(request: Request) -> None:
+            from bridge.app.security import control_request_refusal
+
+            refusal = control_request_refusal(request.headers.get("host"), request.headers.get("origin"),
+                                              self.control_token is not None)
+            if refusal is not None:
+                raise HTTPException(403, detail=refusal)
             if self.control_token is None:
                 return
             scheme, _, token = request.headers.get("authorization", "").partition(" ")

@@ -186,6 +186,7 @@ class RaiseAlertHandler(_Base):
         obs = Observation(
             device_id=identity.device_id,
             transport="alexa",
+            auth="token",
             action="alert",
             kind=AlertKind.duress if duress else AlertKind.sos,
             message_id=request.request_id,

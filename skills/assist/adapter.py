@@ -1,14 +1,15 @@
 """Offline voice: Home Assistant Assist (custom sentences + intent_script + rest_command) → the bridge.
 
 POST /v1/voice/assist with the device's bearer token (the same token as POST /v1/alerts) and
-{"intent": "HelpIntent" | "DuressIntent" | "CancelAlertIntent" | "StatusIntent", "text": "...",
+{"intent": "HelpIntent" | "NoteIntent" | "CancelAlertIntent" | "StatusIntent", "text": "...",
  "language": "en-GB", "confirmed": false, "location": {...}}. The reply carries `speech` for Assist to
 say, with the same honesty rules as the Alexa skill (skills/alexa/speech.py). A voice satellite has no
 location of its own: the bridge uses the device's registered address unless a fix is posted.
 
 The Home Assistant side ships as files in skills/assist/homeassistant/ (docs/voice/home-assistant.md).
 The duress phrase is answered innocuously whatever happens, and a cancel while a silent alert is open
-never stands it down (docs/voice/duress.md).
+never stands it down (docs/voice/duress.md). Its wire name is the innocuous `NoteIntent` (Home
+Assistant's log shows it to whoever runs HA); `DuressIntent` is still accepted from older packages.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from skills.assist.config import AssistSettings
 
 log = logging.getLogger("sosbridge.assist")
 
-AssistIntent = Literal["HelpIntent", "DuressIntent", "CancelAlertIntent", "StatusIntent"]
+AssistIntent = Literal["HelpIntent", "NoteIntent", "DuressIntent", "CancelAlertIntent", "StatusIntent"]
+DURESS_INTENTS = ("NoteIntent", "DuressIntent")  # NoteIntent: the innocuous name the HA package sends
 
 
 class AssistFix(BaseModel):
@@ -57,7 +59,7 @@ def normalise(text: str) -> str:
 
 
 def is_duress(req: AssistRequest, phrase: str) -> bool:
-    if req.intent == "DuressIntent":
+    if req.intent in DURESS_INTENTS:
         return True
     return bool(req.text) and normalise(req.text or "") == normalise(phrase)
 
@@ -142,6 +144,7 @@ class AssistAdapter(BaseAdapter):
                 obs = Observation(
                     device_id=device.device_id,
                     transport="assist",
+                    auth="token",
                     action="alert",
                     kind=AlertKind.duress if is_duress(req, cfg.duress_phrase) else AlertKind.sos,
                     message_id=req.conversation_id or new_id(),

@@ -14,13 +14,13 @@ from pydantic import ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bridge.alerts.pipeline import AlertNotFound, Rejected
-from bridge.app.api.auth import bearer_token, require_secret
+from bridge.app.api.auth import bearer_token, require_platform, require_secret
 from bridge.app.api.docs import install_docs
 from bridge.app.api.limits import BodySizeLimit, JsonTextGuard
 from bridge.core.contact import contact_json_schema
 from bridge.core.lifecycle import DEVICE_MESSAGES, LifecycleEvent
 from bridge.core.messages import LANGUAGE_PATTERN, deliveries
-from bridge.core.model import CleanModel, Device, utcnow
+from bridge.core.model import CleanModel, Device, registration_warnings, utcnow
 from bridge.store.base import StoreError
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         details, transport errors) only for the ops credential (SOSBRIDGE_OPS_TOKEN)."""
         detailed = bearer_token(request) is not None
         if detailed:
-            require_secret(request, settings.ops_token, "ops")
+            await require_secret(request, settings.ops_token, "ops")
         try:
             store_ok = await runtime.store.ping()
         except Exception:
@@ -161,7 +161,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
 
     async def platform_event(request: Request, alert_id: str, event: LifecycleEvent, body: PlatformNote) -> Any:
         # Only the platform's own credential: never the webhook secret (an HMAC key is not a bearer token).
-        require_secret(request, settings.platform_token, "platform")
+        await require_platform(request, alert_id)
         alert = await runtime.ledger.lifecycle_event(
             alert_id, event, actor=body.operator or "platform", note=body.note
         )
@@ -179,7 +179,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
     @app.post("/v1/platform/alerts/{alert_id}/messages", status_code=201)
     async def platform_message(request: Request, alert_id: str, body: PlatformMessage) -> Any:
         # Only the platform's own credential: never the webhook secret (an HMAC key is not a bearer token).
-        require_secret(request, settings.platform_token, "platform")
+        await require_platform(request, alert_id)
         alert, message = await runtime.ledger.platform_message(
             alert_id, body.text, language=body.language, audible=body.audible, actor=body.operator or "platform"
         )
@@ -190,7 +190,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
     @app.get("/v1/platform/alerts/{alert_id}")
     async def platform_alert(request: Request, alert_id: str) -> Any:
         # Only the platform's own credential: never the webhook secret (an HMAC key is not a bearer token).
-        require_secret(request, settings.platform_token, "platform")
+        await require_platform(request, alert_id)
         alert = await runtime.store.get_alert(alert_id)
         if alert is None:
             raise AlertNotFound(alert_id)
@@ -212,12 +212,12 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
 
     @app.get("/v1/devices")
     async def list_devices(request: Request, tenant: str | None = None) -> list[dict[str, Any]]:
-        require_secret(request, settings.admin_token, "admin")
+        await require_secret(request, settings.admin_token, "admin")
         return [d.model_dump(mode="json") for d in await runtime.store.list_devices(tenant)]
 
     @app.post("/v1/devices", status_code=201)
     async def add_device(request: Request, registration: DeviceRegistration) -> dict[str, Any]:
-        require_secret(request, settings.admin_token, "admin")
+        await require_secret(request, settings.admin_token, "admin")
         token = registration.token or secrets.token_urlsafe(24)
         device = Device.model_validate(registration.model_dump(exclude={"token"}))
         await runtime.store.put_device(device)
@@ -226,11 +226,12 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         runtime.ingress.devices.forget()  # registry changes through the API take effect at once
         if runtime.supervisor is not None:
             runtime.supervisor.rescan()  # a new check-in interval is watched at once, not at the next scan
-        return {"device_id": device.device_id, "token": token}
+        warnings = registration_warnings(device)
+        return {"device_id": device.device_id, "token": token} | ({"warnings": warnings} if warnings else {})
 
     @app.delete("/v1/devices/{device_id}")
     async def remove_device(request: Request, device_id: str) -> dict[str, Any]:
-        require_secret(request, settings.admin_token, "admin")
+        await require_secret(request, settings.admin_token, "admin")
         if not await runtime.store.remove_device(device_id):
             raise HTTPException(404, detail=error_body("not_found", f"device {device_id!r} not found"))
         await runtime.store.audit(utcnow(), "admin", "device_removed", device_id)

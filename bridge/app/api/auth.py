@@ -7,7 +7,9 @@ import time
 
 from fastapi import HTTPException, Request
 
+from bridge.alerts.pipeline import AlertNotFound
 from bridge.app.refusal_audit import audit_refusal
+from bridge.app.security_settings import tenant_tokens
 from bridge.core.model import Device
 
 
@@ -25,14 +27,6 @@ def unauthorised(reason: str) -> HTTPException:
     )
 
 
-def require_secret(request: Request, expected: str | None, what: str) -> None:
-    token = bearer_token(request)
-    if not expected:
-        raise HTTPException(status_code=403, detail={"error": "disabled", "reason": f"no {what} credential is set"})
-    if token is None or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise unauthorised(f"a valid {what} bearer token is required")
-
-
 def client_source(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -48,18 +42,26 @@ async def device_for_credential(request: Request, token: str | None, transport: 
     device for `token`, else 401 — or 429 once the source is past the failed-credential limit — with the
     refusal counted and audited (one row per source and interval)."""
     runtime = request.app.state.runtime
-    source = client_source(request)
     device: Device | None = await runtime.store.device_for_token(token) if token else None
     if device is not None:
         return device
-    reason = "unauthenticated" if token is None else "bad_credentials"
+    await refuse_credential(request, "unauthenticated" if token is None else "bad_credentials", transport)
+    raise AssertionError("unreachable")  # refuse_credential always raises
+
+
+async def refuse_credential(request: Request, reason: str, transport: str = "http", what: str = "device") -> None:
+    """Refuse a credential: 401, or 429 once the source is past the failed-credential limit (shared by
+    every kind of credential, so guessing one kind cannot hide behind another), counted and audited."""
+    runtime = request.app.state.runtime
+    source = client_source(request)
     now = time.monotonic()
     # The limiter first: a source past its limit costs a counter, never a store write. The audit gets
     # one row per source per interval (bridge.security.RefusalAudit), however fast the refusals come.
     allowed = runtime.auth_failures.allow(source, now)
-    await audit_refusal(runtime, source, reason if allowed else "rate_limited", now)
+    label = reason if what == "device" else f"{what}_{reason}"
+    await audit_refusal(runtime, source, label if allowed else "rate_limited", now)
     # One reason per refusal: the answer the source got (401 for the credential, 429 for the limit).
-    runtime.metrics.rejected(transport, reason if allowed else "auth_rate_limited")
+    runtime.metrics.rejected(transport, label if allowed else "auth_rate_limited")
     if not allowed:
         wait = max(1, int(runtime.auth_failures.retry_after(source)) + 1)
         raise HTTPException(
@@ -67,6 +69,39 @@ async def device_for_credential(request: Request, token: str | None, transport: 
             detail={"error": "rate_limited", "reason": "too many failed credentials from this source"},
             headers={"Retry-After": str(wait)},
         )
-    if token is None:
-        raise unauthorised("a device bearer token is required")
-    raise unauthorised("the device token is not valid")
+    if reason == "unauthenticated":
+        raise unauthorised(f"a {what} bearer token is required")
+    raise unauthorised(f"the {what} token is not valid")
+
+
+def matches(token: str | None, expected: str | None) -> bool:
+    return token is not None and expected is not None and hmac.compare_digest(token.encode(), expected.encode())
+
+
+async def require_secret(request: Request, expected: str | None, what: str) -> None:
+    """The admin or ops credential: 403 when none is configured, else 401/429 as `refuse_credential`."""
+    if not expected:
+        raise HTTPException(status_code=403, detail={"error": "disabled", "reason": f"no {what} credential is set"})
+    token = bearer_token(request)
+    if not matches(token, expected):
+        await refuse_credential(request, "unauthenticated" if token is None else "bad_credentials", what=what)
+
+
+async def require_platform(request: Request, alert_id: str | None = None) -> None:
+    """The platform's credential for one alert: its tenant's own token when that tenant has one
+    (`SOSBRIDGE_PLATFORM_TENANT_TOKENS`), else `SOSBRIDGE_PLATFORM_TOKEN`. A valid token for another
+    tenant's alert is answered 404, as if the alert did not exist."""
+    settings = request.app.state.runtime.settings
+    per_tenant = tenant_tokens(settings.platform_tenant_tokens)
+    if not settings.platform_token and not per_tenant:
+        raise HTTPException(status_code=403, detail={"error": "disabled", "reason": "no platform credential is set"})
+    token = bearer_token(request)
+    tenant = next((t for t, expected in per_tenant.items() if matches(token, expected)), None)
+    if tenant is None and not matches(token, settings.platform_token):
+        await refuse_credential(request, "unauthenticated" if token is None else "bad_credentials", what="platform")
+    if not per_tenant or alert_id is None:
+        return
+    alert = await request.app.state.runtime.store.get_alert(alert_id)
+    owner = alert.tenant_id if alert is not None else None
+    if owner is not None and owner != tenant and (tenant is not None or owner in per_tenant):
+        raise AlertNotFound(alert_id)

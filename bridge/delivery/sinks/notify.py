@@ -22,8 +22,10 @@ import aiohttp
 
 from bridge.alerts.emergency_contacts import SmsGateway
 from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
+from bridge.delivery.sinks.outbound import AddressRefused, GuardedResolver, refused_literal
 from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER
 from bridge.delivery.sinks.webhook import classify
+from bridge.infra.listeners import Network, parse_networks
 from bridge.store.base import OutboxItem
 
 DEFAULT_MAX_AGE_S = 6 * 3600.0
@@ -129,21 +131,28 @@ class SmtpSink:
 
 
 class NotifyWebhookSink:
-    """POSTs the notification (JSON) to the contact's own webhook URL, e.g. a care service's system."""
+    """POSTs the notification (JSON) to the contact's own webhook URL, e.g. a care service's system. Never
+    to the bridge's own networks unless `allow` names them (bridge/delivery/sinks/outbound.py): a refused
+    destination is permanent, and its reason never names the address."""
 
     def __init__(self, timeout_s: float = 10.0, name: str = "notify-webhook",
-                 max_age_s: float = DEFAULT_MAX_AGE_S) -> None:
+                 max_age_s: float = DEFAULT_MAX_AGE_S, allow: tuple[Network, ...] = ()) -> None:
         self.name = name
         self.max_age_s = max_age_s
         self.timeout_s = timeout_s
+        self.allow = allow
         self._session: aiohttp.ClientSession | None = None
 
     async def deliver(self, item: OutboxItem) -> Outcome:
         doc = deliverable(item, self.max_age_s)
         if isinstance(doc, Permanent):
             return doc
+        if (why := refused_literal(doc["to"], self.allow)) is not None:
+            return Permanent(f"webhook destination refused ({why})")
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s))
+            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.allow), use_dns_cache=False)
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                                                  connector=connector, trust_env=False)
         body = {k: v for k, v in doc.items() if k != "to"}
         headers = {"Content-Type": "application/json", IDEMPOTENCY_HEADER: item.idempotency_key}
         try:
@@ -151,6 +160,12 @@ class NotifyWebhookSink:
                                           headers=headers, allow_redirects=False) as response:
                 await response.read()
                 return classify(response.status, response.headers.get("Retry-After"))
+        except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, AddressRefused):
+                return Permanent(f"webhook destination refused ({exc.os_error.why})")
+            return Retry(f"{type(exc).__name__}"[:300])
+        except AddressRefused as exc:
+            return Permanent(f"webhook destination refused ({exc.why})")
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Retry(f"{type(exc).__name__}"[:300])
 
@@ -185,7 +200,9 @@ def notification_sinks(settings: Any, gateway: SmsGateway | None = None) -> dict
     """The channels' sinks, keyed by their route family (`notify:email`, `notify:webhook`): e-mail only
     when an SMTP server is configured."""
     max_age = settings.notify_max_age_s
-    sinks: dict[str, Sink] = {"notify:webhook": NotifyWebhookSink(settings.platform_timeout_s, max_age_s=max_age)}
+    allow = parse_networks(settings.notify_webhook_allow)
+    sinks: dict[str, Sink] = {"notify:webhook": NotifyWebhookSink(settings.platform_timeout_s, max_age_s=max_age,
+                                                                  allow=allow)}
     if gateway is not None:
         sinks["notify:sms"] = SmsSink(gateway, max_age_s=max_age)
     if settings.smtp_host:
