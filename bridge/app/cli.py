@@ -77,14 +77,16 @@ async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) ->
 
     from bridge.app.api.app import create_app
     from bridge.app.runtime import BridgeRuntime
+    from bridge.app.stopping import GracefulServer, drain_timeout
 
     async with contextlib.AsyncExitStack() as stack:
         if embedded_broker and not settings.mqtt_url:
             broker = await stack.enter_async_context(start_embedded_broker(broker_port))
             settings = settings.model_copy(update={"mqtt_url": broker.url})
         runtime = BridgeRuntime(settings)
-        config = uvicorn.Config(create_app(runtime), **http_server_options(settings))
-        server = uvicorn.Server(config)
+        options = http_server_options(settings) | {"timeout_graceful_shutdown": drain_timeout(settings.stop_timeout_s)}
+        config = uvicorn.Config(create_app(runtime), **options)
+        server = GracefulServer(config, runtime.bus, settings.stop_timeout_s)  # bridge/app/stopping.py
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn exposes a flag, no event)
             await asyncio.sleep(0.05)

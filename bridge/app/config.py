@@ -163,6 +163,11 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
         default=24 * 3600, ge=0, description="Oldest last-known fix used when an alert has none"
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    stop_timeout_s: float = Field(
+        default=10.0, ge=1, le=300,
+        description="Longest a stop (SIGTERM) takes: requests in flight get half of it, then the transports and "
+        "the store close; past it the process exits with code 70 (docs/operations/stopping.md)",
+    )
 
     @field_validator("platform_url", "fallback_url", "public_url")
     @classmethod

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from bridge.alerts.pipeline import AlertNotFound, Rejected, SubmitResult, device_state
 from bridge.app.api.auth import require_device
+from bridge.core.events import STOPPING
 from bridge.core.lifecycle import DEVICE_MESSAGES
 from bridge.core.messages import MESSAGE_DELIVERY, MESSAGE_OUT, conversation, delivered_over
 from bridge.core.model import (
@@ -250,6 +251,11 @@ async def record_sent(store: Store, alert: Alert, message_ids: list[str], channe
         await store.append_history(alert.alert_id, entries)
 
 
+# The last event of a stream the bridge closes because it is stopping: reconnect after this many ms
+# (to another instance behind the proxy, or this one restarted). docs/operations/stopping.md
+SSE_STOP_RETRY_MS = 3000
+
+
 def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
     head = f"id: {event_id}\n" if event_id else ""
     return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
@@ -257,7 +263,7 @@ def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
 
 async def event_stream(ctx: AdapterContext, alert: Alert) -> AsyncIterator[bytes]:
     # Subscribe before reading, so nothing published meanwhile is missed (duplicates are skipped by id).
-    async with ctx.bus.subscribe() as queue:
+    async with ctx.bus.subscribe(until_stop=True) as queue:
         current = await ctx.store.get_alert(alert.alert_id) or alert
         history = await ctx.store.history(alert.alert_id)
         yield sse("status", status_body(current))
@@ -276,6 +282,9 @@ async def event_stream(ctx: AdapterContext, alert: Alert) -> AsyncIterator[bytes
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
+            if ev.event == STOPPING:  # the bridge is stopping: end the stream, tell the client when to retry
+                yield f"retry: {SSE_STOP_RETRY_MS}\n".encode() + sse("stopping", {"alert_id": alert.alert_id})
+                return
             if ev.alert_id != alert.alert_id:
                 continue
             if ev.text is not None:
