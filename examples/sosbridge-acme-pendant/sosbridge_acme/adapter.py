@@ -16,6 +16,7 @@ from sosbridge_acme.frame import ACK, FRAME_LEN, NAK
 
 log = logging.getLogger("sosbridge.acme")
 PROFILE_ID = "acme-pendant-p1"
+ENV_NAMES = ("SOSBRIDGE_ACME_PORT",)  # registered under sosbridge.settings: `serve` knows it is read
 
 
 class AcmeTcpAdapter(BaseAdapter):
