@@ -164,6 +164,11 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
         default=24 * 3600, ge=0, description="Oldest last-known fix used when an alert has none"
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    disk_min_free_mb: float = Field(
+        default=64, ge=0,
+        description="Free space (MiB) below which the data directory's or the SQLite file's filesystem raises "
+        "the disk_low alarm (readiness 503); 0 turns it off",
+    )
     stop_timeout_s: float = Field(
         default=10.0, ge=1, le=300,
         description="Longest a stop (SIGTERM) takes: requests in flight get half of it, then the transports and "

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from bridge.alerts.emergency_contacts import Notifier, SmsGateway
 from bridge.alerts.pipeline import Pipeline
 from bridge.app.config import Settings
+from bridge.app.disk_alarm import check_disk
 from bridge.app.refusal_audit import RefusalAudit, flush_refusals
 from bridge.core.contact import Contact
 from bridge.core.events import StatusBus
@@ -155,6 +156,8 @@ class BridgeRuntime:
                 await self.forwarder.refresh_health(self.settings.fallback_after_attempts)
             with contextlib.suppress(Exception):
                 self.transports.check(self.adapters, self.started_adapters)  # logs a transport going down
+            with contextlib.suppress(Exception):
+                check_disk(self)  # the disk_low alarm: bridge/app/disk_alarm.py
             with contextlib.suppress(Exception):
                 await flush_refusals(self, time.monotonic())
             if time.monotonic() - last_purge > 3600:
