@@ -151,9 +151,11 @@ async def _stack(
     overrides: dict[str, Any],
 ) -> AsyncIterator[Stack]:
     secret, token = secrets.token_hex(16), secrets.token_hex(16)
+    receiver_port = int(overrides.pop("receiver_port", 0) or 0)  # 0: a free port
     async with (
         EmbeddedReceiver(
             secret=secret,
+            port=receiver_port,
             jsonl_path=workdir / "contacts.jsonl",
             platform_token=token,
             auto_ack_s=auto_ack_s,
