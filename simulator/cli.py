@@ -101,46 +101,77 @@ def run(
 
 @sim_app.command("load")
 def load(
-    devices: Annotated[int, typer.Option(help="Virtual wearables")] = 100,
+    devices: Annotated[int, typer.Option(help="Virtual devices of the embedded stack (one alert each)")] = 100,
     rate: Annotated[float, typer.Option(help="Alerts per second, all devices together")] = 50.0,
     duration: Annotated[float, typer.Option(help="Seconds of sending")] = 10.0,
+    transport: Annotated[str, typer.Option(help="http or mqtt")] = "http",
+    bridge_url: Annotated[
+        str | None, typer.Option(help="A live bridge (needs --devices-file and --receiver-url); default: embedded")
+    ] = None,
+    receiver_url: Annotated[
+        str | None, typer.Option(help="The live platform's receiver, for delivery and latency")
+    ] = None,
+    devices_file: Annotated[
+        Path | None, typer.Option(help="Devices with tokens (the `sosbridge devices import` format)")
+    ] = None,
+    mqtt_url: Annotated[str | None, typer.Option(help="Broker the devices publish to (--transport mqtt)")] = None,
+    bridge_port: Annotated[int, typer.Option(help="Embedded bridge's HTTP port (0: any free one)")] = 0,
+    receiver_port: Annotated[int, typer.Option(help="Embedded receiver's port (0: any free one)")] = 0,
     json_out: Annotated[Path | None, typer.Option(help="Write the report as JSON here")] = None,
 ) -> None:
-    """Send alerts from many virtual wearables; report counts and end-to-end latency."""
-    report = asyncio.run(_load(devices, rate, duration))
+    """Send alerts from many virtual devices; report counts, the achieved rate and end-to-end latency."""
+    from simulator.load import TRANSPORTS
+
+    if transport not in TRANSPORTS:
+        raise typer.BadParameter(f"--transport must be one of {', '.join(TRANSPORTS)}")
+    if bridge_url and not (devices_file and receiver_url):
+        raise typer.BadParameter("--bridge-url needs --devices-file (tokens) and --receiver-url (the platform)")
+    if transport == "mqtt" and bridge_url and not mqtt_url:
+        raise typer.BadParameter("--transport mqtt against a live bridge needs --mqtt-url")
+    report = asyncio.run(_load(devices, rate, duration, transport, bridge_url, receiver_url, devices_file, mqtt_url,
+                               bridge_port, receiver_port))
     summary = report.summary()
-    table = Table("metric", "value", title="sim load")
+    table = Table("metric", "value", title=f"sim load ({transport})")
     for key, value in summary.items():
-        table.add_row(key, str(value))
+        if key != "warnings":
+            table.add_row(key, str(value))
     console.print(table)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
     if json_out:
         json_out.write_text(json.dumps(summary, indent=2))
     raise typer.Exit(0 if report.lost == 0 else 1)
 
 
-async def _load(devices: int, rate: float, duration: float) -> Any:
+def _progress() -> Progress:
+    return Progress(TextColumn("sent"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                    TimeRemainingColumn(), console=console)
+
+
+async def _load(devices: int, rate: float, duration: float, transport: str, bridge_url: str | None,
+                receiver_url: str | None, devices_file: Path | None, mqtt_url: str | None, bridge_port: int,
+                receiver_port: int) -> Any:
+    from simulator.load import devices_from_file, register_load_devices, run_load
+    from simulator.remote import RemoteReceiver
+
+    if bridge_url and receiver_url and devices_file:
+        targets = devices_from_file(devices_file)
+        with _progress() as progress:
+            task = progress.add_task("load", total=min(len(targets), int(rate * duration)))
+            return await run_load(bridge_url, RemoteReceiver(receiver_url), targets, rate, duration, transport,
+                                  mqtt_url, on_progress=lambda done, total: progress.update(task, completed=done))
     from simulator.harness import embedded_stack
-    from simulator.load import register_load_devices, run_load
 
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-load-"))
     try:
-        async with embedded_stack(workdir, embedded_mqtt=False, auto_ack_s=0.0, auto_resolve_s=0.0) as stack:
-            tokens = await register_load_devices(stack.bridge.runtime.store, devices)
-            with Progress(
-                TextColumn("sending"),
-                BarColumn(),
-                TextColumn("{task.completed}/{task.total}"),
-                TimeRemainingColumn(),
-                console=console,
-            ) as progress:
-                task = progress.add_task("load", total=int(rate * duration))
-                return await run_load(
-                    stack.bridge.url,
-                    stack.receiver,
-                    tokens,
-                    rate,
-                    duration,
-                    on_progress=lambda done, total: progress.update(task, completed=done),
-                )
+        pinned = {"http_port": bridge_port} if bridge_port else {}
+        async with embedded_stack(workdir, mqtt_url=mqtt_url, embedded_mqtt=transport == "mqtt", auto_ack_s=0.0,
+                                  auto_resolve_s=0.0, receiver_port=receiver_port, **pinned) as stack:
+            targets = await register_load_devices(stack.bridge.runtime.store, devices, transport)
+            with _progress() as progress:
+                task = progress.add_task("load", total=min(len(targets), int(rate * duration)))
+                return await run_load(stack.bridge.url, stack.receiver, targets, rate, duration, transport,
+                                      stack.mqtt_url,
+                                      on_progress=lambda done, total: progress.update(task, completed=done))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

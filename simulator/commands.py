@@ -69,7 +69,7 @@ def receiver(
     if mode not in ("normal", "down", "slow"):
         raise CliError("--mode: must be normal, down or slow")
     rx.mode, rx.slow_s = mode, slow_s  # type: ignore[assignment]
-    from bridge.app.startup import check_port_free
+    from bridge.app.listeners import check_port_free
     from simulator.platform.report import WebhookReport, banner
 
     check_port_free("--port", host, port)

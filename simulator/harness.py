@@ -200,9 +200,11 @@ async def _stack_inner(
     token: str,
     routes: Routes | None = None,
 ) -> AsyncIterator[Stack]:
+    receiver_port = int(overrides.pop("receiver_port", 0) or 0)  # 0: a free port
     async with (
         EmbeddedReceiver(
             secret=secret,
+            port=receiver_port,
             jsonl_path=workdir / "contacts.jsonl",
             platform_token=token,
             auto_ack_s=auto_ack_s,

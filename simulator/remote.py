@@ -18,6 +18,7 @@ class RemoteReceiver:
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url.rstrip("/")
         self._contacts: list[dict[str, Any]] = []
+        self.records: list[dict[str, Any]] = []  # the receiver's own records, `received_at` included
 
     @property
     def contacts(self) -> list[dict[str, Any]]:
@@ -25,8 +26,8 @@ class RemoteReceiver:
 
     async def refresh(self) -> list[dict[str, Any]]:
         async with httpx.AsyncClient(timeout=10) as client:
-            records = (await client.get(f"{self.base_url}/contacts")).json()
-        self._contacts = [r["contact"] for r in records if r.get("contact")]
+            self.records = (await client.get(f"{self.base_url}/contacts")).json()
+        self._contacts = [r["contact"] for r in self.records if r.get("contact")]
         return self._contacts
 
     async def wait_for(self, predicate: ContactPredicate, timeout: float = 10.0) -> list[dict[str, Any]]:

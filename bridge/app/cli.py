@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import sys
@@ -31,6 +32,7 @@ from bridge.app.http_server import http_server_options
 from bridge.app.security import check_serve
 from bridge.infra.plugins import load_group
 
+log = logging.getLogger("sosbridge.settings")
 app = typer.Typer(help="SOS Bridge: wearables, panic buttons and voice assistants to the police.", no_args_is_help=True)
 devices_app = typer.Typer(help="Register and manage devices (works on the local store).", no_args_is_help=True)
 profiles_app = typer.Typer(help="Device profiles.", no_args_is_help=True)
@@ -49,16 +51,17 @@ def serve(
     broker_port: Annotated[int, typer.Option(help="Port of the embedded broker")] = 1883,
 ) -> None:
     """Run the bridge: HTTP API, enabled adapters and the forwarder; prints a start-up summary."""
-    from bridge.app.startup import check_port_free, preflight
+    from bridge.app.known_settings import unknown_variable_warnings
+    from bridge.app.startup import preflight
     from bridge.infra.logs import configure_logging
 
     # `serve` starts the CoAP server unless the file or environment says otherwise (library and test
     # defaults leave it off).
     settings = settings_from(config, defaults={"coap_enabled": True}, http_host=host, http_port=port)
-    preflight(settings)
-    if embedded_broker and not settings.mqtt_url:
-        check_port_free("--broker-port", "127.0.0.1", broker_port)
+    preflight(settings, embedded_broker, broker_port)  # one line and exit 2 on a clash, a short secret...
     configure_logging(settings.log_level)
+    for warning in unknown_variable_warnings(os.environ):  # a misspelt SOSBRIDGE_* is said, never ignored
+        log.warning(warning)
     check_serve(settings, embedded_broker)  # exit 2 on a default webhook secret and the like: bridge/security.py
     asyncio.run(_serve(settings, embedded_broker, broker_port))
 
@@ -77,14 +80,16 @@ async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) ->
 
     from bridge.app.api.app import create_app
     from bridge.app.runtime import BridgeRuntime
+    from bridge.app.stopping import GracefulServer, drain_timeout
 
     async with contextlib.AsyncExitStack() as stack:
-        if embedded_broker and not settings.mqtt_url:
+        if embedded_broker:
             broker = await stack.enter_async_context(start_embedded_broker(broker_port))
             settings = settings.model_copy(update={"mqtt_url": broker.url})
         runtime = BridgeRuntime(settings)
-        config = uvicorn.Config(create_app(runtime), **http_server_options(settings))
-        server = uvicorn.Server(config)
+        options = http_server_options(settings) | {"timeout_graceful_shutdown": drain_timeout(settings.stop_timeout_s)}
+        config = uvicorn.Config(create_app(runtime), **options)
+        server = GracefulServer(config, runtime.bus, settings.stop_timeout_s)  # bridge/app/stopping.py
         serving = asyncio.create_task(server.serve())
         while not server.started and not serving.done():  # noqa: ASYNC110 (uvicorn exposes a flag, no event)
             await asyncio.sleep(0.05)

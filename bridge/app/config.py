@@ -60,7 +60,8 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     )
     db: str = Field(default="", description="SQLite file of the embedded store (default `<data_dir>/sosbridge.db`)")
     redis_url: str | None = Field(
-        default=None, description="Use the Redis store instead of SQLite (scale-out): redis://, rediss:// or unix://"
+        default=None, description="Use the Redis store instead of SQLite (scale-out): redis://, rediss://, unix://, or "
+        "redis+sentinel://host:26379,host2:26379/service for a Sentinel-watched primary (docs/operations/redis.md)"
     )
 
     # HTTP API
@@ -164,6 +165,16 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
         default=24 * 3600, ge=0, description="Oldest last-known fix used when an alert has none"
     )
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    disk_min_free_mb: float = Field(
+        default=64, ge=0,
+        description="Free space (MiB) below which the data directory's or the SQLite file's filesystem raises "
+        "the disk_low alarm (readiness 503); 0 turns it off",
+    )
+    stop_timeout_s: float = Field(
+        default=10.0, ge=1, le=300,
+        description="Longest a stop (SIGTERM) takes: requests in flight get half of it, then the transports and "
+        "the store close; past it the process exits with code 70 (docs/operations/stopping.md)",
+    )
 
     @field_validator("platform_url", "fallback_url", "public_url")
     @classmethod
@@ -175,8 +186,14 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     def _redis(cls, value: str | None) -> str | None:
         if not value:
             return None
-        if not re.match(r"^(redis|rediss|unix)://", value):
-            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        if not re.match(r"^(redis|rediss|unix|redis\+sentinel|rediss\+sentinel)://", value):
+            raise ValueError("must be a redis://, rediss://, unix:// or redis+sentinel:// URL")
+        from bridge.store.redis_connection import UrlError, parse_target
+
+        try:
+            parse_target(value)
+        except UrlError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("mqtt_url")
@@ -233,6 +250,10 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
 
     def store_description(self) -> str:
         """Which store this configuration uses, for start-up lines: `sqlite /abs/path` or `redis URL`."""
+        if self.redis_url and "+sentinel://" in self.redis_url:
+            from bridge.store.redis_connection import describe_url
+
+            return describe_url(self.redis_url)
         if self.redis_url:
             from urllib.parse import urlsplit
 

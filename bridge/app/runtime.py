@@ -17,6 +17,7 @@ from bridge.alerts.ledger import Ledger
 from bridge.alerts.message_rate import MessageRate
 from bridge.alerts.pipeline import Pipeline
 from bridge.app.config import Settings
+from bridge.app.disk_alarm import check_disk
 from bridge.app.refusal_audit import RefusalAudit, flush_refusals
 from bridge.core.contact import Contact
 from bridge.core.events import StatusBus
@@ -172,6 +173,8 @@ class BridgeRuntime:
                 await self.forwarder.refresh_health(self.settings.fallback_after_attempts)
             with contextlib.suppress(Exception):
                 self.transports.check(self.adapters, self.started_adapters)  # logs a transport going down
+            with contextlib.suppress(Exception):
+                check_disk(self)  # the disk_low alarm: bridge/app/disk_alarm.py
             with contextlib.suppress(Exception):
                 await flush_refusals(self, time.monotonic())
             if time.monotonic() - last_purge > 3600:

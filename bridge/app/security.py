@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bridge.app.security_settings import DEFAULT_WEBHOOK_SECRET
+from bridge.app.security_settings import DEFAULT_WEBHOOK_SECRET, MIN_SECRET_CHARS
 from bridge.infra.plugins import load_group
 
 if TYPE_CHECKING:
@@ -118,6 +118,10 @@ def check_receiver(secret: str | None, host: str, control_token: str | None) -> 
         sys.stderr.write(
             "refusing to start: give the receiver the webhook secret (--secret or SOSBRIDGE_PLATFORM_SECRET)\n"
         )
+        raise SystemExit(2)
+    if len(secret) < MIN_SECRET_CHARS:
+        sys.stderr.write(f"refusing to start: the receiver's webhook secret must be at least {MIN_SECRET_CHARS} "
+                         "characters (--secret or SOSBRIDGE_PLATFORM_SECRET)\n")
         raise SystemExit(2)
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback

@@ -1,45 +1,28 @@
 """`sosbridge serve` start-up: checks that fail fast with one line, and the summary printed once running.
 
-The checks turn the usual start-up failures (port in use, store unreachable, missing profile directory)
-into a ConfigError naming the setting, before anything starts. The summary says where the bridge
-listens, which store and routes it uses and which credentials are unset.
+The checks turn the usual start-up failures (two listeners on one port or a port in use:
+bridge/app/listeners.py; a secret or token too short; --embedded-broker with SOSBRIDGE_MQTT_URL; store
+unreachable; missing profile directory) into a ConfigError naming the setting, before anything starts.
+The summary says where the bridge listens, which store and routes it uses, which credentials are unset
+and which SOSBRIDGE_* variables nothing reads (bridge/app/known_settings.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from bridge.app.config import ConfigError, Settings
+from bridge.app.known_settings import unknown_variable_warnings
+from bridge.app.listeners import check_listeners
+from bridge.app.security_settings import DEFAULT_WEBHOOK_SECRET, MIN_SECRET_CHARS
 from bridge.infra.aio import wait_event
 
 if TYPE_CHECKING:
     from bridge.app.runtime import BridgeRuntime
-
-
-def check_port_free(setting: str, host: str, port: int, kind: int = socket.SOCK_STREAM) -> None:
-    """ConfigError when (host, port) cannot be bound: in use, not an address here, or not allowed."""
-    if port == 0:
-        return
-    try:
-        infos = socket.getaddrinfo(host, port, type=kind)
-    except socket.gaierror as exc:
-        raise ConfigError(setting, f"cannot resolve {host!r}: {exc.strerror}") from None
-    family, socktype, proto, _name, addr = infos[0]
-    with socket.socket(family, socktype, proto) as sock:
-        if kind == socket.SOCK_STREAM:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(addr)
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(setting, f"{host}:{port} is already in use") from None
-            raise ConfigError(setting, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 async def check_store(settings: Settings) -> None:
@@ -73,11 +56,48 @@ def check_profile_dirs(settings: Settings) -> None:
         raise ConfigError("SOSBRIDGE_PROFILE_DIRS", exc.one_line()) from None
 
 
-def preflight(settings: Settings) -> None:
+# Credentials `serve` checks for length (a route's own secret is checked with the routes).
+CREDENTIALS = ("platform_secret", "platform_token", "admin_token", "ops_token")
+
+
+def check_credentials(settings: Settings) -> None:
+    """ConfigError for a secret or token shorter than MIN_SECRET_CHARS (a guessable one is no credential).
+    The default webhook secret is left to the security checks, which say what to do about it."""
+    from bridge.delivery.routing import RoutingError, load_routes
+
+    for field in CREDENTIALS:
+        value = getattr(settings, field)
+        if value and value != DEFAULT_WEBHOOK_SECRET and len(value) < MIN_SECRET_CHARS:
+            raise ConfigError(
+                f"SOSBRIDGE_{field.upper()}",
+                f"must be at least {MIN_SECRET_CHARS} characters, got {len(value)} "
+                '(a random one: python -c "import secrets; print(secrets.token_urlsafe(32))")',
+            )
+    try:
+        routes = load_routes(settings).all_routes()
+    except RoutingError:
+        return  # load_settings has already reported it
+    for route in routes:
+        if route.secret and route.secret != DEFAULT_WEBHOOK_SECRET and len(route.secret) < MIN_SECRET_CHARS:
+            raise ConfigError(f"route {route.name!r} secret", f"must be at least {MIN_SECRET_CHARS} characters")
+
+
+def check_embedded_broker(settings: Settings, embedded_broker: bool) -> None:
+    if embedded_broker and settings.mqtt_url:
+        raise ConfigError(
+            "--embedded-broker",
+            "SOSBRIDGE_MQTT_URL is set too: drop --embedded-broker to use that broker, "
+            "or unset SOSBRIDGE_MQTT_URL to run the embedded one",
+        )
+
+
+def preflight(settings: Settings, embedded_broker: bool = False, broker_port: int = 1883) -> None:
     """Every check `serve` makes before starting; raises ConfigError."""
     check_profile_dirs(settings)
-    check_port_free("SOSBRIDGE_HTTP_PORT", settings.http_host, settings.http_port)
+    check_embedded_broker(settings, embedded_broker)
+    check_credentials(settings)
     asyncio.run(check_store(settings))
+    check_listeners(settings, broker_port if embedded_broker else None)
 
 
 # -- summary ---------------------------------------------------------------------------------------------
@@ -181,5 +201,7 @@ async def summary_lines(runtime: BridgeRuntime) -> list[str]:
     lines.append(f"profiles   {len(runtime.profiles.profiles)} device profiles")
     for warning in _credential_warnings(settings):
         lines.append(f"unset      {warning}")
+    for warning in unknown_variable_warnings(os.environ):
+        lines.append(f"unknown    {warning}")
     lines.append(f"logs       JSON lines on stderr, level {settings.log_level}")
     return lines

@@ -1,4 +1,9 @@
-"""In-process fan-out of alert state changes, so adapters can tell the device (status topic, observe)."""
+"""In-process fan-out of alert state changes, so adapters can tell the device (status topic, observe).
+
+`StatusBus.close()` is the bridge stopping (docs/operations/stopping.md): a subscriber that asked for
+`until_stop=True` (an event stream to a client) then receives `stopping_event()` once, and at once if it
+subscribes after the close, so it can end its stream with a retry hint instead of holding the stop.
+"""
 
 from __future__ import annotations
 
@@ -46,10 +51,34 @@ class StatusEvent:
         return DEVICE_MESSAGES[self.state]
 
 
+STOPPING = "bridge_stopping"  # StatusEvent.event of the one event `close()` gives `until_stop` subscribers
+
+
+def stopping_event() -> StatusEvent:
+    return StatusEvent(alert_id="", device_id="", tenant_id="", state=AlertState.received, event=STOPPING)
+
+
 class StatusBus:
     def __init__(self, queue_size: int = 1000) -> None:
         self._subscribers: set[asyncio.Queue[StatusEvent]] = set()
+        self._until_stop: set[asyncio.Queue[StatusEvent]] = set()
         self._queue_size = queue_size
+        self.closed = False
+
+    def close(self) -> None:
+        """The bridge is stopping: tell every `until_stop` subscriber (and any later one) once."""
+        self.closed = True
+        for q in list(self._until_stop):
+            self._tell_stopping(q)
+
+    @staticmethod
+    def _tell_stopping(q: asyncio.Queue[StatusEvent]) -> None:
+        while True:  # the stop must get through: drop queued echoes (their state is in the store) for it
+            try:
+                q.put_nowait(stopping_event())
+                return
+            except asyncio.QueueFull:
+                q.get_nowait()
 
     def publish(self, event: StatusEvent) -> None:
         for q in list(self._subscribers):
@@ -58,10 +87,15 @@ class StatusBus:
                 q.put_nowait(event)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self) -> AsyncIterator[asyncio.Queue[StatusEvent]]:
+    async def subscribe(self, until_stop: bool = False) -> AsyncIterator[asyncio.Queue[StatusEvent]]:
         q: asyncio.Queue[StatusEvent] = asyncio.Queue(self._queue_size)
         self._subscribers.add(q)
+        if until_stop:
+            self._until_stop.add(q)
+            if self.closed:
+                self._tell_stopping(q)
         try:
             yield q
         finally:
             self._subscribers.discard(q)
+            self._until_stop.discard(q)

@@ -30,7 +30,6 @@ from functools import partial
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -45,6 +44,7 @@ from bridge.store.base import (
     StoreError,
     hash_secret,
 )
+from bridge.store.redis_connection import connect
 
 T = TypeVar("T")
 AUDIT_MAXLEN = 100_000  # audit stream entries kept at most (approximate trim), whatever the retention says
@@ -496,7 +496,7 @@ class RedisStore:
     async def open(self) -> None:
         # No automatic retries inside redis-py: a write retried after a lost reply could apply twice.
         # Reads and the token-guarded commit retry explicitly below.
-        self._r = aioredis.from_url(
+        self._r = connect(  # one server or a Sentinel-watched primary: bridge/store/redis_connection.py
             self.url,
             decode_responses=True,
             socket_timeout=5.0,

@@ -24,6 +24,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from bridge.alerts.pipeline import device_state
+from bridge.core.events import STOPPING
 from bridge.core.lifecycle import DEVICE_MESSAGES
 from bridge.core.messages import MESSAGE_DELIVERY, conversation, delivered_over
 from bridge.core.model import FINAL_STATES, Alert, HistoryEntry, device_kind, utcnow
@@ -58,6 +59,11 @@ async def record_sent(store: Store, alert: Alert, message_ids: list[str], channe
     ]
     if entries:
         await store.append_history(alert.alert_id, entries)
+
+
+# The last event of a stream the bridge closes because it is stopping: reconnect after this many ms
+# (to another instance behind the proxy, or this one restarted). docs/operations/stopping.md
+SSE_STOP_RETRY_MS = 3000
 
 
 def sse(event: str, data: dict[str, Any], event_id: str | None = None) -> bytes:
@@ -140,7 +146,7 @@ async def event_stream(ctx: AdapterContext, alert: Alert, backlogs: BacklogCache
     after a final state or after `max_s`."""
     deadline = time.monotonic() + max_s
     # Subscribe before reading, so nothing published meanwhile is missed (duplicates are skipped by id).
-    async with ctx.bus.subscribe() as queue:
+    async with ctx.bus.subscribe(until_stop=True) as queue:
         current = await ctx.store.get_alert(alert.alert_id) or alert
         yield f"retry: {RECONNECT_MS}\n".encode() + sse("status", status_body(current))
         backlog, delivered = await backlogs.get(ctx.store, alert.alert_id)
@@ -158,6 +164,9 @@ async def event_stream(ctx: AdapterContext, alert: Alert, backlogs: BacklogCache
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
+            if ev.event == STOPPING:  # the bridge is stopping: end the stream, tell the client when to retry
+                yield f"retry: {SSE_STOP_RETRY_MS}\n".encode() + sse("stopping", {"alert_id": alert.alert_id})
+                return
             if ev.alert_id != alert.alert_id:
                 continue
             if ev.text is not None:

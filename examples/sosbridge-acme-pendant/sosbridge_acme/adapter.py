@@ -25,6 +25,7 @@ from sosbridge_acme.frame import ACK, FRAME_LEN, NAK
 log = logging.getLogger("sosbridge.acme")
 TRANSPORT = "acme-tcp"
 SCHEME = "acme_serial"  # the registry identifier a pendant's serial number is bound to
+ENV_NAMES = ("SOSBRIDGE_ACME_PORT",)  # registered under sosbridge.settings: `serve` knows it is read
 
 
 def serial_of(raw: bytes) -> str:
