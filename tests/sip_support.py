@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.infra.serving import free_port
-from tests.conftest import need_binary
+from tests.support.paths import need_binary
 
 # The PSAP: 501 / 415 / 425 for the users named so (and 415/425 for real defects in the body), else it
 # logs what it received (body in base64) and answers 200; sos-200-err answers 200 with an AlertMsg-Error.

@@ -8,15 +8,9 @@ EmbeddedBridge that delivers to the reference receiver.
 from __future__ import annotations
 
 import asyncio
-import sys
-from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from alexa_support import envelopes
 
 from bridge.app.config import Settings
 from bridge.app.embedded import EmbeddedBridge
@@ -26,6 +20,7 @@ from skills.alexa.config import AlexaSettings
 from skills.alexa.lambda_function import build_lambda_handler
 from skills.alexa.relay import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from skills.alexa.service import unverified_device_id
+from tests.support.alexa import envelopes
 
 SECRET = "lambda-test-platform"
 RELAY = "lambda-relay-shared-secret"

@@ -4,14 +4,13 @@ Each sample from tests/fixtures/alexa (sources in its SOURCES.md: jovotech/jovo-
 alexa-js/alexa-app, alexa/alexa-skills-kit-sdk-for-java) gets a current timestamp and a fresh request id,
 is signed by a throwaway test CA whose root is the bridge's configured trust root, and is POSTed to an
 EmbeddedBridge whose forwarder delivers to the reference receiver (EmbeddedReceiver). Amazon's Device
-Address and directive APIs are a small HTTPS server on loopback (tests/alexa_support/amazon.py).
+Address and directive APIs are a small HTTPS server on loopback (tests/support/alexa/amazon.py).
 Everything is configured through SOSBRIDGE_ALEXA_* variables, as in production.
 """
 
 from __future__ import annotations
 
 import asyncio
-import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,12 +18,6 @@ from typing import Any
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from alexa_support import envelopes
-from alexa_support.amazon import FakeAmazon
-from alexa_support.ca import CERT_URL, Leaf, TestCA
 
 from bridge.alerts.pipeline import DURESS_CANCEL_REASON
 from bridge.app.config import Settings
@@ -34,6 +27,9 @@ from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
 from skills.alexa.certs import CachedChainSource
 from skills.alexa.service import unverified_device_id
+from tests.support.alexa import envelopes
+from tests.support.alexa.amazon import FakeAmazon
+from tests.support.alexa.ca import CERT_URL, Leaf, TestCA
 
 SECRET = "alexa-test-platform-secret"
 APP_IDS = (

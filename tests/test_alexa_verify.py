@@ -2,22 +2,15 @@
 
 The rules come from Amazon's "Host a Custom Skill as a Web Service" page (and its
 request-verification notes); the URL table below is the one observed there against
-ask-sdk-webservice-support 1.3.3. Signing uses a throwaway test CA (tests/alexa_support/ca.py).
+ask-sdk-webservice-support 1.3.3. Signing uses a throwaway test CA (tests/support/alexa/ca.py).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from alexa_support import envelopes
-from alexa_support.ca import CERT_URL, TestCA
 
 from skills.alexa.certs import CachedChainSource, cache_key
 from skills.alexa.location import location_from_address, location_from_geolocation
@@ -27,6 +20,8 @@ from skills.alexa.verify import (
     check_cert_url,
     parse_alexa_time,
 )
+from tests.support.alexa import envelopes
+from tests.support.alexa.ca import CERT_URL, TestCA
 
 LAUNCH = "launch-request.json"
 

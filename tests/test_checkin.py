@@ -21,7 +21,7 @@ from device_adapters.checkin import CheckinAdapter, timers
 from device_adapters.checkin.voice import SPEECH
 from simulator.devices.mqtt import MqttPublisher
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import BridgeEnv, bridge_settings, running_bridge
+from tests.support.bridges import BridgeEnv, bridge_settings, running_bridge
 from tests.test_mqtt_adapter import Listener, make_env
 
 LAST_FIX = Location(lat=51.5007, lon=-0.1246, accuracy_m=9, source="gnss")

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from bridge.store.sqlite import SqliteStore
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

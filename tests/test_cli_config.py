@@ -21,7 +21,7 @@ import pytest
 
 from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:

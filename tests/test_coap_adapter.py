@@ -24,7 +24,7 @@ from bridge.infra.serving import free_port
 from device_adapters.coap.auth import AuthError, compute_mac, parse_query, verify
 from simulator.devices.coap import VirtualCoapDevice
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import running_bridge
+from tests.support.bridges import running_bridge
 
 EDINBURGH = {"lat": 55.9533, "lon": -3.1883, "accuracy_m": 15.0}
 

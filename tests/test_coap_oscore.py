@@ -36,7 +36,7 @@ from device_adapters.coap.oscore import (
 )
 from simulator.devices.coap import VirtualCoapDevice
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import bridge_settings
+from tests.support.bridges import bridge_settings
 
 DEVICE = "pendant-os"
 

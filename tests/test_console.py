@@ -1,7 +1,7 @@
 """The operator console of the reference platform (issue 16 part 2): its routes over real HTTP, and the page
 itself in a real browser (Playwright driving the system Chromium; scripts/setup --services installs it).
 
-The browser tests skip locally without Chromium and fail in CI (tests/conftest.py `need_binary`)."""
+The browser tests skip locally without Chromium and fail in CI (tests/support/paths.py `need_binary`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ import pytest
 from bridge.core.model import Person
 from simulator.platform.console import CSP
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import BridgeEnv, need_binary, running_bridge
+from tests.support.bridges import BridgeEnv, running_bridge
+from tests.support.paths import need_binary
 from tests.test_http_api import wait_state
 from tests.test_messages import platform, raise_alert
 

@@ -20,7 +20,7 @@ import pytest
 
 from bridge.core.model import Device, Location, Person
 from device_adapters.checkin import timers
-from tests.conftest import BridgeEnv, running_bridge
+from tests.support.bridges import BridgeEnv, running_bridge
 from tests.test_console import EDINBURGH, browser  # noqa: F401 - `browser` is the fixture
 from tests.test_messages import platform, raise_alert
 

@@ -11,7 +11,8 @@ import pytest
 
 from bridge.delivery.routing import RoutingError, parse_routes
 from bridge.delivery.sink_choice import sink_kind
-from tests.conftest import ROOT, sosbridge_cmd
+from tests.support.paths import ROOT
+from tests.support.processes import sosbridge_cmd
 
 
 @pytest.mark.parametrize(

@@ -19,8 +19,8 @@ from bridge.core.model import Device, Location, Person
 from bridge.infra.serving import free_port
 from device_adapters.decoders import dc09
 from simulator.devices.dc09 import VirtualPanel
-from tests.conftest import BridgeEnv, running_bridge
-from tests.factories import store_outage
+from tests.support.bridges import BridgeEnv, running_bridge
+from tests.support.factories import store_outage
 
 LINES = [
     line.strip().encode()

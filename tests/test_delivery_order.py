@@ -21,7 +21,7 @@ from bridge.delivery.sinks.webhook import WebhookSink
 from bridge.infra.metrics import Metrics
 from bridge.store.base import Change
 from bridge.store.sqlite import SqliteStore
-from tests.factories import make_alert, make_item
+from tests.support.factories import make_alert, make_item
 
 ALERTS = 4
 CONTACTS = 6

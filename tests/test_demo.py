@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 @pytest.mark.timeout(300)  # the whole demo, as `sosbridge demo` runs it (its own 300 s below)

@@ -13,7 +13,8 @@ import pytest
 from sosdocgen import generate, stale
 
 from bridge.app.config import Settings, load_settings
-from tests.conftest import ROOT, running_bridge
+from tests.support.bridges import running_bridge
+from tests.support.paths import ROOT
 
 DOCS = ROOT / "docs"
 PAGES = sorted([ROOT / "README.md", *DOCS.rglob("*.md")])

@@ -37,7 +37,8 @@ from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER
 from bridge.devices.profiles import ProfileRegistry
 from simulator.devices.mqtt import MqttPublisher, VirtualMqttDevice
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import bridge_settings, need_binary
+from tests.support.bridges import bridge_settings
+from tests.support.paths import need_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = sorted((ROOT / "docs" / "platform").glob("*.md"))

@@ -11,7 +11,7 @@ import httpx
 
 from bridge.delivery.sinks.signing import sign
 from bridge.infra.serving import free_port
-from tests.conftest import Proc, start_bridge_process, start_receiver_process
+from tests.support.processes import Proc, start_bridge_process, start_receiver_process
 
 
 def bridge_env(tmp_path: Path, receiver_port: int, secret: str, token: str, admin: str) -> dict[str, str]:

@@ -28,9 +28,9 @@ from bridge.delivery.formats.validate import validate_eido_doc
 from bridge.delivery.sinks.base import Delivered, Outcome, Retry
 from bridge.infra.serving import free_port
 from bridge.store.base import OutboxItem
-from tests.conftest import bridge_settings
 from tests.eido_support import Pki, make_pki, recv, send
-from tests.formats_factory import EDINBURGH_CASTLE, contact, gnss
+from tests.support.bridges import bridge_settings
+from tests.support.formats_factory import EDINBURGH_CASTLE, contact, gnss
 
 
 def item(msg_type: str = "alert", seq: int = 1) -> OutboxItem:

@@ -20,8 +20,8 @@ from bridge.alerts.emergency_contacts import notifications, render
 from bridge.core.contact import build_contact
 from bridge.core.model import AlertKind, Device, EmergencyContact, Location, Person
 from bridge.infra.serving import free_port
-from tests.conftest import BridgeEnv, running_bridge
-from tests.factories import make_alert, until
+from tests.support.bridges import BridgeEnv, running_bridge
+from tests.support.factories import make_alert, until
 
 aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
 
@@ -408,7 +408,7 @@ async def test_a_notification_hours_late_is_given_up_not_sent() -> None:
     from bridge.alerts.emergency_contacts import SmsGateway
     from bridge.delivery.sinks.base import Permanent
     from bridge.delivery.sinks.notify import SmsSink
-    from tests.factories import make_item
+    from tests.support.factories import make_item
 
     sent: list[tuple[str, str]] = []
 

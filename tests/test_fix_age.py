@@ -22,7 +22,7 @@ from bridge.devices.decoding import Frame, decode_frame
 from bridge.devices.fixage import judge, replaces_last_location
 from bridge.devices.frames import Decoded
 from bridge.devices.profiles import DeviceProfile, ProfileRegistry
-from tests.conftest import BridgeEnv, running_bridge
+from tests.support.bridges import BridgeEnv, running_bridge
 
 PROFILES = ProfileRegistry.load()
 NOW = datetime(2026, 11, 28, 21, 0, 0, tzinfo=UTC)

@@ -6,15 +6,10 @@ Test vectors: the OASIS CAP 1.2 Appendix A examples saved in tests/fixtures/stan
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
-from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from formats_factory import BEN_NEVIS, STANDARDS, T0, contact, gnss, no_location_contact
 
 from bridge.core.contact import ContactMessage
 from bridge.core.model import AlertKind
@@ -22,6 +17,7 @@ from bridge.delivery.formats import render, validate
 from bridge.delivery.formats.cap import CONTENT_TYPE, check_cap_rules
 from bridge.delivery.formats.common import RenderOptions
 from bridge.delivery.formats.schema_loader import CAP_NS, cap_schema
+from tests.support.formats_factory import BEN_NEVIS, STANDARDS, T0, contact, gnss, no_location_contact
 
 NS = {"cap": CAP_NS}
 

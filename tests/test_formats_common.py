@@ -3,17 +3,12 @@ route to the right validator, and the receiver's summary agrees with the contact
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from formats_factory import BEN_NEVIS, REGISTERED, contact, gnss, no_location_contact
 
 from bridge.core.model import AlertKind
 from bridge.delivery.formats import CONTENT_TYPES, FORMATS, options_from_settings, parse_incoming, render, validate
 from bridge.delivery.formats.common import cap_time, rfc3339
+from tests.support.formats_factory import BEN_NEVIS, REGISTERED, contact, gnss, no_location_contact
 
 
 def _variants():  # type: ignore[no-untyped-def]

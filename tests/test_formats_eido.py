@@ -9,15 +9,10 @@ Ng911Lib @ 39f39ed0, AdditionalDataFiles/*); see tests/fixtures/standards/SOURCE
 from __future__ import annotations
 
 import json
-import sys
 from datetime import timedelta
-from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from formats_factory import BEN_NEVIS, STANDARDS, T0, contact, device, gnss, no_location_contact
 
 from bridge.core.contact import ContactMessage
 from bridge.delivery.formats import render, validate
@@ -25,6 +20,7 @@ from bridge.delivery.formats.additional_data import check_block
 from bridge.delivery.formats.eido import CONTENT_TYPE
 from bridge.delivery.formats.schema_loader import GS_NS
 from bridge.delivery.formats.validate import validate_eido_doc
+from tests.support.formats_factory import BEN_NEVIS, STANDARDS, T0, contact, device, gnss, no_location_contact
 
 EIDO = CONTENT_TYPE
 

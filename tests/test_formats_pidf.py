@@ -7,19 +7,15 @@ PidfFiles/*; the RFC 5491 examples and device-style fixtures; see tests/fixtures
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from formats_factory import BEN_NEVIS, REGISTERED, STANDARDS, contact, gnss, no_location_contact
 
 from bridge.delivery.formats import render, validate
 from bridge.delivery.formats.common import device_urn
 from bridge.delivery.formats.pidf import NoLocation
 from bridge.delivery.formats.schema_loader import CA_NS, CON_NS, DM_NS, GML_NS, GP_NS, GS_NS, pidf_schema
+from tests.support.formats_factory import BEN_NEVIS, REGISTERED, STANDARDS, contact, gnss, no_location_contact
 
 NS = {"dm": DM_NS, "gp": GP_NS, "gml": GML_NS, "gs": GS_NS, "con": CON_NS, "ca": CA_NS}
 PIDF = "application/pidf+xml"

@@ -3,15 +3,10 @@ and validates each body with bridge.delivery.formats.validate; a broken body is 
 
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from formats_factory import BEN_NEVIS, contact, gnss
 
 from bridge.delivery.formats import render
 from bridge.delivery.sinks.base import Delivered
@@ -19,6 +14,7 @@ from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, 
 from bridge.delivery.sinks.webhook import WebhookSink
 from bridge.store.base import OutboxItem
 from simulator.platform.receiver import EmbeddedReceiver
+from tests.support.formats_factory import BEN_NEVIS, contact, gnss
 
 SECRET = "receiver-test-secret"
 

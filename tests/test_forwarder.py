@@ -14,8 +14,8 @@ from bridge.app.embedded import EmbeddedBridge
 from bridge.delivery.forwarder import backoff_delay
 from bridge.delivery.sinks.webhook import classify, parse_retry_after
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import BridgeEnv, bridge_settings
-from tests.factories import until
+from tests.support.bridges import BridgeEnv, bridge_settings
+from tests.support.factories import until
 
 
 def test_backoff_grows_with_jitter_and_cap() -> None:

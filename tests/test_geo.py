@@ -13,14 +13,9 @@ Reference points (independent of our code):
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 from pyproj import Transformer
-
-sys.path.insert(0, str(Path(__file__).parent))
-from formats_factory import BEN_NEVIS, EDINBURGH_CASTLE
 
 from bridge.core.geo import (
     _to_bng,
@@ -32,6 +27,7 @@ from bridge.core.geo import (
 )
 from bridge.core.model import Location
 from bridge.delivery.formats import render
+from tests.support.formats_factory import BEN_NEVIS, EDINBURGH_CASTLE
 
 
 def _parse(ref: str) -> tuple[str, int, int]:
@@ -124,7 +120,7 @@ def test_grid_reference_and_uncertainty_reach_every_format() -> None:
     import json
     import re
 
-    from formats_factory import contact, gnss
+    from tests.support.formats_factory import contact, gnss
 
     c = contact(location=gnss(*BEN_NEVIS, accuracy_m=1234.5))
     ref = c.location.grid_ref  # type: ignore[union-attr]

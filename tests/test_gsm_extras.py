@@ -25,8 +25,8 @@ from device_adapters.decoders import gsm_sms, nmea
 from device_adapters.serial.sms_reply import reply_text, sms_parts
 from simulator.devices.serial import VirtualGps, VirtualGsmModem
 from simulator.harness import virtual_serial_ports
-from tests.conftest import BridgeEnv, running_bridge
-from tests.factories import until
+from tests.support.bridges import BridgeEnv, running_bridge
+from tests.support.factories import until
 
 PROFILES = ProfileRegistry.load()
 TK203_SOS = (

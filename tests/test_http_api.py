@@ -11,7 +11,7 @@ import pytest
 
 from bridge.alerts.pipeline import DURESS_CANCEL_REASON
 from bridge.delivery.sinks.signing import sign
-from tests.conftest import BridgeEnv
+from tests.support.bridges import BridgeEnv
 
 
 async def wait_state(client: httpx.AsyncClient, alert_id: str, state: str, timeout: float = 5.0) -> dict:

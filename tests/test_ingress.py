@@ -23,7 +23,7 @@ from bridge.ingress import Claim, Ingress
 from bridge.ingress.edges import EdgeMemory, edges
 from bridge.ingress.lanes import Coalesced, Lanes, fold
 from bridge.store.sqlite import SqliteStore
-from tests.factories import store_outage
+from tests.support.factories import store_outage
 
 PROFILES = ProfileRegistry.load()
 CASES = [(p, s) for p in PROFILES.profiles.values() for s in p.samples]

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from bridge.core.messages import MAX_TEXT_CHARS
-from tests.conftest import BridgeEnv, running_bridge
+from tests.support.bridges import BridgeEnv, running_bridge
 from tests.test_http_api import wait_state
 
 

@@ -16,7 +16,8 @@ from device_adapters.mqtt import MqttAdapter
 from device_adapters.mqtt.mosquitto import MosquittoProcess
 from simulator.devices.mqtt import MqttPublisher
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import bridge_settings, need_binary
+from tests.support.bridges import bridge_settings
+from tests.support.paths import need_binary
 
 ACL = Path(__file__).resolve().parent.parent / "hardware" / "mosquitto" / "acl"
 

@@ -29,7 +29,7 @@ from device_adapters.mqtt import MqttAdapter
 from device_adapters.mqtt.url import parse_broker_url
 from simulator.devices.mqtt import MqttPublisher, VirtualMqttDevice
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import bridge_settings
+from tests.support.bridges import bridge_settings
 
 PROFILES = ProfileRegistry.load()
 Contacts = list[dict[str, Any]]

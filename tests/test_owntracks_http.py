@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bridge.core.model import Device, Person
-from tests.conftest import BridgeEnv, running_bridge
+from tests.support.bridges import BridgeEnv, running_bridge
 from tests.test_watch import store_outage
 
 LOCATION = ('{"_type":"location","SSID":"mywifi","alt":154,"batt":53,"conn":"w","created_at":1706856299,'

@@ -15,7 +15,7 @@ from bridge.core.model import AlertKind, AlertState, Device, Location, Observati
 from bridge.infra.metrics import Metrics
 from bridge.store.base import StoreError
 from bridge.store.sqlite import SqliteStore
-from tests.factories import make_alert
+from tests.support.factories import make_alert
 
 
 @pytest.fixture

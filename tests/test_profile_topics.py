@@ -22,7 +22,8 @@ from bridge.infra.serving import free_port
 from bridge.ingress.binding import BindingError, Claim, bound_schemes, choose_profile
 from device_adapters.mqtt import topics
 from simulator.devices.mqtt import MqttPublisher
-from tests.conftest import ROOT, sosbridge_cmd, start_bridge_process, start_receiver_process
+from tests.support.paths import ROOT
+from tests.support.processes import sosbridge_cmd, start_bridge_process, start_receiver_process
 
 SHELLY = """\
 version: 1

@@ -20,7 +20,7 @@ from bridge.core.model import Alert, AlertState, Device, HistoryEntry, new_id, u
 from bridge.store.base import Change, OutboxItem, Store
 from bridge.store.redis import RedisStore, dump_keys, parse_url
 from bridge.store.sqlite import SqliteStore
-from tests.factories import make_alert, make_item
+from tests.support.factories import make_alert, make_item
 
 
 @pytest.fixture

@@ -4,13 +4,9 @@ route from Settings; TOML and environment loading with per-route credentials and
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from formats_factory import BEN_NEVIS, EDINBURGH_CASTLE, contact, gnss, no_location_contact
 
 from bridge.app.config import Settings
 from bridge.core.model import AlertKind, Severity
@@ -24,6 +20,7 @@ from bridge.delivery.routing import (
     routes_from_toml,
     select_routes,
 )
+from tests.support.formats_factory import BEN_NEVIS, EDINBURGH_CASTLE, contact, gnss, no_location_contact
 
 LOTHIAN = Route(name="lothian", url="https://lothian.example/sos", secret="s1", format="cap", grid_squares=("NT",))
 HIGHLAND = Route(

@@ -13,7 +13,7 @@ import pytest
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import Device
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import bridge_settings
+from tests.support.bridges import bridge_settings
 
 
 async def test_routes_by_area_with_their_own_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from bridge.alerts.rules import escalation_change, new_alert_change
 from bridge.core.model import AlertKind, Device, Location, Observation, Severity, utcnow
-from tests.factories import make_alert
+from tests.support.factories import make_alert
 
 
 def obs(**fields: object) -> Observation:

@@ -27,8 +27,8 @@ from simulator.devices.serial import (
 )
 from simulator.harness import virtual_serial_ports
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import running_bridge
-from tests.factories import store_outage, until
+from tests.support.bridges import running_bridge
+from tests.support.factories import store_outage, until
 
 TK203_SOS = (
     "lat: 22.566923 long: 114.051331 speed:85.60 28/10/09 03:33 F:4.32V,0, Signal:F\n"

@@ -17,7 +17,8 @@ from bridge.app.config import load_settings
 from bridge.app.known_settings import known_settings, unknown_variables
 from bridge.app.listeners import Listener, clash
 from bridge.infra.serving import free_port
-from tests.conftest import ROOT, sosbridge_cmd, start_bridge_process
+from tests.support.paths import ROOT
+from tests.support.processes import sosbridge_cmd, start_bridge_process
 
 
 def base_env(tmp_path: Path) -> dict[str, str]:

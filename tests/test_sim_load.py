@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from bridge.infra.serving import free_port
-from tests.conftest import ROOT, Proc, sosbridge_cmd, start_bridge_process, start_receiver_process
+from tests.support.paths import ROOT
+from tests.support.processes import Proc, sosbridge_cmd, start_bridge_process, start_receiver_process
 from tests.test_e2e_processes import bridge_env
 
 

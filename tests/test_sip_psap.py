@@ -18,8 +18,8 @@ from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry
 from bridge.delivery.sip.sink import SipSink
 from bridge.store.base import OutboxItem
 from simulator.platform.pki import make_pki
-from tests.formats_factory import EDINBURGH_CASTLE, contact, gnss, no_location_contact
 from tests.sip_support import kamailio, scenario_answer, scenario_drop, scenario_silent, sipp, tls_front
+from tests.support.formats_factory import EDINBURGH_CASTLE, contact, gnss, no_location_contact
 
 
 def item(key: str = "key-1", with_location: bool = True) -> OutboxItem:

@@ -13,8 +13,8 @@ import pytest
 from bridge.app.config import Settings
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import Device
-from tests.conftest import bridge_settings
 from tests.sip_support import kamailio, scenario_answer, sipp
+from tests.support.bridges import bridge_settings
 
 TOKEN = "w" * 24
 

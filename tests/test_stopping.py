@@ -18,7 +18,7 @@ import pytest
 from bridge.app.config import load_settings
 from bridge.app.stopping import WATCHDOG_EXIT_CODE
 from bridge.infra.serving import free_port, wait_port
-from tests.conftest import start_bridge_process, start_receiver_process
+from tests.support.processes import start_bridge_process, start_receiver_process
 from tests.test_e2e_processes import bridge_env, register
 
 STOP_BOUND_S = 10.0  # SOSBRIDGE_STOP_TIMEOUT_S's default, the documented bound

@@ -12,7 +12,7 @@ import pytest
 
 from bridge.core.model import Alert, AlertState, Device, HistoryEntry, Location, Person, new_id, utcnow
 from bridge.store.base import Change, DuplicateMessage, Store
-from tests.factories import make_alert, make_item
+from tests.support.factories import make_alert, make_item
 
 STORES = ["sqlite"] + (["redis"] if importlib.util.find_spec("bridge.store.redis") else [])
 

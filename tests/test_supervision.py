@@ -17,7 +17,8 @@ import pytest
 from bridge.alerts.supervision import Supervisor, Watch, decide, effective_interval
 from bridge.core.model import AlertKind, Device, Observation, utcnow
 from bridge.devices.profiles import load_profile_file
-from tests.conftest import ROOT, BridgeEnv, running_bridge
+from tests.support.bridges import BridgeEnv, running_bridge
+from tests.support.paths import ROOT
 
 T0 = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, need_binary
+from tests.support.paths import ROOT, need_binary
 
 UNITS = sorted((ROOT / "deploy" / "systemd").glob("*.service"))
 INSTALLED = "/opt/sosbridge/venv/bin/sosbridge"

@@ -21,8 +21,8 @@ from bridge.core.model import Device, Location, Person
 from bridge.infra.serving import free_port
 from device_adapters.decoders import watch
 from simulator.devices.watch import VirtualWatch, position_content
-from tests.conftest import BridgeEnv, running_bridge
-from tests.factories import store_outage, until
+from tests.support.bridges import BridgeEnv, running_bridge
+from tests.support.factories import store_outage, until
 
 FIXTURES = Path(__file__).parent / "fixtures" / "watch"
 TRACCAR = [line.strip().encode() for line in (FIXTURES / "traccar-frames.txt").read_text().splitlines() if line]

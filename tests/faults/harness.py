@@ -25,8 +25,9 @@ from typing import Any
 
 import httpx
 
-from bridge.infra.serving import free_port
-from tests.conftest import ROOT, Proc, start_bridge_process, start_receiver_process, wait_http, wait_port
+from bridge.infra.serving import free_port, wait_http, wait_port
+from tests.support.paths import ROOT
+from tests.support.processes import Proc, start_bridge_process, start_receiver_process
 
 
 def binary(name: str) -> str | None:

@@ -12,9 +12,9 @@ import random
 
 import pytest
 
-from tests.conftest import need_binary
 from tests.faults import scenarios
 from tests.faults.harness import Tally
+from tests.support.paths import need_binary
 
 
 def check(tally: Tally) -> None:

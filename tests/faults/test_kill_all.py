@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import need_binary
 from tests.faults.harness import Mosquitto, RedisServer, stack, wait_delivered
 from tests.faults.scenarios import _button_tally, _publish
 from tests.faults.test_partitions import flood
+from tests.support.paths import need_binary
 
 
 def wait_redis(port: int, timeout: float = 20.0) -> None:

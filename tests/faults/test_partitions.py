@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import need_binary
 from tests.faults.harness import Mosquitto, Stack, send_alert, stack, wait_delivered
 from tests.faults.proxy import fault_proxy
 from tests.faults.scenarios import _button_tally, _publish, alert_keys_by_device
+from tests.support.paths import need_binary
 
 # Stated detection times (docs/testing/fault-suite.md): Redis answers nothing -> the store's 5 s socket
 # timeout; the platform answers nothing -> 3 attempts of SOSBRIDGE_PLATFORM_TIMEOUT_S (1 s here) plus

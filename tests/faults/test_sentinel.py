@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import need_binary
 from tests.faults.harness import send_alert, stack, wait_delivered
 from tests.faults.sentinel import SentinelSet
+from tests.support.paths import need_binary
 
 
 def poll_readiness(url: str, stop: threading.Event, seen: list[tuple[float, int, bool]]) -> None:

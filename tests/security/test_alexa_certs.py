@@ -12,8 +12,8 @@ import pytest
 
 from skills.alexa.certs import CachedChainSource, cache_key
 from skills.alexa.verify import VerificationFailed
-from tests.alexa_support.ca import CERT_URL, TestCA
-from tests.conftest import ROOT
+from tests.support.alexa.ca import CERT_URL, TestCA
+from tests.support.paths import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import re
 import tomllib
 from importlib import metadata
 
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 
 def _name(requirement: str) -> str:

@@ -26,8 +26,8 @@ from bridge.infra.serving import free_port
 from simulator.devices.coap import VirtualCoapDevice
 from simulator.devices.dc09 import VirtualPanel
 from skills.alexa.speech import say, state_speech
-from tests.conftest import running_bridge
-from tests.factories import make_alert, until
+from tests.support.bridges import running_bridge
+from tests.support.factories import make_alert, until
 from tests.test_mqtt_adapter import Listener, make_env
 
 Step = str  # "alarm" (audible fall/medical), "silent_panic", "duress", "audible_panic"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import running_bridge
+from tests.support.bridges import running_bridge
 
 
 async def test_device_facing_documents_of_a_duress_alert_say_sos(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import running_bridge
+from tests.support.bridges import running_bridge
 
 CONCURRENCY = 20
 ATTEMPTS = 30

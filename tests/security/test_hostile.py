@@ -25,8 +25,9 @@ import pytest
 from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
 from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
-from tests.conftest import ROOT, BridgeEnv, running_bridge
-from tests.factories import until
+from tests.support.bridges import BridgeEnv, running_bridge
+from tests.support.factories import until
+from tests.support.paths import ROOT
 
 
 def audit_rows(env: BridgeEnv) -> list[sqlite3.Row]:
@@ -236,7 +237,7 @@ class CrashingReader:
 @pytest.fixture
 async def bridge_with_crashing_reader(tmp_path: Path) -> AsyncIterator[BridgeEnv]:
     from bridge.app.embedded import EmbeddedBridge
-    from tests.conftest import bridge_settings
+    from tests.support.bridges import bridge_settings
 
     secret, token = secrets.token_hex(16), secrets.token_hex(16)
     async with EmbeddedReceiver(secret=secret, platform_token=token) as rx:

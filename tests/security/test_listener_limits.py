@@ -20,7 +20,7 @@ from bridge.core.model import Device, Person
 from bridge.infra.serving import free_port
 from simulator.devices.dc09 import VirtualPanel
 from simulator.devices.watch import VirtualWatch
-from tests.conftest import BridgeEnv, running_bridge
+from tests.support.bridges import BridgeEnv, running_bridge
 
 PER_SOURCE = 4
 

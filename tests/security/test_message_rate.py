@@ -17,7 +17,7 @@ import httpx
 from bridge.alerts.message_rate import MessageRate
 from bridge.core.contact import ContactMessage
 from bridge.core.model import utcnow
-from tests.conftest import running_bridge
+from tests.support.bridges import running_bridge
 
 TEXTS = 60
 BURST = 5

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from bridge.infra.serving import free_port, wait_http
-from tests.conftest import ROOT
+from tests.support.paths import ROOT
 
 FD_LIMIT = 200
 HALF_OPEN = 400  # twice the bridge's descriptor limit

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from bridge.core.model import Device, Person
 from bridge.delivery.formats import render
-from tests.conftest import running_bridge
-from tests.formats_factory import contact, device
+from tests.support.bridges import running_bridge
+from tests.support.formats_factory import contact, device
 
 # Every code point, surrogates (Cs) and controls (Cc) included.
 ANY_TEXT = st.text(st.characters(codec=None, exclude_categories=()), max_size=40)

@@ -26,8 +26,8 @@ from bridge.delivery.sinks.outbound import refused_address
 from bridge.infra.listeners import parse_networks
 from bridge.infra.serving import free_port
 from bridge.store.base import OutboxItem
-from tests.conftest import running_bridge
-from tests.factories import until
+from tests.support.bridges import running_bridge
+from tests.support.factories import until
 
 
 @pytest.fixture

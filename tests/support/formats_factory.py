@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from bridge.core.contact import Contact, ContactMessage, build_contact
 from bridge.core.geo import enrich_location
 from bridge.core.model import Alert, AlertKind, AlertState, CivicAddress, Device, Location, Person, Severity
+from tests.support.paths import FIXTURES
 
 # Test vectors copied into the repo; sources and licences in tests/fixtures/standards/SOURCES.md.
-STANDARDS = Path(__file__).resolve().parent / "fixtures" / "standards"
+STANDARDS = FIXTURES / "standards"
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 ALERT_ID = "01JQ7ZK3M4N5P6Q7R8S9T0V1W2"

@@ -13,12 +13,13 @@ import copy
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
+
+from tests.support.paths import FIXTURES
 
 from .ca import CERT_URL, Leaf
 
-SAMPLES = Path(__file__).resolve().parents[1] / "fixtures" / "alexa"
+SAMPLES = FIXTURES / "alexa"
 
 
 def load(name: str) -> dict[str, Any]:
