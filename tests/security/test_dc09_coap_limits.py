@@ -18,8 +18,8 @@ from bridge.infra.aio import wait_event
 from bridge.infra.serving import free_port
 from device_adapters.decoders import dc09
 from simulator.devices.dc09 import VirtualPanel
+from tests.app.test_cli_config import run
 from tests.support.bridges import BridgeEnv, running_bridge
-from tests.test_cli_config import run
 
 KEY = "0123456789abcdef"
 

@@ -26,9 +26,9 @@ from bridge.infra.serving import free_port
 from simulator.devices.coap import VirtualCoapDevice
 from simulator.devices.dc09 import VirtualPanel
 from skills.alexa.speech import say, state_speech
+from tests.device_adapters.test_mqtt_adapter import Listener, make_env
 from tests.support.bridges import running_bridge
 from tests.support.factories import make_alert, until
-from tests.test_mqtt_adapter import Listener, make_env
 
 Step = str  # "alarm" (audible fall/medical), "silent_panic", "duress", "audible_panic"
 SCENARIOS: dict[str, list[Step]] = {

@@ -1,7 +1,7 @@
 """Issue 23 item 9 (device side): documents someone near the person can read call a duress alert `sos`
 (the app's status and event stream, the Assist reply), while the platform gets the real kind. The Home
 Assistant half (innocuous intent names in HA's log, retried until handed over) runs against a real Home
-Assistant in tests/test_homeassistant.py."""
+Assistant in tests/skills/test_homeassistant.py."""
 
 from __future__ import annotations
 
