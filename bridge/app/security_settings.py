@@ -104,12 +104,14 @@ class SecuritySettings(BaseSettings):
                 raise ValueError(f"the token of tenant {tenant!r} is shorter than {MIN_SECRET_CHARS} characters")
         return value or None
 
-    @field_validator("admin_token", "platform_token", "ops_token", check_fields=False)
+    @field_validator("admin_token", "platform_token", "ops_token", "platform_secret", check_fields=False)
     @classmethod
     def _token_long_enough(cls, value: str | None) -> str | None:
-        if value and len(value) < MIN_SECRET_CHARS:  # empty: unset, as before
-            raise ValueError(f"shorter than {MIN_SECRET_CHARS} characters: use a random one "
-                             '(python -c "import secrets; print(secrets.token_urlsafe(32))")')
+        """The one length rule for the bridge's own secrets and tokens, wherever settings are built. Empty
+        means unset; the default webhook secret is refused by `serve` with its own message (security.py)."""
+        if value and value != DEFAULT_WEBHOOK_SECRET and len(value) < MIN_SECRET_CHARS:
+            raise ValueError(f"must be at least {MIN_SECRET_CHARS} characters, got {len(value)} "
+                             '(a random one: python -c "import secrets; print(secrets.token_urlsafe(32))")')
         return value
 
     @model_validator(mode="after")

@@ -57,22 +57,14 @@ def check_profile_dirs(settings: Settings) -> None:
 
 
 # Credentials `serve` checks for length (a route's own secret is checked with the routes).
-CREDENTIALS = ("platform_secret", "platform_token", "admin_token", "ops_token")
 
 
 def check_credentials(settings: Settings) -> None:
-    """ConfigError for a secret or token shorter than MIN_SECRET_CHARS (a guessable one is no credential).
-    The default webhook secret is left to the security checks, which say what to do about it."""
+    """ConfigError for a route secret shorter than MIN_SECRET_CHARS (a guessable one is no credential). The
+    bridge's own secrets and tokens are checked when settings are built (security_settings.py); the default
+    webhook secret is left to the security checks, which say what to do about it."""
     from bridge.delivery.routing import RoutingError, load_routes
 
-    for field in CREDENTIALS:
-        value = getattr(settings, field)
-        if value and value != DEFAULT_WEBHOOK_SECRET and len(value) < MIN_SECRET_CHARS:
-            raise ConfigError(
-                f"SOSBRIDGE_{field.upper()}",
-                f"must be at least {MIN_SECRET_CHARS} characters, got {len(value)} "
-                '(a random one: python -c "import secrets; print(secrets.token_urlsafe(32))")',
-            )
     try:
         routes = load_routes(settings).all_routes()
     except RoutingError:

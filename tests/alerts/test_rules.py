@@ -19,12 +19,14 @@ def test_a_new_alert_change_is_a_function_of_its_inputs() -> None:
     fix = Location(lat=55.95, lon=-3.19, accuracy_m=10)
     args = {"alert_id": "a1", "dedupe_key": "d1|mqtt|m1", "extra_keys": ["d1|mqtt|m2"], "open_alert_id": None,
             "default_status": "actual", "max_last_known_age_s": 3600.0}
-    first = new_alert_change(obs(location=fix, presses=2), device, now, **args)  # type: ignore[arg-type]
+    seen = obs(location=fix, presses=2)
+    first = new_alert_change(seen, device, now, **args)  # type: ignore[arg-type]
     again = new_alert_change(obs(location=fix, presses=2), device, now, **args)  # type: ignore[arg-type]
     assert first == again
     assert first.alert.alert_id == "a1" and first.alert.escalation_count == 1
     assert first.first_alert and first.check_open_alert and first.expected_open_alert is None
-    assert first.device_location == ("d1", fix) and first.outbox == []
+    # The observation's own fix (marked with how far its transport authenticates it) becomes the last location.
+    assert first.device_location == ("d1", seen.location) and first.outbox == []
     assert [h.event for h in first.history] == ["received"]
 
 

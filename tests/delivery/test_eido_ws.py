@@ -210,7 +210,7 @@ async def test_the_bridge_notifies_a_cad_of_a_new_alert_and_its_update(
     monkeypatch.setenv("SOSBRIDGE_ROUTES", json.dumps([{
         "name": "cad", "url": f"wss://127.0.0.1:{port}/eido", "eido_cert_file": str(pki.server_cert),
         "eido_key_file": str(pki.server_key), "eido_client_ca_file": str(pki.ca)}]))
-    settings = bridge_settings(tmp_path, "http://127.0.0.1:9/unused", "s" * 32, "tok")
+    settings = bridge_settings(tmp_path, "http://127.0.0.1:9/unused", "s" * 32, "p" * 32)
     token = "w" * 24
     async with EmbeddedBridge(settings) as eb:
         await eb.runtime.store.put_device(Device(device_id="w"))

@@ -25,7 +25,7 @@ async def test_a_contact_refused_with_503_reaches_the_psap_after_a_restart(
 ) -> None:
     def settings(uri: str) -> Settings:
         monkeypatch.setenv("SOSBRIDGE_ROUTES", json.dumps([{"name": "default", "url": uri}]))
-        return bridge_settings(tmp_path, "http://127.0.0.1:9/unused", "s" * 32, "tok", lease_s=2.0)
+        return bridge_settings(tmp_path, "http://127.0.0.1:9/unused", "s" * 32, "p" * 32, lease_s=2.0)
 
     with sipp(tmp_path, scenario_answer("503 Service Unavailable")) as busy:
         async with EmbeddedBridge(settings(busy.uri())) as eb:

@@ -28,7 +28,7 @@ from tests.support.bridges import running_bridge
 @pytest.mark.parametrize("setting", ["SOSBRIDGE_ADMIN_TOKEN", "SOSBRIDGE_PLATFORM_TOKEN", "SOSBRIDGE_OPS_TOKEN"])
 def test_short_tokens_are_a_start_up_error(tmp_path: Path, setting: str) -> None:
     done = run(tmp_path, "serve", **{setting: "short-token", "SOSBRIDGE_DB": str(tmp_path / "b.db")})
-    assert_one_line_error(done, setting, "shorter than 16")
+    assert_one_line_error(done, setting, "must be at least 16 characters")
     assert "short-token" not in done.stderr  # a credential is never echoed
 
 
