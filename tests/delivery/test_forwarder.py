@@ -87,7 +87,9 @@ async def test_permanent_failure(tmp_path: Path) -> None:
     secret = secrets.token_hex(8)
     async with EmbeddedReceiver(secret=secret, auto_ack_s=None) as rx:
         # The bridge signs with the wrong secret: the platform answers 401, a permanent failure.
-        settings = bridge_settings(tmp_path, rx.url, "wrong-secret", "tok-0123456789abcdef", fallback_after_attempts=2)
+        settings = bridge_settings(
+            tmp_path, rx.url, "wrong-secret-0123456789", "tok-0123456789abcdef", fallback_after_attempts=2
+        )
         async with EmbeddedBridge(settings) as eb:
             store = eb.runtime.store
             from bridge.core.model import Device

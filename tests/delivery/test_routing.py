@@ -153,7 +153,7 @@ def test_bad_route_configuration_is_refused(text: str, env: dict[str, str], mess
 def test_default_route_from_settings() -> None:
     settings = Settings(
         platform_url="https://platform.example/contacts",
-        platform_secret="sekrit",
+        platform_secret="sekrit-0123456789abcdef",
         platform_format="eido",
         fallback_url="https://fallback.example/contacts",
     )
@@ -162,7 +162,7 @@ def test_default_route_from_settings() -> None:
     assert (route.name, route.url, route.secret, route.format, route.fallback_url) == (
         "default",
         "https://platform.example/contacts",
-        "sekrit",
+        "sekrit-0123456789abcdef",
         "eido",
         "https://fallback.example/contacts",
     )
