@@ -129,17 +129,21 @@ def http_server_options(settings: Settings) -> dict[str, Any]:
 
     Sized against the process's descriptor limit so that accepting never fails for want of one: pending
     (unfinished) connections get at most a quarter of it, and asyncio accepts at most `backlog` sockets per
-    loop pass (uvicorn's 2048 would accept far past a 1024 limit before any protocol could close one).
+    loop pass (uvicorn's 2048 would accept far past a 1024 limit before any protocol could close one). The
+    backlog is an eighth: the connections evicted during a pass are only closed on the next one, so at the
+    peak a pass holds the pending ones, the ones it accepted and the ones it is closing (measured: with a
+    quarter, a flood of half-open connections reached EMFILE under a 200-descriptor limit).
     """
     fds = raise_fd_limit()
     quarter = max(8, fds // 4)
+    eighth = max(8, fds // 8)
     pending = min(settings.http_max_pending, quarter)
     protocol = RequestDeadlineProtocol.configured(settings.http_request_timeout_s, pending)
     return {
         "host": settings.http_host,
         "port": settings.http_port,
         "http": protocol,
-        "backlog": min(2048, quarter),
+        "backlog": min(2048, eighth),
         "timeout_keep_alive": settings.http_keepalive_s,
         "limit_concurrency": min(settings.http_limit_concurrency, max(16, fds // 2)),
         "proxy_headers": settings.http_proxy_headers,
