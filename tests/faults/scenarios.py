@@ -14,6 +14,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from tests.faults.harness import Mosquitto, RedisServer, Stack, Tally, later, send_alert, stack, wait_delivered
 
@@ -114,13 +115,32 @@ def receiver_slow(alerts: int, slow_s: float, redis_url: str | None, workdir: Pa
         return wait_delivered(s, expected, timeout=30 + slow_s * (alerts / workers + 2), settle_s=0.5)
 
 
+def _subscribed_publisher(s: Stack, broker: Mosquitto, client_id: str, *, reconnect: bool = False,
+                          inflight: int | None = None) -> Any:
+    """A persistent-session QoS 1 publisher, returned once a probe button's alert reached the platform: from
+    then on the bridge's subscription certainly exists and no press can fall before it."""
+    import paho.mqtt.client as mqtt
+
+    probe = s.register(1, prefix="probe", tenant_id="t1")
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    if reconnect:
+        pub.reconnect_delay_set(0.1, 1)
+    if inflight is not None:
+        pub.max_inflight_messages_set(inflight)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    _publish(pub, probe[0][0])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and probe[0][0] not in alert_keys_by_device(s):
+        time.sleep(0.05)
+    return pub
+
+
 def mosquitto_restart(alerts: int, down_s: float, rng: random.Random, workdir: Path | None = None) -> Tally:
     """An MQTT alert stream (QoS 1, one alert per button) survives a broker restart mid-stream.
 
     The publisher behaves like a real button: it waits for PUBACK and republishes the same message_id
     when it does not get one. Keys here are device ids: expected is one alert contact per button."""
-    import paho.mqtt.client as mqtt
-
     with stack(workdir, lease_s=2.0) as s:
         broker = Mosquitto(s.workdir / "mosquitto")
         broker.start()
@@ -129,16 +149,7 @@ def mosquitto_restart(alerts: int, down_s: float, rng: random.Random, workdir: P
             s.start_receiver()
             s.add_bridge()
             devices = s.register(alerts, prefix="btn", tenant_id="t1")
-            probe = s.register(1, prefix="probe", tenant_id="t1")
-            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fault-publisher", clean_session=False)
-            pub.reconnect_delay_set(0.1, 1)
-            pub.connect("127.0.0.1", broker.port)
-            pub.loop_start()
-            # A probe alert first: once it is delivered, the bridge's subscription certainly exists.
-            _publish(pub, probe[0][0])
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and probe[0][0] not in alert_keys_by_device(s):
-                time.sleep(0.1)
+            pub = _subscribed_publisher(s, broker, "fault-publisher", reconnect=True)
             later(rng.uniform(0.1, 0.5), lambda: (broker.stop(), time.sleep(down_s), broker.start()))
             for device_id, _ in devices:
                 _publish(pub, device_id)
@@ -160,8 +171,6 @@ def kill9_mqtt_flood(
     session). The bridge acknowledges a message only after the group commit that holds its alert; a
     message it had not yet acknowledged when killed is delivered again to the restarted bridge. An
     acknowledgement before the commit would lose exactly the messages of the batch being written."""
-    import paho.mqtt.client as mqtt
-
     with stack(workdir, redis_url=redis_url, lease_s=2.0) as s:
         broker = Mosquitto(s.workdir / "mosquitto")
         broker.start()
@@ -170,14 +179,7 @@ def kill9_mqtt_flood(
             s.start_receiver()
             s.add_bridge()
             devices = s.register(alerts, prefix="btn", tenant_id="t1")
-            probe = s.register(1, prefix="probe", tenant_id="t1")
-            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fault-flooder", clean_session=False)
-            pub.connect("127.0.0.1", broker.port)
-            pub.loop_start()
-            _publish(pub, probe[0][0])  # once delivered, the bridge's subscription certainly exists
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and probe[0][0] not in alert_keys_by_device(s):
-                time.sleep(0.05)
+            pub = _subscribed_publisher(s, broker, "fault-flooder")
             infos = [
                 pub.publish(f"sosbridge/t1/{device_id}/alert",
                             json.dumps({"kind": "sos", "message_id": f"{device_id}-m1"}), qos=1)
@@ -211,8 +213,6 @@ def kill9_mqtt_flood_of_repeats(buttons: int, repeats: int, rng: random.Random,
     alert arrives (0 lost), and no repeat is ever counted as a press. Returns the tally (a contact posted
     again after the kill is at-least-once delivery, counted as a duplicate), the escalation updates the
     platform received and the second alerts any button raised (both must be 0)."""
-    import paho.mqtt.client as mqtt
-
     with stack(workdir, lease_s=2.0) as s:
         broker = Mosquitto(s.workdir / "mosquitto")
         broker.start()
@@ -221,15 +221,7 @@ def kill9_mqtt_flood_of_repeats(buttons: int, repeats: int, rng: random.Random,
             s.start_receiver()
             s.add_bridge()
             devices = s.register(buttons, prefix="flood", tenant_id="t1")
-            probe = s.register(1, prefix="probe", tenant_id="t1")
-            pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fault-flooder", clean_session=False)
-            pub.max_inflight_messages_set(1000)
-            pub.connect("127.0.0.1", broker.port)
-            pub.loop_start()
-            _publish(pub, probe[0][0])  # once delivered, the bridge's persistent subscription exists
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and probe[0][0] not in alert_keys_by_device(s):
-                time.sleep(0.1)
+            pub = _subscribed_publisher(s, broker, "fault-flooder", inflight=1000)
             frames: list[tuple[str, int | None]] = [(d, None) for d, _ in devices]
             frames += [(devices[rng.randrange(buttons)][0], rng.choice([None, k])) for k in range(repeats)]
             rng.shuffle(frames)

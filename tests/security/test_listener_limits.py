@@ -21,6 +21,7 @@ from bridge.infra.serving import free_port
 from simulator.devices.dc09 import VirtualPanel
 from simulator.devices.watch import VirtualWatch
 from tests.support.bridges import BridgeEnv, running_bridge
+from tests.support.sockets import closed_by_peer
 
 PER_SOURCE = 4
 
@@ -45,15 +46,6 @@ def idle_connections(port: int, n: int, source: str = "127.0.0.1") -> Iterator[l
         for s in socks:
             s.close()
 
-
-def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(1024) == b""
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except TimeoutError:
-        return False
 
 
 def rejected(env: BridgeEnv, transport: str, reason: str) -> float:

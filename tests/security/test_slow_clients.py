@@ -21,6 +21,7 @@ import httpx
 
 from bridge.infra.serving import free_port, wait_http
 from tests.support.paths import ROOT
+from tests.support.sockets import closed_by_peer
 
 FD_LIMIT = 200
 HALF_OPEN = 400  # twice the bridge's descriptor limit
@@ -69,15 +70,6 @@ def bridge_process(tmp_path: Path) -> Iterator[tuple[str, str]]:
             proc.kill()
             proc.wait(10)
 
-
-def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
-    sock.settimeout(timeout)
-    try:
-        return sock.recv(1024) == b""
-    except (ConnectionResetError, BrokenPipeError):
-        return True
-    except TimeoutError:
-        return False
 
 
 def test_half_open_connections_cannot_starve_a_genuine_sos(tmp_path: Path) -> None:
