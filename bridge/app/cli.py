@@ -85,7 +85,7 @@ async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) ->
     async with contextlib.AsyncExitStack() as stack:
         if embedded_broker:
             broker = await stack.enter_async_context(start_embedded_broker(broker_port))
-            settings = settings.model_copy(update={"mqtt_url": broker.url})
+            settings = settings.model_copy(update={type(broker).setting: broker.url})  # its key: mqtt_url
         runtime = BridgeRuntime(settings)
         options = http_server_options(settings) | {"timeout_graceful_shutdown": drain_timeout(settings.stop_timeout_s)}
         config = uvicorn.Config(create_app(runtime), **options)

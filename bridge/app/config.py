@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from bridge.app.config_file import ConfigError, read_config_file
+from bridge.app.sections import ENV_PREFIX, PluginSettings, key_prefix, registered, section_keys
 from bridge.app.security_settings import SecuritySettings
 
-ENV_PREFIX = "SOSBRIDGE_"
+S = TypeVar("S", bound=PluginSettings)
 # Fields that hold credentials: their values never appear in an error message.
 SECRET_FIELDS = frozenset({"admin_token", "platform_token", "platform_secret", "smtp_password", "ops_token",
                            "platform_tenant_tokens"})
@@ -46,7 +47,56 @@ def _http_url(value: str | None) -> str | None:
 
 
 class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/security.py
+    """The core's settings, plus the values of the plug-ins' sections (bridge/app/sections.py): a keyword
+    that is no field here (`mqtt_url=...`) is kept for the section whose key it is, built by `section()`."""
+
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    _section_values: dict[str, Any] = PrivateAttr(default_factory=dict)
+    _sections: dict[type[PluginSettings], PluginSettings] = PrivateAttr(default_factory=dict)
+
+    def __init__(self, **values: Any) -> None:
+        own = type(self).model_fields
+        plugin = {k: values.pop(k) for k in list(values) if not k.startswith("_") and k not in own}
+        super().__init__(**values)
+        self._section_values = plugin
+
+    def section(self, cls: type[S]) -> S:
+        """The plug-in section `cls`, built once from this object's values under its keys and the
+        environment (keywords win, as for the core's fields). Raises pydantic's ValidationError."""
+        built = self._sections.get(cls)
+        if built is None:
+            prefix = key_prefix(cls)
+            values = {key[len(prefix):]: value for key, value in self._section_values.items()
+                      if key.startswith(prefix) and key[len(prefix):] in cls.model_fields}
+            built = self._sections[cls] = cls(**values)
+        assert isinstance(built, cls)
+        return built
+
+    def sections(self) -> list[PluginSettings]:
+        """Every installed plug-in's section (registered under sosbridge.settings), in name order."""
+        return [self.section(cls) for _name, cls in registered()]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Settings:
+        """A copy with `update` applied; a section's key (`mqtt_url`) updates that section."""
+        own = type(self).model_fields
+        update = dict(update or {})
+        plugin = {k: update.pop(k) for k in list(update) if k not in own}
+        copy = super().model_copy(update=update, deep=deep)
+        copy._section_values = {**self._section_values, **plugin}
+        copy._sections = {} if plugin else dict(self._sections)
+        return copy
+
+    if not TYPE_CHECKING:  # scripts and tests may read a section's field by its key: settings.mqtt_url
+
+        def __getattr__(self, name: str) -> Any:
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                found = None if name.startswith("_") else section_keys().get(name)
+                if found is None:
+                    raise
+                cls, field = found
+                return getattr(self.section(cls), field)
 
     config: str | None = Field(
         default=None, description="TOML configuration file (the same as `--config FILE`)", exclude=True
@@ -110,30 +160,9 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     forwarder_workers: int = Field(default=16, ge=1, description="Concurrent webhook deliveries")
     lease_s: float = Field(default=30.0, gt=0, description="How long a worker holds an outbox item before another may")
 
-    # adapters
-    mqtt_url: str | None = Field(default=None, description="MQTT broker URL (mqtt:// or mqtts://); enables MQTT")
-    mqtt_client_id: str = Field(default="sosbridge", description="MQTT client id (each instance needs its own)")
-    mqtt_shared_group: str | None = Field(
-        default=None, description="MQTT shared-subscription group, so several bridges share one stream"
-    )
-    coap_host: str = Field(default="127.0.0.1", description="Address the CoAP server binds to")
-    coap_port: int = Field(default=5683, ge=0, le=65535, description="UDP port of the CoAP server")
-    coap_enabled: bool = Field(
-        default=False, description="Run the CoAP server (`sosbridge serve` turns it on unless set to false)"
-    )
-    serial_ports: str | None = Field(default=None, description="Serial receivers: protocol=path[,protocol=path...]")
+    # transports own their settings (device_adapters/<t>/settings.py, registered under sosbridge.settings)
     profile_dirs: str | None = Field(
         default=None, description="Extra profile directories (os.pathsep-separated); same ids override built-ins"
-    )
-    # 4G SOS watches (TCP) and SIA DC-09 alarm panels/receivers (TCP and UDP): off unless a port is set
-    watch_host: str = Field(default="127.0.0.1", description="Address the 4G SOS watch listener binds to")
-    watch_port: int | None = Field(
-        default=None, ge=0, le=65535, description="TCP port for 4G SOS watches (3G protocol); enables it"
-    )
-    watch_idle_s: float = Field(default=900, gt=0, description="Close a watch connection silent this long")
-    dc09_host: str = Field(default="127.0.0.1", description="Address the SIA DC-09 receiver binds to")
-    dc09_port: int | None = Field(
-        default=None, ge=0, le=65535, description="TCP and UDP port of the SIA DC-09 receiver; enables it"
     )
 
     # abuse resistance and retention
@@ -196,28 +225,6 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
             raise ValueError(str(exc)) from None
         return value
 
-    @field_validator("mqtt_url")
-    @classmethod
-    def _mqtt(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        if not re.match(r"^(mqtt|mqtts|tcp|ssl)://[^\s/]+", value):
-            raise ValueError(f"must be an mqtt:// or mqtts:// URL, got {value!r}")
-        return value
-
-    @field_validator("serial_ports")
-    @classmethod
-    def _serial(cls, value: str | None) -> str | None:
-        for item in (value or "").split(","):
-            if item.strip() and "=" not in item:
-                raise ValueError(f"each entry is protocol=path, got {item.strip()!r}")
-        return value
-
-    @field_validator("watch_port", "dc09_port", mode="before")
-    @classmethod
-    def _optional_port(cls, value: object) -> object:
-        return None if value == "" else value  # an empty variable means unset (off)
-
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -279,7 +286,8 @@ def load_settings(
 
     env = os.environ if environ is None else environ
     path = str(config_file) if config_file else env.get(env_name("config"))
-    file_values = read_config_file(path, set(Settings.model_fields) - {"config"}) if path else {}
+    keys = section_keys()
+    file_values = read_config_file(path, (set(Settings.model_fields) | set(keys)) - {"config"}) if path else {}
     env_keys = {k[len(ENV_PREFIX) :].lower() for k in env if k.startswith(ENV_PREFIX)}
     merged: dict[str, Any] = {k: v for k, v in (defaults or {}).items() if k not in env_keys and k not in file_values}
     merged.update({k: v for k, v in file_values.items() if k not in env_keys})
@@ -289,20 +297,35 @@ def load_settings(
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        raise _config_error(exc, file_values, path) from None
+        raise _config_error(exc, file_values, path, env_name, SECRET_FIELDS) from None
+    for _name, cls in registered():  # every section is validated now: a bad value is one line at start
+        try:
+            settings.section(cls)
+        except ValidationError as exc:
+            secret = {f for f, info in cls.model_fields.items() if info.repr is False}
+            raise _config_error(exc, file_values, path, cls.env_name, secret, cls.key) from None
     _check_routes(settings, env)
     return settings
 
 
-def _config_error(exc: ValidationError, file_values: Mapping[str, Any], path: str | None) -> ConfigError:
+def _config_error(
+    exc: ValidationError,
+    file_values: Mapping[str, Any],
+    path: str | None,
+    variable: Callable[[str], str],
+    secret: Collection[str],
+    key: Callable[[str], str] = str,
+) -> ConfigError:
+    """One ConfigError naming each bad setting by its variable (and its key in the file, if it came from
+    there); a secret's value is never shown."""
     problems: list[tuple[str, str]] = []
     for err in exc.errors():
         field = str(err["loc"][0]) if err["loc"] else "config"
-        where = f" ({field} in {path})" if field in file_values else ""
+        where = f" ({key(field)} in {path})" if key(field) in file_values else ""
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if field not in SECRET_FIELDS and "got " not in msg and "input" in err:
+        if field not in secret and "got " not in msg and "input" in err:
             msg += f", got {err['input']!r}"
-        problems.append((env_name(field) + where, msg))
+        problems.append((variable(field) + where, msg))
     first = ConfigError(*problems[0])
     if len(problems) > 1:
         rest = "; ".join(f"{setting}: {msg}" for setting, msg in problems[1:])

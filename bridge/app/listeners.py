@@ -1,6 +1,7 @@
 """The sockets `sosbridge serve` will listen on, checked before anything starts.
 
-`listeners(settings, embedded_broker_port)` names each configured listener by its setting. `check_listeners`
+`listeners(settings, embedded_broker_port)` names each configured listener by its setting (a transport's
+own come from its settings section, bridge/app/sections.py). `check_listeners`
 raises one ConfigError for the first problem: two settings asking for the same port and protocol on
 overlapping addresses (the message names both), or a port another process holds or this host cannot
 bind (naming the setting). Port 0 (the system picks one) never clashes. See docs/operations/configuration.md.
@@ -11,26 +12,11 @@ from __future__ import annotations
 import errno
 import ipaddress
 import socket
-from dataclasses import dataclass
 
 from bridge.app.config import ConfigError, Settings
+from bridge.app.sections import Listener
 
 WILDCARDS = ("", "0.0.0.0", "::", "*")
-
-
-@dataclass(frozen=True)
-class Listener:
-    setting: str
-    host: str
-    port: int
-    protocol: str  # "tcp" or "udp"
-
-    @property
-    def kind(self) -> int:
-        return socket.SOCK_STREAM if self.protocol == "tcp" else socket.SOCK_DGRAM
-
-    def where(self) -> str:
-        return f"{self.host}:{self.port}/{self.protocol}"
 
 
 def check_port_free(setting: str, host: str, port: int, kind: int = socket.SOCK_STREAM) -> None:
@@ -54,14 +40,10 @@ def check_port_free(setting: str, host: str, port: int, kind: int = socket.SOCK_
 
 
 def listeners(settings: Settings, embedded_broker_port: int | None = None) -> list[Listener]:
+    """The HTTP API's socket, each installed transport's (its section's `listeners()`) and the broker's."""
     out = [Listener("SOSBRIDGE_HTTP_PORT", settings.http_host, settings.http_port, "tcp")]
-    if settings.coap_enabled:
-        out.append(Listener("SOSBRIDGE_COAP_PORT", settings.coap_host, settings.coap_port, "udp"))
-    if settings.watch_port is not None:
-        out.append(Listener("SOSBRIDGE_WATCH_PORT", settings.watch_host, settings.watch_port, "tcp"))
-    if settings.dc09_port is not None:
-        out.append(Listener("SOSBRIDGE_DC09_PORT", settings.dc09_host, settings.dc09_port, "tcp"))
-        out.append(Listener("SOSBRIDGE_DC09_PORT", settings.dc09_host, settings.dc09_port, "udp"))
+    for section in settings.sections():
+        out += section.listeners()
     if embedded_broker_port is not None:
         out.append(Listener("--broker-port", "127.0.0.1", embedded_broker_port, "tcp"))
     return out

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from bridge.app.security_settings import DEFAULT_WEBHOOK_SECRET, MIN_SECRET_CHARS
+from bridge.app.startup import configured_broker
 from bridge.infra.plugins import load_group
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def weak_secret(secret: str | None) -> bool:
 
 def serve_refusal(settings: Settings, embedded_broker: bool = False) -> str | None:
     """One line saying why `serve` must not start with these settings, or None."""
-    if embedded_broker and not settings.mqtt_url and settings.default_status == "actual":
+    if embedded_broker and not configured_broker(settings) and settings.default_status == "actual":
         return (
             "refusing to start: --embedded-broker is anonymous (any local process can publish as any device); "
             "it runs only with SOSBRIDGE_DEFAULT_STATUS=exercise or test; use Mosquitto with passwords and the ACL"

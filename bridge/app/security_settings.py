@@ -79,18 +79,9 @@ class SecuritySettings(BaseSettings):
     listener_first_frame_s: float = Field(
         default=15.0, gt=0, description="Time a new watch or DC-09 TCP connection has to send its first whole frame"
     )
-    watch_allow: str | None = Field(
-        default=None, description="Source networks (CIDRs, comma-separated: the private APN) watches may connect from"
-    )
-    dc09_plain_allow: str | None = Field(
-        default=None, description="Source networks (CIDRs) plain DC-09 accounts (no AES key) are accepted from",
-    )
-    watch_keepalive_s: float = Field(
-        default=600.0, gt=0, description="A watch session heard within this long holds its ID; a second "
-        "connection naming it is quarantined until the first has been silent this long (the watch's LK interval)",
-    )
+    # a transport's own allow-lists live in its settings section (device_adapters/<t>/settings.py)
 
-    @field_validator("watch_allow", "notify_webhook_allow", "dc09_plain_allow")
+    @field_validator("notify_webhook_allow")
     @classmethod
     def _networks(cls, value: str | None) -> str | None:
         parse_networks(value)  # ValueError names the entry that is not a network

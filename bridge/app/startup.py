@@ -1,10 +1,11 @@
 """`sosbridge serve` start-up: checks that fail fast with one line, and the summary printed once running.
 
 The checks turn the usual start-up failures (two listeners on one port or a port in use:
-bridge/app/listeners.py; a secret or token too short; --embedded-broker with SOSBRIDGE_MQTT_URL; store
+bridge/app/listeners.py; a secret or token too short; --embedded-broker with a broker URL set; store
 unreachable; missing profile directory) into a ConfigError naming the setting, before anything starts.
-The summary says where the bridge listens, which store and routes it uses, which credentials are unset
-and which SOSBRIDGE_* variables nothing reads (bridge/app/known_settings.py).
+The summary says where the bridge listens (each transport's lines come from its settings section:
+bridge/app/sections.py), which store and routes it uses, which credentials are unset and which
+SOSBRIDGE_* variables nothing reads (bridge/app/known_settings.py).
 """
 
 from __future__ import annotations
@@ -15,11 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bridge.app.config import ConfigError, Settings
+from bridge.app.config import ConfigError, Settings, env_name
 from bridge.app.known_settings import unknown_variable_warnings
 from bridge.app.listeners import check_listeners
 from bridge.app.security_settings import DEFAULT_WEBHOOK_SECRET, MIN_SECRET_CHARS
-from bridge.infra.aio import wait_event
 
 if TYPE_CHECKING:
     from bridge.app.runtime import BridgeRuntime
@@ -74,12 +74,28 @@ def check_credentials(settings: Settings) -> None:
             raise ConfigError(f"route {route.name!r} secret", f"must be at least {MIN_SECRET_CHARS} characters")
 
 
+def embedded_broker_key() -> str | None:
+    """The settings key (`mqtt_url`) the installed embedded broker fills with its URL: the `setting` of the
+    `sosbridge.embedded_broker` entry point's class; None when no transport offers one."""
+    from bridge.infra.plugins import load_group
+
+    return next((str(p.obj.setting) for p in load_group("sosbridge.embedded_broker") if hasattr(p.obj, "setting")),
+                None)
+
+
+def configured_broker(settings: Settings) -> str | None:
+    """The broker URL the settings name (the key the embedded broker would fill), or None."""
+    key = embedded_broker_key()
+    return getattr(settings, key, None) if key else None
+
+
 def check_embedded_broker(settings: Settings, embedded_broker: bool) -> None:
-    if embedded_broker and settings.mqtt_url:
+    if embedded_broker and configured_broker(settings):
+        variable = env_name(embedded_broker_key() or "")
         raise ConfigError(
             "--embedded-broker",
-            "SOSBRIDGE_MQTT_URL is set too: drop --embedded-broker to use that broker, "
-            "or unset SOSBRIDGE_MQTT_URL to run the embedded one",
+            f"{variable} is set too: drop --embedded-broker to use that broker, "
+            f"or unset {variable} to run the embedded one",
         )
 
 
@@ -111,34 +127,17 @@ def _failed(runtime: BridgeRuntime, name: str) -> str | None:
     return alarm.detail if alarm is not None else None
 
 
-async def mqtt_state(runtime: BridgeRuntime, wait_s: float = 3.0) -> str:
-    """'connected', 'not connected (...)' or 'off'; waits a little for the first connection."""
-    settings = runtime.settings
-    if not settings.mqtt_url:
-        return "off (set SOSBRIDGE_MQTT_URL)"
-    url = redact_url(settings.mqtt_url)
-    failure = _failed(runtime, "mqtt")
-    if failure:
-        return f"{url}: failed to start: {failure}"
-    adapter = _adapter(runtime, "mqtt")
-    subscribed = getattr(getattr(adapter, "conn", None), "subscribed", None)
-    if subscribed is None or not hasattr(subscribed, "wait"):
-        return f"{url} (connection state unknown)"
-    if await wait_event(subscribed, wait_s):
-        return f"{url}: connected"
-    return f"{url}: NOT connected yet (retrying in the background; presses over MQTT wait at the broker)"
-
-
-def serial_port_states(spec: str) -> list[str]:
-    """One line per configured port: whether its device node is there (a missing one is waited for)."""
-    out = []
-    for entry in spec.split(","):
-        protocol, _, rest = entry.strip().partition("=")
-        path = rest.split("?", 1)[0]
-        if path:
-            state = "present" if Path(path).exists() else "not present: waiting for it to appear"
-            out.append(f"{protocol} {path}: {state}")
-    return out
+async def transport_lines(runtime: BridgeRuntime) -> list[str]:
+    """Each installed transport's own lines (its settings section's `summary`), labelled, in name order."""
+    lines = []
+    for section in runtime.settings.sections():
+        if not section.label:
+            continue
+        name = section.adapter
+        own = await section.summary(_adapter(runtime, name), _failed(runtime, name) if name else None)
+        for i, line in enumerate(own):
+            lines.append(f"{section.label if i == 0 else '':<10} {line}")
+    return lines
 
 
 def _credential_warnings(settings: Settings) -> list[str]:
@@ -156,28 +155,7 @@ async def summary_lines(runtime: BridgeRuntime) -> list[str]:
     settings = runtime.settings
     base = f"http://{settings.http_host}:{settings.http_port}"
     lines = [f"HTTP       {base}  (API docs {base}/docs, health {base}/readyz, metrics {base}/metrics)"]
-    if settings.coap_enabled:
-        failure = _failed(runtime, "coap")
-        where = f"coap://{settings.coap_host}:{settings.coap_port}"
-        lines.append(f"CoAP       {where}" + (f": failed to start: {failure}" if failure else ""))
-    else:
-        lines.append("CoAP       off")
-    lines.append(f"MQTT       {await mqtt_state(runtime)}")
-    if settings.serial_ports:
-        failure = _failed(runtime, "serial")
-        lines.append(f"serial     {settings.serial_ports}" + (f": failed to start: {failure}" if failure else ""))
-        lines += [f"           {line}" for line in serial_port_states(settings.serial_ports)]
-    else:
-        lines.append("serial     off")
-    for name, label, host, port, over in (("watch", "watch     ", settings.watch_host, settings.watch_port, "TCP"),
-                                          ("dc09", "DC-09     ", settings.dc09_host, settings.dc09_port, "TCP+UDP")):
-        if port is None:
-            lines.append(f"{label} off")
-            continue
-        failure = _failed(runtime, name)
-        bound = getattr(_adapter(runtime, name), "port", None) or port
-        lines.append(f"{label} {host}:{bound} {over}" + (f": failed to start: {failure}" if failure else ""))
-        lines += [f"           {note}" for note in getattr(_adapter(runtime, name), "summary_notes", ())]
+    lines += await transport_lines(runtime)
     lines.append(f"store      {settings.store_description()}")
     lines.append(f"data dir   {settings.data_path.expanduser().absolute()}")
     routes = runtime.routes.all_routes()

@@ -34,6 +34,7 @@ from bridge.ingress.transport import BaseAdapter
 from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
 from device_adapters.coap.blockguard import BlockwiseGuard
 from device_adapters.coap.oscore import BridgeOscoreSite, OscoreContexts, device_for
+from device_adapters.coap.settings import CoapSettings
 
 if TYPE_CHECKING:
     from bridge.app.config import Settings
@@ -270,7 +271,7 @@ class CoapAdapter(BaseAdapter):
         self.oscore: OscoreContexts | None = None
 
     def enabled(self, settings: Settings) -> bool:
-        return settings.coap_enabled
+        return settings.section(CoapSettings).enabled
 
     def build_site(self) -> resource.Site:
         site = resource.Site()
@@ -287,7 +288,8 @@ class CoapAdapter(BaseAdapter):
         refused = lambda reason: ctx.metrics.rejected(TRANSPORT, reason)  # noqa: E731
         site = BlockwiseGuard(BridgeOscoreSite(self.build_site(), self.oscore, refused), MAX_PAYLOAD,
                               MAX_ASSEMBLIES, refused)
-        host, port = ctx.settings.coap_host, ctx.settings.coap_port
+        own = ctx.settings.section(CoapSettings)
+        host, port = own.host, own.port
         # UDP only: aiocoap's defaults would also open CoAP-over-TCP and WebSocket listeners (5683/tcp,
         # 8683/tcp) that no device here uses and that collide between bridges on one host.
         self.context = await aiocoap.Context.create_server_context(site, bind=(host, port), transports=["udp6"])

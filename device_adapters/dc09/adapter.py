@@ -47,6 +47,7 @@ from bridge.infra.listeners import SourceGuard, allowed, host_of, parse_networks
 from bridge.ingress import Claim
 from bridge.ingress.transport import BaseAdapter
 from bridge.store.base import StoreError
+from device_adapters.dc09.settings import Dc09Settings
 from device_adapters.decoders import dc09
 
 if TYPE_CHECKING:
@@ -134,14 +135,15 @@ class Dc09Adapter(BaseAdapter):
         self.summary_notes: list[str] = []  # shown in `serve`'s start-up summary
 
     def enabled(self, settings: Settings) -> bool:
-        return settings.dc09_port is not None
+        return settings.section(Dc09Settings).port is not None
 
     async def start(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
         self.guard = SourceGuard(ctx.settings.listener_per_source)
         self.first_frame_s = ctx.settings.listener_first_frame_s
-        self.plain_allow = parse_networks(ctx.settings.dc09_plain_allow)
-        host, port = ctx.settings.dc09_host, ctx.settings.dc09_port
+        own = ctx.settings.section(Dc09Settings)
+        self.plain_allow = parse_networks(own.plain_allow)
+        host, port = own.host, own.port
         self.server = await asyncio.start_server(self._serve, host, port)
         self.port = self.server.sockets[0].getsockname()[1]
         loop = asyncio.get_running_loop()

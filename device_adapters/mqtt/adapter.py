@@ -36,6 +36,7 @@ from device_adapters.decoders.zigbee2mqtt import parse_availability
 from device_adapters.mqtt import topics
 from device_adapters.mqtt.client import Inbound, MqttConnection
 from device_adapters.mqtt.limits import FloodGuard
+from device_adapters.mqtt.settings import MqttSettings
 from device_adapters.mqtt.url import parse_broker_url
 
 if TYPE_CHECKING:
@@ -50,16 +51,14 @@ RAW_LIMIT = 4096
 
 @dataclass
 class MqttOptions:
-    """Adapter settings beyond bridge/app/config.py; from SOSBRIDGE_MQTT_* environment variables."""
+    """Adapter options given in code (tests); by default built from MqttSettings when the adapter starts."""
 
     z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)
     store_retry_max_s: float = 5.0
 
     @classmethod
-    def from_env(cls) -> MqttOptions:
-        env = os.environ
-        bases = tuple(b.strip().strip("/") for b in env.get("SOSBRIDGE_MQTT_Z2M_BASES", "zigbee2mqtt").split(","))
-        return cls(z2m_bases=tuple(b for b in bases if b) or ("zigbee2mqtt",))
+    def from_settings(cls, own: MqttSettings) -> MqttOptions:
+        return cls(z2m_bases=own.z2m_base_topics)
 
 
 def status_topic(tenant: str, device: str) -> str:
@@ -86,7 +85,8 @@ class MqttAdapter(BaseAdapter):
     transports = {"mqtt": frozenset({"mqtt_puback", "mqtt_status", "speech"})}
 
     def __init__(self, options: MqttOptions | None = None) -> None:
-        self.options = options or MqttOptions.from_env()
+        self._given_options = options
+        self.options = options or MqttOptions()  # from MqttSettings in start(), unless given
         self.conn: MqttConnection | None = None
         self.ctx: AdapterContext | None = None
         self.profiles: ProfileRegistry | None = None
@@ -105,32 +105,33 @@ class MqttAdapter(BaseAdapter):
 
     # -- Adapter protocol --------------------------------------------------------------------------
     def enabled(self, settings: Settings) -> bool:
-        return bool(settings.mqtt_url)
+        return bool(settings.section(MqttSettings).url)
 
     async def start(self, ctx: AdapterContext) -> None:
-        settings = ctx.settings
-        assert settings.mqtt_url, "the MQTT adapter needs SOSBRIDGE_MQTT_URL"
+        settings, own = ctx.settings, ctx.settings.section(MqttSettings)
+        assert own.url, "the MQTT adapter needs SOSBRIDGE_MQTT_URL"
+        self.options = self._given_options or MqttOptions.from_settings(own)
         self.ctx = ctx
         self.profiles = getattr(ctx, "profiles", None) or ProfileRegistry.load(
             settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else []
         )
-        url = parse_broker_url(settings.mqtt_url)
-        if settings.mqtt_shared_group and not url.mqtt5:
+        url = parse_broker_url(own.url)
+        if own.shared_group and not url.mqtt5:
             log.warning("shared subscriptions need MQTT v5 on most brokers", extra={"broker": url.redacted()})
         self.conn = MqttConnection(
             url,
-            settings.mqtt_client_id,
+            own.client_id,
             topics.subscriptions(self.options.z2m_bases, self.profiles),  # + profiles' {scheme} topics
             asyncio.get_running_loop(),
             self._on_message,
-            shared_group=settings.mqtt_shared_group,
+            shared_group=own.shared_group,
         )
         # Listen for status changes before the first message can create one.
         ready = asyncio.Event()
         self._status_task = asyncio.create_task(self._status_loop(ready), name="mqtt-status")
         await await_ready(ready, self._status_task, READY_TIMEOUT_S, "the MQTT status publisher")
         self.conn.start()
-        log.info("mqtt adapter started", extra={"broker": url.redacted(), "client_id": settings.mqtt_client_id})
+        log.info("mqtt adapter started", extra={"broker": url.redacted(), "client_id": own.client_id})
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Until connected and subscribed (tests and the demo use this; start() never blocks on it)."""

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Any
+from typing import Any, ClassVar
 
 log = logging.getLogger("sosbridge.mqtt.broker")
 
@@ -22,6 +22,8 @@ def _free_port(host: str) -> int:
 
 class EmbeddedBroker:
     """`async with EmbeddedBroker(port=0) as broker:` then connect to `broker.url`."""
+
+    setting: ClassVar[str] = "mqtt_url"  # the key `serve --embedded-broker` sets to `url` (MqttSettings.url)
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.host = host

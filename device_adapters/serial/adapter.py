@@ -18,6 +18,7 @@ from device_adapters.serial.diy import DiyHandler
 from device_adapters.serial.gsm import GsmHandler
 from device_adapters.serial.link import SerialLink
 from device_adapters.serial.nmea import NmeaHandler
+from device_adapters.serial.settings import SerialSettings
 
 if TYPE_CHECKING:
     from bridge.app.config import Settings
@@ -45,10 +46,10 @@ class SerialAdapter(BaseAdapter):
         self._tasks: list[asyncio.Task[None]] = []
 
     def enabled(self, settings: Settings) -> bool:
-        return bool(settings.serial_ports)
+        return bool(settings.section(SerialSettings).ports)
 
     async def start(self, ctx: AdapterContext) -> None:
-        ports = parse_ports(ctx.settings.serial_ports)
+        ports = parse_ports(ctx.settings.section(SerialSettings).ports)
         for port in ports:
             handler = HANDLERS[port.protocol](port, ctx)
             link = SerialLink(port.path, port.baud)

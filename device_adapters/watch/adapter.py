@@ -54,6 +54,7 @@ from bridge.infra.listeners import SourceGuard, host_of, parse_networks
 from bridge.ingress import Claim, Receipt
 from bridge.ingress.transport import BaseAdapter
 from device_adapters.decoders import watch
+from device_adapters.watch.settings import WatchSettings
 
 if TYPE_CHECKING:
     from bridge.app.config import Settings
@@ -147,19 +148,19 @@ class WatchAdapter(BaseAdapter):
         self._status_task: asyncio.Task[None] | None = None
 
     def enabled(self, settings: Settings) -> bool:
-        return settings.watch_port is not None
+        return settings.section(WatchSettings).port is not None
 
     async def start(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
-        settings = ctx.settings
-        self.idle_s = settings.watch_idle_s
-        self.keepalive_s = settings.watch_keepalive_s
+        settings, own = ctx.settings, ctx.settings.section(WatchSettings)
+        self.idle_s = own.idle_s
+        self.keepalive_s = own.keepalive_s
         self.first_frame_s = settings.listener_first_frame_s
-        self.guard = SourceGuard(settings.listener_per_source, parse_networks(settings.watch_allow))
-        self.server = await asyncio.start_server(self._serve, settings.watch_host, settings.watch_port)
+        self.guard = SourceGuard(settings.listener_per_source, parse_networks(own.allow))
+        self.server = await asyncio.start_server(self._serve, own.host, own.port)
         self.port = self.server.sockets[0].getsockname()[1]
         self._status_task = asyncio.create_task(self._status_loop(), name="watch-status")
-        log.info("watch listener started", extra={"host": settings.watch_host, "port": self.port})
+        log.info("watch listener started", extra={"host": own.host, "port": self.port})
 
     async def stop(self) -> None:
         if self._status_task is not None:

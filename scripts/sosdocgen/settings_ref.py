@@ -1,8 +1,11 @@
-"""The configuration reference page and `sosbridge.example.toml`, both from the settings classes."""
+"""The configuration reference page and `sosbridge.example.toml`, both from the settings classes: the core's
+`Settings` and every class registered under the `sosbridge.settings` entry point group (each transport's
+section, with its TOML keys; other plug-ins' classes as environment variables only)."""
 
 from __future__ import annotations
 
 import json
+import sys
 import types
 import typing
 from typing import Any
@@ -12,6 +15,8 @@ from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
 from bridge.app.config import ENV_PREFIX, Settings
+from bridge.app.sections import GROUP, PluginSettings, key_prefix
+from bridge.infra.plugins import load_group
 
 # Sections of Settings, in order; a field missing here still appears, under "Other".
 GROUPS: list[tuple[str, list[str]]] = [
@@ -33,24 +38,7 @@ GROUPS: list[tuple[str, list[str]]] = [
             "lease_s",
         ],
     ),
-    (
-        "Transports",
-        [
-            "mqtt_url",
-            "mqtt_client_id",
-            "mqtt_shared_group",
-            "coap_host",
-            "coap_port",
-            "coap_enabled",
-            "serial_ports",
-            "watch_host",
-            "watch_port",
-            "watch_idle_s",
-            "dc09_host",
-            "dc09_port",
-            "profile_dirs",
-        ],
-    ),
+    ("Device profiles", ["profile_dirs"]),
     (
         "Abuse resistance and retention",
         [
@@ -112,13 +100,14 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _table(prefix: str, items: list[tuple[str, FieldInfo]], with_key: bool) -> list[str]:
+def _table(prefix: str, items: list[tuple[str, FieldInfo]], with_key: bool, key_prefix: str = "") -> list[str]:
     columns = ["variable", "TOML key", "type", "default", "meaning"]
     if not with_key:
         columns.remove("TOML key")
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for name, field in items:
-        key = f" `{name}` |" if with_key and name != "config" else (" (not in the file) |" if with_key else "")
+        key = f" `{key_prefix}{name}` |" if name != "config" else " (not in the file) |"
+        key = key if with_key else ""
         lines.append(
             f"| `{prefix}{name.upper()}` |{key} {_cell(type_name(field.annotation))} | "
             f"{default_text(name, field)} | {_cell(field.description or '')} |"
@@ -126,14 +115,21 @@ def _table(prefix: str, items: list[tuple[str, FieldInfo]], with_key: bool) -> l
     return lines
 
 
-def _extra_settings() -> list[tuple[str, str, type[BaseSettings]]]:
-    from skills.alexa.config import AlexaSettings
-    from skills.assist.config import AssistSettings
+def registered_classes() -> list[tuple[str, type[BaseSettings]]]:
+    """The installed plug-ins' settings classes (`sosbridge.settings`), by entry-point name."""
+    return [(p.name, p.obj) for p in load_group(GROUP) if isinstance(p.obj, type) and issubclass(p.obj, BaseSettings)]
 
-    return [
-        ("Alexa skill", "voice.md", AlexaSettings),
-        ("Home Assistant Assist", "voice.md", AssistSettings),
-    ]
+
+def title_of(name: str, cls: type[BaseSettings]) -> str:
+    """A section's `title`; for another settings class, its module's first words before "settings"."""
+    if issubclass(cls, PluginSettings) and cls.title:
+        return cls.title
+    doc = (sys.modules[cls.__module__].__doc__ or "").split(" settings", 1)[0].strip()
+    return doc or name
+
+
+def _prefix(cls: type[BaseSettings]) -> str:
+    return str(cls.model_config.get("env_prefix") or "")
 
 
 def configuration_page() -> str:
@@ -157,14 +153,28 @@ def configuration_page() -> str:
         "endpoints chosen per contact; see [Routing](../platform/standards.md#routing).",
         "",
     ]
-    for title, page, cls in _extra_settings():
-        prefix = str(cls.model_config.get("env_prefix", ""))
+    classes = registered_classes()
+    for name, cls in classes:
+        if not issubclass(cls, PluginSettings):
+            continue
+        see = f" See [{cls.title or name}](../{cls.docs_page})." if cls.docs_page else ""
         lines += [
-            f"## {title} (`{prefix}*`)",
+            f"## {title_of(name, cls)} (`{_prefix(cls)}*`)",
             "",
-            f"Environment variables only (not read from the TOML file); see [Voice](../transports/{page}).",
+            f"The `{name}` plug-in's own settings (registered under `{GROUP}`).{see}",
             "",
-            *_table(prefix, list(cls.model_fields.items()), with_key=False),
+            *_table(_prefix(cls), list(cls.model_fields.items()), with_key=True, key_prefix=key_prefix(cls)),
+            "",
+        ]
+    for name, cls in classes:
+        if issubclass(cls, PluginSettings):
+            continue
+        lines += [
+            f"## {title_of(name, cls)} (`{_prefix(cls)}*`)",
+            "",
+            f"The `{name}` plug-in's settings: environment variables only (not read from the TOML file).",
+            "",
+            *_table(_prefix(cls), list(cls.model_fields.items()), with_key=False),
             "",
         ]
     lines += [
@@ -189,7 +199,7 @@ def _toml_value(value: Any) -> str:
 
 def example_toml() -> str:
     lines = [
-        "# SOS Bridge configuration. Generated by scripts/docgen from bridge/app/config.py: do not edit by hand.",
+        "# SOS Bridge configuration. Generated by scripts/docgen from the settings classes: do not edit by hand.",
         "#",
         "# Copy it, uncomment what you change, and run `sosbridge serve --config sosbridge.toml` (or set",
         "# SOSBRIDGE_CONFIG=sosbridge.toml: the same). Environment variables SOSBRIDGE_<KEY> win over this file.",
@@ -208,6 +218,17 @@ def example_toml() -> str:
                 lines.append(f'# {name} = ""   # unset')
             else:
                 lines.append(f"# {name} = {_toml_value(value)}")
+    for name, cls in registered_classes():
+        if not issubclass(cls, PluginSettings):
+            continue
+        title = f"{title_of(name, cls)} (plug-in {name})"
+        lines += ["", f"# -- {title} " + "-" * max(0, 96 - len(title))]
+        for field_name, field in cls.model_fields.items():
+            lines.append(f"# {field.description or field_name} ({cls.env_name(field_name)})")
+            value = default_of(field_name, field)
+            key = cls.key(field_name)
+            unset = value is None or value == ""
+            lines.append(f'# {key} = ""   # unset' if unset else f"# {key} = {_toml_value(value)}")
     lines += [
         "",
         "# -- Routes: further platform endpoints, chosen per contact (docs: platform/standards.md#routing) ----",
