@@ -20,6 +20,7 @@ SCRIPT = textwrap.dedent(
     import asyncio, json, os, socket, sys, tempfile
     from pathlib import Path
     from bridge.core.model import Device
+    from bridge.app.startup import summary_lines
     from bridge.infra.serving import free_port
     from simulator.harness import embedded_stack
     from sosbridge_acme.frame import ACK, NAK, build
@@ -44,11 +45,12 @@ SCRIPT = textwrap.dedent(
             await asyncio.sleep(0.5)  # room for a wrong second contact from the retry to arrive
             contacts = stack.receiver.contacts
             plugins = {g: [p.name for p in ps] for g, ps in rt.plugins.items()}
+            summary = await asyncio.wait_for(summary_lines(rt), 30)
             refused = rt.metrics.render().decode()
             print(json.dumps({"replies": replies, "contact": contacts[0], "contacts": len(contacts),
                               "unknown_counted": 'reason="unknown_device",transport="acme-tcp"' in refused
                                                  or 'transport="acme-tcp",reason="unknown_device"' in refused,
-                              "plugins": plugins,
+                              "plugins": plugins, "summary": summary, "port": port,
                               "adapters": rt.started_adapters}))
             writer.close()
 
@@ -110,6 +112,35 @@ def test_plugin_installs_and_decodes(tmp_path: Path) -> None:
     assert contact["device"]["transport"] == "acme-tcp" and contact["location"]["accuracy_m"] == 15
     assert "acme-binary" in out["plugins"]["sosbridge.decoders"]
     assert "acme-tcp" in out["plugins"]["sosbridge.adapters"] and "acme-tcp" in out["adapters"]
+    # Its settings class (sosbridge.settings) gives the start-up summary its own line...
+    assert f"ACME       127.0.0.1:{out['port']} TCP" in out["summary"], out["summary"]
+
+    # ...and its section in the generated configuration reference, with its TOML key.
+    page = subprocess.run(
+        [sys.executable, "-c", "from sosdocgen.settings_ref import configuration_page; print(configuration_page())"],
+        env={**env, "PYTHONPATH": env["PYTHONPATH"] + os.pathsep + str(ROOT / "scripts")},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert page.returncode == 0, page.stderr[-3000:]
+    assert "## ACME P1 pendants (`SOSBRIDGE_ACME_*`)" in page.stdout
+    assert "| `SOSBRIDGE_ACME_PORT` | `acme_port` | integer | unset |" in page.stdout
+
+    # A bad value is one line naming the plug-in's variable, exit 2; its TOML key is a known key.
+    bad = subprocess.run(
+        [sys.executable, "-m", "bridge.app.cli", "serve"],
+        env={**env, "SOSBRIDGE_ACME_PORT": "eighty", "SOSBRIDGE_DATA_DIR": str(tmp_path / "data")},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
+    assert bad.stderr.strip().splitlines()[-1].startswith("SOSBRIDGE_ACME_PORT: "), bad.stderr
+    config = tmp_path / "sosbridge.toml"
+    config.write_text('[sosbridge]\nacme_port = "eighty"\n')
+    from_file = subprocess.run(
+        [sys.executable, "-m", "bridge.app.cli", "serve", "--config", str(config)],
+        env={**env, "SOSBRIDGE_DATA_DIR": str(tmp_path / "data")}, capture_output=True, text=True, timeout=120,
+    )
+    assert from_file.returncode == 2, from_file.stderr[-3000:]
+    assert f"SOSBRIDGE_ACME_PORT (acme_port in {config})" in from_file.stderr, from_file.stderr
 
 
 def test_plugin_is_not_installed_in_the_project_environment() -> None:

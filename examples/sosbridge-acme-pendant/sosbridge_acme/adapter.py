@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -21,11 +20,11 @@ from bridge.devices.decoding import Frame
 from bridge.ingress import Claim, Receipt
 from bridge.ingress.transport import AdapterContext, BaseAdapter
 from sosbridge_acme.frame import ACK, FRAME_LEN, NAK
+from sosbridge_acme.settings import AcmeSettings
 
 log = logging.getLogger("sosbridge.acme")
 TRANSPORT = "acme-tcp"
 SCHEME = "acme_serial"  # the registry identifier a pendant's serial number is bound to
-ENV_NAMES = ("SOSBRIDGE_ACME_PORT",)  # registered under sosbridge.settings: `serve` knows it is read
 
 
 def serial_of(raw: bytes) -> str:
@@ -54,12 +53,12 @@ class AcmeTcpAdapter(BaseAdapter):
         self.port: int | None = None
 
     def enabled(self, settings: Any) -> bool:
-        return bool(os.environ.get("SOSBRIDGE_ACME_PORT"))
+        return settings.section(AcmeSettings).port is not None
 
     async def start(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
-        port = int(os.environ["SOSBRIDGE_ACME_PORT"])
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        own = ctx.settings.section(AcmeSettings)  # SOSBRIDGE_ACME_* or acme_* in the TOML file
+        self._server = await asyncio.start_server(self._serve, own.host, own.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
