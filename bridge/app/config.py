@@ -3,7 +3,9 @@
 One loader, `load_settings`, reads both. Precedence, highest first: explicit overrides (command-line
 options), environment variables, the TOML file, then command defaults (e.g. `serve` turns CoAP on).
 Every problem is a `ConfigError`: one line naming the setting (its environment variable) and what is
-wrong. The reference of every setting is generated from this class (docs/reference/configuration.md).
+wrong. Each transport's settings are its own section (bridge/app/sections.py, registered under
+`sosbridge.settings`): the file's and the keywords' `mqtt_url` go to that section, which is validated
+here too. The reference is generated from this class and the sections (docs/reference/configuration.md).
 """
 
 from __future__ import annotations

@@ -66,6 +66,10 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
         ("SOSBRIDGE_LOG_LEVEL", "LOUD", "DEBUG"),
         ("SOSBRIDGE_SERIAL_PORTS", "/dev/ttyUSB0", "protocol=path"),
         ("SOSBRIDGE_COAP_ENABLED", "perhaps", "valid boolean"),
+        ("SOSBRIDGE_WATCH_PORT", "tcp", "valid integer"),
+        ("SOSBRIDGE_DC09_PORT", "70000", "less than or equal to 65535"),
+        ("SOSBRIDGE_WATCH_ALLOW", "10.0.0.0/33", "10.0.0.0/33"),
+        ("SOSBRIDGE_DC09_PLAIN_ALLOW", "10.0.0.0/33", "10.0.0.0/33"),
         ("SOSBRIDGE_RETRY_BASE_S", "-1", "greater than 0"),
         ("SOSBRIDGE_ROUTES", "{not json", "not JSON"),
         ("SOSBRIDGE_PROFILE_DIRS", "/nonexistent-profiles", "no such directory"),
@@ -88,6 +92,10 @@ def test_unknown_and_bad_keys_in_the_file(tmp_path: Path) -> None:
     assert_one_line_error(run(tmp_path, "serve", "--config", str(cfg)), "unknown key 'coap_enabeld'", "coap_enabled")
     cfg.write_text("[sosbridge]\nhttp_port = 'x'\n")
     assert_one_line_error(run(tmp_path, "devices", "list", "--config", str(cfg)), "SOSBRIDGE_HTTP_PORT", "http_port in")
+    cfg.write_text("[sosbridge]\nwatch_port = 'x'\n")  # a transport's own key (its settings class)
+    assert_one_line_error(run(tmp_path, "serve", "--config", str(cfg)), "SOSBRIDGE_WATCH_PORT", "watch_port in")
+    cfg.write_text("[sosbridge]\nmqtt_ulr = 'mqtt://x'\n")
+    assert_one_line_error(run(tmp_path, "serve", "--config", str(cfg)), "unknown key 'mqtt_ulr'", "'mqtt_url'")
     cfg.write_text("[sosbridge]\nhttp_port = 8081\n[mqtt]\nurl = 'mqtt://x'\n")
     assert_one_line_error(run(tmp_path, "serve", "--config", str(cfg)), "'mqtt'")
     cfg.write_text("http_port = \n")

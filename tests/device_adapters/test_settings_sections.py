@@ -48,11 +48,11 @@ def free_udp_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def tcp_connects(port: int) -> bool:
-    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+async def accepts_tcp(port: int) -> None:
+    """Raises (ConnectionRefusedError, TimeoutError) unless something accepts on 127.0.0.1:port."""
+    _reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
     writer.close()
     await asyncio.wait_for(writer.wait_closed(), 5)
-    return True
 
 
 async def test_watch_variables_reach_the_watch_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,7 +64,7 @@ async def test_watch_variables_reach_the_watch_adapter(tmp_path: Path, monkeypat
     async with running_bridge(tmp_path) as env:
         watch = adapter(env, "watch")
         assert (watch.port, watch.idle_s, watch.keepalive_s) == (port, 123, 45)
-        assert await tcp_connects(port)
+        await accepts_tcp(port)
         lines = await asyncio.wait_for(summary_lines(env.bridge.runtime), 10)
         assert f"watch      127.0.0.1:{port} TCP" in lines, lines
 
@@ -76,7 +76,7 @@ async def test_dc09_variables_reach_the_receiver(tmp_path: Path, monkeypatch: py
     async with running_bridge(tmp_path) as env:
         dc09 = adapter(env, "dc09")
         assert dc09.port == port and [str(n) for n in dc09.plain_allow] == ["10.20.0.0/16"]
-        assert await tcp_connects(port)
+        await accepts_tcp(port)
         lines = await asyncio.wait_for(summary_lines(env.bridge.runtime), 10)
         assert any(line.startswith(f"DC-09      127.0.0.1:{port} TCP+UDP") for line in lines), lines
 
@@ -138,7 +138,8 @@ async def test_the_file_reaches_the_adapter_and_the_environment_wins(
         started = {a.name: a for a in bridge.runtime.adapters if a.name in bridge.runtime.started_adapters}
         assert started["watch"].port == file_port and started["watch"].idle_s == 77
         assert started["dc09"].port == env_port
-        assert await tcp_connects(file_port) and await tcp_connects(env_port)
+        await accepts_tcp(file_port)
+        await accepts_tcp(env_port)
 
 
 def test_a_copy_updates_a_section_by_its_key() -> None:

@@ -132,7 +132,8 @@ def test_plugin_installs_and_decodes(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-3000:]
-    assert bad.stderr.strip().splitlines()[-1].startswith("SOSBRIDGE_ACME_PORT: "), bad.stderr
+    lines = bad.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sosbridge: error: SOSBRIDGE_ACME_PORT: Input should be"), lines
     config = tmp_path / "sosbridge.toml"
     config.write_text('[sosbridge]\nacme_port = "eighty"\n')
     from_file = subprocess.run(
