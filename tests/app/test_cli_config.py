@@ -276,3 +276,15 @@ def test_an_unusable_store_is_one_line_for_devices_commands(tmp_path: Path) -> N
     port = free_port()
     result = run(tmp_path, "devices", "add", "w1", SOSBRIDGE_REDIS_URL=f"redis://127.0.0.1:{port}/0")
     assert_one_line_error(result, "SOSBRIDGE_REDIS_URL", "cannot open the store")
+
+
+def test_the_embedded_broker_url_reaches_the_mqtt_settings(tmp_path: Path) -> None:
+    """`serve --embedded-broker` fills the key its entry point names (mqtt_url) in the MQTT settings class."""
+    port, broker_port = free_port(), free_port()
+    proc, summary = start_serve(tmp_path, "--port", str(port), "--embedded-broker", "--broker-port", str(broker_port),
+                                SOSBRIDGE_DEFAULT_STATUS="exercise", SOSBRIDGE_COAP_ENABLED="false")
+    try:
+        assert f"MQTT       mqtt://127.0.0.1:{broker_port}?version=3.1.1: connected" in summary, summary
+    finally:
+        err = stop_with_ctrl_c(proc)
+    assert "Traceback" not in err

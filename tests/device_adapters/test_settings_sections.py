@@ -16,6 +16,7 @@ import pytest
 
 from bridge.app.config import Settings, load_settings
 from bridge.app.embedded import EmbeddedBridge
+from bridge.app.known_settings import unknown_variables
 from bridge.app.listeners import listeners
 from bridge.app.sections import PluginSettings, registered
 from bridge.app.startup import summary_lines
@@ -154,3 +155,8 @@ def test_listeners_come_from_the_sections() -> None:
     got = {(item.setting, item.port, item.protocol) for item in listeners(settings)}
     assert {("SOSBRIDGE_WATCH_PORT", 7001, "tcp"), ("SOSBRIDGE_DC09_PORT", 7002, "tcp"),
             ("SOSBRIDGE_DC09_PORT", 7002, "udp"), ("SOSBRIDGE_COAP_PORT", 7003, "udp")} <= got
+
+
+def test_a_misspelt_transport_variable_is_named_with_the_closest() -> None:
+    env = {"SOSBRIDGE_WATCH_PROT": "7001", "SOSBRIDGE_MQTT_Z2M_BASES": "a", "SOSBRIDGE_COAP_ENABLED": "true"}
+    assert unknown_variables(env) == [("SOSBRIDGE_WATCH_PROT", "SOSBRIDGE_WATCH_PORT")]
