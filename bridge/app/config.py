@@ -299,13 +299,14 @@ def load_settings(
     try:
         settings = Settings(**merged)
     except ValidationError as exc:
-        raise _config_error(exc, file_values, path, env_name, SECRET_FIELDS) from None
+        raise _config_error(exc, file_values, path, env_name, SECRET_FIELDS, whole=env_name("config")) from None
     for _name, cls in registered():  # every section is validated now: a bad value is one line at start
         try:
             settings.section(cls)
         except ValidationError as exc:
             secret = {f for f, info in cls.model_fields.items() if info.repr is False}
-            raise _config_error(exc, file_values, path, cls.env_name, secret, cls.key) from None
+            whole = cls.env_name("") + "*"  # a check of the section as a whole names its prefix
+            raise _config_error(exc, file_values, path, cls.env_name, secret, whole, cls.key) from None
     _check_routes(settings, env)
     return settings
 
@@ -316,18 +317,19 @@ def _config_error(
     path: str | None,
     variable: Callable[[str], str],
     secret: Collection[str],
+    whole: str,
     key: Callable[[str], str] = str,
 ) -> ConfigError:
     """One ConfigError naming each bad setting by its variable (and its key in the file, if it came from
-    there); a secret's value is never shown."""
+    there), or `whole` for a check of the settings as a whole; a secret's value is never shown."""
     problems: list[tuple[str, str]] = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "config"
-        where = f" ({key(field)} in {path})" if key(field) in file_values else ""
+        field = str(err["loc"][0]) if err["loc"] else None
+        where = f" ({key(field)} in {path})" if field is not None and key(field) in file_values else ""
         msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
-        if field not in secret and "got " not in msg and "input" in err:
+        if field is not None and field not in secret and "got " not in msg and "input" in err:
             msg += f", got {err['input']!r}"
-        problems.append((variable(field) + where, msg))
+        problems.append(((variable(field) if field is not None else whole) + where, msg))
     first = ConfigError(*problems[0])
     if len(problems) > 1:
         rest = "; ".join(f"{setting}: {msg}" for setting, msg in problems[1:])
