@@ -116,6 +116,7 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     mqtt_shared_group: str | None = Field(
         default=None, description="MQTT shared-subscription group, so several bridges share one stream"
     )
+    mqtt_keepalive: int = Field(default=30, ge=2, le=3600, description="MQTT keepalive, s; a dead link is seen in 2x")
     coap_host: str = Field(default="127.0.0.1", description="Address the CoAP server binds to")
     coap_port: int = Field(default=5683, ge=0, le=65535, description="UDP port of the CoAP server")
     coap_enabled: bool = Field(

@@ -124,6 +124,7 @@ class MqttAdapter(BaseAdapter):
             asyncio.get_running_loop(),
             self._on_message,
             shared_group=settings.mqtt_shared_group,
+            keepalive_s=settings.mqtt_keepalive,
         )
         # Listen for status changes before the first message can create one.
         ready = asyncio.Event()
