@@ -250,8 +250,9 @@ def sender_for(kind: str, *, bridge_url: str | None, target: str | None, serial_
         host, _, port = target.rpartition(":")
         if not host or not port.isdigit():
             raise ValueError(f"--target must be HOST:PORT, got {target!r}")
-        cls = {"coap": CoapSender, "watch": WatchSender, "dc09": Dc09Sender}[kind]
-        return cls(host, int(port))  # type: ignore[abstract]
+        if kind == "coap":
+            return CoapSender(host, int(port))
+        return WatchSender(host, int(port)) if kind == "watch" else Dc09Sender(host, int(port))
     if kind == "serial":
         if serial_path is None:
             raise ValueError("--transport serial needs --serial-path (the bridge's SOSBRIDGE_SERIAL_PORTS diy= path)")
