@@ -23,7 +23,7 @@ import secrets
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from bridge.core.model import AlertKind
 
@@ -73,7 +73,7 @@ def load_identifiers(kind: str, index: int) -> dict[str, str]:
 
 
 class _Base:
-    async def __aenter__(self) -> _Base:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
