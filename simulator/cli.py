@@ -119,8 +119,8 @@ def load(
     target: Annotated[
         str | None, typer.Option(help="HOST:PORT of the live bridge's CoAP, watch or DC-09 listener")
     ] = None,
-    coap_keys: Annotated[
-        Path | None, typer.Option(help='JSON {device_id: {"coap_hmac": hex}} of the live bridge\'s CoAP devices')
+    keys_file: Annotated[
+        Path | None, typer.Option(help='JSON {device: {"coap_hmac": hex, "dc09_key": key}}, as the bridge has them')
     ] = None,
     serial_path: Annotated[
         Path | None, typer.Option(help="Where to create the pty the live bridge reads as `diy=PATH`")
@@ -141,7 +141,7 @@ def load(
         raise typer.BadParameter("--bridge-url needs --devices-file (tokens) and --receiver-url (the platform)")
     if transport == "mqtt" and bridge_url and not mqtt_url:
         raise typer.BadParameter("--transport mqtt against a live bridge needs --mqtt-url")
-    wire = Wire(target, coap_keys, serial_path, speaker_dir)
+    wire = Wire(target, keys_file, serial_path, speaker_dir)
     if bridge_url:
         from simulator.load_kinds import KINDS, sender_for
 
@@ -181,7 +181,7 @@ class Wire:
     """Where a device kind's frames go (live bridge) and what it needs to send them."""
 
     target: str | None = None
-    coap_keys: Path | None = None
+    keys_file: Path | None = None
     serial_path: Path | None = None
     speaker_dir: Path | None = None
 
@@ -199,7 +199,7 @@ async def _load(devices: int, rate: float, duration: float, transport: str, brid
     from simulator.remote import RemoteReceiver
 
     if bridge_url and receiver_url and devices_file:
-        targets = devices_from_file(devices_file, wire.coap_keys)
+        targets = devices_from_file(devices_file, wire.keys_file)
         sender = sender_for(transport, bridge_url=bridge_url, target=wire.target, serial_path=wire.serial_path,
                             speaker_dir=wire.speaker_dir) if transport in KINDS else None
         with _progress() as progress:

@@ -33,21 +33,11 @@ from typing import Any
 import httpx
 
 from bridge.core.model import Device
-from simulator.load_kinds import KINDS, Sender, load_identifiers
+from simulator.load_kinds import KINDS, LoadDevice, Sender, load_identifiers
 from simulator.load_kinds import PROFILES as KIND_PROFILES
 
 RATE_SHORTFALL = 0.9  # achieved below this share of the asked rate: warn
 TRANSPORTS = ("http", "mqtt", *KINDS)
-
-
-@dataclass
-class LoadDevice:
-    device_id: str
-    token: str | None
-    tenant_id: str = "default"
-    identifiers: dict[str, str] = field(default_factory=dict)
-    coap_key: str | None = None
-    dc09_key: str | None = None
 
 
 @dataclass

@@ -21,14 +21,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import Any, Protocol, Self
 
 from bridge.core.model import AlertKind
-
-if TYPE_CHECKING:
-    from simulator.load import LoadDevice
 
 KINDS = ("coap", "watch", "dc09", "serial", "alexa")
 # The identifier each kind's device is known by on the bridge (None: the device id itself).
@@ -36,6 +34,18 @@ IDENTIFIER = {"coap": None, "watch": "watch", "dc09": "dc09", "serial": "diy_uni
 PROFILES = {"coap": "sosbridge-coap-device", "watch": "watch-3g-protocol", "dc09": "dc09-alarm-panel",
             "serial": "sosbridge-diy-button", "alexa": None}
 ANSWER_TIMEOUT_S = 10.0  # one alert's wire acknowledgement; longer means not acknowledged (counted refused)
+
+
+@dataclass
+class LoadDevice:
+    """One device of a load run: its token (HTTP), identifiers (the other kinds) and keys (CoAP, DC-09)."""
+
+    device_id: str
+    token: str | None
+    tenant_id: str = "default"
+    identifiers: dict[str, str] = field(default_factory=dict)
+    coap_key: str | None = None
+    dc09_key: str | None = None
 
 
 class Sender(Protocol):
@@ -109,7 +119,7 @@ class CoapSender(_Base):
         from simulator.devices.coap import VirtualCoapDevice
 
         if not device.coap_key:
-            raise ValueError(f"{device.device_id} has no CoAP key (--coap-keys)")
+            raise ValueError(f"{device.device_id} has no CoAP key (--keys-file)")
         virtual = VirtualCoapDevice(self.host, self.port, device.device_id, device.coap_key, context=self.context)
         doc = {"kind": "sos", "message_id": message_id, "occurred_at": int(time.time())}
         # The counter must beat the last one the bridge accepted from this device, in any earlier run too.
