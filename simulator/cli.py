@@ -76,8 +76,10 @@ def run(
     admin_token: Annotated[str | None, typer.Option(help="The live bridge's admin token")] = None,
     mqtt_url: Annotated[str | None, typer.Option(help="Broker for MQTT steps against a live bridge")] = None,
     keep: Annotated[bool, typer.Option(help="Keep the embedded stack's data directory")] = False,
+    json_out: Annotated[Path | None, typer.Option(help="Write the result (with latencies) as JSON here")] = None,
 ) -> None:
-    """Run a scenario and check that every expected contact arrived; exit 1 if any did not."""
+    """Run a scenario and check that every expected contact arrived; exit 1 if any did not. Reports each
+    device step's latency to the platform and to the device's answer (p50/p99)."""
     from simulator.scenario import Scenario
 
     loaded = Scenario.load(scenario)
@@ -97,6 +99,13 @@ def run(
         console.print(f"[red]✗ step failed[/red] {result.failed_step}")
     failed = len(result.missing) + len(result.unexpected) + bool(result.failed_step)
     console.print(f"{loaded.name}: {len(result.matched)} passed, {failed} failed")
+    summary = result.summary()
+    for name, what in (("contact_ms", "send → contact at the platform"), ("answer_ms", "send → answer at the device")):
+        got = summary["latency"][name]
+        if got["n"]:
+            console.print(f"latency {what}: p50 {got['p50']} ms, p99 {got['p99']} ms ({got['n']})", highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2))
     raise typer.Exit(0 if result.ok else 1)
 
 

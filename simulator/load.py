@@ -35,6 +35,7 @@ import httpx
 from bridge.core.model import Device
 from simulator.load_kinds import KINDS, LoadDevice, Sender, load_identifiers
 from simulator.load_kinds import PROFILES as KIND_PROFILES
+from simulator.records import percentile, receiver_records
 
 RATE_SHORTFALL = 0.9  # achieved below this share of the asked rate: warn
 TRANSPORTS = ("http", "mqtt", *KINDS)
@@ -65,10 +66,7 @@ class LoadReport:
         return self.sent / (self.send_s + 1 / self.rate) if self.sent else 0.0
 
     def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        data = sorted(self.latencies_ms)
-        return data[min(len(data) - 1, int(q / 100 * len(data)))]
+        return percentile(self.latencies_ms, q)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -165,14 +163,6 @@ class _MqttSender:
             except (RuntimeError, ValueError):
                 continue
         return {device_id for device_id, info in self.infos.items() if info.is_published()}
-
-
-def receiver_records(receiver: Any) -> list[dict[str, Any]]:
-    """The platform's records (`received_at`, `idempotency_key`, `contact`) of an embedded or remote receiver."""
-    records = getattr(receiver, "records", None)
-    if records is None:
-        records = getattr(getattr(receiver, "receiver", None), "records", None)
-    return list(records or [])
 
 
 async def run_load(
