@@ -66,6 +66,7 @@ from bench.harness import (
     stop_quietly,
 )
 from bench.load import Msg, Publisher, button_alert, http_send, ready_contact
+from bench.redis_memory import used_memory
 from bench.seed import TENANT, seed_sync
 
 RESULTS = ROOT / "bench" / "results"
@@ -360,6 +361,7 @@ class Bench:
         s = self.s
         redis_proc: Proc | None = None
         redis_url = None
+        port = 0
         key = "bridge" if store == "sqlite" else f"bridge_{store}"
         label = f"bridge ({store})"
         if store == "redis":
@@ -370,9 +372,17 @@ class Bench:
             redis_url = f"redis://127.0.0.1:{port}/"
         bridge: Bridge | None = None
         try:
+            empty = used_memory(port)[0] if redis_proc else 0
             bridge = self.fresh_bridge(f"{key}-flood", ids(f"{key}w", s.warm) + ids(f"{key}f", s.n),
                                        redis_url=f"{redis_url}0" if redis_url else None)
-            self._flood(key, label, button_alert, key, bridge.proc.pid, rss_after=True)
+            seeded = used_memory(port)[0] if redis_proc else 0
+            flood = self._flood(key, label, button_alert, key, bridge.proc.pid, rss_after=True)
+            if redis_proc:  # Redis memory per device and per alert kept (alert, history, delivered contact)
+                alerts = flood.delivered + s.warm
+                self.out["redis_memory"] = {
+                    "devices": s.warm + s.n, "bytes_per_device": round((seeded - empty) / (s.warm + s.n)),
+                    "alerts": alerts, "bytes_per_alert": round((used_memory(port)[0] - seeded) / max(1, alerts))}
+                print(f"  redis memory: {json.dumps(self.out['redis_memory'])}", flush=True)
             if self.template is None:
                 self.template = self.recorder.sample()
             bridge.proc.stop()
