@@ -23,11 +23,20 @@ from bench.harness import stop_quietly
 
 def used_memory(port: int, db: int = 0) -> tuple[int, int]:
     """Redis's `used_memory` (bytes, the whole server) and the number of keys in `db`."""
+    memory, keys, _commands, _cpu = redis_stats(port, db)
+    return memory, keys
+
+
+def redis_stats(port: int, db: int = 0) -> tuple[int, int, int, float]:
+    """`used_memory`, the keys in `db`, `total_commands_processed` and the CPU seconds Redis used (user +
+    system), the last two for the whole server since it started."""
     import redis
 
     client = redis.Redis(host="127.0.0.1", port=port, db=db, socket_timeout=10)
     try:
-        return int(client.info("memory")["used_memory"]), int(client.dbsize())
+        info = client.info()
+        cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        return int(info["used_memory"]), int(client.dbsize()), int(info["total_commands_processed"]), cpu
     finally:
         client.close()
 

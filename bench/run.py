@@ -66,7 +66,7 @@ from bench.harness import (
     stop_quietly,
 )
 from bench.load import Msg, Publisher, button_alert, http_send, ready_contact
-from bench.redis_memory import used_memory
+from bench.redis_memory import redis_stats
 from bench.seed import TENANT, seed_sync
 
 RESULTS = ROOT / "bench" / "results"
@@ -372,16 +372,21 @@ class Bench:
             redis_url = f"redis://127.0.0.1:{port}/"
         bridge: Bridge | None = None
         try:
-            empty = used_memory(port)[0] if redis_proc else 0
+            empty = redis_stats(port)[0] if redis_proc else 0
             bridge = self.fresh_bridge(f"{key}-flood", ids(f"{key}w", s.warm) + ids(f"{key}f", s.n),
                                        redis_url=f"{redis_url}0" if redis_url else None)
-            seeded = used_memory(port)[0] if redis_proc else 0
+            seeded, _keys, commands, cpu = redis_stats(port) if redis_proc else (0, 0, 0, 0.0)
             flood = self._flood(key, label, button_alert, key, bridge.proc.pid, rss_after=True)
             if redis_proc:  # Redis memory per device and per alert kept (alert, history, delivered contact)
                 alerts = flood.delivered + s.warm
+                flooded, _keys, commands_after, cpu_after = redis_stats(port)
                 self.out["redis_memory"] = {
                     "devices": s.warm + s.n, "bytes_per_device": round((seeded - empty) / (s.warm + s.n)),
-                    "alerts": alerts, "bytes_per_alert": round((used_memory(port)[0] - seeded) / max(1, alerts))}
+                    "alerts": alerts, "bytes_per_alert": round((flooded - seeded) / max(1, alerts)),
+                    # every command the bridge sent while ingesting and delivering them (incl. retries)
+                    "commands_per_alert": round((commands_after - commands) / max(1, alerts), 1),
+                    # Redis's own CPU per alert: the alerts/s one Redis core could take from many bridges
+                    "redis_cpu_us_per_alert": round((cpu_after - cpu) / max(1, alerts) * 1e6)}
                 print(f"  redis memory: {json.dumps(self.out['redis_memory'])}", flush=True)
             if self.template is None:
                 self.template = self.recorder.sample()
