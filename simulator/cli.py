@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,8 +161,12 @@ def load(
                            speaker_dir=speaker_dir)
             except ValueError as exc:
                 raise typer.BadParameter(str(exc)) from None
-    report = asyncio.run(_load(devices, rate, duration, transport, bridge_url, receiver_url, devices_file, mqtt_url,
-                               bridge_port, receiver_port, wire))
+    try:
+        report = asyncio.run(_load(devices, rate, duration, transport, bridge_url, receiver_url, devices_file,
+                                   mqtt_url, bridge_port, receiver_port, wire))
+    except (TimeoutError, OSError) as exc:  # the bridge never took the link (a serial port it does not read)
+        print(f"sim load: {exc or type(exc).__name__}", file=sys.stderr)
+        raise typer.Exit(2) from None
     summary = report.summary()
     table = Table("metric", "value", title=f"sim load ({transport})")
     for key, value in summary.items():

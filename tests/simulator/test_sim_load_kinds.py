@@ -126,7 +126,7 @@ def test_sim_load_kind_against_a_live_bridge(live: Live, kind: str) -> None:
     assert {f"{kind}-{i}" for i in range(DEVICES)} <= alerted
 
 
-def test_a_kind_without_its_wire_option_is_one_line(live: Live, tmp_path: Path) -> None:
+def test_a_kind_without_its_wire_option_is_a_usage_error(live: Live, tmp_path: Path) -> None:
     devices = tmp_path / "none.jsonl"
     devices.write_text("")
     run = subprocess.run(
@@ -134,3 +134,18 @@ def test_a_kind_without_its_wire_option_is_one_line(live: Live, tmp_path: Path) 
                       live.receiver.url, "--devices-file", str(devices)),
         capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert run.returncode == 2 and "--target" in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
+@pytest.mark.timeout(90)
+def test_a_serial_port_the_bridge_does_not_read_is_said_in_one_line(live: Live) -> None:
+    """No answer on the pty (the bridge reads another path): no press is sent or counted, one line, exit 2."""
+    devices = live.workdir / "serial.jsonl"  # the serial devices, registered by the test above or here
+    if not devices.exists():
+        devices, _ = register(live, "serial")
+    run = subprocess.run(
+        sosbridge_cmd("sim", "load", "--transport", "serial", "--bridge-url", live.bridge.url, "--receiver-url",
+                      live.receiver.url, "--devices-file", str(devices), "--serial-path",
+                      str(live.workdir / "tty-nobody-reads"), "--rate", "8", "--duration", "0.5"),
+        capture_output=True, text=True, timeout=80, cwd=ROOT)
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and "did not answer" in lines[0], run.stderr
