@@ -6,7 +6,8 @@ virtual device of that kind does and returns True only when the bridge acknowled
 
 - `coap`: a confirmable POST /alert (CBOR), HMAC-signed with the device's `coap_hmac` key; 2.01 Created.
 - `watch`: a 4G SOS watch (3G protocol over TCP, identifier `watch`), one connection per watch; the `AL` answer.
-- `dc09`: an alarm panel (SIA DC-09 over TCP, plain, identifier `dc09` = the account), event PA; `ACK`.
+- `dc09`: an alarm panel (SIA DC-09 over TCP, identifier `dc09` = the account; AES with the device's
+  `dc09_key`, else plain), event PA; `ACK`.
 - `serial`: DIY buttons (identifier `diy_unit`) on one pty the sim creates at the bridge's serial path;
   the ACK byte. A serial line carries one frame at a time, so presses are sent one after another
   (`sequential`: the load loop awaits each).
