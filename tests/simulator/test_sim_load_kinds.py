@@ -80,13 +80,14 @@ def register(live: Live, kind: str) -> tuple[Path, Path | None]:
                             json=doc)
             assert r.status_code == 201, r.text
             lines.append(json.dumps(doc))
-            if kind == "coap":
-                key = secrets.token_hex(32)
-                run = subprocess.run(sosbridge_cmd("devices", "coap-key", doc["device_id"], "--key", key),
-                                     env={**os.environ, **live.env}, capture_output=True, text=True,
-                                     timeout=60, cwd=ROOT)
+            if kind in ("coap", "dc09"):  # keys given the way an operator does, on the bridge's store
+                key = secrets.token_hex(32) if kind == "coap" else f"hex:{secrets.token_hex(16)}"
+                args = ("coap-key", doc["device_id"], "--key", key) if kind == "coap" else (
+                    "dc09-key", doc["device_id"], key)
+                run = subprocess.run(sosbridge_cmd("devices", *args), env={**os.environ, **live.env},
+                                     capture_output=True, text=True, timeout=60, cwd=ROOT)
                 assert run.returncode == 0, run.stderr
-                keys[doc["device_id"]] = {"coap_hmac": key}
+                keys[doc["device_id"]] = {"coap_hmac" if kind == "coap" else "dc09_key": key}
     devices = live.workdir / f"{kind}.jsonl"
     devices.write_text("\n".join(lines) + "\n")
     key_file = None
@@ -103,7 +104,7 @@ def test_sim_load_kind_against_a_live_bridge(live: Live, kind: str) -> None:
     wire = {
         "coap": ["--target", f"127.0.0.1:{live.ports['coap']}", "--keys-file", str(keys)],
         "watch": ["--target", f"127.0.0.1:{live.ports['watch']}"],
-        "dc09": ["--target", f"127.0.0.1:{live.ports['dc09']}"],
+        "dc09": ["--target", f"127.0.0.1:{live.ports['dc09']}", "--keys-file", str(keys)],  # AES panels
         "serial": ["--serial-path", str(live.workdir / "tty-diy")],
         "alexa": ["--speaker-dir", str(live.workdir / "speaker")],
     }[kind]
