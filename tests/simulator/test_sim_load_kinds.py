@@ -150,3 +150,18 @@ def test_a_serial_port_the_bridge_does_not_read_is_said_in_one_line(live: Live) 
         capture_output=True, text=True, timeout=80, cwd=ROOT)
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and "did not answer" in lines[0], run.stderr
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("kind", ["coap", "serial", "alexa"])
+def test_sim_load_kind_on_the_embedded_stack(tmp_path: Path, kind: str) -> None:
+    """Without --bridge-url the sim registers its own devices (a CoAP key, a pty, a trusted speaker)."""
+    out = tmp_path / "report.json"
+    run = subprocess.run(
+        sosbridge_cmd("sim", "load", "--transport", kind, "--devices", "3", "--rate", "6", "--duration", "0.5",
+                      "--json-out", str(out)),
+        capture_output=True, text=True, timeout=80, cwd=ROOT)
+    assert run.returncode == 0, (run.stdout[-2000:], run.stderr[-2000:])
+    report = json.loads(out.read_text())
+    assert (report["sent"], report["accepted"], report["delivered"], report["lost"], report["refused"]) == (
+        3, 3, 3, 0, 0), report
