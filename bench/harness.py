@@ -127,6 +127,9 @@ def bridge_env(workdir: Path, name: str, receiver_url: str, mqtt_port: int | Non
         "SOSBRIDGE_PLATFORM_TOKEN": "bench-platform-token",
         "SOSBRIDGE_ADMIN_TOKEN": "bench-admin-token",
         "SOSBRIDGE_MQTT_CLIENT_ID": f"sosbridge-{name}-{uuid.uuid4().hex[:6]}",
+        # CoAP stays on (as in a deployment) on a port of the OS's choosing: the fixed 5683 made a bench
+        # bridge exit 2 whenever another bridge on the host held it.
+        "SOSBRIDGE_COAP_PORT": "0",
     })
     if mqtt_port:
         env["SOSBRIDGE_MQTT_URL"] = f"mqtt://127.0.0.1:{mqtt_port}"

@@ -8,6 +8,7 @@ in the summary come from one run. Steps (docs/testing/benchmarks.md says what ea
   raw       mosquitto_pub → mosquitto_sub (the broker alone) and a subscribe-only paho client (latency)
   bridge    N alerts from N distinct registered devices, then 500/s paced (SQLite, durable)
   redis     the same with the Redis store (not by default: --only ... redis)
+  sentinel  the same on Redis Sentinel (primary, 2 replicas, 3 sentinels, the replication guard; not by default)
   relay     the thin paho relay: the same N alerts and the paced run
   nodered   Node-RED 4.1 (npm install at bench time): the same
   storm     10,000 devices + 100,000 duplicate presses, a new device's SOS in the middle
@@ -66,11 +67,12 @@ from bench.harness import (
     stop_quietly,
 )
 from bench.load import Msg, Publisher, button_alert, http_send, ready_contact
+from bench.redis_memory import redis_stats
 from bench.seed import TENANT, seed_sync
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_STEPS = ["validate", "ceiling", "raw", "bridge", "relay", "nodered", "storm", "fairness", "rest"]
-ALL_STEPS = [*DEFAULT_STEPS[:4], "redis", *DEFAULT_STEPS[4:], "http"]
+ALL_STEPS = [*DEFAULT_STEPS[:4], "redis", "sentinel", *DEFAULT_STEPS[4:], "http"]
 ALIASES = {"sqlite": "bridge", "flood": "bridge"}  # the step names of the earlier bench
 
 
@@ -359,7 +361,9 @@ class Bench:
     def bridge(self, store: str = "sqlite") -> None:
         s = self.s
         redis_proc: Proc | None = None
+        sentinels: Any = None
         redis_url = None
+        port = 0
         key = "bridge" if store == "sqlite" else f"bridge_{store}"
         label = f"bridge ({store})"
         if store == "redis":
@@ -368,11 +372,31 @@ class Bench:
                 return
             redis_proc, port = start_redis(self.w)
             redis_url = f"redis://127.0.0.1:{port}/"
+        if store == "sentinel":  # primary + 2 replicas (AOF everysec) + 3 sentinels; the replication guard on
+            from tests.faults.sentinel import SentinelSet
+
+            sentinels = SentinelSet(self.w / "sentinel")
+            sentinels.start()
+            port = sentinels.data_ports[0]
+            redis_url = sentinels.url.removesuffix("0")
         bridge: Bridge | None = None
         try:
+            empty = redis_stats(port)[0] if redis_url else 0
             bridge = self.fresh_bridge(f"{key}-flood", ids(f"{key}w", s.warm) + ids(f"{key}f", s.n),
                                        redis_url=f"{redis_url}0" if redis_url else None)
-            self._flood(key, label, button_alert, key, bridge.proc.pid, rss_after=True)
+            seeded, _keys, commands, cpu = redis_stats(port) if redis_url else (0, 0, 0, 0.0)
+            flood = self._flood(key, label, button_alert, key, bridge.proc.pid, rss_after=True)
+            if redis_url:  # Redis memory per device and per alert kept (alert, history, delivered contact)
+                alerts = flood.delivered + s.warm
+                flooded, _keys, commands_after, cpu_after = redis_stats(port)
+                self.out[f"{store}_memory"] = {
+                    "devices": s.warm + s.n, "bytes_per_device": round((seeded - empty) / (s.warm + s.n)),
+                    "alerts": alerts, "bytes_per_alert": round((flooded - seeded) / max(1, alerts)),
+                    # every command the bridge sent while ingesting and delivering them (incl. retries)
+                    "commands_per_alert": round((commands_after - commands) / max(1, alerts), 1),
+                    # Redis's own CPU per alert: the alerts/s one Redis core could take from many bridges
+                    "redis_cpu_us_per_alert": round((cpu_after - cpu) / max(1, alerts) * 1e6)}
+                print(f"  {store} memory: {json.dumps(self.out[f'{store}_memory'])}", flush=True)
             if self.template is None:
                 self.template = self.recorder.sample()
             bridge.proc.stop()
@@ -382,9 +406,14 @@ class Bench:
             self._paced(key, label, button_alert, key + "p", bridge.proc.pid)
         finally:
             stop_quietly(bridge.proc if bridge else None, redis_proc)
+            if sentinels is not None:
+                sentinels.stop()
 
     def redis(self) -> None:
         self.bridge("redis")
+
+    def sentinel(self) -> None:
+        self.bridge("sentinel")
 
     def relay(self) -> None:
         tpl = self.contact_template()

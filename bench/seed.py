@@ -13,6 +13,9 @@ from bridge.store import make_store
 TENANT = "bench"
 MQTT_PROFILE = "sosbridge-mqtt-button"
 BATCH = 500  # writes handed to the store at once: its group commit turns them into a few transactions
+# redis-py 8's connection pool refuses (MaxConnectionsError) beyond 100 commands in flight; a Redis write
+# is one round trip, so 50 at once keeps the pipe full without touching that limit.
+REDIS_BATCH = 50
 
 
 def device(device_id: str) -> Device:
@@ -42,9 +45,10 @@ async def seed(settings: Settings, mqtt_ids: Iterable[str], http_ids: Iterable[s
         if run is not None and not settings.redis_url:
             with contextlib.suppress(Exception):
                 await run(lambda c: c.execute("PRAGMA synchronous=OFF"))
+        batch = REDIS_BATCH if settings.redis_url else BATCH
         mqtt_list = list(mqtt_ids)
-        for i in range(0, len(mqtt_list), BATCH):
-            await asyncio.gather(*(store.put_device(device(d)) for d in mqtt_list[i:i + BATCH]))
+        for i in range(0, len(mqtt_list), batch):
+            await asyncio.gather(*(store.put_device(device(d)) for d in mqtt_list[i:i + batch]))
         n += len(mqtt_list)
 
         async def http_device(device_id: str) -> None:
@@ -52,8 +56,8 @@ async def seed(settings: Settings, mqtt_ids: Iterable[str], http_ids: Iterable[s
             await store.set_credential(device_id, "token", token_for(device_id))
 
         http_list = list(http_ids)
-        for i in range(0, len(http_list), BATCH):
-            await asyncio.gather(*(http_device(d) for d in http_list[i:i + BATCH]))
+        for i in range(0, len(http_list), batch):
+            await asyncio.gather(*(http_device(d) for d in http_list[i:i + batch]))
         n += len(http_list)
     finally:
         await store.close()

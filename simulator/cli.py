@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,8 +77,10 @@ def run(
     admin_token: Annotated[str | None, typer.Option(help="The live bridge's admin token")] = None,
     mqtt_url: Annotated[str | None, typer.Option(help="Broker for MQTT steps against a live bridge")] = None,
     keep: Annotated[bool, typer.Option(help="Keep the embedded stack's data directory")] = False,
+    json_out: Annotated[Path | None, typer.Option(help="Write the result (with latencies) as JSON here")] = None,
 ) -> None:
-    """Run a scenario and check that every expected contact arrived; exit 1 if any did not."""
+    """Run a scenario and check that every expected contact arrived; exit 1 if any did not. Reports each
+    device step's latency to the platform and to the device's answer (p50/p99)."""
     from simulator.scenario import Scenario
 
     loaded = Scenario.load(scenario)
@@ -96,6 +100,13 @@ def run(
         console.print(f"[red]✗ step failed[/red] {result.failed_step}")
     failed = len(result.missing) + len(result.unexpected) + bool(result.failed_step)
     console.print(f"{loaded.name}: {len(result.matched)} passed, {failed} failed")
+    summary = result.summary()
+    for name, what in (("contact_ms", "send → contact at the platform"), ("answer_ms", "send → answer at the device")):
+        got = summary["latency"][name]
+        if got["n"]:
+            console.print(f"latency {what}: p50 {got['p50']} ms, p99 {got['p99']} ms ({got['n']})", highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(summary, indent=2))
     raise typer.Exit(0 if result.ok else 1)
 
 
@@ -104,7 +115,7 @@ def load(
     devices: Annotated[int, typer.Option(help="Virtual devices of the embedded stack (one alert each)")] = 100,
     rate: Annotated[float, typer.Option(help="Alerts per second, all devices together")] = 50.0,
     duration: Annotated[float, typer.Option(help="Seconds of sending")] = 10.0,
-    transport: Annotated[str, typer.Option(help="http or mqtt")] = "http",
+    transport: Annotated[str, typer.Option(help="http, mqtt, coap, watch, dc09, serial or alexa")] = "http",
     bridge_url: Annotated[
         str | None, typer.Option(help="A live bridge (needs --devices-file and --receiver-url); default: embedded")
     ] = None,
@@ -115,6 +126,18 @@ def load(
         Path | None, typer.Option(help="Devices with tokens (the `sosbridge devices import` format)")
     ] = None,
     mqtt_url: Annotated[str | None, typer.Option(help="Broker the devices publish to (--transport mqtt)")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="HOST:PORT of the live bridge's CoAP, watch or DC-09 listener")
+    ] = None,
+    keys_file: Annotated[
+        Path | None, typer.Option(help='JSON {device: {"coap_hmac": hex, "dc09_key": key}}, as the bridge has them')
+    ] = None,
+    serial_path: Annotated[
+        Path | None, typer.Option(help="Where to create the pty the live bridge reads as `diy=PATH`")
+    ] = None,
+    speaker_dir: Annotated[
+        Path | None, typer.Option(help="The smart speaker made by `sosbridge sim speaker` (--transport alexa)")
+    ] = None,
     bridge_port: Annotated[int, typer.Option(help="Embedded bridge's HTTP port (0: any free one)")] = 0,
     receiver_port: Annotated[int, typer.Option(help="Embedded receiver's port (0: any free one)")] = 0,
     json_out: Annotated[Path | None, typer.Option(help="Write the report as JSON here")] = None,
@@ -128,8 +151,22 @@ def load(
         raise typer.BadParameter("--bridge-url needs --devices-file (tokens) and --receiver-url (the platform)")
     if transport == "mqtt" and bridge_url and not mqtt_url:
         raise typer.BadParameter("--transport mqtt against a live bridge needs --mqtt-url")
-    report = asyncio.run(_load(devices, rate, duration, transport, bridge_url, receiver_url, devices_file, mqtt_url,
-                               bridge_port, receiver_port))
+    wire = Wire(target, keys_file, serial_path, speaker_dir)
+    if bridge_url:
+        from simulator.load_kinds import KINDS, sender_for
+
+        if transport in KINDS:
+            try:
+                sender_for(transport, bridge_url=bridge_url, target=target, serial_path=serial_path,
+                           speaker_dir=speaker_dir)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
+    try:
+        report = asyncio.run(_load(devices, rate, duration, transport, bridge_url, receiver_url, devices_file,
+                                   mqtt_url, bridge_port, receiver_port, wire))
+    except (TimeoutError, OSError) as exc:  # the bridge never took the link (a serial port it does not read)
+        print(f"sim load: {exc or type(exc).__name__}", file=sys.stderr)
+        raise typer.Exit(2) from None
     summary = report.summary()
     table = Table("metric", "value", title=f"sim load ({transport})")
     for key, value in summary.items():
@@ -143,6 +180,26 @@ def load(
     raise typer.Exit(0 if report.lost == 0 else 1)
 
 
+@sim_app.command("speaker")
+def speaker(directory: Annotated[Path, typer.Argument(help="Where to keep the speaker's keys (0700)")]) -> None:
+    """Make a virtual smart speaker for `sim load --transport alexa`; print the bridge settings that trust it."""
+    from simulator.devices.alexa import SmartSpeaker
+
+    env = SmartSpeaker.create().save(directory)
+    for name, value in env.items():
+        print(f"{name}={value}")
+
+
+@dataclass(frozen=True)
+class Wire:
+    """Where a device kind's frames go (live bridge) and what it needs to send them."""
+
+    target: str | None = None
+    keys_file: Path | None = None
+    serial_path: Path | None = None
+    speaker_dir: Path | None = None
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("sent"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                     TimeRemainingColumn(), console=console)
@@ -150,28 +207,47 @@ def _progress() -> Progress:
 
 async def _load(devices: int, rate: float, duration: float, transport: str, bridge_url: str | None,
                 receiver_url: str | None, devices_file: Path | None, mqtt_url: str | None, bridge_port: int,
-                receiver_port: int) -> Any:
+                receiver_port: int, wire: Wire) -> Any:
     from simulator.load import devices_from_file, register_load_devices, run_load
+    from simulator.load_kinds import KINDS, sender_for
     from simulator.remote import RemoteReceiver
 
     if bridge_url and receiver_url and devices_file:
-        targets = devices_from_file(devices_file)
+        targets = devices_from_file(devices_file, wire.keys_file)
+        sender = sender_for(transport, bridge_url=bridge_url, target=wire.target, serial_path=wire.serial_path,
+                            speaker_dir=wire.speaker_dir) if transport in KINDS else None
         with _progress() as progress:
             task = progress.add_task("load", total=min(len(targets), int(rate * duration)))
             return await run_load(bridge_url, RemoteReceiver(receiver_url), targets, rate, duration, transport,
-                                  mqtt_url, on_progress=lambda done, total: progress.update(task, completed=done))
-    from simulator.harness import embedded_stack
+                                  mqtt_url, on_progress=lambda done, total: progress.update(task, completed=done),
+                                  sender=sender)
+    from simulator.harness import embedded_stack, patched_environ
 
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-load-"))
     try:
-        pinned = {"http_port": bridge_port} if bridge_port else {}
-        async with embedded_stack(workdir, mqtt_url=mqtt_url, embedded_mqtt=transport == "mqtt", auto_ack_s=0.0,
-                                  auto_resolve_s=0.0, receiver_port=receiver_port, **pinned) as stack:
-            targets = await register_load_devices(stack.bridge.runtime.store, devices, transport)
-            with _progress() as progress:
-                task = progress.add_task("load", total=min(len(targets), int(rate * duration)))
-                return await run_load(stack.bridge.url, stack.receiver, targets, rate, duration, transport,
-                                      stack.mqtt_url,
-                                      on_progress=lambda done, total: progress.update(task, completed=done))
+        pinned: dict[str, Any] = {"http_port": bridge_port} if bridge_port else {}
+        environ: dict[str, str] = {}
+        if transport == "serial":
+            pinned["serial_ports"] = f"diy={workdir / 'tty-load'}"
+        if transport == "alexa":
+            from simulator.devices.alexa import SmartSpeaker
+
+            environ = SmartSpeaker.create().save(workdir / "speaker")
+        with patched_environ(environ):
+            async with embedded_stack(workdir, mqtt_url=mqtt_url, embedded_mqtt=transport == "mqtt", auto_ack_s=0.0,
+                                      auto_resolve_s=0.0, receiver_port=receiver_port, **pinned) as stack:
+                targets = await register_load_devices(stack.bridge.runtime.store, devices, transport)
+                sender = None
+                if transport in KINDS:
+                    port = {"coap": stack.settings.coap_port, "watch": stack.settings.watch_port,
+                            "dc09": stack.settings.dc09_port}.get(transport)
+                    sender = sender_for(transport, bridge_url=stack.bridge.url, target=f"127.0.0.1:{port}",
+                                        serial_path=workdir / "tty-load", speaker_dir=workdir / "speaker")
+                with _progress() as progress:
+                    task = progress.add_task("load", total=min(len(targets), int(rate * duration)))
+                    return await run_load(stack.bridge.url, stack.receiver, targets, rate, duration, transport,
+                                          stack.mqtt_url,
+                                          on_progress=lambda done, total: progress.update(task, completed=done),
+                                          sender=sender)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

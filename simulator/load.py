@@ -4,8 +4,12 @@ counts and end-to-end latency percentiles (docs/testing/simulator.md).
 - One alert per device (each device sends once, with its own message id), so every send is a new alert:
   escalations are 0 unless the bridge folds something, and then they are counted, not hidden. Asking for
   more alerts than there are devices sends one per device and says so.
-- Transports: `http` (`POST /v1/alerts` with the device's token; accepted = 202 `created`) and `mqtt`
-  (QoS 1 on `sosbridge/<tenant>/<device>/alert`; accepted = the broker's PUBACK).
+- Transports: `http` (`POST /v1/alerts` with the device's token; accepted = 202 `created`), `mqtt`
+  (QoS 1 on `sosbridge/<tenant>/<device>/alert`; accepted = the broker's PUBACK), and the kinds of
+  `simulator/load_kinds.py` (coap, watch, dc09, serial, alexa; accepted = the bridge's answer on that wire).
+- Where the wire cannot say whether a press made a new alert or was folded into an open one (all but
+  HTTP), a platform `update` for the device is counted as escalated and as delivered, an `alert` as
+  delivered.
 - The progress callback counts alerts really sent; the report has the achieved rate, and `rate_warning`
   says when it fell short of the asked rate by more than 10 % (the sender, the broker or the bridge was
   the limit).
@@ -16,6 +20,7 @@ counts and end-to-end latency percentiles (docs/testing/simulator.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import statistics
@@ -28,16 +33,12 @@ from typing import Any
 import httpx
 
 from bridge.core.model import Device
+from simulator.load_kinds import KINDS, LoadDevice, Sender, load_identifiers
+from simulator.load_kinds import PROFILES as KIND_PROFILES
+from simulator.records import percentile, receiver_records
 
 RATE_SHORTFALL = 0.9  # achieved below this share of the asked rate: warn
-TRANSPORTS = ("http", "mqtt")
-
-
-@dataclass(frozen=True)
-class LoadDevice:
-    device_id: str
-    token: str | None
-    tenant_id: str = "default"
+TRANSPORTS = ("http", "mqtt", *KINDS)
 
 
 @dataclass
@@ -65,10 +66,7 @@ class LoadReport:
         return self.sent / (self.send_s + 1 / self.rate) if self.sent else 0.0
 
     def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        data = sorted(self.latencies_ms)
-        return data[min(len(data) - 1, int(q / 100 * len(data)))]
+        return percentile(self.latencies_ms, q)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -94,7 +92,7 @@ class LoadReport:
         }
 
 
-PROFILES = {"http": "sosbridge-http-wearable", "mqtt": "sosbridge-mqtt-button"}
+PROFILES = {"http": "sosbridge-http-wearable", "mqtt": "sosbridge-mqtt-button", **KIND_PROFILES}
 
 
 async def register_load_devices(store: Any, count: int, transport: str = "http") -> list[LoadDevice]:
@@ -102,17 +100,31 @@ async def register_load_devices(store: Any, count: int, transport: str = "http")
     for i in range(count):
         device_id = f"load-{i:05d}"
         token = secrets.token_urlsafe(18)
-        await store.put_device(Device(device_id=device_id, status="exercise", profile_id=PROFILES[transport]))
+        identifiers = load_identifiers(transport, i)
+        await store.put_device(Device(device_id=device_id, status="exercise", profile_id=PROFILES[transport],
+                                      identifiers=identifiers))
         await store.set_credential(device_id, "token", token)
-        devices.append(LoadDevice(device_id, token))
+        coap_key = None
+        if transport == "coap":
+            coap_key = secrets.token_hex(32)
+            await store.set_credential(device_id, "coap_hmac", coap_key, hashed=False)
+        devices.append(LoadDevice(device_id, token, identifiers=identifiers, coap_key=coap_key))
     return devices
 
 
-def devices_from_file(path: Path) -> list[LoadDevice]:
-    """The devices of a device file (`sosbridge devices import` format, JSONL or CSV, with tokens)."""
+def devices_from_file(path: Path, keys: Path | None = None) -> list[LoadDevice]:
+    """The devices of a device file (`sosbridge devices import` format, JSONL or CSV, with tokens), and their
+    keys from `keys` (JSON: {device_id: {"coap_hmac": hex, "dc09_key": key}}, as given to the bridge with
+    `sosbridge devices coap-key` / `dc09-key`)."""
     from bridge.devices.device_files import read_devices
 
-    return [LoadDevice(row.device.device_id, row.token, row.device.tenant_id) for row in read_devices(path)]
+    secrets_by_device: dict[str, dict[str, str]] = json.loads(keys.read_text()) if keys else {}
+    out = []
+    for row in read_devices(path):
+        own = secrets_by_device.get(row.device.device_id, {})
+        out.append(LoadDevice(row.device.device_id, row.token, row.device.tenant_id, dict(row.device.identifiers),
+                              own.get("coap_hmac"), own.get("dc09_key")))
+    return out
 
 
 class _MqttSender:
@@ -153,14 +165,6 @@ class _MqttSender:
         return {device_id for device_id, info in self.infos.items() if info.is_published()}
 
 
-def receiver_records(receiver: Any) -> list[dict[str, Any]]:
-    """The platform's records (`received_at`, `idempotency_key`, `contact`) of an embedded or remote receiver."""
-    records = getattr(receiver, "records", None)
-    if records is None:
-        records = getattr(getattr(receiver, "receiver", None), "records", None)
-    return list(records or [])
-
-
 async def run_load(
     bridge_url: str | None,
     receiver: Any,
@@ -171,7 +175,9 @@ async def run_load(
     mqtt_url: str | None = None,
     drain_timeout_s: float = 30.0,
     on_progress: Callable[[int, int], None] | None = None,
+    sender: Sender | None = None,
 ) -> LoadReport:
+    """`sender`: the kind's sender (simulator/load_kinds.py) for a transport other than http and mqtt."""
     report = LoadReport(devices=len(devices), rate=rate, duration_s=duration_s, transport=transport)
     asked = int(rate * duration_s)
     report.planned = min(asked, len(devices))
@@ -186,6 +192,8 @@ async def run_load(
     mqtt_sender = _MqttSender(mqtt_url, run_id) if transport == "mqtt" and mqtt_url else None
     if transport == "mqtt" and mqtt_sender is None:
         raise ValueError("--transport mqtt needs --mqtt-url")
+    if transport in KINDS and sender is None:
+        raise ValueError(f"--transport {transport} needs its sender")
     async with httpx.AsyncClient(base_url=bridge_url or "http://127.0.0.1", timeout=10, limits=limits) as client:
 
         async def send_http(device: LoadDevice, body: dict[str, Any]) -> None:
@@ -201,9 +209,29 @@ async def run_load(
             else:
                 report.refused += 1
 
+        async def send_kind(device: LoadDevice, message_id: str) -> None:
+            assert sender is not None
+            try:
+                ok = await sender.send(device, message_id)
+            except (OSError, TimeoutError, ValueError, ConnectionError):
+                ok = False
+            if ok:
+                accepted.add(device.device_id)
+            else:
+                report.refused += 1
+
         tasks: set[asyncio.Task[None]] = set()
-        start = time.monotonic()
-        with mqtt_sender if mqtt_sender is not None else _Null():
+        async with contextlib.AsyncExitStack() as exits:
+            if mqtt_sender is not None:
+                exits.enter_context(mqtt_sender)
+            if sender is not None:
+                await exits.enter_async_context(sender)
+            # One line carries one frame at a time (serial): each send is awaited, so the achieved rate is
+            # the line's, and a rate it cannot carry is warned about.
+            sequential = bool(getattr(sender, "sequential", False))
+            if sender is not None:
+                await asyncio.wait_for(sender.prepare(plan), 60)
+            start = time.monotonic()
             for n, device in enumerate(plan):
                 delay = start + n / rate - time.monotonic()
                 if delay > 0:
@@ -213,9 +241,13 @@ async def run_load(
                 if mqtt_sender is not None:
                     mqtt_sender.publish(device, body)
                 else:
-                    task = asyncio.create_task(send_http(device, body))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    sending = send_http(device, body) if sender is None else send_kind(device, body["message_id"])
+                    if sequential:
+                        await asyncio.wait_for(sending, 60)
+                    else:
+                        task = asyncio.create_task(sending)
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
                 report.sent += 1
                 if on_progress:
                     on_progress(report.sent, report.planned)
@@ -251,17 +283,14 @@ async def run_load(
         if contact.get("msg_type") == "alert" and seen[key] == 1:
             delivered.add(device_id)
             report.latencies_ms.append((record["received_at"] - sent_at[device_id]) * 1000)
-        elif contact.get("msg_type") == "update" and seen[key] == 1 and transport == "mqtt":
-            report.escalated += 1
+        elif (contact.get("msg_type") == "update" and seen[key] == 1 and transport != "http"
+              and record["received_at"] >= sent_at[device_id]):
+            report.escalated += 1  # the press was folded into the device's open alert: delivered as an update
+            if device_id not in delivered:
+                delivered.add(device_id)
+                report.latencies_ms.append((record["received_at"] - sent_at[device_id]) * 1000)
     report.delivered = len(delivered & accepted)
     report.lost = len(accepted - delivered)
     report.duplicates = sum(n - 1 for n in seen.values() if n > 1)
     return report
 
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -2,7 +2,10 @@
 
 Each step names an action (`http.alert`, `mqtt.sample`, `serial.sample`, `fault.receiver_down`, ...);
 virtual devices register their actions in `ACTIONS`. After the steps, the runner waits until every
-expected contact has arrived at the receiver and reports what is missing.
+expected contact has arrived at the receiver and reports what is missing, and each device step's
+latencies (`StepLatency`): from the step's send to its expected contacts' receipt at the platform, and
+to the device's answer (the step's action returned: the bridge's acknowledgement on the wire, or the
+state or text the step waits for). docs/testing/simulator.md.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.core.model import Device
+from simulator.records import percentile, receiver_records
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
@@ -157,6 +161,33 @@ def load_builtin_actions() -> None:
 
 
 @dataclass
+class StepLatency:
+    """One device step: milliseconds from its send to the device's answer and to each expected contact."""
+
+    index: int
+    step: str
+    device: str | None
+    answer_ms: float
+    contact_ms: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "step": self.step, "device": self.device,
+                "answer_ms": round(self.answer_ms, 2), "contact_ms": [round(v, 2) for v in self.contact_ms]}
+
+
+def latency_summary(steps: list[StepLatency]) -> dict[str, dict[str, float | int | None]]:
+    """p50 and p99 of both latencies over a run's device steps (None when there is nothing to measure)."""
+
+    def stats(values: list[float]) -> dict[str, float | int | None]:
+        if not values:
+            return {"n": 0, "p50": None, "p99": None}
+        return {"n": len(values), "p50": round(percentile(values, 50), 2), "p99": round(percentile(values, 99), 2)}
+
+    return {"contact_ms": stats([v for s in steps for v in s.contact_ms]),
+            "answer_ms": stats([s.answer_ms for s in steps])}
+
+
+@dataclass
 class ScenarioResult:
     scenario: str
     matched: list[tuple[ExpectedContact, dict[str, Any]]]
@@ -167,10 +198,25 @@ class ScenarioResult:
     # The step whose check failed (a virtual device refused, a carer told, a text not seen), and why; the
     # steps after it were not run.
     failed_step: str | None = None
+    latencies: list[StepLatency] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.missing and not self.unexpected and self.failed_step is None
+
+    def summary(self) -> dict[str, Any]:
+        """The run as JSON: counts, latency p50/p99, and each device step's latencies."""
+        return {
+            "scenario": self.scenario,
+            "ok": self.ok,
+            "passed": len(self.matched),
+            "missing": [m.describe() for m in self.missing],
+            "unexpected": len(self.unexpected),
+            "failed_step": self.failed_step,
+            "elapsed_s": round(self.elapsed_s, 2),
+            "latency": latency_summary(self.latencies),
+            "steps": [s.as_dict() for s in self.latencies],
+        }
 
 
 def match_expected(
@@ -222,7 +268,8 @@ async def run_scenario(
     load_builtin_actions()
     started = time.monotonic()
     failed_step: str | None = None
-    for step in scenario.steps:
+    timings: list[tuple[int, Step, float, float]] = []  # device steps: index, step, sent and answered (wall clock)
+    for index, step in enumerate(scenario.steps):
         if step.delay_s:
             await asyncio.sleep(step.delay_s)
         handler = ACTIONS.get(step.action)
@@ -230,8 +277,11 @@ async def run_scenario(
             raise KeyError(f"unknown scenario action {step.action!r}; known: {sorted(ACTIONS)}")
         if on_step:
             on_step(step)
+        sent = time.time()
         try:
             await handler(ctx, step)
+            if step.device:
+                timings.append((index, step, sent, time.time()))
         except (RuntimeError, TimeoutError, KeyError) as exc:
             # A check of the step failed (KeyError: no alert of that device to act on): the run stops here
             # and says why; the contacts expected so far are still collected and reported.
@@ -258,4 +308,18 @@ async def run_scenario(
         matched_ids = {id(c) for _, c in matched}
         unexpected = [c for c in contacts if id(c) not in matched_ids and c.get("device", {}).get("id") in ctx.devices]
     return ScenarioResult(scenario.name, matched, missing, contacts, time.monotonic() - started, unexpected,
-                          failed_step)
+                          failed_step, step_latencies(timings, matched, ctx.receiver))
+
+
+def step_latencies(timings: list[tuple[int, Step, float, float]], matched: list[tuple[ExpectedContact, dict[str, Any]]],
+                   receiver: Any) -> list[StepLatency]:
+    """Each device step's answer time, and its expected contacts' receipt times at the platform. A contact
+    received before its step was sent (another step caused it) is not counted as this step's."""
+    received_at = {id(r["contact"]): float(r["received_at"]) for r in receiver_records(receiver) if r.get("contact")}
+    contact_of = {id(exp): contact for exp, contact in matched}
+    out = []
+    for index, step, sent, answered in timings:
+        at = [received_at.get(id(contact_of[id(e)])) for e in step.expect if id(e) in contact_of]
+        out.append(StepLatency(index, step.title or step.action, step.device, (answered - sent) * 1000,
+                               [(t - sent) * 1000 for t in at if t is not None and t >= sent]))
+    return out

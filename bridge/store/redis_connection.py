@@ -11,6 +11,9 @@
   `NotReplicated` (a RedisError: the store's StoreError), so the alert is not acknowledged and the device
   sends it again; the commit token and the message-id dedupe make the retry land once. Without it an alert
   acknowledged just before the primary dies can be missing from the replica promoted in its place.
+- A bounded, waiting pool: at most POOL_CONNECTIONS connections; a command that finds them all busy waits
+  for one (up to the socket timeout) instead of failing at once, as redis-py 8's default pool does
+  beyond 100 (a flood of 1,000 in-flight MQTT alerts made thousands of commits fail and be retried).
 See docs/operations/redis.md.
 """
 
@@ -24,6 +27,7 @@ SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 SENTINEL_PORT = 26379
 GUARDED_COMMANDS = frozenset({"EVALSHA", "EVAL", "FCALL"})
 OUR_OPTIONS = ("sentinel_username", "sentinel_password", "min_replicas", "replica_timeout_ms")
+POOL_CONNECTIONS = 64  # per bridge process; each command holds one for a round trip (plus WAIT)
 
 
 class UrlError(ValueError):
@@ -123,8 +127,8 @@ def describe_url(url: str) -> str:
 
 def connect(url: str, **client_options: Any) -> Any:
     """A redis-py asyncio client for the store URL (not yet connected: the first command connects)."""
-    from redis.asyncio import Redis
-    from redis.asyncio.sentinel import Sentinel
+    from redis.asyncio import BlockingConnectionPool, Redis
+    from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
     from redis.exceptions import RedisError
 
     target = parse_target(url)
@@ -146,8 +150,14 @@ def connect(url: str, **client_options: Any) -> Any:
                     )
             return reply
 
+    # A command waits this long for a free connection, then fails (StoreError: not acknowledged).
+    pool_wait = {"max_connections": POOL_CONNECTIONS, "timeout": client_options.get("socket_timeout") or 5.0}
     if not target.sentinels:
-        return GuardedRedis.from_url(target.url, **client_options)
+        return GuardedRedis.from_pool(BlockingConnectionPool.from_url(target.url, **pool_wait, **client_options))
+
+    class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):  # type: ignore[misc]
+        """The primary's address from the sentinels, and the bounded waiting pool above."""
+
     socket_options = {k: v for k, v in client_options.items() if k.startswith("socket_")}
     sentinel = Sentinel(
         list(target.sentinels),
@@ -157,6 +167,8 @@ def connect(url: str, **client_options: Any) -> Any:
     return sentinel.master_for(
         target.service,
         redis_class=GuardedRedis,
+        connection_pool_class=BlockingSentinelPool,
+        **pool_wait,
         db=target.db,
         username=target.username,
         password=target.password,

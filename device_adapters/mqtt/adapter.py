@@ -125,6 +125,7 @@ class MqttAdapter(BaseAdapter):
             asyncio.get_running_loop(),
             self._on_message,
             shared_group=own.shared_group,
+            keepalive_s=own.keepalive,
         )
         # Listen for status changes before the first message can create one.
         ready = asyncio.Event()

@@ -59,8 +59,13 @@ class MqttConnection:
         shared_group: str | None = None,
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 30,
+        keepalive_s: int = 30,
     ) -> None:
         self.url = url
+        # MQTT keepalive: with nothing received for this long paho sends PINGREQ and drops the link when no
+        # PINGRESP comes within it again, so a silent broker link (black-holed, half-open) is seen in at
+        # most twice this (docs/testing/fault-suite.md).
+        self.keepalive_s = keepalive_s
         self.loop = loop
         # Messages handed to the event loop and not yet acknowledged. When all slots are taken, paho's
         # network thread waits here, stops reading the socket and the broker holds the rest: memory
@@ -109,10 +114,10 @@ class MqttConnection:
             props.SessionExpiryInterval = SESSION_EXPIRY_S
             props.ReceiveMaximum = RECEIVE_MAXIMUM
             self.client.connect_async(
-                self.url.host, self.url.port, keepalive=30, clean_start=False, properties=props
+                self.url.host, self.url.port, keepalive=self.keepalive_s, clean_start=False, properties=props
             )
         else:
-            self.client.connect_async(self.url.host, self.url.port, keepalive=30)
+            self.client.connect_async(self.url.host, self.url.port, keepalive=self.keepalive_s)
         self.client.loop_start()
 
     def release_slot(self) -> None:

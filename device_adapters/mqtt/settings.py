@@ -28,6 +28,10 @@ class MqttSettings(PluginSettings):
     shared_group: str | None = Field(
         default=None, description="MQTT shared-subscription group, so several bridges share one stream"
     )
+    keepalive: int = Field(
+        default=30, ge=2, le=3600,
+        description="MQTT keepalive, s: a dead or black-holed broker link is seen in about 2x this",
+    )
     z2m_bases: str = Field(
         default="zigbee2mqtt", description="Zigbee2MQTT base topics the bridge subscribes under (comma-separated)"
     )

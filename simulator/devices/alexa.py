@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from bridge.infra.private_files import private_dir, private_file
 from simulator.scenario import RunContext, Step, action
 
 CERT_URL = "https://s3.amazonaws.com/echo.api/echo-api-cert-test.pem"
@@ -78,6 +79,15 @@ class TestCA:
             .add_extension(ski, critical=False)
             .sign(self.key, hashes.SHA256())
         )
+
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> TestCA:
+        """A CA saved earlier (SmartSpeaker.save), to load a speaker with its trust material."""
+        ca = cls.__new__(cls)
+        key = serialization.load_pem_private_key(key_pem, None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        ca.key, ca.cert = key, x509.load_pem_x509_certificate(cert_pem)
+        return ca
 
     @property
     def root_pem(self) -> bytes:
@@ -166,6 +176,31 @@ class SmartSpeaker:
             "SOSBRIDGE_ALEXA_CERT_FETCH": "false",
             "SOSBRIDGE_ALEXA_ACK_WAIT_S": "1.5",
         }
+
+    def save(self, directory: Path) -> dict[str, str]:
+        """Keep this speaker in `directory` (0700: private keys) for `sim load --transport alexa`, with the
+        trust material a bridge needs beside it; returns (and writes to `bridge.env`) the bridge's settings."""
+        private_dir(directory)
+        pem = serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        for name, data in (
+            ("speaker-key.pem", self.ca.key_pem(self.leaf)),
+            ("speaker-chain.pem", self.leaf.chain_pem),
+            ("ca-cert.pem", self.ca.root_pem),
+            ("ca-key.pem", self.ca.key.private_bytes(serialization.Encoding.PEM, *pem)),
+        ):
+            private_file(directory / name).write_bytes(data)
+        env = self.bridge_environment(directory)
+        (directory / "bridge.env").write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+        return env
+
+    @classmethod
+    def load(cls, directory: Path) -> SmartSpeaker:
+        """A speaker saved by `save()`; FileNotFoundError when the directory holds none."""
+        ca = TestCA.from_pem((directory / "ca-cert.pem").read_bytes(), (directory / "ca-key.pem").read_bytes())
+        chain = (directory / "speaker-chain.pem").read_bytes()
+        key = serialization.load_pem_private_key((directory / "speaker-key.pem").read_bytes(), None)
+        assert isinstance(key, rsa.RSAPrivateKey)
+        return cls(ca, Leaf(key, x509.load_pem_x509_certificate(chain), chain))
 
     def envelope(
         self, intent: str, device_id: str, locale: str = "en-GB", location: dict[str, float] | None = None

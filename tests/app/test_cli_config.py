@@ -62,6 +62,7 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
         ("SOSBRIDGE_PUBLIC_URL", "sos.example.org", "http:// or https://"),
         ("SOSBRIDGE_REDIS_URL", "localhost:6379", "redis://"),
         ("SOSBRIDGE_MQTT_URL", "http://broker", "mqtt://"),
+        ("SOSBRIDGE_MQTT_KEEPALIVE", "1", "greater than or equal to 2"),
         ("SOSBRIDGE_PLATFORM_FORMAT", "xml", "'json', 'cap' or 'eido'"),
         ("SOSBRIDGE_LOG_LEVEL", "LOUD", "DEBUG"),
         ("SOSBRIDGE_SERIAL_PORTS", "/dev/ttyUSB0", "protocol=path"),

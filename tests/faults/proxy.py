@@ -11,6 +11,8 @@ Modes (`proxy.mode = ...`, effective at once on every open connection and on new
   without a FIN, a NAT that forgot the flow): writes succeed locally, nothing ever answers.
 - `one_way`: client to server flows, server to client is dropped (an asymmetric route): requests are
   applied, their answers never arrive.
+- `one_way_reverse`: server to client flows, client to server is dropped (the other asymmetric route): the
+  bridge hears its broker, but its PUBACKs, pings and publishes vanish.
 It runs its own event loop on a thread, so a test can drive it from synchronous code.
 """
 
@@ -25,7 +27,7 @@ from collections.abc import Iterator
 
 from bridge.infra.serving import free_port
 
-MODES = ("pass", "blackhole", "delay", "reset", "half_open", "one_way")
+MODES = ("pass", "blackhole", "delay", "reset", "half_open", "one_way", "one_way_reverse")
 CHUNK = 65536
 
 
@@ -135,7 +137,9 @@ class FaultProxy:
                         writer.write_eof()
                 return
             mode = self._mode
-            if mode in ("blackhole", "half_open") or (mode == "one_way" and not upstream):
+            if mode in ("blackhole", "half_open") or (mode == "one_way" and not upstream) or (
+                mode == "one_way_reverse" and upstream
+            ):
                 continue  # swallowed
             if mode == "reset" or writer is None or writer.is_closing():
                 return

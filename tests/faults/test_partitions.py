@@ -5,6 +5,8 @@ readiness names what is wrong within its stated time; all is well again once the
 
 from __future__ import annotations
 
+import contextlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +27,11 @@ from tests.support.paths import need_binary
 # backoff; a reset is seen at the next command or delivery.
 REDIS_DETECT_S = 8.0
 PLATFORM_DETECT_S = 8.0
+# The broker link goes silent -> paho's keepalive: PINGREQ after MQTT_KEEPALIVE_S without a byte received,
+# the link dropped MQTT_KEEPALIVE_S later; with one_way_reverse the broker keeps talking until its own
+# 1.5 x keepalive expires. Then the transport monitor's 3 s grace. Reset: the next read fails at once.
+MQTT_KEEPALIVE_S = 2
+MQTT_DETECT_S = 3.5 * MQTT_KEEPALIVE_S + 1 + 3 + 2  # keepalive, paho's 1 s loop, grace, readiness polling
 FAULT_ALERTS = 8
 
 
@@ -128,11 +135,35 @@ def test_platform_partition(mode: str, tmp_path: Path) -> None:
             wait_readiness(s.url(0), ready, 20)
 
 
-@pytest.mark.timeout(90)
-@pytest.mark.parametrize("mode", ["reset", "delay"])
+def mqtt_down(body: dict[str, Any]) -> bool:
+    return body.get("code") == 503 and any(p.get("adapter") == "mqtt" for p in body.get("transports", []))
+
+
+def _status_watcher(broker_port: int, seen: list[tuple[str, dict[str, Any]]]) -> Any:
+    """A device-side client that records every status the bridge publishes to the buttons."""
+    import paho.mqtt.client as mqtt
+
+    def on_message(_c: Any, _u: Any, m: Any) -> None:
+        with contextlib.suppress(ValueError):
+            seen.append((m.topic.split("/")[2], json.loads(m.payload)))
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="fault-status-watcher")
+    sub.on_message = on_message
+    sub.on_connect = lambda c, *_a: c.subscribe("sosbridge/t1/+/status", qos=1)
+    sub.reconnect_delay_set(1, 1)
+    sub.connect("127.0.0.1", broker_port)
+    sub.loop_start()
+    return sub
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["blackhole", "half_open", "one_way_reverse", "one_way", "reset", "delay"])
 def test_broker_partition(mode: str, tmp_path: Path) -> None:
-    """The bridge's link to the broker. Black-hole, half-open and one-way are detected by the MQTT
-    keepalive (30 s, so 45 s at worst: docs/testing/fault-suite.md), too slow for this suite."""
+    """The bridge's link to the broker, devices publishing to the broker directly (QoS 1, until PUBACK).
+    With SOSBRIDGE_MQTT_KEEPALIVE=2 a silent link (black-hole, half-open, either one-way) is dropped by
+    the keepalive and readiness says `mqtt` within MQTT_DETECT_S; a reset is seen at once. Alerts the
+    broker PUBACKed during the partition wait in the bridge's persistent session and are delivered once
+    it heals, one alert per button; every status a button was sent names an alert the platform got."""
     import paho.mqtt.client as mqtt
 
     need_binary("mosquitto")
@@ -142,11 +173,14 @@ def test_broker_partition(mode: str, tmp_path: Path) -> None:
         try:
             with fault_proxy(broker.port, delay_s=0.3) as proxy:
                 s.mqtt_url = f"mqtt://127.0.0.1:{proxy.port}?version=3.1.1"
+                s.extra_env = {"SOSBRIDGE_MQTT_KEEPALIVE": str(MQTT_KEEPALIVE_S)}
                 s.start_receiver()
                 s.add_bridge()
                 buttons = s.register(FAULT_ALERTS + 1, prefix="btn", tenant_id="t1")
+                statuses: list[tuple[str, dict[str, Any]]] = []
+                watcher = _status_watcher(broker.port, statuses)
                 pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"fault-pub-{mode}", clean_session=False)
-                pub.reconnect_delay_set(0.1, 1)
+                pub.reconnect_delay_set(1, 1)
                 pub.connect("127.0.0.1", broker.port)  # devices reach the broker directly
                 pub.loop_start()
                 try:
@@ -154,18 +188,29 @@ def test_broker_partition(mode: str, tmp_path: Path) -> None:
                     deadline = time.monotonic() + 30
                     while time.monotonic() < deadline and buttons[0][0] not in alert_keys_by_device(s):
                         time.sleep(0.1)
+                    wait_readiness(s.url(0), ready, 15)
                     proxy.mode = mode
                     for device_id, _ in buttons[1:]:
                         _publish(pub, device_id)  # PUBACKed by the broker: queued for the bridge's session
-                    if mode == "reset":
-                        wait_readiness(s.url(0), lambda b: b.get("code") == 503 and bool(b.get("transports")), 10)
-                    time.sleep(0.5)
+                    if mode == "delay":
+                        time.sleep(2.0)  # slow, not down
+                    else:
+                        took, _body = wait_readiness(s.url(0), mqtt_down, MQTT_DETECT_S)
+                        print(f"broker {mode}: /readyz said mqtt down after {took:.1f} s")
                     proxy.mode = "pass"
-                    tally = _button_tally(s, {d for d, _ in buttons}, 40, settle_s=0.5)
+                    tally = _button_tally(s, {d for d, _ in buttons}, 60, settle_s=0.5)
                     assert tally.lost == 0, tally.as_dict()
-                    wait_readiness(s.url(0), ready, 20)
+                    by_device = alert_keys_by_device(s)
+                    alert_ids = {key.rsplit(":", 1)[0] for keys in by_device.values() for key in keys}
+                    # One alert per button: a redelivered press (the bridge's PUBACK lost) was deduplicated.
+                    assert all(len({k.rsplit(":", 1)[0] for k in by_device[d]}) == 1 for d, _ in buttons), by_device
+                    wait_readiness(s.url(0), ready, 40)
+                    assert statuses, "the buttons were told nothing"
+                    false_acks = [(d, b) for d, b in statuses if b.get("alert_id") not in alert_ids]
+                    assert not false_acks, false_acks
                 finally:
-                    pub.loop_stop()
-                    pub.disconnect()
+                    for client in (pub, watcher):
+                        client.loop_stop()
+                        client.disconnect()
         finally:
             broker.stop()

@@ -3,13 +3,16 @@ replication guard refuses a write no replica confirmed (so it is never acknowled
 
 from __future__ import annotations
 
+import asyncio
+import secrets
+
 import pytest
 
 from bridge.app.config import ConfigError, load_settings
 from bridge.core.model import Device
 from bridge.store import StoreError
 from bridge.store.redis import RedisStore
-from bridge.store.redis_connection import UrlError, parse_target
+from bridge.store.redis_connection import POOL_CONNECTIONS, UrlError, parse_target
 
 
 def test_sentinel_url_parts() -> None:
@@ -52,3 +55,17 @@ async def test_a_write_no_replica_confirmed_is_refused(redis_url: str) -> None:
         assert (await unguarded.get_device("guarded")) is not None
     finally:
         await unguarded.close()
+
+
+async def test_more_writes_in_flight_than_connections_wait_for_one(redis_url: str) -> None:
+    """A flood has far more commits in flight than the pool has connections (redis-py 8's default pool
+    failed each one beyond 100): they wait their turn and all land."""
+    store = RedisStore(f"{redis_url}?namespace=pool-test-{secrets.token_hex(3)}")
+    await store.open()
+    try:
+        n = POOL_CONNECTIONS * 8
+        async with asyncio.timeout(30):
+            await asyncio.gather(*(store.put_device(Device(device_id=f"p{i}")) for i in range(n)))
+        assert len([d for d in await store.list_devices() if d.device_id.startswith("p")]) == n
+    finally:
+        await store.close()
