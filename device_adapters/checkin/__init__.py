@@ -33,7 +33,7 @@ class CheckinAdapter(BaseAdapter):
         return [build_router(lambda: self.timers), build_voice_router(lambda: self.timers)]
 
     async def start(self, ctx: AdapterContext) -> None:
-        self.timers = CheckinTimers(ctx.store, ctx.pipeline, ctx.settings.data_path)
+        self.timers = CheckinTimers(ctx.store, ctx.ingress.observations)
         await self.timers.start()
         if ctx.settings.mqtt_url:
             from device_adapters.checkin.mqtt import CheckinMqtt

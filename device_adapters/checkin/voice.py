@@ -82,7 +82,7 @@ async def speak(timers: CheckinTimers, device: Device, action: Action, minutes: 
         if action == "stop":
             await timers.end(device, code)
             return words["stopped"]
-        current = timers.current(device.device_id)
+        current = await timers.current(device.device_id)
         if current is None:
             return words["no_timer"]
         return words["status"].format(remaining=_duration(current.due_at - timers.clock(), lang))

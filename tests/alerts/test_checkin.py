@@ -155,7 +155,7 @@ async def test_a_running_timer_survives_a_restart_and_is_raised_once(tmp_path: P
         # The bridge is down; the timer ran out meanwhile. The next start raises it at once, and only once.
         async with EmbeddedBridge(settings) as eb:
             svc = service(eb)
-            assert svc.current("walker-4") is not None
+            assert await svc.current("walker-4") is not None
             jump(svc, 16 * 60)
             contact = await rx.first(lambda x: x["device"]["id"] == "walker-4")
             assert contact["attributes"]["checkin_timer_id"] == started["timer_id"]
@@ -164,7 +164,7 @@ async def test_a_running_timer_survives_a_restart_and_is_raised_once(tmp_path: P
             jump(service(eb), 20 * 60)
             await asyncio.sleep(0.3)
             assert len([x for x in rx.contacts if x["device"]["id"] == "walker-4"]) == 1
-            assert service(eb).current("walker-4") is None
+            assert await service(eb).current("walker-4") is None
 
 
 # -- MQTT -------------------------------------------------------------------------------------------------
@@ -262,6 +262,6 @@ async def test_hermes_satellite_starts_hears_the_reminder_and_stops(tmp_path: Pa
             assert reminder["text"] == SPEECH["en"]["reminder"].format(remaining="4 minutes")
             stopped = await say_intent("SosCheckInStop", "s-2")
             assert stopped["text"] == SPEECH["en"]["stopped"]
-            assert service(eb).current("sat-1") is None
+            assert await service(eb).current("sat-1") is None
         finally:
             listener.close()

@@ -50,12 +50,12 @@ async def test_check_on_me_by_voice_start_extend_status_stop(rig: Rig, tmp_path:
         said = await env.ha.aconverse("check on me in 20 minutes")
         assert said == en["started"].format(minutes="20 minutes")
         svc = env_timers(env)
-        running = svc.current("ha-home")
+        running = await svc.current("ha-home")
         assert running is not None and 1190 <= running.due_at - time.time() <= 1200
         assert await env.ha.aconverse("give me 10 more minutes") == en["extended"].format(remaining="30 minutes")
         assert await env.ha.aconverse("how long is left on my check-in") == en["status"].format(remaining="30 minutes")
         assert await env.ha.aconverse("stop my check-in") == en["stopped"]
-        assert svc.current("ha-home") is None
+        assert await svc.current("ha-home") is None
         await asyncio.sleep(0.3)
         assert env.rx.contacts == []
 
