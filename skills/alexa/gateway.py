@@ -29,6 +29,10 @@ class Gateway(Protocol):
 
     def status(self, device_id: str, alert_id: str | None) -> AlertOutcome | None: ...
 
+    def innocuous(self, device_id: str) -> bool:
+        """Every reply on this device must stay innocuous (VoiceService.innocuous)."""
+        ...
+
 
 class LocalGateway:
     def __init__(
@@ -57,3 +61,6 @@ class LocalGateway:
 
     def status(self, device_id: str, alert_id: str | None) -> AlertOutcome | None:
         return self._start(self.service.status(device_id, alert_id)).result(self.timeout_s)
+
+    def innocuous(self, device_id: str) -> bool:
+        return self._start(self.service.innocuous(device_id)).result(self.timeout_s)

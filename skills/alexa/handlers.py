@@ -246,7 +246,12 @@ class CancelAlertHandler(_Base):
         status = request.intent.confirmation_status
         if status == IntentConfirmationStatus.DENIED:
             return rb.speak(say("cancel_denied", loc)).set_should_end_session(True).response
-        if status != IntentConfirmationStatus.CONFIRMED:
+        identity = identify(handler_input, self.deps)
+        # Under a silent-from-start alert (the duress phrase, a silent panic) "Do you want to cancel your
+        # alert?" would say there is one: the cancel goes ahead at once, is held by the pipeline (the
+        # platform hears it was asked for, the alert stays open) and is answered as on Assist, "You have no
+        # open alert to cancel." (docs/voice/duress.md).
+        if status != IntentConfirmationStatus.CONFIRMED and not self.deps.gateway.innocuous(identity.device_id):
             return (
                 rb.speak(say("confirm_cancel", loc))
                 .ask(say("confirm_cancel", loc))
@@ -254,7 +259,6 @@ class CancelAlertHandler(_Base):
                 .set_should_end_session(False)
                 .response
             )
-        identity = identify(handler_input, self.deps)
         try:
             outcome = self.deps.gateway.cancel(identity.device_id, request.request_id, "cancelled by voice (Alexa)")
         except VoiceRejected as exc:

@@ -87,6 +87,8 @@ def relay_router(path: str, secret: str, service: VoiceService) -> APIRouter:
                 return JSONResponse(_outcome(res))
             if op == "status":
                 return JSONResponse({"status": _outcome(await service.status(args["device_id"], args.get("alert_id")))})
+            if op == "innocuous":
+                return JSONResponse({"innocuous": await service.innocuous(args["device_id"])})
         except VoiceRejected as exc:
             return JSONResponse({"error": "rejected", "code": exc.code, "reason": exc.reason}, status_code=422)
         except VoiceUnavailable:
@@ -147,3 +149,6 @@ class HttpGateway:
 
     def status(self, device_id: str, alert_id: str | None) -> AlertOutcome | None:
         return _parse_outcome(self._call("status", {"device_id": device_id, "alert_id": alert_id})["status"])
+
+    def innocuous(self, device_id: str) -> bool:
+        return bool(self._call("innocuous", {"device_id": device_id})["innocuous"])
