@@ -36,6 +36,11 @@ SPEECH: dict[str, dict[str, str]] = {
         "unavailable": "The check-in is not available right now. If you are in danger, call 999.",
         "minute": "1 minute",
         "minutes": "{n} minutes",
+        "confirm_start": "Shall I check on you in {minutes}?",
+        "confirm_stop": "Do you want to stop your check-in?",
+        "start_denied": "OK. I have not started a check-in.",
+        "stop_denied": "OK. Your check-in keeps running.",
+        "not_registered": "This device is not registered with SOS Bridge, so it cannot run a check-in.",
     },
     "de": {
         "started": "OK. Ich melde mich in {minutes}. Wenn du in Sicherheit bist, sag: Check-in beenden.",
@@ -48,8 +53,23 @@ SPEECH: dict[str, dict[str, str]] = {
         "unavailable": "Der Check-in ist gerade nicht verfügbar. Wenn du in Gefahr bist, ruf die 112 an.",
         "minute": "1 Minute",
         "minutes": "{n} Minuten",
+        "confirm_start": "Soll ich mich in {minutes} melden?",
+        "confirm_stop": "Möchtest du deinen Check-in beenden?",
+        "start_denied": "In Ordnung. Ich habe keinen Check-in gestartet.",
+        "stop_denied": "In Ordnung. Dein Check-in läuft weiter.",
+        "not_registered": "Dieses Gerät ist nicht bei SOS Bridge registriert und kann keinen Check-in starten.",
     },
 }
+
+
+def words(key: str, language: str | None, **values: str) -> str:
+    """One text of the catalogue in the caller's language (English when it has none)."""
+    return SPEECH[_lang(language)][key].format(**values)
+
+
+def duration_words(seconds: float, language: str | None) -> str:
+    """"20 minutes" / "20 Minuten", rounded to whole minutes."""
+    return _duration(seconds, _lang(language))
 
 
 def reminder_speech(remaining_s: float, language: str | None) -> str:
