@@ -35,33 +35,33 @@ def test_amazon_duration_to_minutes(value: str | None, minutes: float | None) ->
     assert minutes_from_duration(value) == minutes
 
 
-def intent(stack: Stack, name: str, confirmation: str = "NONE", **slots: str) -> dict[str, Any]:
-    env = stack.current(STOP_SAMPLE, intent=name, confirmation=confirmation)
+def intent(st: Stack, name: str, confirmation: str = "NONE", **slots: str) -> dict[str, Any]:
+    env = st.current(STOP_SAMPLE, intent=name, confirmation=confirmation)
     env["request"]["intent"]["slots"] = {k: {"name": k, "value": v, "confirmationStatus": "NONE"}
                                          for k, v in slots.items()}
     return env
 
 
-async def register(stack: Stack) -> None:
+async def register(st: Stack) -> None:
     alexa_device = envelopes.load(STOP_SAMPLE)["context"]["System"]["device"]["deviceId"]
-    await stack.eb.runtime.store.put_device(Device(
+    await st.eb.runtime.store.put_device(Device(
         device_id=DEVICE, identifiers={"alexa_device": alexa_device}, person=Person(name="Pat", language="en-GB"),
         last_location=LAST_FIX))
 
 
-def service(stack: Stack):  # type: ignore[no-untyped-def]
-    found = timers(stack.eb.runtime)
+def service(st: Stack):  # type: ignore[no-untyped-def]
+    found = timers(st.eb.runtime)
     assert found is not None
     return found
 
 
-async def test_an_unregistered_alexa_cannot_start_a_check_in(stack: Stack) -> None:
+async def test_an_unregistered_alexa_cannot_start_a_check_in(stack: Stack) -> None:  # noqa: F811
     resp = await stack.post(intent(stack, "CheckInStartIntent", duration="PT30M"))
     assert speech(resp) == EN["not_registered"]
     assert resp.json()["response"]["shouldEndSession"] is True
 
 
-async def test_check_on_me_is_confirmed_then_extended_asked_about_and_stopped(stack: Stack) -> None:
+async def test_check_on_me_is_confirmed_then_extended_asked_about_and_stopped(stack: Stack) -> None:  # noqa: F811
     await register(stack)
     svc = service(stack)
     # "Check on me in 30 minutes": asked first, nothing started yet.
@@ -98,7 +98,7 @@ async def test_check_on_me_is_confirmed_then_extended_asked_about_and_stopped(st
     assert [c for c in stack.rx.contacts if c["device"]["id"] == DEVICE] == []
 
 
-async def test_a_stop_with_the_duress_code_sounds_like_a_stop_and_raises_silent_duress(stack: Stack) -> None:
+async def test_a_stop_with_the_duress_code_sounds_like_a_stop_and_raises_silent_duress(stack: Stack) -> None:  # noqa: F811
     await register(stack)
     await stack.eb.runtime.store.set_credential(DEVICE, "checkin_duress", "4711")
     spoken: dict[str, list[str]] = {}
@@ -115,7 +115,7 @@ async def test_a_stop_with_the_duress_code_sounds_like_a_stop_and_raises_silent_
     assert len([c for c in stack.rx.contacts if c["device"]["id"] == DEVICE]) == 1
 
 
-async def test_a_check_in_not_stopped_raises_an_alert(stack: Stack) -> None:
+async def test_a_check_in_not_stopped_raises_an_alert(stack: Stack) -> None:  # noqa: F811
     await register(stack)
     resp = await stack.post(intent(stack, "CheckInStartIntent", "CONFIRMED", duration="PT5M"))
     assert speech(resp) == EN["started"].format(minutes="5 minutes")
@@ -126,7 +126,7 @@ async def test_a_check_in_not_stopped_raises_an_alert(stack: Stack) -> None:
 
 
 async def test_the_lambda_runs_a_check_in_over_the_relay(bridge) -> None:  # noqa: F811
-    eb, rx = bridge
+    eb, _rx = bridge
     alexa_device = envelopes.load(STOP_SAMPLE)["context"]["System"]["device"]["deviceId"]
     await eb.runtime.store.put_device(Device(device_id=DEVICE, identifiers={"alexa_device": alexa_device}))
     handler = build_lambda_handler(lambda_settings(eb.url))
