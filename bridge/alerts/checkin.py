@@ -51,6 +51,7 @@ MAX_TICK_S = 5.0  # the loop looks at the store at least this often (timers anot
 LEASE_S = 30.0  # how long one instance holds a due timer while it reminds or raises
 RAISE_RETRY_S = 30.0  # an alert still pending this long after it was decided is raised by any instance
 LEASE_BATCH = 50
+WEBHOOK = "webhook"  # the reminder for channels without one of their own (device_adapters/checkin/webhook.py)
 WRITE_RETRIES = 20
 
 State = Literal["running", "stopped", "expired", "coerced", "replaced"]
@@ -294,9 +295,10 @@ class CheckinTimers:
         await self._put(replace(timer, pending_alert=False, alert_id=alert_id), version)
 
     async def _remind(self, timer: Timer) -> None:
-        remind = self.reminders.get(timer.channel)
+        # The channel's own reminder (MQTT, Hermes), else the device's webhook if it has one.
+        remind = self.reminders.get(timer.channel) or self.reminders.get(WEBHOOK)
         if remind is None:
-            return  # the HTTP app polls GET /v1/checkin for `reminded_at`
+            return  # the HTTP app also polls GET /v1/checkin for `reminded_at`
         try:
             await remind(timer)
         except Exception as exc:  # a channel down must not stop the timer from running out
