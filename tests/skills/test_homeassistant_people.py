@@ -73,7 +73,7 @@ async def test_the_reminder_is_pushed_to_home_assistant_as_a_notification(rig: R
         svc.clock = lambda: time.time() + 16 * 60
         svc.poke()
         async with asyncio.timeout(20):
-            while not [n for n in await env.ha.anotifications() if n["notification_id"] == "sos_bridge_checkin"]:
+            while not [n for n in await env.ha.anotifications() if n["notification_id"] == "sos_bridge_checkin"]:  # noqa: ASYNC110
                 await asyncio.sleep(0.2)
         [note] = [n for n in await env.ha.anotifications() if n["notification_id"] == "sos_bridge_checkin"]
         assert note["title"] == "Check-in"
