@@ -160,7 +160,7 @@ def from_row(row: CheckinRow) -> Timer:
 
 # -- the service ------------------------------------------------------------------------------------------
 Reminder = Callable[[Timer], Awaitable[None]]
-Change = Callable[[Timer | None, float], Timer]
+Edit = Callable[[Timer | None, float], Timer]  # the device's timer (or None), now -> the new one
 
 
 class CheckinTimers:
@@ -236,7 +236,7 @@ class CheckinTimers:
         return timer
 
     # -- internals ----------------------------------------------------------------------------------------
-    async def _change(self, device_id: str, change: Change) -> tuple[Timer, int]:
+    async def _change(self, device_id: str, change: Edit) -> tuple[Timer, int]:
         """Read the device's row, apply `change`, write it back versioned; re-read on a concurrent write."""
         for _ in range(WRITE_RETRIES):
             row = await self.store.get_checkin(device_id)
@@ -320,18 +320,22 @@ class CheckinTimers:
         else:
             await self._put(timer, row.version)  # nothing due after all: the row's next step, written again
 
+    async def _step_logged(self, row: CheckinRow) -> None:
+        try:
+            await self._step(row)
+        except Exception as exc:  # a store outage or a bug: the lease runs out, then it is retried
+            log.error("check-in step failed", extra={"device_id": row.device_id, "timer_id": row.timer_id,
+                                                      "error": repr(exc)})
+
     async def _loop(self) -> None:
         while True:  # a service loop: stop() cancels it
             self._wake.clear()
             wait = MAX_TICK_S
             try:
                 rows = await self.store.lease_checkins(self.clock(), LEASE_S, LEASE_BATCH)
-                for row in rows:
-                    try:
-                        await self._step(row)
-                    except Exception as exc:  # a store outage or a bug: the lease runs out, then it is retried
-                        log.error("check-in step failed", extra={"device_id": row.device_id,
-                                                                  "timer_id": row.timer_id, "error": repr(exc)})
+                # Each device's step on its own: one slow reminder webhook must not hold the others past
+                # their lease.
+                await asyncio.gather(*(self._step_logged(row) for row in rows))
                 next_at = await self.store.next_checkin_at()
                 if len(rows) >= LEASE_BATCH:
                     wait = 0.0
