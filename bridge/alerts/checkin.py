@@ -3,10 +3,10 @@
 The contract:
 - A device has at most one running timer. `start` sets it due in N minutes (starting again replaces
   it); `extend` adds minutes to whichever is later, the due time or now; `stop` ends it.
-- Once, `reminder_at()` before it is due, the person is reminded through `remind` (the channel the timer
-  was started on, where the bridge can reach the device).
+- Once, `reminder_at()` before it is due, the person is reminded through `reminders` (the channel the
+  timer was started on, where the bridge can reach the device; else the device's reminder webhook).
 - Not stopped in time: a `check_in_missed` alert with the timer's note goes to the platform, silent if the
-  timer was started silently. Its message id is `checkin:<timer_id>`, so a restart never raises it twice;
+  timer was started silently. Its message id is `checkin:<timer_id>:<kind>`, so it is never raised twice;
   the location is the pipeline's (the last known fix, else the registered address).
 - A stop with the device's duress code (credential scheme `checkin_duress`) ends the timer exactly as a
   stop does, the same answer to the device, and raises a silent `duress` alert with the note.
@@ -29,7 +29,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -155,7 +155,10 @@ def to_row(timer: Timer) -> CheckinRow:
 
 
 def from_row(row: CheckinRow) -> Timer:
-    return Timer(**json.loads(row.doc))
+    """The timer of a stored row; fields a newer bridge added are ignored (instances may be upgraded one at
+    a time)."""
+    known = {f.name for f in fields(Timer)}
+    return Timer(**{k: v for k, v in json.loads(row.doc).items() if k in known})
 
 
 # -- the service ------------------------------------------------------------------------------------------
