@@ -108,3 +108,32 @@ async def test_a_timer_survives_kill_9_and_is_raised_once_after_the_restart(tmp_
             await asyncio.sleep(0.5)
             assert len([x for x in rx.contacts if x["device"]["id"] == "walker-k"]) == 1
             assert await svc.current("walker-k") is None
+
+
+async def test_an_alert_left_pending_by_a_dead_instance_is_raised_by_the_next(tmp_path: Path) -> None:
+    """What an instance killed between "expired, alert pending" and the alert leaves in the store: the next
+    instance to look raises it (once RAISE_RETRY_S passed) and settles the row."""
+    from dataclasses import replace
+
+    from bridge.alerts.checkin import RAISE_RETRY_S, Timer, to_row
+
+    secret, token = secrets.token_hex(16), secrets.token_hex(16)
+    async with EmbeddedReceiver(secret=secret, platform_token=token, auto_ack_s=None) as rx:
+        settings = bridge_settings(tmp_path, rx.url, secret, token)
+        store = SqliteStore(settings.db)
+        await store.open()
+        await store.put_device(Device(device_id="walker-p", person=Person(name="Lou"), last_location=LAST_FIX))
+        now = time.time()
+        running = Timer("t-pending", "walker-p", "default", now - 1200, now - RAISE_RETRY_S - 5, "bin round")
+        left = replace(running, state="expired", ended_at=running.due_at, pending_alert=True)
+        assert await store.put_checkin(to_row(left), None) == 1
+        await store.close()
+        async with EmbeddedBridge(settings) as eb:
+            contact = await rx.first(lambda x: x["device"]["id"] == "walker-p")
+            assert contact["kind"] == "check_in_missed" and contact["attributes"]["checkin_timer_id"] == "t-pending"
+            svc = timers(eb.runtime)
+            assert svc is not None
+            async with asyncio.timeout(5):
+                while (settled := await svc.last("walker-p")) is None or settled.pending_alert:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            assert settled.state == "expired" and settled.alert_id == contact["alert_id"]
