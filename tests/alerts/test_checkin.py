@@ -309,7 +309,7 @@ async def test_http_reminder_is_pushed_to_the_devices_webhook_and_shown_to_the_p
         assert proc.returncode == 0, out.decode()
         async with httpx.AsyncClient(base_url=env.url, headers=auth, timeout=10) as c:
             started = (await c.post("/v1/checkin", json={"minutes": 30, "note": "site visit"})).json()
-            assert started["reminded_at"] is None
+            assert started["reminded_at"] is None and (await c.get("/v1/checkin")).json()["reminder"] is None
             jump(service(env.bridge), 26 * 60)
             body = await asyncio.wait_for(got.get(), 10)
             assert body == {"event": "checkin_reminder", "timer_id": started["timer_id"], "due_at": started["due_at"],
@@ -320,6 +320,9 @@ async def test_http_reminder_is_pushed_to_the_devices_webhook_and_shown_to_the_p
                 while not (view := (await c.get("/v1/checkin")).json())["reminded"]:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
             assert view["reminded_at"] is not None
+            # The pending reminder the app shows (it polls), in the person's language.
+            assert view["reminder"] == {"at": view["reminded_at"], "discreet": False,
+                                        "text": SPEECH["en"]["reminder_app"].format(remaining="4 minutes")}
             # A silent timer's reminder is discreet: no words for whoever is near.
             await c.post("/v1/checkin", json={"minutes": 30, "silent": True})  # started at the moved clock
             jump(service(env.bridge), 52 * 60)
