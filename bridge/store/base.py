@@ -95,6 +95,23 @@ class Change:
 
 
 @dataclass
+class CheckinRow:
+    """A device's check-in timer as the store keeps it (bridge/alerts/checkin.py owns `doc`, its JSON).
+
+    One row per device: a new timer replaces the device's previous one. `active` rows still need the
+    timer loop (a reminder, an expiry, an alert still to raise), at `next_at`; `version` guards every write
+    as for alerts (ConcurrentUpdate with the timer id); `lease_until` is the lease a loop took on the row."""
+
+    device_id: str
+    timer_id: str
+    doc: str
+    active: bool
+    next_at: float
+    version: int = 0
+    lease_until: float = 0.0
+
+
+@dataclass
 class OutboxStats:
     pending: int = 0
     inflight: int = 0
@@ -157,6 +174,17 @@ class Store(Protocol):
     async def mark_fallback_sent(self, item_id: str) -> None: ...
     async def outbox_stats(self, now: float, overdue_attempts: int) -> OutboxStats: ...
     async def outbox_items(self, alert_id: str) -> list[OutboxItem]: ...
+
+    # check-in timers (docs/operations/checkin.md): one row per device, versioned writes, leased steps.
+    # `put_checkin` writes the device's row if its stored version is `expected_version` (None: the device
+    # has no row yet), else raises ConcurrentUpdate(timer_id); it drops any lease and returns the new
+    # version (1 for a first row). `lease_checkins` takes up to `limit` active rows due at `now`
+    # whose lease is free or expired, leased until now + lease_s (one instance steps a timer at a time).
+    async def put_checkin(self, row: CheckinRow, expected_version: int | None) -> int: ...
+    async def get_checkin(self, device_id: str) -> CheckinRow | None: ...
+    async def lease_checkins(self, now: float, lease_s: float, limit: int) -> list[CheckinRow]: ...
+    # When the earliest active row is next due or its lease ends (None: no active row).
+    async def next_checkin_at(self) -> float | None: ...
 
     # retention: closed alerts (and their history, contacts and dedupe keys) received before `before`
     async def purge_closed(self, before: datetime) -> int: ...

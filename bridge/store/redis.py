@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from bridge.core.model import Alert, Device, HistoryEntry, Location
 from bridge.store.base import (
     Change,
+    CheckinRow,
     ConcurrentUpdate,
     DuplicateMessage,
     OutboxItem,
@@ -382,6 +383,50 @@ return 1
 """
 
 
+# Check-in timers (bridge/alerts/checkin.py), kept apart from the alert keys:
+#   ck:<device>   hash: timer_id, doc, active, next_at, version, lease_until (one row per device)
+#   ckdue         zset of the active rows' device ids, scored by when they can next be leased:
+#                 next_at, or lease_until while leased (as the outbox's due sets)
+_CHECKIN_FIELDS = ("timer_id", "doc", "active", "next_at", "version", "lease_until")
+_PUT_CHECKIN = r"""
+-- ARGV: P, device_id, timer_id, doc, active, next_at, expected version ('' = the device has no row).
+-- Returns the new version, or -1 when the stored version is not the expected one.
+local P, id, tid, doc, active, next_at, expected = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
+local k = P .. 'ck:' .. id
+local cur = redis.call('HGET', k, 'version')
+if (cur or '') ~= expected then return -1 end
+local v = (tonumber(cur) or 0) + 1
+redis.call('HSET', k, 'timer_id', tid, 'doc', doc, 'active', active, 'next_at', next_at, 'version', v,
+           'lease_until', '0')
+if active == '1' then redis.call('ZADD', P .. 'ckdue', next_at, id) else redis.call('ZREM', P .. 'ckdue', id) end
+return v
+"""
+_LEASE_CHECKINS = r"""
+-- ARGV: P, now, lease_until, limit. Rows due by `now` whose lease is free: leased, returned as
+-- {device_id, timer_id, doc, active, next_at, version, lease_until} each.
+local P, now, lease_until, limit = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local out = {}
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', P .. 'ckdue', '-inf', now, 'LIMIT', 0, limit)) do
+  local k = P .. 'ck:' .. id
+  redis.call('HSET', k, 'lease_until', lease_until)
+  redis.call('ZADD', P .. 'ckdue', lease_until, id)
+  local row = redis.call('HMGET', k, 'timer_id', 'doc', 'active', 'next_at', 'version', 'lease_until')
+  table.insert(row, 1, id)
+  out[#out + 1] = row
+end
+return out
+"""
+_CHECKIN_SCRIPTS = {"put_checkin": _PUT_CHECKIN, "lease_checkins": _LEASE_CHECKINS}
+
+
+def _checkin_row(device_id: str, values: Sequence[str | None]) -> CheckinRow | None:
+    timer_id, doc, active, next_at, version, lease_until = values
+    if timer_id is None or doc is None:
+        return None
+    return CheckinRow(device_id, timer_id, doc, active == "1", float(next_at or 0), int(version or 0),
+                      float(lease_until or 0))
+
+
 def parse_url(url: str, namespace: str) -> tuple[str, str, int | None]:
     """Split our own query parameters (`namespace`, `dedupe_ttl_s`) off a redis URL. Pure."""
     parts = urlsplit(url)
@@ -517,6 +562,8 @@ class RedisStore:
             "purge": _PURGE,
             "append_history": _APPEND_HISTORY,
         }.items():
+            self._scripts[name] = self._r.register_script(src)
+        for name, src in _CHECKIN_SCRIPTS.items():
             self._scripts[name] = self._r.register_script(src)
         await self._call(self._r.ping, retries=2)
 
@@ -788,6 +835,30 @@ class RedisStore:
         """The most recent audit entries, oldest first (not part of the Store contract)."""
         rows = await self._call(lambda: self.r.xrevrange(self._k("audit"), count=count), retries=2)
         return [dict(fields) for _, fields in reversed(rows)]
+
+    # -- check-in timers ------------------------------------------------------------------------------
+    async def put_checkin(self, row: CheckinRow, expected_version: int | None) -> int:
+        # Never retried: a retry after a lost reply would find its own write and report a conflict.
+        expected = "" if expected_version is None else str(expected_version)
+        version = int(await self._call(lambda: self._script(
+            "put_checkin", row.device_id, row.timer_id, row.doc, int(row.active), repr(float(row.next_at)), expected)))
+        if version < 0:
+            raise ConcurrentUpdate(row.timer_id)
+        return version
+
+    async def get_checkin(self, device_id: str) -> CheckinRow | None:
+        values = await self._call(lambda: self.r.hmget(self._k("ck", device_id), _CHECKIN_FIELDS), retries=2)
+        return _checkin_row(device_id, values)
+
+    async def lease_checkins(self, now: float, lease_s: float, limit: int) -> list[CheckinRow]:
+        rows = await self._call(lambda: self._script(
+            "lease_checkins", repr(float(now)), repr(float(now + lease_s)), limit))
+        found = [_checkin_row(r[0], r[1:]) for r in rows]
+        return [r for r in found if r is not None]
+
+    async def next_checkin_at(self) -> float | None:
+        first = await self._call(lambda: self.r.zrange(self._k("ckdue"), 0, 0, withscores=True), retries=2)
+        return float(first[0][1]) if first else None
 
 
 def dump_keys(store: RedisStore) -> Callable[[], Awaitable[list[str]]]:

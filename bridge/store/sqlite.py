@@ -28,6 +28,7 @@ from bridge.core.model import Alert, Device, HistoryEntry, Location
 from bridge.infra.private_files import private_sqlite
 from bridge.store.base import (
     Change,
+    CheckinRow,
     ConcurrentUpdate,
     DuplicateMessage,
     OutboxItem,
@@ -92,6 +93,22 @@ CREATE TABLE IF NOT EXISTS audit (
   at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL, subject TEXT NOT NULL, detail TEXT NOT NULL
 );
 """
+
+# Check-in timers: one row per device (bridge/alerts/checkin.py), kept apart from the alert tables.
+CHECKIN_SCHEMA = """
+CREATE TABLE IF NOT EXISTS checkins (
+  device_id TEXT PRIMARY KEY, timer_id TEXT NOT NULL, doc TEXT NOT NULL, active INTEGER NOT NULL,
+  next_at REAL NOT NULL, version INTEGER NOT NULL, lease_until REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS checkins_due ON checkins (next_at) WHERE active = 1;
+"""
+_CHECKIN_COLS = "device_id, timer_id, doc, active, next_at, version, lease_until"
+
+
+def _checkin_row(row: sqlite3.Row) -> CheckinRow:
+    return CheckinRow(row["device_id"], row["timer_id"], row["doc"], bool(row["active"]), row["next_at"],
+                      row["version"], row["lease_until"])
+
 
 _OUTBOX_COLS = (
     "item_id, alert_id, seq, msg_type, idempotency_key, payload, critical, state, attempts, "
@@ -329,6 +346,7 @@ class SqliteStore:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(SCHEMA)
+        conn.executescript(CHECKIN_SCHEMA)
         self._conn = conn
 
     async def open(self) -> None:
@@ -703,6 +721,48 @@ class SqliteStore:
                 (at.isoformat(), actor, action, subject, detail),
             )
         )
+
+    # -- check-in timers ------------------------------------------------------------------------------
+    async def put_checkin(self, row: CheckinRow, expected_version: int | None) -> int:
+        def body(c: sqlite3.Connection) -> int:
+            found = c.execute("SELECT version FROM checkins WHERE device_id = ?", (row.device_id,)).fetchone()
+            stored = found[0] if found is not None else None
+            if stored != expected_version:
+                raise ConcurrentUpdate(row.timer_id)
+            version = (stored or 0) + 1
+            c.execute(
+                f"INSERT OR REPLACE INTO checkins ({_CHECKIN_COLS}) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                (row.device_id, row.timer_id, row.doc, int(row.active), row.next_at, version),
+            )
+            return version
+
+        return await self._write(body, urgent=True)
+
+    async def get_checkin(self, device_id: str) -> CheckinRow | None:
+        def q(c: sqlite3.Connection) -> CheckinRow | None:
+            found = c.execute(f"SELECT {_CHECKIN_COLS} FROM checkins WHERE device_id = ?", (device_id,)).fetchone()
+            return _checkin_row(found) if found is not None else None
+
+        return await self._lookup(q)
+
+    async def lease_checkins(self, now: float, lease_s: float, limit: int) -> list[CheckinRow]:
+        def body(c: sqlite3.Connection) -> list[CheckinRow]:
+            rows = c.execute(
+                f"UPDATE checkins SET lease_until = ? WHERE device_id IN (SELECT device_id FROM checkins"
+                f" WHERE active = 1 AND next_at <= ? AND lease_until <= ? ORDER BY next_at LIMIT ?)"
+                f" RETURNING {_CHECKIN_COLS}",
+                (now + lease_s, now, now, limit),
+            ).fetchall()
+            return sorted((_checkin_row(r) for r in rows), key=lambda r: r.next_at)
+
+        return await self._write(body, urgent=True)
+
+    async def next_checkin_at(self) -> float | None:
+        def q(c: sqlite3.Connection) -> float | None:
+            found = c.execute("SELECT MIN(MAX(next_at, lease_until)) FROM checkins WHERE active = 1").fetchone()
+            return float(found[0]) if found is not None and found[0] is not None else None
+
+        return await self._read(q)
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

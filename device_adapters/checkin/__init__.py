@@ -1,9 +1,10 @@
 """The check-in timer's entry channels: the app API (HTTP) and an MQTT topic (docs/operations/checkin.md).
 
-The timers themselves (rules, durable table, reminders and alerts) are `bridge.alerts.checkin`; this
-plug-in starts them with the bridge, contributes `/v1/checkin` and listens on
-`sosbridge/<tenant>/<device>/checkin` when an MQTT broker is configured. Voice skills find the running
-service with `timers(runtime)`.
+The timers themselves (rules, the rows in the shared store, reminders and alerts) are
+`bridge.alerts.checkin`; this plug-in starts them with the bridge, contributes `/v1/checkin` and
+`/v1/voice/checkin`, pushes reminders to a device's webhook (webhook.py) and listens on
+`sosbridge/<tenant>/<device>/checkin` when an MQTT broker is configured. Voice skills (Alexa) find the
+running service with `timers(runtime)`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from bridge.alerts.checkin import CheckinTimers
+from bridge.alerts.checkin import WEBHOOK, CheckinTimers
 from bridge.ingress.transport import AdapterContext, BaseAdapter
+from device_adapters.checkin.webhook import WebhookReminder
 
 
 class CheckinAdapter(BaseAdapter):
@@ -33,8 +35,9 @@ class CheckinAdapter(BaseAdapter):
         return [build_router(lambda: self.timers), build_voice_router(lambda: self.timers)]
 
     async def start(self, ctx: AdapterContext) -> None:
-        self.timers = CheckinTimers(ctx.store, ctx.pipeline, ctx.settings.data_path)
-        await self.timers.start()
+        svc = self.timers = CheckinTimers(ctx.store, ctx.ingress.observations)
+        svc.reminders[WEBHOOK] = WebhookReminder(ctx.store, lambda: svc.clock())  # the clock tests move
+        await svc.start()
         if ctx.settings.mqtt_url:
             from device_adapters.checkin.mqtt import CheckinMqtt
 

@@ -3,7 +3,7 @@
     POST /v1/checkin          {"minutes": 30, "note": "walking home from the station", "silent": false}  -> 201
     POST /v1/checkin/extend   {"minutes": 10}                                                           -> 200
     POST /v1/checkin/stop     {"code": "…"}  (optional; the duress code stops it and raises silent duress) -> 200
-    GET  /v1/checkin          the running timer, else the last one                                      -> 200
+    GET  /v1/checkin          the running timer, else the last one; `reminder` once it went          -> 200
     PUT  /v1/checkin/duress-code {"code": "…"}                                                          -> 204
 
 Every answer is the timer's public view (bridge.alerts.checkin.Timer.public): a coerced stop answers
@@ -14,15 +14,17 @@ Docs: docs/operations/checkin.md.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from bridge.alerts.checkin import DURESS_SCHEME, MAX_NOTE, CheckinError, CheckinTimers
+from bridge.alerts.checkin import DURESS_SCHEME, MAX_NOTE, CheckinError, CheckinTimers, Timer
 from bridge.app.api.auth import require_device
 from bridge.core.model import Device
+from device_adapters.checkin.voice import duration_words, words
 
 CHANNEL = "http"
 STATUS = {"no_timer": 404, "invalid_minutes": 422}
@@ -48,6 +50,19 @@ class StopIn(BaseModel):
 class CodeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: str = Field(min_length=4, max_length=64)
+
+
+def language_of(device: Device) -> str | None:
+    return device.person.language if device.person else None
+
+
+def pending_reminder(timer: Timer, now: float, language: str | None) -> dict[str, Any] | None:
+    """The reminder the app shows while the timer runs after it went (None otherwise). Pure."""
+    if timer.state != "running" or timer.reminded_at is None:
+        return None
+    remaining = duration_words(max(0.0, timer.due_at - now), language)
+    return {"at": datetime.fromtimestamp(timer.reminded_at, UTC).isoformat(timespec="seconds"),
+            "text": words("reminder_app", language, remaining=remaining), "discreet": timer.silent}
 
 
 def refusal(exc: CheckinError) -> JSONResponse:
@@ -85,12 +100,13 @@ def build_router(service: Callable[[], CheckinTimers | None]) -> APIRouter:
         except CheckinError as exc:
             return refusal(exc)
 
-    @router.get("", summary="The running check-in timer, else the last one")
+    @router.get("", summary="The running check-in timer, else the last one (with a pending reminder)")
     async def current(device: Device = Depends(require_device)) -> Any:
-        timer = await timers().last(device.device_id)
+        svc = timers()
+        timer = await svc.last(device.device_id)
         if timer is None:
             return refusal(CheckinError("no_timer", "no check-in timer was started"))
-        return timer.public()
+        return timer.public() | {"reminder": pending_reminder(timer, svc.clock(), language_of(device))}
 
     @router.put("/duress-code", status_code=204, summary="Set the code that stops a timer under duress")
     async def duress_code(body: CodeIn, device: Device = Depends(require_device)) -> Response:

@@ -32,10 +32,16 @@ SPEECH: dict[str, dict[str, str]] = {
         "status": "I will check on you in {remaining}.",
         "no_timer": "You have no check-in running.",
         "reminder": "Your check-in runs out in {remaining}. If you are safe, say: stop my check-in.",
+        "reminder_app": "Your check-in runs out in {remaining}. If you are safe, stop it now.",
         "invalid_minutes": "Please say a time between 1 minute and 24 hours.",
         "unavailable": "The check-in is not available right now. If you are in danger, call 999.",
         "minute": "1 minute",
         "minutes": "{n} minutes",
+        "confirm_start": "Shall I check on you in {minutes}?",
+        "confirm_stop": "Do you want to stop your check-in?",
+        "start_denied": "OK. I have not started a check-in.",
+        "stop_denied": "OK. Your check-in keeps running.",
+        "not_registered": "This device is not registered with SOS Bridge, so it cannot run a check-in.",
     },
     "de": {
         "started": "OK. Ich melde mich in {minutes}. Wenn du in Sicherheit bist, sag: Check-in beenden.",
@@ -44,12 +50,28 @@ SPEECH: dict[str, dict[str, str]] = {
         "status": "Ich melde mich in {remaining}.",
         "no_timer": "Du hast keinen laufenden Check-in.",
         "reminder": "Dein Check-in läuft in {remaining} ab. Wenn du in Sicherheit bist, sag: Check-in beenden.",
+        "reminder_app": "Dein Check-in läuft in {remaining} ab. Wenn du in Sicherheit bist, beende ihn jetzt.",
         "invalid_minutes": "Bitte nenne eine Zeit zwischen 1 Minute und 24 Stunden.",
         "unavailable": "Der Check-in ist gerade nicht verfügbar. Wenn du in Gefahr bist, ruf die 112 an.",
         "minute": "1 Minute",
         "minutes": "{n} Minuten",
+        "confirm_start": "Soll ich mich in {minutes} melden?",
+        "confirm_stop": "Möchtest du deinen Check-in beenden?",
+        "start_denied": "In Ordnung. Ich habe keinen Check-in gestartet.",
+        "stop_denied": "In Ordnung. Dein Check-in läuft weiter.",
+        "not_registered": "Dieses Gerät ist nicht bei SOS Bridge registriert und kann keinen Check-in starten.",
     },
 }
+
+
+def words(key: str, language: str | None, **values: str) -> str:
+    """One text of the catalogue in the caller's language (English when it has none)."""
+    return SPEECH[_lang(language)][key].format(**values)
+
+
+def duration_words(seconds: float, language: str | None) -> str:
+    """"20 minutes" / "20 Minuten", rounded to whole minutes."""
+    return _duration(seconds, _lang(language))
 
 
 def reminder_speech(remaining_s: float, language: str | None) -> str:
@@ -82,7 +104,7 @@ async def speak(timers: CheckinTimers, device: Device, action: Action, minutes: 
         if action == "stop":
             await timers.end(device, code)
             return words["stopped"]
-        current = timers.current(device.device_id)
+        current = await timers.current(device.device_id)
         if current is None:
             return words["no_timer"]
         return words["status"].format(remaining=_duration(current.due_at - timers.clock(), lang))

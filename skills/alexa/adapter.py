@@ -18,8 +18,10 @@ from fastapi.responses import JSONResponse, Response
 
 from bridge.app.config import Settings
 from bridge.ingress.transport import AdapterContext, BaseAdapter
+from device_adapters.checkin import timers
 from skills.alexa.amazon_api import AmazonApi, HttpxApiClient
 from skills.alexa.certs import CachedChainSource, default_trust_roots_pem, http_fetcher
+from skills.alexa.checkin import CheckinVoice
 from skills.alexa.config import AlexaSettings
 from skills.alexa.gateway import LocalGateway
 from skills.alexa.handlers import SkillDeps, build_skill
@@ -71,7 +73,9 @@ class AlexaAdapter(BaseAdapter):
         cfg = self.config
         verifier = self.verifier()
         service = VoiceService(ctx.store, ctx.ingress.observations, ctx.bus)
-        gateway = LocalGateway(service)
+        # The check-in plug-in's running service, looked up per request (it starts after the routes exist).
+        checkins = CheckinVoice(lambda: timers(ctx), ctx.store)
+        gateway = LocalGateway(service, checkins=checkins)
         amazon = AmazonApi(HttpxApiClient(cfg.api_timeout_s, cfg.api_ca_bundle or True))
         skill = build_skill(SkillDeps(cfg, gateway, amazon))
         metrics = ctx.metrics
@@ -106,5 +110,5 @@ class AlexaAdapter(BaseAdapter):
 
         routers = [router]
         if cfg.relay_secret:
-            routers.append(relay_router(cfg.path, cfg.relay_secret, service))
+            routers.append(relay_router(cfg.path, cfg.relay_secret, service, checkins))
         return routers

@@ -13,6 +13,8 @@ from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
 from bridge.core.model import Observation
+from device_adapters.checkin.voice import Action, words
+from skills.alexa.checkin import CheckinVoice
 from skills.alexa.service import AlertOutcome, Identity, VoiceService
 
 T = TypeVar("T")
@@ -29,12 +31,25 @@ class Gateway(Protocol):
 
     def status(self, device_id: str, alert_id: str | None) -> AlertOutcome | None: ...
 
+    def innocuous(self, device_id: str) -> bool:
+        """Every reply on this device must stay innocuous (VoiceService.innocuous)."""
+        ...
+
+    def checkin(self, device_id: str, action: Action, minutes: float | None, code: str | None,
+                language: str | None) -> str:
+        """Start, extend, stop or ask about the device's check-in timer; what to say (skills/alexa/checkin.py)."""
+        ...
+
+    def checkin_running(self, device_id: str) -> bool: ...
+
 
 class LocalGateway:
     def __init__(
-        self, service: VoiceService, loop: asyncio.AbstractEventLoop | None = None, timeout_s: float = 20.0
+        self, service: VoiceService, loop: asyncio.AbstractEventLoop | None = None, timeout_s: float = 20.0,
+        checkins: CheckinVoice | None = None,
     ) -> None:
         self.service = service
+        self.checkins = checkins
         self.loop = loop
         self.timeout_s = timeout_s
 
@@ -57,3 +72,15 @@ class LocalGateway:
 
     def status(self, device_id: str, alert_id: str | None) -> AlertOutcome | None:
         return self._start(self.service.status(device_id, alert_id)).result(self.timeout_s)
+
+    def innocuous(self, device_id: str) -> bool:
+        return self._start(self.service.innocuous(device_id)).result(self.timeout_s)
+
+    def checkin(self, device_id: str, action: Action, minutes: float | None, code: str | None,
+                language: str | None) -> str:
+        if self.checkins is None:
+            return words("unavailable", language)
+        return self._start(self.checkins.say(device_id, action, minutes, code, language)).result(self.timeout_s)
+
+    def checkin_running(self, device_id: str) -> bool:
+        return self.checkins is not None and self._start(self.checkins.running(device_id)).result(self.timeout_s)

@@ -1,9 +1,10 @@
 """The skill: ask-sdk-core request handlers in a SkillBuilder.
 
 Intents (skills/alexa/models/*.json): HelpIntent ("I need help"), DuressIntent (the configurable silent
-phrase), CancelAlertIntent ("I'm OK", confirmed before it acts), StatusIntent ("is help coming?"), and
-the built-ins. AMAZON.CancelIntent/StopIntent only end the session: a bare "cancel" must never stand
-down an alert.
+phrase), CancelAlertIntent ("I'm OK", confirmed before it acts), StatusIntent ("is help coming?"), the
+check-in timer (CheckInStartIntent, CheckInExtendIntent, CheckInStopIntent, CheckInStatusIntent: start and
+stop confirmed before they act; skills/alexa/checkin.py), and the built-ins. AMAZON.CancelIntent/StopIntent
+only end the session: a bare "cancel" must never stand down an alert.
 
 Handlers are synchronous (ask-sdk's contract) and reach the bridge through a `Gateway`.
 """
@@ -27,7 +28,9 @@ from ask_sdk_model.dialog import ConfirmIntentDirective
 from ask_sdk_model.ui import AskForPermissionsConsentCard, SimpleCard
 
 from bridge.core.model import AlertKind, AlertState, Location, Observation
+from device_adapters.checkin.voice import DEFAULT_MINUTES, Action, duration_words, words
 from skills.alexa.amazon_api import AmazonApi
+from skills.alexa.checkin import minutes_from_duration
 from skills.alexa.config import AlexaSettings
 from skills.alexa.gateway import Gateway
 from skills.alexa.location import (
@@ -46,6 +49,10 @@ DURESS_INTENT = "DuressIntent"
 CANCEL_ALERT_INTENT = "CancelAlertIntent"
 STATUS_INTENT = "StatusIntent"
 ALERT_ID_KEY = "sosbridge_alert_id"
+CHECKIN_INTENTS: dict[str, Action] = {
+    "CheckInStartIntent": "start", "CheckInExtendIntent": "extend",
+    "CheckInStopIntent": "stop", "CheckInStatusIntent": "status",
+}
 
 _serializer = DefaultSerializer()
 
@@ -246,7 +253,12 @@ class CancelAlertHandler(_Base):
         status = request.intent.confirmation_status
         if status == IntentConfirmationStatus.DENIED:
             return rb.speak(say("cancel_denied", loc)).set_should_end_session(True).response
-        if status != IntentConfirmationStatus.CONFIRMED:
+        identity = identify(handler_input, self.deps)
+        # Under a silent-from-start alert (the duress phrase, a silent panic) "Do you want to cancel your
+        # alert?" would say there is one: the cancel goes ahead at once, is held by the pipeline (the
+        # platform hears it was asked for, the alert stays open) and is answered as on Assist, "You have no
+        # open alert to cancel." (docs/voice/duress.md).
+        if status != IntentConfirmationStatus.CONFIRMED and not self.deps.gateway.innocuous(identity.device_id):
             return (
                 rb.speak(say("confirm_cancel", loc))
                 .ask(say("confirm_cancel", loc))
@@ -254,7 +266,6 @@ class CancelAlertHandler(_Base):
                 .set_should_end_session(False)
                 .response
             )
-        identity = identify(handler_input, self.deps)
         try:
             outcome = self.deps.gateway.cancel(identity.device_id, request.request_id, "cancelled by voice (Alexa)")
         except VoiceRejected as exc:
@@ -285,6 +296,61 @@ class StatusHandler(_Base):
             return rb.speak(reply).set_should_end_session(True).response
         speech = status_speech(outcome.state, loc, outcome.latest_message)
         return rb.speak(speech).set_should_end_session(True).response
+
+
+def slot_value(request: Any, name: str) -> str | None:
+    slots = getattr(request.intent, "slots", None) or {}
+    slot = slots.get(name)
+    value = getattr(slot, "value", None) if slot is not None else None
+    return str(value) if value not in (None, "", "?") else None
+
+
+class CheckinHandler(_Base):
+    """The check-in timer, with the rules and words of Assist and Hermes (skills/alexa/checkin.py). Start
+    and stop are confirmed first ("Shall I check on you in 30 minutes?", "Do you want to stop your
+    check-in?"): a misheard duration or a stray "I'm safe" must not change a timer unasked. The question
+    and the answer are the same with or without the duress code."""
+
+    def can_handle(self, handler_input: HandlerInput) -> bool:
+        request = handler_input.request_envelope.request
+        return is_request_type("IntentRequest")(handler_input) and getattr(
+            getattr(request, "intent", None), "name", None) in CHECKIN_INTENTS
+
+    def handle(self, handler_input: HandlerInput) -> Response:
+        loc, rb = self.loc(handler_input), handler_input.response_builder
+        request: Any = handler_input.request_envelope.request
+        action = CHECKIN_INTENTS[request.intent.name]
+        minutes = minutes_from_duration(slot_value(request, "duration"))
+        code = slot_value(request, "code")
+        try:
+            identity = identify(handler_input, self.deps)
+        except VoiceUnavailable:
+            return rb.speak(words("unavailable", loc)).set_should_end_session(True).response
+        gateway = self.deps.gateway
+        status = request.intent.confirmation_status
+        if action in ("start", "stop") and status != IntentConfirmationStatus.CONFIRMED:
+            if status == IntentConfirmationStatus.DENIED:
+                key = "start_denied" if action == "start" else "stop_denied"
+                return rb.speak(words(key, loc)).set_should_end_session(True).response
+            if not identity.verified:
+                return rb.speak(words("not_registered", loc)).set_should_end_session(True).response
+            if action == "stop" and not gateway.checkin_running(identity.device_id):
+                return rb.speak(words("no_timer", loc)).set_should_end_session(True).response
+            question = words("confirm_stop", loc) if action == "stop" else words(
+                "confirm_start", loc, minutes=duration_words((minutes or DEFAULT_MINUTES) * 60, loc))
+            return (
+                rb.speak(question)
+                .ask(question)
+                .add_directive(ConfirmIntentDirective(updated_intent=request.intent))
+                .set_should_end_session(False)
+                .response
+            )
+        try:
+            text = gateway.checkin(identity.device_id, action, minutes, code, loc)
+        except (VoiceUnavailable, VoiceRejected):
+            text = words("unavailable", loc)
+        log.info("voice check-in", extra={"device_id": identity.device_id, "action": action})
+        return rb.speak(text).set_should_end_session(True).response
 
 
 class HelpHandler(_Base):
@@ -365,6 +431,7 @@ def skill_builder(deps: SkillDeps) -> SkillBuilder:
         RaiseAlertHandler(deps),
         CancelAlertHandler(deps),
         StatusHandler(deps),
+        CheckinHandler(deps),
         HelpHandler(deps),
         StopHandler(deps),
         SessionEndedHandler(deps),

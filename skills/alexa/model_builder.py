@@ -57,6 +57,40 @@ _EN_STATUS = [
     "has my alert been answered",
 ]
 
+# The check-in timer (docs/operations/checkin.md): {duration} is AMAZON.DURATION ("30 minutes" -> PT30M),
+# {code} the duress code, AMAZON.FOUR_DIGIT_NUMBER. "I'm OK" stays the alert's cancel; "I'm safe" stops a timer.
+_EN_CHECKIN = {
+    "checkin_start": [
+        "check on me in {duration}",
+        "check in on me in {duration}",
+        "start a check in for {duration}",
+        "start my check in timer for {duration}",
+        "set a check in for {duration}",
+    ],
+    "checkin_extend": [
+        "give me {duration} more",
+        "extend my check in by {duration}",
+        "add {duration} to my check in",
+    ],
+    "checkin_stop": [
+        "I'm safe",
+        "I am safe",
+        "I'm home",
+        "I am home",
+        "check me in",
+        "cancel my check in",
+        "stop my check in",
+        "stop my check in code {code}",
+        "I'm safe code {code}",
+        "check me in code {code}",
+    ],
+    "checkin_status": [
+        "how long is left on my check in",
+        "how long until my check in",
+        "check in status",
+    ],
+}
+
 LANGUAGE_TEXT: dict[str, dict[str, Any]] = {
     "en": {
         "help": _EN_HELP,
@@ -64,6 +98,9 @@ LANGUAGE_TEXT: dict[str, dict[str, Any]] = {
         "status": _EN_STATUS,
         "duress": DEFAULT_DURESS_PHRASE,
         "confirm": "Do you want to cancel your alert?",
+        **_EN_CHECKIN,
+        "confirm_checkin_start": "Shall I check on you then?",
+        "confirm_checkin_stop": "Do you want to stop your check-in?",
     },
     "de": {
         "help": [
@@ -97,14 +134,58 @@ LANGUAGE_TEXT: dict[str, dict[str, Any]] = {
         ],
         "duress": "ist der Wasserkocher an",
         "confirm": "Möchtest du deinen Alarm abbrechen?",
+        "checkin_start": [
+            "melde dich in {duration}",
+            "melde dich in {duration} bei mir",
+            "starte einen Check in für {duration}",
+            "check in für {duration}",
+        ],
+        "checkin_extend": [
+            "gib mir {duration} mehr",
+            "verlängere meinen Check in um {duration}",
+        ],
+        "checkin_stop": [
+            "ich bin in Sicherheit",
+            "ich bin zu Hause",
+            "Check in beenden",
+            "beende meinen Check in",
+            "Check in beenden Code {code}",
+            "ich bin in Sicherheit Code {code}",
+        ],
+        "checkin_status": [
+            "wie lange läuft mein Check in noch",
+            "Check in Status",
+        ],
+        "confirm_checkin_start": "Soll ich mich dann melden?",
+        "confirm_checkin_stop": "Möchtest du deinen Check-in beenden?",
     },
 }
 
 LOCALES = ("en-GB", "en-US", "de-DE")
 
 
-def _intent(name: str, samples: list[str]) -> dict[str, Any]:
-    return {"name": name, "slots": [], "samples": samples}
+# Intent names the handlers use (skills/alexa/handlers.py), with their slots.
+CHECKIN_INTENTS = {
+    "CheckInStartIntent": ("checkin_start", {"duration": "AMAZON.DURATION"}),
+    "CheckInExtendIntent": ("checkin_extend", {"duration": "AMAZON.DURATION"}),
+    "CheckInStopIntent": ("checkin_stop", {"code": "AMAZON.FOUR_DIGIT_NUMBER"}),
+    "CheckInStatusIntent": ("checkin_status", {}),
+}
+CONFIRMED_CHECKIN = {"CheckInStartIntent": "confirm_checkin_start", "CheckInStopIntent": "confirm_checkin_stop"}
+
+
+def _intent(name: str, samples: list[str], slots: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"name": name, "slots": [{"name": k, "type": v} for k, v in (slots or {}).items()], "samples": samples}
+
+
+def _confirmed(name: str, prompt: str, slots: dict[str, str]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "confirmationRequired": True,
+        "prompts": {"confirmation": prompt},
+        "slots": [{"name": k, "type": v, "confirmationRequired": False, "elicitationRequired": False, "prompts": {}}
+                  for k, v in slots.items()],
+    }
 
 
 def build_model(locale: str, duress_phrase: str | None = None) -> dict[str, Any]:
@@ -115,6 +196,7 @@ def build_model(locale: str, duress_phrase: str | None = None) -> dict[str, Any]
         _intent("DuressIntent", [duress]),
         _intent("CancelAlertIntent", list(text["cancel"])),
         _intent("StatusIntent", list(text["status"])),
+        *(_intent(name, list(text[key]), slots) for name, (key, slots) in CHECKIN_INTENTS.items()),
         _intent("AMAZON.HelpIntent", []),
         _intent("AMAZON.StopIntent", []),
         _intent("AMAZON.CancelIntent", []),
@@ -131,7 +213,11 @@ def build_model(locale: str, duress_phrase: str | None = None) -> dict[str, Any]
                         "confirmationRequired": True,
                         "prompts": {"confirmation": "Confirm.Intent.CancelAlert"},
                         "slots": [],
-                    }
+                    },
+                    # The skill asks these itself (Dialog.ConfirmIntent, with the duration in the question);
+                    # the prompts are what Alexa would say if the dialog were ever delegated.
+                    *(_confirmed(name, f"Confirm.Intent.{name}", CHECKIN_INTENTS[name][1])
+                      for name in CONFIRMED_CHECKIN),
                 ],
                 "delegationStrategy": "SKILL_RESPONSE",
             },
@@ -139,7 +225,9 @@ def build_model(locale: str, duress_phrase: str | None = None) -> dict[str, Any]
                 {
                     "id": "Confirm.Intent.CancelAlert",
                     "variations": [{"type": "PlainText", "value": text["confirm"]}],
-                }
+                },
+                *({"id": f"Confirm.Intent.{name}", "variations": [{"type": "PlainText", "value": text[key]}]}
+                  for name, key in CONFIRMED_CHECKIN.items()),
             ],
         }
     }

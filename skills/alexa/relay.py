@@ -20,6 +20,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from bridge.core.model import AlertState, Observation
+from device_adapters.checkin.voice import Action
+from skills.alexa.checkin import CheckinVoice
 from skills.alexa.service import AlertOutcome, Identity, VoiceRejected, VoiceService, VoiceUnavailable
 
 SIGNATURE_HEADER = "X-SOSBridge-Relay-Signature"
@@ -62,7 +64,7 @@ def _parse_outcome(d: dict[str, Any] | None) -> AlertOutcome | None:
                         latest if isinstance(latest, str) else None)
 
 
-def relay_router(path: str, secret: str, service: VoiceService) -> APIRouter:
+def relay_router(path: str, secret: str, service: VoiceService, checkins: CheckinVoice) -> APIRouter:
     router = APIRouter()
 
     @router.post(f"{path}/relay/{{op}}", include_in_schema=False)
@@ -87,6 +89,18 @@ def relay_router(path: str, secret: str, service: VoiceService) -> APIRouter:
                 return JSONResponse(_outcome(res))
             if op == "status":
                 return JSONResponse({"status": _outcome(await service.status(args["device_id"], args.get("alert_id")))})
+            if op == "innocuous":
+                return JSONResponse({"innocuous": await service.innocuous(args["device_id"])})
+            if op == "checkin":
+                action = args["action"]
+                if action not in ("start", "extend", "stop", "status"):
+                    raise ValueError(action)
+                minutes = args.get("minutes")
+                speech = await checkins.say(args["device_id"], action, float(minutes) if minutes else None,
+                                            args.get("code"), args.get("language"))
+                return JSONResponse({"speech": speech})
+            if op == "checkin_running":
+                return JSONResponse({"running": await checkins.running(args["device_id"])})
         except VoiceRejected as exc:
             return JSONResponse({"error": "rejected", "code": exc.code, "reason": exc.reason}, status_code=422)
         except VoiceUnavailable:
@@ -147,3 +161,14 @@ class HttpGateway:
 
     def status(self, device_id: str, alert_id: str | None) -> AlertOutcome | None:
         return _parse_outcome(self._call("status", {"device_id": device_id, "alert_id": alert_id})["status"])
+
+    def innocuous(self, device_id: str) -> bool:
+        return bool(self._call("innocuous", {"device_id": device_id})["innocuous"])
+
+    def checkin(self, device_id: str, action: Action, minutes: float | None, code: str | None,
+                language: str | None) -> str:
+        payload = {"device_id": device_id, "action": action, "minutes": minutes, "code": code, "language": language}
+        return str(self._call("checkin", payload)["speech"])
+
+    def checkin_running(self, device_id: str) -> bool:
+        return bool(self._call("checkin_running", {"device_id": device_id})["running"])

@@ -7,22 +7,30 @@ runs. Time is moved by giving the service a clock some minutes ahead (`timers.cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from bridge.alerts.checkin import CheckinTimers, Timer, due_step, extended, reminder_at
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import Device, Location, Person
+from bridge.infra.serving import free_port
 from device_adapters.checkin import CheckinAdapter, timers
 from device_adapters.checkin.voice import SPEECH
 from simulator.devices.mqtt import MqttPublisher
 from simulator.platform.receiver import EmbeddedReceiver
 from tests.device_adapters.test_mqtt_adapter import Listener, make_env
 from tests.support.bridges import BridgeEnv, bridge_settings, running_bridge
+from tests.support.paths import ROOT
+from tests.support.processes import sosbridge_cmd
 
 LAST_FIX = Location(lat=51.5007, lon=-0.1246, accuracy_m=9, source="gnss")
 HOME = Location(lat=51.49, lon=-0.2, accuracy_m=30, source="registered_address")
@@ -155,7 +163,7 @@ async def test_a_running_timer_survives_a_restart_and_is_raised_once(tmp_path: P
         # The bridge is down; the timer ran out meanwhile. The next start raises it at once, and only once.
         async with EmbeddedBridge(settings) as eb:
             svc = service(eb)
-            assert svc.current("walker-4") is not None
+            assert await svc.current("walker-4") is not None
             jump(svc, 16 * 60)
             contact = await rx.first(lambda x: x["device"]["id"] == "walker-4")
             assert contact["attributes"]["checkin_timer_id"] == started["timer_id"]
@@ -164,7 +172,7 @@ async def test_a_running_timer_survives_a_restart_and_is_raised_once(tmp_path: P
             jump(service(eb), 20 * 60)
             await asyncio.sleep(0.3)
             assert len([x for x in rx.contacts if x["device"]["id"] == "walker-4"]) == 1
-            assert service(eb).current("walker-4") is None
+            assert await service(eb).current("walker-4") is None
 
 
 # -- MQTT -------------------------------------------------------------------------------------------------
@@ -262,6 +270,75 @@ async def test_hermes_satellite_starts_hears_the_reminder_and_stops(tmp_path: Pa
             assert reminder["text"] == SPEECH["en"]["reminder"].format(remaining="4 minutes")
             stopped = await say_intent("SosCheckInStop", "s-2")
             assert stopped["text"] == SPEECH["en"]["stopped"]
-            assert service(eb).current("sat-1") is None
+            assert await service(eb).current("sat-1") is None
         finally:
             listener.close()
+
+
+# -- the reminder pushed to a webhook (an app's backend, Home Assistant) -----------------------------------
+@contextlib.asynccontextmanager
+async def webhook_server() -> AsyncIterator[tuple[str, asyncio.Queue[dict[str, Any]]]]:
+    """A real HTTP endpoint on loopback that records what is POSTed to it."""
+    got: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def hook(request: web.Request) -> web.Response:
+        await got.put(await request.json())
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/hook", got
+    finally:
+        await runner.cleanup()
+
+
+async def test_http_reminder_is_pushed_to_the_devices_webhook_and_shown_to_the_polling_app(tmp_path: Path) -> None:
+    async with running_bridge(tmp_path) as env, webhook_server() as (url, got):
+        _, auth = await person_device(env, "walker-5")
+        # The administrator points the device at its webhook (the device itself cannot).
+        proc = await asyncio.create_subprocess_exec(
+            *sosbridge_cmd("devices", "checkin-reminder-url", "walker-5", url), stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, cwd=ROOT,
+            env={**os.environ, "SOSBRIDGE_DB": env.settings.db, "SOSBRIDGE_DATA_DIR": env.settings.data_dir})
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, out.decode()
+        async with httpx.AsyncClient(base_url=env.url, headers=auth, timeout=10) as c:
+            started = (await c.post("/v1/checkin", json={"minutes": 30, "note": "site visit"})).json()
+            assert started["reminded_at"] is None and (await c.get("/v1/checkin")).json()["reminder"] is None
+            jump(service(env.bridge), 26 * 60)
+            body = await asyncio.wait_for(got.get(), 10)
+            assert body == {"event": "checkin_reminder", "timer_id": started["timer_id"], "due_at": started["due_at"],
+                            "remaining_s": body["remaining_s"], "language": "en-GB", "discreet": False,
+                            "speech": SPEECH["en"]["reminder"].format(remaining="4 minutes")}
+            assert 230 <= body["remaining_s"] <= 240
+            async with asyncio.timeout(5):  # recorded just after it was pushed
+                while not (view := (await c.get("/v1/checkin")).json())["reminded"]:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            assert view["reminded_at"] is not None
+            # The pending reminder the app shows (it polls), in the person's language.
+            assert view["reminder"] == {"at": view["reminded_at"], "discreet": False,
+                                        "text": SPEECH["en"]["reminder_app"].format(remaining="4 minutes")}
+            # A silent timer's reminder is discreet: no words for whoever is near.
+            await c.post("/v1/checkin", json={"minutes": 30, "silent": True})  # started at the moved clock
+            jump(service(env.bridge), 52 * 60)
+            quiet = await asyncio.wait_for(got.get(), 10)
+            assert quiet["discreet"] is True and "speech" not in quiet
+        assert got.empty()
+        assert not [x for x in env.receiver.contacts if x["device"]["id"] == "walker-5"]
+
+
+def test_the_reminder_url_command_refuses_what_is_not_a_web_address(tmp_path: Path) -> None:
+    import subprocess
+
+    result = subprocess.run(sosbridge_cmd("devices", "checkin-reminder-url", "x", "file:///etc/passwd"),
+                            capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env={**os.environ, "SOSBRIDGE_DB": str(tmp_path / "b.db"),
+                                 "SOSBRIDGE_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "URL: must be an http:// or https:// URL" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

@@ -20,6 +20,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "skills" / "assist" / "homeassistant"
 TOKEN = "ha-home-device-token-0123456789abcdef"
+REMINDER_WEBHOOK = "sos-bridge-reminder-test-0123456789"
 
 
 def ha_venv() -> Path:
@@ -58,6 +59,7 @@ def write_config(config_dir: Path, ha_port: int, bridge_port: int, automations: 
         f'sos_bridge_alerts_url: "{bridge}/v1/alerts"\n'
         f'sos_bridge_checkin_url: "{bridge}/v1/voice/checkin"\n'
         f'sos_bridge_token: "Bearer {TOKEN}"\n'
+        f'sos_bridge_reminder_webhook: "{REMINDER_WEBHOOK}"\n'
     )
     for sub in ("packages", "custom_sentences", "blueprints"):
         shutil.copytree(SHIPPED / sub, config_dir / sub, dirs_exist_ok=True)
@@ -112,6 +114,19 @@ class HomeAssistant:
                 headers={"Authorization": f"Bearer {self.token}"},
             )
         resp.raise_for_status()
+
+    async def anotifications(self) -> list[dict[str, Any]]:
+        """The persistent notifications, over Home Assistant's websocket API."""
+        import aiohttp
+
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{self.url}/api/websocket") as ws:
+            assert (await ws.receive_json(timeout=10))["type"] == "auth_required"
+            await ws.send_json({"type": "auth", "access_token": self.token})
+            assert (await ws.receive_json(timeout=10))["type"] == "auth_ok"
+            await ws.send_json({"id": 1, "type": "persistent_notification/get"})
+            reply = await ws.receive_json(timeout=10)
+        assert reply["success"], reply
+        return list(reply["result"])
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -94,3 +94,21 @@ def test_lambda_refuses_another_skill() -> None:
     env["context"]["System"]["application"]["applicationId"] = "amzn1.ask.skill.other"
     with pytest.raises(Exception, match="Skill ID Verification failed"):
         handler(env, None)
+
+
+async def test_lambda_cancel_under_the_duress_phrase_is_not_asked_about(bridge) -> None:
+    """The skill asks the bridge over the relay (`innocuous`) before its confirmation question."""
+    eb, rx = bridge
+    handler = build_lambda_handler(lambda_settings(eb.url))
+    duress = envelopes.current(envelopes.load("stop-intent-request.derived.json"), intent="DuressIntent")
+    out = await asyncio.to_thread(handler, duress, None)
+    assert out["response"]["outputSpeech"]["ssml"] == "<speak>OK, noted.</speak>"
+    cancel = envelopes.current(envelopes.load("stop-intent-request.derived.json"), intent="CancelAlertIntent",
+                               confirmation="NONE")
+    out = await asyncio.to_thread(handler, cancel, None)
+    assert out["response"]["outputSpeech"]["ssml"] == "<speak>You have no open alert to cancel.</speak>"
+    assert not out["response"].get("directives")
+    device = unverified_device_id(duress["context"]["System"]["device"]["deviceId"])
+    alert = await eb.runtime.store.open_alert_for_device(device)
+    assert alert is not None and alert.attributes.get("cancel_requests_under_duress")
+    assert not any(c["msg_type"] == "cancel" for c in rx.contacts)

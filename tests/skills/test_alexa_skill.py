@@ -277,6 +277,46 @@ async def test_duress_phrase_raises_a_silent_alert_with_innocuous_speech(stack: 
     assert not any(c["msg_type"] == "cancel" for c in stack.rx.contacts)
 
 
+async def test_an_unconfirmed_cancel_under_duress_is_not_asked_about_and_held(stack: Stack) -> None:
+    """Issue 24: after the duress phrase, "false alarm" got "Do you want to cancel your alert?", which says
+    an alert exists. Now it is answered as Assist answers it, and the cancel is held (the platform hears
+    it was asked for; the alert stays open)."""
+    duress = stack.current(GEO_SAMPLE, intent="DuressIntent")
+    duress["request"]["locale"] = "en-GB"
+    assert speech(await stack.post(duress)) == "OK, noted."
+    contact = await stack.contact_for(unverified_device_id(duress["context"]["System"]["device"]["deviceId"]))
+    cancel = stack.current(GEO_SAMPLE, intent="CancelAlertIntent", confirmation="NONE")
+    cancel["request"]["locale"] = "en-GB"
+    resp = await stack.post(cancel)
+    assert speech(resp) == "You have no open alert to cancel."
+    body = resp.json()["response"]
+    assert body["shouldEndSession"] is True and not body.get("directives")
+    await stack.rx.wait_for(
+        lambda cs: any(c["alert_id"] == contact["alert_id"] and c["msg_type"] == "update"
+                       and DURESS_CANCEL_REASON in (c["reason"] or "") for c in cs)
+    )
+    alert = await stack.eb.runtime.store.get_alert(contact["alert_id"])
+    assert alert is not None and alert.is_open and alert.attributes.get("cancel_requests_under_duress")
+    assert not any(c["msg_type"] == "cancel" for c in stack.rx.contacts)
+
+
+async def test_a_cancel_after_help_then_the_duress_phrase_is_asked_about_and_held(stack: Stack) -> None:
+    """Raised aloud ("I need help"), made silent later: whoever is near heard an alert raised, so the usual
+    confirmation is what they expect, and "yes" answers "cancelled" while the alert stays open."""
+    help_env = stack.current(STOP_SAMPLE, intent="HelpIntent")
+    speech(await stack.post(help_env))
+    contact = await stack.contact_for(unverified_device_id(help_env["context"]["System"]["device"]["deviceId"]))
+    assert speech(await stack.post(stack.current(STOP_SAMPLE, intent="DuressIntent"))) == "OK, noted."
+    resp = await stack.post(stack.current(STOP_SAMPLE, intent="CancelAlertIntent", confirmation="NONE"))
+    assert speech(resp) == "Do you want to cancel your alert?"
+    assert resp.json()["response"]["directives"][0]["type"] == "Dialog.ConfirmIntent"
+    resp = await stack.post(stack.current(STOP_SAMPLE, intent="CancelAlertIntent", confirmation="CONFIRMED"))
+    assert speech(resp) == "Your alert is cancelled."
+    alert = await stack.eb.runtime.store.get_alert(contact["alert_id"])
+    assert alert is not None and alert.is_open
+    assert not any(c["msg_type"] == "cancel" for c in stack.rx.contacts)
+
+
 @pytest.mark.parametrize("stack", [6.0], indirect=True)
 async def test_help_is_on_the_way_only_after_the_platform_acknowledged(stack: Stack) -> None:
     env = stack.current(STOP_SAMPLE, intent="HelpIntent")

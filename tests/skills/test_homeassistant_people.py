@@ -18,6 +18,7 @@ import yaml
 from device_adapters.checkin import timers
 from device_adapters.checkin.voice import SPEECH
 from skills.alexa.speech import say
+from tests.homeassistant_support import REMINDER_WEBHOOK
 from tests.skills.test_homeassistant import Env, Rig, bridge_for, rig  # noqa: F401 - `rig` is the session fixture
 from tests.support.paths import ROOT
 
@@ -50,14 +51,36 @@ async def test_check_on_me_by_voice_start_extend_status_stop(rig: Rig, tmp_path:
         said = await env.ha.aconverse("check on me in 20 minutes")
         assert said == en["started"].format(minutes="20 minutes")
         svc = env_timers(env)
-        running = svc.current("ha-home")
+        running = await svc.current("ha-home")
         assert running is not None and 1190 <= running.due_at - time.time() <= 1200
         assert await env.ha.aconverse("give me 10 more minutes") == en["extended"].format(remaining="30 minutes")
         assert await env.ha.aconverse("how long is left on my check-in") == en["status"].format(remaining="30 minutes")
         assert await env.ha.aconverse("stop my check-in") == en["stopped"]
-        assert svc.current("ha-home") is None
+        assert await svc.current("ha-home") is None
         await asyncio.sleep(0.3)
         assert env.rx.contacts == []
+
+
+async def test_the_reminder_is_pushed_to_home_assistant_as_a_notification(rig: Rig, tmp_path: Path) -> None:  # noqa: F811
+    """Issue 24 item 3: five minutes before a timer started by voice runs out, the bridge posts the reminder
+    to the Home Assistant webhook the administrator gave the device, and the shipped package
+    (packages/sos_bridge_checkin_reminder.yaml) shows it."""
+    async with bridge_for(rig, tmp_path) as env:
+        url = f"{env.ha.url}/api/webhook/{REMINDER_WEBHOOK}"
+        await env.bridge.runtime.store.set_credential("ha-home", "checkin_reminder_url", url, hashed=False)
+        assert (await env.ha.aconverse("check on me in 20 minutes")).startswith("OK.")
+        svc = env_timers(env)
+        svc.clock = lambda: time.time() + 16 * 60
+        svc.poke()
+        async with asyncio.timeout(20):
+            while not [n for n in await env.ha.anotifications() if n["notification_id"] == "sos_bridge_checkin"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+        [note] = [n for n in await env.ha.anotifications() if n["notification_id"] == "sos_bridge_checkin"]
+        assert note["title"] == "Check-in"
+        assert note["message"] == SPEECH["en"]["reminder"].format(remaining="4 minutes")
+        timer = await svc.current("ha-home")
+        assert timer is not None and timer.reminded and timer.reminded_at is not None
+        assert env.rx.contacts == []  # a reminder is not an alert
 
 
 async def test_a_voice_stop_with_the_duress_code_sounds_the_same(rig: Rig, tmp_path: Path) -> None:  # noqa: F811

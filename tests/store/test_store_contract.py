@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bridge.core.model import Alert, AlertState, Device, HistoryEntry, Location, Person, new_id, utcnow
-from bridge.store.base import Change, DuplicateMessage, Store
+from bridge.store.base import Change, CheckinRow, ConcurrentUpdate, DuplicateMessage, Store
 from tests.support.factories import make_alert, make_item
 
 STORES = ["sqlite"] + (["redis"] if importlib.util.find_spec("bridge.store.redis") else [])
@@ -302,3 +302,64 @@ async def test_a_fix_written_with_an_alert_keeps_the_rest_of_the_device(store: S
     await store.commit(Change(alert=alert, device_location=("d1", fix)))
     stored = await store.get_device("d1")
     assert stored == device.model_copy(update={"last_location": fix, "last_seen": alert.updated_at})
+
+
+# -- check-in timers (bridge/alerts/checkin.py keeps one row per device in the shared store) ---------------
+def checkin(device_id: str, timer_id: str, next_at: float, active: bool = True) -> CheckinRow:
+    return CheckinRow(device_id, timer_id, f'{{"timer_id": "{timer_id}"}}', active, next_at)
+
+
+async def test_checkin_rows_are_versioned_per_device(store: Store) -> None:
+    assert await store.get_checkin("d1") is None
+    assert await store.put_checkin(checkin("d1", "t1", 100.0), None) == 1
+    with pytest.raises(ConcurrentUpdate) as first_again:
+        await store.put_checkin(checkin("d1", "t2", 100.0), None)  # another instance started one meanwhile
+    assert first_again.value.alert_id == "t2"
+    # A new timer replaces the device's row; a write from a stale read is refused and changes nothing.
+    assert await store.put_checkin(checkin("d1", "t2", 200.0), 1) == 2
+    with pytest.raises(ConcurrentUpdate):
+        await store.put_checkin(checkin("d1", "t1", 50.0, active=False), 1)
+    row = await store.get_checkin("d1")
+    assert row is not None and (row.timer_id, row.version, row.active, row.next_at) == ("t2", 2, True, 200.0)
+    assert row.doc == '{"timer_id": "t2"}'
+    assert await store.get_checkin("d2") is None
+
+
+async def test_checkin_lease_gives_a_due_timer_to_one_caller_until_it_expires(store: Store) -> None:
+    await store.put_checkin(checkin("d1", "t1", 100.0), None)
+    await store.put_checkin(checkin("d2", "t2", 300.0), None)
+    await store.put_checkin(checkin("d3", "t3", 50.0, active=False), None)  # stopped: never leased
+    assert await store.next_checkin_at() == 100.0
+    assert await store.lease_checkins(99.0, 30, 10) == []
+    leased = await store.lease_checkins(150.0, 30, 10)
+    assert [(r.device_id, r.version, r.lease_until) for r in leased] == [("d1", 1, 180.0)]
+    # A second instance asking meanwhile gets nothing; the loop sleeps until the lease or d2 is due.
+    assert await store.lease_checkins(151.0, 30, 10) == []
+    assert await store.next_checkin_at() == 180.0
+    # The holder died without writing: after the lease the timer is leased again, by one caller.
+    again = await store.lease_checkins(181.0, 30, 10)
+    assert [r.device_id for r in again] == ["d1"]
+    # The holder's write (expired, nothing left to do) ends the lease and takes the row out of the loop.
+    await store.put_checkin(checkin("d1", "t1", 100.0, active=False), again[0].version)
+    row = await store.get_checkin("d1")
+    assert row is not None and not row.active and row.lease_until == 0.0 and row.version == 2
+    assert [r.device_id for r in await store.lease_checkins(1000.0, 30, 10)] == ["d2"]
+
+
+async def test_checkin_write_during_a_lease_wins_over_the_leaseholder(store: Store) -> None:
+    await store.put_checkin(checkin("d1", "t1", 100.0), None)
+    (held,) = await store.lease_checkins(100.0, 30, 10)
+    # The person stops the timer through another instance while the loop holds the lease.
+    await store.put_checkin(checkin("d1", "t1", 100.0, active=False), held.version)
+    with pytest.raises(ConcurrentUpdate):
+        await store.put_checkin(checkin("d1", "t1", 100.0, active=False), held.version)
+    assert await store.next_checkin_at() is None
+    assert await store.lease_checkins(10_000.0, 30, 10) == []
+
+
+async def test_checkin_lease_takes_at_most_limit_in_due_order(store: Store) -> None:
+    for n in range(5):
+        await store.put_checkin(checkin(f"d{n}", f"t{n}", 100.0 - n), None)
+    first = await store.lease_checkins(200.0, 30, 2)
+    assert [r.device_id for r in first] == ["d4", "d3"]
+    assert [r.device_id for r in await store.lease_checkins(200.0, 30, 10)] == ["d2", "d1", "d0"]
