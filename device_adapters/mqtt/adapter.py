@@ -15,8 +15,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from cachetools import LRUCache
 
 from bridge.alerts.pipeline import silent_from_start
 from bridge.alerts.supervision import gateway_state_changed
@@ -46,6 +49,7 @@ log = logging.getLogger("sosbridge.mqtt")
 TRANSPORT = "mqtt"
 UNROUTED_ERROR_TOPIC = "sosbridge/_unrouted/error"
 RAW_LIMIT = 4096
+MQTT_DEVICE_CACHE = 50_000
 
 
 @dataclass
@@ -98,7 +102,8 @@ class MqttAdapter(BaseAdapter):
         self._queues: dict[str, collections.deque[Inbound]] = {}  # per sender (topic), in arrival order
         self._status_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._mqtt_devices: dict[str, bool] = {}
+        # Whether a device listens on MQTT, per device id: bounded (a flood of new devices must not grow it).
+        self._mqtt_devices: LRUCache[str, bool] = LRUCache(MQTT_DEVICE_CACHE)
         # Byte-identical repeats (topic + payload) of frames stored or in flight: answered without the
         # ingress; a repeat of a frame in flight is acknowledged with its original, after the commit.
         self.repeats: RepeatCache[bool] = RepeatCache()
@@ -178,7 +183,10 @@ class MqttAdapter(BaseAdapter):
                 batch = list(queue)
                 queue.clear()
                 try:
-                    outcomes = await asyncio.gather(*(self._handle(m) for m in batch), return_exceptions=True)
+                    if len(batch) == 1:  # the common case: no task per frame (issue 27)
+                        outcomes: list[BaseException | None] = [await _outcome(self._handle(batch[0]))]
+                    else:
+                        outcomes = await asyncio.gather(*(self._handle(m) for m in batch), return_exceptions=True)
                     for msg, outcome in zip(batch, outcomes, strict=True):
                         if isinstance(outcome, Exception):  # a bug: logged; the frame stays unacknowledged
                             log.error("mqtt frame not handled; not acknowledged",
@@ -197,9 +205,7 @@ class MqttAdapter(BaseAdapter):
             await self._handle_frame(msg)
             return
         key = digest(msg.topic, msg.payload)
-        while True:
-            if self.repeats.stored(key):
-                break  # a repeat of a stored frame (the same message ids): a duplicate, acknowledged at once
+        if self.repeats.stored(key) is None:
             original = self.repeats.in_flight(key)
             if original is None:
                 self.repeats.begin(key)
@@ -210,8 +216,12 @@ class MqttAdapter(BaseAdapter):
                     self.repeats.finish(key, True if repeatable else None)
                 return
             # The original is being stored: answered with it, once it is (never before). If it was not
-            # remembered (no message id, refused, stopping), this frame is handled on its own.
-            if not await original and self._stopping:
+            # remembered (no message id, refused, stopping), this frame is handled on its own, without
+            # waiting on another copy: 5,000 identical frames waiting here and racing for the next
+            # "original" woke each other 5,000 times each (4.8 ms a frame, one device starving the rest).
+            if not await original:
+                if not self._stopping:
+                    await self._handle_frame(msg)
                 return
         assert self.ctx is not None
         self.ctx.metrics.duplicate(TRANSPORT)
@@ -407,7 +417,7 @@ class MqttAdapter(BaseAdapter):
             # coerces the person can see. It keeps showing what it showed before (docs/voice/duress.md).
             return
         try:
-            if not await self._is_mqtt_device(event.device_id):
+            if not await self._is_mqtt_device(event.device_id, event.transport):
                 return
             body = {
                 "alert_id": event.alert_id,
@@ -450,10 +460,14 @@ class MqttAdapter(BaseAdapter):
         except Exception:
             log.exception("message publish failed", extra={"alert_id": event.alert_id})
 
-    async def _is_mqtt_device(self, device_id: str) -> bool:
+    async def _is_mqtt_device(self, device_id: str, transport: str | None = None) -> bool:
         known = self._mqtt_devices.get(device_id)
         if known is not None:
             return known
+        if transport == TRANSPORT:
+            # Raised over MQTT: an MQTT device, no store read (issue 27: a point lookup per alert).
+            self._mqtt_devices[device_id] = True
+            return True
         assert self.ctx is not None and self.profiles is not None
         device = await self.ctx.store.get_device(device_id)
         profile = self.profiles.get(device.profile_id) if device else None
@@ -476,6 +490,16 @@ class MqttAdapter(BaseAdapter):
 HERMES_SILENT_REPLY = "OK, noted."
 NOTHING_TO_CANCEL = "You have no open alert to cancel."  # as Alexa and Assist say it
 HERMES_TTS_TOPIC = "hermes/tts/say"
+
+
+async def _outcome(handling: Coroutine[Any, Any, None]) -> BaseException | None:
+    """What `gather(..., return_exceptions=True)` gives for one coroutine, without a task. A
+    cancellation (stopping) is raised, not returned."""
+    try:
+        await handling
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _repeat_answered_by_puback(topic: str) -> bool:
