@@ -9,6 +9,7 @@ be compared by CPU per frame on a loaded machine, where the rates of `bench.run`
 Usage: python -m bench.hotpath [--n 4000] [--flood 20000]
   first alerts: N frames, one each from N registered devices (as the `bridge` step's flood)
   one flooder:  FLOOD frames from one device, SOS presses with new message ids alternating with locations
+                (with new message ids, as bench/flooder.py; then one identical fix without an id)
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ class StandInConnection:
         self.published += 1
 
 
-def frame(device_id: str, n: int, location_only: bool = False) -> Inbound:
+def frame(device_id: str, n: int, location_only: bool = False, ids: bool = True) -> Inbound:
     body: dict[str, Any] = {"location": {"lat": 51.5007, "lon": -0.1246, "accuracy_m": 8}, "battery": 87}
     if location_only:
         body["action"] = "location"
+        if ids:
+            body["message_id"] = f"m-{device_id}-{n}"
     else:
         body.update(kind="sos", message_id=f"m-{device_id}-{n}")
     return Inbound(f"sosbridge/{TENANT}/{device_id}/alert", json.dumps(body).encode(), 1, False, n, False)
@@ -103,10 +106,12 @@ def main() -> None:
     try:
         for label, frames, ids, delivered in [
             ("first alerts", [frame(f"h{i}", i) for i in range(args.n)], [f"h{i}" for i in range(args.n)], args.n),
-            ("one flooder", [frame("flooder", i, location_only=i % 2 == 1) for i in range(args.flood)],
-             ["flooder"], 1),
+            ("one flooder (bench/flooder.py: every frame has a new message id)",
+             [frame("flooder", i, location_only=i % 2 == 1) for i in range(args.flood)], ["flooder"], 1),
+            ("one flooder resending one fix without an id",
+             [frame("stuck", i, location_only=i % 2 == 1, ids=False) for i in range(args.flood)], ["stuck"], 1),
         ]:
-            db = work / f"{label.replace(' ', '-')}.db"
+            db = work / f"{ids[0]}.db"
             settings = Settings(db=str(db), data_dir=str(work), platform_url=rx.url, http_port=0,
                                 platform_secret="bench-secret-0123456789abcdef0123",
                                 admin_token="bench-admin-0123456789abcdef")
