@@ -68,9 +68,9 @@ async def run(settings: Settings, frames: list[Inbound], delivered: int, rx: Rec
     await runtime.start()
     adapter = MqttAdapter()
     conn = StandInConnection()
-    adapter.ctx = runtime  # type: ignore[assignment]
+    adapter.ctx = runtime
     adapter.profiles = runtime.profiles
-    adapter.conn = conn  # type: ignore[assignment]
+    adapter.conn = conn  # type: ignore[assignment]  # the stand-in for paho
     ready = asyncio.Event()
     status = asyncio.create_task(adapter._status_loop(ready))
     await asyncio.wait_for(ready.wait(), 10)

@@ -89,11 +89,14 @@ class MqttAdapter(BaseAdapter):
     name = "mqtt"
     transports = {"mqtt": frozenset({"mqtt_puback", "mqtt_status", "speech"})}
 
+    # The running state: set once by start(), before the connection can hand over any frame.
+    ctx: AdapterContext
+    profiles: ProfileRegistry
+    conn: MqttConnection
+
     def __init__(self, options: MqttOptions | None = None) -> None:
         self.options = options or MqttOptions.from_env()
-        self.conn: MqttConnection | None = None
-        self.ctx: AdapterContext | None = None
-        self.profiles: ProfileRegistry | None = None
+        self._started = False
         # Answers on the error topics are rate-limited per topic; frames themselves never are (the
         # ingress admits per device: emergencies always, non-emergencies coalesced).
         self.error_flood = FloodGuard(5, 1)
@@ -130,6 +133,7 @@ class MqttAdapter(BaseAdapter):
             self._on_message,
             shared_group=settings.mqtt_shared_group,
         )
+        self._started = True
         # Listen for status changes before the first message can create one.
         ready = asyncio.Event()
         self._status_task = asyncio.create_task(self._status_loop(ready), name="mqtt-status")
@@ -139,7 +143,8 @@ class MqttAdapter(BaseAdapter):
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Until connected and subscribed (tests and the demo use this; start() never blocks on it)."""
-        assert self.conn is not None
+        if not self._started:
+            raise RuntimeError("the MQTT adapter is not started")
         if not await wait_event(self.conn.subscribed, timeout):
             raise TimeoutError(f"not connected and subscribed to the broker within {timeout:g} s")
 
@@ -150,7 +155,7 @@ class MqttAdapter(BaseAdapter):
             await asyncio.wait(list(self._tasks), timeout=5)
         if self._status_task is not None:
             await stop_tasks([self._status_task])
-        if self.conn is not None:
+        if self._started:
             await asyncio.to_thread(self.conn.stop)
         for task in list(self._tasks):
             task.cancel()
@@ -159,7 +164,6 @@ class MqttAdapter(BaseAdapter):
     def _on_message(self, msg: Inbound) -> None:
         """Byte-level work only: the topic names the sender; its frame joins that sender's queue. A sender
         with nothing queued gets a worker at once, behind no other sender's backlog."""
-        assert self.conn is not None
         if self._stopping:
             self.conn.release_slot()
             return  # not acknowledged: the broker keeps it for the next session
@@ -176,7 +180,6 @@ class MqttAdapter(BaseAdapter):
         """One sender's backlog, a batch at a time: every waiting frame goes to the ingress together (its
         lane folds the presses into one commit) and each is acknowledged once stored. Workers of different
         senders take turns on the loop, so a flooding sender's backlog is one job among many."""
-        assert self.conn is not None
         queue = self._queues[topic]
         try:
             while queue:
@@ -200,7 +203,6 @@ class MqttAdapter(BaseAdapter):
                 self.conn.release_slot()
 
     async def _handle(self, msg: Inbound) -> None:
-        assert self.conn is not None
         if msg.retain or not _repeat_answered_by_puback(msg.topic):
             await self._handle_frame(msg)
             return
@@ -223,7 +225,6 @@ class MqttAdapter(BaseAdapter):
                 if not self._stopping:
                     await self._handle_frame(msg)
                 return
-        assert self.ctx is not None
         self.ctx.metrics.duplicate(TRANSPORT)
         self.conn.ack(msg)
         self.handled += 1
@@ -231,7 +232,6 @@ class MqttAdapter(BaseAdapter):
     async def _handle_frame(self, msg: Inbound) -> bool:
         """Through the ingress until stored (or stopping), then acknowledged. True: the frame was stored
         and a byte-identical repeat of it is a duplicate."""
-        assert self.conn is not None
         delay = 0.1
         receipt: Receipt | None = None
         while True:
@@ -257,7 +257,6 @@ class MqttAdapter(BaseAdapter):
 
     async def _process(self, msg: Inbound) -> Receipt | None:
         """Receive: topic → Claim → the ingress → answer on the wire. None: not a frame for us."""
-        assert self.ctx is not None
         route = topics.route(msg.topic, self.options.z2m_bases, self.profiles)
         if route is None:
             return None
@@ -292,7 +291,6 @@ class MqttAdapter(BaseAdapter):
         last = receipt.last
         if receipt.status != "accepted" or last is None or last.outcome != "cancelled" or not last.alert_id:
             return None
-        assert self.ctx is not None
         alert = await self.ctx.store.get_alert(last.alert_id)
         return NOTHING_TO_CANCEL if alert is not None and silent_from_start(alert) else None
 
@@ -345,7 +343,6 @@ class MqttAdapter(BaseAdapter):
             self._end_session(doc, spoken or (DEVICE_MESSAGES[last.state] if last and last.state else "Done."))
 
     def _publish_error(self, route: topics.Route, receipt: Receipt) -> None:
-        assert self.conn is not None
         device = receipt.device
         if route.kind in ("own", "reply"):
             topic = error_topic(route.tenant or "", route.device or "")
@@ -358,7 +355,6 @@ class MqttAdapter(BaseAdapter):
             self.conn.publish(topic, json.dumps(body), qos=0)
 
     def _hermes_intent_configured(self, name: str) -> bool:
-        assert self.profiles is not None
         for profile in self.profiles.by_decoder("hermes"):
             helps, cancels = hermes_decoder.configured_intents(profile)
             if name in helps or name in cancels:
@@ -369,7 +365,6 @@ class MqttAdapter(BaseAdapter):
     async def _gateway_state(self, route: topics.Route, msg: Inbound) -> Receipt:
         """zigbee2mqtt's bridge/state (its last will): the same path supervision takes for a silent gateway,
         through the ingress's lanes like every other observation."""
-        assert self.ctx is not None
         state = parse_availability(msg.payload)
         if state is None:
             receipt = Receipt.refused("invalid", "bridge/state payload must be online or offline")
@@ -393,7 +388,6 @@ class MqttAdapter(BaseAdapter):
 
     # -- outbound: status topic and Hermes answers -------------------------------------------------
     async def _status_loop(self, ready: asyncio.Event) -> None:
-        assert self.ctx is not None
         async with self.ctx.bus.subscribe() as queue:
             ready.set()
             while True:
@@ -426,7 +420,6 @@ class MqttAdapter(BaseAdapter):
                 "message": event.message,
                 "at": _now(),
             }
-            assert self.conn is not None
             # Retained, so a button that reconnects still shows the latest state on its LED.
             self.conn.publish(
                 status_topic(event.tenant_id, event.device_id), json.dumps(body), qos=1, retain=True
@@ -437,11 +430,10 @@ class MqttAdapter(BaseAdapter):
     async def _publish_text(self, event: StatusEvent) -> None:
         """A platform message on `.../status/messages` (QoS 1, not retained: each message once, in order),
         with its delivery recorded; spoken by a Hermes satellite only when it may make a sound."""
-        assert event.text is not None and self.ctx is not None
+        assert event.text is not None
         try:
             if not await self._is_mqtt_device(event.device_id):
                 return
-            assert self.conn is not None
             self.conn.publish(messages_topic(event.tenant_id, event.device_id),
                               json.dumps(event.text.body(event.alert_id)), qos=1)
             await record_delivery(self.ctx.store, event, "mqtt")
@@ -468,7 +460,6 @@ class MqttAdapter(BaseAdapter):
             # Raised over MQTT: an MQTT device, no store read (issue 27: a point lookup per alert).
             self._mqtt_devices[device_id] = True
             return True
-        assert self.ctx is not None and self.profiles is not None
         device = await self.ctx.store.get_device(device_id)
         profile = self.profiles.get(device.profile_id) if device else None
         is_mqtt = device is not None and (
@@ -481,7 +472,7 @@ class MqttAdapter(BaseAdapter):
 
     def _end_session(self, doc: dict[str, Any], text: str) -> None:
         session = doc.get("sessionId")
-        if not session or self.conn is None:
+        if not session or not self._started:
             return
         body = {"sessionId": session, "text": text}
         self.conn.publish("hermes/dialogueManager/endSession", json.dumps(body), qos=1)
