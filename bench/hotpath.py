@@ -6,7 +6,7 @@ It leaves out what the full bench measures (the broker, paho's thread, the load 
 be compared by CPU per frame on a loaded machine, where the rates of `bench.run` move by 2x between runs.
 `process_time` counts every thread of this process (the SQLite writer included), not the recorder's.
 
-Usage: python -m bench.hotpath [--n 4000] [--flood 20000]
+Usage: python -m bench.hotpath [--n 4000] [--flood 20000] [--default-gc]
   first alerts: N frames, one each from N registered devices (as the `bridge` step's flood)
   one flooder:  FLOOD frames from one device, SOS presses with new message ids alternating with locations
                 (with new message ids, as bench/flooder.py; then one identical fix without an id)
@@ -26,6 +26,7 @@ from bench.harness import RecorderClient
 from bench.seed import TENANT, seed
 from bridge.app.config import Settings
 from bridge.app.runtime import BridgeRuntime
+from bridge.infra.gc_tuning import tune_for_serving
 from device_adapters.mqtt.adapter import MqttAdapter
 from device_adapters.mqtt.client import Inbound
 
@@ -62,10 +63,13 @@ def frame(device_id: str, n: int, location_only: bool = False, ids: bool = True)
     return Inbound(f"sosbridge/{TENANT}/{device_id}/alert", json.dumps(body).encode(), 1, False, n, False)
 
 
-async def run(settings: Settings, frames: list[Inbound], delivered: int, rx: RecorderClient) -> dict[str, float]:
+async def run(settings: Settings, frames: list[Inbound], delivered: int, rx: RecorderClient,
+              tune_gc: bool = True) -> dict[str, float]:
     runtime = BridgeRuntime(settings)
     runtime.adapters = []  # no transport of its own: the adapter below is driven directly
     await runtime.start()
+    if tune_gc:
+        tune_for_serving()  # as `sosbridge serve` does once it has started
     adapter = MqttAdapter()
     conn = StandInConnection()
     adapter.ctx = runtime
@@ -100,6 +104,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--flood", type=int, default=20000)
+    ap.add_argument("--default-gc", action="store_true", help="keep CPython's collector settings")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sosbridge-hotpath-"))
     rx = RecorderClient(work)
@@ -116,7 +121,7 @@ def main() -> None:
                                 platform_secret="bench-secret-0123456789abcdef0123",
                                 admin_token="bench-admin-0123456789abcdef")
             asyncio.run(seed(settings, ids))
-            print(label, asyncio.run(run(settings, frames, delivered, rx)))
+            print(label, asyncio.run(run(settings, frames, delivered, rx, not args.default_gc)))
     finally:
         rx.close()
 
