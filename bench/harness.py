@@ -15,7 +15,7 @@ import httpx
 
 from bench.common import PY, Proc, free_port, latency_summary, spawn, wait_http
 
-SECRET = "bench-secret-" + uuid.uuid4().hex[:8]
+SECRET = "bench-secret-" + uuid.uuid4().hex  # the bridge refuses webhook secrets under 32 characters
 
 
 class _Client:

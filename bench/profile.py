@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,13 @@ def summarise(collapsed: Path, top: int = 25) -> str:
     out += ["", "total time (frame on the stack):"]
     out += [f"{100 * n / samples:5.1f}%  {f}" for f, n in total.most_common(top * 2)]
     return "\n".join(out)
+
+
+def process_cpu_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used, every thread (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def main() -> int:
@@ -80,10 +88,17 @@ def main() -> int:
             finally:
                 pub.close()
 
+        cpu_before = process_cpu_s(bridge.proc.pid)
         res = measure("profile", rx, keys, send, 300)
+        cpu_after = process_cpu_s(bridge.proc.pid)
+        user, system = (cpu_after[0] - cpu_before[0]), (cpu_after[1] - cpu_before[1])
         spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
         _, err = spy.communicate(timeout=60)
         print(f"{res.delivered}/{res.expected} delivered at {res.rate_per_s}/s")
+        # CPU per alert moves far less with the machine's load than the rate does: compare builds by it.
+        per = 1e6 / max(1, res.delivered)
+        print(f"bridge CPU (every thread) {user + system:.2f} s: {per * (user + system):.0f} us per alert "
+              f"(user {per * user:.0f}, system {per * system:.0f})")
         if not out.exists():
             print(f"py-spy wrote nothing: {err.decode()[-500:]}")
             return 1

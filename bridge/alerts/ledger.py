@@ -99,7 +99,8 @@ class Ledger:
 
     def publish(self, alert: Alert, event: str) -> None:
         self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, event,
-                                     kind=alert.kind.value, covert=held_under_duress(alert)))
+                                     kind=alert.kind.value, covert=held_under_duress(alert),
+                                     transport=alert.transport))
 
     # -- the person's emergency contacts --------------------------------------------------------------
     def queue_notifications(

@@ -159,7 +159,7 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     )
     retry_base_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles on each attempt")
     retry_max_s: float = Field(default=60.0, gt=0, description="Longest retry delay")
-    forwarder_workers: int = Field(default=16, ge=1, description="Concurrent webhook deliveries")
+    forwarder_workers: int = Field(default=32, ge=1, le=1024, description="Concurrent webhook deliveries")
     lease_s: float = Field(default=30.0, gt=0, description="How long a worker holds an outbox item before another may")
 
     # transports own their settings (device_adapters/<t>/settings.py, registered under sosbridge.settings)

@@ -45,6 +45,8 @@ class StatusEvent:
     # A coercion signal (duress, silent panic): indicators others can see or hear at the device (the
     # retained MQTT status topic behind a button's LED or a satellite) must show nothing of it.
     covert: bool = False
+    # The transport that raised the alert: a channel can tell its own devices without reading the store.
+    transport: str | None = None
 
     @property
     def message(self) -> str:

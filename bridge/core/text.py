@@ -14,6 +14,7 @@ from typing import Any
 _CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _UNENCODABLE = re.compile("[\ud800-\udfff\ufffe\uffff]")
 _ANY_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_bad = _ANY_BAD.search
 
 
 def clean_text(text: str) -> str:
@@ -36,11 +37,25 @@ def clean_value(value: Any) -> Any:
 
 
 def needs_cleaning(value: Any) -> bool:
-    """Whether `clean_value` would change `value` (no allocation on the common, clean path)."""
-    if isinstance(value, str):
-        return _ANY_BAD.search(value) is not None
-    if isinstance(value, dict):
-        return any(needs_cleaning(k) or needs_cleaning(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(needs_cleaning(v) for v in value)
+    """Whether `clean_value` would change `value` (no allocation on the common, clean path).
+
+    Loops, not generators, and exact type checks first: it runs on every model built at the edge, for
+    every string in nested attributes (issue 27: a generator per dict cost more than the regex)."""
+    kind = type(value)
+    if kind is str:
+        return _bad(value) is not None
+    if kind is dict or isinstance(value, dict):
+        for key, item in value.items():
+            if (_bad(key) is not None if type(key) is str else needs_cleaning(key)) or (
+                type(item) is not int and needs_cleaning(item)
+            ):
+                return True
+        return False
+    if kind is list or kind is tuple or isinstance(value, list | tuple):
+        for item in value:
+            if type(item) is not int and needs_cleaning(item):
+                return True
+        return False
+    if isinstance(value, str):  # a str subclass (an enum value)
+        return _bad(value) is not None
     return False

@@ -34,7 +34,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from bridge.core.model import Alert, Device, HistoryEntry, Location
+from bridge.core.model import STORED, Alert, Device, HistoryEntry, Location
 from bridge.store.base import (
     Change,
     CheckinRow,
@@ -608,7 +608,7 @@ class RedisStore:
 
     async def get_device(self, device_id: str) -> Device | None:
         doc = await self._device_doc(device_id)
-        return Device.model_validate_json(doc) if doc else None
+        return Device.model_validate_json(doc, context=STORED) if doc else None
 
     async def list_devices(self, tenant_id: str | None = None) -> list[Device]:
         if tenant_id is None:
@@ -618,7 +618,7 @@ class RedisStore:
         else:
             ids = sorted(await self._call(lambda: self.r.smembers(self._k("tenant", tenant_id)), retries=2))
             docs = await self._call(lambda: self.r.hmget(self._k("devices"), ids), retries=2) if ids else []
-        devices = [Device.model_validate_json(d) for d in docs if d]
+        devices = [Device.model_validate_json(d, context=STORED) for d in docs if d]
         return sorted(devices, key=lambda d: d.device_id)
 
     async def remove_device(self, device_id: str) -> bool:
@@ -634,7 +634,7 @@ class RedisStore:
             old = await self._device_doc(device_id)
             if old is None:
                 return
-            device = Device.model_validate_json(old)
+            device = Device.model_validate_json(old, context=STORED)
             change(device)
             done = await self._call(partial(self._script, "cas_device", device_id, old, device.model_dump_json()))
             if done != 0:
@@ -713,7 +713,7 @@ class RedisStore:
         if old is None:
             args.extend(["", "", "", *guards])
             return args
-        device = Device.model_validate_json(old)
+        device = Device.model_validate_json(old, context=STORED)
         device.last_location = loc
         device.last_seen = alert.updated_at
         args.extend([device_id, old, device.model_dump_json(), *guards])
@@ -721,7 +721,7 @@ class RedisStore:
 
     async def get_alert(self, alert_id: str) -> Alert | None:
         doc = await self._call(lambda: self.r.get(self._k("alert", alert_id)), retries=2)
-        return Alert.model_validate_json(doc) if doc else None
+        return Alert.model_validate_json(doc, context=STORED) if doc else None
 
     async def open_alert_for_device(self, device_id: str) -> Alert | None:
         ids = await self._call(lambda: self.r.zrevrange(self._k("aopen", device_id), 0, 0), retries=2)
@@ -729,7 +729,7 @@ class RedisStore:
 
     async def history(self, alert_id: str) -> list[HistoryEntry]:
         rows = await self._call(lambda: self.r.lrange(self._k("hist", alert_id), 0, -1), retries=2)
-        return [HistoryEntry.model_validate_json(r) for r in rows]
+        return [HistoryEntry.model_validate_json(r, context=STORED) for r in rows]
 
     async def append_history(self, alert_id: str, entries: Sequence[HistoryEntry]) -> None:
         docs = [h.model_dump_json() for h in entries]

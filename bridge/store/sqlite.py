@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.core.model import Alert, Device, HistoryEntry, Location
+from bridge.core.model import STORED, Alert, Device, HistoryEntry, Location
 from bridge.infra.private_files import private_sqlite
 from bridge.store.base import (
     Change,
@@ -426,7 +426,7 @@ class SqliteStore:
         row = await self._lookup(
             lambda c: c.execute("SELECT doc FROM devices WHERE device_id = ?", (device_id,)).fetchone()
         )
-        return Device.model_validate_json(row["doc"]) if row else None
+        return Device.model_validate_json(row["doc"], context=STORED) if row else None
 
     async def list_devices(self, tenant_id: str | None = None) -> list[Device]:
         def q(c: sqlite3.Connection) -> list[Any]:
@@ -434,7 +434,7 @@ class SqliteStore:
                 return c.execute("SELECT doc FROM devices ORDER BY device_id").fetchall()
             return c.execute("SELECT doc FROM devices WHERE tenant_id = ? ORDER BY device_id", (tenant_id,)).fetchall()
 
-        return [Device.model_validate_json(r["doc"]) for r in await self._read(q)]
+        return [Device.model_validate_json(r["doc"], context=STORED) for r in await self._read(q)]
 
     async def remove_device(self, device_id: str) -> bool:
         def body(c: sqlite3.Connection) -> bool:
@@ -453,14 +453,14 @@ class SqliteStore:
                 (scheme, value),
             ).fetchone()
         )
-        return Device.model_validate_json(row["doc"]) if row else None
+        return Device.model_validate_json(row["doc"], context=STORED) if row else None
 
     async def touch_device(self, device_id: str, seen_at: datetime, location: Location | None) -> None:
         def body(c: sqlite3.Connection) -> None:
             row = c.execute("SELECT doc FROM devices WHERE device_id = ?", (device_id,)).fetchone()
             if row is None:
                 return
-            device = Device.model_validate_json(row["doc"])
+            device = Device.model_validate_json(row["doc"], context=STORED)
             device.last_seen = seen_at
             if location is not None and location.has_coordinates:
                 device.last_location = location
@@ -494,7 +494,7 @@ class SqliteStore:
                 (digest,),
             ).fetchone()
         )
-        return Device.model_validate_json(row["doc"]) if row else None
+        return Device.model_validate_json(row["doc"], context=STORED) if row else None
 
     # -- alerts ---------------------------------------------------------------------------------------
     async def commit(self, change: Change) -> None:
@@ -552,7 +552,7 @@ class SqliteStore:
         row = await self._lookup(
             lambda c: c.execute("SELECT doc FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
         )
-        return Alert.model_validate_json(row["doc"]) if row else None
+        return Alert.model_validate_json(row["doc"], context=STORED) if row else None
 
     async def open_alert_for_device(self, device_id: str) -> Alert | None:
         row = await self._lookup(
@@ -561,7 +561,7 @@ class SqliteStore:
                 (device_id,),
             ).fetchone()
         )
-        return Alert.model_validate_json(row["doc"]) if row else None
+        return Alert.model_validate_json(row["doc"], context=STORED) if row else None
 
     async def history(self, alert_id: str) -> list[HistoryEntry]:
         rows = await self._read(

@@ -15,8 +15,11 @@ import json
 import logging
 import os
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from cachetools import LRUCache
 
 from bridge.alerts.pipeline import silent_from_start
 from bridge.alerts.supervision import gateway_state_changed
@@ -47,6 +50,7 @@ log = logging.getLogger("sosbridge.mqtt")
 TRANSPORT = "mqtt"
 UNROUTED_ERROR_TOPIC = "sosbridge/_unrouted/error"
 RAW_LIMIT = 4096
+MQTT_DEVICE_CACHE = 50_000
 
 
 @dataclass
@@ -84,12 +88,15 @@ class MqttAdapter(BaseAdapter):
     name = "mqtt"
     transports = {"mqtt": frozenset({"mqtt_puback", "mqtt_status", "speech"})}
 
+    # The running state: set once by start(), before the connection can hand over any frame.
+    ctx: AdapterContext
+    profiles: ProfileRegistry
+    conn: MqttConnection
+
     def __init__(self, options: MqttOptions | None = None) -> None:
         self._given_options = options
         self.options = options or MqttOptions()  # from MqttSettings in start(), unless given
-        self.conn: MqttConnection | None = None
-        self.ctx: AdapterContext | None = None
-        self.profiles: ProfileRegistry | None = None
+        self._started = False
         # Answers on the error topics are rate-limited per topic; frames themselves never are (the
         # ingress admits per device: emergencies always, non-emergencies coalesced).
         self.error_flood = FloodGuard(5, 1)
@@ -98,7 +105,8 @@ class MqttAdapter(BaseAdapter):
         self._queues: dict[str, collections.deque[Inbound]] = {}  # per sender (topic), in arrival order
         self._status_task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._mqtt_devices: dict[str, bool] = {}
+        # Whether a device listens on MQTT, per device id: bounded (a flood of new devices must not grow it).
+        self._mqtt_devices: LRUCache[str, bool] = LRUCache(MQTT_DEVICE_CACHE)
         # Byte-identical repeats (topic + payload) of frames stored or in flight: answered without the
         # ingress; a repeat of a frame in flight is acknowledged with its original, after the commit.
         self.repeats: RepeatCache[bool] = RepeatCache()
@@ -127,6 +135,7 @@ class MqttAdapter(BaseAdapter):
             shared_group=own.shared_group,
             keepalive_s=own.keepalive,
         )
+        self._started = True
         # Listen for status changes before the first message can create one.
         ready = asyncio.Event()
         self._status_task = asyncio.create_task(self._status_loop(ready), name="mqtt-status")
@@ -136,7 +145,8 @@ class MqttAdapter(BaseAdapter):
 
     async def wait_ready(self, timeout: float = 10.0) -> None:
         """Until connected and subscribed (tests and the demo use this; start() never blocks on it)."""
-        assert self.conn is not None
+        if not self._started:
+            raise RuntimeError("the MQTT adapter is not started")
         if not await wait_event(self.conn.subscribed, timeout):
             raise TimeoutError(f"not connected and subscribed to the broker within {timeout:g} s")
 
@@ -147,7 +157,7 @@ class MqttAdapter(BaseAdapter):
             await asyncio.wait(list(self._tasks), timeout=5)
         if self._status_task is not None:
             await stop_tasks([self._status_task])
-        if self.conn is not None:
+        if self._started:
             await asyncio.to_thread(self.conn.stop)
         for task in list(self._tasks):
             task.cancel()
@@ -156,7 +166,6 @@ class MqttAdapter(BaseAdapter):
     def _on_message(self, msg: Inbound) -> None:
         """Byte-level work only: the topic names the sender; its frame joins that sender's queue. A sender
         with nothing queued gets a worker at once, behind no other sender's backlog."""
-        assert self.conn is not None
         if self._stopping:
             self.conn.release_slot()
             return  # not acknowledged: the broker keeps it for the next session
@@ -173,14 +182,16 @@ class MqttAdapter(BaseAdapter):
         """One sender's backlog, a batch at a time: every waiting frame goes to the ingress together (its
         lane folds the presses into one commit) and each is acknowledged once stored. Workers of different
         senders take turns on the loop, so a flooding sender's backlog is one job among many."""
-        assert self.conn is not None
         queue = self._queues[topic]
         try:
             while queue:
                 batch = list(queue)
                 queue.clear()
                 try:
-                    outcomes = await asyncio.gather(*(self._handle(m) for m in batch), return_exceptions=True)
+                    if len(batch) == 1:  # the common case: no task per frame (issue 27)
+                        outcomes: list[BaseException | None] = [await _outcome(self._handle(batch[0]))]
+                    else:
+                        outcomes = await asyncio.gather(*(self._handle(m) for m in batch), return_exceptions=True)
                     for msg, outcome in zip(batch, outcomes, strict=True):
                         if isinstance(outcome, Exception):  # a bug: logged; the frame stays unacknowledged
                             log.error("mqtt frame not handled; not acknowledged",
@@ -194,14 +205,11 @@ class MqttAdapter(BaseAdapter):
                 self.conn.release_slot()
 
     async def _handle(self, msg: Inbound) -> None:
-        assert self.conn is not None
         if msg.retain or not _repeat_answered_by_puback(msg.topic):
             await self._handle_frame(msg)
             return
         key = digest(msg.topic, msg.payload)
-        while True:
-            if self.repeats.stored(key):
-                break  # a repeat of a stored frame (the same message ids): a duplicate, acknowledged at once
+        if self.repeats.stored(key) is None:
             original = self.repeats.in_flight(key)
             if original is None:
                 self.repeats.begin(key)
@@ -212,10 +220,13 @@ class MqttAdapter(BaseAdapter):
                     self.repeats.finish(key, True if repeatable else None)
                 return
             # The original is being stored: answered with it, once it is (never before). If it was not
-            # remembered (no message id, refused, stopping), this frame is handled on its own.
-            if not await original and self._stopping:
+            # remembered (no message id, refused, stopping), this frame is handled on its own, without
+            # waiting on another copy: 5,000 identical frames waiting here and racing for the next
+            # "original" woke each other 5,000 times each (4.8 ms a frame, one device starving the rest).
+            if not await original:
+                if not self._stopping:
+                    await self._handle_frame(msg)
                 return
-        assert self.ctx is not None
         self.ctx.metrics.duplicate(TRANSPORT)
         self.conn.ack(msg)
         self.handled += 1
@@ -223,7 +234,6 @@ class MqttAdapter(BaseAdapter):
     async def _handle_frame(self, msg: Inbound) -> bool:
         """Through the ingress until stored (or stopping), then acknowledged. True: the frame was stored
         and a byte-identical repeat of it is a duplicate."""
-        assert self.conn is not None
         delay = 0.1
         receipt: Receipt | None = None
         while True:
@@ -249,7 +259,6 @@ class MqttAdapter(BaseAdapter):
 
     async def _process(self, msg: Inbound) -> Receipt | None:
         """Receive: topic → Claim → the ingress → answer on the wire. None: not a frame for us."""
-        assert self.ctx is not None
         route = topics.route(msg.topic, self.options.z2m_bases, self.profiles)
         if route is None:
             return None
@@ -284,7 +293,6 @@ class MqttAdapter(BaseAdapter):
         last = receipt.last
         if receipt.status != "accepted" or last is None or last.outcome != "cancelled" or not last.alert_id:
             return None
-        assert self.ctx is not None
         alert = await self.ctx.store.get_alert(last.alert_id)
         return NOTHING_TO_CANCEL if alert is not None and silent_from_start(alert) else None
 
@@ -337,7 +345,6 @@ class MqttAdapter(BaseAdapter):
             self._end_session(doc, spoken or (DEVICE_MESSAGES[last.state] if last and last.state else "Done."))
 
     def _publish_error(self, route: topics.Route, receipt: Receipt) -> None:
-        assert self.conn is not None
         device = receipt.device
         if route.kind in ("own", "reply"):
             topic = error_topic(route.tenant or "", route.device or "")
@@ -350,7 +357,6 @@ class MqttAdapter(BaseAdapter):
             self.conn.publish(topic, json.dumps(body), qos=0)
 
     def _hermes_intent_configured(self, name: str) -> bool:
-        assert self.profiles is not None
         for profile in self.profiles.by_decoder("hermes"):
             helps, cancels = hermes_decoder.configured_intents(profile)
             if name in helps or name in cancels:
@@ -361,7 +367,6 @@ class MqttAdapter(BaseAdapter):
     async def _gateway_state(self, route: topics.Route, msg: Inbound) -> Receipt:
         """zigbee2mqtt's bridge/state (its last will): the same path supervision takes for a silent gateway,
         through the ingress's lanes like every other observation."""
-        assert self.ctx is not None
         state = parse_availability(msg.payload)
         if state is None:
             receipt = Receipt.refused("invalid", "bridge/state payload must be online or offline")
@@ -385,7 +390,6 @@ class MqttAdapter(BaseAdapter):
 
     # -- outbound: status topic and Hermes answers -------------------------------------------------
     async def _status_loop(self, ready: asyncio.Event) -> None:
-        assert self.ctx is not None
         async with self.ctx.bus.subscribe() as queue:
             ready.set()
             while True:
@@ -409,7 +413,7 @@ class MqttAdapter(BaseAdapter):
             # coerces the person can see. It keeps showing what it showed before (docs/voice/duress.md).
             return
         try:
-            if not await self._is_mqtt_device(event.device_id):
+            if not await self._is_mqtt_device(event.device_id, event.transport):
                 return
             body = {
                 "alert_id": event.alert_id,
@@ -418,7 +422,6 @@ class MqttAdapter(BaseAdapter):
                 "message": event.message,
                 "at": _now(),
             }
-            assert self.conn is not None
             # Retained, so a button that reconnects still shows the latest state on its LED.
             self.conn.publish(
                 status_topic(event.tenant_id, event.device_id), json.dumps(body), qos=1, retain=True
@@ -429,11 +432,10 @@ class MqttAdapter(BaseAdapter):
     async def _publish_text(self, event: StatusEvent) -> None:
         """A platform message on `.../status/messages` (QoS 1, not retained: each message once, in order),
         with its delivery recorded; spoken by a Hermes satellite only when it may make a sound."""
-        assert event.text is not None and self.ctx is not None
+        assert event.text is not None
         try:
             if not await self._is_mqtt_device(event.device_id):
                 return
-            assert self.conn is not None
             self.conn.publish(messages_topic(event.tenant_id, event.device_id),
                               json.dumps(event.text.body(event.alert_id)), qos=1)
             await record_delivery(self.ctx.store, event, "mqtt")
@@ -452,11 +454,14 @@ class MqttAdapter(BaseAdapter):
         except Exception:
             log.exception("message publish failed", extra={"alert_id": event.alert_id})
 
-    async def _is_mqtt_device(self, device_id: str) -> bool:
+    async def _is_mqtt_device(self, device_id: str, transport: str | None = None) -> bool:
         known = self._mqtt_devices.get(device_id)
         if known is not None:
             return known
-        assert self.ctx is not None and self.profiles is not None
+        if transport == TRANSPORT:
+            # Raised over MQTT: an MQTT device, no store read (issue 27: a point lookup per alert).
+            self._mqtt_devices[device_id] = True
+            return True
         device = await self.ctx.store.get_device(device_id)
         profile = self.profiles.get(device.profile_id) if device else None
         is_mqtt = device is not None and (
@@ -469,7 +474,7 @@ class MqttAdapter(BaseAdapter):
 
     def _end_session(self, doc: dict[str, Any], text: str) -> None:
         session = doc.get("sessionId")
-        if not session or self.conn is None:
+        if not session or not self._started:
             return
         body = {"sessionId": session, "text": text}
         self.conn.publish("hermes/dialogueManager/endSession", json.dumps(body), qos=1)
@@ -478,6 +483,16 @@ class MqttAdapter(BaseAdapter):
 HERMES_SILENT_REPLY = "OK, noted."
 NOTHING_TO_CANCEL = "You have no open alert to cancel."  # as Alexa and Assist say it
 HERMES_TTS_TOPIC = "hermes/tts/say"
+
+
+async def _outcome(handling: Coroutine[Any, Any, None]) -> BaseException | None:
+    """What `gather(..., return_exceptions=True)` gives for one coroutine, without a task. A
+    cancellation (stopping) is raised, not returned."""
+    try:
+        await handling
+    except Exception as exc:
+        return exc
+    return None
 
 
 def _repeat_answered_by_puback(topic: str) -> bool:

@@ -34,6 +34,9 @@ def binary(name: str) -> str | None:
     return shutil.which(name) or (f"/usr/sbin/{name}" if Path(f"/usr/sbin/{name}").exists() else None)
 
 
+FAULT_WORKERS = 4  # SOSBRIDGE_FORWARDER_WORKERS of every bridge the fault harness starts
+
+
 @dataclass
 class Tally:
     """Expected = one idempotency key per accepted alert; the receiver's records say what arrived."""
@@ -180,6 +183,9 @@ class Stack:
             "SOSBRIDGE_RETRY_BASE_S": "0.1",
             "SOSBRIDGE_RETRY_MAX_S": "0.5",
             "SOSBRIDGE_LEASE_S": str(self.lease_s),
+            # Few deliveries in flight, so the bounds below are tight: a killed instance repeats at most
+            # this many contacts, and a slow platform takes alerts / 4 rounds (the product's default is 32).
+            "SOSBRIDGE_FORWARDER_WORKERS": str(FAULT_WORKERS),
             "SOSBRIDGE_MQTT_URL": self.mqtt_url or "",
             "SOSBRIDGE_MQTT_CLIENT_ID": f"sosbridge-{index}",
             "SOSBRIDGE_COAP_ENABLED": "false",

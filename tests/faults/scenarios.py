@@ -16,7 +16,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.faults.harness import Mosquitto, RedisServer, Stack, Tally, later, send_alert, stack, wait_delivered
+from tests.faults.harness import (
+    FAULT_WORKERS,
+    Mosquitto,
+    RedisServer,
+    Stack,
+    Tally,
+    later,
+    send_alert,
+    stack,
+    wait_delivered,
+)
 
 
 def _stream(s: Stack, devices: list[tuple[str, str]], urls: list[str], gap_s: float = 0.0) -> set[str]:
@@ -111,8 +121,8 @@ def receiver_slow(alerts: int, slow_s: float, redis_url: str | None, workdir: Pa
         s.add_bridge()
         devices = s.register(alerts)
         expected = _stream(s, devices, [s.url(0)])
-        workers = 4  # SOSBRIDGE_FORWARDER_WORKERS default: deliveries run four at a time
-        return wait_delivered(s, expected, timeout=30 + slow_s * (alerts / workers + 2), settle_s=0.5)
+        # The harness runs FAULT_WORKERS deliveries at a time.
+        return wait_delivered(s, expected, timeout=30 + slow_s * (alerts / FAULT_WORKERS + 2), settle_s=0.5)
 
 
 def _subscribed_publisher(s: Stack, broker: Mosquitto, client_id: str, *, reconnect: bool = False,

@@ -16,10 +16,10 @@ import time
 import httpx
 import pytest
 
-from tests.faults.harness import stack, wait_delivered
+from tests.faults.harness import FAULT_WORKERS, stack, wait_delivered
 from tests.faults.scenarios import _publish, _stream, alert_keys_by_device, two_instances
 
-WORKERS = 4  # SOSBRIDGE_FORWARDER_WORKERS default: at most this many deliveries in flight per instance
+WORKERS = FAULT_WORKERS  # at most this many deliveries in flight per instance
 
 
 def metric(url: str, pattern: str) -> float:
