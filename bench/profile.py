@@ -57,6 +57,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
     ap.add_argument("--idle", action="store_true", help="include idle frames")
+    ap.add_argument("--gil", action="store_true", help="only the thread holding the GIL (where Python spends CPU)")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-profile-"))
     broker, port = start_mosquitto(workdir)
@@ -76,6 +77,8 @@ def main() -> int:
                "--output", str(out), "--nonblocking", "--threads"]
         if args.idle:
             cmd.append("--idle")
+        if args.gil:
+            cmd.append("--gil")
         spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
 
