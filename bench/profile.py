@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.common import start_mosquitto
 from bench.harness import RecorderClient, bridge_env, measure, start_bridge, stop_quietly
+from bench.http_stages import render, stages
 from bench.load import Publisher, button_alert
 from bench.run import RESULTS, ids
 from bench.seed import seed_sync
@@ -95,6 +96,9 @@ def main() -> int:
             print(f"py-spy wrote nothing: {err.decode()[-500:]}")
             return 1
         print(summarise(out))
+        if args.http:
+            print("\nper alert, the event loop's thread (bench/http_stages.py):")
+            print(render(stages(out, args.n)))
         print(f"collapsed stacks: {out}")
         return 0
     finally:
