@@ -184,8 +184,9 @@ def build_router(ctx: AdapterContext) -> APIRouter:
     @router.post("", status_code=202)
     @lean.served_by(lean_create_alert(ctx))
     async def create_alert(body: AlertIn, device: Device = Depends(require_device)) -> JSONResponse:
-        """Raise an alert. Answered 202 once the alert is stored (the OpenAPI declaration; the bridge
-        serves this route through `lean_create_alert`, which does the same work)."""
+        """Raise an alert: answered 202 once it is stored. A retry with the same `message_id` answers
+        `"outcome": "duplicate"` with the alert's current state."""
+        # The OpenAPI declaration: the bridge serves this route through `lean_create_alert` (same work).
         result = await accept_alert(ctx, device, body)
         return JSONResponse(status_code=result.status, content=result.body)
 
