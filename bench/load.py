@@ -6,7 +6,6 @@ for every message key, so latency is receiver receipt minus device send on one m
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -15,11 +14,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.seed import TENANT, token_for
+from bench.seed import TENANT
 
 
 @dataclass(frozen=True)
@@ -103,58 +101,3 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-# -- HTTP wearables ----------------------------------------------------------------------------------------
-def wearable_body(device_id: str) -> dict[str, Any]:
-    return {
-        "kind": "sos",
-        "message_id": f"h-{device_id}",
-        "location": {"lat": 51.5007, "lon": -0.1246, "accuracy_m": 12},
-        "attributes": {"battery": 80},
-    }
-
-
-async def _http_send(
-    bridge_url: str, ids: Sequence[str], rate: float | None, concurrency: int, deadline_s: float
-) -> tuple[dict[str, float], dict[int, int]]:
-    sent: dict[str, float] = {}
-    statuses: dict[int, int] = {}
-    sem = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=bridge_url, timeout=30.0, limits=limits) as client:
-
-        async def one(device_id: str) -> None:
-            async with sem:
-                sent[device_id] = time.time()
-                try:
-                    r = await client.post(
-                        "/v1/alerts", json=wearable_body(device_id),
-                        headers={"Authorization": f"Bearer {token_for(device_id)}"},
-                    )
-                    code = r.status_code
-                except httpx.HTTPError:
-                    code = 0
-                statuses[code] = statuses.get(code, 0) + 1
-
-        start = time.monotonic()
-        tasks = []
-        for i, device_id in enumerate(ids):
-            if time.monotonic() - start > deadline_s:
-                break
-            if rate is not None:
-                delay = start + i / rate - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            else:
-                await sem.acquire()  # keep at most `concurrency` tasks alive when unpaced
-                sem.release()
-            tasks.append(asyncio.create_task(one(device_id)))
-        await asyncio.gather(*tasks)
-    return sent, statuses
-
-
-def http_send(
-    bridge_url: str, ids: Sequence[str], rate: float | None = None, concurrency: int = 16, deadline_s: float = 120.0
-) -> tuple[dict[str, float], dict[int, int]]:
-    return asyncio.run(_http_send(bridge_url, ids, rate, concurrency, deadline_s))

@@ -1,6 +1,7 @@
 """Profile the bridge's hot path under MQTT load with py-spy (sampling, attached to the real process).
 
-Usage: python -m bench.profile [--n 3000] [--py-spy PATH]   (py-spy from PyPI: pip install py-spy)
+Usage: python -m bench.profile [--n 3000] [--http] [--py-spy PATH]   (py-spy from PyPI: pip install py-spy)
+`--http` profiles `POST /v1/alerts` instead (16 concurrent wearables, as the bench's `http` step).
 Writes bench/results/profile-<time>.txt (collapsed stacks) and prints the top frames by own and total
 samples, so a fix can be checked against the same view.
 """
@@ -19,9 +20,11 @@ from pathlib import Path
 
 from bench.common import start_mosquitto
 from bench.harness import RecorderClient, bridge_env, measure, start_bridge, stop_quietly
+from bench.http_stages import render, stages
 from bench.load import Publisher, button_alert
 from bench.run import RESULTS, ids
 from bench.seed import seed_sync
+from bench.wearables import http_send
 
 
 def summarise(collapsed: Path, top: int = 25) -> str:
@@ -58,17 +61,18 @@ def main() -> int:
     ap.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy")
     ap.add_argument("--idle", action="store_true", help="include idle frames")
     ap.add_argument("--gil", action="store_true", help="only the thread holding the GIL (where Python spends CPU)")
+    ap.add_argument("--http", action="store_true", help="POST /v1/alerts with 16 concurrent clients instead")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-profile-"))
     broker, port = start_mosquitto(workdir)
     rx = RecorderClient(workdir)
     bridge = None
     try:
-        env = bridge_env(workdir, "profile", rx.url, port)
+        env = bridge_env(workdir, "profile", rx.url, port, extra={"SOSBRIDGE_COAP_ENABLED": "false"})
         from bridge.app.config import Settings
 
         keys = ids("p", args.n)
-        seed_sync(Settings(db=env["SOSBRIDGE_DB"]), keys)
+        seed_sync(Settings(db=env["SOSBRIDGE_DB"]), [] if args.http else keys, keys if args.http else [])
         bridge = start_bridge(workdir, "profile", env)
         time.sleep(1.0)
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -82,7 +86,11 @@ def main() -> int:
         spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
 
+        url = bridge.url
+
         def send() -> dict[str, float]:
+            if args.http:
+                return http_send(url, keys, concurrency=16, deadline_s=300).sent
             pub = Publisher(port)
             try:
                 sent = pub.send([button_alert(k) for k in keys])
@@ -106,6 +114,9 @@ def main() -> int:
             print(f"py-spy wrote nothing: {err.decode()[-500:]}")
             return 1
         print(summarise(out))
+        if args.http:
+            print("\nper alert, the event loop's thread (bench/http_stages.py):")
+            print(render(stages(out, args.n)))
         print(f"collapsed stacks: {out}")
         return 0
     finally:

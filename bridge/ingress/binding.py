@@ -25,7 +25,7 @@ from bridge.devices.profiles import (
     topic_patterns,
     topic_schemes,
 )
-from bridge.store.base import Store
+from bridge.store.base import Store, hash_secret
 
 # Identifier schemes the built-in transports look devices up by (Device.identifiers keys): MQTT topic
 # families, the watch, DC-09 and serial listeners, OSCORE. Profiles add theirs with `{scheme}` topic levels;
@@ -119,6 +119,20 @@ class DeviceCache:
             return self._entries[key], False
         device = await resolve_device(store, claim)
         self._entries[key] = device
+        return device, True
+
+    async def by_token(self, store: Store, token: str) -> tuple[Device | None, bool]:
+        """The device a bearer token belongs to, as `resolve`: cached by the token's digest (never the
+        token itself). A token that matches no device is not remembered: one registered meanwhile (by
+        another process) works at once, and a guessed token is refused and rate-limited by the caller."""
+        if self.ttl_s <= 0:
+            return await store.device_for_token(token), True
+        key = ("token", hash_secret(token))
+        if key in self._entries:
+            return self._entries[key], False
+        device = await store.device_for_token(token)
+        if device is not None:
+            self._entries[key] = device
         return device, True
 
     def forget(self) -> None:

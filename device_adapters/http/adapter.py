@@ -11,11 +11,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from starlette.types import Receive, Scope, Send
 
 from bridge.alerts.pipeline import AlertNotFound, Rejected, SubmitResult
-from bridge.app.api.auth import require_device
+from bridge.app.api import lean
+from bridge.app.api.auth import device_for_token, require_device
+from bridge.app.api.errors import Answer
 from bridge.core.lifecycle import DEVICE_MESSAGES
 from bridge.core.messages import MESSAGE_DELIVERY, MESSAGE_OUT, conversation, delivered_over
 from bridge.core.model import (
@@ -101,30 +104,76 @@ class MessageIn(BaseModel):
     message_id: str | None = Field(default=None, min_length=1, max_length=128)
 
 
-def accepted(result: SubmitResult, status: int = 202) -> JSONResponse:
-    state = result.state.value if result.state else None
-    return JSONResponse(
-        status_code=status,
-        content={
-            "alert_id": result.alert_id,
-            "outcome": result.outcome,
-            "state": state,
-            "message": DEVICE_MESSAGES[result.state] if result.state else None,
-        },
-    )
+def accepted(result: SubmitResult) -> dict[str, Any]:
+    return {
+        "alert_id": result.alert_id,
+        "outcome": result.outcome,
+        "state": result.state.value if result.state else None,
+        "message": DEVICE_MESSAGES[result.state] if result.state else None,
+    }
 
 
-def answer(receipt: Receipt) -> JSONResponse:
-    """The Receipt as an HTTP answer (refusals go through the app's error handlers: one error shape)."""
+def receipt_answer(receipt: Receipt) -> Answer:
+    """The Receipt as a 202 answer; a refusal is raised, for the app's one error shape (errors.py)."""
     if receipt.status == "not_stored":
         raise StoreError(receipt.reason)
     if receipt.status in ("refused", "unmatched"):
         raise Rejected(receipt.reason, receipt.code)
     last = receipt.last
     if last is None:
-        return JSONResponse(status_code=202, content={"alert_id": None, "outcome": receipt.status, "state": None,
-                                                      "message": None})
-    return accepted(last)
+        return Answer(202, {"alert_id": None, "outcome": receipt.status, "state": None, "message": None})
+    return Answer(202, accepted(last))
+
+
+def answer(receipt: Receipt) -> JSONResponse:
+    """The Receipt as an HTTP answer (refusals go through the app's error handlers: one error shape)."""
+    result = receipt_answer(receipt)
+    return JSONResponse(status_code=result.status, content=result.body)
+
+
+async def accept_alert(ctx: AdapterContext, device: Device, body: AlertIn) -> Answer:
+    """`POST /v1/alerts` once the device is known and the body valid: the schema above answered 422 for a
+    malformed body; the device's profile decodes the rest, so the profile's samples test the path
+    production takes. Answered after the ingress has committed the alert."""
+    payload = body.model_dump_json(exclude_none=True, exclude={"attributes"}).encode()
+    overrides = {"attributes": dict(body.attributes)} if body.attributes else None
+    receipt = await ctx.ingress.receive(
+        Frame(payload=payload, meta={"path": "/v1/alerts"}),
+        Claim(TRANSPORT, device_id=device.device_id, auth="token"),
+        raw=payload.decode(),
+        overrides=overrides,
+    )
+    # A retry (the device missed the first answer) still needs the alert's state.
+    return receipt_answer(await ctx.ingress.with_state(receipt))
+
+
+def lean_create_alert(ctx: AdapterContext) -> lean.Handler:
+    """`POST /v1/alerts` without the framework (bridge/app/api/lean.py), answering as its declaration
+    below would: a body that is not JSON is refused before the token is looked at, a bad token before the
+    fields are checked."""
+
+    def too_large() -> None:
+        ctx.metrics.rejected(TRANSPORT, "too_large")
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        req = await lean.read_request(scope, receive, send, ctx.settings.max_body_bytes, too_large)
+        if req is None:
+            return
+
+        async def work() -> Answer:
+            doc = lean.json_body(req)
+            device = await device_for_token(ctx, req.bearer, req.source, TRANSPORT)
+            if doc is lean.MISSING:
+                raise lean.missing_body()
+            try:
+                body = AlertIn.model_validate(doc, from_attributes=True)
+            except ValidationError as exc:
+                raise lean.InvalidBody(exc.errors()) from None
+            return await accept_alert(ctx, device, body)
+
+        await lean.answer(send, ctx, work)
+
+    return serve
 
 
 def build_router(ctx: AdapterContext) -> APIRouter:
@@ -133,19 +182,13 @@ def build_router(ctx: AdapterContext) -> APIRouter:
     router = APIRouter(prefix="/v1/alerts", tags=["wearables"])
 
     @router.post("", status_code=202)
+    @lean.served_by(lean_create_alert(ctx))
     async def create_alert(body: AlertIn, device: Device = Depends(require_device)) -> JSONResponse:
-        # The schema above answers 422 for a malformed body; the device's profile decodes the rest, so
-        # the profile's samples test the path production takes.
-        payload = body.model_dump_json(exclude_none=True, exclude={"attributes"}).encode()
-        overrides = {"attributes": dict(body.attributes)} if body.attributes else None
-        receipt = await ctx.ingress.receive(
-            Frame(payload=payload, meta={"path": "/v1/alerts"}),
-            Claim(TRANSPORT, device_id=device.device_id, auth="token"),
-            raw=payload.decode(),
-            overrides=overrides,
-        )
-        # A retry (the device missed the first answer) still needs the alert's state.
-        return answer(await ctx.ingress.with_state(receipt))
+        """Raise an alert: answered 202 once it is stored. A retry with the same `message_id` answers
+        `"outcome": "duplicate"` with the alert's current state."""
+        # The OpenAPI declaration: the bridge serves this route through `lean_create_alert` (same work).
+        result = await accept_alert(ctx, device, body)
+        return JSONResponse(status_code=result.status, content=result.body)
 
     @router.post("/{alert_id}/location", status_code=202)
     async def add_location(
@@ -215,7 +258,7 @@ def build_router(ctx: AdapterContext) -> APIRouter:
         return status_body(alert) | {"messages": messages}
 
     @router.get("/{alert_id}/events")
-    async def alert_events(alert_id: str, device: Device = Depends(require_device)) -> StreamingResponse:
+    async def alert_events(alert_id: str, device: Device = Depends(require_device)) -> Response:
         """Server-sent events: `status` on every state change, `message` for every platform text (those
         already sent first), so an app needs no polling. Ends after a final state; bounded (events.py)."""
         alert = await own_alert(alert_id, device)

@@ -16,6 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bridge.alerts.pipeline import AlertNotFound, Rejected
 from bridge.app.api.auth import bearer_token, require_platform, require_secret
 from bridge.app.api.docs import install_docs
+from bridge.app.api.errors import answer_for, error_body, validation_reason
+from bridge.app.api.lean import BridgeApp, lean_routes
 from bridge.app.api.limits import BodySizeLimit, JsonTextGuard
 from bridge.core.contact import contact_json_schema
 from bridge.core.lifecycle import DEVICE_MESSAGES, LifecycleEvent
@@ -25,18 +27,6 @@ from bridge.store.base import StoreError
 
 if TYPE_CHECKING:
     from bridge.app.runtime import BridgeRuntime
-
-
-def validation_reason(errors: list[Any]) -> str:
-    parts = []
-    for err in errors[:3]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
-        parts.append(f"{loc or 'body'}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
-
-
-def error_body(code: str, reason: str) -> dict[str, str]:
-    return {"error": code, "reason": reason}
 
 
 class PlatformNote(CleanModel):
@@ -70,7 +60,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         finally:
             await runtime.stop()
 
-    app = FastAPI(title="SOS Bridge", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = BridgeApp(title="SOS Bridge", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_docs(app)  # /docs with local Swagger UI assets and the bearer schemes declared
     app.state.runtime = runtime
     settings = runtime.settings
@@ -81,35 +71,25 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         body = error_body("invalid", validation_reason(list(exc.errors())))
         return JSONResponse(status_code=422, content=body)
 
+    async def _ours(request: Request, exc: Exception) -> JSONResponse:
+        answer = answer_for(exc)
+        if answer is None:
+            raise exc
+        return JSONResponse(status_code=answer.status, content=answer.body, headers=answer.headers or None)
+
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if isinstance(exc.detail, dict):
-            content = exc.detail
-        else:  # raised by the framework itself (unparseable body, unknown route, wrong method)
-            code = "invalid_body" if exc.status_code == 400 else "error"
-            if exc.status_code == 400:
-                runtime.metrics.rejected("http", code)
-            content = error_body(code, str(exc.detail))
-        return JSONResponse(status_code=exc.status_code, content=content, headers=exc.headers)
+            return await _ours(request, exc)
+        # raised by the framework itself (unparseable body, unknown route, wrong method)
+        code = "invalid_body" if exc.status_code == 400 else "error"
+        if exc.status_code == 400:
+            runtime.metrics.rejected("http", code)
+        return JSONResponse(status_code=exc.status_code, content=error_body(code, str(exc.detail)),
+                            headers=exc.headers)
 
-    @app.exception_handler(AlertNotFound)
-    async def _not_found(request: Request, exc: AlertNotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content=error_body(exc.code, exc.reason))
-
-    @app.exception_handler(Rejected)
-    async def _rejected(request: Request, exc: Rejected) -> JSONResponse:
-        status = {"illegal_transition": 409, "nothing_to_cancel": 409, "alert_closed": 409, "nothing_open": 409,
-                  "not_found": 404}.get(exc.code, 422)
-        return JSONResponse(status_code=status, content=error_body(exc.code, exc.reason))
-
-    @app.exception_handler(StoreError)
-    async def _store(request: Request, exc: StoreError) -> JSONResponse:
-        # Not stored, so not acknowledged: the device must retry.
-        return JSONResponse(
-            status_code=503,
-            content=error_body("unavailable", "the alert could not be stored; retry"),
-            headers={"Retry-After": "1"},
-        )
+    for ours in (Rejected, StoreError):  # AlertNotFound is a Rejected
+        app.add_exception_handler(ours, _ours)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -241,6 +221,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
     for adapter in runtime.adapters:
         for router in adapter.routers(runtime):
             app.include_router(router)
+            app.lean.update(lean_routes(router))  # documented by the router, served without the framework
 
     def count_oversized() -> None:
         runtime.metrics.rejected("http", "too_large")

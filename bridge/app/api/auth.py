@@ -1,9 +1,16 @@
-"""Bearer credentials for devices, the contact platform and administrators."""
+"""Bearer credentials for devices, the contact platform and administrators.
+
+A device token is looked up through the ingress's registry cache (bridge/ingress/binding.py, DeviceCache):
+a device sending again within `SOSBRIDGE_DEVICE_CACHE_S` costs no store read, and the device found is
+the one the ingress then uses. The functions taking `runtime` and `source` serve the lean
+`POST /v1/alerts` handler (bridge/app/api/lean.py); those taking a `Request` wrap them.
+"""
 
 from __future__ import annotations
 
 import hmac
 import time
+from typing import Any
 
 from fastapi import HTTPException, Request
 
@@ -14,7 +21,11 @@ from bridge.core.model import Device
 
 
 def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+    return bearer_from(request.headers.get("authorization", ""))
+
+
+def bearer_from(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header value, or None. Pure."""
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
@@ -31,6 +42,11 @@ def client_source(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def scope_source(client: tuple[str, int] | list[Any] | None) -> str:
+    """The source address of an ASGI scope's `client` (as `client_source` for a Request)."""
+    return str(client[0]) if client else "unknown"
+
+
 async def require_device(request: Request) -> Device:
     """Resolve the device from its bearer token. Repeated failures from one source get 429, so tokens
     can't be guessed at speed; a device with a valid token is never limited here."""
@@ -41,19 +57,27 @@ async def device_for_credential(request: Request, token: str | None, transport: 
     """The one device authentication of every HTTP route (wearable API, Home Assistant Assist ...): the
     device for `token`, else 401 — or 429 once the source is past the failed-credential limit — with the
     refusal counted and audited (one row per source and interval)."""
-    runtime = request.app.state.runtime
-    device: Device | None = await runtime.store.device_for_token(token) if token else None
-    if device is not None:
-        return device
-    await refuse_credential(request, "unauthenticated" if token is None else "bad_credentials", transport)
-    raise AssertionError("unreachable")  # refuse_credential always raises
+    return await device_for_token(request.app.state.runtime, token, client_source(request), transport)
+
+
+async def device_for_token(runtime: Any, token: str | None, source: str, transport: str = "http") -> Device:
+    """`device_for_credential` without a Request: the device for `token`, else the refusal (raised)."""
+    if token:
+        device, _ = await runtime.ingress.devices.by_token(runtime.store, token)
+        if device is not None:
+            return device
+    await refuse(runtime, source, "unauthenticated" if token is None else "bad_credentials", transport)
+    raise AssertionError("unreachable")  # refuse always raises
 
 
 async def refuse_credential(request: Request, reason: str, transport: str = "http", what: str = "device") -> None:
     """Refuse a credential: 401, or 429 once the source is past the failed-credential limit (shared by
     every kind of credential, so guessing one kind cannot hide behind another), counted and audited."""
-    runtime = request.app.state.runtime
-    source = client_source(request)
+    await refuse(request.app.state.runtime, client_source(request), reason, transport, what)
+
+
+async def refuse(runtime: Any, source: str, reason: str, transport: str = "http", what: str = "device") -> None:
+    """`refuse_credential` without a Request."""
     now = time.monotonic()
     # The limiter first: a source past its limit costs a counter, never a store write. The audit gets
     # one row per source per interval (bridge.security.RefusalAudit), however fast the refusals come.

@@ -1,23 +1,20 @@
-"""ASGI middleware that refuses oversized request bodies with 413 before any handler reads them."""
+"""ASGI middleware that refuses oversized request bodies with 413 before any handler reads them, and
+cleans JSON text escapes no text may carry. The lean `POST /v1/alerts` handler (bridge/app/api/lean.py)
+applies the same rules through `read_body` and `json_text_guarded`/`clean_json_body`."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyTooLarge(Exception):
     pass
 
 
-async def _reply_413(send: Send, limit: int) -> None:
+async def reply_413(send: Send, limit: int) -> None:
     body = json.dumps({"error": "too_large", "reason": f"request body exceeds {limit} bytes"}).encode()
     await send(
         {
@@ -40,11 +37,10 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        if declared_over(headers, self.limit):
             if self.on_reject:
                 self.on_reject()
-            await _reply_413(send, self.limit)
+            await reply_413(send, self.limit)
             return
         seen = 0
         started = False
@@ -76,7 +72,37 @@ class BodySizeLimit:
             if self.on_reject:
                 self.on_reject()
             if not started:
-                await _reply_413(send, self.limit)
+                await reply_413(send, self.limit)
+
+
+def declared_over(headers: dict[bytes, bytes], limit: int) -> bool:
+    """The request declares a body over `limit` bytes (Content-Length)."""
+    declared = headers.get(b"content-length")
+    return declared is not None and declared.isdigit() and int(declared) > limit
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when the client went away first. BodyTooLarge past `limit` bytes."""
+    chunks: list[bytes] = []
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None  # http.disconnect
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def json_text_guarded(headers: dict[bytes, bytes], method: str) -> bool:
+    """Whether `JsonTextGuard` cleans this request's body: a JSON body, not signed (Alexa, the relay:
+    never alter a signed body), on a method that has one."""
+    signed = any(b"signature" in name for name in headers)
+    return not signed and b"json" in headers.get(b"content-type", b"") and method not in ("GET", "HEAD")
 
 
 class JsonTextGuard:
@@ -91,8 +117,7 @@ class JsonTextGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope.get("headers") or []) if scope["type"] == "http" else {}
-        signed = any(b"signature" in name for name in headers)  # Alexa, the relay: never alter a signed body
-        if signed or b"json" not in headers.get(b"content-type", b"") or scope.get("method") in ("GET", "HEAD"):
+        if not json_text_guarded(headers, scope.get("method", "")):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []
@@ -103,7 +128,7 @@ class JsonTextGuard:
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
                 break
-        body = _clean_json(b"".join(chunks))
+        body = clean_json_body(b"".join(chunks))
         replayed = False
 
         async def replay() -> Message:
@@ -121,7 +146,8 @@ class JsonTextGuard:
         await self.app(scope, replay, send)
 
 
-def _clean_json(body: bytes) -> bytes:
+def clean_json_body(body: bytes) -> bytes:
+    """The body with lone surrogates and C0 controls written as escapes cleaned (unchanged without any)."""
     if b"\\u" not in body:
         return body
     from bridge.core.text import clean_value
