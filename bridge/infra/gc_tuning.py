@@ -1,4 +1,4 @@
-"""Garbage collection for a long-running bridge under load (docs/operations/capacity.md).
+"""Garbage collection for a long-running bridge under load (docs/operations/deployment.md#capacity-model).
 
 CPython's default collector starts a young-generation pass every 700 net allocations. A flood builds
 tens of thousands of short-lived models a second, so the bridge ran a collection every few frames and, every
