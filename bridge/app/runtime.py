@@ -24,6 +24,7 @@ from bridge.core.events import StatusBus
 from bridge.core.model import utcnow
 from bridge.delivery.formats import options_from_settings
 from bridge.delivery.forwarder import Forwarder
+from bridge.delivery.queued_bodies import QueuedBodies
 from bridge.delivery.routing import DEFAULT_ROUTE, RoutingTable, load_routes
 from bridge.delivery.sink_choice import sink_for
 from bridge.delivery.sinks.base import Sink
@@ -94,7 +95,8 @@ class BridgeRuntime:
         # and brand-new alerts' first contacts pass from one to the other in memory (FreshContacts).
         fresh = FreshContacts(settings.forwarder_workers, settings.lease_s)
         self.ledger = Ledger(self.store, self.bus, fresh=fresh,
-                             notifier=Notifier(channels, settings.notify_map_url, sms=gateway))
+                             notifier=Notifier(channels, settings.notify_map_url, sms=gateway),
+                             render_bodies=QueuedBodies(sinks.primary))
         self.pipeline = Pipeline(
             self.store,
             self.bus,

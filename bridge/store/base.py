@@ -54,6 +54,12 @@ class OutboxItem:
     fallback_sent: bool = False
     created_at: float = 0.0
     route: str = "default"
+    # The platform body as the route's sink rendered it when the row was queued (CAP XML, EIDO JSON,
+    # PIDF-LO), stored with the row so every delivery attempt sends these exact bytes (UTF-8 text), and
+    # the format it is in. None: the sink renders `payload` at delivery (JSON routes, whose body is the
+    # payload; rows queued before the column existed).
+    body: str | None = field(default=None, repr=False)
+    body_format: str | None = None
     # In memory only, never stored: the alert as committed with this row, when the pipeline hands a fresh
     # row to the forwarder (saves re-reading it after delivery; a stale copy only costs a versioned retry).
     alert: Alert | None = field(default=None, repr=False, compare=False)

@@ -95,7 +95,7 @@ CREATE TABLE IF NOT EXISTS audit (
 
 _OUTBOX_COLS = (
     "item_id, alert_id, seq, msg_type, idempotency_key, payload, critical, state, attempts, "
-    "next_attempt_at, lease_until, last_error, fallback_sent, created_at, route"
+    "next_attempt_at, lease_until, last_error, fallback_sent, created_at, route, body, body_format"
 )
 
 # A contact waits while an earlier one of the same alert on the same route is still undelivered.
@@ -131,7 +131,7 @@ _SQL_SUPERSEDE_UPDATES = (
     "UPDATE outbox SET state = 'cancelled' WHERE alert_id = ? AND msg_type = 'update' "
     "AND state IN ('pending', 'retry')"
 )
-_SQL_OUTBOX_PUT = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_SQL_OUTBOX_PUT = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _SQL_MARK_DELIVERED = (
     "UPDATE outbox SET state = 'delivered', last_error = NULL, attempts = attempts + 1, lease_until = ? "
     "WHERE item_id = ?"
@@ -147,7 +147,8 @@ _SQL_DEVICE_LOCATION = (
 def _item_row(item: OutboxItem, now: float) -> tuple[Any, ...]:
     return (item.item_id, item.alert_id, item.seq, item.msg_type, item.idempotency_key, item.payload,
             int(item.critical), item.state, item.attempts, item.next_attempt_at, item.lease_until,
-            item.last_error, int(item.fallback_sent), item.created_at or now, item.route)
+            item.last_error, int(item.fallback_sent), item.created_at or now, item.route, item.body,
+            item.body_format)
 
 
 def _row_to_item(row: sqlite3.Row) -> OutboxItem:
@@ -167,7 +168,23 @@ def _row_to_item(row: sqlite3.Row) -> OutboxItem:
         fallback_sent=bool(row["fallback_sent"]),
         created_at=row["created_at"],
         route=row["route"],
+        body=row["body"],
+        body_format=row["body_format"],
     )
+
+
+# -- outbox body columns (rendered when queued) ----------------------------------------------------------
+# Columns added to `outbox` after databases were already in use. Every open adds whichever is missing
+# (new and old databases take the same path); a column added with ALTER TABLE is NULL in existing rows,
+# and a NULL body is rendered at delivery as before.
+_OUTBOX_ADDED_COLUMNS = (("body", "TEXT"), ("body_format", "TEXT"))
+
+
+def _migrate_outbox_body(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    for name, kind in _OUTBOX_ADDED_COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")
 
 
 class SqliteStore:
@@ -329,6 +346,7 @@ class SqliteStore:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(SCHEMA)
+        _migrate_outbox_body(conn)
         self._conn = conn
 
     async def open(self) -> None:

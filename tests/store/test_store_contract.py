@@ -302,3 +302,36 @@ async def test_a_fix_written_with_an_alert_keeps_the_rest_of_the_device(store: S
     await store.commit(Change(alert=alert, device_location=("d1", fix)))
     stored = await store.get_device("d1")
     assert stored == device.model_copy(update={"last_location": fix, "last_seen": alert.updated_at})
+
+
+# -- outbox bodies rendered when queued -----------------------------------------------------------------
+async def test_a_body_rendered_when_queued_is_kept_with_its_row(store: Store) -> None:
+    """The body a sink rendered at queue time comes back with the row, byte for byte (leased from the
+    store, listed, and leased again after a retry); a row queued without one has none."""
+    alert = make_alert()
+    cap = make_item(alert, 1, route="cap")
+    cap.body, cap.body_format = '<?xml version="1.0"?>\n<alert>Zoë, 3 € — ✓</alert>\r\n', "cap"
+    plain = make_item(alert, 1, route="json")
+    await store.commit(Change(alert=alert, outbox=[cap, plain]))
+    now = time.time()
+    leased = {i.route: i for i in await store.lease(10, 5, now)}
+    assert (leased["cap"].body, leased["cap"].body_format) == (cap.body, "cap")
+    assert (leased["json"].body, leased["json"].body_format) == (None, None)
+    await store.reschedule(leased["cap"].item_id, now, "HTTP 503", 1)
+    [again] = await store.lease(10, 5, now + 1)
+    assert again.item_id == cap.item_id and again.body == cap.body and again.attempts == 1
+    listed = {i.route: i for i in await store.outbox_items(alert.alert_id)}
+    assert listed["cap"].body == cap.body and listed["json"].body is None
+
+
+async def test_a_handed_over_row_keeps_its_body(store: Store) -> None:
+    """A fresh row committed already leased (the in-memory hand-over) is stored with its body too, so a
+    crash before delivery re-leases it with the same bytes."""
+    alert = make_alert()
+    fresh = make_item(alert, 1)
+    fresh.body, fresh.body_format = '{"eido": true}', "eido"
+    now = time.time()
+    fresh.state, fresh.lease_until = "inflight", now + 5
+    await store.commit(Change(alert=alert, outbox=[fresh]))
+    [leased] = await store.lease(10, 5, now + 6)
+    assert (leased.body, leased.body_format) == ('{"eido": true}', "eido")
