@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -581,6 +581,22 @@ class RedisStore:
             docs = await self._call(lambda: self.r.hmget(self._k("devices"), ids), retries=2) if ids else []
         devices = [Device.model_validate_json(d) for d in docs if d]
         return sorted(devices, key=lambda d: d.device_id)
+
+    async def scan_devices(self, batch: int = 500) -> AsyncIterator[list[Device]]:
+        """HSCAN over the devices hash: memory holds about one page, not the registry. A device present for
+        the whole scan is returned (HSCAN may return one twice while the hash is rehashed: dropped here)."""
+        cursor, seen = 0, set[str]()
+        while True:
+            def page(cursor: int = cursor) -> Awaitable[Any]:
+                return self.r.hscan(self._k("devices"), cursor, count=batch)
+
+            cursor, found = await self._call(page, retries=2)
+            fresh = [doc for device_id, doc in found.items() if device_id not in seen]
+            seen.update(found)
+            for at in range(0, len(fresh), batch):  # a small hash comes back whole, whatever COUNT says
+                yield [Device.model_validate_json(doc) for doc in fresh[at:at + batch]]
+            if cursor == 0:
+                return
 
     async def remove_device(self, device_id: str) -> bool:
         return bool(await self._call(lambda: self._script("remove_device", device_id), retries=2))

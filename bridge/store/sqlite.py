@@ -18,7 +18,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -435,6 +435,21 @@ class SqliteStore:
             return c.execute("SELECT doc FROM devices WHERE tenant_id = ? ORDER BY device_id", (tenant_id,)).fetchall()
 
         return [Device.model_validate_json(r["doc"]) for r in await self._read(q)]
+
+    async def scan_devices(self, batch: int = 500) -> AsyncIterator[list[Device]]:
+        """Pages in device-id order (keyset on the primary key): memory holds one page, not the registry."""
+        after = ""
+        while True:
+            def page(c: sqlite3.Connection, after: str = after) -> list[Any]:
+                return c.execute("SELECT device_id, doc FROM devices WHERE device_id > ? ORDER BY device_id LIMIT ?",
+                                 (after, batch)).fetchall()
+
+            rows = await self._read(page)
+            if rows:
+                yield [Device.model_validate_json(r["doc"]) for r in rows]
+            if len(rows) < batch:
+                return
+            after = rows[-1]["device_id"]
 
     async def remove_device(self, device_id: str) -> bool:
         def body(c: sqlite3.Connection) -> bool:

@@ -335,3 +335,17 @@ async def test_a_handed_over_row_keeps_its_body(store: Store) -> None:
     await store.commit(Change(alert=alert, outbox=[fresh]))
     [leased] = await store.lease(10, 5, now + 6)
     assert (leased.body, leased.body_format) == ('{"eido": true}', "eido")
+
+
+async def test_scan_devices_pages_through_the_whole_registry(store: Store) -> None:
+    """Every device once, in pages no larger than asked (supervision scans a large registry this way)."""
+    devices = [Device(device_id=f"d{i:03d}", tenant_id="t1" if i % 2 else "t2") for i in range(23)]
+    await store.put_devices(devices)
+    pages = [page async for page in store.scan_devices(batch=5)]
+    assert all(1 <= len(page) <= 5 for page in pages) and len(pages) >= 5
+    assert sorted(d.device_id for page in pages for d in page) == [d.device_id for d in devices]
+    assert {d.tenant_id for page in pages for d in page} == {"t1", "t2"}
+    one = [page async for page in store.scan_devices(batch=500)]
+    assert [len(page) for page in one] == [23]
+    await store.remove_device("d007")
+    assert "d007" not in {d.device_id async for page in store.scan_devices(batch=4) for d in page}
