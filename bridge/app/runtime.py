@@ -33,6 +33,7 @@ from bridge.delivery.sinks.notify import notification_sinks
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import stop_tasks
 from bridge.infra.health import TransportMonitor
+from bridge.infra.memory import AfterBurst, settle_after_start
 from bridge.infra.metrics import Metrics
 from bridge.infra.plugins import LoadedPlugin, load_all
 from bridge.infra.private_files import private_dir
@@ -166,10 +167,12 @@ class BridgeRuntime:
             self.supervisor = Supervisor(self)
             await self.supervisor.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
+        settle_after_start()  # start-up garbage collected, the rest frozen (bridge/infra/memory.py)
         log.info("bridge started", extra={"adapters": self.started_adapters})
 
     async def _health_loop(self) -> None:
         last_purge = 0.0
+        after_burst = AfterBurst()  # the heap's free pages go back to the system once a flood is over
         while True:
             with contextlib.suppress(Exception):
                 await self.forwarder.refresh_health(self.settings.fallback_after_attempts)
@@ -183,6 +186,8 @@ class BridgeRuntime:
                 last_purge = time.monotonic()
                 with contextlib.suppress(Exception):
                     await self.purge_expired()
+            with contextlib.suppress(Exception):
+                after_burst.tick()
             await asyncio.sleep(1.0)
 
     async def purge_expired(self) -> int:
