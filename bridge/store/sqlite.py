@@ -346,12 +346,12 @@ class SqliteStore:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.executescript(SCHEMA)
-        _migrate_outbox_body(conn)
         self._conn = conn
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._connect)
+        await self._run(_migrate_outbox_body)  # before any reader: columns added since the database was made
         if self.path != ":memory:":
             await loop.run_in_executor(self._reader, self._connect_reader)
 
