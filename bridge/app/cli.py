@@ -99,6 +99,10 @@ async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) ->
             lines = await summary_lines(runtime)
             sys.stdout.write("SOS Bridge is running (Ctrl-C stops it)\n" + "".join(f"  {x}\n" for x in lines))
             sys.stdout.flush()
+            # The process, not the runtime: an embedded bridge (tests, the demo) must not freeze its host's heap.
+            from bridge.infra.memory import settle_after_start
+
+            settle_after_start()  # start-up garbage collected, the rest frozen
         await serving
 
 

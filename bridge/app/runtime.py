@@ -33,7 +33,7 @@ from bridge.delivery.sinks.notify import notification_sinks
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import stop_tasks
 from bridge.infra.health import TransportMonitor
-from bridge.infra.memory import AfterBurst, settle_after_start
+from bridge.infra.memory import AfterBurst
 from bridge.infra.metrics import Metrics
 from bridge.infra.plugins import LoadedPlugin, load_all
 from bridge.infra.private_files import private_dir
@@ -167,7 +167,6 @@ class BridgeRuntime:
             self.supervisor = Supervisor(self)
             await self.supervisor.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
-        settle_after_start()  # start-up garbage collected, the rest frozen (bridge/infra/memory.py)
         log.info("bridge started", extra={"adapters": self.started_adapters})
 
     async def _health_loop(self) -> None:
