@@ -26,7 +26,7 @@ from bench.harness import RecorderClient
 from bench.seed import TENANT, seed
 from bridge.app.config import Settings
 from bridge.app.runtime import BridgeRuntime
-from bridge.infra.gc_tuning import tune_for_serving
+from bridge.infra.memory import settle_after_start
 from device_adapters.mqtt.adapter import MqttAdapter
 from device_adapters.mqtt.client import Inbound
 
@@ -69,7 +69,7 @@ async def run(settings: Settings, frames: list[Inbound], delivered: int, rx: Rec
     runtime.adapters = []  # no transport of its own: the adapter below is driven directly
     await runtime.start()
     if tune_gc:
-        tune_for_serving()  # as `sosbridge serve` does once it has started
+        settle_after_start()  # as `sosbridge serve` does once it has started
     adapter = MqttAdapter()
     conn = StandInConnection()
     adapter.ctx = runtime

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from bridge.alerts.emergency_contacts import Notifier, NotifyEvent, is_notify_route
@@ -24,7 +24,7 @@ from bridge.core.events import StatusBus, StatusEvent, TextMessage
 from bridge.core.lifecycle import IllegalTransition, LifecycleEvent, next_state
 from bridge.core.messages import MESSAGE_OUT
 from bridge.core.model import Alert, Device, HistoryEntry, new_id, utcnow
-from bridge.store.base import Change, ConcurrentUpdate, Store, StoreError
+from bridge.store.base import Change, ConcurrentUpdate, OutboxItem, Store, StoreError
 
 log = logging.getLogger("sosbridge.ledger")
 
@@ -42,12 +42,16 @@ async def conflict_backoff(attempt: int) -> None:
 
 class Ledger:
     def __init__(
-        self, store: Store, bus: StatusBus, *, fresh: FreshContacts | None = None, notifier: Notifier | None = None
+        self, store: Store, bus: StatusBus, *, fresh: FreshContacts | None = None, notifier: Notifier | None = None,
+        render_bodies: Callable[[Sequence[OutboxItem]], None] | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
         self.fresh = fresh
         self.notifier = notifier
+        # Renders each queued row's platform body (CAP, EIDO...) before its commit, so the store keeps it
+        # with the row and no delivery attempt renders again (bridge/delivery/queued_bodies.py).
+        self.render_bodies = render_bodies
         self._locks: dict[str, list[Any]] = {}  # device id -> [lock, holders and waiters]
 
     @contextlib.asynccontextmanager
@@ -84,6 +88,8 @@ class Ledger:
         if not new_alert:
             change.expected_version = change.alert.version
         change.alert.version += 1
+        if self.render_bodies is not None and change.outbox:
+            self.render_bodies(change.outbox)
         fresh = self.fresh
         claimed = fresh.claim(change.outbox) if fresh is not None and change.outbox else []
         try:

@@ -81,7 +81,6 @@ async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) ->
     from bridge.app.api.app import create_app
     from bridge.app.runtime import BridgeRuntime
     from bridge.app.stopping import GracefulServer, drain_timeout
-    from bridge.infra.gc_tuning import tune_for_serving
 
     async with contextlib.AsyncExitStack() as stack:
         if embedded_broker:
@@ -100,7 +99,10 @@ async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) ->
             lines = await summary_lines(runtime)
             sys.stdout.write("SOS Bridge is running (Ctrl-C stops it)\n" + "".join(f"  {x}\n" for x in lines))
             sys.stdout.flush()
-            tune_for_serving()  # fewer, cheaper collections under a flood (bridge/infra/gc_tuning.py)
+            # The process, not the runtime: an embedded bridge (tests, the demo) must not freeze its host's heap.
+            from bridge.infra.memory import settle_after_start
+
+            settle_after_start()  # start-up garbage collected, the rest frozen, fewer collections
         await serving
 
 

@@ -24,6 +24,7 @@ from bridge.core.events import StatusBus
 from bridge.core.model import utcnow
 from bridge.delivery.formats import options_from_settings
 from bridge.delivery.forwarder import Forwarder
+from bridge.delivery.queued_bodies import QueuedBodies
 from bridge.delivery.routing import DEFAULT_ROUTE, RoutingTable, load_routes
 from bridge.delivery.sink_choice import sink_for
 from bridge.delivery.sinks.base import Sink
@@ -32,6 +33,7 @@ from bridge.delivery.sinks.notify import notification_sinks
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import stop_tasks
 from bridge.infra.health import TransportMonitor
+from bridge.infra.memory import AfterBurst
 from bridge.infra.metrics import Metrics
 from bridge.infra.plugins import LoadedPlugin, load_all
 from bridge.infra.private_files import private_dir
@@ -94,7 +96,8 @@ class BridgeRuntime:
         # and brand-new alerts' first contacts pass from one to the other in memory (FreshContacts).
         fresh = FreshContacts(settings.forwarder_workers, settings.lease_s)
         self.ledger = Ledger(self.store, self.bus, fresh=fresh,
-                             notifier=Notifier(channels, settings.notify_map_url, sms=gateway))
+                             notifier=Notifier(channels, settings.notify_map_url, sms=gateway),
+                             render_bodies=QueuedBodies(sinks.primary))
         self.pipeline = Pipeline(
             self.store,
             self.bus,
@@ -168,6 +171,7 @@ class BridgeRuntime:
 
     async def _health_loop(self) -> None:
         last_purge = 0.0
+        after_burst = AfterBurst()  # the heap's free pages go back to the system once a flood is over
         while True:
             with contextlib.suppress(Exception):
                 await self.forwarder.refresh_health(self.settings.fallback_after_attempts)
@@ -181,6 +185,8 @@ class BridgeRuntime:
                 last_purge = time.monotonic()
                 with contextlib.suppress(Exception):
                     await self.purge_expired()
+            with contextlib.suppress(Exception):
+                after_burst.tick()
             await asyncio.sleep(1.0)
 
     async def purge_expired(self) -> int:

@@ -1,12 +1,18 @@
-"""Location enrichment: British National Grid references (EPSG:27700) for coordinates in Great Britain."""
+"""Location enrichment: British National Grid references (EPSG:27700) for coordinates in Great Britain.
+
+pyproj (~14 MB resident) is imported with the first grid reference, not when the bridge starts.
+Docs: docs/platform/standards.md ("Location enrichment").
+"""
 
 from __future__ import annotations
 
 from functools import lru_cache
-
-from pyproj import Transformer
+from typing import TYPE_CHECKING
 
 from bridge.core.model import Location
+
+if TYPE_CHECKING:
+    from pyproj import Transformer
 
 # OSGB 100 km squares; the grid's false origin is 'SV'.
 _LETTERS = "ABCDEFGHJKLMNOPQRSTUVWXYZ"  # no I
@@ -35,6 +41,8 @@ def in_great_britain(lat: float, lon: float) -> bool:
 
 @lru_cache(maxsize=1)
 def _to_bng() -> Transformer:
+    from pyproj import Transformer
+
     # Never fall back to PROJ's "ballpark" offset (~100 m wrong). Without the OSTN15 grid, PROJ uses the
     # 2 m Helmert (EPSG "OSGB36 to WGS 84 (6)"); with the grid installed it uses OSTN15 (cm level).
     return Transformer.from_crs("EPSG:4326", "EPSG:27700", always_xy=True, allow_ballpark=False)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -54,6 +54,12 @@ class OutboxItem:
     fallback_sent: bool = False
     created_at: float = 0.0
     route: str = "default"
+    # The platform body as the route's sink rendered it when the row was queued (CAP XML, EIDO JSON,
+    # PIDF-LO), stored with the row so every delivery attempt sends these exact bytes (UTF-8 text), and
+    # the format it is in. None: the sink renders `payload` at delivery (JSON routes, whose body is the
+    # payload; rows queued before the column existed).
+    body: str | None = field(default=None, repr=False)
+    body_format: str | None = None
     # In memory only, never stored: the alert as committed with this row, when the pipeline hands a fresh
     # row to the forwarder (saves re-reading it after delivery; a stale copy only costs a versioned retry).
     alert: Alert | None = field(default=None, repr=False, compare=False)
@@ -145,6 +151,9 @@ class Store(Protocol):
     async def put_devices(self, devices: Sequence[Device], tokens: Mapping[str, str] | None = None) -> None: ...
     async def get_device(self, device_id: str) -> Device | None: ...
     async def list_devices(self, tenant_id: str | None = None) -> list[Device]: ...
+    # Every device, a page of at most `batch` at a time (each device exactly once if the registry does not
+    # change meanwhile): for scans of a large registry that must not hold all of it in memory at once.
+    def scan_devices(self, batch: int = 500) -> AsyncIterator[list[Device]]: ...
     async def remove_device(self, device_id: str) -> bool: ...
     async def find_device(self, scheme: str, value: str) -> Device | None: ...
     async def touch_device(self, device_id: str, seen_at: datetime, location: Location | None) -> None: ...

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -65,6 +65,8 @@ _ITEM_FIELDS = (
     "fallback_sent",
     "created_at",
     "route",
+    "body",
+    "body_format",
 )
 
 # Shared Lua helpers, prepended to every script that changes outbox state.
@@ -118,7 +120,7 @@ _COMMIT = (
     _LUA_LIB
     + r"""
 -- ARGV: P, token, dedupe_key, dedupe_ttl_ms, alert_id, device_id, alert_doc, is_open, received_score,
---       cancel, n_history, history..., n_items, (16 fields per item)..., dev_id, dev_old, dev_new,
+--       cancel, n_history, history..., n_items, (17 fields per item)..., dev_id, dev_old, dev_new,
 --       expected_version ('' for a new alert), check_open ('1'/'0'), expected_open ('' for none)
 local token, dkey, dttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local alert_id, device_id, doc, is_open, rscore, cancel = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
@@ -126,7 +128,7 @@ local alert_id, device_id, doc, is_open, rscore, cancel = ARGV[5], ARGV[6], ARGV
 if redis.call('EXISTS', P .. 'applied:' .. token) == 1 then return {'ok'} end
 local i = 11
 local n_hist = tonumber(ARGV[i]); local hist_at = i + 1; i = i + 1 + n_hist
-local n_items = tonumber(ARGV[i]); local items_at = i + 1; i = i + 1 + 16 * n_items
+local n_items = tonumber(ARGV[i]); local items_at = i + 1; i = i + 1 + 17 * n_items
 local dev_id, dev_old, dev_new = ARGV[i], ARGV[i + 1], ARGV[i + 2]
 local expected_version = ARGV[i + 3]
 local check_open, expected_open = ARGV[i + 4], ARGV[i + 5]
@@ -151,7 +153,7 @@ if dev_id ~= '' then
   if cur and cur ~= dev_old then return {'conflict'} end
 end
 for k = 0, n_items - 1 do
-  local b = items_at + 16 * k
+  local b = items_at + 17 * k
   if redis.call('EXISTS', P .. 'oi:' .. ARGV[b]) == 1 then return {'clash', ARGV[b]} end
   if redis.call('HEXISTS', P .. 'okey', ARGV[b + 14] .. '\n' .. ARGV[b + 4]) == 1 then
     return {'clash', ARGV[b + 4]}
@@ -192,7 +194,7 @@ if cancel == '1' or cancel == '2' then
   end
 end
 for k = 0, n_items - 1 do
-  local b = items_at + 16 * k
+  local b = items_at + 17 * k
   local id, a_id, seq, state, route = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 7], ARGV[b + 14]
   local ik = P .. 'oi:' .. id
   redis.call('HSET', ik, 'item_id', id, 'alert_id', a_id, 'seq', seq, 'msg_type', ARGV[b + 3],
@@ -200,6 +202,7 @@ for k = 0, n_items - 1 do
     'attempts', ARGV[b + 8], 'next_attempt_at', ARGV[b + 9], 'lease_until', ARGV[b + 10],
     'fallback_sent', ARGV[b + 12], 'created_at', ARGV[b + 13], 'route', route)
   if ARGV[b + 11] ~= '' then redis.call('HSET', ik, 'last_error', string.sub(ARGV[b + 11], 2)) end
+  if ARGV[b + 15] ~= '' then redis.call('HSET', ik, 'body_format', ARGV[b + 15], 'body', ARGV[b + 16]) end
   redis.call('HSET', P .. 'okey', route .. '\n' .. ARGV[b + 4], id)
   redis.call('ZADD', P .. 'oa:' .. a_id, seq, id)
   set_state(id, state)
@@ -460,6 +463,9 @@ def _item_from_hash(h: dict[str, str]) -> OutboxItem:
         fallback_sent=h["fallback_sent"] == "1",
         created_at=float(h["created_at"]),
         route=h["route"],
+        # Absent in rows written before bodies were rendered when queued (or by an older instance).
+        body=h.get("body"),
+        body_format=h.get("body_format"),
     )
 
 
@@ -485,7 +491,9 @@ def _item_args(item: OutboxItem, created_at: float) -> list[str | int | float]:
         int(item.fallback_sent),
         repr(float(created_at)),
         item.route,
-        "",  # reserved, keeps the 16-field stride
+        # The body rendered when queued, and its format ("": none; the sink renders at delivery).
+        item.body_format if item.body is not None and item.body_format else "",
+        item.body if item.body is not None and item.body_format else "",
     ]
 
 
@@ -620,6 +628,22 @@ class RedisStore:
             docs = await self._call(lambda: self.r.hmget(self._k("devices"), ids), retries=2) if ids else []
         devices = [Device.model_validate_json(d, context=STORED) for d in docs if d]
         return sorted(devices, key=lambda d: d.device_id)
+
+    async def scan_devices(self, batch: int = 500) -> AsyncIterator[list[Device]]:
+        """HSCAN over the devices hash: memory holds about one page, not the registry. A device present for
+        the whole scan is returned (HSCAN may return one twice while the hash is rehashed: dropped here)."""
+        cursor, seen = 0, set[str]()
+        while True:
+            def page(cursor: int = cursor) -> Awaitable[Any]:
+                return self.r.hscan(self._k("devices"), cursor, count=batch)
+
+            cursor, found = await self._call(page, retries=2)
+            fresh = [doc for device_id, doc in found.items() if device_id not in seen]
+            seen.update(found)
+            for at in range(0, len(fresh), batch):  # a small hash comes back whole, whatever COUNT says
+                yield [Device.model_validate_json(doc) for doc in fresh[at:at + batch]]
+            if cursor == 0:
+                return
 
     async def remove_device(self, device_id: str) -> bool:
         return bool(await self._call(lambda: self._script("remove_device", device_id), retries=2))

@@ -18,7 +18,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -112,7 +112,7 @@ def _checkin_row(row: sqlite3.Row) -> CheckinRow:
 
 _OUTBOX_COLS = (
     "item_id, alert_id, seq, msg_type, idempotency_key, payload, critical, state, attempts, "
-    "next_attempt_at, lease_until, last_error, fallback_sent, created_at, route"
+    "next_attempt_at, lease_until, last_error, fallback_sent, created_at, route, body, body_format"
 )
 
 # A contact waits while an earlier one of the same alert on the same route is still undelivered.
@@ -148,7 +148,7 @@ _SQL_SUPERSEDE_UPDATES = (
     "UPDATE outbox SET state = 'cancelled' WHERE alert_id = ? AND msg_type = 'update' "
     "AND state IN ('pending', 'retry')"
 )
-_SQL_OUTBOX_PUT = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_SQL_OUTBOX_PUT = f"INSERT INTO outbox ({_OUTBOX_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _SQL_MARK_DELIVERED = (
     "UPDATE outbox SET state = 'delivered', last_error = NULL, attempts = attempts + 1, lease_until = ? "
     "WHERE item_id = ?"
@@ -164,7 +164,8 @@ _SQL_DEVICE_LOCATION = (
 def _item_row(item: OutboxItem, now: float) -> tuple[Any, ...]:
     return (item.item_id, item.alert_id, item.seq, item.msg_type, item.idempotency_key, item.payload,
             int(item.critical), item.state, item.attempts, item.next_attempt_at, item.lease_until,
-            item.last_error, int(item.fallback_sent), item.created_at or now, item.route)
+            item.last_error, int(item.fallback_sent), item.created_at or now, item.route, item.body,
+            item.body_format)
 
 
 def _row_to_item(row: sqlite3.Row) -> OutboxItem:
@@ -184,7 +185,23 @@ def _row_to_item(row: sqlite3.Row) -> OutboxItem:
         fallback_sent=bool(row["fallback_sent"]),
         created_at=row["created_at"],
         route=row["route"],
+        body=row["body"],
+        body_format=row["body_format"],
     )
+
+
+# -- outbox body columns (rendered when queued) ----------------------------------------------------------
+# Columns added to `outbox` after databases were already in use. Every open adds whichever is missing
+# (new and old databases take the same path); a column added with ALTER TABLE is NULL in existing rows,
+# and a NULL body is rendered at delivery as before.
+_OUTBOX_ADDED_COLUMNS = (("body", "TEXT"), ("body_format", "TEXT"))
+
+
+def _migrate_outbox_body(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(outbox)")}
+    for name, kind in _OUTBOX_ADDED_COLUMNS:
+        if name not in have:
+            conn.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")
 
 
 class SqliteStore:
@@ -352,6 +369,7 @@ class SqliteStore:
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._connect)
+        await self._run(_migrate_outbox_body)  # before any reader: columns added since the database was made
         if self.path != ":memory:":
             await loop.run_in_executor(self._reader, self._connect_reader)
 
@@ -435,6 +453,21 @@ class SqliteStore:
             return c.execute("SELECT doc FROM devices WHERE tenant_id = ? ORDER BY device_id", (tenant_id,)).fetchall()
 
         return [Device.model_validate_json(r["doc"], context=STORED) for r in await self._read(q)]
+
+    async def scan_devices(self, batch: int = 500) -> AsyncIterator[list[Device]]:
+        """Pages in device-id order (keyset on the primary key): memory holds one page, not the registry."""
+        after = ""
+        while True:
+            def page(c: sqlite3.Connection, after: str = after) -> list[Any]:
+                return c.execute("SELECT device_id, doc FROM devices WHERE device_id > ? ORDER BY device_id LIMIT ?",
+                                 (after, batch)).fetchall()
+
+            rows = await self._read(page)
+            if rows:
+                yield [Device.model_validate_json(r["doc"]) for r in rows]
+            if len(rows) < batch:
+                return
+            after = rows[-1]["device_id"]
 
     async def remove_device(self, device_id: str) -> bool:
         def body(c: sqlite3.Connection) -> bool:

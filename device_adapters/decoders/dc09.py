@@ -28,8 +28,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 from bridge.devices.decoding import ChecksumError, Decoded, DecodeError, Frame, KeyRefused, LengthError, StaleError
 from bridge.devices.profiles import DeviceProfile, apply_profile
 from device_adapters.decoders import contact_id
@@ -102,6 +100,9 @@ def parse_key(value: str) -> bytes:
 
 
 def aes(key: bytes, data: bytes, *, decrypt: bool) -> bytes:
+    # Imported with the first encrypted frame: a bridge with no encrypted panels never loads OpenSSL's binding.
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     cipher = Cipher(algorithms.AES(key), modes.CBC(bytes(16)))
     op = cipher.decryptor() if decrypt else cipher.encryptor()
     return op.update(data) + op.finalize()

@@ -15,14 +15,15 @@ Some cheap modules print decimal degrees instead of ddmm.mmmm (pynmea2 test_util
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
-
-import pynmea2
+from typing import TYPE_CHECKING, Any
 
 from bridge.core.model import Location
 from bridge.devices.decoding import ChecksumError, Decoded, DecodeError, Frame
 from bridge.devices.fixage import judge, max_fix_age, parse_time
 from bridge.devices.profiles import DeviceProfile
+
+if TYPE_CHECKING:
+    import pynmea2
 
 
 def _coordinate(raw: str, hemi: str, is_lat: bool, mode: str) -> float | None:
@@ -44,6 +45,8 @@ def _coordinate(raw: str, hemi: str, is_lat: bool, mode: str) -> float | None:
 
 
 def parse_sentence(text: str, allow_missing_checksum: bool = True) -> pynmea2.NMEASentence:
+    import pynmea2  # with the first sentence (137 ms to import): most bridges have no serial GPS
+
     text = text.strip()
     has_checksum = len(text) > 3 and text[-3] == "*"
     if not has_checksum and not allow_missing_checksum:

@@ -3,6 +3,8 @@
 Every request is verified (skills.alexa.verify) before anything is parsed by ask-sdk; a failure is a 400,
 counted in `sosbridge_alerts_rejected{transport="alexa"}`, and raises no alert. The skill itself runs in
 a worker thread because ask-sdk handlers are synchronous; they reach the pipeline through LocalGateway.
+ask-sdk, cryptography and httpx are imported when the skill's routes are built, i.e. only when the skill
+is enabled: loading this entry point costs a bridge without Alexa nothing (docs/testing/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -11,23 +13,17 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from ask_sdk_model import RequestEnvelope
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from bridge.app.config import Settings
 from bridge.ingress.transport import AdapterContext, BaseAdapter
-from device_adapters.checkin import timers
-from skills.alexa.amazon_api import AmazonApi, HttpxApiClient
-from skills.alexa.certs import CachedChainSource, default_trust_roots_pem, http_fetcher
-from skills.alexa.checkin import CheckinVoice
 from skills.alexa.config import AlexaSettings
-from skills.alexa.gateway import LocalGateway
-from skills.alexa.handlers import SkillDeps, build_skill
-from skills.alexa.relay import relay_router
-from skills.alexa.service import VoiceService
-from skills.alexa.verify import AlexaRequestVerifier, ChainSource, VerificationFailed, load_trust_roots
+
+if TYPE_CHECKING:
+    from skills.alexa.verify import AlexaRequestVerifier, ChainSource
 
 log = logging.getLogger("sosbridge.alexa")
 
@@ -53,6 +49,9 @@ class AlexaAdapter(BaseAdapter):
         return self.config.is_enabled
 
     def verifier(self) -> AlexaRequestVerifier:
+        from skills.alexa.certs import CachedChainSource, default_trust_roots_pem, http_fetcher
+        from skills.alexa.verify import AlexaRequestVerifier, load_trust_roots
+
         cfg = self.config
         source = self._chain_source or CachedChainSource(
             cfg.cert_cache_dir, http_fetcher(cfg.cert_fetch_timeout_s) if cfg.cert_fetch else None
@@ -70,6 +69,17 @@ class AlexaAdapter(BaseAdapter):
         return verifier
 
     def routers(self, ctx: AdapterContext) -> list[APIRouter]:
+        from ask_sdk_model import RequestEnvelope
+
+        from device_adapters.checkin import timers
+        from skills.alexa.amazon_api import AmazonApi, HttpxApiClient
+        from skills.alexa.checkin import CheckinVoice
+        from skills.alexa.gateway import LocalGateway
+        from skills.alexa.handlers import SkillDeps, build_skill
+        from skills.alexa.relay import relay_router
+        from skills.alexa.service import VoiceService
+        from skills.alexa.verify import VerificationFailed
+
         cfg = self.config
         verifier = self.verifier()
         service = VoiceService(ctx.store, ctx.ingress.observations, ctx.bus)

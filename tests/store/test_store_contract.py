@@ -363,3 +363,49 @@ async def test_checkin_lease_takes_at_most_limit_in_due_order(store: Store) -> N
     first = await store.lease_checkins(200.0, 30, 2)
     assert [r.device_id for r in first] == ["d4", "d3"]
     assert [r.device_id for r in await store.lease_checkins(200.0, 30, 10)] == ["d2", "d1", "d0"]
+
+# -- outbox bodies rendered when queued -----------------------------------------------------------------
+async def test_a_body_rendered_when_queued_is_kept_with_its_row(store: Store) -> None:
+    """The body a sink rendered at queue time comes back with the row, byte for byte (leased from the
+    store, listed, and leased again after a retry); a row queued without one has none."""
+    alert = make_alert()
+    cap = make_item(alert, 1, route="cap")
+    cap.body, cap.body_format = '<?xml version="1.0"?>\n<alert>Zoë, 3 € — ✓</alert>\r\n', "cap"
+    plain = make_item(alert, 1, route="json")
+    await store.commit(Change(alert=alert, outbox=[cap, plain]))
+    now = time.time()
+    leased = {i.route: i for i in await store.lease(10, 5, now)}
+    assert (leased["cap"].body, leased["cap"].body_format) == (cap.body, "cap")
+    assert (leased["json"].body, leased["json"].body_format) == (None, None)
+    await store.reschedule(leased["cap"].item_id, now, "HTTP 503", 1)
+    [again] = await store.lease(10, 5, now + 1)
+    assert again.item_id == cap.item_id and again.body == cap.body and again.attempts == 1
+    listed = {i.route: i for i in await store.outbox_items(alert.alert_id)}
+    assert listed["cap"].body == cap.body and listed["json"].body is None
+
+
+async def test_a_handed_over_row_keeps_its_body(store: Store) -> None:
+    """A fresh row committed already leased (the in-memory hand-over) is stored with its body too, so a
+    crash before delivery re-leases it with the same bytes."""
+    alert = make_alert()
+    fresh = make_item(alert, 1)
+    fresh.body, fresh.body_format = '{"eido": true}', "eido"
+    now = time.time()
+    fresh.state, fresh.lease_until = "inflight", now + 5
+    await store.commit(Change(alert=alert, outbox=[fresh]))
+    [leased] = await store.lease(10, 5, now + 6)
+    assert (leased.body, leased.body_format) == ('{"eido": true}', "eido")
+
+
+async def test_scan_devices_pages_through_the_whole_registry(store: Store) -> None:
+    """Every device once, in pages no larger than asked (supervision scans a large registry this way)."""
+    devices = [Device(device_id=f"d{i:03d}", tenant_id="t1" if i % 2 else "t2") for i in range(23)]
+    await store.put_devices(devices)
+    pages = [page async for page in store.scan_devices(batch=5)]
+    assert all(1 <= len(page) <= 5 for page in pages) and len(pages) >= 5
+    assert sorted(d.device_id for page in pages for d in page) == [d.device_id for d in devices]
+    assert {d.tenant_id for page in pages for d in page} == {"t1", "t2"}
+    one = [page async for page in store.scan_devices(batch=500)]
+    assert [len(page) for page in one] == [23]
+    await store.remove_device("d007")
+    assert "d007" not in {d.device_id async for page in store.scan_devices(batch=4) for d in page}

@@ -3,6 +3,7 @@
 Each message is a JSON object with one key naming it (`subscribe`, `event`, ...). The schemas are written
 by hand from the standard's message tables (messages.schema.json); the published websocket.yaml
 does not load as YAML (a duplicated `terminateObject`, a mis-indented key, an undefined reference).
+jsonschema is imported when the first message is checked, not when the bridge loads its sinks.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 import json
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
+if TYPE_CHECKING:
+    import jsonschema
 
 SUBSCRIBER_MESSAGES = ("subscribe", "unsubscribe", "eventResponse", "terminateResponse")
 NOTIFIER_MESSAGES = ("subscribeResponse", "unsubscribeResponse", "response", "event", "terminate")
@@ -22,6 +24,8 @@ _SCHEMA = Path(__file__).parent / "messages.schema.json"
 
 @cache
 def _validators() -> dict[str, jsonschema.Draft7Validator]:
+    import jsonschema
+
     schema = json.loads(_SCHEMA.read_text(encoding="utf-8"))
     out = {}
     for name in schema["definitions"]:

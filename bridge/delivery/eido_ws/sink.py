@@ -4,19 +4,22 @@ A route with `url = "wss://host:port/path"` (where the bridge listens) publishes
 EIDO (bridge/delivery/formats/eido.py) to the subscribed CADs. Delivered once a subscription acknowledges
 the event with `eventResponse` 200; nobody subscribed or nobody acknowledging within the route's timeout
 is a retry, so the outbox keeps the contact (and a critical one fails over to the route's fallback).
-Docs: docs/platform/eido-websocket.md.
+The notifier's server (websockets) is imported when the sink starts, so a bridge with no `wss://` route
+never loads it. Docs: docs/platform/eido-websocket.md.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.core.contact import Contact
 from bridge.delivery.eido_ws.hub import Hub
-from bridge.delivery.eido_ws.server import NotifierServer, server_tls
 from bridge.delivery.formats.common import RenderOptions
 from bridge.delivery.formats.eido import build_eido
 from bridge.delivery.sinks.base import Delivered, Outcome, Retry
+
+if TYPE_CHECKING:
+    from bridge.delivery.eido_ws.server import NotifierServer
 
 _CLOSING = frozenset({"cancel"})
 
@@ -38,6 +41,8 @@ class EidoWsSink:
                    client_ca_file=route.eido_client_ca_file, name=name, timeout_s=timeout_s, options=options)
 
     async def start(self) -> None:
+        from bridge.delivery.eido_ws.server import NotifierServer, server_tls
+
         self.server = NotifierServer(self.hub, self.url, server_tls(*self._files))
         await self.server.start()
         self.hub.start()

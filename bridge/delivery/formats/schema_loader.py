@@ -3,6 +3,8 @@
 The upstream PIDF-LO schemas import xml.xsd from w3.org and geopriv10.xsd imports basicPolicy with no
 location at all, so every namespace is mapped to a local file and remote access is refused: a validator
 that silently fetched schemas from the network would behave differently on an air-gapped receiver.
+xmlschema (with elementpath, ~11 MB resident) is imported on the first schema load, never by a bridge that
+only renders: rendering needs the namespace names only.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import copy
 from functools import lru_cache
 from importlib.resources import as_file, files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import xmlschema
 import yaml
+
+if TYPE_CHECKING:
+    import xmlschema
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
@@ -37,11 +41,15 @@ def schema_dir() -> Path:
 
 @lru_cache(maxsize=1)
 def cap_schema() -> xmlschema.XMLSchema:
+    import xmlschema
+
     return xmlschema.XMLSchema(str(schema_dir() / "cap" / "CAP-v1.2.xsd"), allow="local")
 
 
 @lru_cache(maxsize=1)
 def pidf_schema() -> xmlschema.XMLSchema:
+    import xmlschema
+
     base = schema_dir() / "pidf"
     schema = xmlschema.XMLSchema(str(base / "pidf.xsd"), build=False, allow="local")
     for ns, rel in (

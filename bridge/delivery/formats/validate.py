@@ -1,7 +1,8 @@
 """Validate a body in any of our formats: the standard's schema first, then the rules it leaves out.
 
 Used by the reference receiver on every delivery and by the tests on every rendered document.
-Returns human-readable error strings; an empty list means valid.
+Returns human-readable error strings; an empty list means valid. jsonschema and xmlschema are imported
+on the first validation, so a bridge that only renders never loads them.
 """
 
 from __future__ import annotations
@@ -9,9 +10,8 @@ from __future__ import annotations
 import json
 import re
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 from pydantic import ValidationError
 
 from bridge.core.contact import Contact
@@ -29,6 +29,9 @@ EIDO_TYPES = frozenset({"application/emergency.eido+json"})
 JSON_TYPES = frozenset({"application/json", "application/vnd.sosbridge.contact+json"})
 GENERIC_XML = frozenset({"application/xml", "text/xml"})
 
+if TYPE_CHECKING:
+    import jsonschema
+
 
 
 def media_type(content_type: str) -> str:
@@ -40,6 +43,8 @@ def validate_cap(body: bytes) -> list[str]:
 
 
 def _format_checker() -> jsonschema.FormatChecker:
+    import jsonschema
+
     checker = jsonschema.FormatChecker()
 
     # jsonschema only checks date-time when an optional package is installed; check RFC 3339 ourselves.
@@ -56,6 +61,8 @@ def _format_checker() -> jsonschema.FormatChecker:
 
 @lru_cache(maxsize=1)
 def _eido_validator() -> jsonschema.Draft7Validator:
+    import jsonschema
+
     return jsonschema.Draft7Validator(eido_json_schema(), format_checker=_format_checker())
 
 

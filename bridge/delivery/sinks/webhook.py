@@ -1,4 +1,10 @@
-"""HTTP webhook sink towards the contact platform (our JSON envelope, CAP or EIDO)."""
+"""HTTP webhook sink towards the contact platform (our JSON envelope, CAP, EIDO or PIDF-LO).
+
+A CAP/EIDO/PIDF-LO body is rendered once, when the contact is queued (`render_ahead`, called through
+bridge/delivery/queued_bodies.py) and stored with the outbox row; every attempt sends those bytes, signed
+afresh. A row without a stored body in this sink's format (JSON, an older row, a fallback in another
+format) is rendered at delivery. Contract: docs/platform/webhook.md.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import aiohttp
 
 from bridge.core.contact import Contact
 from bridge.core.model import utcnow
-from bridge.delivery.formats import RenderOptions, render
+from bridge.delivery.formats import CONTENT_TYPES, JSON_CONTENT_TYPE, RenderOptions, render
 from bridge.delivery.formats.pidf import NoLocation
 from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry
 from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
@@ -29,8 +35,12 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def render_body(item: OutboxItem, fmt: str, options: RenderOptions | None = None) -> tuple[bytes, str]:
+    """The body to send and its content type: the one stored with the row when it is in `fmt`, else
+    rendered now from the row's contact."""
+    if item.body is not None and item.body_format == fmt:
+        return item.body.encode("utf-8"), CONTENT_TYPES[fmt]
     if fmt == "json":
-        return item.payload.encode(), "application/json"
+        return item.payload.encode(), JSON_CONTENT_TYPE
     return render(Contact.model_validate_json(item.payload), fmt, options)  # type: ignore[arg-type]
 
 
@@ -69,6 +79,14 @@ class WebhookSink:
                   options: RenderOptions | None = None) -> WebhookSink:
         """The `sosbridge.sinks` factory: a signed webhook to `url` in the route's format."""
         return cls(url, route.secret, route.format, timeout_s, name=name, options=options)
+
+    def render_ahead(self, item: OutboxItem) -> None:
+        """At queue time: the row's body in this sink's format, kept with the row. JSON needs none (the
+        payload is the body). Raises what the renderer raises (pidf.NoLocation); the body stays unset."""
+        if self.fmt == "json":
+            return
+        body, _ = render(Contact.model_validate_json(item.payload), self.fmt, self.options)  # type: ignore[arg-type]
+        item.body, item.body_format = body.decode("utf-8"), self.fmt
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

@@ -1,0 +1,30 @@
+"""A bridge that loads every plug-in and wires its runtime imports no library that only an optional
+transport, format check or skill needs: those are imported when that part is enabled or first used
+(issue 27's memory target). A fresh interpreter, so nothing another test imported counts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.support.paths import ROOT
+
+# Imported only by: the validators (xmlschema, elementpath, jsonschema), the EIDO notifier (websockets),
+# the first grid reference (pyproj), the Alexa skill (ask_sdk_*, httpx), a serial GPS (pynmea2).
+LAZY = ("xmlschema", "elementpath", "jsonschema", "websockets", "pyproj", "ask_sdk_model", "ask_sdk_core",
+        "httpx", "pynmea2")
+
+PROBE = f"""
+import json, sys
+from bridge.infra.plugins import load_all
+load_all()
+import bridge.app.cli, bridge.app.runtime
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in {LAZY!r})))
+"""
+
+
+def test_starting_a_bridge_imports_no_optional_library() -> None:
+    out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
