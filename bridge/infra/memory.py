@@ -1,13 +1,13 @@
 """The collector and the heap of a serving process, after start-up and after a burst (issue 27).
 
-`settle_after_start()` collects start-up garbage (plug-in loading, settings, the FastAPI app) and freezes
-what is left, so the collector never walks those objects again, and raises the collector's thresholds:
-CPython starts a young pass every 700 net allocations, and a flood builds tens of thousands of
-short-lived models a second, so the bridge collected every few frames and regularly walked the whole
-heap (bench/hotpath.py: about a fifth of a flood's CPU; docs/testing/benchmarks.md). `AfterBurst` hands
-free heap pages back to the system once a burst of work is over (glibc `malloc_trim`): CPython's allocator keeps what a flood
-of alerts freed inside the C heap, where it counts as resident until trimmed. Both are no-ops where they
-do not apply (no glibc); neither changes what the bridge does.
+`settle_after_start()` collects start-up garbage (plug-in loading, settings, the FastAPI app) and freezes what
+is left, so the collector never walks those objects again, and raises the collector's thresholds: CPython
+starts a young pass every 700 net allocations, and a flood builds tens of thousands of short-lived models a
+second, so the bridge collected every few frames and regularly walked the whole heap (bench/hotpath.py: about
+a fifth of a flood's CPU; docs/testing/benchmarks.md). `AfterBurst` hands free heap pages back to the system
+once a burst of work is over (glibc `malloc_trim`): CPython's allocator keeps what a flood of alerts freed
+inside the C heap, where it counts as resident until trimmed. Both are no-ops where they do not apply (no
+glibc); neither changes what the bridge does.
 """
 
 from __future__ import annotations
