@@ -22,8 +22,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
-
 from bridge.alerts.checkin import Timer
 from bridge.store.base import Store
 from device_adapters.checkin.voice import reminder_speech
@@ -61,6 +59,8 @@ class WebhookReminder:
             return  # no push for this device: the app polls GET /v1/checkin
         device = await self.store.get_device(timer.device_id)
         language = device.person.language if device is not None and device.person else None
+        import httpx  # only when a reminder is pushed: a started bridge does not hold it (test_lazy_imports)
+
         async with httpx.AsyncClient(timeout=TIMEOUT_S, follow_redirects=False) as client:
             resp = await client.post(url, json=reminder_body(timer, self.clock(), language))
         resp.raise_for_status()
