@@ -1,23 +1,19 @@
-"""paho-mqtt 2.x client driven by the asyncio loop itself (paho's external-loop API), no network thread.
+"""paho-mqtt 2.x client run in its own network thread, handing messages to the asyncio loop.
 
 Persistent session (clean start off, a stable client id, session expiry on v5) so messages published
 while the bridge is down are queued by the broker; QoS 1 subscriptions; manual acknowledgement, so a
 PUBACK goes out only when the adapter calls `ack()` after the pipeline has stored the alert. paho's
-socket is watched with the loop's add_reader/add_writer and reconnected with exponential backoff here.
-
-Why not paho's own thread (issue 27): under a flood its network thread and the event loop took turns on
-the GIL for every packet (a hand-off, a lock and a loop wake-up per batch, PUBACKs waiting for the thread's
-next turn); reading on the loop removes the thread, the hand-off and their system calls. Memory stays
-bounded the same way: past MAX_PENDING unacknowledged messages the loop stops reading the socket and the
-broker holds the rest.
+own loop reconnects with exponential backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import ssl
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -61,28 +57,30 @@ class MqttConnection:
         loop: asyncio.AbstractEventLoop,
         on_message: Callable[[Inbound], None],
         shared_group: str | None = None,
-        reconnect_min_s: float = 1.0,
-        reconnect_max_s: float = 30.0,
+        reconnect_min_s: int = 1,
+        reconnect_max_s: int = 30,
         keepalive_s: int = 30,
     ) -> None:
         self.url = url
-        self.loop = loop
+        # MQTT keepalive: with nothing received for this long paho sends PINGREQ and drops the link when no
+        # PINGRESP comes within it again, so a silent broker link (black-holed, half-open) is seen in at
+        # most twice this (docs/testing/fault-suite.md).
         self.keepalive_s = keepalive_s
-        self.reconnect_min_s = reconnect_min_s
-        self.reconnect_max_s = reconnect_max_s
-        # Messages handed to the adapter and not yet acknowledged (release_slot). At MAX_PENDING the loop
-        # stops reading the socket until slots free up.
-        self.pending = 0
+        self.loop = loop
+        # Messages handed to the event loop and not yet acknowledged. When all slots are taken, paho's
+        # network thread waits here, stops reading the socket and the broker holds the rest: memory
+        # stays bounded by this number, not by the size of a flood (MQTT v5's ReceiveMaximum does the
+        # same at the protocol level; 3.1.1 brokers may be configured without an in-flight limit).
+        self.slots = threading.BoundedSemaphore(MAX_PENDING)
         self._closing = False
         self.filters = [f"$share/{shared_group}/{f}" if shared_group else f for f in filters]
         self._on_message = on_message
+        # Messages handed from paho's thread to the loop: one wake-up per batch, not one per message (the
+        # loop's self-pipe write and the GIL switch per message showed up under a flood).
+        self._inbox: collections.deque[Inbound] = collections.deque()
+        self._inbox_lock = threading.Lock()
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()
-        self._lost = asyncio.Event()  # the socket closed: the connect loop opens a new one
-        self._sock: Any = None
-        self._reading = False
-        self._writing = False
-        self._tasks: list[asyncio.Task[None]] = []
         protocol = mqtt.MQTTv5 if url.mqtt5 else mqtt.MQTTv311
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -90,7 +88,7 @@ class MqttConnection:
             clean_session=None if url.mqtt5 else False,
             protocol=protocol,
             manual_ack=True,
-            reconnect_on_failure=False,  # the connect loop below reconnects
+            reconnect_on_failure=True,
         )
         if url.username:
             self.client.username_pw_set(url.username, url.password)
@@ -100,157 +98,36 @@ class MqttConnection:
                 ctx.check_hostname = False
                 ctx.verify_mode = ssl.CERT_NONE
             self.client.tls_set_context(ctx)
+        self.client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
         # Status publishes (QoS 1) drain faster with more in flight than paho's default of 20.
         self.client.max_inflight_messages_set(100)
         self.client.on_connect = self._cb_connect
         self.client.on_disconnect = self._cb_disconnect
         self.client.on_subscribe = self._cb_subscribe
         self.client.on_message = self._cb_message
-        self.client.on_socket_open = self._cb_socket_open
-        self.client.on_socket_close = self._cb_socket_close
-        self.client.on_socket_register_write = self._cb_register_write
-        self.client.on_socket_unregister_write = self._cb_unregister_write
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """On the event loop: connect (and reconnect) in the background; `subscribed` says when ready."""
-        self._tasks = [self.loop.create_task(self._connect_loop(), name="mqtt-connect"),
-                       self.loop.create_task(self._misc_loop(), name="mqtt-keepalive")]
-
-    def release_slot(self) -> None:
-        self.pending = max(0, self.pending - 1)
-        if not self._reading and self.pending < MAX_PENDING and self._sock is not None:
-            self._watch_read()
-
-    def stop(self) -> None:
-        """From any thread but the loop's (the adapters call it with asyncio.to_thread): disconnect and
-        wait, at most 5 s, until the loop has closed the socket."""
-        future = asyncio.run_coroutine_threadsafe(self.aclose(), self.loop)
-        with contextlib.suppress(Exception):
-            future.result(timeout=5)
-
-    async def aclose(self) -> None:
-        self._closing = True
-        for task in self._tasks:
-            task.cancel()
-        if self._sock is not None:
-            self.client.disconnect()  # queues DISCONNECT; paho closes the socket once it is written
-            with contextlib.suppress(Exception):
-                self.client.loop_write()
-        self._unwatch()
-        with contextlib.suppress(Exception):
-            await asyncio.wait(self._tasks, timeout=1)
-        self._sock = None
-
-    async def _connect_loop(self) -> None:
-        delay = self.reconnect_min_s
-        while not self._closing:
-            self._lost.clear()
-            try:
-                # A blocking TCP (and TLS) connect: in a worker thread, so a slow broker never stalls the loop.
-                await self.loop.run_in_executor(None, self._connect_blocking)
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                log.warning("mqtt connect failed", extra={"broker": self.url.redacted(), "error": str(exc)[:200]})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.reconnect_max_s)
-                continue
-            delay = self.reconnect_min_s
-            await self._lost.wait()  # a service loop's wait: aclose() cancels it
-            if not self._closing:
-                await asyncio.sleep(self.reconnect_min_s)
-
-    def _connect_blocking(self) -> None:
+        props = None
         if self.url.mqtt5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY_S
             props.ReceiveMaximum = RECEIVE_MAXIMUM
-            self.client.connect(self.url.host, self.url.port, keepalive=self.keepalive_s, clean_start=False,
-                                properties=props)
+            self.client.connect_async(
+                self.url.host, self.url.port, keepalive=self.keepalive_s, clean_start=False, properties=props
+            )
         else:
-            self.client.connect(self.url.host, self.url.port, keepalive=self.keepalive_s)
+            self.client.connect_async(self.url.host, self.url.port, keepalive=self.keepalive_s)
+        self.client.loop_start()
 
-    async def _misc_loop(self) -> None:
-        while True:  # keepalive: PINGREQ when idle, drop a link whose PINGRESP never came
-            await asyncio.sleep(1.0)
-            if self._sock is not None:
-                self.client.loop_misc()
+    def release_slot(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.slots.release()
 
-    # -- the socket, on the loop -------------------------------------------------------------------
-    def _cb_socket_open(self, _c: mqtt.Client, _ud: Any, sock: Any) -> None:
-        self.loop.call_soon_threadsafe(self._opened, sock)  # called in the connect thread
-
-    def _opened(self, sock: Any) -> None:
-        self._sock = sock
-        if self.pending < MAX_PENDING:
-            self._watch_read()
-        if self.client.want_write():
-            self._watch_write()
-
-    def _cb_socket_close(self, _c: mqtt.Client, _ud: Any, sock: Any) -> None:
-        self._call(lambda: self._closed(sock))
-
-    def _closed(self, sock: Any) -> None:
-        if self._sock is not None and sock is not self._sock:
-            return  # an older socket closing late: the current one is fine
-        self._unwatch()
-        self._sock = None
-        self.connected.clear()
-        self.subscribed.clear()
-        self._lost.set()
-
-    def _cb_register_write(self, _c: mqtt.Client, _ud: Any, _sock: Any) -> None:
-        self._call(self._watch_write)
-
-    def _cb_unregister_write(self, _c: mqtt.Client, _ud: Any, _sock: Any) -> None:
-        self._call(self._unwatch_write)
-
-    def _call(self, fn: Callable[[], None]) -> None:
-        """Run `fn` on the loop: now when already there, else queued (paho calls from the connect thread)."""
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            fn()
-            return
-        with contextlib.suppress(RuntimeError):  # the loop is closed: we are shutting down
-            self.loop.call_soon_threadsafe(fn)
-
-    def _watch_read(self) -> None:
-        if self._sock is not None and not self._reading:
-            self.loop.add_reader(self._sock, self._on_readable)
-            self._reading = True
-
-    def _watch_write(self) -> None:
-        if self._sock is not None and not self._writing:
-            self.loop.add_writer(self._sock, self._on_writable)
-            self._writing = True
-
-    def _unwatch_write(self) -> None:
-        if self._writing and self._sock is not None:
-            self.loop.remove_writer(self._sock)
-        self._writing = False
-
-    def _unwatch(self) -> None:
-        if self._sock is not None:
-            if self._reading:
-                self.loop.remove_reader(self._sock)
-            if self._writing:
-                self.loop.remove_writer(self._sock)
-        self._reading = self._writing = False
-
-    def _on_readable(self) -> None:
-        self.client.loop_read()
-        # TLS: bytes already decrypted in the SSL object wake no reader; read them now.
-        sock = self._sock
-        while sock is not None and self._reading and getattr(sock, "pending", lambda: 0)() > 0:
-            self.client.loop_read()
-            sock = self._sock
-        if self.client.want_write():
-            self.client.loop_write()  # PUBACKs and publishes queued while reading go out at once
-
-    def _on_writable(self) -> None:
-        self.client.loop_write()
+    def stop(self) -> None:
+        self._closing = True
+        self.client.disconnect()
+        self.client.loop_stop()
 
     # -- called from the asyncio side --------------------------------------------------------------
     def ack(self, msg: Inbound) -> None:
@@ -263,7 +140,13 @@ class MqttConnection:
             return
         self.client.publish(topic, payload, qos=qos, retain=retain)
 
-    # -- paho callbacks (on the loop; on_connect after CONNACK, read on the loop) ---------------------
+    # -- paho callbacks (network thread) -----------------------------------------------------------
+    def _call(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass  # the event loop is closed: we are shutting down and the message stays unacknowledged
+
     def _cb_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             log.warning("mqtt connect refused", extra={"reason": str(reason), "broker": self.url.redacted()})
@@ -272,7 +155,7 @@ class MqttConnection:
             "mqtt connected",
             extra={"broker": self.url.redacted(), "session_present": bool(flags.session_present)},
         )
-        self.connected.set()
+        self._call(self.connected.set)
         if self.url.mqtt5:
             client.subscribe([(f, SubscribeOptions(qos=1)) for f in self.filters])
         else:
@@ -282,11 +165,12 @@ class MqttConnection:
         failed = [str(c) for c in codes if c.is_failure]
         if failed:
             log.error("mqtt subscription refused", extra={"reasons": failed})
-        self.subscribed.set()
+        self._call(self.subscribed.set)
 
     def _cb_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        # paho closes the socket with it (on_socket_close): the connect loop opens a new one.
         log.warning("mqtt disconnected", extra={"reason": str(reason)})
+        self._call(self.connected.clear)
+        self._call(self.subscribed.clear)
 
     def _cb_message(self, _c: mqtt.Client, _ud: Any, m: mqtt.MQTTMessage) -> None:
         try:
@@ -296,10 +180,20 @@ class MqttConnection:
             if m.qos > 0:
                 self.client.ack(m.mid, m.qos)
             return
-        if self._closing:
-            return  # not acknowledged: the broker redelivers it to the next session
-        self.pending += 1
-        if self.pending >= MAX_PENDING and self._reading and self._sock is not None:
-            self.loop.remove_reader(self._sock)  # the broker holds the rest until slots free up
-            self._reading = False
-        self._on_message(Inbound(topic, bytes(m.payload), m.qos, bool(m.retain), m.mid, bool(m.dup)))
+        msg = Inbound(topic, bytes(m.payload), m.qos, bool(m.retain), m.mid, bool(m.dup))
+        while not self.slots.acquire(timeout=0.5):
+            if self._closing:
+                return  # not acknowledged: the broker redelivers it to the next session
+        with self._inbox_lock:
+            self._inbox.append(msg)
+            wake = len(self._inbox) == 1
+        if wake:
+            self._call(self._drain_inbox)
+
+    def _drain_inbox(self) -> None:
+        """On the event loop: hand every message paho has buffered to the adapter, in order."""
+        with self._inbox_lock:
+            batch = list(self._inbox)
+            self._inbox.clear()
+        for msg in batch:
+            self._on_message(msg)
