@@ -14,10 +14,12 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
+from pydantic import AfterValidator, BeforeValidator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge.infra.listeners import parse_networks
 from bridge.infra.plugins import load_group
 
 GROUP = "sosbridge.settings"
@@ -79,6 +81,17 @@ class PluginSettings(BaseSettings):
 def unset_if_empty(value: object) -> object:
     """For a `mode="before"` validator: an empty variable (`SOSBRIDGE_WATCH_PORT=`) means unset."""
     return None if value == "" else value
+
+
+def _networks_or_none(value: str | None) -> str | None:
+    parse_networks(value)  # ValueError names the entry that is not a network
+    return value or None
+
+
+# Field types the transports' settings share: a port that an empty variable leaves off (give its bounds
+# with Field(ge=0, le=65535)), and a comma-separated list of source networks (CIDRs) checked at start.
+OptionalPort = Annotated[int | None, BeforeValidator(unset_if_empty)]
+Networks = Annotated[str | None, AfterValidator(_networks_or_none)]
 
 
 def key_prefix(cls: type[PluginSettings]) -> str:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from bridge.app.sections import Listener, PluginSettings, unset_if_empty
-from bridge.infra.listeners import parse_networks
+from bridge.app.sections import Listener, Networks, OptionalPort, PluginSettings
 
 
 class Dc09Settings(PluginSettings):
@@ -21,23 +20,12 @@ class Dc09Settings(PluginSettings):
     docs_page = "transports/dc09.md"
 
     host: str = Field(default="127.0.0.1", description="Address the SIA DC-09 receiver binds to")
-    port: int | None = Field(
+    port: OptionalPort = Field(
         default=None, ge=0, le=65535, description="TCP and UDP port of the SIA DC-09 receiver; enables it"
     )
-    plain_allow: str | None = Field(
+    plain_allow: Networks = Field(
         default=None, description="Source networks (CIDRs) plain DC-09 accounts (no AES key) are accepted from",
     )
-
-    @field_validator("port", mode="before")
-    @classmethod
-    def _optional_port(cls, value: object) -> object:
-        return unset_if_empty(value)  # off
-
-    @field_validator("plain_allow")
-    @classmethod
-    def _networks(cls, value: str | None) -> str | None:
-        parse_networks(value)  # ValueError names the entry that is not a network
-        return value or None
 
     def listeners(self) -> list[Listener]:
         if self.port is None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from bridge.app.sections import Listener, PluginSettings, unset_if_empty
-from bridge.infra.listeners import parse_networks
+from bridge.app.sections import Listener, Networks, OptionalPort, PluginSettings
 
 
 class WatchSettings(PluginSettings):
@@ -21,28 +20,17 @@ class WatchSettings(PluginSettings):
     docs_page = "transports/watch.md"
 
     host: str = Field(default="127.0.0.1", description="Address the 4G SOS watch listener binds to")
-    port: int | None = Field(
+    port: OptionalPort = Field(
         default=None, ge=0, le=65535, description="TCP port for 4G SOS watches (3G protocol); enables it"
     )
     idle_s: float = Field(default=900, gt=0, description="Close a watch connection silent this long")
-    allow: str | None = Field(
+    allow: Networks = Field(
         default=None, description="Source networks (CIDRs, comma-separated: the private APN) watches may connect from"
     )
     keepalive_s: float = Field(
         default=600.0, gt=0, description="A watch session heard within this long holds its ID; a second "
         "connection naming it is quarantined until the first has been silent this long (the watch's LK interval)",
     )
-
-    @field_validator("port", mode="before")
-    @classmethod
-    def _optional_port(cls, value: object) -> object:
-        return unset_if_empty(value)  # off
-
-    @field_validator("allow")
-    @classmethod
-    def _networks(cls, value: str | None) -> str | None:
-        parse_networks(value)  # ValueError names the entry that is not a network
-        return value or None
 
     def listeners(self) -> list[Listener]:
         return [] if self.port is None else [Listener(self.env_name("port"), self.host, self.port, "tcp")]
