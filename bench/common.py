@@ -110,10 +110,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cpu_s(pid: int) -> float:
+def cpu_user_system_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used, every thread."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
+
+
+def cpu_s(pid: int) -> float:
+    return sum(cpu_user_system_s(pid))
 
 
 @dataclass

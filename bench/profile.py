@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import start_mosquitto
+from bench.common import cpu_user_system_s, start_mosquitto
 from bench.harness import RecorderClient, bridge_env, measure, start_bridge, stop_quietly
 from bench.http_stages import render, stages
 from bench.load import Publisher, button_alert
@@ -46,13 +45,6 @@ def summarise(collapsed: Path, top: int = 25) -> str:
     out += ["", "total time (frame on the stack):"]
     out += [f"{100 * n / samples:5.1f}%  {f}" for f, n in total.most_common(top * 2)]
     return "\n".join(out)
-
-
-def process_cpu_s(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds a process has used, every thread (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def main() -> int:
@@ -99,9 +91,9 @@ def main() -> int:
             finally:
                 pub.close()
 
-        cpu_before = process_cpu_s(bridge.proc.pid)
+        cpu_before = cpu_user_system_s(bridge.proc.pid)
         res = measure("profile", rx, keys, send, 300)
-        cpu_after = process_cpu_s(bridge.proc.pid)
+        cpu_after = cpu_user_system_s(bridge.proc.pid)
         user, system = (cpu_after[0] - cpu_before[0]), (cpu_after[1] - cpu_before[1])
         spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
         _, err = spy.communicate(timeout=60)

@@ -91,17 +91,9 @@ def answer(frame: watch.WatchFrame, receipt: Receipt) -> bytes | None:
         return None  # not stored: silence makes the watch send it again
     if receipt.status == "refused":
         return None
-    group = watch.frame_type(frame.type)
-    upper = frame.type.upper()
-    if group == "alarm":
+    if watch.frame_type(frame.type) == "alarm":
         return watch.reply(frame, "AL")
-    if group == "link":
-        return watch.reply(frame, "LK")
-    if upper in ("TKQ", "TKQ2"):
-        return watch.reply(frame, frame.type)
-    if upper == "INIT":
-        return watch.reply(frame, "INIT,1")
-    return None
+    return link_answer(frame)
 
 
 def link_answer(frame: watch.WatchFrame) -> bytes | None:
