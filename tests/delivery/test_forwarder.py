@@ -67,7 +67,10 @@ async def test_outage_fails_over_then_recovers(bridge_env: BridgeEnv) -> None:
     spool = Path(bridge_env.settings.effective_fallback_file)
 
     async def degraded() -> bool:
-        return (await readyz(bridge_env.url))["status"] == "degraded" and spool.exists()
+        # The spool file is created (0600) before its first line is written and fsynced in a worker thread:
+        # wait for a whole line, not for the file.
+        spooled = spool.exists() and spool.read_text().endswith("\n")
+        return (await readyz(bridge_env.url))["status"] == "degraded" and spooled
 
     await until(degraded)
     spooled = [json.loads(line) for line in spool.read_text().splitlines()]
