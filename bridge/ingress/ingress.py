@@ -10,9 +10,11 @@ devices of status changes. It acknowledges a frame only when `receipt.acknowledg
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from dataclasses import replace
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +36,19 @@ from bridge.store.base import Store, StoreError
 log = logging.getLogger("sosbridge.ingress")
 
 DEFAULT_MAX_FRAME = 16 * 1024
+
+
+@dataclass
+class _Prepared:
+    """A frame decoded and admitted up to its device's lane (`Ingress._prepare`)."""
+
+    observations: list[Observation]
+    device: Device
+    fresh: bool  # read from the store just now: handed to the pipeline, saving its read
+    profile: DeviceProfile
+    frame_key: bytes
+    passed: list[Decoded]
+    levels: list[tuple[str, bool]]
 
 
 class Ingress:
@@ -73,11 +88,56 @@ class Ingress:
         """One frame from a transport. `overrides` sets observation fields the frame's envelope carries
         (e.g. the target alert id of a CoAP request); `ref_scheme` names the registry identifier that an
         identity found inside the frame (a DevEUI) must agree with."""
-        transport = claim.transport
-        # A retained message is old state replayed by the broker, never a new alert.
         found = await self._identify(claim, frame.payload, frame.retained, "retained messages never raise an alert")
         if isinstance(found, Receipt):
             return found
+        prepared = self._prepare(frame, claim, found, raw, overrides, ref_scheme)
+        if isinstance(prepared, Receipt):
+            return prepared
+        # A device read just now is handed to the pipeline (saves a read); a cached one is not: its last
+        # known position may be older than the fix stored a moment ago.
+        return self._finish(prepared, await self._store(prepared.observations, prepared.device, prepared.profile,
+                                                        prepared.fresh))
+
+    async def receive_batch(self, frames: Sequence[tuple[Frame, Claim, str | None]], *,
+                            ref_scheme: str | None = None) -> list[Receipt]:
+        """Frames of one sender's backlog, in order, each answered as `receive` would answer it alone. Their
+        observations join the device's lane together, so its presses fold into one commit and only its
+        newest fix is stored, without a task or a coroutine chain per frame (issue 27: a flooding device's
+        backlog is one job, at the cost of decoding each frame)."""
+        receipts: list[Receipt | None] = [None] * len(frames)
+        waiting: list[tuple[int, _Prepared, list[asyncio.Future[SubmitResult]]]] = []
+        for i, (frame, claim, raw) in enumerate(frames):
+            found = await self._identify(claim, frame.payload, frame.retained,
+                                         "retained messages never raise an alert")
+            prepared = found if isinstance(found, Receipt) else self._prepare(frame, claim, found, raw, None,
+                                                                             ref_scheme)
+            if isinstance(prepared, Receipt):
+                receipts[i] = prepared
+            elif len(prepared.observations) == 1:
+                device = prepared.device if prepared.fresh else None
+                waiting.append((i, prepared, [self.lanes.enqueue(prepared.observations[0], device)]))
+            else:
+                # Several events in one frame: stored one after another, as `receive` does, after what waits.
+                await self._settle(waiting, receipts)
+                receipts[i] = self._finish(prepared, await self._store(
+                    prepared.observations, prepared.device, prepared.profile, prepared.fresh))
+        await self._settle(waiting, receipts)
+        return [r for r in receipts if r is not None]
+
+    async def _settle(self, waiting: list[tuple[int, _Prepared, list[asyncio.Future[SubmitResult]]]],
+                      receipts: list[Receipt | None]) -> None:
+        """The Receipts of frames whose observations wait in their lanes, once each is stored (or not)."""
+        for i, prepared, futures in waiting:
+            receipts[i] = self._finish(prepared, await self._results(futures, prepared.observations[0].transport,
+                                                                     prepared.device, prepared.profile))
+        waiting.clear()
+
+    def _prepare(self, frame: Frame, claim: Claim, found: tuple[Device, bool], raw: str | None,
+                 overrides: dict[str, Any] | None, ref_scheme: str | None) -> Receipt | _Prepared:
+        """Everything between identify and the lane, without awaiting: the profile, a stored repeat answered
+        from memory, decode, identity check, debounce, edges; the observations, or the Receipt that ends here."""
+        transport = claim.transport
         device, fresh = found
         try:
             profile = choose_profile(self.profiles, device, claim, frame.meta)
@@ -127,18 +187,21 @@ class Ingress:
         for key, level in levels:
             self.levels.set(device.device_id, key, level)
         observations = [self._observation(e, device, claim, raw, overrides) for e in passed]
-        # A device read just now is handed to the pipeline (saves a read); a cached one is not: its last
-        # known position may be older than the fix stored a moment ago.
-        receipt = await self._store(observations, device, profile, fresh)
+        return _Prepared(observations, device, fresh, profile, frame_key, passed, levels)
+
+    def _finish(self, prepared: _Prepared, receipt: Receipt) -> Receipt:
+        """After the lane: a stored frame is remembered for its repeats; an unstored one gives its levels back."""
+        device, profile, passed = prepared.device, prepared.profile, prepared.passed
         if receipt.stored:
             self._pressed(device, profile, passed)
             if receipt.status == "accepted" and all(e.message_id for e in passed) and receipt.last is not None:
                 # Only frames whose every event carries a message id: their repeat is by definition a
                 # duplicate. A press with no id (a zigbee2mqtt action without last_seen) is a new press.
-                self._stored_frames.remember(frame_key, SubmitResult(receipt.last.alert_id, "duplicate", None))
+                self._stored_frames.remember(prepared.frame_key,
+                                             SubmitResult(receipt.last.alert_id, "duplicate", None))
                 receipt = replace(receipt, repeatable=True)
         else:
-            for key, level in levels:
+            for key, level in prepared.levels:
                 if self.levels.get(device.device_id, key) == level:
                     self.levels.set(device.device_id, key, not level)
         return receipt
@@ -199,17 +262,25 @@ class Ingress:
 
     async def _store(self, observations: list[Observation], device: Device | None,
                      profile: DeviceProfile | None, hand_over: bool = False) -> Receipt:
+        # One at a time through the device's lane; a generator, so nothing after a refusal is submitted.
+        runs = (self.lanes.run(obs, device if hand_over else None) for obs in observations)
+        return await self._results(runs, observations[0].transport, device, profile)
+
+    async def _results(self, stored: Iterable[Awaitable[SubmitResult]], transport: str, device: Device | None,
+                       profile: DeviceProfile | None) -> Receipt:
+        """The Receipt of a frame's observations, awaited in order: refused at the first refusal, not stored
+        at the first store error, coalesced when every one was replaced by a newer one."""
         results: list[SubmitResult] = []
         coalesced = False
-        for obs in observations:
+        for submitted in stored:
             try:
-                results.append(await self.lanes.run(obs, device if hand_over else None))
+                results.append(await submitted)
             except Coalesced:
                 coalesced = True
             except Rejected as exc:  # counted and logged by the pipeline
                 return Receipt("refused", exc.code, exc.reason, tuple(results), device, profile)
             except StoreError as exc:
-                return self._not_stored(observations[0].transport, device, exc)
+                return self._not_stored(transport, device, exc)
         if coalesced and not results:
             return Receipt("coalesced", results=(), device=device, profile=profile)
         return Receipt("accepted", results=tuple(results), device=device, profile=profile)

@@ -85,18 +85,26 @@ class Lanes:
 
     async def run(self, obs: Observation, device: Device | None = None) -> SubmitResult:
         """Store `obs` in its device's turn. Raises Coalesced, or whatever the pipeline raised."""
-        future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
-        job = _Job(obs, future, device)
-        lane = self._lanes.get(obs.device_id)
-        if lane is None:
+        if obs.device_id not in self._lanes:
             # The common case, a device with nothing waiting: serve it in the caller's task (no extra task).
+            future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
             lane = self._lanes[obs.device_id] = _Lane(busy=True)
             try:
-                await self._serve([job])
+                await self._serve([_Job(obs, future, device)])
             finally:
                 lane.busy = False
                 self._after(obs.device_id, lane)
             return future.result()
+        return await self.enqueue(obs, device)
+
+    def enqueue(self, obs: Observation, device: Device | None = None) -> asyncio.Future[SubmitResult]:
+        """Queue `obs` in its device's lane and return at once: the future resolves (or raises as `run`
+        does) once it is stored. Observations queued together fold together: a backlog is one job."""
+        future: asyncio.Future[SubmitResult] = asyncio.get_running_loop().create_future()
+        job = _Job(obs, future, device)
+        lane = self._lanes.get(obs.device_id)
+        if lane is None:
+            lane = self._lanes[obs.device_id] = _Lane()
         if obs.action in ORDERED_ACTIONS:
             lane.ordered.append(job)
         else:
@@ -110,7 +118,7 @@ class Lanes:
             lane.latest = job
         if lane.task is None and not lane.busy:
             lane.task = asyncio.create_task(self._drain(obs.device_id, lane), name=f"lane:{obs.device_id}")
-        return await future
+        return future
 
     def _next(self, lane: _Lane) -> list[_Job]:
         if lane.ordered:

@@ -190,6 +190,8 @@ class MqttAdapter(BaseAdapter):
                 try:
                     if len(batch) == 1:  # the common case: no task per frame (issue 27)
                         outcomes: list[BaseException | None] = [await _outcome(self._handle(batch[0]))]
+                    elif (backlog := self._backlog(batch)) is not None:
+                        outcomes = [await _outcome(self._handle_backlog(*backlog))] * len(batch)
                     else:
                         outcomes = await asyncio.gather(*(self._handle(m) for m in batch), return_exceptions=True)
                     for msg, outcome in zip(batch, outcomes, strict=True):
@@ -203,6 +205,62 @@ class MqttAdapter(BaseAdapter):
             self._queues.pop(topic, None)
             for _ in queue:  # cancelled while stopping: never acknowledged, the broker keeps them
                 self.conn.release_slot()
+
+    def _backlog(self, batch: list[Inbound]) -> tuple[topics.Route, list[Inbound], list[bytes]] | None:
+        """A sender's backlog that may go to the ingress as one batch (`Ingress.receive_batch`): frames of a
+        device's own kind of topic, none retained and none a byte-identical copy of a frame in flight or of
+        another in the batch (those wait for their original: `_handle`). Repeats of stored frames are
+        acknowledged here and left out. None: handle each frame on its own."""
+        topic = batch[0].topic
+        route = topics.route(topic, self.options.z2m_bases, self.profiles)
+        if route is None or route.kind in ("z2m_bridge", "reply", "hermes") or not _repeat_answered_by_puback(topic):
+            return None
+        keys = [digest(topic, m.payload) for m in batch]
+        if len(set(keys)) != len(keys) or any(m.retain for m in batch):
+            return None
+        if any(self.repeats.in_flight(k) for k in keys):
+            return None
+        fresh: list[Inbound] = []
+        fresh_keys: list[bytes] = []
+        for msg, key in zip(batch, keys, strict=True):
+            if self.repeats.stored(key) is not None:
+                self.ctx.metrics.duplicate(TRANSPORT)
+                self.conn.ack(msg)
+                self.handled += 1
+            else:
+                fresh.append(msg)
+                fresh_keys.append(key)
+        return route, fresh, fresh_keys
+
+    async def _handle_backlog(self, route: topics.Route, batch: list[Inbound], keys: list[bytes]) -> None:
+        """One sender's backlog through the ingress together: its presses fold into one commit, its newest
+        fix is kept, and each frame is answered and acknowledged once stored. A frame not stored goes
+        round `_handle_frame`'s retries, in order."""
+        for key in keys:
+            self.repeats.begin(key)
+        answered: set[bytes] = set()
+        try:
+            ref = "deveui" if route.kind in ("chirpstack", "ttn") else None
+            frames = [(Frame(payload=m.payload, meta=dict(route.meta)), self._claim(route, m.payload),
+                       m.payload[:RAW_LIMIT].decode("utf-8", "replace")) for m in batch]
+            receipts = await self.ctx.ingress.receive_batch(frames, ref_scheme=ref)
+            again: list[Inbound] = []
+            for msg, key, receipt in zip(batch, keys, receipts, strict=True):
+                self._answer(route, msg, receipt)
+                if receipt.acknowledge:
+                    self.conn.ack(msg)
+                    self.handled += 1
+                    self.repeats.finish(key, True if receipt.repeatable else None)
+                else:
+                    self.repeats.finish(key, None)
+                    again.append(msg)
+                answered.add(key)
+        finally:
+            for key in keys:
+                if key not in answered:
+                    self.repeats.finish(key, None)
+        for msg in again:
+            await self._handle_frame(msg)
 
     async def _handle(self, msg: Inbound) -> None:
         if msg.retain or not _repeat_answered_by_puback(msg.topic):
