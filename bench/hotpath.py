@@ -6,8 +6,9 @@ It leaves out what the full bench measures (the broker, paho's thread, the load 
 be compared by CPU per frame on a loaded machine, where the rates of `bench.run` move by 2x between runs.
 `process_time` counts every thread of this process (the SQLite writer included), not the recorder's.
 
-Usage: python -m bench.hotpath [--n 4000] [--flood 20000] [--default-gc]
+Usage: python -m bench.hotpath [--n 4000] [--storm 2000] [--flood 20000] [--default-gc]
   first alerts: N frames, one each from N registered devices (as the `bridge` step's flood)
+  a storm:      STORM devices' first alerts and ten byte-identical copies of each, shuffled (bench.run's storm)
   one flooder:  FLOOD frames from one device, SOS presses with new message ids alternating with locations
                 (with new message ids, as bench/flooder.py; then one identical fix without an id)
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -103,13 +105,19 @@ async def run(settings: Settings, frames: list[Inbound], delivered: int, rx: Rec
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=4000)
+    ap.add_argument("--storm", type=int, default=2000)
     ap.add_argument("--flood", type=int, default=20000)
     ap.add_argument("--default-gc", action="store_true", help="keep CPython's collector settings")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sosbridge-hotpath-"))
     rx = RecorderClient(work)
+    storm = [frame(f"s{i}", i) for i in range(args.storm)]
+    storm += [storm[i % args.storm] for i in range(10 * args.storm)]
+    random.Random(9).shuffle(storm)
     try:
         for label, frames, ids, delivered in [
+            ("a storm: first alerts and ten byte-identical copies of each, shuffled", storm,
+             [f"s{i}" for i in range(args.storm)], args.storm),
             ("first alerts", [frame(f"h{i}", i) for i in range(args.n)], [f"h{i}" for i in range(args.n)], args.n),
             ("one flooder (bench/flooder.py: every frame has a new message id)",
              [frame("flooder", i, location_only=i % 2 == 1) for i in range(args.flood)], ["flooder"], 1),

@@ -169,6 +169,15 @@ class MqttAdapter(BaseAdapter):
         if self._stopping:
             self.conn.release_slot()
             return  # not acknowledged: the broker keeps it for the next session
+        if not msg.retain and _repeat_answered_by_puback(msg.topic) and self.repeats.stored(
+                digest(msg.topic, msg.payload)) is not None:
+            # A byte-identical repeat of a frame already stored (a storm of redeliveries and retries):
+            # acknowledged here, behind no sender's queue and with no task of its own.
+            self.ctx.metrics.duplicate(TRANSPORT)
+            self.conn.ack(msg)
+            self.handled += 1
+            self.conn.release_slot()
+            return
         queue = self._queues.get(msg.topic)
         if queue is not None:
             queue.append(msg)  # its worker takes it with the rest of the backlog
