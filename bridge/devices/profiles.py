@@ -37,6 +37,8 @@ LOCATION_SOURCES = frozenset(get_args(LocationSource))
 
 def get_path(doc: Any, path: str) -> Any:
     """Dotted path lookup ('object.location.lat', 'rxInfo.0.rssi'); returns _MISSING when absent."""
+    if type(doc) is dict and "." not in path:
+        return doc.get(path, _MISSING)  # a top-level field: most of a frame's lookups (issue 27)
     cur = doc
     for part in path.split("."):
         if isinstance(cur, dict):
