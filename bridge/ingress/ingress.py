@@ -36,6 +36,9 @@ from bridge.store.base import Store, StoreError
 log = logging.getLogger("sosbridge.ingress")
 
 DEFAULT_MAX_FRAME = 16 * 1024
+# Frames of one backlog decoded per turn of the event loop: a 1,000-frame backlog never holds the loop for
+# more than about 2 ms at a time, so another device's SOS read meanwhile is not kept waiting behind it.
+BATCH_TURN = 32
 
 
 @dataclass
@@ -108,6 +111,8 @@ class Ingress:
         receipts: list[Receipt | None] = [None] * len(frames)
         waiting: list[tuple[int, _Prepared, list[asyncio.Future[SubmitResult]]]] = []
         for i, (frame, claim, raw) in enumerate(frames):
+            if i and i % BATCH_TURN == 0:
+                await asyncio.sleep(0)  # other senders' frames take their turn between slices of a backlog
             found = await self._identify(claim, frame.payload, frame.retained,
                                          "retained messages never raise an alert")
             prepared = found if isinstance(found, Receipt) else self._prepare(frame, claim, found, raw, None,
