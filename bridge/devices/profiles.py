@@ -531,6 +531,7 @@ class ProfileRegistry:
     def __init__(self, profiles: dict[str, DeviceProfile], origins: dict[str, Path]) -> None:
         self.profiles = profiles
         self.origins = origins
+        self._kinds: dict[str, tuple[DeviceProfile, frozenset[AlertKind]]] = {}  # per alert: no new set
 
     @classmethod
     def load(cls, extra_dirs: Iterable[str | Path] = (), builtin_dir: Path = BUILTIN_PROFILE_DIR,
@@ -567,4 +568,9 @@ class ProfileRegistry:
 
     def allowed_kinds(self, device: Any) -> frozenset[AlertKind] | None:
         profile = self.get(getattr(device, "profile_id", None))
-        return frozenset(profile.kinds) if profile else None
+        if profile is None:
+            return None
+        cached = self._kinds.get(profile.id)
+        if cached is None or cached[0] is not profile:
+            cached = self._kinds[profile.id] = (profile, frozenset(profile.kinds))
+        return cached[1]

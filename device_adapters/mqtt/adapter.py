@@ -10,7 +10,6 @@ state changes go back to the device on `sosbridge/<tenant>/<device>/status` (ret
 from __future__ import annotations
 
 import asyncio
-import collections
 import json
 import logging
 import os
@@ -102,7 +101,9 @@ class MqttAdapter(BaseAdapter):
         self.error_flood = FloodGuard(5, 1)
         self.handled = 0  # messages this instance processed (acknowledged), for shared-subscription checks
         self._tasks: set[asyncio.Task[None]] = set()
-        self._queues: dict[str, collections.deque[Inbound]] = {}  # per sender (topic), in arrival order
+        # Per sender (topic), in arrival order; a list, not a deque: most senders have one frame waiting,
+        # and an empty deque costs 600 bytes (issue 27: memory per frame in flight).
+        self._queues: dict[str, list[Inbound]] = {}
         self._status_task: asyncio.Task[None] | None = None
         self._stopping = False
         # Whether a device listens on MQTT, per device id: bounded (a flood of new devices must not grow it).
@@ -182,7 +183,7 @@ class MqttAdapter(BaseAdapter):
         if queue is not None:
             queue.append(msg)  # its worker takes it with the rest of the backlog
             return
-        self._queues[msg.topic] = collections.deque([msg])
+        self._queues[msg.topic] = [msg]
         task = asyncio.create_task(self._serve(msg.topic))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
