@@ -103,10 +103,11 @@ class Ledger:
                 item.alert = change.alert  # delivery never re-reads the alert it was committed with
             fresh.hand_over(claimed, committed=True)
 
-    def publish(self, alert: Alert, event: str) -> None:
+    def publish(self, alert: Alert, event: str, device: Device | None = None) -> None:
+        """A status event for the device's channels; `device`: the record the caller holds, if any."""
         self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, event,
                                      kind=alert.kind.value, covert=held_under_duress(alert),
-                                     transport=alert.transport))
+                                     transport=alert.transport, device=device))
 
     # -- the person's emergency contacts --------------------------------------------------------------
     def queue_notifications(

@@ -245,7 +245,7 @@ class Pipeline:
         self._queue_contact(change, device, "alert", obs.reason)
         self.ledger.queue_notifications(change, device, "alert")  # after the police contact, never instead
         await self._commit(change, new_alert=True)
-        self.ledger.publish(alert, "received")
+        self.ledger.publish(alert, "received", device)
         return SubmitResult(alert.alert_id, "created", alert.state)
 
     async def _escalate(
@@ -262,7 +262,7 @@ class Pipeline:
         alert = change.alert
         self._queue_update(change, device, reason)
         await self._commit(change)
-        self.ledger.publish(alert, "escalated")
+        self.ledger.publish(alert, "escalated", device)
         return SubmitResult(alert.alert_id, "escalated", alert.state)
 
     async def _target(self, obs: Observation) -> Alert | None:
@@ -304,7 +304,7 @@ class Pipeline:
         if told:
             self.ledger.queue_notifications(change, device, "cancel", told)
         await self._commit(change)
-        self.ledger.publish(alert, "cancelled")
+        self.ledger.publish(alert, "cancelled", device)
         return SubmitResult(alert.alert_id, "cancelled", alert.state)
 
     async def _hold_cancel(

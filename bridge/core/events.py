@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from bridge.core.lifecycle import DEVICE_MESSAGES
-from bridge.core.model import AlertState
+from bridge.core.model import AlertState, Device
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class StatusEvent:
     covert: bool = False
     # The transport that raised the alert: a channel can tell its own devices without reading the store.
     transport: str | None = None
+    # The device record as the intake had it just now (in memory only): a channel deciding whether the
+    # device is one of its own needs no store read (issue 27: one read per alert raised over HTTP).
+    device: Device | None = field(default=None, compare=False, repr=False)
 
     @property
     def message(self) -> str:

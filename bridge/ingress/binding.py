@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from bridge.core.model import Device, DeviceAuth
 from bridge.devices.profiles import (
@@ -108,6 +108,9 @@ class DeviceCache:
         self._entries: TTLCache[tuple[object, ...], Device | None] = TTLCache(
             max_entries, ttl=max(ttl_s, 1e-9), timer=time.monotonic
         )
+        # Devices `by_token` just read from the store, for the same request's `resolve` (bounded: a request
+        # refused between the two leaves its entry behind until newer ones push it out).
+        self._just_read: LRUCache[tuple[object, ...], tuple[Device, float]] = LRUCache(1024)
 
     async def resolve(self, store: Store, claim: Claim) -> tuple[Device | None, bool]:
         """The device (or None) and whether it was read from the store just now (a cached copy may lack
@@ -115,6 +118,9 @@ class DeviceCache:
         if self.ttl_s <= 0:
             return await resolve_device(store, claim), True
         key = (claim.device_id, claim.identifiers, claim.tenant)
+        just_read = self._just_read.pop(key, None)
+        if just_read is not None and time.monotonic() - just_read[1] < self.ttl_s:
+            return just_read[0], True  # read by `by_token` for this very request: no second read
         if key in self._entries:
             return self._entries[key], False
         device = await resolve_device(store, claim)
@@ -133,6 +139,8 @@ class DeviceCache:
         device = await store.device_for_token(token)
         if device is not None:
             self._entries[key] = device
+            # The request goes on to `resolve` with the device's own claim: it gets this record, fresh.
+            self._just_read[(device.device_id, (), None)] = (device, time.monotonic())
         return device, True
 
     def forget(self) -> None:

@@ -349,8 +349,15 @@ class SqliteStore:
             # Nothing in this batch is durable: every caller hears so (the device is not acknowledged).
             failure = exc if isinstance(exc, StoreError) else StoreError(f"sqlite: {exc}")
             results = [(future, None, failure) for _fn, future in batch]
-        for future, value, error in results:
-            future.get_loop().call_soon_threadsafe(_settle, future, value, error)
+        # One wake-up of the loop for the whole batch, not one self-pipe write per caller.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+        for result in results:
+            by_loop.setdefault(result[0].get_loop(), []).append(result)
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:
+                pass  # that loop is closed: nobody is waiting any more
 
     def _connect(self) -> None:
         if self.path != ":memory:":
@@ -796,6 +803,11 @@ class SqliteStore:
             return float(found[0]) if found is not None and found[0] is not None else None
 
         return await self._read(q)
+
+
+def _settle_all(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, error in results:
+        _settle(future, value, error)
 
 
 def _settle(future: asyncio.Future[Any], value: Any, error: BaseException | None) -> None:

@@ -25,7 +25,7 @@ from bridge.alerts.supervision import gateway_state_changed
 from bridge.core.events import StatusEvent
 from bridge.core.lifecycle import DEVICE_MESSAGES
 from bridge.core.messages import MESSAGE_DELIVERY
-from bridge.core.model import HistoryEntry, utcnow
+from bridge.core.model import Device, HistoryEntry, utcnow
 from bridge.devices.decoding import DecodeError, Frame, parse_json_object
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import READY_TIMEOUT_S, await_ready, stop_tasks, wait_event
@@ -481,7 +481,7 @@ class MqttAdapter(BaseAdapter):
             # coerces the person can see. It keeps showing what it showed before (docs/voice/duress.md).
             return
         try:
-            if not await self._is_mqtt_device(event.device_id, event.transport):
+            if not await self._is_mqtt_device(event.device_id, event.transport, event.device):
                 return
             body = {
                 "alert_id": event.alert_id,
@@ -522,7 +522,8 @@ class MqttAdapter(BaseAdapter):
         except Exception:
             log.exception("message publish failed", extra={"alert_id": event.alert_id})
 
-    async def _is_mqtt_device(self, device_id: str, transport: str | None = None) -> bool:
+    async def _is_mqtt_device(self, device_id: str, transport: str | None = None,
+                              known_device: Device | None = None) -> bool:
         known = self._mqtt_devices.get(device_id)
         if known is not None:
             return known
@@ -530,7 +531,9 @@ class MqttAdapter(BaseAdapter):
             # Raised over MQTT: an MQTT device, no store read (issue 27: a point lookup per alert).
             self._mqtt_devices[device_id] = True
             return True
-        device = await self.ctx.store.get_device(device_id)
+        # The record the intake just had (an alert raised over HTTP, voice ...), else one read.
+        device = known_device if known_device is not None and known_device.device_id == device_id else (
+            await self.ctx.store.get_device(device_id))
         profile = self.profiles.get(device.profile_id) if device else None
         is_mqtt = device is not None and (
             any(s in device.identifiers for s in topics.SCHEMES)

@@ -197,3 +197,28 @@ async def test_identical_frames_without_an_id_are_each_handled_once_not_raced(
         assert b_contact["msg_type"] == "alert"
         await _settle(env.adapter, before, 301)
         assert lookups <= 301  # at most one look at the frames in flight per frame (old code: ~45,000)
+
+
+async def test_a_status_event_carrying_its_device_needs_no_store_read(
+    tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An alert raised over HTTP (a wearable) or by voice: the status publisher decides whether the device
+    listens on MQTT from the record the intake handed on, not from a store read per alert (issue 27)."""
+    async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
+        button = await env.add("btn", "sosbridge-mqtt-button")
+        wearable = await env.add("wear", "sosbridge-http-wearable")
+        reads: list[str] = []
+        real_get = env.store.get_device
+
+        async def counting_get(device_id: str) -> Any:
+            reads.append(device_id)
+            return await real_get(device_id)
+
+        monkeypatch.setattr(env.store, "get_device", counting_get)
+        adapter = env.adapter
+        assert await adapter._is_mqtt_device("btn", "http", button) is True
+        assert await adapter._is_mqtt_device("wear", "http", wearable) is False
+        assert reads == []
+        adapter._mqtt_devices.clear()
+        assert await adapter._is_mqtt_device("wear", "http") is False  # no record handed on: one read
+        assert reads == ["wear"]

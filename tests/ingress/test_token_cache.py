@@ -64,3 +64,37 @@ async def test_the_cache_keeps_the_token_s_digest_not_the_token(store: SqliteSto
     assert (await asyncio.wait_for(cache.by_token(store, TOKEN), 5))[0] is not None
     keys = [str(part) for key in cache._entries for part in key]
     assert keys and not any(TOKEN in k for k in keys)
+
+
+async def test_the_request_s_resolve_reuses_the_device_the_token_check_read(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An HTTP alert: the token check reads the device; the ingress's resolve for the same request gets that
+    record, fresh, without reading it again (issue 27: three reads of one device per HTTP alert)."""
+    from bridge.ingress.binding import Claim
+
+    cache = DeviceCache(ttl_s=60)
+    await store.set_credential("watch-1", "token", TOKEN)
+    device, _ = await asyncio.wait_for(cache.by_token(store, TOKEN), 5)
+    assert device is not None
+    reads: list[str] = []
+    real_get = store.get_device
+
+    async def counting_get(device_id: str) -> Device | None:
+        reads.append(device_id)
+        return await real_get(device_id)
+
+    monkeypatch.setattr(store, "get_device", counting_get)
+    claim = Claim("http", device_id="watch-1", auth="token")
+    assert await asyncio.wait_for(cache.resolve(store, claim), 5) == (device, True)
+    assert reads == []
+    # Only that request's: the next resolve of the claim reads (and caches) as ever.
+    assert await asyncio.wait_for(cache.resolve(store, claim), 5) == (device, True)
+    assert reads == ["watch-1"]
+    assert await asyncio.wait_for(cache.resolve(store, claim), 5) == (device, False)
+    # A record the token check read longer ago than the cache's lifetime is never handed on as fresh.
+    short = DeviceCache(ttl_s=0.05)
+    await asyncio.wait_for(short.by_token(store, TOKEN), 5)
+    await asyncio.sleep(0.1)
+    again, fresh = await asyncio.wait_for(short.resolve(store, claim), 5)
+    assert again is not None and fresh and reads == ["watch-1", "watch-1"]
