@@ -148,10 +148,16 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refusal is not None:
             return  # the parser stopped at a bad request; nothing after it is read
-        if self._deadline is None and not self._receiving and self._answered >= self._begun:
-            self._arm()  # the first byte of a further request on a kept-alive connection
+        idle = self._deadline is None and not self._receiving and self._answered >= self._begun
         self._completed_in_chunk = False
         super().data_received(data)
+        # Armed after the parser ran, at the same instant: a request that came whole in this read (the
+        # usual case) costs no timer. The first bytes of a further request, or of one pipelined behind
+        # requests answered already, start its deadline; so do bytes that begin no request at all.
+        if self._deadline is None and not self.transport.is_closing() and (
+            (self._receiving and self._answered >= self._begun - 1) or (idle and not self._completed_in_chunk)
+        ):
+            self._arm()
         if self._in_head and not self.transport.is_closing():
             # Where a request began inside this chunk the bytes before it are unknown: count from the next.
             self._head_bytes = 0 if self._completed_in_chunk else self._head_bytes + len(data)
@@ -183,8 +189,6 @@ class RequestDeadlineProtocol(HttpToolsProtocol):
         super().on_message_begin()
         self._begun += 1
         self._receiving = True
-        if self._deadline is None and self._answered >= self._begun - 1:
-            self._arm()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
