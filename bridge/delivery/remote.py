@@ -38,6 +38,7 @@ class Link(asyncio.Protocol):
         self.lost = asyncio.get_running_loop().create_future()  # set when the socket closes
         self.pending: dict[int, asyncio.Future[Outcome]] = {}
         self._buffer = bytearray()
+        self._out: list[bytes] = []
         self._next_id = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -45,8 +46,15 @@ class Link(asyncio.Protocol):
         self.transport = transport
 
     def send_raw(self, data: bytes) -> None:
+        """Queue a frame; the frames of one loop turn go out in one write (one system call, one wake-up)."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            self.transport.write(b"".join(out))
 
     async def deliver(self, route: str, item: OutboxItem) -> Outcome:
         self._next_id += 1

@@ -30,6 +30,7 @@ class Sender(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self._buffer = bytearray()
+        self._out: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -65,8 +66,15 @@ class Sender(asyncio.Protocol):
         self._write(answer(req_id, outcome))
 
     def _write(self, data: bytes) -> None:
+        """Queue a frame; the answers of one loop turn go back in one write."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+            self.transport.write(b"".join(out))
 
     def close(self) -> None:
         if self.transport is not None:
