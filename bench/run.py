@@ -341,7 +341,7 @@ class Bench:
                           s.timeout_s * 3)
         res.extra.update(rss_max_mb=round(smp.rss_max, 1), cpu_pct=round(smp.cpu_pct, 1),
                          receiver_cpu_pct=round(rsmp.cpu_pct, 1))
-        if smp.children_rss:  # the delivery process of `serve --workers 2`
+        if any(smp.children_rss):  # the delivery process of `serve --workers 2`
             res.extra.update(delivery_rss_max_mb=round(max(smp.children_rss), 1),
                              delivery_cpu_pct=round(smp.children_cpu_pct, 1))
         if rss_after:
