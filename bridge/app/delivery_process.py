@@ -81,7 +81,12 @@ class DeliveryProcesses:
         delay = 0.1
         while not self._stopping:
             started = time.monotonic()
-            code = await self._run_one(index)
+            code: int | str | None
+            try:
+                code = await self._run_one(index)
+            except (OSError, RuntimeError) as exc:  # a socket or a process that could not be set up
+                log.error("delivery process failed", extra={"index": index, "error": repr(exc)})
+                code = repr(exc)
             if self._stopping:
                 return
             self.restarts += 1
@@ -118,6 +123,7 @@ class DeliveryProcesses:
             link.close()  # the channel is gone or the process is: end both
             await asyncio.wait({exited}, timeout=EXIT_TIMEOUT_S)  # EOF: it cancels its requests and exits
             if not exited.done():
+                log.warning("delivery process did not exit with its channel; killed", extra={"pid": proc.pid})
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await asyncio.wait_for(exited, EXIT_TIMEOUT_S)
