@@ -51,7 +51,7 @@ def serve(
     broker_port: Annotated[int, typer.Option(help="Port of the embedded broker")] = 1883,
     workers: Annotated[int | None, typer.Option(
         help="Processes: 2 or more sends to the platform from delivery processes (SOSBRIDGE_WORKERS); "
-             "default 2 with two CPUs, else 1")] = None,
+             "0 or unset: 2 with two CPUs, else 1")] = None,
 ) -> None:
     """Run the bridge: HTTP API, enabled adapters and the forwarder; prints a start-up summary."""
     from bridge.app.known_settings import unknown_variable_warnings
