@@ -16,6 +16,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,61 @@ def test_a_cancel_never_overtakes_its_sos_through_the_delivery_process(broker: M
             order = [seq for seq, _ in seqs]
             assert order == sorted(order), (alert_id, seqs)
             assert seqs[0] == (1, "alert"), (alert_id, seqs)
+
+
+class RecordingPlatform:
+    """A platform that records each contact as it arrives and answers 0.3 s later: a delivery cut short
+    by the bridge's stop is on record, so a second sending of it after the restart shows as a duplicate
+    (the reference receiver records only once it answers, and would hide that)."""
+
+    def __init__(self, port: int, jsonl: Path) -> None:
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                record = {"idempotency_key": self.headers.get("Idempotency-Key"), "contact": json.loads(body)}
+                with lock, jsonl.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                time.sleep(0.3)
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(10)
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_clean_stop_mid_flood_sends_nothing_twice(broker: Mosquitto, workers: str) -> None:
+    """SIGTERM while contacts are being sent: those under way are answered and recorded before the bridge
+    exits, so after the restart nothing goes out twice, and nothing is lost."""
+    with stack(extra_env={"SOSBRIDGE_WORKERS": workers}, lease_s=2.0) as s:
+        s.mqtt_url = broker.url + "?version=3.1.1"
+        platform = RecordingPlatform(s.receiver_port, s.workdir / "contacts.jsonl")
+        try:
+            s.add_bridge()
+            before = children(s.bridges[0].proc.pid)
+            assert len(before) == int(workers) - 1
+            pub, wanted = flood(s, broker, 100, "flooder")
+            wait_until("part of the flood delivered", lambda: len(wanted & set(alert_keys_by_device(s))) >= 20, 60)
+            s.restart_bridge(0)  # SIGTERM while four contacts are in flight, wait for the exit, start again
+            assert not any(alive(pid) for pid in before)
+            tally = _button_tally(s, wanted, 90, settle_s=s.lease_s + 0.5)
+            pub.loop_stop()
+            pub.disconnect()
+        finally:
+            platform.close()
+        check_once_per_button(tally, s)
+        assert tally.duplicates == 0, tally.as_dict()
