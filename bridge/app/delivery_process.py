@@ -66,7 +66,6 @@ class DeliveryProcesses:
         self.raise_alarm = raise_alarm
         self.clear_alarm = clear_alarm
         self.pids: list[int | None] = [None] * count
-        self.restarts = 0
         self._links: dict[int, Link] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -89,7 +88,6 @@ class DeliveryProcesses:
                 code = repr(exc)
             if self._stopping:
                 return
-            self.restarts += 1
             self.raise_alarm(ALARM, f"delivery process {index} exited ({code}); started again")
             delay = 0.1 if time.monotonic() - started > 10 else min(RESTART_MAX_S, delay * 2)
             await asyncio.sleep(delay)
@@ -111,15 +109,20 @@ class DeliveryProcesses:
         loop = asyncio.get_running_loop()
         _, link = await loop.create_connection(self.remote.link, sock=ours)
         self._links[index] = link
+        if self._stopping:  # stop() came while it was starting: it ends at once with its channel
+            link.close()
         link.send_raw(self.hello)
         log.info("delivery process started", extra={"index": index, "pid": proc.pid})
         exited = asyncio.ensure_future(proc.wait())
         ready = asyncio.ensure_future(wait_event(link.ready_event, READY_TIMEOUT_S))
         try:
             await asyncio.wait({ready, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if link.ready and not self._stopping:
-                self.clear_alarm(ALARM)
-            await asyncio.wait({link.lost, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if link.ready:
+                if not self._stopping:
+                    self.clear_alarm(ALARM)
+                await asyncio.wait({link.lost, exited}, return_when=asyncio.FIRST_COMPLETED)
+            elif not exited.done() and not self._stopping:  # stuck before ready: ended, started again
+                log.error("delivery process not ready in time", extra={"pid": proc.pid})
             link.close()  # the channel is gone or the process is: end both
             await asyncio.wait({exited}, timeout=EXIT_TIMEOUT_S)  # EOF: it cancels its requests and exits
             if not exited.done():
