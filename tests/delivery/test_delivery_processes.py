@@ -12,6 +12,8 @@ import json
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -293,3 +295,34 @@ def test_a_clean_stop_mid_flood_sends_nothing_twice(broker: Mosquitto, workers: 
             platform.close()
         check_once_per_button(tally, s)
         assert tally.duplicates == 0, tally.as_dict()
+
+
+@pytest.mark.timeout(60)
+def test_three_workers_share_the_contacts_between_two_delivery_processes() -> None:
+    with stack(extra_env={"SOSBRIDGE_WORKERS": "3"}) as s:
+        s.start_receiver()
+        s.add_bridge()
+        wait_until("two delivery processes", lambda: len(children(s.bridges[0].proc.pid)) == 2, 30)
+        expected = set()
+        with httpx.Client(timeout=10) as client:
+            for n, (_device, token) in enumerate(s.register(12)):
+                r = client.post(f"{s.url(0)}/v1/alerts", json={"kind": "sos", "message_id": f"m{n}"},
+                                headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 202
+                expected.add(f"{r.json()['alert_id']}:1")
+        wait_until("every contact delivered", lambda: expected <= set(s.received()), 30)
+        assert sum(s.received()[k] for k in expected) == len(expected)
+
+
+@pytest.mark.parametrize(("cpus", "want"), [({0}, 1), (None, 2)])
+def test_the_default_is_two_processes_with_two_cpus_else_one(cpus: set[int] | None, want: int) -> None:
+    """`os.sched_getaffinity` decides, so a container or `taskset` limited to one CPU runs one process."""
+    available = os.sched_getaffinity(0)
+    if cpus is None and len(available) < 2:
+        pytest.skip("this machine gives the tests one CPU")
+    code = ("import os, sys\n"
+            f"if {cpus!r} is not None: os.sched_setaffinity(0, {cpus!r})\n"
+            "from bridge.app.delivery_process import default_workers\n"
+            "print(default_workers())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.strip() == str(want)
