@@ -121,6 +121,24 @@ def cpu_s(pid: int) -> float:
     return sum(cpu_user_system_s(pid))
 
 
+def children(pid: int) -> list[int]:
+    """The process's direct children (a `serve --workers 2` bridge's delivery process)."""
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as fh:
+                found += [int(x) for x in fh.read().split()]
+    return found
+
+
+def children_cpu_s(pid: int) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for child in children(pid):
+        with contextlib.suppress(OSError):
+            out[child] = cpu_s(child)
+    return out
+
+
 @dataclass
 class Sampler:
     """Samples a process's RSS and CPU every `interval_s` in a thread while a block runs."""
@@ -128,6 +146,10 @@ class Sampler:
     pid: int
     interval_s: float = 0.2
     rss: list[float] = field(default_factory=list)
+    # Its children (delivery processes), summed: RSS samples and CPU % over the block.
+    children_rss: list[float] = field(default_factory=list)
+    children_cpu_pct: float = 0.0
+    _children0: dict[int, float] = field(default_factory=dict)
     _cpu0: float = 0.0
     _t0: float = 0.0
     cpu_pct: float = 0.0
@@ -136,6 +158,7 @@ class Sampler:
 
     def __enter__(self) -> Sampler:
         self._cpu0, self._t0 = cpu_s(self.pid), time.monotonic()
+        self._children0 = children_cpu_s(self.pid)
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         return self
@@ -144,7 +167,15 @@ class Sampler:
         while not self._stop.is_set():
             with contextlib.suppress(OSError):
                 self.rss.append(rss_mb(self.pid))
+            self._sample_children()
             self._stop.wait(self.interval_s)
+
+    def _sample_children(self) -> None:
+        total = 0.0
+        for child in children(self.pid):
+            with contextlib.suppress(OSError):
+                total += rss_mb(child)
+        self.children_rss.append(total)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -154,6 +185,11 @@ class Sampler:
             elapsed = time.monotonic() - self._t0
             self.cpu_pct = 100.0 * (cpu_s(self.pid) - self._cpu0) / elapsed if elapsed > 0 else 0.0
             self.rss.append(rss_mb(self.pid))
+            # A child that was there all along (one restarted meanwhile is not counted).
+            after = children_cpu_s(self.pid)
+            used = sum(after[c] - self._children0[c] for c in after if c in self._children0)
+            self.children_cpu_pct = 100.0 * used / elapsed if elapsed > 0 else 0.0
+        self._sample_children()
 
     @property
     def rss_max(self) -> float:

@@ -117,7 +117,8 @@ class Bridge:
 
 def bridge_env(workdir: Path, name: str, receiver_url: str, mqtt_port: int | None, redis_url: str | None = None,
                extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_")}
+    # SOSBRIDGE_WORKERS passes through: `SOSBRIDGE_WORKERS=1 python -m bench.run` measures one process.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_") or k == "SOSBRIDGE_WORKERS"}
     env.update({
         "SOSBRIDGE_DB": str(workdir / f"{name}.db"),
         "SOSBRIDGE_DATA_DIR": str(workdir / f"{name}-data"),

@@ -341,6 +341,9 @@ class Bench:
                           s.timeout_s * 3)
         res.extra.update(rss_max_mb=round(smp.rss_max, 1), cpu_pct=round(smp.cpu_pct, 1),
                          receiver_cpu_pct=round(rsmp.cpu_pct, 1))
+        if any(smp.children_rss):  # the delivery process of `serve --workers 2`
+            res.extra.update(delivery_rss_max_mb=round(max(smp.children_rss), 1),
+                             delivery_cpu_pct=round(smp.children_cpu_pct, 1))
         if rss_after:
             time.sleep(s.after_s)
             with contextlib.suppress(OSError):
@@ -748,6 +751,9 @@ def report(out: dict[str, Any]) -> str:
         res_rows += [[f"bridge RSS during / after the {bf['expected']:,} flood (MB)",
                       f"{bf['extra'].get('rss_max_mb')} / {bf['extra'].get('rss_after_mb')}"],
                      ["bridge CPU during the flood (% of one core)", bf["extra"].get("cpu_pct")]]
+        if "delivery_rss_max_mb" in bf["extra"]:
+            res_rows += [["delivery process RSS / CPU during the flood (MB / % of one core)",
+                          f"{bf['extra']['delivery_rss_max_mb']} / {bf['extra'].get('delivery_cpu_pct')}"]]
     rest = runs.get("rest")
     if rest:
         res_rows += [[f"RSS at rest, {rest['devices']:,} devices (MB)", rest.get("rest_rss_mb")],

@@ -49,6 +49,9 @@ def serve(
     port: Annotated[int | None, typer.Option(help="HTTP port")] = None,
     embedded_broker: Annotated[bool, typer.Option(help="Run an in-process MQTT broker on 127.0.0.1")] = False,
     broker_port: Annotated[int, typer.Option(help="Port of the embedded broker")] = 1883,
+    workers: Annotated[int | None, typer.Option(
+        help="Processes: 2 or more sends to the platform from delivery processes (SOSBRIDGE_WORKERS); "
+             "0 or unset: 2 with two CPUs, else 1")] = None,
 ) -> None:
     """Run the bridge: HTTP API, enabled adapters and the forwarder; prints a start-up summary."""
     from bridge.app.known_settings import unknown_variable_warnings
@@ -57,7 +60,8 @@ def serve(
 
     # `serve` starts the CoAP server unless the file or environment says otherwise (library and test
     # defaults leave it off).
-    settings = settings_from(config, defaults={"coap_enabled": True}, http_host=host, http_port=port)
+    settings = settings_from(config, defaults={"coap_enabled": True}, http_host=host, http_port=port,
+                             workers=workers)
     preflight(settings, embedded_broker, broker_port)  # one line and exit 2 on a clash, a short secret...
     configure_logging(settings.log_level)
     for warning in unknown_variable_warnings(os.environ):  # a misspelt SOSBRIDGE_* is said, never ignored
@@ -79,6 +83,7 @@ async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) ->
     import uvicorn
 
     from bridge.app.api.app import create_app
+    from bridge.app.delivery_process import default_workers
     from bridge.app.runtime import BridgeRuntime
     from bridge.app.stopping import GracefulServer, drain_timeout
 
@@ -86,7 +91,7 @@ async def _serve(settings: Settings, embedded_broker: bool, broker_port: int) ->
         if embedded_broker:
             broker = await stack.enter_async_context(start_embedded_broker(broker_port))
             settings = settings.model_copy(update={type(broker).setting: broker.url})  # its key: mqtt_url
-        runtime = BridgeRuntime(settings)
+        runtime = BridgeRuntime(settings, processes=settings.workers or default_workers())
         options = http_server_options(settings) | {"timeout_graceful_shutdown": drain_timeout(settings.stop_timeout_s)}
         config = uvicorn.Config(create_app(runtime), **options)
         server = GracefulServer(config, runtime.bus, settings.stop_timeout_s)  # bridge/app/stopping.py

@@ -161,6 +161,12 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     retry_max_s: float = Field(default=60.0, gt=0, description="Longest retry delay")
     forwarder_workers: int = Field(default=32, ge=1, le=1024, description="Concurrent webhook deliveries")
     lease_s: float = Field(default=30.0, gt=0, description="How long a worker holds an outbox item before another may")
+    workers: int = Field(
+        default=0, ge=0, le=16,
+        description="Processes `sosbridge serve` runs (the same as `--workers N`): with 2 or more, the platform "
+        "routes' webhook and SIP contacts are sent from N-1 delivery processes it starts and restarts itself; "
+        "1 keeps one process; 0 (the default): 2 when at least two CPUs are available to it, else 1",
+    )
 
     # transports own their settings (device_adapters/<t>/settings.py, registered under sosbridge.settings)
     profile_dirs: str | None = Field(

@@ -16,7 +16,7 @@ class EmbeddedBridge:
         if not settings.http_port:
             settings = settings.model_copy(update={"http_port": free_port(settings.http_host)})
         self.settings = settings
-        self.runtime = BridgeRuntime(settings)
+        self.runtime = BridgeRuntime(settings, processes=settings.workers or 1)  # one, unless asked
         self._cm: Any = None
 
     @property

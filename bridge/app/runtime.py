@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -17,18 +16,17 @@ from bridge.alerts.ledger import Ledger
 from bridge.alerts.message_rate import MessageRate
 from bridge.alerts.pipeline import Pipeline
 from bridge.app.config import Settings
+from bridge.app.delivery_process import DeliveryProcesses
+from bridge.app.delivery_sinks import build_sinks, portable_routes, route_timeout_s
 from bridge.app.disk_alarm import check_disk
 from bridge.app.refusal_audit import RefusalAudit, flush_refusals
 from bridge.core.contact import Contact
 from bridge.core.events import StatusBus
 from bridge.core.model import utcnow
-from bridge.delivery.formats import options_from_settings
 from bridge.delivery.forwarder import Forwarder
 from bridge.delivery.queued_bodies import QueuedBodies
-from bridge.delivery.routing import DEFAULT_ROUTE, RoutingTable, load_routes
-from bridge.delivery.sink_choice import sink_for
-from bridge.delivery.sinks.base import Sink
-from bridge.delivery.sinks.file import FileSink
+from bridge.delivery.remote import RemoteDelivery, RemoteSink
+from bridge.delivery.routing import load_routes
 from bridge.delivery.sinks.notify import notification_sinks
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import stop_tasks
@@ -49,31 +47,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("sosbridge.runtime")
 
 
-@dataclass
-class Sinks:
-    primary: dict[str, Sink]
-    fallbacks: dict[str, Sink]
-    spool: Sink
-
-
-def build_sinks(settings: Settings, table: RoutingTable) -> Sinks:
-    """One sink per route (a webhook or a SIP MESSAGE, by the URL's scheme), its own fallback URL if it has
-    one, and the shared fsynced spool."""
-    options = options_from_settings(settings)
-    primary: dict[str, Sink] = {}
-    fallbacks: dict[str, Sink] = {}
-    for route in table.all_routes():
-        timeout = route.timeout_s or settings.platform_timeout_s
-        name = "platform" if route.name == DEFAULT_ROUTE else route.name
-        primary[route.name] = sink_for(route, route.url, name=name, timeout_s=timeout, options=options)
-        if route.fallback_url:
-            fallbacks[route.name] = sink_for(route, route.fallback_url, name=f"{name}-fallback",
-                                             timeout_s=timeout, options=options)
-    return Sinks(primary, fallbacks, FileSink(settings.effective_fallback_file, name="fallback-spool"))
-
-
 class BridgeRuntime:
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+    def __init__(self, settings: Settings, store: Store | None = None, *, processes: int = 1) -> None:
+        """`processes` >= 2: the platform routes' sinks send from processes-1 delivery processes
+        (bridge/app/delivery_process.py); `sosbridge serve` passes SOSBRIDGE_WORKERS or its default."""
         self.settings = settings
         self.store: Store = store or make_store(settings)
         self.bus = StatusBus()
@@ -111,11 +88,24 @@ class BridgeRuntime:
             ledger=self.ledger,
             message_rate=MessageRate(settings.device_message_burst, settings.device_message_per_min),
         )
+        self.delivery_processes: DeliveryProcesses | None = None
+        forwarder_sinks = dict(sinks.primary)
+        remote_routes = portable_routes(self.routes) if processes > 1 else []
+        if remote_routes:
+            remote = RemoteDelivery()
+            for route in remote_routes:  # the real sinks stay here to render bodies when a row is queued
+                forwarder_sinks[route] = RemoteSink(sinks.primary[route].name, route, remote,
+                                                    route_timeout_s(settings, self.routes, route))
+            self.delivery_processes = DeliveryProcesses(
+                settings, self.routes, processes - 1, remote,
+                lambda reason, detail: self.forwarder.raise_alarm(reason, detail),
+                lambda reason: self.forwarder.clear_alarm(reason),
+            )
         self.forwarder = Forwarder(
             self.store,
             self.ledger,
             self.metrics,
-            sinks.primary,
+            forwarder_sinks,
             sinks.spool,
             fresh=fresh,
             fallbacks=sinks.fallbacks,
@@ -153,6 +143,8 @@ class BridgeRuntime:
                     await start()
                 except Exception as exc:  # a port in use or a bad certificate: loud, but the rest runs
                     self.forwarder.raise_alarm(f"sink_{sink.name}_failed", repr(exc))
+        if self.delivery_processes is not None:
+            await self.delivery_processes.start()
         await self.forwarder.start()
         for adapter in self.adapters:
             try:
@@ -209,6 +201,8 @@ class BridgeRuntime:
                     await adapter.stop()
         await self.pipeline.stop()  # texts waiting for their rate are queued now, before the forwarder stops
         await self.forwarder.stop()
+        if self.delivery_processes is not None:  # after the forwarder: nothing waits for them any more
+            await self.delivery_processes.stop()
         with contextlib.suppress(Exception):
             await flush_refusals(self, float("inf"))  # the refusals counted since the last summary row
         await self.store.close()

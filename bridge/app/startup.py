@@ -169,6 +169,12 @@ async def summary_lines(runtime: BridgeRuntime) -> list[str]:
             f"(critical ones also go to the spool {spool})"
         )
     lines.append(f"profiles   {len(runtime.profiles.profiles)} device profiles")
+    processes = runtime.delivery_processes
+    if processes is not None:
+        pids = ", ".join(str(p) for p in processes.pids if p is not None) or "starting"
+        lines.append(f"processes  {processes.count + 1}: this one, and delivery to the platform routes (pid {pids})")
+    else:
+        lines.append("processes  1")
     for warning in _credential_warnings(settings):
         lines.append(f"unset      {warning}")
     for warning in unknown_variable_warnings(os.environ):

@@ -28,6 +28,8 @@ from bridge.store.base import OutboxItem, Store, StoreError
 
 log = logging.getLogger("sosbridge.forwarder")
 
+STOP_DRAIN_S = 2.0  # how long a stopping forwarder waits for deliveries already under way
+
 
 def backoff_delay(attempts: int, base_s: float, max_s: float, retry_after_s: float | None, rng: random.Random) -> float:
     """Exponential backoff with full jitter in [0.5, 1] of the step; Retry-After is a floor, capped at max."""
@@ -99,8 +101,13 @@ class Forwarder:
         self.fresh.closed = True
         self._wake.set()
         if self._task is not None:
-            await stop_tasks([self._task])
-        # In-flight deliveries keep their lease; a restart re-leases them when it expires.
+            await stop_tasks([self._task])  # nothing new is leased or taken from here on
+        # Deliveries under way get a moment to hear the platform's answer and have it recorded, so a clean
+        # stop sends nothing twice; one still running after that is cancelled and keeps its lease (a
+        # restart sends it again, same Idempotency-Key, once the lease expires).
+        running = [*self._inflight, *self._notify_inflight]
+        if running:
+            await asyncio.wait(running, timeout=STOP_DRAIN_S)
         await stop_tasks([*self._inflight, *self._notify_inflight])
         if self._recording:
             # Recording a delivery is one queued write: let it land, so a clean stop sends nothing twice.

@@ -1,0 +1,147 @@
+"""The main process's side of delivery processes: a `RemoteSink` per platform route hands each contact to a
+delivery process over its socketpair and awaits the sink's outcome there.
+
+The forwarder (lease, order, retries, fail-over, alarms, "delivered") stays in the main process and
+treats a remote sink like any other: only the sending (render, sign, POST / SIP MESSAGE) moves. A
+request is the wake-up: the child's event loop reads its socket, nothing polls. A contact whose process
+dies before it answered gets `Retry` (the forwarder reschedules it; the same Idempotency-Key goes out
+again); while no process is up a request waits for one at most the route's timeout. See
+docs/architecture.md ("Processes").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from bridge.delivery.channel import READY, FrameError, outcome_of, request, split_frames, unpack
+from bridge.delivery.sinks.base import Outcome, Retry
+from bridge.infra.aio import wait_event
+from bridge.store.base import OutboxItem
+
+log = logging.getLogger("sosbridge.delivery")
+
+GONE = "the delivery process exited before it answered"
+
+
+class Link(asyncio.Protocol):
+    """One delivery process's socket: requests out, outcomes in, by request id."""
+
+    def __init__(self, on_ready: Callable[[Link], None], on_lost: Callable[[Link], None]) -> None:
+        self._on_ready = on_ready
+        self._on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self.ready = False
+        self.ready_event = asyncio.Event()
+        self.lost = asyncio.get_running_loop().create_future()  # set when the socket closes
+        self.pending: dict[int, asyncio.Future[Outcome]] = {}
+        self._buffer = bytearray()
+        self._out: list[bytes] = []
+        self._next_id = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue a frame; the frames of one loop turn go out in one write (one system call, one wake-up)."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+
+    async def deliver(self, route: str, item: OutboxItem) -> Outcome:
+        self._next_id += 1
+        req_id = self._next_id
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self.pending[req_id] = future
+        self.send_raw(request(req_id, route, item))
+        try:
+            return await future
+        finally:
+            self.pending.pop(req_id, None)  # answered, lost or cancelled (a stopping forwarder)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            frames = split_frames(self._buffer)
+            for body in frames:
+                message = unpack(body)
+                if not self.ready:
+                    if tuple(message) != READY:
+                        raise FrameError(f"expected the hand-shake, got {message!r:.80}")
+                    self.ready = True
+                    self.ready_event.set()
+                    self._on_ready(self)
+                    continue
+                req_id, outcome = outcome_of(message)
+                future = self.pending.pop(req_id, None)
+                if future is not None and not future.done():
+                    future.set_result(outcome)
+        except (FrameError, ValueError, TypeError) as exc:
+            log.error("delivery process sent a bad frame; closing its channel", extra={"error": str(exc)})
+            self.close()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.ready = False
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_result(Retry(GONE))
+        if not self.lost.done():
+            self.lost.set_result(None)
+        self._on_lost(self)
+
+
+class RemoteDelivery:
+    """The delivery processes that are up, and the one a contact goes to (the one with fewest in flight)."""
+
+    def __init__(self) -> None:
+        self.links: list[Link] = []
+        self.any_ready = asyncio.Event()
+
+    def link(self) -> Link:
+        """A new channel's protocol; it counts once its process said it is ready."""
+        return Link(self._ready, self._lost)
+
+    def _ready(self, link: Link) -> None:
+        self.links.append(link)
+        self.any_ready.set()
+
+    def _lost(self, link: Link) -> None:
+        with contextlib.suppress(ValueError):
+            self.links.remove(link)
+        if not self.links:
+            self.any_ready.clear()
+
+    async def deliver(self, route: str, item: OutboxItem, wait_s: float) -> Outcome:
+        if not self.links and not await wait_event(self.any_ready, wait_s):
+            return Retry("no delivery process is running")
+        link = min(self.links, key=lambda x: len(x.pending))
+        return await link.deliver(route, item)
+
+
+class RemoteSink:
+    """A route's sink as the forwarder sees it; the real one (same name) sends from a delivery process."""
+
+    def __init__(self, name: str, route: str, remote: RemoteDelivery, timeout_s: float) -> None:
+        self.name = name
+        self.route = route
+        self.remote = remote
+        self.timeout_s = timeout_s
+
+    async def deliver(self, item: OutboxItem) -> Outcome:
+        return await self.remote.deliver(self.route, item, self.timeout_s)
+
+    async def close(self) -> None:
+        """The processes are stopped by their supervisor, after the forwarder."""

@@ -1,0 +1,97 @@
+"""A delivery process's side of its channel: each request is sent by the route's sink on a task of its
+own, and its outcome is written back as soon as the sink returns.
+
+The first frame is the hand-shake: `setup(body)` (given by the caller) builds the sinks from it, then
+READY goes back. The process has no store and no state of its own: when the channel closes (the parent
+stopped it, or died) the requests still running are cancelled, the sinks are closed and `serve` returns.
+The parent holds each row's lease, so a request cut short here is rescheduled or re-leased there.
+See docs/architecture.md ("Processes").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+from bridge.delivery.channel import READY, FrameError, answer, item_from, pack, split_frames, unpack
+from bridge.delivery.sinks.base import Outcome, Retry, Sink
+from bridge.infra.aio import stop_tasks
+
+log = logging.getLogger("sosbridge.delivery")
+
+
+class Sender(asyncio.Protocol):
+    def __init__(self, setup: Callable[[bytes], dict[str, Sink]]) -> None:
+        self._setup = setup
+        self.sinks: dict[str, Sink] | None = None
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._buffer = bytearray()
+        self._out: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        try:
+            for body in split_frames(self._buffer):
+                if self.sinks is None:
+                    self.sinks = self._setup(body)
+                    self._write(pack(READY))
+                    continue
+                req_id, route, fields = unpack(body)
+                task = asyncio.create_task(self._deliver(req_id, route, fields))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        except (FrameError, ValueError, TypeError) as exc:
+            log.error("bad frame from the main process; stopping", extra={"error": str(exc)})
+            self.close()
+
+    async def _deliver(self, req_id: int, route: str, fields: tuple[object, ...]) -> None:
+        item = item_from(fields)
+        sink = (self.sinks or {}).get(route)
+        outcome: Outcome
+        if sink is None:
+            outcome = Retry(f"no sink for route {route!r} in the delivery process")
+        else:
+            try:
+                outcome = await sink.deliver(item)
+            except Exception as exc:  # a sink bug is a retry, never a lost contact (as in the forwarder)
+                outcome = Retry(f"sink error: {exc!r}"[:300])
+        self._write(answer(req_id, outcome))
+
+    def _write(self, data: bytes) -> None:
+        """Queue a frame; the answers of one loop turn go back in one write."""
+        if not self._out:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+
+
+async def serve(sock: socket.socket, setup: Callable[[bytes], dict[str, Sink]]) -> None:
+    """Serve the channel on `sock` until it closes; then stop what runs and close the sinks."""
+    loop = asyncio.get_running_loop()
+    _, sender = await loop.create_connection(lambda: Sender(setup), sock=sock)
+    await sender.closed.wait()  # the service's documented wait: it ends when the parent closes or dies
+    await stop_tasks(list(sender.tasks))
+    for sink in (sender.sinks or {}).values():
+        try:
+            await asyncio.wait_for(sink.close(), 5)
+        except Exception as exc:
+            log.warning("sink did not close", extra={"sink": sink.name, "error": repr(exc)})
