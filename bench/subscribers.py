@@ -70,7 +70,7 @@ async def drain_paho(port: int, client_id: str, n: int, connect_only: bool) -> f
         await asyncio.wait_for(done.wait(), 300)
         return time.perf_counter() - t0
     finally:
-        await asyncio.to_thread(conn.stop)
+        await conn.stop()
 
 
 async def drain_gmqtt(port: int, client_id: str, n: int, connect_only: bool) -> float:
