@@ -3,8 +3,9 @@
 Read-ahead bound: a `ReadWindow` counts messages handed to the adapter and not yet released. At its
 limit the protocol stops parsing and pauses the transport (`pause_reading()`): the rest waits in the
 kernel and at the broker, so memory holds at most the window plus one socket read. Reading resumes when
-a quarter of the window is free. PUBACKs asked for in one loop turn go out in one write. Control packets
-go to the session (client.py); a malformed stream aborts the connection. docs/transports/mqtt.md.
+a quarter of the window is free. What is written in one loop turn (PUBACKs, publishes) goes out in one
+socket write. Control packets go to the session (client.py); a malformed stream aborts the connection.
+docs/transports/mqtt.md.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class MqttProtocol(asyncio.Protocol):
         self.paused = False  # reading paused because the window is full
         self.last_in = self.last_out = time.monotonic()
         self._buf = b""
-        self._acks: list[int] = []
+        self._out: list[bytes] = []  # written this loop turn, not yet sent
         self._room_soon = False
 
     # -- transport callbacks ---------------------------------------------------------------------------
@@ -151,27 +152,29 @@ class MqttProtocol(asyncio.Protocol):
 
     # -- writing ---------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-            self.last_out = time.monotonic()
+        """Queued, and sent with everything else written in this loop turn in one socket write (a status
+        publish and a PUBACK per alert were one send() each)."""
+        self._out.append(data)
+        if len(self._out) == 1:
+            self.loop.call_soon(self._flush)
 
     def ack(self, mid: int) -> None:
-        """PUBACK, sent with every other acknowledgement asked for in this loop turn."""
-        self._acks.append(mid)
-        if len(self._acks) == 1:
-            self.loop.call_soon(self._flush_acks)
+        self.write(codec.puback(mid))
 
-    def _flush_acks(self) -> None:
-        acks, self._acks = self._acks, []
-        self.write(b"".join([codec.puback(mid) for mid in acks]))
+    def _flush(self) -> None:
+        if not self._out:
+            return
+        out, self._out = self._out, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out))
+            self.last_out = time.monotonic()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
 
     def close(self) -> None:
-        if self._acks:
-            self._flush_acks()
+        self._flush()
         if self.transport is not None:
             self.transport.close()
 
