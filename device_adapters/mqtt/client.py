@@ -108,7 +108,7 @@ class MqttConnection:
     # -- called by the adapter -----------------------------------------------------------------------
     def ack(self, msg: Inbound) -> None:
         if msg.qos > 0 and self._proto is not None:
-            self._proto.ack(msg.mid)  # while disconnected: dropped, the broker redelivers it
+            self._proto.ack_message(msg)  # while disconnected: dropped, the broker redelivers it
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
         proto = self._proto

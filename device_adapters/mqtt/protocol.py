@@ -63,6 +63,8 @@ class MqttProtocol(asyncio.Protocol):
         self.last_in = self.last_out = time.monotonic()
         self._buf = b""
         self._out: list[bytes] = []  # written this loop turn, not yet sent
+        # QoS 1 messages handed over on this connection and not yet acknowledged, by packet id.
+        self.unacked: dict[int, Inbound] = {}
         self._room_soon = False
 
     # -- transport callbacks ---------------------------------------------------------------------------
@@ -124,9 +126,12 @@ class MqttProtocol(asyncio.Protocol):
             if msg.qos:
                 self.ack(msg.mid)
             return
+        inbound = Inbound(topic, msg.payload, msg.qos, msg.retain, msg.mid, msg.dup)
+        if msg.qos:
+            self.unacked[msg.mid] = inbound
         self.window.pending += 1
         try:
-            self.on_message(Inbound(topic, msg.payload, msg.qos, msg.retain, msg.mid, msg.dup))
+            self.on_message(inbound)
         except Exception:
             # A bug in the receiver: the message stays unacknowledged (the broker redelivers it to the
             # next session) and its slot is freed so reading goes on.
@@ -160,6 +165,14 @@ class MqttProtocol(asyncio.Protocol):
 
     def ack(self, mid: int) -> None:
         self.write(codec.puback(mid))
+
+    def ack_message(self, msg: Inbound) -> None:
+        """PUBACK for this very message, if it came on this connection. A copy from an earlier connection
+        is not acknowledged here: its packet id may since belong to another message (the broker redelivers
+        it, and the redelivered copy is acknowledged in its place)."""
+        if self.unacked.get(msg.mid) is msg:
+            del self.unacked[msg.mid]
+            self.write(codec.puback(msg.mid))
 
     def _flush(self) -> None:
         if not self._out:

@@ -129,13 +129,17 @@ class Scripted:
 
     answer_pings: bool = True
     on_subscribed: list[bytes] = field(default_factory=list)  # raw packets to send after SUBACK
-    received: list[tuple[int, bytes]] = field(default_factory=list)
+    # Per connection (first, second, ...): packets after SUBACK instead, and whether to hang up after them.
+    scripts: list[tuple[list[bytes], bool]] = field(default_factory=list)
+    received: list[tuple[int, int, bytes]] = field(default_factory=list)  # (connection, kind, body)
     connections: int = 0
     port: int = 0
     closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        index = self.connections
+        packets, hang_up = self.scripts[index - 1] if index <= len(self.scripts) else (self.on_subscribed, False)
         buf = b""
         try:
             while data := await reader.read(65536):
@@ -143,21 +147,24 @@ class Scripted:
                 while (frame := codec.frame_at(buf, 0)) is not None:
                     first, start, end = frame
                     kind, body, buf = first >> 4, buf[start:end], buf[end:]
-                    self.received.append((kind, body))
+                    self.received.append((index, kind, body))
                     if kind == codec.CONNECT:
                         writer.write(b"\x20\x02\x00\x00")
                     elif kind == codec.SUBSCRIBE:
                         writer.write(b"\x90\x03" + body[:2] + b"\x01")
-                        for packet in self.on_subscribed:
+                        for packet in packets:
                             writer.write(packet)
+                        if hang_up:
+                            await writer.drain()
+                            return
                     elif kind == codec.PINGREQ and self.answer_pings:
                         writer.write(b"\xd0\x00")
         finally:
             self.closed.set()
             writer.close()
 
-    def kinds(self, kind: int) -> list[bytes]:
-        return [body for k, body in self.received if k == kind]
+    def kinds(self, kind: int, connection: int | None = None) -> list[bytes]:
+        return [body for c, k, body in self.received if k == kind and connection in (None, c)]
 
 
 @contextlib.asynccontextmanager
@@ -184,6 +191,26 @@ async def test_invalid_utf8_topic_is_acknowledged_and_dropped() -> None:
         assert [(m.topic, m.payload, m.mid) for m in got] == [("load/ok", b"y", 8)]
         assert broker.kinds(codec.PUBACK) == [b"\x00\x07"]  # only the dropped one: 8 waits for ack()
         assert conn.window.pending == 1
+
+
+async def test_an_ack_never_reaches_another_message_with_the_same_packet_id() -> None:
+    """The link drops with message 5 unacknowledged; the broker redelivers it (DUP) on the next connection.
+    Acknowledging the first copy sends nothing on the new connection (packet id 5 may by then name another
+    message); acknowledging the redelivered copy sends the PUBACK."""
+    first = _raw_publish(b"load/a", b"press", 5)
+    broker = Scripted(scripts=[([first], True), ([bytes((first[0] | 0x08,)) + first[1:]], False)])
+    got: list[Inbound] = []
+    async with scripted(broker) as url, running(_connection(url, "reuse-test", got.append)) as conn:
+        await until(lambda: len(got) == 2 and conn.subscribed.is_set(), 10)
+        old, again = got
+        assert (old.dup, again.dup, old.mid, again.mid) == (False, True, 5, 5)
+        conn.ack(old)
+        conn.release_slot()
+        conn.ack(again)
+        conn.release_slot()
+        await until(lambda: broker.kinds(codec.PUBACK), 10)
+        await asyncio.sleep(0.1)
+        assert broker.kinds(codec.PUBACK, 2) == [b"\x00\x05"] and not broker.kinds(codec.PUBACK, 1)
 
 
 async def test_a_silent_broker_is_dropped_within_twice_the_keepalive() -> None:
