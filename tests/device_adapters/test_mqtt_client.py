@@ -9,6 +9,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from device_adapters.mqtt.client import MAX_PENDING, RECEIVE_MAXIMUM, SESSION_EX
 from device_adapters.mqtt.mosquitto import MosquittoProcess
 from device_adapters.mqtt.url import parse_broker_url
 from simulator.devices.mqtt import MqttPublisher
+from simulator.platform.pki import make_pki
 from tests.support.factories import until
 from tests.support.paths import need_binary
 
@@ -120,6 +122,28 @@ async def test_retained_qos1_publish_reaches_a_subscriber(mosquitto_url: str) ->
         await until(lambda: len(got) == 1, 10)
     assert (got[0].topic, got[0].payload, got[0].retain) == ("load/status/x", b'{"state":"received"}', True)
     await MqttPublisher(mosquitto_url).apublish("load/status/x", b"", retain=True)  # clear it
+
+
+@pytest.mark.timeout(60)
+async def test_tls_with_a_private_ca_and_a_password(tmp_path: Path) -> None:
+    """mqtts:// to Mosquitto's TLS listener: the broker's certificate checked against `ca=`, the user and
+    password from the URL; a wrong password is refused and retried, never connected."""
+    need_binary("mosquitto")
+    pki = make_pki(tmp_path)
+    tls = {"certfile": str(pki.server_cert), "keyfile": str(pki.server_key)}
+    with MosquittoProcess(passwords={"bridge": "s3cret"}, options=tls) as broker:
+        base = f"mqtts://bridge:{{}}@127.0.0.1:{broker.port}?ca={pki.ca}"
+        got: list[Inbound] = []
+        async with running(_connection(base.format("s3cret"), "tls-test", got.append)) as conn:
+            conn.publish("load/tls", b"over tls", qos=1)
+            await until(lambda: len(got) == 1, 10)
+            assert got[0].payload == b"over tls"
+        refused = _connection(base.format("wrong"), "tls-refused", got.append)
+        refused.start()
+        try:
+            assert not await wait_event(refused.connected, 2)
+        finally:
+            await asyncio.wait_for(refused.stop(), 10)
 
 
 # -- a scripted broker: one TCP listener on loopback speaking just enough MQTT ------------------------------
