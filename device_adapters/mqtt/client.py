@@ -82,6 +82,7 @@ class MqttConnection:
         self._outbox: collections.deque[tuple[str, bytes, bool]] = collections.deque()
         self._server_receive_max = 65_535
         self._next_mid = 0
+        self._ssl = self._tls()  # built now: an unreadable CA file fails the adapter's start, not each attempt
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -139,6 +140,8 @@ class MqttConnection:
                     delay = float(self.reconnect_min_s)
             except (OSError, TimeoutError, codec.Malformed) as exc:
                 log.warning("mqtt connect failed", extra={"broker": self.url.redacted(), "error": repr(exc)})
+            except Exception:  # a bug: logged, and the session is tried again rather than given up
+                log.exception("mqtt session failed", extra={"broker": self.url.redacted()})
             finally:
                 self._lost()
             if self._closing:
@@ -154,7 +157,7 @@ class MqttConnection:
             _transport, proto = await self.loop.create_connection(
                 lambda: MqttProtocol(v5=url.mqtt5, window=self.window, on_message=self._on_message,
                                      on_control=self._control),
-                url.host, url.port, ssl=self._tls(), server_hostname=url.host if url.tls else None,
+                url.host, url.port, ssl=self._ssl, server_hostname=url.host if url.tls else None,
             )
             try:
                 proto.write(codec.connect(

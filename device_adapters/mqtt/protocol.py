@@ -147,13 +147,13 @@ class MqttProtocol(asyncio.Protocol):
 
     def _carry_on(self) -> None:
         self._room_soon = False
-        window = self.window
-        if not self.paused or window.pending >= window.limit or self._parse():
-            return
-        if window.pending <= window.resume_at and self.transport is not None and not self.transport.is_closing():
+        transport, window = self.transport, self.window
+        if not self.paused or transport is None or transport.is_closing() or window.pending >= window.limit:
+            return  # a lost connection's buffer is never handed over: the broker redelivers it
+        if not self._parse() and window.pending <= window.resume_at:
             self.paused = False
             self.last_in = time.monotonic()  # the keepalive's clock starts again (nothing was read)
-            self.transport.resume_reading()
+            transport.resume_reading()
 
     # -- writing ---------------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:

@@ -152,6 +152,8 @@ class Scripted:
     """Answers CONNECT and SUBSCRIBE, then does what the test says; records what the client sent."""
 
     answer_pings: bool = True
+    connack: bytes = b"\x20\x02\x00\x00"  # accepted; b"\x20\x02\x00\x05" refuses (not authorised)
+    connected_at: list[float] = field(default_factory=list)
     on_subscribed: list[bytes] = field(default_factory=list)  # raw packets to send after SUBACK
     # Per connection (first, second, ...): packets after SUBACK instead, and whether to hang up after them.
     scripts: list[tuple[list[bytes], bool]] = field(default_factory=list)
@@ -162,6 +164,7 @@ class Scripted:
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.connected_at.append(time.monotonic())
         index = self.connections
         packets, hang_up = self.scripts[index - 1] if index <= len(self.scripts) else (self.on_subscribed, False)
         buf = b""
@@ -173,7 +176,7 @@ class Scripted:
                     kind, body, buf = first >> 4, buf[start:end], buf[end:]
                     self.received.append((index, kind, body))
                     if kind == codec.CONNECT:
-                        writer.write(b"\x20\x02\x00\x00")
+                        writer.write(self.connack)
                     elif kind == codec.SUBSCRIBE:
                         writer.write(b"\x90\x03" + body[:2] + b"\x01")
                         for packet in packets:
@@ -250,6 +253,24 @@ async def test_a_silent_broker_is_dropped_within_twice_the_keepalive() -> None:
             assert broker.kinds(codec.PINGREQ), "no PINGREQ was sent"
             assert took <= 2 * 2 + 0.5, took
             await until(lambda: broker.connections == 2 and conn.subscribed.is_set(), 10)  # reconnected
+
+
+async def test_a_refused_connect_backs_off_exponentially() -> None:
+    """CONNACK "not authorised": tried again after 1 s, then 2 s, then 2 s (the maximum here), never
+    connected, never spinning."""
+    broker = Scripted(connack=b"\x20\x02\x00\x05")
+    async with scripted(broker) as url:
+        conn = MqttConnection(parse_broker_url(url), "refused-test", ["load/#"], asyncio.get_running_loop(),
+                              lambda _m: None, reconnect_min_s=1, reconnect_max_s=2)
+        conn.start()
+        try:
+            await until(lambda: broker.connections >= 4, 15)
+            assert not conn.connected.is_set()
+        finally:
+            await asyncio.wait_for(conn.stop(), 10)
+    gaps = [b - a for a, b in zip(broker.connected_at, broker.connected_at[1:], strict=False)]
+    # Sleeps are lower bounds; the third gap shows the cap (an uncapped backoff would wait 4 s).
+    assert gaps[0] >= 0.9 and gaps[1] >= 1.9 and 1.9 <= gaps[2] < 3.9, gaps
 
 
 async def test_connect_asks_for_a_persistent_session() -> None:
