@@ -78,7 +78,7 @@ class CheckinMqtt:
         self.timers.reminders.pop("hermes", None)
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.to_thread(self.conn.stop)
+        await self.conn.stop()
 
     def _on_message(self, msg: Inbound) -> None:
         task = asyncio.create_task(self._handle(msg))

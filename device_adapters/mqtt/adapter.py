@@ -159,7 +159,7 @@ class MqttAdapter(BaseAdapter):
         if self._status_task is not None:
             await stop_tasks([self._status_task])
         if self._started:
-            await asyncio.to_thread(self.conn.stop)
+            await self.conn.stop()
         for task in list(self._tasks):
             task.cancel()
 

@@ -22,7 +22,8 @@ def _free_port() -> int:
 
 
 class MosquittoProcess:
-    def __init__(self, passwords: dict[str, str] | None = None, acl_file: str | Path | None = None) -> None:
+    def __init__(self, passwords: dict[str, str] | None = None, acl_file: str | Path | None = None,
+                 options: dict[str, str] | None = None) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError("mosquitto is not installed")
@@ -30,6 +31,8 @@ class MosquittoProcess:
         self.port = _free_port()
         self.passwords = passwords
         self.acl_file = acl_file
+        # Broker settings over the defaults below, e.g. {"max_inflight_messages": "0"} (no limit).
+        self.options = {"max_queued_messages": "10000", "max_inflight_messages": "1000", **(options or {})}
         self.dir = Path(tempfile.mkdtemp(prefix="sosbridge-mosquitto-"))
         # Started as root, mosquitto drops to its own user, which must be able to read these files.
         self.dir.chmod(0o755)
@@ -40,8 +43,8 @@ class MosquittoProcess:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
-        lines = [f"listener {self.port} 127.0.0.1", "persistence false", "max_queued_messages 10000",
-                 "max_inflight_messages 1000"]
+        lines = [f"listener {self.port} 127.0.0.1", "persistence false"]
+        lines += [f"{key} {value}" for key, value in self.options.items()]
         if os.geteuid() == 0:
             # Started as root, mosquitto drops to its own user, which cannot read files under a private (0700)
             # directory such as a clone in root's home; a throwaway loopback test broker may keep root.

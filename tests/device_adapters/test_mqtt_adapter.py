@@ -239,7 +239,7 @@ async def test_retained_message_on_connect_raises_no_alert(
             async with env.running():
                 await env.add("retained-btn", "sosbridge-mqtt-button")
                 # Subscribing again replays the retained message: still no alert.
-                env.adapter.conn.client.subscribe(topic, 1)
+                env.adapter.conn.subscribe([topic])
                 live = await env.add("live-btn", "sosbridge-mqtt-button")
                 await env.sim(live).alert("sos")
                 await env.contacts_for("live-btn")
