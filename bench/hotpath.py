@@ -1,8 +1,9 @@
 """CPU per frame of the bridge's own Python, in one process: the MQTT adapter's receive path, the ingress,
-the pipeline, SQLite (WAL, synchronous=FULL) and delivery to the recording receiver, with paho replaced by
-a stand-in that hands frames over and records acknowledgements.
+the pipeline, SQLite (WAL, synchronous=FULL) and delivery to the recording receiver, with the bridge's MQTT
+connection (device_adapters/mqtt/client.py) replaced by a stand-in that hands frames over and records
+acknowledgements.
 
-It leaves out what the full bench measures (the broker, paho's thread, the load generator), so builds can
+It leaves out what the full bench measures (the broker, the socket reader, the load generator), so builds can
 be compared by CPU per frame on a loaded machine, where the rates of `bench.run` move by 2x between runs.
 `process_time` counts every thread of this process (the SQLite writer included), not the recorder's.
 
@@ -34,7 +35,7 @@ from device_adapters.mqtt.client import Inbound
 
 
 class StandInConnection:
-    """What the adapter needs of paho: acknowledgements and slots are counted, publishes dropped."""
+    """What the adapter needs of its connection: acknowledgements and slots are counted, publishes dropped."""
 
     def __init__(self) -> None:
         self.acked = 0
@@ -76,14 +77,14 @@ async def run(settings: Settings, frames: list[Inbound], delivered: int, rx: Rec
     conn = StandInConnection()
     adapter.ctx = runtime
     adapter.profiles = runtime.profiles
-    adapter.conn = conn  # type: ignore[assignment]  # the stand-in for paho
+    adapter.conn = conn  # type: ignore[assignment]  # the stand-in for the broker connection
     ready = asyncio.Event()
     status = asyncio.create_task(adapter._status_loop(ready))
     await asyncio.wait_for(ready.wait(), 10)
     rx.reset()
     conn.expect = len(frames)
     cpu0, t0 = time.process_time(), time.perf_counter()
-    for i in range(0, len(frames), 500):  # as paho hands them over: batches, one loop turn each
+    for i in range(0, len(frames), 500):  # as the reader hands them over: batches, one loop turn each
         for msg in frames[i:i + 500]:
             adapter._on_message(msg)
         await asyncio.sleep(0)
