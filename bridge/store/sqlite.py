@@ -134,6 +134,7 @@ _SQL_VERSION = "SELECT json_extract(doc, '$.version') FROM alerts WHERE alert_id
 _SQL_OPEN_ALERT = (
     "SELECT alert_id FROM alerts WHERE device_id = ? AND is_open = 1 ORDER BY received_at DESC LIMIT 1"
 )
+_SQL_OPEN_DEVICES = "SELECT DISTINCT device_id FROM alerts WHERE is_open = 1"
 _SQL_DEDUPE_GET = "SELECT alert_id FROM dedupe WHERE key = ?"
 _SQL_DEDUPE_PUT = "INSERT INTO dedupe (key, alert_id, at) VALUES (?, ?, ?)"
 _SQL_DEDUPE_PUT_IGNORE = "INSERT OR IGNORE INTO dedupe (key, alert_id, at) VALUES (?, ?, ?)"
@@ -221,6 +222,14 @@ class SqliteStore:
         self._first: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
         self._pending_lock = threading.Lock()
         self._flush_queued = False
+        # Devices that may have an open alert, each with the number of its latest mark (issue 27: no point
+        # lookup on the loop for a device's first alert). A device not in it has none: loaded at open,
+        # marked before every commit that writes an open alert (or that lost a race to another writer),
+        # removed once the commit closing its last open alert saw none left. If another process writes
+        # alerts behind it, the new-alert commit's own check (in the transaction) refuses, and the retry
+        # reads. None until open: every lookup reads.
+        self._maybe_open: dict[str, int] | None = None
+        self._open_marks = 0
 
     # -- plumbing -------------------------------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -379,6 +388,14 @@ class SqliteStore:
         await self._run(_migrate_outbox_body)  # before any reader: columns added since the database was made
         if self.path != ":memory:":
             await loop.run_in_executor(self._reader, self._connect_reader)
+        rows = await self._run(lambda c: c.execute(_SQL_OPEN_DEVICES).fetchall())
+        self._maybe_open = {row[0]: 0 for row in rows}
+
+    def _mark_open(self, device_id: str) -> int:
+        self._open_marks += 1
+        if self._maybe_open is not None:
+            self._maybe_open[device_id] = self._open_marks
+        return self._open_marks
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -555,7 +572,11 @@ class SqliteStore:
             device_id, loc = change.device_location
             location_row = (loc.model_dump_json(), json.dumps(alert.updated_at.isoformat()), device_id)
 
-        def body(c: sqlite3.Connection) -> None:
+        device_id_ = alert.device_id
+        known = self._maybe_open
+        mark = self._mark_open(device_id_) if alert.is_open else (known.get(device_id_) if known else None)
+
+        def body(c: sqlite3.Connection) -> bool:
             if change.expected_version is not None:
                 row = c.execute(_SQL_VERSION, (alert_id,)).fetchone()
                 if row is None or (row[0] or 0) != change.expected_version:
@@ -585,8 +606,17 @@ class SqliteStore:
             if location_row is not None:
                 # In SQL, on the stored document: no read and no model on the writer thread.
                 c.execute(_SQL_DEVICE_LOCATION, location_row)
+            # Closing an alert: whether the device has any open one left, as of this transaction.
+            return not alert.is_open and c.execute(_SQL_OPEN_ALERT, (alert.device_id,)).fetchone() is None
 
-        await self._write(body, urgent=change.urgent, first=change.first_alert)
+        try:
+            none_left = await self._write(body, urgent=change.urgent, first=change.first_alert)
+        except ConcurrentUpdate:
+            self._mark_open(device_id_)  # another writer moved it: its next lookups read the store
+            raise
+        known = self._maybe_open
+        if none_left and known is not None and mark is not None and known.get(device_id_) == mark:
+            del known[device_id_]  # nothing marked it since: its next first alert needs no lookup
 
     async def get_alert(self, alert_id: str) -> Alert | None:
         row = await self._lookup(
@@ -595,6 +625,8 @@ class SqliteStore:
         return Alert.model_validate_json(row["doc"], context=STORED) if row else None
 
     async def open_alert_for_device(self, device_id: str) -> Alert | None:
+        if self._maybe_open is not None and device_id not in self._maybe_open:
+            return None  # no open alert (see `_maybe_open`): no lookup
         row = await self._lookup(
             lambda c: c.execute(
                 "SELECT doc FROM alerts WHERE device_id = ? AND is_open = 1 ORDER BY received_at DESC LIMIT 1",
