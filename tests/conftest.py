@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from bridge.infra.serving import free_port, wait_port
+from bridge.infra.serving import wait_port
 from tests.support.bridges import BridgeEnv, running_bridge
 from tests.support.paths import need_binary
+from tests.support.ports import free_port
 from tests.support.workers import isolate_home, redis_url_for_worker, worker_id
 
 
