@@ -17,12 +17,23 @@ from bridge.infra.serving import wait_port
 from tests.support.bridges import BridgeEnv, running_bridge
 from tests.support.paths import need_binary
 from tests.support.ports import free_port
+from tests.support.scheduling import file_or_group_scheduler, slow_first
 from tests.support.workers import isolate_home, redis_url_for_worker, worker_id
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """In a pytest-xdist worker: a HOME of its own (tests/support/workers.py)."""
     isolate_home()
+
+
+# -- parallel runs (tests/support/scheduling.py) ---------------------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return file_or_group_scheduler(config, log) if config.getvalue("dist") == "loadgroup" else None
 
 
 # -- the per-test deadline (pytest-timeout; docs/testing/deadlines.md) ----------------------------------

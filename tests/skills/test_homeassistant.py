@@ -31,7 +31,8 @@ from tests.support.paths import IN_CI
 from tests.support.ports import free_port
 
 # The first test also starts Home Assistant (the session fixture: its own 240 s start deadline).
-pytestmark = [pytest.mark.homeassistant, pytest.mark.timeout(300)]
+# One xdist work unit with the other file on the session `rig` (tests/support/scheduling.py).
+pytestmark = [pytest.mark.homeassistant, pytest.mark.timeout(300), pytest.mark.xdist_group("homeassistant")]
 
 UNREACHABLE_EN = "I could not reach the emergency bridge. Call 999 now."
 UNREACHABLE_DE = "Ich konnte die Notruf-Brücke nicht erreichen. Ruf jetzt die 112 an."
