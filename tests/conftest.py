@@ -13,9 +13,27 @@ from typing import Any
 
 import pytest
 
-from bridge.infra.serving import free_port, wait_port
+from bridge.infra.serving import wait_port
 from tests.support.bridges import BridgeEnv, running_bridge
 from tests.support.paths import need_binary
+from tests.support.ports import free_port
+from tests.support.scheduling import file_or_group_scheduler, slow_first
+from tests.support.workers import isolate_home, redis_url_for_worker, worker_id
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a pytest-xdist worker: a HOME of its own (tests/support/workers.py)."""
+    isolate_home()
+
+
+# -- parallel runs (tests/support/scheduling.py) ---------------------------------------------------------
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    slow_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    return file_or_group_scheduler(config, log) if config.getvalue("dist") == "loadgroup" else None
 
 
 # -- the per-test deadline (pytest-timeout; docs/testing/deadlines.md) ----------------------------------
@@ -58,8 +76,10 @@ async def bridge_env(tmp_path: Path) -> AsyncIterator[BridgeEnv]:
 # -- real brokers and databases ---------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def mosquitto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Mosquitto: the one CI started (SOSBRIDGE_TEST_MQTT_URL) or our own on a free port."""
-    if os.environ.get("SOSBRIDGE_TEST_MQTT_URL"):
+    """A real Mosquitto: the one CI started (SOSBRIDGE_TEST_MQTT_URL) or our own on a free port. Each
+    pytest-xdist worker starts its own: devices' topics (hermes/..., owntracks/...) and retained messages
+    cannot be kept apart on one broker while two tests run at once."""
+    if os.environ.get("SOSBRIDGE_TEST_MQTT_URL") and worker_id() is None:
         yield os.environ["SOSBRIDGE_TEST_MQTT_URL"]
         return
     binary = need_binary("mosquitto")
@@ -77,9 +97,10 @@ def mosquitto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real redis-server: the one CI started (SOSBRIDGE_TEST_REDIS_URL) or our own on a free port."""
+    """A real redis-server: the one CI started (SOSBRIDGE_TEST_REDIS_URL) or our own on a free port; in a
+    pytest-xdist worker, a database number of that worker's own on it."""
     if os.environ.get("SOSBRIDGE_TEST_REDIS_URL"):
-        yield os.environ["SOSBRIDGE_TEST_REDIS_URL"]
+        yield redis_url_for_worker(os.environ["SOSBRIDGE_TEST_REDIS_URL"])
         return
     binary = need_binary("redis-server")
     port = free_port()
@@ -91,7 +112,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     try:
         wait_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
+        yield redis_url_for_worker(f"redis://127.0.0.1:{port}/0")
     finally:
         proc.terminate()
         proc.wait(10)

@@ -22,7 +22,6 @@ from aiohttp import web
 from bridge.alerts.checkin import CheckinTimers, Timer, due_step, extended, reminder_at
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import Device, Location, Person
-from bridge.infra.serving import free_port
 from device_adapters.checkin import CheckinAdapter, timers
 from device_adapters.checkin.voice import SPEECH
 from simulator.devices.mqtt import MqttPublisher
@@ -30,6 +29,7 @@ from simulator.platform.receiver import EmbeddedReceiver
 from tests.device_adapters.test_mqtt_adapter import Listener, make_env
 from tests.support.bridges import BridgeEnv, bridge_settings, running_bridge
 from tests.support.paths import ROOT
+from tests.support.ports import free_port
 from tests.support.processes import sosbridge_cmd
 
 LAST_FIX = Location(lat=51.5007, lon=-0.1246, accuracy_m=9, source="gnss")

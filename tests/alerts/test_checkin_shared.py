@@ -14,13 +14,13 @@ import httpx
 
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import Device, Person
-from bridge.infra.serving import free_port
 from bridge.store.sqlite import SqliteStore
 from device_adapters.checkin import timers
 from simulator.platform.receiver import EmbeddedReceiver
 from tests.alerts.test_checkin import LAST_FIX, jump, service
 from tests.app.test_e2e_processes import bridge_env
 from tests.support.bridges import bridge_settings
+from tests.support.ports import free_port
 from tests.support.processes import start_bridge_process
 
 TOKEN = "shared-walker-token-0123456789"

@@ -19,9 +19,9 @@ import pytest
 from bridge.alerts.emergency_contacts import notifications, render
 from bridge.core.contact import build_contact
 from bridge.core.model import AlertKind, Device, EmergencyContact, Location, Person
-from bridge.infra.serving import free_port
 from tests.support.bridges import BridgeEnv, running_bridge
 from tests.support.factories import make_alert, until
+from tests.support.ports import free_port
 
 aiosmtpd_controller = pytest.importorskip("aiosmtpd.controller")
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
 from tests.support.paths import ROOT
+from tests.support.ports import free_port
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:

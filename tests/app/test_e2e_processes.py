@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from bridge.delivery.sinks.signing import sign
-from bridge.infra.serving import free_port
+from tests.support.ports import free_port
 from tests.support.processes import Proc, start_bridge_process, start_receiver_process
 
 

@@ -15,8 +15,8 @@ import httpx
 
 from bridge.app.config import Settings
 from bridge.core.model import Device, Person
-from bridge.infra.serving import free_port
 from bridge.store import make_store
+from tests.support.ports import free_port
 from tests.support.processes import start_bridge_process
 
 CLIENTS = 16

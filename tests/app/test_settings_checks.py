@@ -16,8 +16,8 @@ import pytest
 from bridge.app.config import load_settings
 from bridge.app.known_settings import known_settings, unknown_variables
 from bridge.app.listeners import Listener, clash
-from bridge.infra.serving import free_port
 from tests.support.paths import ROOT
+from tests.support.ports import free_port
 from tests.support.processes import sosbridge_cmd, start_bridge_process
 
 

@@ -17,8 +17,9 @@ import pytest
 
 from bridge.app.config import load_settings
 from bridge.app.stopping import WATCHDOG_EXIT_CODE
-from bridge.infra.serving import free_port, wait_port
+from bridge.infra.serving import wait_port
 from tests.app.test_e2e_processes import bridge_env, register
+from tests.support.ports import free_port
 from tests.support.processes import start_bridge_process, start_receiver_process
 
 STOP_BOUND_S = 10.0  # SOSBRIDGE_STOP_TIMEOUT_S's default, the documented bound

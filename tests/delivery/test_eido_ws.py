@@ -26,11 +26,11 @@ from bridge.delivery.eido_ws.messages import schema_errors
 from bridge.delivery.eido_ws.sink import EidoWsSink
 from bridge.delivery.formats.validate import validate_eido_doc
 from bridge.delivery.sinks.base import Delivered, Outcome, Retry
-from bridge.infra.serving import free_port
 from bridge.store.base import OutboxItem
 from tests.support.bridges import bridge_settings
 from tests.support.eido import Pki, make_pki, recv, send
 from tests.support.formats_factory import EDINBURGH_CASTLE, contact, gnss
+from tests.support.ports import free_port
 
 
 def item(msg_type: str = "alert", seq: int = 1) -> OutboxItem:

@@ -20,11 +20,11 @@ from aiocoap.numbers import ContentFormat
 from bridge.alerts.pipeline import DURESS_CANCEL_REASON
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import Device, Person
-from bridge.infra.serving import free_port
 from device_adapters.coap.auth import AuthError, compute_mac, parse_query, verify
 from simulator.devices.coap import VirtualCoapDevice
 from simulator.platform.receiver import EmbeddedReceiver
 from tests.support.bridges import running_bridge
+from tests.support.ports import free_port
 
 EDINBURGH = {"lat": 55.9533, "lon": -3.1883, "accuracy_m": 15.0}
 

@@ -27,7 +27,6 @@ from bridge.app.config import Settings
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.lifecycle import LifecycleEvent
 from bridge.core.model import Device, Person
-from bridge.infra.serving import free_port
 from device_adapters.coap.oscore import (
     DeviceSecurityContext,
     OscoreMaterial,
@@ -37,6 +36,7 @@ from device_adapters.coap.oscore import (
 from simulator.devices.coap import VirtualCoapDevice
 from simulator.platform.receiver import EmbeddedReceiver
 from tests.support.bridges import bridge_settings
+from tests.support.ports import free_port
 
 DEVICE = "pendant-os"
 

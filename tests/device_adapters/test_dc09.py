@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from bridge.core.model import Device, Location, Person
-from bridge.infra.serving import free_port
 from device_adapters.decoders import dc09
 from simulator.devices.dc09 import VirtualPanel
 from tests.support.bridges import BridgeEnv, running_bridge
 from tests.support.factories import store_outage
 from tests.support.paths import FIXTURES
+from tests.support.ports import free_port
 
 LINES = [
     line.strip().encode()

@@ -20,13 +20,13 @@ from bridge.app.known_settings import unknown_variables
 from bridge.app.listeners import listeners
 from bridge.app.sections import PluginSettings, registered
 from bridge.app.startup import summary_lines
-from bridge.infra.serving import free_port
 from device_adapters.coap.settings import CoapSettings
 from device_adapters.dc09.settings import Dc09Settings
 from device_adapters.mqtt.settings import MqttSettings
 from device_adapters.serial.settings import SerialSettings
 from device_adapters.watch.settings import WatchSettings
 from tests.support.bridges import running_bridge
+from tests.support.ports import free_port
 
 
 def adapter(env: Any, name: str) -> Any:

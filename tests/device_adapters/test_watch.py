@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from bridge.core.model import Device, Location, Person
-from bridge.infra.serving import free_port
 from device_adapters.decoders import watch
 from simulator.devices.watch import VirtualWatch, position_content
 from tests.support.bridges import BridgeEnv, running_bridge
 from tests.support.factories import store_outage, until
 from tests.support.paths import FIXTURES
+from tests.support.ports import free_port
 
 FIXTURES = FIXTURES / "watch"
 TRACCAR = [line.strip().encode() for line in (FIXTURES / "traccar-frames.txt").read_text().splitlines() if line]

@@ -18,11 +18,11 @@ import pytest
 
 from bridge.core.model import Device
 from bridge.devices.profiles import DeviceProfile, ProfileRegistry, topic_bindings, topic_filter
-from bridge.infra.serving import free_port
 from bridge.ingress.binding import BindingError, Claim, bound_schemes, choose_profile
 from device_adapters.mqtt import topics
 from simulator.devices.mqtt import MqttPublisher
 from tests.support.paths import ROOT
+from tests.support.ports import free_port
 from tests.support.processes import sosbridge_cmd, start_bridge_process, start_receiver_process
 
 SHELLY = """\

@@ -25,8 +25,9 @@ from typing import Any
 
 import httpx
 
-from bridge.infra.serving import free_port, wait_http, wait_port
+from bridge.infra.serving import wait_http, wait_port
 from tests.support.paths import ROOT
+from tests.support.ports import free_port
 from tests.support.processes import Proc, start_bridge_process, start_receiver_process
 
 
@@ -238,7 +239,10 @@ class Stack:
                     json={"device_id": device_id, "person": {"language": "en-GB"}, **fields},
                 )
                 r.raise_for_status()
-                devices.append((device_id, str(r.json()["token"])))
+                body = r.json()
+                # Anything else answering on the bridge's port is a stranger that took it (tests/support/ports.py).
+                assert "token" in body, f"{self.url(0)} answered POST /v1/devices with {r.status_code} {body}"
+                devices.append((device_id, str(body["token"])))
         return devices
 
     def received(self) -> Counter[str]:

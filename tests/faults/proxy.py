@@ -25,7 +25,7 @@ import struct
 import threading
 from collections.abc import Iterator
 
-from bridge.infra.serving import free_port
+from tests.support.ports import free_port
 
 MODES = ("pass", "blackhole", "delay", "reset", "half_open", "one_way", "one_way_reverse")
 CHUNK = 65536

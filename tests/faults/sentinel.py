@@ -18,8 +18,9 @@ from pathlib import Path
 
 import redis
 
-from bridge.infra.serving import free_port, wait_port
+from bridge.infra.serving import wait_port
 from tests.faults.harness import binary
+from tests.support.ports import free_port
 
 SERVICE = "sosbridge"
 

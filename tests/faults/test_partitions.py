@@ -85,8 +85,8 @@ def ready(body: dict[str, Any]) -> bool:
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize("mode", ["blackhole", "delay", "reset", "half_open", "one_way"])
 def test_redis_partition(mode: str, redis_url: str, tmp_path: Path) -> None:
-    redis_port = int(redis_url.split(":")[2].split("/")[0])
-    with fault_proxy(redis_port, delay_s=0.3) as proxy, stack(tmp_path, redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+    redis_port, db = redis_url.split(":")[2].split("/")  # the worker's own database (tests/support/workers.py)
+    with fault_proxy(int(redis_port), delay_s=0.3) as proxy, stack(tmp_path, redis_url=f"redis://127.0.0.1:{proxy.port}/{db}",
                                                               lease_s=3.0) as s:
         s.start_receiver()
         s.add_bridge()

@@ -15,11 +15,11 @@ from pathlib import Path
 from bridge.app.startup import summary_lines
 from bridge.core.model import Device, Person
 from bridge.infra.aio import wait_event
-from bridge.infra.serving import free_port
 from device_adapters.decoders import dc09
 from simulator.devices.dc09 import VirtualPanel
 from tests.app.test_cli_config import run
 from tests.support.bridges import BridgeEnv, running_bridge
+from tests.support.ports import free_port
 
 KEY = "0123456789abcdef"
 

@@ -22,13 +22,13 @@ from aiocoap.numbers.codes import Code
 
 from bridge.alerts.pipeline import DURESS_CANCEL_REASON, held_under_duress
 from bridge.core.model import Alert, AlertKind, AlertState, Device, Person
-from bridge.infra.serving import free_port
 from simulator.devices.coap import VirtualCoapDevice
 from simulator.devices.dc09 import VirtualPanel
 from skills.alexa.speech import say, state_speech
 from tests.device_adapters.test_mqtt_adapter import Listener, make_env
 from tests.support.bridges import running_bridge
 from tests.support.factories import make_alert, until
+from tests.support.ports import free_port
 
 Step = str  # "alarm" (audible fall/medical), "silent_panic", "duress", "audible_panic"
 SCENARIOS: dict[str, list[Step]] = {

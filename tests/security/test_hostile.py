@@ -23,11 +23,11 @@ import httpx
 import pytest
 
 from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
-from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
 from tests.support.bridges import BridgeEnv, running_bridge
 from tests.support.factories import until
 from tests.support.paths import ROOT
+from tests.support.ports import free_port
 
 
 def audit_rows(env: BridgeEnv) -> list[sqlite3.Row]:

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from bridge.core.model import Device, Person
-from bridge.infra.serving import free_port
 from simulator.devices.dc09 import VirtualPanel
 from simulator.devices.watch import VirtualWatch
 from tests.support.bridges import BridgeEnv, running_bridge
+from tests.support.ports import free_port
 from tests.support.sockets import closed_by_peer
 
 PER_SOURCE = 4

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import httpx
 
-from bridge.infra.serving import free_port, wait_http
+from bridge.infra.serving import wait_http
 from tests.support.paths import ROOT
+from tests.support.ports import free_port
 from tests.support.sockets import closed_by_peer
 
 FD_LIMIT = 200

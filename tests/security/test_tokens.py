@@ -18,11 +18,11 @@ import pytest
 
 from bridge.app.refusal_audit import flush_refusals
 from bridge.core.model import Person
-from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
 from tests.app.test_cli_config import assert_one_line_error, run
 from tests.security.test_hostile import audit_rows
 from tests.support.bridges import running_bridge
+from tests.support.ports import free_port
 
 
 @pytest.mark.parametrize("setting", ["SOSBRIDGE_ADMIN_TOKEN", "SOSBRIDGE_PLATFORM_TOKEN", "SOSBRIDGE_OPS_TOKEN"])

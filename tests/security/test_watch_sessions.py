@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 
 from bridge.core.model import Device, Location, Person
-from bridge.infra.serving import free_port
 from simulator.devices.watch import VirtualWatch
 from tests.support.bridges import BridgeEnv, running_bridge
 from tests.support.factories import until
+from tests.support.ports import free_port
 
 HOME = Location(lat=55.9486, lon=-3.1999, accuracy_m=10, source="fixed")
 REAL = (55.9601, -3.1880)

@@ -24,10 +24,10 @@ from bridge.delivery.sinks.base import Delivered, Permanent
 from bridge.delivery.sinks.notify import NotifyWebhookSink
 from bridge.delivery.sinks.outbound import refused_address
 from bridge.infra.listeners import parse_networks
-from bridge.infra.serving import free_port
 from bridge.store.base import OutboxItem
 from tests.support.bridges import running_bridge
 from tests.support.factories import until
+from tests.support.ports import free_port
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     from bridge.core.model import Device
     from bridge.app.startup import summary_lines
-    from bridge.infra.serving import free_port
+    from tests.support.ports import free_port
     from simulator.harness import embedded_stack
     from sosbridge_acme.frame import ACK, NAK, build
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bridge.infra.serving import free_port
 from tests.app.test_e2e_processes import bridge_env
 from tests.support.paths import ROOT
+from tests.support.ports import free_port
 from tests.support.processes import Proc, sosbridge_cmd, start_bridge_process, start_receiver_process
 
 

@@ -14,13 +14,13 @@ import pytest
 
 from bridge.app.config import Settings
 from bridge.app.embedded import EmbeddedBridge
-from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
 from skills.alexa.config import AlexaSettings
 from skills.alexa.lambda_function import build_lambda_handler
 from skills.alexa.relay import SIGNATURE_HEADER, TIMESTAMP_HEADER
 from skills.alexa.service import unverified_device_id
 from tests.support.alexa import envelopes
+from tests.support.ports import free_port
 
 SECRET = "lambda-test-platform"
 RELAY = "lambda-relay-shared-secret"

@@ -23,13 +23,13 @@ from bridge.alerts.pipeline import DURESS_CANCEL_REASON
 from bridge.app.config import Settings
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import AlertState, CivicAddress, Device, Location, Person
-from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
 from skills.alexa.certs import CachedChainSource
 from skills.alexa.service import unverified_device_id
 from tests.support.alexa import envelopes
 from tests.support.alexa.amazon import FakeAmazon
 from tests.support.alexa.ca import CERT_URL, Leaf, TestCA
+from tests.support.ports import free_port
 
 SECRET = "alexa-test-platform-secret"
 APP_IDS = (

@@ -14,10 +14,10 @@ from bridge.alerts.pipeline import DURESS_CANCEL_REASON
 from bridge.app.config import Settings
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import AlertState, CivicAddress, Device, Location, Person
-from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
 from skills.alexa.speech import say
 from skills.assist.adapter import bearer_token
+from tests.support.ports import free_port
 
 SECRET = "assist-test-secret"
 TOKEN = "kitchen-satellite-token-0123456789"

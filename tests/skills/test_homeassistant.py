@@ -23,15 +23,16 @@ import pytest
 from bridge.alerts.pipeline import DURESS_CANCEL_REASON
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import AlertState, Device, Person
-from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
 from skills.alexa.speech import say
 from tests.homeassistant_support import TOKEN, HomeAssistant, hass_binary, start_home_assistant
 from tests.support.bridges import bridge_settings
 from tests.support.paths import IN_CI
+from tests.support.ports import free_port
 
 # The first test also starts Home Assistant (the session fixture: its own 240 s start deadline).
-pytestmark = [pytest.mark.homeassistant, pytest.mark.timeout(300)]
+# One xdist work unit with the other file on the session `rig` (tests/support/scheduling.py).
+pytestmark = [pytest.mark.homeassistant, pytest.mark.timeout(300), pytest.mark.xdist_group("homeassistant")]
 
 UNREACHABLE_EN = "I could not reach the emergency bridge. Call 999 now."
 UNREACHABLE_DE = "Ich konnte die Notruf-Brücke nicht erreichen. Ruf jetzt die 112 an."

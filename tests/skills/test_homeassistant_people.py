@@ -22,7 +22,8 @@ from tests.homeassistant_support import REMINDER_WEBHOOK
 from tests.skills.test_homeassistant import Env, Rig, bridge_for, rig  # noqa: F401 - `rig` is the session fixture
 from tests.support.paths import ROOT
 
-pytestmark = [pytest.mark.homeassistant, pytest.mark.timeout(300)]
+# One xdist work unit with the other file on the session `rig` (tests/support/scheduling.py).
+pytestmark = [pytest.mark.homeassistant, pytest.mark.timeout(300), pytest.mark.xdist_group("homeassistant")]
 
 HA = ROOT / "skills" / "assist" / "homeassistant"
 INTENTS = {"SosCheckIn", "SosCheckInExtend", "SosCheckInStop", "SosCheckInStatus"}

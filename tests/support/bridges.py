@@ -12,8 +12,8 @@ from typing import Any
 from bridge.app.config import Settings
 from bridge.app.embedded import EmbeddedBridge
 from bridge.core.model import Device, Person
-from bridge.infra.serving import free_port
 from simulator.platform.receiver import EmbeddedReceiver
+from tests.support.ports import free_port
 
 
 @dataclass

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.infra.serving import free_port
 from tests.support.paths import need_binary
+from tests.support.ports import free_port
 
 # The PSAP: 501 / 415 / 425 for the users named so (and 415/425 for real defects in the body), else it
 # logs what it received (body in base64) and answers 200; sos-200-err answers 200 with an AlertMsg-Error.

@@ -1,0 +1,75 @@
+"""Ports for the servers a test starts, chosen so that nothing else on the machine takes them meanwhile.
+
+`bridge.infra.serving.free_port()` asks the kernel for an ephemeral port and closes it; the server binds it
+later (a `sosbridge serve` subprocess a second or more later, or again after a `kill -9`). In that window
+any other process's bind(0) or outgoing connection may be handed the same port from the same ephemeral
+range (net.ipv4.ip_local_port_range, 32768-60999 here), and the test then talks to a stranger. While the
+suite runs on two workers beside other test runs, that window is crossed often enough to matter.
+
+`free_port()` here hands out ports below the ephemeral range, which the kernel never gives to anyone
+implicitly: a serial run takes them from 10000-19999, pytest-xdist worker gwN from its own thousand at
+20000 + 1000 * N, starting at a random place and never reusing one for a long time; a port something
+already holds is skipped. Docs: docs/testing/deadlines.md ("Running in parallel").
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import random
+import socket
+import threading
+from collections.abc import Iterator
+
+from tests.support.workers import worker_index
+
+_SERIAL = range(10000, 20000)
+_PER_WORKER = 1000
+_WORKERS_BASE = 20000
+_EPHEMERAL_FLOOR = 32768
+
+
+def _span() -> range:
+    index = worker_index()
+    if index is None:
+        return _SERIAL
+    start = _WORKERS_BASE + _PER_WORKER * index
+    if start + _PER_WORKER > _EPHEMERAL_FLOOR:
+        raise RuntimeError(f"worker gw{index}: no port range of its own below {_EPHEMERAL_FLOOR}")
+    return range(start, start + _PER_WORKER)
+
+
+def _candidates() -> Iterator[int]:
+    span = _span()
+    first = random.randrange(len(span))
+    return itertools.cycle([*span[first:], *span[:first]])
+
+
+_lock = threading.Lock()
+_next: Iterator[int] | None = None
+
+
+def _bindable(host: str, port: int) -> bool:
+    """Free for TCP and UDP on `host` (CoAP listens on UDP; a TCP server and its clients on TCP)."""
+    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                    return False
+                raise
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free now on `host` that no implicit bind or connect on this machine will be given."""
+    global _next
+    with _lock:
+        if _next is None:
+            _next = _candidates()
+        for _ in range(len(_span())):
+            port = next(_next)
+            if _bindable(host, port):
+                return port
+    raise RuntimeError(f"no free port in {_span()}")
