@@ -24,7 +24,8 @@ from bridge.app.config import Settings
 from bridge.app.embedded import EmbeddedBridge
 from bridge.app.http_server import RequestDeadlineProtocol
 from bridge.core.model import Device
-from bridge.infra.serving import free_port, serve_app
+from bridge.infra.serving import serve_app
+from tests.support.ports import free_port
 
 TOKEN = "wearable-protocol-token-0123456789"
 REQUEST_TIMEOUT_S = 1.5
