@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from bridge.infra.corked import CorkedWriter
+
 if TYPE_CHECKING:
     from bridge.app.config import Settings
 
@@ -57,54 +59,44 @@ class _PendingConnections:
 
 
 class CorkedTransport:
-    """A transport whose writes are joined until the end of the loop's turn, then sent at once.
+    """A transport whose writes are joined until the end of the loop's turn, then sent at once
+    (bridge/infra/corked.py).
 
     Everything else is the wrapped transport's. Closing (or `write_eof`) sends what is pending first;
     `abort` drops it, as the transport's own abort drops its buffer."""
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
+        self._corked = CorkedWriter(loop, transport.write)
         self._direct = False  # after close: the transport writes (or drops) by itself
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._direct:
             self._transport.write(data)
-            return
-        if not data:
-            return
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(bytes(data))
+        else:
+            self._corked.write(data)
 
     def writelines(self, chunks: Any) -> None:
         for chunk in chunks:
             self.write(chunk)
 
-    def _flush(self) -> None:
-        if self._pending:
-            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-            self._pending.clear()
-            self._transport.write(data)
-
     def close(self) -> None:
-        self._flush()
+        self._corked.flush()
         self._direct = True
         self._transport.close()
 
     def write_eof(self) -> None:
-        self._flush()
+        self._corked.flush()
         self._direct = True
         self._transport.write_eof()
 
     def abort(self) -> None:
-        self._pending.clear()
+        self._corked.drop()
         self._direct = True
         self._transport.abort()
 
     def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + sum(len(p) for p in self._pending)
+        return self._transport.get_write_buffer_size() + self._corked.pending_bytes
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)

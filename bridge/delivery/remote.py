@@ -19,6 +19,7 @@ from collections.abc import Callable
 from bridge.delivery.channel import READY, FrameError, outcome_of, request, split_frames, unpack
 from bridge.delivery.sinks.base import Outcome, Retry
 from bridge.infra.aio import wait_event
+from bridge.infra.corked import CorkedWriter
 from bridge.store.base import OutboxItem
 
 log = logging.getLogger("sosbridge.delivery")
@@ -38,7 +39,7 @@ class Link(asyncio.Protocol):
         self.lost = asyncio.get_running_loop().create_future()  # set when the socket closes
         self.pending: dict[int, asyncio.Future[Outcome]] = {}
         self._buffer = bytearray()
-        self._out: list[bytes] = []
+        self._out = CorkedWriter(asyncio.get_running_loop(), self._send)
         self._next_id = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -47,14 +48,11 @@ class Link(asyncio.Protocol):
 
     def send_raw(self, data: bytes) -> None:
         """Queue a frame; the frames of one loop turn go out in one write (one system call, one wake-up)."""
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(data)
+        self._out.write(data)
 
-    def _flush(self) -> None:
-        out, self._out = self._out, []
+    def _send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
+            self.transport.write(data)
 
     async def deliver(self, route: str, item: OutboxItem) -> Outcome:
         self._next_id += 1

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from bridge.delivery.channel import READY, FrameError, answer, item_from, pack, split_frames, unpack
 from bridge.delivery.sinks.base import Outcome, Retry, Sink
 from bridge.infra.aio import stop_tasks
+from bridge.infra.corked import CorkedWriter
 
 log = logging.getLogger("sosbridge.delivery")
 
@@ -30,7 +31,7 @@ class Sender(asyncio.Protocol):
         self.closed = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self._buffer = bytearray()
-        self._out: list[bytes] = []
+        self._out = CorkedWriter(asyncio.get_running_loop(), self._send)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -67,14 +68,11 @@ class Sender(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         """Queue a frame; the answers of one loop turn go back in one write."""
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(data)
+        self._out.write(data)
 
-    def _flush(self) -> None:
-        out, self._out = self._out, []
+    def _send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
+            self.transport.write(data)
 
     def close(self) -> None:
         if self.transport is not None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bridge.infra.corked import CorkedWriter
 from device_adapters.mqtt import codec
 
 log = logging.getLogger("sosbridge.mqtt")
@@ -62,7 +63,7 @@ class MqttProtocol(asyncio.Protocol):
         self.paused = False  # reading paused because the window is full
         self.last_in = self.last_out = time.monotonic()
         self._buf = b""
-        self._out: list[bytes] = []  # written this loop turn, not yet sent
+        self._out = CorkedWriter(self.loop, self._send)  # written this loop turn, sent at its end
         # QoS 1 messages handed over on this connection and not yet acknowledged, by packet id.
         self.unacked: dict[int, Inbound] = {}
         self._room_soon = False
@@ -159,9 +160,7 @@ class MqttProtocol(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         """Queued, and sent with everything else written in this loop turn in one socket write (a status
         publish and a PUBACK per alert were one send() each)."""
-        self._out.append(data)
-        if len(self._out) == 1:
-            self.loop.call_soon(self._flush)
+        self._out.write(data)
 
     def ack(self, mid: int) -> None:
         self.write(codec.puback(mid))
@@ -174,13 +173,13 @@ class MqttProtocol(asyncio.Protocol):
             del self.unacked[msg.mid]
             self.write(codec.puback(msg.mid))
 
-    def _flush(self) -> None:
-        if not self._out:
-            return
-        out, self._out = self._out, []
+    def _send(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
+            self.transport.write(data)
             self.last_out = time.monotonic()
+
+    def _flush(self) -> None:
+        self._out.flush()
 
     def abort(self) -> None:
         if self.transport is not None:
