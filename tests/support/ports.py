@@ -9,15 +9,21 @@ suite runs on two workers beside other test runs, that window is crossed often e
 `free_port()` here hands out ports below the ephemeral range, which the kernel never gives to anyone
 implicitly: a serial run takes them from 10000-19999, pytest-xdist worker gwN from its own thousand at
 20000 + 1000 * N, starting at a random place and never reusing one for a long time; a port something
-already holds is skipped. Docs: docs/testing/deadlines.md ("Running in parallel").
+already holds is skipped. Every port handed out is also claimed machine-wide with a lock file under the
+temporary directory, held until the process ends (even by kill -9), so two test runs on one machine (two
+clones, or a run beside CI) never hand out the same port between its check and its server's bind.
+Docs: docs/testing/deadlines.md ("Running in parallel").
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import itertools
+import os
 import random
 import socket
+import tempfile
 import threading
 from collections.abc import Iterator
 
@@ -62,14 +68,34 @@ def _bindable(host: str, port: int) -> bool:
     return True
 
 
+_claimed: dict[int, int] = {}  # port -> the open lock file that claims it for this process
+
+
+def _claim(port: int) -> bool:
+    """This process's claim on `port` among every process on the machine (a non-blocking flock)."""
+    if port in _claimed:
+        return True
+    directory = os.path.join(tempfile.gettempdir(), "sosbridge-test-ports")
+    os.makedirs(directory, exist_ok=True)
+    fd = os.open(os.path.join(directory, f"{port}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False  # another test process holds it
+    _claimed[port] = fd
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free now on `host` that no implicit bind or connect on this machine will be given."""
+    """A port free now on `host` that no implicit bind or connect on this machine will be given, and that
+    no other test process on the machine is handed."""
     global _next
     with _lock:
         if _next is None:
             _next = _candidates()
         for _ in range(len(_span())):
             port = next(_next)
-            if _bindable(host, port):
+            if _claim(port) and _bindable(host, port):
                 return port
     raise RuntimeError(f"no free port in {_span()}")
