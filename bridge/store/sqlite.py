@@ -85,6 +85,10 @@ CREATE INDEX IF NOT EXISTS outbox_ready_first ON outbox (critical DESC, (msg_typ
   WHERE state IN ('pending', 'retry');
 CREATE UNIQUE INDEX IF NOT EXISTS outbox_key ON outbox (route, idempotency_key);
 CREATE INDEX IF NOT EXISTS outbox_alert ON outbox (alert_id, route, seq);
+-- An alert's contacts still waiting: what a cancel or a superseding update replaces. Without it each such
+-- write scanned every contact the alert ever had (a flooding device's thousands of superseded updates:
+-- quadratic, and the one writer thread busy while other devices' alerts waited; issue 27).
+CREATE INDEX IF NOT EXISTS outbox_alert_waiting ON outbox (alert_id, msg_type) WHERE state IN ('pending', 'retry');
 CREATE TABLE IF NOT EXISTS dedupe (
   key TEXT PRIMARY KEY, alert_id TEXT NOT NULL, at REAL NOT NULL
 );

@@ -101,3 +101,4 @@ async def test_an_alert_another_writer_opened_is_caught_by_the_commit_and_then_r
     finally:
         await ours.close()
         await theirs.close()
+
