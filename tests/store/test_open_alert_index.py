@@ -7,7 +7,6 @@ Real SQLite files. `reads` counts the lookups that reach the database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +30,10 @@ class Counted:
         monkeypatch.setattr(store, "_lookup", counting)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "o.db")
-    await asyncio.wait_for(s.open(), 10)
-    yield s
-    await s.close()
-
-
 async def test_a_device_with_no_open_alert_costs_no_lookup_and_one_with_one_does(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = sqlite_store
     counted = Counted(store, monkeypatch)
     assert await store.open_alert_for_device("d1") is None
     assert counted.reads == 0
@@ -56,7 +48,8 @@ async def test_a_device_with_no_open_alert_costs_no_lookup_and_one_with_one_does
     assert counted.reads == 1
 
 
-async def test_two_open_alerts_closing_one_keeps_the_other(store: SqliteStore) -> None:
+async def test_two_open_alerts_closing_one_keeps_the_other(sqlite_store: SqliteStore) -> None:
+    store = sqlite_store
     first, second = make_alert("d2"), make_alert("d2")
     await asyncio.wait_for(store.commit(Change(alert=first)), 10)
     await asyncio.wait_for(store.commit(Change(alert=second)), 10)

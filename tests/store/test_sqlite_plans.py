@@ -4,24 +4,12 @@ changes, through an index, whatever the alert's history."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from bridge.store.sqlite import SqliteStore
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "p.db")
-    await asyncio.wait_for(s.open(), 10)
-    yield s
-    await s.close()
-
-
-async def test_replacing_an_alert_s_waiting_contacts_reads_only_those(store: SqliteStore) -> None:
+async def test_replacing_an_alert_s_waiting_contacts_reads_only_those(sqlite_store: SqliteStore) -> None:
     """A cancel or a superseding update touches the alert's contacts still waiting, through an index of
     those alone: a flooding device's thousands of superseded updates are never scanned again (issue 27:
     that scan kept the one writer busy while other devices' alerts waited)."""
@@ -31,5 +19,5 @@ async def test_replacing_an_alert_s_waiting_contacts_reads_only_those(store: Sql
         return [str([tuple(row) for row in c.execute("EXPLAIN QUERY PLAN " + sql, ("a1",)).fetchall()])
                 for sql in (_SQL_SUPERSEDE_UPDATES, _SQL_CANCEL_PENDING)]
 
-    for plan in await asyncio.wait_for(store._run(plans), 10):
+    for plan in await asyncio.wait_for(sqlite_store._run(plans), 10):
         assert "outbox_alert_waiting" in plan, plan
