@@ -103,7 +103,7 @@ class MqttAdapter(BaseAdapter):
         self._tasks: set[asyncio.Task[None]] = set()
         # Per sender (topic), in arrival order; a list, not a deque: most senders have one frame waiting,
         # and an empty deque costs 600 bytes (issue 27: memory per frame in flight).
-        self._queues: dict[str, list[Inbound]] = {}
+        self._queues: dict[str, list[tuple[Inbound, bytes | None]]] = {}  # each frame with its repeat key
         self._status_task: asyncio.Task[None] | None = None
         self._stopping = False
         # Whether a device listens on MQTT, per device id: bounded (a flood of new devices must not grow it).
@@ -170,23 +170,30 @@ class MqttAdapter(BaseAdapter):
         if self._stopping:
             self.conn.release_slot()
             return  # not acknowledged: the broker keeps it for the next session
-        if not msg.retain and _repeat_answered_by_puback(msg.topic) and self.repeats.stored(
-                digest(msg.topic, msg.payload)) is not None:
+        key = _repeat_key(msg)
+        if key is not None and self.repeats.stored(key) is not None:
             # A byte-identical repeat of a frame already stored (a storm of redeliveries and retries):
             # acknowledged here, behind no sender's queue and with no task of its own.
-            self.ctx.metrics.duplicate(TRANSPORT)
-            self.conn.ack(msg)
-            self.handled += 1
+            self._ack_duplicate(msg)
             self.conn.release_slot()
             return
         queue = self._queues.get(msg.topic)
         if queue is not None:
-            queue.append(msg)  # its worker takes it with the rest of the backlog
+            queue.append((msg, key))  # its worker takes it with the rest of the backlog
             return
-        self._queues[msg.topic] = [msg]
+        self._queues[msg.topic] = [(msg, key)]
         task = asyncio.create_task(self._serve(msg.topic))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _acknowledge(self, msg: Inbound) -> None:
+        self.conn.ack(msg)
+        self.handled += 1
+
+    def _ack_duplicate(self, msg: Inbound) -> None:
+        """A repeat of a stored frame: counted and acknowledged, without the ingress."""
+        self.ctx.metrics.duplicate(TRANSPORT)
+        self._acknowledge(msg)
 
     async def _serve(self, topic: str) -> None:
         """One sender's backlog, a batch at a time: every waiting frame goes to the ingress together (its
@@ -199,12 +206,13 @@ class MqttAdapter(BaseAdapter):
                 queue.clear()
                 try:
                     if len(batch) == 1:  # the common case: no task per frame (issue 27)
-                        outcomes: list[BaseException | None] = [await _outcome(self._handle(batch[0]))]
+                        outcomes: list[BaseException | None] = [await _outcome(self._handle(*batch[0]))]
                     elif (backlog := self._backlog(batch)) is not None:
                         outcomes = [await _outcome(self._handle_backlog(*backlog))] * len(batch)
                     else:
-                        outcomes = await asyncio.gather(*(self._handle(m) for m in batch), return_exceptions=True)
-                    for msg, outcome in zip(batch, outcomes, strict=True):
+                        outcomes = await asyncio.gather(*(self._handle(m, k) for m, k in batch),
+                                                        return_exceptions=True)
+                    for (msg, _key), outcome in zip(batch, outcomes, strict=True):
                         if isinstance(outcome, Exception):  # a bug: logged; the frame stays unacknowledged
                             log.error("mqtt frame not handled; not acknowledged",
                                       extra={"topic": msg.topic, "error": repr(outcome)})
@@ -216,27 +224,24 @@ class MqttAdapter(BaseAdapter):
             for _ in queue:  # cancelled while stopping: never acknowledged, the broker keeps them
                 self.conn.release_slot()
 
-    def _backlog(self, batch: list[Inbound]) -> tuple[topics.Route, list[Inbound], list[bytes]] | None:
+    def _backlog(self, batch: list[tuple[Inbound, bytes | None]]
+                 ) -> tuple[topics.Route, list[Inbound], list[bytes]] | None:
         """A sender's backlog that may go to the ingress as one batch (`Ingress.receive_batch`): frames of a
         device's own kind of topic, none retained and none a byte-identical copy of a frame in flight or of
         another in the batch (those wait for their original: `_handle`). Repeats of stored frames are
         acknowledged here and left out. None: handle each frame on its own."""
-        topic = batch[0].topic
-        route = topics.route(topic, self.options.z2m_bases, self.profiles)
-        if route is None or route.kind in ("z2m_bridge", "reply", "hermes") or not _repeat_answered_by_puback(topic):
+        route = topics.route(batch[0][0].topic, self.options.z2m_bases, self.profiles)
+        if route is None or route.kind in ("z2m_bridge", "reply", "hermes"):
             return None
-        keys = [digest(topic, m.payload) for m in batch]
-        if len(set(keys)) != len(keys) or any(m.retain for m in batch):
-            return None
-        if any(self.repeats.in_flight(k) for k in keys):
+        keys = [key for _msg, key in batch]
+        if None in keys or len(set(keys)) != len(keys) or any(self.repeats.in_flight(k) for k in keys if k):
             return None
         fresh: list[Inbound] = []
         fresh_keys: list[bytes] = []
-        for msg, key in zip(batch, keys, strict=True):
+        for msg, key in batch:
+            assert key is not None  # checked above: every frame of the batch has its repeat key
             if self.repeats.stored(key) is not None:
-                self.ctx.metrics.duplicate(TRANSPORT)
-                self.conn.ack(msg)
-                self.handled += 1
+                self._ack_duplicate(msg)
             else:
                 fresh.append(msg)
                 fresh_keys.append(key)
@@ -258,8 +263,7 @@ class MqttAdapter(BaseAdapter):
             for msg, key, receipt in zip(batch, keys, receipts, strict=True):
                 self._answer(route, msg, receipt)
                 if receipt.acknowledge:
-                    self.conn.ack(msg)
-                    self.handled += 1
+                    self._acknowledge(msg)
                     self.repeats.finish(key, True if receipt.repeatable else None)
                 else:
                     self.repeats.finish(key, None)
@@ -272,11 +276,11 @@ class MqttAdapter(BaseAdapter):
         for msg in again:
             await self._handle_frame(msg)
 
-    async def _handle(self, msg: Inbound) -> None:
-        if msg.retain or not _repeat_answered_by_puback(msg.topic):
+    async def _handle(self, msg: Inbound, key: bytes | None) -> None:
+        """One frame; `key` is its repeat digest (`_repeat_key`), None when a repeat needs the ingress too."""
+        if key is None:
             await self._handle_frame(msg)
             return
-        key = digest(msg.topic, msg.payload)
         if self.repeats.stored(key) is None:
             original = self.repeats.in_flight(key)
             if original is None:
@@ -295,9 +299,7 @@ class MqttAdapter(BaseAdapter):
                 if not self._stopping:
                     await self._handle_frame(msg)
                 return
-        self.ctx.metrics.duplicate(TRANSPORT)
-        self.conn.ack(msg)
-        self.handled += 1
+        self._ack_duplicate(msg)
 
     async def _handle_frame(self, msg: Inbound) -> bool:
         """Through the ingress until stored (or stopping), then acknowledged. True: the frame was stored
@@ -321,8 +323,7 @@ class MqttAdapter(BaseAdapter):
             delay = min(delay * 2, self.options.store_retry_max_s)
             if self._stopping:
                 return False
-        self.conn.ack(msg)
-        self.handled += 1
+        self._acknowledge(msg)
         return receipt is not None and receipt.repeatable
 
     async def _process(self, msg: Inbound) -> Receipt | None:
@@ -564,6 +565,15 @@ async def _outcome(handling: Coroutine[Any, Any, None]) -> BaseException | None:
     except Exception as exc:
         return exc
     return None
+
+
+def _repeat_key(msg: Inbound) -> bytes | None:
+    """The digest a byte-identical repeat of `msg` is recognised by (bridge/ingress/repeats.py), computed
+    once when the frame is read; None when a repeat must go through the ingress too (retained, or a topic
+    whose answer is more than the PUBACK). Pure."""
+    if msg.retain or not _repeat_answered_by_puback(msg.topic):
+        return None
+    return digest(msg.topic, msg.payload)
 
 
 def _repeat_answered_by_puback(topic: str) -> bool:
