@@ -117,7 +117,7 @@ class DeviceCache:
         the last few seconds' changes, e.g. its latest position: the pipeline re-reads what it needs)."""
         if self.ttl_s <= 0:
             return await resolve_device(store, claim), True
-        key = (claim.device_id, claim.identifiers, claim.tenant)
+        key = _claim_key(claim.device_id, claim.identifiers, claim.tenant)
         just_read = self._just_read.pop(key, None)
         if just_read is not None and time.monotonic() - just_read[1] < self.ttl_s:
             return just_read[0], True  # read by `by_token` for this very request: no second read
@@ -140,11 +140,17 @@ class DeviceCache:
         if device is not None:
             self._entries[key] = device
             # The request goes on to `resolve` with the device's own claim: it gets this record, fresh.
-            self._just_read[(device.device_id, (), None)] = (device, time.monotonic())
+            self._just_read[_claim_key(device.device_id)] = (device, time.monotonic())
         return device, True
 
     def forget(self) -> None:
         self._entries.clear()
+
+
+def _claim_key(device_id: str | None, identifiers: tuple[tuple[str, str], ...] = (),
+               tenant: str | None = None) -> tuple[object, ...]:
+    """A claim's key in the cache; a device's own claim (its id alone, as a token names it) by default."""
+    return (device_id, identifiers, tenant)
 
 
 async def resolve_device(store: Store, claim: Claim) -> Device | None:
