@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bridge.app.config import Settings
 from bridge.delivery.formats import options_from_settings
-from bridge.delivery.routing import DEFAULT_ROUTE, RoutingTable
+from bridge.delivery.routing import DEFAULT_ROUTE, Route, RoutingTable
 from bridge.delivery.sink_choice import sink_for, sink_kind
 from bridge.delivery.sinks.base import Sink
 from bridge.delivery.sinks.file import FileSink
@@ -37,7 +37,7 @@ def build_sinks(settings: Settings, table: RoutingTable, only: Collection[str] |
     for route in table.all_routes():
         if only is not None and route.name not in only:
             continue
-        timeout = route.timeout_s or settings.platform_timeout_s
+        timeout = _timeout_s(settings, route)
         name = "platform" if route.name == DEFAULT_ROUTE else route.name
         primary[route.name] = sink_for(route, route.url, name=name, timeout_s=timeout, options=options)
         if route.fallback_url:
@@ -53,4 +53,9 @@ def portable_routes(table: RoutingTable) -> list[str]:
 
 def route_timeout_s(settings: Settings, table: RoutingTable, route: str) -> float:
     found = table.get(route)
-    return (found.timeout_s if found is not None and found.timeout_s else None) or settings.platform_timeout_s
+    return _timeout_s(settings, found) if found is not None else settings.platform_timeout_s
+
+
+def _timeout_s(settings: Settings, route: Route) -> float:
+    """A route's own timeout, else SOSBRIDGE_PLATFORM_TIMEOUT_S."""
+    return route.timeout_s or settings.platform_timeout_s

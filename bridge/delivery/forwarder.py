@@ -21,7 +21,7 @@ from bridge.alerts.ledger import Ledger
 from bridge.alerts.rules import Rejected
 from bridge.core.lifecycle import LifecycleEvent
 from bridge.core.model import Alert
-from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
+from bridge.delivery.sinks.base import Delivered, Permanent, Retry, Sink, deliver_guarded
 from bridge.infra.aio import stop_tasks, wait_event
 from bridge.infra.metrics import Metrics
 from bridge.store.base import OutboxItem, Store, StoreError
@@ -170,13 +170,7 @@ class Forwarder:
         # A notification to an emergency contact goes to its channel's sink, never to the police default.
         family = channel_route(item.route) if is_notify_route(item.route) else "default"
         sink = self.sinks.get(item.route) or self.sinks.get(family)
-        if sink is None:
-            outcome: Outcome = Retry(f"no sink configured for route {item.route!r}")
-        else:
-            try:
-                outcome = await sink.deliver(item)
-            except Exception as exc:  # a sink bug is a retry, never a lost contact
-                outcome = Retry(f"sink error: {exc!r}"[:300])
+        outcome = await deliver_guarded(sink, item, f"no sink configured for route {item.route!r}")
         sink_name = sink.name if sink is not None else "none"
         attempts = item.attempts + 1
         if isinstance(outcome, Delivered):

@@ -16,7 +16,7 @@ import socket
 from collections.abc import Callable
 
 from bridge.delivery.channel import READY, FrameError, answer, item_from, pack, split_frames, unpack
-from bridge.delivery.sinks.base import Outcome, Retry, Sink
+from bridge.delivery.sinks.base import Sink, deliver_guarded
 from bridge.infra.aio import stop_tasks
 from bridge.infra.corked import CorkedWriter
 
@@ -56,14 +56,7 @@ class Sender(asyncio.Protocol):
     async def _deliver(self, req_id: int, route: str, fields: tuple[object, ...]) -> None:
         item = item_from(fields)
         sink = (self.sinks or {}).get(route)
-        outcome: Outcome
-        if sink is None:
-            outcome = Retry(f"no sink for route {route!r} in the delivery process")
-        else:
-            try:
-                outcome = await sink.deliver(item)
-            except Exception as exc:  # a sink bug is a retry, never a lost contact (as in the forwarder)
-                outcome = Retry(f"sink error: {exc!r}"[:300])
+        outcome = await deliver_guarded(sink, item, f"no sink for route {route!r} in the delivery process")
         self._write(answer(req_id, outcome))
 
     def _write(self, data: bytes) -> None:

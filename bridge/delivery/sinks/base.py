@@ -34,3 +34,14 @@ class Sink(Protocol):
     async def deliver(self, item: OutboxItem) -> Outcome: ...
 
     async def close(self) -> None: ...
+
+
+async def deliver_guarded(sink: Sink | None, item: OutboxItem, missing: str) -> Outcome:
+    """`sink.deliver(item)`, where no sink (`missing` says why) or a sink's bug is a Retry, never a lost
+    contact: the forwarder and a delivery process send through this one guard."""
+    if sink is None:
+        return Retry(missing)
+    try:
+        return await sink.deliver(item)
+    except Exception as exc:
+        return Retry(f"sink error: {exc!r}"[:300])
