@@ -85,6 +85,7 @@ def test_public_addresses_pass_and_the_allow_list_opens_named_networks() -> None
     assert refused_address("93.184.215.14", ()) is None
     assert refused_address("2606:4700::1111", ()) is None
     assert refused_address("10.20.0.5", ()) == "private"
+    assert refused_address("100.64.1.1", ()) == "cgnat"  # RFC 6598, the carriers' NAT range
     assert refused_address("10.20.0.5", parse_networks("10.20.0.0/16")) is None
     assert refused_address("169.254.169.254", parse_networks("10.20.0.0/16")) == "metadata"
 

@@ -1,5 +1,5 @@
 """Where a contact-supplied URL (an emergency contact's webhook) may be sent: never into the bridge's own
-networks. Loopback, link-local (and the cloud metadata addresses in it), private, shared (CGNAT),
+networks. Loopback, link-local (and the cloud metadata addresses in it), private, carrier-grade NAT,
 multicast, reserved and unspecified addresses are refused unless `SOSBRIDGE_NOTIFY_WEBHOOK_ALLOW` names
 them. Checked on the address actually connected to, after resolution at send time (a name that
 resolves to a public address at registration and to 127.0.0.1 later is refused then), by `GuardedResolver`
@@ -21,7 +21,7 @@ from bridge.infra.listeners import Network, allowed
 # Cloud metadata services (named as such even inside the link-local range; Alibaba Cloud, AWS over IPv6).
 METADATA = (ipaddress.ip_network("169.254.169.254/32"), ipaddress.ip_network("100.100.100.200/32"),
             ipaddress.ip_network("fd00:ec2::254/128"))
-SHARED = ipaddress.ip_network("100.64.0.0/10")
+CGNAT = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598
 
 
 def refused_address(host: str, allow: tuple[Network, ...]) -> str | None:
@@ -38,7 +38,7 @@ def refused_address(host: str, allow: tuple[Network, ...]) -> str | None:
         return "metadata"
     for why, hit in (("loopback", address.is_loopback), ("link_local", address.is_link_local),
                      ("unspecified", address.is_unspecified), ("multicast", address.is_multicast),
-                     ("private", address.is_private), ("shared", address in SHARED),
+                     ("private", address.is_private), ("cgnat", address in CGNAT),
                      ("reserved", address.is_reserved or not address.is_global)):
         if hit:
             return why
