@@ -109,7 +109,7 @@ class Ingress:
         newest fix is stored, without a task or a coroutine chain per frame (issue 27: a flooding device's
         backlog is one job, at the cost of decoding each frame)."""
         receipts: list[Receipt | None] = [None] * len(frames)
-        waiting: list[tuple[int, _Prepared, list[asyncio.Future[SubmitResult]]]] = []
+        waiting: list[tuple[int, _Prepared, asyncio.Future[SubmitResult]]] = []
         for i, (frame, claim, raw) in enumerate(frames):
             if i and i % BATCH_TURN == 0:
                 await asyncio.sleep(0)  # other senders' frames take their turn between slices of a backlog
@@ -121,7 +121,7 @@ class Ingress:
                 receipts[i] = prepared
             elif len(prepared.observations) == 1:
                 device = prepared.device if prepared.fresh else None
-                waiting.append((i, prepared, [self.lanes.enqueue(prepared.observations[0], device)]))
+                waiting.append((i, prepared, self.lanes.enqueue(prepared.observations[0], device)))
             else:
                 # Several events in one frame: stored one after another, as `receive` does, after what waits.
                 await self._settle(waiting, receipts)
@@ -130,11 +130,11 @@ class Ingress:
         await self._settle(waiting, receipts)
         return [r for r in receipts if r is not None]
 
-    async def _settle(self, waiting: list[tuple[int, _Prepared, list[asyncio.Future[SubmitResult]]]],
+    async def _settle(self, waiting: list[tuple[int, _Prepared, asyncio.Future[SubmitResult]]],
                       receipts: list[Receipt | None]) -> None:
         """The Receipts of frames whose observations wait in their lanes, once each is stored (or not)."""
-        for i, prepared, futures in waiting:
-            receipts[i] = self._finish(prepared, await self._results(futures, prepared.observations[0].transport,
+        for i, prepared, future in waiting:
+            receipts[i] = self._finish(prepared, await self._results((future,), prepared.observations[0].transport,
                                                                      prepared.device, prepared.profile))
         waiting.clear()
 
