@@ -170,7 +170,7 @@ class BridgeRuntime:
             with contextlib.suppress(Exception):
                 self.transports.check(self.adapters, self.started_adapters)  # logs a transport going down
             with contextlib.suppress(Exception):
-                check_disk(self)  # the disk_low alarm: bridge/app/disk_alarm.py
+                await check_disk(self)  # the disk_low alarm: bridge/app/disk_alarm.py
             with contextlib.suppress(Exception):
                 await flush_refusals(self, time.monotonic())
             if time.monotonic() - last_purge > 3600:

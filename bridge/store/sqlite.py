@@ -40,6 +40,9 @@ from bridge.store.base import (
 T = TypeVar("T")
 
 MAX_BATCH = 256  # writes per group commit; bounds the time one transaction holds the write lock
+# What a checkpoint leaves of a write-ahead log that a long read let grow past SQLite's auto-checkpoint
+# size (1,000 pages, 4 MiB): SQLite keeps the file at its largest unless told otherwise.
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -382,6 +385,7 @@ class SqliteStore:
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         conn.executescript(SCHEMA)
         conn.executescript(CHECKIN_SCHEMA)
         self._conn = conn
@@ -417,6 +421,36 @@ class SqliteStore:
 
     async def ping(self) -> bool:
         return await self._run(lambda c: c.execute("SELECT 1").fetchone()[0] == 1)
+
+    async def reclaim_space(self) -> int:
+        """Checkpoint the write-ahead log into the database and truncate it to nothing; bytes freed.
+
+        The runtime calls it when the disk runs low (bridge/app/disk_alarm.py): up to 4 MiB of the log are
+        pages the database file already has, or has room for. It runs on the writer's thread between two
+        group commits and waits at most 100 ms for readers to move on; if they have not, nothing is
+        truncated this time (the health loop asks again a second later). A checkpoint that cannot write
+        (the disk is full) fails with StoreError and changes nothing.
+        """
+        if self.path == ":memory:":
+            return 0
+        wal = Path(self.path + "-wal")
+
+        def size() -> int:
+            try:
+                return wal.stat().st_size
+            except FileNotFoundError:
+                return 0
+
+        def body(c: sqlite3.Connection) -> int:
+            before = size()
+            c.execute("PRAGMA busy_timeout=100")
+            try:
+                c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                c.execute("PRAGMA busy_timeout=30000")
+            return max(0, before - size())
+
+        return await self._run(body)
 
     @staticmethod
     def _tx(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], T]) -> T:
