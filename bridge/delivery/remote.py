@@ -13,46 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 
-from bridge.delivery.channel import READY, FrameError, outcome_of, request, split_frames, unpack
+from bridge.delivery.channel import READY, FramedProtocol, FrameError, outcome_of, request, unpack
 from bridge.delivery.sinks.base import Outcome, Retry
 from bridge.infra.aio import wait_event
-from bridge.infra.corked import CorkedWriter
 from bridge.store.base import OutboxItem
-
-log = logging.getLogger("sosbridge.delivery")
 
 GONE = "the delivery process exited before it answered"
 
 
-class Link(asyncio.Protocol):
+class Link(FramedProtocol):
     """One delivery process's socket: requests out, outcomes in, by request id."""
 
+    peer = "a delivery process"
+
     def __init__(self, on_ready: Callable[[Link], None], on_lost: Callable[[Link], None]) -> None:
+        super().__init__()
         self._on_ready = on_ready
         self._on_lost = on_lost
-        self.transport: asyncio.Transport | None = None
         self.ready = False
         self.ready_event = asyncio.Event()
         self.lost = asyncio.get_running_loop().create_future()  # set when the socket closes
         self.pending: dict[int, asyncio.Future[Outcome]] = {}
-        self._buffer = bytearray()
-        self._out = CorkedWriter(asyncio.get_running_loop(), self._send)
         self._next_id = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def send_raw(self, data: bytes) -> None:
-        """Queue a frame; the frames of one loop turn go out in one write (one system call, one wake-up)."""
-        self._out.write(data)
-
-    def _send(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
 
     async def deliver(self, route: str, item: OutboxItem) -> Outcome:
         self._next_id += 1
@@ -65,30 +49,19 @@ class Link(asyncio.Protocol):
         finally:
             self.pending.pop(req_id, None)  # answered, lost or cancelled (a stopping forwarder)
 
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        try:
-            frames = split_frames(self._buffer)
-            for body in frames:
-                message = unpack(body)
-                if not self.ready:
-                    if tuple(message) != READY:
-                        raise FrameError(f"expected the hand-shake, got {message!r:.80}")
-                    self.ready = True
-                    self.ready_event.set()
-                    self._on_ready(self)
-                    continue
-                req_id, outcome = outcome_of(message)
-                future = self.pending.pop(req_id, None)
-                if future is not None and not future.done():
-                    future.set_result(outcome)
-        except (FrameError, ValueError, TypeError) as exc:
-            log.error("delivery process sent a bad frame; closing its channel", extra={"error": str(exc)})
-            self.close()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+    def frame_received(self, body: bytes) -> None:
+        message = unpack(body)
+        if not self.ready:
+            if tuple(message) != READY:
+                raise FrameError(f"expected the hand-shake, got {message!r:.80}")
+            self.ready = True
+            self.ready_event.set()
+            self._on_ready(self)
+            return
+        req_id, outcome = outcome_of(message)
+        future = self.pending.pop(req_id, None)
+        if future is not None and not future.done():
+            future.set_result(outcome)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ready = False

@@ -15,61 +15,38 @@ import logging
 import socket
 from collections.abc import Callable
 
-from bridge.delivery.channel import READY, FrameError, answer, item_from, pack, split_frames, unpack
+from bridge.delivery.channel import READY, FramedProtocol, answer, item_from, pack, unpack
 from bridge.delivery.sinks.base import Sink, deliver_guarded
 from bridge.infra.aio import stop_tasks
-from bridge.infra.corked import CorkedWriter
 
 log = logging.getLogger("sosbridge.delivery")
 
 
-class Sender(asyncio.Protocol):
+class Sender(FramedProtocol):
+    peer = "the main process"
+
     def __init__(self, setup: Callable[[bytes], dict[str, Sink]]) -> None:
+        super().__init__()
         self._setup = setup
         self.sinks: dict[str, Sink] | None = None
-        self.transport: asyncio.Transport | None = None
         self.closed = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
-        self._buffer = bytearray()
-        self._out = CorkedWriter(asyncio.get_running_loop(), self._send)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        try:
-            for body in split_frames(self._buffer):
-                if self.sinks is None:
-                    self.sinks = self._setup(body)
-                    self._write(pack(READY))
-                    continue
-                req_id, route, fields = unpack(body)
-                task = asyncio.create_task(self._deliver(req_id, route, fields))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-        except (FrameError, ValueError, TypeError) as exc:
-            log.error("bad frame from the main process; stopping", extra={"error": str(exc)})
-            self.close()
+    def frame_received(self, body: bytes) -> None:
+        if self.sinks is None:
+            self.sinks = self._setup(body)
+            self.send_raw(pack(READY))
+            return
+        req_id, route, fields = unpack(body)
+        task = asyncio.create_task(self._deliver(req_id, route, fields))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _deliver(self, req_id: int, route: str, fields: tuple[object, ...]) -> None:
         item = item_from(fields)
         sink = (self.sinks or {}).get(route)
         outcome = await deliver_guarded(sink, item, f"no sink for route {route!r} in the delivery process")
-        self._write(answer(req_id, outcome))
-
-    def _write(self, data: bytes) -> None:
-        """Queue a frame; the answers of one loop turn go back in one write."""
-        self._out.write(data)
-
-    def _send(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        self.send_raw(answer(req_id, outcome))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()

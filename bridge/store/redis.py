@@ -8,6 +8,7 @@ Outbox layout, and why it is not a stream (docs/operations/redis.md has the long
   oi:<item>              hash, one outbox row (same fields as the SQLite table)
   oa:<alert>             zset of an alert's rows by seq (outbox_items, cancel, contact_sent)
   oc:<alert>:<route>     zset of the *active* rows (pending/retry/inflight) of one (alert, route) by seq
+  oar:<alert>            set of the routes the alert's rows use: a cancel walks only its oc: chains
   due:1 / due:0          zsets of leasable rows, critical / non-critical, scored by the time they become
                          leasable (next_attempt_at, or lease_until while in flight). Only the head (lowest
                          seq) of each oc:<alert>:<route> chain is ever in a due set, which is what keeps an
@@ -186,11 +187,27 @@ else
   redis.call('ZADD', P .. 'aclosed', rscore, alert_id)
 end
 for k = 0, n_hist - 1 do redis.call('RPUSH', P .. 'hist:' .. alert_id, ARGV[hist_at + k]) end
+-- The routes an alert's rows use (oar:<alert>). An alert from before this index existed gets it here, once,
+-- from all its rows, before anything reads or extends it.
+local function route_index(a_id)
+  local oar = P .. 'oar:' .. a_id
+  if redis.call('EXISTS', oar) == 0 then
+    for _, id in ipairs(redis.call('ZRANGE', P .. 'oa:' .. a_id, 0, -1)) do
+      local route = redis.call('HGET', P .. 'oi:' .. id, 'route')
+      if route then redis.call('SADD', oar, route) end
+    end
+  end
+  return oar
+end
 if cancel == '1' or cancel == '2' then
-  -- '1': every waiting contact of the alert; '2': only waiting updates (superseded by this change's)
-  for _, id in ipairs(redis.call('ZRANGE', P .. 'oa:' .. alert_id, 0, -1)) do
-    local st, mt = unpack(redis.call('HMGET', P .. 'oi:' .. id, 'state', 'msg_type'))
-    if (st == 'pending' or st == 'retry') and (cancel == '1' or mt == 'update') then set_state(id, 'cancelled') end
+  -- '1': every waiting contact of the alert; '2': only waiting updates (superseded by this change's).
+  -- Only active rows can be waiting, and they are exactly the alert's (alert, route) chains: walking every
+  -- row the alert ever had made each fold of a flooding device slower than the last, inside Redis.
+  for _, route in ipairs(redis.call('SMEMBERS', route_index(alert_id))) do
+    for _, id in ipairs(redis.call('ZRANGE', P .. 'oc:' .. alert_id .. ':' .. route, 0, -1)) do
+      local st, mt = unpack(redis.call('HMGET', P .. 'oi:' .. id, 'state', 'msg_type'))
+      if (st == 'pending' or st == 'retry') and (cancel == '1' or mt == 'update') then set_state(id, 'cancelled') end
+    end
   end
 end
 for k = 0, n_items - 1 do
@@ -204,6 +221,7 @@ for k = 0, n_items - 1 do
   if ARGV[b + 11] ~= '' then redis.call('HSET', ik, 'last_error', string.sub(ARGV[b + 11], 2)) end
   if ARGV[b + 15] ~= '' then redis.call('HSET', ik, 'body_format', ARGV[b + 15], 'body', ARGV[b + 16]) end
   redis.call('HSET', P .. 'okey', route .. '\n' .. ARGV[b + 4], id)
+  redis.call('SADD', route_index(a_id), route)
   redis.call('ZADD', P .. 'oa:' .. a_id, seq, id)
   set_state(id, state)
 end
@@ -315,7 +333,7 @@ for _, alert_id in ipairs(ids) do
   for _, dkey in ipairs(redis.call('SMEMBERS', P .. 'add:' .. alert_id)) do
     if redis.call('GET', P .. 'dd:' .. dkey) == alert_id then redis.call('DEL', P .. 'dd:' .. dkey) end
   end
-  redis.call('DEL', P .. 'add:' .. alert_id, P .. 'alert:' .. alert_id)
+  redis.call('DEL', P .. 'add:' .. alert_id, P .. 'alert:' .. alert_id, P .. 'oar:' .. alert_id)
   redis.call('ZREM', P .. 'aclosed', alert_id)
 end
 return #ids
