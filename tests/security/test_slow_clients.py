@@ -110,7 +110,9 @@ def test_half_open_connections_cannot_starve_a_genuine_sos(tmp_path: Path) -> No
             )
             sos_s = time.monotonic() - t0
             assert sos.status_code == 202, sos.text
-            assert sos_s < 2
+            # Not a speed test: a starved SOS would get a slot only when a half-open connection's deadline
+            # freed one, REQUEST_TIMEOUT_S after it opened; answered sooner, it did not wait for any.
+            assert sos_s < REQUEST_TIMEOUT_S
             print(f"trickler closed after {closed_after:.2f} s; SOS under {HALF_OPEN} half-open: {sos_s * 1000:.0f} ms")
             # Every half-open connection is closed by the bridge (the oldest at once, the rest at the deadline).
             deadline = time.monotonic() + REQUEST_TIMEOUT_S + 5
