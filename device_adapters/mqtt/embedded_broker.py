@@ -8,16 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from typing import Any, ClassVar
 
+from bridge.infra.serving import free_port
+
 log = logging.getLogger("sosbridge.mqtt.broker")
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class EmbeddedBroker:
@@ -27,7 +22,7 @@ class EmbeddedBroker:
 
     def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self._broker: Any = None
 
     @property

@@ -14,11 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from bridge.infra.serving import free_port
 
 
 class MosquittoProcess:
@@ -28,7 +24,7 @@ class MosquittoProcess:
         if not Path(binary).exists():
             raise RuntimeError("mosquitto is not installed")
         self.binary = binary
-        self.port = _free_port()
+        self.port = free_port()
         self.passwords = passwords
         self.acl_file = acl_file
         # Broker settings over the defaults below, e.g. {"max_inflight_messages": "0"} (no limit).
