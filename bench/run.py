@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,22 @@ TARGET_HTTP_P99_MS = 50.0
 
 def ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(n)]
+
+
+def stored_and_delivered(url: str) -> tuple[int, int] | None:
+    """New alerts stored and contacts delivered so far, from the bridge's own /metrics (None if unreadable)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    stored = delivered = 0.0
+    for line in text.splitlines():
+        if line.startswith("sosbridge_alerts_accepted_total{") and 'outcome="created"' in line:
+            stored += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("sosbridge_deliveries_total{") and 'outcome="delivered"' in line:
+            delivered += float(line.rsplit(" ", 1)[1])
+    return int(stored), int(delivered)
 
 
 def synthetic_contact() -> dict[str, Any]:
@@ -483,10 +500,16 @@ class Bench:
 
         def fire_probe() -> None:
             probe_sent[probe] = time.time()
+            # What the broker had taken of the storm when the probe went: the storm's publisher queues what
+            # the broker has not acknowledged yet, so on a loaded machine the probe can overtake those frames.
+            storm_pub = window.get("pub")
+            window["acked_at_probe"] = storm_pub.acked if storm_pub is not None else None
             probe_pub.client.publish(f"sosbridge/{TENANT}/{probe}/alert", button_alert(probe).payload, qos=1)
+            window["bridge_at_probe"] = stored_and_delivered(bridge.url)
 
         def send() -> dict[str, float]:
             pub = Publisher(self.broker_port, inflight=1000)
+            window["pub"] = pub
             try:
                 t0 = time.monotonic()
                 sent = pub.send(msgs, rate=rate, deadline_s=s.storm_window_s * 3,
@@ -530,6 +553,17 @@ class Bench:
             # must see no escalation update for any storm device (issue 27 item 3).
             keyset = set(keys)
             res.extra["escalation_updates"] = sum(1 for r in rows if r[0] in keyset and r[-1] == "update")
+            # The first alerts the broker had before the probe (it acknowledges a client's frames in order):
+            # every one is a device's first SOS of equal rank, and the bridge serves them in order.
+            taken = window.get("acked_at_probe")
+            if taken is not None:
+                res.extra["frames_at_broker_before_probe"] = taken
+                res.extra["first_alerts_ahead_of_probe"] = len({m.key for m in msgs[:taken]})
+            # Where those waited: not yet stored (at the broker or being read), or stored and waiting in the
+            # outbox (the probe's own first contact may then be handed to delivery ahead of them).
+            at_probe = window.get("bridge_at_probe")
+            if at_probe is not None:
+                res.extra["stored_before_probe"], res.extra["delivered_before_probe"] = at_probe
             probe_rows = [r for r in rows if r[0] == probe and r[-1] in ("alert", None)]
             if probe_rows and probe in probe_sent:
                 res.extra["probe_latency_s"] = round(probe_rows[0][1] - probe_sent[probe], 3)
@@ -717,10 +751,14 @@ def report(out: dict[str, Any]) -> str:
         parts.append(f"### Storm: {s['storm_devices']:,} devices + {s['storm_dups']:,} duplicate presses, a new "
                      "device's SOS in the middle\n\n" + table(
                          ["messages", "publish window s", "delivered once", "more than once", "lost",
-                          "escalation updates", "probe SOS latency s", "time to last delivery s", "RSS max MB"],
+                          "escalation updates", "probe SOS latency s",
+                          "first alerts ahead of the probe: sent / stored / delivered",
+                          "time to last delivery s", "RSS max MB"],
                          [[e.get("published"), e.get("publish_window_s"), e.get("delivered_once"),
                            e.get("delivered_twice_or_more"), e.get("lost"), e.get("escalation_updates"),
                            e.get("probe_latency_s"),
+                           f"{e.get('first_alerts_ahead_of_probe')} / {e.get('stored_before_probe')} / "
+                           f"{e.get('delivered_before_probe')}",
                            e.get("time_to_last_delivery_s"), e.get("rss_max_mb")]]))
     fa, ff = runs.get("fairness_alone"), runs.get("fairness_flooded")
     if fa and ff:

@@ -91,17 +91,17 @@ class Ledger:
         if self.render_bodies is not None and change.outbox:
             self.render_bodies(change.outbox)
         fresh = self.fresh
-        claimed = fresh.claim(change.outbox) if fresh is not None and change.outbox else []
+        claim = fresh.claim(change.outbox) if fresh is not None and change.outbox else None
         try:
             await self.store.commit(change)
         except BaseException:
-            if fresh is not None and claimed:
-                fresh.hand_over(claimed, committed=False)
+            if fresh is not None and claim is not None:
+                fresh.hand_over(claim, committed=False)
             raise
-        if fresh is not None and change.outbox:
-            for item in claimed:
+        if fresh is not None and claim is not None:
+            for item in claim.items:
                 item.alert = change.alert  # delivery never re-reads the alert it was committed with
-            fresh.hand_over(claimed, committed=True)
+            fresh.hand_over(claim, committed=True)
 
     def publish(self, alert: Alert, event: str, device: Device | None = None) -> None:
         """A status event for the device's channels; `device`: the record the caller holds, if any."""

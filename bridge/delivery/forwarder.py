@@ -138,6 +138,7 @@ class Forwarder:
             notify_excess = max(0, len(self._notify_inflight) - self.workers)
             capacity = self.workers - len(self._inflight) - self.fresh.reserved - notify_excess
             items: list[OutboxItem] = []
+            left_commits = self.fresh.left_commits
             if capacity > 0:
                 try:
                     items = await self.store.lease(capacity, self.lease_s, time.time())
@@ -148,6 +149,8 @@ class Forwarder:
                     continue
             for item in items:
                 self._spawn(item)
+            if capacity > 0 and len(items) < capacity:
+                self.fresh.drained(left_commits)  # new alerts' first contacts may skip the store again
             if items and len(items) == capacity:
                 continue
             await wait_event(self._wake, 0.25)
