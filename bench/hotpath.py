@@ -66,21 +66,30 @@ def frame(device_id: str, n: int, location_only: bool = False, ids: bool = True)
     return Inbound(f"sosbridge/{TENANT}/{device_id}/alert", json.dumps(body).encode(), 1, False, n, False)
 
 
-async def run(settings: Settings, frames: list[Inbound], delivered: int, rx: RecorderClient,
-              tune_gc: bool = True) -> dict[str, float]:
+async def driven_adapter(
+    settings: Settings, conn: StandInConnection, tune_gc: bool = True
+) -> tuple[BridgeRuntime, MqttAdapter, asyncio.Task[None]]:
+    """A started runtime with no transport of its own, and an MQTT adapter on `conn` that the caller drives
+    with `adapter._on_message(frame)`; cancel the returned status task, then stop the runtime."""
     runtime = BridgeRuntime(settings)
-    runtime.adapters = []  # no transport of its own: the adapter below is driven directly
+    runtime.adapters = []
     await runtime.start()
     if tune_gc:
         settle_after_start()  # as `sosbridge serve` does once it has started
     adapter = MqttAdapter()
-    conn = StandInConnection()
     adapter.ctx = runtime
     adapter.profiles = runtime.profiles
     adapter.conn = conn  # type: ignore[assignment]  # the stand-in for the broker connection
     ready = asyncio.Event()
     status = asyncio.create_task(adapter._status_loop(ready))
     await asyncio.wait_for(ready.wait(), 10)
+    return runtime, adapter, status
+
+
+async def run(settings: Settings, frames: list[Inbound], delivered: int, rx: RecorderClient,
+              tune_gc: bool = True) -> dict[str, float]:
+    conn = StandInConnection()
+    runtime, adapter, status = await driven_adapter(settings, conn, tune_gc)
     rx.reset()
     conn.expect = len(frames)
     cpu0, t0 = time.process_time(), time.perf_counter()

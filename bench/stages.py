@@ -22,11 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import RecorderClient
-from bench.hotpath import StandInConnection, frame
+from bench.hotpath import StandInConnection, driven_adapter, frame
 from bench.seed import seed
 from bridge.app.config import Settings
-from bridge.app.runtime import BridgeRuntime
-from device_adapters.mqtt.adapter import MqttAdapter
 from device_adapters.mqtt.client import Inbound
 
 Marks = dict[str, float]
@@ -58,17 +56,8 @@ class MarkingConnection(StandInConnection):
 
 async def run(settings: Settings, n: int) -> list[dict[str, float]]:
     marks: Marks = {}
-    runtime = BridgeRuntime(settings)
-    runtime.adapters = []
-    await runtime.start()
-    adapter = MqttAdapter()
     conn = MarkingConnection(marks)
-    adapter.ctx = runtime
-    adapter.profiles = runtime.profiles
-    adapter.conn = conn  # type: ignore[assignment]  # the stand-in for the broker connection
-    ready = asyncio.Event()
-    status = asyncio.create_task(adapter._status_loop(ready))
-    await asyncio.wait_for(ready.wait(), 10)
+    runtime, adapter, status = await driven_adapter(settings, conn, tune_gc=False)
     store: Any = runtime.store
     runtime.ingress.receive = timed(marks, "ingress", runtime.ingress.receive)  # type: ignore[method-assign]
     store.get_device = timed(marks, "device read", store.get_device)

@@ -1,8 +1,8 @@
 """Per-alert order holds while deliveries are recorded in the background: a contact is leased only once the
 one before it (same alert, same route) is recorded delivered, so the platform sees 1, 2, 3 for each alert.
 
-Real parts: the SQLite store, the ledger and the forwarder with its webhook sink, POSTing to an aiohttp
-server on loopback that records the order of arrival.
+Real parts (tests/support/delivery.py): the SQLite store, the ledger and the forwarder with its webhook
+sink, POSTing to an aiohttp server on loopback that records the order of arrival.
 """
 
 from __future__ import annotations
@@ -13,14 +13,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bridge.alerts.handoff import FreshContacts
-from bridge.alerts.ledger import Ledger
-from bridge.core.events import StatusBus
-from bridge.delivery.forwarder import Forwarder
-from bridge.delivery.sinks.webhook import WebhookSink
-from bridge.infra.metrics import Metrics
 from bridge.store.base import Change
 from bridge.store.sqlite import SqliteStore
+from tests.support.delivery import delivery_stack, loopback_receiver
 from tests.support.factories import make_alert, make_item
 
 ALERTS = 4
@@ -41,34 +36,18 @@ async def test_each_alerts_contacts_arrive_in_order_once(tmp_path: Path) -> None
             done.set()
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/contacts", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    store = SqliteStore(tmp_path / "store.db")
-    await store.open()
-    fresh = FreshContacts(16, 30.0)
-    ledger = Ledger(store, StatusBus(), fresh=fresh)
-    sink = WebhookSink(f"http://127.0.0.1:{port}/contacts", "s" * 32)
-    forwarder = Forwarder(store, ledger, Metrics(), {"default": sink}, None, fresh=fresh, workers=16)
-    try:
-        await forwarder.start()
-        alerts = [make_alert(device_id=f"d{n}") for n in range(ALERTS)]
-        await asyncio.gather(*(
-            ledger.commit(Change(alert=a, outbox=[make_item(a, seq) for seq in range(1, CONTACTS + 1)]),
-                          new_alert=True)
-            for a in alerts
-        ))
-        async with asyncio.timeout(30):
-            await done.wait()
-        await asyncio.sleep(0.3)  # anything sent twice would arrive now
-    finally:
-        await forwarder.stop()
-        await store.close()
-        await runner.cleanup()
+    async with loopback_receiver(receive) as url:
+        async with delivery_stack(tmp_path / "store.db", url, workers=16) as stack:
+            alerts = [make_alert(device_id=f"d{n}") for n in range(ALERTS)]
+            await asyncio.gather(*(
+                stack.ledger.commit(
+                    Change(alert=a, outbox=[make_item(a, seq) for seq in range(1, CONTACTS + 1)]), new_alert=True
+                )
+                for a in alerts
+            ))
+            async with asyncio.timeout(30):
+                await done.wait()
+            await asyncio.sleep(0.3)  # anything sent twice would arrive now
     for a in alerts:
         assert arrived[a.alert_id] == [f"{a.alert_id}:{seq}" for seq in range(1, CONTACTS + 1)], a.alert_id
     # Every delivery was recorded before the forwarder stopped: nothing is left in flight.

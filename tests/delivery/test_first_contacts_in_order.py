@@ -2,8 +2,9 @@
 one waits in the store for want of a free worker, a newer alert's first contact does not take the next
 free worker ahead of it through the in-memory hand-over (bridge/alerts/handoff.py).
 
-Real parts: the SQLite store, the ledger and the forwarder with its webhook sink (one worker), POSTing to
-an aiohttp server on loopback that records the order in which contacts arrive and holds the first one.
+Real parts (tests/support/delivery.py): the SQLite store, the ledger and the forwarder with its webhook sink
+(one worker), POSTing to an aiohttp server on loopback that records the order in which contacts arrive and
+holds the first one.
 """
 
 from __future__ import annotations
@@ -15,14 +16,9 @@ from pathlib import Path
 from aiohttp import web
 
 from bridge.alerts.handoff import Claim, FreshContacts
-from bridge.alerts.ledger import Ledger
-from bridge.core.events import StatusBus
 from bridge.core.model import Alert
-from bridge.delivery.forwarder import Forwarder
-from bridge.delivery.sinks.webhook import WebhookSink
-from bridge.infra.metrics import Metrics
 from bridge.store.base import Change
-from bridge.store.sqlite import SqliteStore
+from tests.support.delivery import delivery_stack, loopback_receiver
 from tests.support.factories import make_alert, make_item
 
 
@@ -45,26 +41,13 @@ async def test_a_newer_alert_never_overtakes_one_waiting_in_the_store(tmp_path: 
             await release.wait()  # the one worker stays busy with the first alert
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/contacts", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    store = SqliteStore(tmp_path / "store.db")
-    await store.open()
-    fresh = FreshContacts(1, 30.0)
-    ledger = Ledger(store, StatusBus(), fresh=fresh)
-    sink = WebhookSink(f"http://127.0.0.1:{port}/contacts", "s" * 32)
-    forwarder = Forwarder(store, ledger, Metrics(), {"default": sink}, None, fresh=fresh, workers=1)
     alerts: list[Alert] = [make_alert(device_id=f"d{n}") for n in range(4)]
+    async with loopback_receiver(receive) as url, delivery_stack(tmp_path / "store.db", url, workers=1) as stack:
 
-    async def store_alert(alert: Alert) -> None:
-        await asyncio.wait_for(ledger.commit(Change(alert=alert, outbox=[make_item(alert, 1)]), new_alert=True), 10)
+        async def store_alert(alert: Alert) -> None:
+            change = Change(alert=alert, outbox=[make_item(alert, 1)])
+            await asyncio.wait_for(stack.ledger.commit(change, new_alert=True), 10)
 
-    try:
-        await forwarder.start()
         await store_alert(alerts[0])
         await until(lambda: len(arrived) == 1, "the first alert reached the platform")
         await store_alert(alerts[1])  # the worker is busy: these two wait in the store
@@ -72,13 +55,9 @@ async def test_a_newer_alert_never_overtakes_one_waiting_in_the_store(tmp_path: 
         release.set()
         # The worker comes free; the newest alert is stored at that very moment, before the forwarder has
         # leased the two that waited (the storm's case: the loop is busy, the lease comes late).
-        await until(lambda: fresh.busy == 0, "the first delivery finished")
+        await until(lambda: stack.fresh.busy == 0, "the first delivery finished")
         await store_alert(alerts[3])
         await until(lambda: len(arrived) == 4, "every alert reached the platform")
-    finally:
-        await forwarder.stop()
-        await store.close()
-        await runner.cleanup()
     assert arrived == [a.alert_id for a in alerts]
 
 
