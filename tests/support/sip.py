@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -101,13 +103,18 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the server and every process it forked: each runs in a session of its own (Kamailio forks
+    workers, and one outlived its killed parent in a suite run, left with init as its parent)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # workers the parent did not take down with it
     if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -121,7 +128,7 @@ def kamailio(tmp: Path) -> Iterator[Server]:
     log = tmp / "kamailio.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([binary, "-f", str(cfg), "-DD", "-E", "-Y", str(run)], stdout=fh,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait_port(port, proc, log)
         yield Server(port, log, proc)
@@ -184,7 +191,8 @@ def sipp(tmp: Path, scenario: str, name: str = "uas") -> Iterator[Server]:
     cmd = [binary, "-sf", str(path), "-t", "t1", "-i", "127.0.0.1", "-p", str(port), "-m", "1", "-nostdin",
            "-trace_err", "-error_file", str(tmp / f"{name}-errors.log")]
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=tmp,
+                                start_new_session=True)
     try:
         _wait_for_listen(port, proc, log)
         yield Server(port, log, proc)
