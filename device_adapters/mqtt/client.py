@@ -70,6 +70,9 @@ class MqttConnection:
         self.connected = asyncio.Event()
         self.subscribed = asyncio.Event()
         self._proto: MqttProtocol | None = None
+        # The connection messages are read from: set before CONNACK, since a persistent session's queued
+        # messages can come in the same read as the CONNACK and be acknowledged while handed over.
+        self._reading: MqttProtocol | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._keepalive = keepalive_s  # ours, or the server's (v5 Server Keep Alive)
@@ -108,8 +111,8 @@ class MqttConnection:
 
     # -- called by the adapter -----------------------------------------------------------------------
     def ack(self, msg: Inbound) -> None:
-        if msg.qos > 0 and self._proto is not None:
-            self._proto.ack_message(msg)  # while disconnected: dropped, the broker redelivers it
+        if msg.qos > 0 and self._reading is not None:
+            self._reading.ack_message(msg)  # while disconnected: dropped, the broker redelivers it
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> None:
         proto = self._proto
@@ -159,6 +162,7 @@ class MqttConnection:
                                      on_control=self._control),
                 url.host, url.port, ssl=self._ssl, server_hostname=url.host if url.tls else None,
             )
+            self._reading = proto
             try:
                 proto.write(codec.connect(
                     self.client_id, self.keepalive_s, v5=url.mqtt5, username=url.username, password=url.password,
@@ -211,6 +215,7 @@ class MqttConnection:
     def _lost(self) -> None:
         was = self._proto is not None
         self._proto = None
+        self._reading = None
         if self._connack is not None and not self._connack.done():
             self._connack.cancel()
         if was:

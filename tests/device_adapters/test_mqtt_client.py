@@ -155,6 +155,8 @@ class Scripted:
     connack: bytes = b"\x20\x02\x00\x00"  # accepted; b"\x20\x02\x00\x05" refuses (not authorised)
     connected_at: list[float] = field(default_factory=list)
     on_subscribed: list[bytes] = field(default_factory=list)  # raw packets to send after SUBACK
+    # Raw packets written with the CONNACK, as a broker sends a persistent session's queued messages.
+    with_connack: list[bytes] = field(default_factory=list)
     # Per connection (first, second, ...): packets after SUBACK instead, and whether to hang up after them.
     scripts: list[tuple[list[bytes], bool]] = field(default_factory=list)
     received: list[tuple[int, int, bytes]] = field(default_factory=list)  # (connection, kind, body)
@@ -176,7 +178,7 @@ class Scripted:
                     kind, body, buf = first >> 4, buf[start:end], buf[end:]
                     self.received.append((index, kind, body))
                     if kind == codec.CONNECT:
-                        writer.write(self.connack)
+                        writer.write(self.connack + b"".join(self.with_connack))
                     elif kind == codec.SUBSCRIBE:
                         writer.write(b"\x90\x03" + body[:2] + b"\x01")
                         for packet in packets:
@@ -238,6 +240,29 @@ async def test_an_ack_never_reaches_another_message_with_the_same_packet_id() ->
         await until(lambda: broker.kinds(codec.PUBACK), 10)
         await asyncio.sleep(0.1)
         assert broker.kinds(codec.PUBACK, 2) == [b"\x00\x05"] and not broker.kinds(codec.PUBACK, 1)
+
+
+async def test_queued_messages_read_with_the_connack_can_be_acknowledged_at_once() -> None:
+    """A persistent session's queued messages arrive in the same read as the CONNACK, before the session has
+    finished connecting. One acknowledged as it is handed over (as the adapter does a stored repeat) still
+    gets its PUBACK: the broker would otherwise hold it in flight for the whole session, and a window of
+    them stops the session (`bench.subscribers` stalled at 1,000 of a 2,000-frame backlog)."""
+    queued = [_raw_publish(b"load/q", b"queued %d" % mid, mid) for mid in (1, 2, 3)]
+    broker = Scripted(with_connack=queued)
+    got: list[Inbound] = []
+    conn: MqttConnection
+
+    def at_once(msg: Inbound) -> None:
+        got.append(msg)
+        conn.ack(msg)
+        conn.release_slot()
+
+    async with scripted(broker) as url:
+        conn = _connection(url, "connack-test", at_once)
+        async with running(conn):
+            await until(lambda: len(broker.kinds(codec.PUBACK)) == 3, 10)
+    assert [m.mid for m in got] == [1, 2, 3]
+    assert sorted(broker.kinds(codec.PUBACK)) == [b"\x00\x01", b"\x00\x02", b"\x00\x03"]
 
 
 async def test_a_silent_broker_is_dropped_within_twice_the_keepalive() -> None:
