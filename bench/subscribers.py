@@ -53,6 +53,15 @@ def queue_backlog(port: int, n: int) -> None:
         pub.close()
 
 
+async def drained(subscribed: asyncio.Event, done: asyncio.Event, t0: float, connect_only: bool) -> float:
+    """Seconds from `t0` until every frame was handled (0 once subscribed, with `connect_only`)."""
+    if connect_only:
+        await asyncio.wait_for(subscribed.wait(), 10)
+        return 0.0
+    await asyncio.wait_for(done.wait(), 300)
+    return time.perf_counter() - t0
+
+
 async def drain_bridge(port: int, client_id: str, n: int, connect_only: bool) -> float:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
@@ -72,11 +81,7 @@ async def drain_bridge(port: int, client_id: str, n: int, connect_only: bool) ->
     t0 = time.perf_counter()
     conn.start()
     try:
-        if connect_only:
-            await asyncio.wait_for(conn.subscribed.wait(), 10)
-            return 0.0
-        await asyncio.wait_for(done.wait(), 300)
-        return time.perf_counter() - t0
+        return await drained(conn.subscribed, done, t0, connect_only)
     finally:
         await conn.stop()
 
@@ -130,11 +135,7 @@ async def drain_paho(port: int, client_id: str, n: int, connect_only: bool) -> f
     client.connect("127.0.0.1", port, keepalive=30, clean_start=False, properties=props)
     client.loop_start()
     try:
-        if connect_only:
-            await asyncio.wait_for(subscribed.wait(), 10)
-            return 0.0
-        await asyncio.wait_for(done.wait(), 300)
-        return time.perf_counter() - t0
+        return await drained(subscribed, done, t0, connect_only)
     finally:
         client.disconnect()
         await asyncio.to_thread(client.loop_stop)
@@ -166,11 +167,7 @@ async def drain_gmqtt(port: int, client_id: str, n: int, connect_only: bool) -> 
     t0 = time.perf_counter()
     await client.connect("127.0.0.1", port, keepalive=30)
     try:
-        if connect_only:
-            await asyncio.wait_for(subscribed.wait(), 10)
-            return 0.0
-        await asyncio.wait_for(done.wait(), 300)
-        return time.perf_counter() - t0
+        return await drained(subscribed, done, t0, connect_only)
     finally:
         await asyncio.wait_for(client.disconnect(), 10)
 
