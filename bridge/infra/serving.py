@@ -42,9 +42,25 @@ def wait_http(url: str, timeout: float = 20.0, proc: subprocess.Popen[bytes] | N
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A free TCP port on `host` that the kernel will not hand to anyone else for about a minute.
+
+    A port merely found free and closed could be handed out again by the kernel before the server binds it:
+    to an outgoing connection or another bind(0), in this process or any other (CI saw a stack's HTTP server
+    fail to bind so). So the port is left reserved in TIME_WAIT: a listener accepts one connection and
+    closes its end first. Until TIME_WAIT ends, bind(0), connect() and binds without SO_REUSEADDR skip the
+    port, while a server that sets SO_REUSEADDR (asyncio, uvicorn, aiohttp, Mosquitto, Redis, Node.js all
+    do) binds it. The same technique as Yelp's ephemeral-port-reserve. Only TCP is reserved: a UDP server
+    given this number (CoAP) binds a port that was free when chosen.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, 0))
+        listener.listen(1)
+        address = listener.getsockname()
+        with socket.create_connection(address, timeout=5):
+            accepted, _ = listener.accept()
+            accepted.close()  # this end closes first, so its TIME_WAIT holds the port
+        return int(address[1])
 
 
 @contextlib.asynccontextmanager

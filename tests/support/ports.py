@@ -1,10 +1,11 @@
 """Ports for the servers a test starts, chosen so that nothing else on the machine takes them meanwhile.
 
-`bridge.infra.serving.free_port()` asks the kernel for an ephemeral port and closes it; the server binds it
-later (a `sosbridge serve` subprocess a second or more later, or again after a `kill -9`). In that window
-any other process's bind(0) or outgoing connection may be handed the same port from the same ephemeral
-range (net.ipv4.ip_local_port_range, 32768-60999 here), and the test then talks to a stranger. While the
-suite runs on two workers beside other test runs, that window is crossed often enough to matter.
+`bridge.infra.serving.free_port()` asks the kernel for an ephemeral port and leaves it in TIME_WAIT, which
+holds it for about a minute. A test's server may bind its port later than that, or bind it again after a
+`kill -9`, and the TIME_WAIT is gone once the port has been used: from then on any other process's bind(0)
+or outgoing connection may be handed the same port from the ephemeral range (net.ipv4.ip_local_port_range,
+32768-60999 here), and the test then talks to a stranger. While the suite runs on two workers beside other
+test runs, that window is crossed often enough to matter.
 
 `free_port()` here hands out ports below the ephemeral range, which the kernel never gives to anyone
 implicitly: a serial run takes them from 10000-19999, pytest-xdist worker gwN from its own thousand at
