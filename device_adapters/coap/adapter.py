@@ -33,7 +33,7 @@ from bridge.ingress import Claim, Receipt
 from bridge.ingress.transport import BaseAdapter
 from device_adapters.coap.auth import AuthError, Signed, parse_query, verify
 from device_adapters.coap.blockguard import BlockwiseGuard
-from device_adapters.coap.oscore import BridgeOscoreSite, OscoreContexts, device_for
+from device_adapters.coap.oscore_on_demand import OscoreOnDemand, device_for
 from device_adapters.coap.settings import CoapSettings
 
 if TYPE_CHECKING:
@@ -268,7 +268,7 @@ class CoapAdapter(BaseAdapter):
         self.context: aiocoap.Context | None = None
         self._bus_task: asyncio.Task[None] | None = None
         self.status: AlertStatus | None = None
-        self.oscore: OscoreContexts | None = None
+        self.oscore: OscoreOnDemand | None = None
 
     def enabled(self, settings: Settings) -> bool:
         return settings.section(CoapSettings).enabled
@@ -284,10 +284,9 @@ class CoapAdapter(BaseAdapter):
     async def start(self, ctx: AdapterContext) -> None:
         self.ctx = ctx
         self.auth = Authenticator(ctx)
-        self.oscore = OscoreContexts(ctx.store, ctx.settings.data_path / "oscore")
         refused = lambda reason: ctx.metrics.rejected(TRANSPORT, reason)  # noqa: E731
-        site = BlockwiseGuard(BridgeOscoreSite(self.build_site(), self.oscore, refused), MAX_PAYLOAD,
-                              MAX_ASSEMBLIES, refused)
+        self.oscore = OscoreOnDemand(self.build_site(), ctx.store, ctx.settings.data_path / "oscore", refused)
+        site = BlockwiseGuard(self.oscore, MAX_PAYLOAD, MAX_ASSEMBLIES, refused)
         own = ctx.settings.section(CoapSettings)
         host, port = own.host, own.port
         # UDP only: aiocoap's defaults would also open CoAP-over-TCP and WebSocket listeners (5683/tcp,

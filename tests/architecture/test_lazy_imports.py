@@ -11,9 +11,11 @@ import sys
 from tests.support.paths import ROOT
 
 # Imported only by: the validators (xmlschema, elementpath, jsonschema), the EIDO notifier (websockets),
-# the first grid reference (pyproj), the Alexa skill (ask_sdk_*, httpx), a serial GPS (pynmea2).
+# the first grid reference (pyproj), the Alexa skill (ask_sdk_*, httpx), a serial GPS (pynmea2), the first
+# webhook POST (aiohttp: in a delivery process, or the main process's first notification or webhook send),
+# the first OSCORE-protected CoAP request (aiocoap's OSCORE with cryptography and lakers, the EDHOC library).
 LAZY = ("xmlschema", "elementpath", "jsonschema", "websockets", "pyproj", "ask_sdk_model", "ask_sdk_core",
-        "httpx", "pynmea2")
+        "httpx", "pynmea2", "aiohttp", "cryptography", "lakers")
 
 PROBE = f"""
 import json, sys

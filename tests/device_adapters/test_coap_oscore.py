@@ -381,3 +381,29 @@ async def test_a_revoked_credential_stops_working_at_once(oscore_env: OscoreEnv)
             await env.device.alert("sos", message_id="rv-2")
         assert refused.value.plain_message.code == Code.UNAUTHORIZED
         assert env.rejected("bad_auth") == before + 1
+
+
+async def test_oscore_is_built_by_the_first_protected_request(oscore_env: OscoreEnv, tmp_path: Path) -> None:
+    """OSCORE (and the ~9 MB it imports) is loaded on demand: unprotected requests leave it unbuilt, and the
+    first protected one builds it in time to be authenticated (device_adapters/coap/oscore_on_demand.py)."""
+    env = oscore_env
+    raw = RawOscoreClient(tmp_path / "raw-ctx", env.material, env.settings.coap_port)
+    try:
+        async with env.running() as eb:
+            coap = next(a for a in eb.runtime.adapters if a.name == "coap")
+            plain = aiocoap.Message(
+                code=Code.POST, mtype=aiocoap.CON, mid=7, token=b"p7", payload=cbor2.dumps({"kind": "sos"})
+            )
+            plain.opt.uri_path = ("alert",)
+            assert (await raw.exchange(plain.encode())).code == Code.UNAUTHORIZED
+            assert coap.oscore is not None and coap.oscore.contexts is None  # not built for a plain request
+
+            datagram, request_id = raw.protect(alert_request("panic", "on-demand-1"))
+            first = await raw.exchange(datagram)
+            inner, _ = raw.ctx.unprotect(first, request_id)
+            assert inner.code == Code.CREATED, inner.payload
+            assert coap.oscore.contexts is not None
+            alert = await eb.runtime.store.get_alert(cbor2.loads(inner.payload)["alert_id"])
+            assert alert is not None and alert.device_id == DEVICE
+    finally:
+        raw.close()

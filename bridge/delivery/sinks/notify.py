@@ -16,17 +16,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from bridge.alerts.emergency_contacts import SmsGateway
 from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry, Sink
-from bridge.delivery.sinks.outbound import AddressRefused, GuardedResolver, refused_literal
+from bridge.delivery.sinks.outbound import AddressRefused, refused_literal
 from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER
 from bridge.delivery.sinks.webhook import classify
 from bridge.infra.listeners import Network, parse_networks
 from bridge.store.base import OutboxItem
+
+if TYPE_CHECKING:
+    import aiohttp
 
 DEFAULT_MAX_AGE_S = 6 * 3600.0
 
@@ -149,6 +150,10 @@ class NotifyWebhookSink:
             return doc
         if (why := refused_literal(doc["to"], self.allow)) is not None:
             return Permanent(f"webhook destination refused ({why})")
+        import aiohttp  # on first use: a bridge whose contacts have no webhook never loads it (issue 27)
+
+        from bridge.delivery.sinks.guarded_resolver import GuardedResolver
+
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.allow), use_dns_cache=False)
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s),

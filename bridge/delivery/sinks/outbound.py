@@ -3,18 +3,15 @@ networks. Loopback, link-local (and the cloud metadata addresses in it), private
 multicast, reserved and unspecified addresses are refused unless `SOSBRIDGE_NOTIFY_WEBHOOK_ALLOW` names
 them. Checked on the address actually connected to, after resolution at send time (a name that
 resolves to a public address at registration and to 127.0.0.1 later is refused then), by `GuardedResolver`
-for names and `refused_literal` for IP literals, which aiohttp never resolves. Redirects stay off.
+(bridge/delivery/sinks/guarded_resolver.py) for names and `refused_literal` for IP literals, which aiohttp never
+resolves. Redirects stay off.
 See docs/operations/security.md ("Outbound to contact webhooks").
 """
 
 from __future__ import annotations
 
 import ipaddress
-import socket
 from urllib.parse import urlsplit
-
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import ThreadedResolver
 
 from bridge.infra.listeners import Network, allowed
 
@@ -61,28 +58,3 @@ class AddressRefused(OSError):
     def __init__(self, why: str) -> None:
         super().__init__(f"destination refused ({why})")  # never the address: it may be the person's
         self.why = why
-
-
-class GuardedResolver(AbstractResolver):
-    """Resolves as usual, then keeps only addresses that may be sent to; none left: AddressRefused."""
-
-    def __init__(self, allow: tuple[Network, ...] = (), inner: AbstractResolver | None = None) -> None:
-        self.allow = allow
-        self.inner = inner or ThreadedResolver()
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        found = await self.inner.resolve(host, port, family)
-        kept, why = [], None
-        for entry in found:
-            reason = refused_address(entry["host"], self.allow)
-            if reason is None:
-                kept.append(entry)
-            else:
-                why = why or reason
-        if not kept:
-            raise AddressRefused(why or "no address")
-        return kept
-
-    async def close(self) -> None:
-        await self.inner.close()

@@ -9,9 +9,7 @@ format) is rendered at delivery. Contract: docs/platform/webhook.md.
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
-from typing import Any
-
-import aiohttp
+from typing import TYPE_CHECKING, Any
 
 from bridge.core.contact import Contact
 from bridge.core.model import utcnow
@@ -20,6 +18,9 @@ from bridge.delivery.formats.pidf import NoLocation
 from bridge.delivery.sinks.base import Delivered, Outcome, Permanent, Retry
 from bridge.delivery.sinks.signing import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, sign
 from bridge.store.base import OutboxItem
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -71,7 +72,8 @@ class WebhookSink:
         self.timeout_s = timeout_s
         # aiohttp, not httpx: on the bench (16 concurrent keep-alive POSTs to a recording receiver) httpx
         # spent ~1.4 ms of CPU per request in its connection pool, aiohttp ~0.1 ms; delivery was the
-        # bridge's largest CPU cost. The session is made on first use, inside the running loop.
+        # bridge's largest CPU cost. The session is made on first use, inside the running loop; aiohttp is
+        # imported then too: the main process of a bridge whose delivery process sends never loads it.
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
@@ -89,6 +91,8 @@ class WebhookSink:
         item.body, item.body_format = body.decode("utf-8"), self.fmt
 
     def _client(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s),
@@ -111,6 +115,8 @@ class WebhookSink:
             "X-SOSBridge-Alert-Id": item.alert_id,
             "X-SOSBridge-Msg-Type": item.msg_type,
         }
+        import aiohttp  # loaded by the first _client(); here for the exception classes
+
         try:
             async with self._client().post(self.url, data=body, headers=headers, allow_redirects=False) as response:
                 await response.read()  # drain, so the connection goes back to the pool
