@@ -162,6 +162,10 @@ def _setup(body: bytes) -> dict[str, Sink]:
     from bridge.infra.logs import configure_logging
 
     configure_logging(settings.log_level)
+    # The webhook sinks import aiohttp on first use (the main process needs it only then); this process
+    # exists to send, so it imports it now: the first contact does not wait ~150 ms for the import.
+    import aiohttp  # noqa: F401
+
     sinks = build_sinks(settings, routes, only=portable_routes(routes)).primary
     log.info("delivery process ready", extra={"routes": sorted(sinks), "pid": os.getpid()})
     return sinks

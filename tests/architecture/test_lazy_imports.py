@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.support.paths import ROOT
 
@@ -30,3 +31,34 @@ def test_starting_a_bridge_imports_no_optional_library() -> None:
     out = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, capture_output=True, text=True, timeout=120,
                          check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+STARTED = """
+import asyncio, json, sys
+from bridge.app.config import Settings
+from bridge.app.runtime import BridgeRuntime
+
+async def main(work, processes):
+    settings = Settings(db=work + "/bridge.db", data_dir=work, platform_url="http://127.0.0.1:9/contacts",
+                        platform_secret="probe-secret-0123456789abcdef0123", admin_token="probe-admin-0123456789abcdef")
+    runtime = BridgeRuntime(settings, processes=processes)
+    runtime.adapters = []
+    await asyncio.wait_for(runtime.start(), 60)
+    try:
+        print(json.dumps("aiohttp" in sys.modules))
+    finally:
+        await asyncio.wait_for(runtime.stop(), 60)
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_aiohttp_is_loaded_at_start_only_where_webhooks_are_sent(tmp_path: Path) -> None:
+    """With a delivery process, the main process never loads aiohttp (that process sends the webhooks); a
+    single process loads it when it starts, so its first contact does not wait for the import."""
+    for processes, loaded in ((2, False), (1, True)):
+        work = tmp_path / str(processes)
+        work.mkdir()
+        out = subprocess.run([sys.executable, "-c", STARTED, str(work), str(processes)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=120, check=True)
+        assert json.loads(out.stdout.strip().splitlines()[-1]) is loaded, (processes, out.stderr[-2000:])

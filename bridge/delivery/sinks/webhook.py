@@ -90,6 +90,11 @@ class WebhookSink:
         body, _ = render(Contact.model_validate_json(item.payload), self.fmt, self.options)  # type: ignore[arg-type]
         item.body, item.body_format = body.decode("utf-8"), self.fmt
 
+    async def start(self) -> None:
+        """Called by the runtime for the sinks its forwarder sends through (a delivery process imports
+        aiohttp at its start): the first contact after a start does not wait the ~150 ms of the import."""
+        import aiohttp  # noqa: F401
+
     def _client(self) -> aiohttp.ClientSession:
         import aiohttp
 
