@@ -49,7 +49,7 @@ class _Prepared:
     device: Device
     fresh: bool  # read from the store just now: handed to the pipeline, saving its read
     profile: DeviceProfile
-    frame_key: bytes
+    frame_key: bytes | None  # None: the transport remembers this frame's repeats itself
     passed: list[Decoded]
     levels: list[tuple[str, bool]]
 
@@ -87,14 +87,18 @@ class Ingress:
         raw: str | None = None,
         overrides: dict[str, Any] | None = None,
         ref_scheme: str | None = None,
+        repeats_answered: bool = False,
     ) -> Receipt:
         """One frame from a transport. `overrides` sets observation fields the frame's envelope carries
         (e.g. the target alert id of a CoAP request); `ref_scheme` names the registry identifier that an
-        identity found inside the frame (a DevEUI) must agree with."""
+        identity found inside the frame (a DevEUI) must agree with. `repeats_answered`: the transport answers
+        byte-identical repeats of this frame itself once the Receipt says `repeatable` (the MQTT adapter), so
+        the ingress neither looks it up nor remembers it (issue 27: a second copy of every stored frame's
+        digest was about 2 MB per 10,000 alerts)."""
         found = await self._identify(claim, frame.payload, frame.retained, "retained messages never raise an alert")
         if isinstance(found, Receipt):
             return found
-        prepared = self._prepare(frame, claim, found, raw, overrides, ref_scheme)
+        prepared = self._prepare(frame, claim, found, raw, overrides, ref_scheme, repeats_answered)
         if isinstance(prepared, Receipt):
             return prepared
         # A device read just now is handed to the pipeline (saves a read); a cached one is not: its last
@@ -103,7 +107,7 @@ class Ingress:
                                                         prepared.fresh))
 
     async def receive_batch(self, frames: Sequence[tuple[Frame, Claim, str | None]], *,
-                            ref_scheme: str | None = None) -> list[Receipt]:
+                            ref_scheme: str | None = None, repeats_answered: bool = False) -> list[Receipt]:
         """Frames of one sender's backlog, in order, each answered as `receive` would answer it alone. Their
         observations join the device's lane together, so its presses fold into one commit and only its
         newest fix is stored, without a task or a coroutine chain per frame (issue 27: a flooding device's
@@ -116,7 +120,7 @@ class Ingress:
             found = await self._identify(claim, frame.payload, frame.retained,
                                          "retained messages never raise an alert")
             prepared = found if isinstance(found, Receipt) else self._prepare(frame, claim, found, raw, None,
-                                                                             ref_scheme)
+                                                                             ref_scheme, repeats_answered)
             if isinstance(prepared, Receipt):
                 receipts[i] = prepared
             elif len(prepared.observations) == 1:
@@ -139,7 +143,8 @@ class Ingress:
         waiting.clear()
 
     def _prepare(self, frame: Frame, claim: Claim, found: tuple[Device, bool], raw: str | None,
-                 overrides: dict[str, Any] | None, ref_scheme: str | None) -> Receipt | _Prepared:
+                 overrides: dict[str, Any] | None, ref_scheme: str | None,
+                 repeats_answered: bool = False) -> Receipt | _Prepared:
         """Everything between identify and the lane, without awaiting: the profile, a stored repeat answered
         from memory, decode, identity check, debounce, edges; the observations, or the Receipt that ends here."""
         transport = claim.transport
@@ -148,8 +153,8 @@ class Ingress:
             profile = choose_profile(self.profiles, device, claim, frame.meta)
         except BindingError as exc:
             return self._refuse(transport, device, exc.code, exc.reason)
-        frame_key = _frame_digest(device.device_id, profile.id, frame)
-        if (again := self._stored_frames.stored(frame_key)) is not None:
+        frame_key = None if repeats_answered else _frame_digest(device.device_id, profile.id, frame)
+        if frame_key is not None and (again := self._stored_frames.stored(frame_key)) is not None:
             # The very frame (same bytes, so the same message ids) was stored already: a redelivery or a
             # button's retry. Answered without decoding it again: a storm of repeats stays cheap.
             self.metrics.duplicate(transport)
@@ -202,8 +207,9 @@ class Ingress:
             if receipt.status == "accepted" and all(e.message_id for e in passed) and receipt.last is not None:
                 # Only frames whose every event carries a message id: their repeat is by definition a
                 # duplicate. A press with no id (a zigbee2mqtt action without last_seen) is a new press.
-                self._stored_frames.remember(prepared.frame_key,
-                                             SubmitResult(receipt.last.alert_id, "duplicate", None))
+                if prepared.frame_key is not None:
+                    self._stored_frames.remember(prepared.frame_key,
+                                                 SubmitResult(receipt.last.alert_id, "duplicate", None))
                 receipt = replace(receipt, repeatable=True)
         else:
             for key, level in prepared.levels:

@@ -258,7 +258,8 @@ class MqttAdapter(BaseAdapter):
             ref = "deveui" if route.kind in ("chirpstack", "ttn") else None
             frames = [(Frame(payload=m.payload, meta=dict(route.meta)), self._claim(route, m.payload),
                        m.payload[:RAW_LIMIT].decode("utf-8", "replace")) for m in batch]
-            receipts = await self.ctx.ingress.receive_batch(frames, ref_scheme=ref)
+            # Every frame of a backlog has its repeat key: this adapter remembers the stored ones.
+            receipts = await self.ctx.ingress.receive_batch(frames, ref_scheme=ref, repeats_answered=True)
             again: list[Inbound] = []
             for msg, key, receipt in zip(batch, keys, receipts, strict=True):
                 self._answer(route, msg, receipt)
@@ -324,7 +325,12 @@ class MqttAdapter(BaseAdapter):
             if self._stopping:
                 return False
         self._acknowledge(msg)
-        return receipt is not None and receipt.repeatable
+        repeatable = receipt is not None and receipt.repeatable
+        if repeatable and _has_repeat_key(msg):
+            # Its repeats are answered here, never by the ingress (`repeats_answered`): remembered whichever
+            # way the frame came (a copy whose original was not remembered, a frame retried after a batch).
+            self.repeats.remember(digest(msg.topic, msg.payload), True)
+        return repeatable
 
     async def _process(self, msg: Inbound) -> Receipt | None:
         """Receive: topic → Claim → the ingress → answer on the wire. None: not a frame for us."""
@@ -348,7 +354,8 @@ class MqttAdapter(BaseAdapter):
         frame = Frame(payload=msg.payload, meta=meta, retained=msg.retain)
         raw = msg.payload[:RAW_LIMIT].decode("utf-8", "replace")
         ref = "deveui" if route.kind in ("chirpstack", "ttn") else None
-        receipt = await self.ctx.ingress.receive(frame, claim, raw=raw, ref_scheme=ref)
+        receipt = await self.ctx.ingress.receive(frame, claim, raw=raw, ref_scheme=ref,
+                                                 repeats_answered=_has_repeat_key(msg))
         spoken = None
         if route.kind == "hermes":  # a satellite speaks the state: a redelivered intent needs it too
             receipt = await self.ctx.ingress.with_state(receipt)
@@ -571,9 +578,12 @@ def _repeat_key(msg: Inbound) -> bytes | None:
     """The digest a byte-identical repeat of `msg` is recognised by (bridge/ingress/repeats.py), computed
     once when the frame is read; None when a repeat must go through the ingress too (retained, or a topic
     whose answer is more than the PUBACK). Pure."""
-    if msg.retain or not _repeat_answered_by_puback(msg.topic):
-        return None
-    return digest(msg.topic, msg.payload)
+    return digest(msg.topic, msg.payload) if _has_repeat_key(msg) else None
+
+
+def _has_repeat_key(msg: Inbound) -> bool:
+    """Whether this adapter answers `msg`'s byte-identical repeats itself (`_repeat_key`). Pure."""
+    return not msg.retain and _repeat_answered_by_puback(msg.topic)
 
 
 def _repeat_answered_by_puback(topic: str) -> bool:

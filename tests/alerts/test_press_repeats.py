@@ -162,3 +162,39 @@ async def test_a_repeat_in_flight_is_acknowledged_only_after_its_original_is_sto
         await MqttPublisher(mosquitto_url).apublish(frame[0], frame[1])
         await _settle(env.adapter, before, 6)
         assert commits == ["g1|mqtt|g-1"]
+
+
+async def test_the_mqtt_adapter_alone_remembers_its_stored_frames(
+    tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real Mosquitto. A stored MQTT frame's repeats are answered by the adapter, so the ingress keeps no
+    second copy of its digest (issue 27's memory: about 2 MB per 10,000 alerts); the repeat is still a
+    duplicate that never reaches the store."""
+    async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
+        for i in range(3):
+            await env.add(f"r{i}", "sosbridge-mqtt-button")
+        ingress = env.bridge.runtime.ingress
+        before = env.adapter.handled
+        frames = [(f"sosbridge/acme/r{i}/alert", json.dumps({"kind": "sos", "message_id": f"r-{i}"}).encode(),
+                   False) for i in range(3)]
+        await asyncio.to_thread(MqttPublisher(mosquitto_url).publish_many, frames)
+        await _settle(env.adapter, before, 3)
+        for topic, payload, _retain in frames:
+            assert env.adapter.repeats.stored(digest(topic, payload)) is True
+        assert len(ingress._stored_frames) == 0
+
+        commits: list[str] = []
+        real_commit = env.store.commit
+
+        async def counted_commit(change: Any) -> None:
+            if change.dedupe_key is not None:
+                commits.append(change.dedupe_key)
+            await real_commit(change)
+
+        monkeypatch.setattr(env.store, "commit", counted_commit)
+        registry = env.bridge.runtime.metrics.registry
+        duplicates = registry.get_sample_value("sosbridge_duplicates_total", {"transport": "mqtt"}) or 0.0
+        await MqttPublisher(mosquitto_url).apublish(frames[0][0], frames[0][1])
+        await _settle(env.adapter, before, 4)
+        assert commits == []
+        assert registry.get_sample_value("sosbridge_duplicates_total", {"transport": "mqtt"}) == duplicates + 1
