@@ -260,7 +260,7 @@ class MqttAdapter(BaseAdapter):
                        m.payload[:RAW_LIMIT].decode("utf-8", "replace")) for m in batch]
             # Every frame of a backlog has its repeat key: this adapter remembers the stored ones.
             receipts = await self.ctx.ingress.receive_batch(frames, ref_scheme=ref, repeats_answered=True)
-            again: list[Inbound] = []
+            again: list[tuple[Inbound, bytes]] = []
             for msg, key, receipt in zip(batch, keys, receipts, strict=True):
                 self._answer(route, msg, receipt)
                 if receipt.acknowledge:
@@ -268,14 +268,14 @@ class MqttAdapter(BaseAdapter):
                     self.repeats.finish(key, True if receipt.repeatable else None)
                 else:
                     self.repeats.finish(key, None)
-                    again.append(msg)
+                    again.append((msg, key))
                 answered.add(key)
         finally:
             for key in keys:
                 if key not in answered:
                     self.repeats.finish(key, None)
-        for msg in again:
-            await self._handle_frame(msg)
+        for msg, key in again:
+            await self._handle_remembered(msg, key)
 
     async def _handle(self, msg: Inbound, key: bytes | None) -> None:
         """One frame; `key` is its repeat digest (`_repeat_key`), None when a repeat needs the ingress too."""
@@ -298,9 +298,16 @@ class MqttAdapter(BaseAdapter):
             # "original" woke each other 5,000 times each (4.8 ms a frame, one device starving the rest).
             if not await original:
                 if not self._stopping:
-                    await self._handle_frame(msg)
+                    await self._handle_remembered(msg, key)
                 return
         self._ack_duplicate(msg)
+
+    async def _handle_remembered(self, msg: Inbound, key: bytes) -> None:
+        """`_handle_frame` for a frame with a repeat key outside its in-flight bookkeeping (retried after a
+        batch, or a copy whose original was not remembered): its repeats are answered by this adapter, never
+        by the ingress (`repeats_answered`), so a stored one is remembered here."""
+        if await self._handle_frame(msg):
+            self.repeats.remember(key, True)
 
     async def _handle_frame(self, msg: Inbound) -> bool:
         """Through the ingress until stored (or stopping), then acknowledged. True: the frame was stored
@@ -325,12 +332,7 @@ class MqttAdapter(BaseAdapter):
             if self._stopping:
                 return False
         self._acknowledge(msg)
-        repeatable = receipt is not None and receipt.repeatable
-        if repeatable and _has_repeat_key(msg):
-            # Its repeats are answered here, never by the ingress (`repeats_answered`): remembered whichever
-            # way the frame came (a copy whose original was not remembered, a frame retried after a batch).
-            self.repeats.remember(digest(msg.topic, msg.payload), True)
-        return repeatable
+        return receipt is not None and receipt.repeatable
 
     async def _process(self, msg: Inbound) -> Receipt | None:
         """Receive: topic → Claim → the ingress → answer on the wire. None: not a frame for us."""
