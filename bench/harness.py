@@ -115,10 +115,14 @@ class Bridge:
     ready_s: float
 
 
+PASSED_THROUGH = ("SOSBRIDGE_WORKERS", "SOSBRIDGE_FORWARDER_WORKERS", "SOSBRIDGE_MQTT_SENDER_WORKERS",
+                  "SOSBRIDGE_MQTT_SENDER_TURNS_PER_ROUND")
+
+
 def bridge_env(workdir: Path, name: str, receiver_url: str, mqtt_port: int | None, redis_url: str | None = None,
                extra: dict[str, str] | None = None) -> dict[str, str]:
-    # SOSBRIDGE_WORKERS passes through: `SOSBRIDGE_WORKERS=1 python -m bench.run` measures one process.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_") or k == "SOSBRIDGE_WORKERS"}
+    # The scheduling knobs pass through: `SOSBRIDGE_WORKERS=1 python -m bench.run` measures one process.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOSBRIDGE_") or k in PASSED_THROUGH}
     env.update({
         "SOSBRIDGE_DB": str(workdir / f"{name}.db"),
         "SOSBRIDGE_DATA_DIR": str(workdir / f"{name}-data"),

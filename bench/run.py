@@ -123,6 +123,28 @@ def ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(n)]
 
 
+def loop_lag(url: str) -> dict[str, float] | None:
+    """The bridge's event-loop lag since it started (`sosbridge_event_loop_lag_seconds`, a 0.1 s timer's
+    lateness): the bucket bounds that hold its p99 and its maximum, and the samples. None if unreadable."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith("sosbridge_event_loop_lag_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+    if not buckets or buckets[-1][1] == 0:
+        return None
+    buckets.sort()
+    total = buckets[-1][1]
+    p99 = next(le for le, count in buckets if count >= 0.99 * total)
+    top = next(le for le, count in buckets if count >= total)
+    return {"p99_s": p99, "max_s": top, "samples": int(total)}
+
+
 def stored_and_delivered(url: str) -> tuple[int, int] | None:
     """New alerts stored and contacts delivered so far, from the bridge's own /metrics (None if unreadable)."""
     try:
@@ -411,6 +433,9 @@ class Bench:
                                        redis_url=f"{redis_url}0" if redis_url else None)
             seeded, _keys, commands, cpu = redis_stats(port) if redis_url else (0, 0, 0, 0.0)
             flood = self._flood(key, label, button_alert, key, bridge.proc.pid, rss_after=True)
+            lag = loop_lag(bridge.url)
+            if lag is not None:
+                flood.extra.update(loop_lag_p99_s=lag["p99_s"], loop_lag_max_s=lag["max_s"])
             if redis_url:  # Redis memory per device and per alert kept (alert, history, delivered contact)
                 alerts = flood.delivered + s.warm
                 flooded, _keys, commands_after, cpu_after = redis_stats(port)
@@ -564,6 +589,9 @@ class Bench:
             at_probe = window.get("bridge_at_probe")
             if at_probe is not None:
                 res.extra["stored_before_probe"], res.extra["delivered_before_probe"] = at_probe
+            lag = loop_lag(bridge.url)  # the event loop's rounds: every step of every alert waited this long
+            if lag is not None:
+                res.extra.update(loop_lag_p99_s=lag["p99_s"], loop_lag_max_s=lag["max_s"])
             probe_rows = [r for r in rows if r[0] == probe and r[-1] in ("alert", None)]
             if probe_rows and probe in probe_sent:
                 res.extra["probe_latency_s"] = round(probe_rows[0][1] - probe_sent[probe], 3)
@@ -753,13 +781,14 @@ def report(out: dict[str, Any]) -> str:
                          ["messages", "publish window s", "delivered once", "more than once", "lost",
                           "escalation updates", "probe SOS latency s",
                           "first alerts ahead of the probe: sent / stored / delivered",
-                          "time to last delivery s", "RSS max MB"],
+                          "time to last delivery s", "RSS max MB", "loop lag p99 / max s"],
                          [[e.get("published"), e.get("publish_window_s"), e.get("delivered_once"),
                            e.get("delivered_twice_or_more"), e.get("lost"), e.get("escalation_updates"),
                            e.get("probe_latency_s"),
                            f"{e.get('first_alerts_ahead_of_probe')} / {e.get('stored_before_probe')} / "
                            f"{e.get('delivered_before_probe')}",
-                           e.get("time_to_last_delivery_s"), e.get("rss_max_mb")]]))
+                           e.get("time_to_last_delivery_s"), e.get("rss_max_mb"),
+                           f"≤ {e.get('loop_lag_p99_s')} / ≤ {e.get('loop_lag_max_s')}"]]))
     fa, ff = runs.get("fairness_alone"), runs.get("fairness_flooded")
     if fa and ff:
         e = ff["extra"]
@@ -789,6 +818,9 @@ def report(out: dict[str, Any]) -> str:
         res_rows += [[f"bridge RSS during / after the {bf['expected']:,} flood (MB)",
                       f"{bf['extra'].get('rss_max_mb')} / {bf['extra'].get('rss_after_mb')}"],
                      ["bridge CPU during the flood (% of one core)", bf["extra"].get("cpu_pct")]]
+        if "loop_lag_max_s" in bf["extra"]:
+            res_rows += [["bridge event-loop lag, p99 / max (s, bucket bounds)",
+                          f"≤ {bf['extra']['loop_lag_p99_s']} / ≤ {bf['extra']['loop_lag_max_s']}"]]
         if "delivery_rss_max_mb" in bf["extra"]:
             res_rows += [["delivery process RSS / CPU during the flood (MB / % of one core)",
                           f"{bf['extra']['delivery_rss_max_mb']} / {bf['extra'].get('delivery_cpu_pct')}"]]

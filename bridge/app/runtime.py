@@ -31,6 +31,7 @@ from bridge.delivery.sinks.notify import notification_sinks
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import stop_tasks
 from bridge.infra.health import TransportMonitor
+from bridge.infra.looplag import watch_lag
 from bridge.infra.memory import AfterBurst
 from bridge.infra.metrics import Metrics
 from bridge.infra.plugins import LoadedPlugin, load_all
@@ -128,6 +129,7 @@ class BridgeRuntime:
                 log.error("adapter failed to initialise", extra={"adapter": plugin.name, "error": repr(exc)})
         self.started_adapters: list[str] = []
         self._health_task: asyncio.Task[None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
         self.supervisor: Supervisor | None = None
 
     def select_routes(self, contact: Contact, previous: list[str]) -> list[str]:
@@ -159,6 +161,7 @@ class BridgeRuntime:
             self.supervisor = Supervisor(self)
             await self.supervisor.start()
         self._health_task = asyncio.create_task(self._health_loop(), name="health")
+        self._lag_task = asyncio.create_task(watch_lag(self.metrics.loop_lag.observe), name="loop-lag")
         log.info("bridge started", extra={"adapters": self.started_adapters})
 
     async def _health_loop(self) -> None:
@@ -195,6 +198,8 @@ class BridgeRuntime:
                 await self.supervisor.stop()
         if self._health_task is not None:
             await stop_tasks([self._health_task])
+        if self._lag_task is not None:
+            await stop_tasks([self._lag_task])
         for adapter in reversed(self.adapters):
             if adapter.name in self.started_adapters:
                 with contextlib.suppress(Exception):

@@ -23,6 +23,12 @@ class Metrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "sosbridge_event_loop_lag_seconds",
+            "How much later than asked the event loop ran a timer (sampled every 0.1 s): every step waits this long",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
         self.outbox_depth = Gauge("sosbridge_outbox_depth", "Contacts waiting for delivery", registry=r)
         self.degraded = Gauge("sosbridge_degraded", "1 while an operational alarm is raised", registry=r)
         self.frames_unmatched = Counter(

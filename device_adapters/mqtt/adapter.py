@@ -32,6 +32,7 @@ from bridge.infra.aio import READY_TIMEOUT_S, await_ready, stop_tasks, wait_even
 from bridge.ingress import Claim, Receipt
 from bridge.ingress.repeats import RepeatCache, digest
 from bridge.ingress.transport import AdapterContext, BaseAdapter
+from bridge.ingress.turns import SenderTurns
 from bridge.store.base import Store, StoreError
 from device_adapters.decoders import hermes as hermes_decoder
 from device_adapters.decoders.zigbee2mqtt import parse_availability
@@ -58,10 +59,13 @@ class MqttOptions:
 
     z2m_bases: tuple[str, ...] = ("zigbee2mqtt",)
     store_retry_max_s: float = 5.0
+    sender_workers: int = 256  # senders' turns under way at once (bridge/ingress/turns.py)
+    sender_turns_per_round: int = 32  # senders' turns started per round of the event loop
 
     @classmethod
     def from_settings(cls, own: MqttSettings) -> MqttOptions:
-        return cls(z2m_bases=own.z2m_base_topics)
+        return cls(z2m_bases=own.z2m_base_topics, sender_workers=own.sender_workers,
+                   sender_turns_per_round=own.sender_turns_per_round)
 
 
 def status_topic(tenant: str, device: str) -> str:
@@ -100,10 +104,10 @@ class MqttAdapter(BaseAdapter):
         # ingress admits per device: emergencies always, non-emergencies coalesced).
         self.error_flood = FloodGuard(5, 1)
         self.handled = 0  # messages this instance processed (acknowledged), for shared-subscription checks
-        self._tasks: set[asyncio.Task[None]] = set()
-        # Per sender (topic), in arrival order; a list, not a deque: most senders have one frame waiting,
-        # and an empty deque costs 600 bytes (issue 27: memory per frame in flight).
-        self._queues: dict[str, list[tuple[Inbound, bytes | None]]] = {}  # each frame with its repeat key
+        # Per sender (topic), in arrival order, each frame with its repeat key. Senders take turns, a
+        # bounded number at a time, so the event loop's rounds stay short (bridge/ingress/turns.py).
+        self._turns: SenderTurns[str, tuple[Inbound, bytes | None]] = SenderTurns(
+            self._serve, self.options.sender_workers, self.options.sender_turns_per_round)
         self._status_task: asyncio.Task[None] | None = None
         self._stopping = False
         # Whether a device listens on MQTT, per device id: bounded (a flood of new devices must not grow it).
@@ -120,6 +124,8 @@ class MqttAdapter(BaseAdapter):
         settings, own = ctx.settings, ctx.settings.section(MqttSettings)
         assert own.url, "the MQTT adapter needs SOSBRIDGE_MQTT_URL"
         self.options = self._given_options or MqttOptions.from_settings(own)
+        self._turns.workers = self.options.sender_workers
+        self._turns.per_round = self.options.sender_turns_per_round
         self.ctx = ctx
         self.profiles = getattr(ctx, "profiles", None) or ProfileRegistry.load(
             settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else []
@@ -153,15 +159,17 @@ class MqttAdapter(BaseAdapter):
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._tasks:
+        if self._turns.tasks:
             # Let in-flight messages finish storing so they can be acknowledged before we go.
-            await asyncio.wait(list(self._tasks), timeout=5)
+            await asyncio.wait(list(self._turns.tasks), timeout=5)
         if self._status_task is not None:
             await stop_tasks([self._status_task])
         if self._started:
             await self.conn.stop()
-        for task in list(self._tasks):
+        for task in list(self._turns.tasks):
             task.cancel()
+        for _ in self._turns.take_all():  # never acknowledged: the broker keeps them
+            self.conn.release_slot()
 
     # -- inbound -----------------------------------------------------------------------------------
     def _on_message(self, msg: Inbound) -> None:
@@ -177,14 +185,7 @@ class MqttAdapter(BaseAdapter):
             self._ack_duplicate(msg)
             self.conn.release_slot()
             return
-        queue = self._queues.get(msg.topic)
-        if queue is not None:
-            queue.append((msg, key))  # its worker takes it with the rest of the backlog
-            return
-        self._queues[msg.topic] = [(msg, key)]
-        task = asyncio.create_task(self._serve(msg.topic))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._turns.put(msg.topic, (msg, key))
 
     def _acknowledge(self, msg: Inbound) -> None:
         self.conn.ack(msg)
@@ -195,33 +196,24 @@ class MqttAdapter(BaseAdapter):
         self.ctx.metrics.duplicate(TRANSPORT)
         self._acknowledge(msg)
 
-    async def _serve(self, topic: str) -> None:
-        """One sender's backlog, a batch at a time: every waiting frame goes to the ingress together (its
-        lane folds the presses into one commit) and each is acknowledged once stored. Workers of different
-        senders take turns on the loop, so a flooding sender's backlog is one job among many."""
-        queue = self._queues[topic]
+    async def _serve(self, topic: str, batch: list[tuple[Inbound, bytes | None]]) -> None:
+        """One sender's turn: every frame it had waiting goes to the ingress together (its lane folds the
+        presses into one commit) and each is acknowledged once stored. Senders take turns (SenderTurns),
+        so a flooding sender's backlog is one job among many."""
         try:
-            while queue:
-                batch = list(queue)
-                queue.clear()
-                try:
-                    if len(batch) == 1:  # the common case: no task per frame (issue 27)
-                        outcomes: list[BaseException | None] = [await _outcome(self._handle(*batch[0]))]
-                    elif (backlog := self._backlog(batch)) is not None:
-                        outcomes = [await _outcome(self._handle_backlog(*backlog))] * len(batch)
-                    else:
-                        outcomes = await asyncio.gather(*(self._handle(m, k) for m, k in batch),
-                                                        return_exceptions=True)
-                    for (msg, _key), outcome in zip(batch, outcomes, strict=True):
-                        if isinstance(outcome, Exception):  # a bug: logged; the frame stays unacknowledged
-                            log.error("mqtt frame not handled; not acknowledged",
-                                      extra={"topic": msg.topic, "error": repr(outcome)})
-                finally:
-                    for _ in batch:
-                        self.conn.release_slot()
+            if len(batch) == 1:  # the common case: no task per frame (issue 27)
+                outcomes: list[BaseException | None] = [await _outcome(self._handle(*batch[0]))]
+            elif (backlog := self._backlog(batch)) is not None:
+                outcomes = [await _outcome(self._handle_backlog(*backlog))] * len(batch)
+            else:
+                outcomes = await asyncio.gather(*(self._handle(m, k) for m, k in batch),
+                                                return_exceptions=True)
+            for (msg, _key), outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, Exception):  # a bug: logged; the frame stays unacknowledged
+                    log.error("mqtt frame not handled; not acknowledged",
+                              extra={"topic": msg.topic, "error": repr(outcome)})
         finally:
-            self._queues.pop(topic, None)
-            for _ in queue:  # cancelled while stopping: never acknowledged, the broker keeps them
+            for _ in batch:
                 self.conn.release_slot()
 
     def _backlog(self, batch: list[tuple[Inbound, bytes | None]]

@@ -32,6 +32,14 @@ class MqttSettings(PluginSettings):
         default=30, ge=2, le=3600,
         description="MQTT keepalive, s: a dead or black-holed broker link is seen in about 2x this",
     )
+    sender_workers: int = Field(
+        default=256, ge=1, le=1000,
+        description="MQTT senders (topics) served at once; the rest wait their turn, round-robin",
+    )
+    sender_turns_per_round: int = Field(
+        default=32, ge=1, le=1000,
+        description="MQTT senders' turns started per round of the event loop (keeps its rounds short)",
+    )
     z2m_bases: str = Field(
         default="zigbee2mqtt", description="Zigbee2MQTT base topics the bridge subscribes under (comma-separated)"
     )
