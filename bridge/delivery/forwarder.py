@@ -32,6 +32,12 @@ log = logging.getLogger("sosbridge.forwarder")
 STOP_DRAIN_S = 2.0  # how long a stopping forwarder waits for deliveries already under way
 
 
+def lease_rank(item: OutboxItem) -> tuple[bool, bool, float]:
+    """The store's lease order, as a sort key: critical contacts first, among them a new alert's first
+    contact, then the oldest."""
+    return (not item.critical, item.msg_type != "alert", item.created_at)
+
+
 def backoff_delay(attempts: int, base_s: float, max_s: float, retry_after_s: float | None, rng: random.Random) -> float:
     """Exponential backoff with full jitter in [0.5, 1] of the step; Retry-After is a floor, capped at max."""
     step = min(max_s, base_s * (2 ** max(0, attempts - 1)))
@@ -93,6 +99,7 @@ class Forwarder:
         # that comes free starts the next contact at once instead of waiting for a lease (one group commit,
         # 0.1 s under a storm). At most one window (`workers`) of them; never empty while a worker is free.
         self._ahead: collections.deque[OutboxItem] = collections.deque()
+        self._ahead_as_of = 0  # FreshContacts.left_commits when the look-ahead was last leased
         self._stopping = False
 
     def wake(self) -> None:
@@ -149,6 +156,12 @@ class Forwarder:
             self._spawn(item)
         self.fresh.busy = len(self._inflight) + len(self._ahead)
 
+    def _outranked_may_wait(self) -> bool:
+        """A new alert's first contact was left in the store since the look-ahead was leased, and the look-ahead
+        holds something it would outrank (an update, a non-critical contact): lease before starting any."""
+        return (self.fresh.left_commits != self._ahead_as_of
+                and any(lease_rank(item)[:2] != (False, False) for item in self._ahead))
+
     async def _give_back_ahead(self) -> None:
         """Stopping: contacts leased ahead and never started are due again at once, not when their lease
         would have run out (a restart sends them straight away; attempts unchanged)."""
@@ -162,8 +175,10 @@ class Forwarder:
         while not self._stopping:
             # Cleared before taking and leasing: a hand-over during the lease below wakes the next wait.
             self._wake.clear()
-            # Leased ahead first: they were stored before anything claimed since (claims wait while any is).
-            self._start_ahead()
+            # Leased ahead first: they were stored before anything claimed since (claims wait while any is),
+            # unless a new alert's first contact waiting in the store outranks them (leased first, below).
+            if not self._outranked_may_wait():
+                self._start_ahead()
             for item in self.fresh.take():
                 self._spawn(item)
             # Room for the free workers, and for one window more to lease ahead while all are busy.
@@ -178,6 +193,8 @@ class Forwarder:
                     self.raise_alarm("store_unavailable", str(exc))
                     await asyncio.sleep(1.0)
                     continue
+            if room > 0:
+                self._ahead_as_of = left_commits
             for item in items:
                 # A notification to an emergency contact takes no police worker: it starts at once, so it
                 # never stands in the look-ahead in front of a police contact.
@@ -185,6 +202,10 @@ class Forwarder:
                     self._spawn(item)
                 else:
                     self._ahead.append(item)
+            if items and len(self._ahead) > len(items):
+                # In the store's lease order, so a life-safety first contact leased now goes before updates
+                # leased ahead earlier (a stable sort: equal ranks keep their order).
+                self._ahead = collections.deque(sorted(self._ahead, key=lease_rank))
             self._start_ahead()
             if room > 0 and len(items) < room:
                 self.fresh.drained(left_commits)  # new alerts' first contacts may skip the store again

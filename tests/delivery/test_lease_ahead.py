@@ -112,3 +112,36 @@ async def test_a_stopping_forwarder_gives_back_what_it_leased_ahead(tmp_path: Pa
         assert third.state == "pending"
     finally:
         await reopened.close()
+
+
+async def test_a_new_alerts_first_contact_goes_before_updates_leased_ahead(tmp_path: Path) -> None:
+    """The look-ahead must not turn priority round: an update leased ahead while every worker was busy still
+    waits behind a life-safety first contact stored after it (the store's lease order)."""
+    arrived: list[tuple[str, str]] = []
+    release = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        arrived.append((request.headers["X-SOSBridge-Alert-Id"], request.headers["X-SOSBridge-Msg-Type"]))
+        if len(arrived) == 1:
+            await asyncio.wait_for(release.wait(), 10)  # the one worker stays busy with the first alert
+        return web.Response(status=200)
+
+    first, escalated, new = (make_alert(device_id=f"d{n}") for n in range(3))
+    async with loopback_receiver(receive) as url, delivery_stack(tmp_path / "store.db", url, workers=1) as stack:
+        await store_waiting(stack.store, [first])
+        stack.forwarder.wake()
+        await until(lambda: len(arrived) == 1, 10)
+        # An escalation update of another alert (its first contact delivered long ago) is leased ahead.
+        await asyncio.wait_for(stack.store.commit(Change(alert=escalated, outbox=[make_item(escalated, 2)])), 10)
+        stack.forwarder.wake()
+
+        async def update_leased_ahead() -> bool:
+            return (await stack.store.outbox_items(escalated.alert_id))[0].state == "inflight"
+
+        await until(update_leased_ahead, 10)
+        # A new alert's first contact, committed as the pipeline does: every worker is busy, so it is left in
+        # the store, behind nothing of its rank.
+        await asyncio.wait_for(stack.ledger.commit(Change(alert=new, outbox=[make_item(new, 1)]), new_alert=True), 10)
+        release.set()
+        await until(lambda: len(arrived) == 3, 10)
+    assert arrived == [(first.alert_id, "alert"), (new.alert_id, "alert"), (escalated.alert_id, "update")]
