@@ -123,13 +123,20 @@ def ids(prefix: str, n: int) -> list[str]:
     return [f"{prefix}{i:05d}" for i in range(n)]
 
 
+def metrics_text(url: str) -> str | None:
+    """The bridge's own /metrics (None if unreadable)."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as r:
+            return str(r.read().decode())
+    except OSError:
+        return None
+
+
 def loop_lag(url: str) -> dict[str, float] | None:
     """The bridge's event-loop lag since it started (`sosbridge_event_loop_lag_seconds`, a 0.1 s timer's
     lateness): the bucket bounds that hold its p99 and its maximum, and the samples. None if unreadable."""
-    try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
+    text = metrics_text(url)
+    if text is None:
         return None
     buckets: list[tuple[float, float]] = []
     for line in text.splitlines():
@@ -147,10 +154,8 @@ def loop_lag(url: str) -> dict[str, float] | None:
 
 def stored_and_delivered(url: str) -> tuple[int, int] | None:
     """New alerts stored and contacts delivered so far, from the bridge's own /metrics (None if unreadable)."""
-    try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=2) as r:
-            text = r.read().decode()
-    except OSError:
+    text = metrics_text(url)
+    if text is None:
         return None
     stored = delivered = 0.0
     for line in text.splitlines():

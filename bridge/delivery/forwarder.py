@@ -25,17 +25,11 @@ from bridge.core.model import Alert
 from bridge.delivery.sinks.base import Delivered, Permanent, Retry, Sink, deliver_guarded
 from bridge.infra.aio import stop_tasks, wait_event
 from bridge.infra.metrics import Metrics
-from bridge.store.base import OutboxItem, Store, StoreError
+from bridge.store.base import OutboxItem, Store, StoreError, lease_rank
 
 log = logging.getLogger("sosbridge.forwarder")
 
 STOP_DRAIN_S = 2.0  # how long a stopping forwarder waits for deliveries already under way
-
-
-def lease_rank(item: OutboxItem) -> tuple[bool, bool, float]:
-    """The store's lease order, as a sort key: critical contacts first, among them a new alert's first
-    contact, then the oldest."""
-    return (not item.critical, item.msg_type != "alert", item.created_at)
 
 
 def backoff_delay(attempts: int, base_s: float, max_s: float, retry_after_s: float | None, rng: random.Random) -> float:
@@ -146,15 +140,20 @@ class Forwarder:
         notify_excess = max(0, len(self._notify_inflight) - self.workers)
         return self.workers - len(self._inflight) - self.fresh.reserved - notify_excess
 
+    def _count_busy(self) -> None:
+        """What FreshContacts counts as taken: deliveries running and contacts leased ahead (a claim in
+        memory while any waits would overtake it)."""
+        self.fresh.busy = len(self._inflight) + len(self._ahead)
+
     def _start_ahead(self) -> None:
         """Start contacts leased ahead, in lease order, while workers are free."""
         now = time.time()
         while self._ahead and self._free_workers() > 0:
             item = self._ahead.popleft()
-            if item.lease_until is not None and item.lease_until <= now:
+            if item.lease_until <= now:
                 continue  # its lease ran out while it waited: the store leases it again (expired rows)
             self._spawn(item)
-        self.fresh.busy = len(self._inflight) + len(self._ahead)
+        self._count_busy()
 
     def _outranked_may_wait(self) -> bool:
         """A new alert's first contact was left in the store since the look-ahead was leased, and the look-ahead
@@ -188,13 +187,12 @@ class Forwarder:
             if room > 0:
                 try:
                     items = await self.store.lease(room, self.lease_s, time.time())
+                    self._ahead_as_of = left_commits
                     self.clear_alarm("store_unavailable")
                 except StoreError as exc:
                     self.raise_alarm("store_unavailable", str(exc))
                     await asyncio.sleep(1.0)
                     continue
-            if room > 0:
-                self._ahead_as_of = left_commits
             for item in items:
                 # A notification to an emergency contact takes no police worker: it starts at once, so it
                 # never stands in the look-ahead in front of a police contact.
@@ -216,13 +214,13 @@ class Forwarder:
     def _spawn(self, item: OutboxItem) -> None:
         task = asyncio.create_task(self._deliver(item))
         (self._notify_inflight if is_notify_route(item.route) else self._inflight).add(task)
-        self.fresh.busy = len(self._inflight) + len(self._ahead)
+        self._count_busy()
         task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.discard(task)
         self._notify_inflight.discard(task)
-        self.fresh.busy = len(self._inflight) + len(self._ahead)
+        self._count_busy()
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", extra={"error": repr(task.exception())})
         self._wake.set()

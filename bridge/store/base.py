@@ -68,6 +68,12 @@ class OutboxItem:
     alert_doc: str | None = field(default=None, repr=False, compare=False)
 
 
+def lease_rank(item: OutboxItem) -> tuple[bool, bool, float]:
+    """The lease order as a sort key (the stores' `lease` returns rows in it): critical contacts first, among
+    them a new alert's first contact, then the oldest."""
+    return (not item.critical, item.msg_type != "alert", item.created_at)
+
+
 @dataclass
 class Change:
     """One atomic write: everything an accepted observation changes."""

@@ -35,6 +35,7 @@ from bridge.store.base import (
     OutboxStats,
     StoreError,
     hash_secret,
+    lease_rank,
 )
 
 T = TypeVar("T")
@@ -734,9 +735,7 @@ class SqliteStore:
                 f"AND {_NO_EARLIER_OPEN} ORDER BY {_LEASE_ORDER} LIMIT :limit",
                 params,
             ).fetchall()
-            rows = sorted([*due, *expired],
-                          key=lambda r: (-r["critical"], r["msg_type"] != "alert", r["created_at"]))[:limit]
-            items = [_row_to_item(r) for r in rows]
+            items = sorted((_row_to_item(r) for r in [*due, *expired]), key=lease_rank)[:limit]
             for item in items:
                 item.state = "inflight"
                 item.lease_until = now + lease_s
