@@ -22,7 +22,8 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bridge.core.model import ALWAYS_SILENT_KINDS, Alert, AlertKind, Device, EmergencyContact, Location, new_id
+from bridge.core.ids import new_id
+from bridge.core.model import ALWAYS_SILENT_KINDS, Alert, AlertKind, Device, EmergencyContact, Location
 from bridge.store.base import Change, OutboxItem
 
 log = logging.getLogger("sosbridge.notify")

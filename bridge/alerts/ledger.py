@@ -21,9 +21,10 @@ from bridge.alerts.emergency_contacts import Notifier, NotifyEvent, is_notify_ro
 from bridge.alerts.handoff import FreshContacts
 from bridge.alerts.rules import AlertNotFound, Rejected, cancel_held, discreet, held_under_duress, message_text
 from bridge.core.events import StatusBus, StatusEvent, TextMessage
+from bridge.core.ids import new_id
 from bridge.core.lifecycle import IllegalTransition, LifecycleEvent, next_state
 from bridge.core.messages import MESSAGE_OUT
-from bridge.core.model import Alert, Device, HistoryEntry, new_id, utcnow
+from bridge.core.model import Alert, Device, HistoryEntry, utcnow
 from bridge.store.base import Change, ConcurrentUpdate, OutboxItem, Store, StoreError
 
 log = logging.getLogger("sosbridge.ledger")

@@ -47,6 +47,7 @@ from bridge.alerts.rules import (
 )
 from bridge.core.contact import Contact, ContactMessage, MsgType, build_contact
 from bridge.core.events import StatusBus, StatusEvent
+from bridge.core.ids import new_id
 from bridge.core.lifecycle import IllegalTransition, LifecycleEvent, needs_stand_down, next_state
 from bridge.core.messages import MESSAGE_IN
 from bridge.core.model import (
@@ -57,7 +58,6 @@ from bridge.core.model import (
     Device,
     HistoryEntry,
     Observation,
-    new_id,
     utcnow,
 )
 from bridge.devices.fixage import replaces_last_location

@@ -114,7 +114,10 @@ def police_view(person: Person | None) -> PersonDetails | None:
     """The person without their emergency contacts: those are the person's, not the platform's."""
     if person is None:
         return None
-    return PersonDetails.model_construct(**{k: getattr(person, k) for k in PersonDetails.model_fields})
+    return PersonDetails.model_construct(**{k: getattr(person, k) for k in _PERSON_DETAILS})
+
+
+_PERSON_DETAILS = tuple(PersonDetails.model_fields)  # read once: pydantic's class property is slow per call
 
 
 def build_contact(

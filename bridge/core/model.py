@@ -13,7 +13,6 @@ from enum import Enum, StrEnum
 from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
-from ulid import ULID
 
 from bridge.core.text import clean_value, needs_cleaning
 
@@ -105,10 +104,6 @@ LocationSource = Literal["gnss", "wifi", "cell", "fixed", "registered_address", 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def new_id() -> str:
-    return str(ULID())
 
 
 # Validation context for documents read back from the store (`Model.model_validate_json(doc, context=STORED)`):

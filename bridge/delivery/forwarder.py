@@ -21,7 +21,7 @@ from bridge.alerts.handoff import FreshContacts
 from bridge.alerts.ledger import Ledger
 from bridge.alerts.rules import Rejected
 from bridge.core.lifecycle import LifecycleEvent
-from bridge.core.model import Alert
+from bridge.core.model import STORED, Alert
 from bridge.delivery.sinks.base import Delivered, Permanent, Retry, Sink, deliver_guarded
 from bridge.infra.aio import stop_tasks, wait_event
 from bridge.infra.metrics import Metrics
@@ -291,7 +291,7 @@ class Forwarder:
         if item.alert is not None:
             alert: Alert | None = item.alert
         elif item.alert_doc is not None:
-            alert = Alert.model_validate_json(item.alert_doc)
+            alert = Alert.model_validate_json(item.alert_doc, context=STORED)  # cleaned when it came in
         else:
             alert = await self.store.get_alert(item.alert_id)
         if alert is None:

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.app.api.auth import device_for_credential
 from bridge.app.config import Settings
-from bridge.core.model import AlertKind, AlertState, Location, Observation, new_id
+from bridge.core.ids import new_id
+from bridge.core.model import AlertKind, AlertState, Location, Observation
 from bridge.ingress.transport import AdapterContext, BaseAdapter
 from skills.alexa.service import AlertOutcome, VoiceRejected, VoiceService, VoiceUnavailable
 from skills.alexa.speech import say, state_speech, status_speech

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.model import Alert, AlertState, Device, HistoryEntry, new_id, utcnow
+from bridge.core.ids import new_id
+from bridge.core.model import Alert, AlertState, Device, HistoryEntry, utcnow
 from bridge.store.base import Change, OutboxItem, Store
 from bridge.store.redis import RedisStore, dump_keys, parse_url
 from bridge.store.sqlite import SqliteStore

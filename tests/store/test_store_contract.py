@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.model import Alert, AlertState, Device, HistoryEntry, Location, Person, new_id, utcnow
+from bridge.core.ids import new_id
+from bridge.core.model import Alert, AlertState, Device, HistoryEntry, Location, Person, utcnow
 from bridge.store.base import Change, CheckinRow, ConcurrentUpdate, DuplicateMessage, Store
 from tests.support.factories import make_alert, make_item
 

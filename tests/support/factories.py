@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bridge.core.model import Alert, AlertKind, AlertState, Severity, new_id, utcnow
+from bridge.core.ids import new_id
+from bridge.core.model import Alert, AlertKind, AlertState, Severity, utcnow
 from bridge.store.base import Change, OutboxItem, StoreError
 
 
