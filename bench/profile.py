@@ -1,7 +1,8 @@
 """Profile the bridge's hot path under MQTT load with py-spy (sampling, attached to the real process).
 
-Usage: python -m bench.profile [--n 3000] [--http] [--py-spy PATH]   (py-spy from PyPI: pip install py-spy)
-`--http` profiles `POST /v1/alerts` instead (16 concurrent wearables, as the bench's `http` step).
+Usage: python -m bench.profile [--n 3000] [--http] [--redis] [--py-spy PATH]   (py-spy from PyPI: pip install py-spy)
+`--http` profiles `POST /v1/alerts` instead (16 concurrent wearables, as the bench's `http` step);
+`--redis` puts the bridge on a Redis store (a redis-server of its own, no persistence) instead of SQLite.
 Writes bench/results/profile-<time>.txt (collapsed stacks) and prints the top frames by own and total
 samples, so a fix can be checked against the same view.
 """
@@ -17,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import children_cpu_s, cpu_user_system_s, start_mosquitto
+from bench.common import children_cpu_s, cpu_user_system_s, start_mosquitto, start_redis
 from bench.harness import RecorderClient, bridge_env, measure, start_bridge, stop_quietly
 from bench.http_stages import render, stages
 from bench.load import Publisher, button_alert
@@ -54,17 +55,24 @@ def main() -> int:
     ap.add_argument("--idle", action="store_true", help="include idle frames")
     ap.add_argument("--gil", action="store_true", help="only the thread holding the GIL (where Python spends CPU)")
     ap.add_argument("--http", action="store_true", help="POST /v1/alerts with 16 concurrent clients instead")
+    ap.add_argument("--redis", action="store_true", help="the Redis store instead of SQLite")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-profile-"))
     broker, port = start_mosquitto(workdir)
     rx = RecorderClient(workdir)
     bridge = None
+    redis = None
     try:
-        env = bridge_env(workdir, "profile", rx.url, port, extra={"SOSBRIDGE_COAP_ENABLED": "false"})
+        redis_url = None
+        if args.redis:
+            redis, redis_port = start_redis(workdir)
+            redis_url = f"redis://127.0.0.1:{redis_port}/"
+        env = bridge_env(workdir, "profile", rx.url, port, redis_url, extra={"SOSBRIDGE_COAP_ENABLED": "false"})
         from bridge.app.config import Settings
 
         keys = ids("p", args.n)
-        seed_sync(Settings(db=env["SOSBRIDGE_DB"]), [] if args.http else keys, keys if args.http else [])
+        seed_sync(Settings(db=env["SOSBRIDGE_DB"], redis_url=redis_url), [] if args.http else keys,
+                  keys if args.http else [])
         bridge = start_bridge(workdir, "profile", env)
         time.sleep(1.0)
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -122,6 +130,7 @@ def main() -> int:
         stop_quietly(bridge.proc if bridge else None)
         rx.close()
         stop_quietly(broker)
+        stop_quietly(redis)
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -46,6 +46,7 @@ from bridge.store.base import (
     StoreError,
     hash_secret,
 )
+from bridge.store.redis_batch import AutoPipeline
 from bridge.store.redis_connection import connect
 
 T = TypeVar("T")
@@ -537,6 +538,7 @@ class RedisStore:
         self.dedupe_ttl_s = dedupe_ttl_s if dedupe_ttl_s is not None else url_ttl
         self._r: Any = None
         self._scripts: dict[str, Any] = {}
+        self._batch: AutoPipeline | None = None
 
     # -- plumbing -------------------------------------------------------------------------------------
     def _k(self, *parts: str) -> str:
@@ -561,8 +563,14 @@ class RedisStore:
                 await asyncio.sleep(min(1.0, 0.1 * (attempt + 1)))
         raise AssertionError("unreachable")
 
+    @property
+    def batch(self) -> AutoPipeline:
+        if self._batch is None:
+            raise StoreError("store is not open")
+        return self._batch
+
     async def _script(self, name: str, *args: str | int | float) -> Any:
-        return await self._scripts[name](args=[self.prefix, *args])
+        return await self.batch.script(self._scripts[name], [self.prefix, *args])
 
     async def open(self) -> None:
         # No automatic retries inside redis-py: a write retried after a lost reply could apply twice.
@@ -591,9 +599,13 @@ class RedisStore:
             self._scripts[name] = self._r.register_script(src)
         for name, src in _CHECKIN_SCRIPTS.items():
             self._scripts[name] = self._r.register_script(src)
+        self._batch = AutoPipeline(self._r, getattr(self._r, "replication_guard", (0, 0)))
         await self._call(self._r.ping, retries=2)
 
     async def close(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch is not None:
+            await batch.close()
         r, self._r = self._r, None
         if r is not None:
             await r.aclose()
@@ -633,7 +645,7 @@ class RedisStore:
         await self._call(run, retries=2)
 
     async def _device_doc(self, device_id: str) -> str | None:
-        return await self._call(lambda: self.r.hget(self._k("devices"), device_id), retries=2)
+        return await self._call(lambda: self.batch.command("HGET", self._k("devices"), device_id), retries=2)
 
     async def get_device(self, device_id: str) -> Device | None:
         doc = await self._device_doc(device_id)
@@ -699,10 +711,12 @@ class RedisStore:
         await self._call(lambda: self._script("set_credential", device_id, scheme, stored, int(hashed)), retries=2)
 
     async def get_credential(self, device_id: str, scheme: str) -> str | None:
-        return await self._call(lambda: self.r.hget(self._k("cred", device_id), f"s:{scheme}"), retries=2)
+        return await self._call(lambda: self.batch.command("HGET", self._k("cred", device_id), f"s:{scheme}"),
+                                retries=2)
 
     async def device_for_token(self, token: str) -> Device | None:
-        device_id = await self._call(lambda: self.r.hget(self._k("tokens"), hash_secret(token)), retries=2)
+        device_id = await self._call(lambda: self.batch.command("HGET", self._k("tokens"), hash_secret(token)),
+                                     retries=2)
         return await self.get_device(device_id) if device_id else None
 
     # -- alerts ---------------------------------------------------------------------------------------
@@ -765,11 +779,11 @@ class RedisStore:
         return args
 
     async def get_alert(self, alert_id: str) -> Alert | None:
-        doc = await self._call(lambda: self.r.get(self._k("alert", alert_id)), retries=2)
+        doc = await self._call(lambda: self.batch.command("GET", self._k("alert", alert_id)), retries=2)
         return Alert.model_validate_json(doc, context=STORED) if doc else None
 
     async def open_alert_for_device(self, device_id: str) -> Alert | None:
-        ids = await self._call(lambda: self.r.zrevrange(self._k("aopen", device_id), 0, 0), retries=2)
+        ids = await self._call(lambda: self.batch.command("ZREVRANGE", self._k("aopen", device_id), 0, 0), retries=2)
         return await self.get_alert(ids[0]) if ids else None
 
     async def history(self, alert_id: str) -> list[HistoryEntry]:
@@ -785,7 +799,7 @@ class RedisStore:
         await self._call(partial(self._script, "append_history", alert_id, *docs))
 
     async def alert_for_dedupe(self, dedupe_key: str) -> str | None:
-        return await self._call(lambda: self.r.get(self._k("dd", dedupe_key)), retries=2)
+        return await self._call(lambda: self.batch.command("GET", self._k("dd", dedupe_key)), retries=2)
 
     async def contact_sent(self, alert_id: str) -> bool:
         return any(

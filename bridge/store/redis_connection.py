@@ -25,7 +25,6 @@ from urllib.parse import parse_qsl, unquote, urlencode
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 SENTINEL_PORT = 26379
-GUARDED_COMMANDS = frozenset({"EVALSHA", "EVAL", "FCALL"})
 OUR_OPTIONS = ("sentinel_username", "sentinel_password", "min_replicas", "replica_timeout_ms")
 POOL_CONNECTIONS = 64  # per bridge process; each command holds one for a round trip (plus WAIT)
 
@@ -129,14 +128,15 @@ def connect(url: str, **client_options: Any) -> Any:
     """A redis-py asyncio client for the store URL (not yet connected: the first command connects)."""
     from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-    from redis.exceptions import RedisError
+
+    from bridge.store.redis_batch import GUARDED_COMMANDS, NotReplicated
 
     target = parse_target(url)
 
-    class NotReplicated(RedisError):
-        """A write reached fewer replicas than min_replicas within replica_timeout_ms."""
-
     class GuardedRedis(Redis):
+        # Read by the store's AutoPipeline, which ends a batch of writes with one WAIT instead.
+        replication_guard = (target.min_replicas, target.replica_timeout_ms)
+
         async def _send_command_parse_response(self, conn: Any, command_name: Any, *args: Any, **options: Any) -> Any:
             reply = await super()._send_command_parse_response(conn, command_name, *args, **options)
             if target.min_replicas and str(command_name).upper() in GUARDED_COMMANDS:
