@@ -1,8 +1,11 @@
 """Profile the bridge's hot path under MQTT load with py-spy (sampling, attached to the real process).
 
-Usage: python -m bench.profile [--n 3000] [--http] [--redis] [--py-spy PATH]   (py-spy from PyPI: pip install py-spy)
+Usage: python -m bench.profile [--n 3000] [--http] [--redis] [--timeline] [--no-spy] [--py-spy PATH]
+(py-spy from PyPI: pip install py-spy)
 `--http` profiles `POST /v1/alerts` instead (16 concurrent wearables, as the bench's `http` step);
 `--redis` puts the bridge on a Redis store (a redis-server of its own, no persistence) instead of SQLite.
+`--timeline` prints each thread's, the delivery processes' and the machine's CPU every 0.25 s
+(bench/timeline.py); `--no-spy` runs without py-spy (the rate, the CPU per alert and the timeline only).
 Writes bench/results/profile-<time>.txt (collapsed stacks) and prints the top frames by own and total
 samples, so a fix can be checked against the same view.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -24,6 +28,7 @@ from bench.http_stages import render, stages
 from bench.load import Publisher, button_alert
 from bench.run import RESULTS, ids
 from bench.seed import seed_sync
+from bench.timeline import Timeline
 from bench.wearables import http_send
 
 
@@ -56,6 +61,8 @@ def main() -> int:
     ap.add_argument("--gil", action="store_true", help="only the thread holding the GIL (where Python spends CPU)")
     ap.add_argument("--http", action="store_true", help="POST /v1/alerts with 16 concurrent clients instead")
     ap.add_argument("--redis", action="store_true", help="the Redis store instead of SQLite")
+    ap.add_argument("--timeline", action="store_true", help="CPU per thread and process every 0.25 s")
+    ap.add_argument("--no-spy", action="store_true", help="no py-spy: rate, CPU per alert, timeline")
     args = ap.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-profile-"))
     broker, port = start_mosquitto(workdir)
@@ -83,7 +90,7 @@ def main() -> int:
             cmd.append("--idle")
         if args.gil:
             cmd.append("--gil")
-        spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        spy = None if args.no_spy else subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(0.5)
 
         url = bridge.url
@@ -101,13 +108,17 @@ def main() -> int:
 
         cpu_before = cpu_user_system_s(bridge.proc.pid)
         children_before = children_cpu_s(bridge.proc.pid)  # `serve --workers 2`: its delivery process
-        res = measure("profile", rx, keys, send, 300)
+        timeline = Timeline(bridge.proc.pid)
+        with timeline if args.timeline else contextlib.nullcontext():
+            res = measure("profile", rx, keys, send, 300)
         cpu_after = cpu_user_system_s(bridge.proc.pid)
         children_after = children_cpu_s(bridge.proc.pid)
         user, system = (cpu_after[0] - cpu_before[0]), (cpu_after[1] - cpu_before[1])
         child = sum(children_after[c] - children_before[c] for c in children_after if c in children_before)
-        spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
-        _, err = spy.communicate(timeout=60)
+        err = b""
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+            _, err = spy.communicate(timeout=60)
         print(f"{res.delivered}/{res.expected} delivered at {res.rate_per_s}/s")
         # CPU per alert moves far less with the machine's load than the rate does: compare builds by it.
         per = 1e6 / max(1, res.delivered)
@@ -117,6 +128,11 @@ def main() -> int:
         print(f"  main process {user + system:.2f} s: {per * (user + system):.0f} us per alert "
               f"(user {per * user:.0f}, system {per * system:.0f}); delivery processes {child:.2f} s: "
               f"{per * child:.0f} us per alert")
+        if args.timeline:
+            print("\nCPU over time, % of one core (the send starts at 0):")
+            print(timeline.report())
+        if spy is None:
+            return 0
         if not out.exists():
             print(f"py-spy wrote nothing: {err.decode()[-500:]}")
             return 1
