@@ -166,6 +166,15 @@ def stored_and_delivered(url: str) -> tuple[int, int] | None:
     return int(stored), int(delivered)
 
 
+def gauge(url: str, name: str) -> float | None:
+    """One unlabelled gauge from the bridge's /metrics (None if unreadable or absent)."""
+    text = metrics_text(url)
+    for line in (text or "").splitlines():
+        if line.startswith(name + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
 def synthetic_contact() -> dict[str, Any]:
     """A contact-shaped body for the relays when no bridge contact was captured (--only without bridge)."""
     return {
@@ -536,6 +545,8 @@ class Bench:
             window["acked_at_probe"] = storm_pub.acked if storm_pub is not None else None
             probe_pub.client.publish(f"sosbridge/{TENANT}/{probe}/alert", button_alert(probe).payload, qos=1)
             window["bridge_at_probe"] = stored_and_delivered(bridge.url)
+            # How far behind the platform was (refreshed every second by the bridge's health loop).
+            window["oldest_waiting_at_probe_s"] = gauge(bridge.url, "sosbridge_outbox_oldest_age_seconds")
 
         def send() -> dict[str, float]:
             pub = Publisher(self.broker_port, inflight=1000)
@@ -594,6 +605,7 @@ class Bench:
             at_probe = window.get("bridge_at_probe")
             if at_probe is not None:
                 res.extra["stored_before_probe"], res.extra["delivered_before_probe"] = at_probe
+            res.extra["oldest_waiting_at_probe_s"] = window.get("oldest_waiting_at_probe_s")
             lag = loop_lag(bridge.url)  # the event loop's rounds: every step of every alert waited this long
             if lag is not None:
                 res.extra.update(loop_lag_p99_s=lag["p99_s"], loop_lag_max_s=lag["max_s"])
@@ -786,13 +798,14 @@ def report(out: dict[str, Any]) -> str:
                          ["messages", "publish window s", "delivered once", "more than once", "lost",
                           "escalation updates", "probe SOS latency s",
                           "first alerts ahead of the probe: sent / stored / delivered",
-                          "time to last delivery s", "RSS max MB", "loop lag p99 / max s"],
+                          "oldest contact waiting when the probe went s", "time to last delivery s",
+                          "RSS max MB", "loop lag p99 / max s"],
                          [[e.get("published"), e.get("publish_window_s"), e.get("delivered_once"),
                            e.get("delivered_twice_or_more"), e.get("lost"), e.get("escalation_updates"),
                            e.get("probe_latency_s"),
                            f"{e.get('first_alerts_ahead_of_probe')} / {e.get('stored_before_probe')} / "
                            f"{e.get('delivered_before_probe')}",
-                           e.get("time_to_last_delivery_s"), e.get("rss_max_mb"),
+                           e.get("oldest_waiting_at_probe_s"), e.get("time_to_last_delivery_s"), e.get("rss_max_mb"),
                            f"≤ {e.get('loop_lag_p99_s')} / ≤ {e.get('loop_lag_max_s')}"]]))
     fa, ff = runs.get("fairness_alone"), runs.get("fairness_flooded")
     if fa and ff:

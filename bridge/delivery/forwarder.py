@@ -305,6 +305,7 @@ class Forwarder:
     async def refresh_health(self, overdue_attempts: int) -> None:
         stats = await self.store.outbox_stats(time.time(), overdue_attempts)
         self.metrics.outbox_depth.set(stats.pending + stats.retry + stats.inflight)
+        self.metrics.outbox_oldest_age.set(stats.oldest_pending_age_s)
         if stats.critical_overdue == 0:
             self.clear_alarm("critical_contact_overdue")
         if stats.retry == 0 and stats.dead == 0:

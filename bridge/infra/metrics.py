@@ -30,6 +30,11 @@ class Metrics:
             registry=r,
         )
         self.outbox_depth = Gauge("sosbridge_outbox_depth", "Contacts waiting for delivery", registry=r)
+        self.outbox_oldest_age = Gauge(
+            "sosbridge_outbox_oldest_age_seconds",
+            "Age of the oldest contact not yet delivered (0 when none waits): how far behind the platform is",
+            registry=r,
+        )
         self.degraded = Gauge("sosbridge_degraded", "1 while an operational alarm is raised", registry=r)
         self.frames_unmatched = Counter(
             "sosbridge_frames_unmatched", "Frames from registered devices that no mapping of their profile covers",

@@ -119,3 +119,32 @@ async def test_permanent_failure(tmp_path: Path) -> None:
             assert 'sosbridge_operational_alarms_total{reason="permanent_delivery_failure"} 1.0' in metrics
             assert "sosbridge_degraded 1.0" in metrics
     assert rx.receiver.rejected >= 2
+
+
+async def test_the_oldest_waiting_contacts_age_is_exported_and_falls_to_zero(bridge_env: BridgeEnv) -> None:
+    """`sosbridge_outbox_oldest_age_seconds`: how far behind the platform is. It grows while a contact waits
+    (the platform is down) and is 0 once everything is delivered."""
+
+    def age() -> float:
+        for line in bridge_env.bridge.runtime.metrics.render().decode().splitlines():
+            if line.startswith("sosbridge_outbox_oldest_age_seconds "):
+                return float(line.split()[1])
+        raise AssertionError("sosbridge_outbox_oldest_age_seconds is not exported")
+
+    bridge_env.receiver.receiver.mode = "down"
+    token = await bridge_env.add_device("aged")
+    async with httpx.AsyncClient(base_url=bridge_env.url) as c:
+        r = await c.post("/v1/alerts", json={"kind": "sos"}, headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 202
+
+    async def waited() -> bool:
+        return age() >= 1.5  # the health refresh runs every second
+
+    await until(waited)
+    bridge_env.receiver.receiver.mode = "normal"
+    await bridge_env.receiver.wait_for(lambda cs: len(cs) == 1, timeout=10)
+
+    async def caught_up() -> bool:
+        return age() == 0.0
+
+    await until(caught_up)
