@@ -219,14 +219,18 @@ class MqttAdapter(BaseAdapter):
     def _backlog(self, batch: list[tuple[Inbound, bytes | None]]
                  ) -> tuple[topics.Route, list[Inbound], list[bytes]] | None:
         """A sender's backlog that may go to the ingress as one batch (`Ingress.receive_batch`): frames of a
-        device's own kind of topic, none retained and none a byte-identical copy of a frame in flight or of
-        another in the batch (those wait for their original: `_handle`). Repeats of stored frames are
-        acknowledged here and left out. None: handle each frame on its own."""
+        device's own kind of topic, none retained and none a byte-identical copy of a frame in flight (that
+        one waits for its original: `_handle`). Repeats of stored frames are acknowledged here and left out.
+        Copies of one another go in it with the frames around them, each in its place: the lane folds a
+        press's copies (a repeated message id counts once, a press without an id counts each time) and keeps
+        the newest fix, and a cancel sent after them stays after them. A batch of nothing but copies of one
+        frame (a storm's retransmissions) is handled frame by frame instead: the copies wait for the first,
+        and are answered with it without being decoded. None: handle each frame on its own."""
         route = topics.route(batch[0][0].topic, self.options.z2m_bases, self.profiles)
         if route is None or route.kind in ("z2m_bridge", "reply", "hermes"):
             return None
         keys = [key for _msg, key in batch]
-        if None in keys or len(set(keys)) != len(keys) or any(self.repeats.in_flight(k) for k in keys if k):
+        if None in keys or len(set(keys)) == 1 or any(self.repeats.in_flight(k) for k in keys if k):
             return None
         fresh: list[Inbound] = []
         fresh_keys: list[bytes] = []
@@ -243,7 +247,7 @@ class MqttAdapter(BaseAdapter):
         """One sender's backlog through the ingress together: its presses fold into one commit, its newest
         fix is kept, and each frame is answered and acknowledged once stored. A frame not stored goes
         round `_handle_frame`'s retries, in order."""
-        for key in keys:
+        for key in dict.fromkeys(keys):  # copies within the batch share their digest's one entry in flight
             self.repeats.begin(key)
         answered: set[bytes] = set()
         try:

@@ -164,6 +164,47 @@ async def test_a_repeat_in_flight_is_acknowledged_only_after_its_original_is_sto
         assert commits == ["g1|mqtt|g-1"]
 
 
+async def test_a_cancel_never_overtakes_copies_of_a_press_without_an_id(
+    tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Real Mosquitto. A press without a message id, two byte-identical copies and then a cancel, while the
+    first commit is held. A press without an id counts each time, so the copies are presses too, and the
+    cancel comes after all three: the alert ends cancelled and no alert is left open. Before, the copies
+    waited for their original while the cancel was served beside them, so it overtook them and they opened
+    a new alert after it (the police got an SOS the person had cancelled)."""
+    async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
+        await env.add("g2", "sosbridge-mqtt-button")
+        store = env.store
+        gate = asyncio.Event()
+        held: list[str] = []
+        real_commit = store.commit
+
+        async def gated_commit(change: Any) -> None:
+            if change.alert.device_id == "g2" and not held:  # the first commit of the press only
+                held.append(change.alert.alert_id)
+                await asyncio.wait_for(gate.wait(), 20)
+            await real_commit(change)
+
+        monkeypatch.setattr(store, "commit", gated_commit)
+        before = env.adapter.handled
+        topic = "sosbridge/acme/g2/alert"
+        press_frame = (topic, json.dumps({"kind": "sos"}).encode(), False)
+        cancel_frame = (topic, json.dumps({"action": "cancel"}).encode(), False)
+        await asyncio.to_thread(MqttPublisher(mosquitto_url).publish_many, [press_frame] * 3 + [cancel_frame])
+        for _ in range(200):  # the press reached the (held) commit
+            if held:
+                break
+            await asyncio.sleep(0.01)
+        assert held
+        await asyncio.sleep(0.3)  # the copies and the cancel have arrived by now (one connection, in order)
+        assert env.adapter.handled == before, "acknowledged before the press was stored"
+        gate.set()
+        await _settle(env.adapter, before, 4)
+        assert await store.open_alert_for_device("g2") is None, "a copy opened an alert after the cancel"
+        alert = await store.get_alert(held[0])
+        assert alert is not None and alert.state.value == "cancelled"
+
+
 async def test_the_mqtt_adapter_alone_remembers_its_stored_frames(
     tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
