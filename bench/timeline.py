@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import CLK_TCK, children, cpu_s
+from bench.common import CLK_TCK, children_cpu_s
 
 Sample = tuple[float, dict[str, float], float, float]  # (time, CPU s per thread, children's CPU s, machine busy s)
 
@@ -40,11 +40,7 @@ def _machine_busy_s() -> float:
 
 
 def _children_cpu_s(pid: int) -> float:
-    total = 0.0
-    for child in children(pid):
-        with contextlib.suppress(OSError):
-            total += cpu_s(child)
-    return total
+    return sum(children_cpu_s(pid).values())
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,25 @@ async def test_a_storm_of_repeats_with_one_message_id_causes_no_escalation(
         assert all(c["msg_type"] == "alert" for c in env.rx.contacts)
 
 
+def hold_commits(store: Any, monkeypatch: pytest.MonkeyPatch, which: Callable[[Any], str | None]
+                 ) -> tuple[asyncio.Event, list[str]]:
+    """Hold at a gate every commit for which `which(change)` names something (recorded in the list, in
+    order), until the gate is set; every other commit goes through."""
+    gate = asyncio.Event()
+    held: list[str] = []
+    real_commit = store.commit
+
+    async def gated_commit(change: Any) -> None:
+        name = which(change)
+        if name is not None:
+            held.append(name)
+            await asyncio.wait_for(gate.wait(), 20)
+        await real_commit(change)
+
+    monkeypatch.setattr(store, "commit", gated_commit)
+    return gate, held
+
+
 async def test_a_repeat_in_flight_is_acknowledged_only_after_its_original_is_stored(
     tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,17 +153,8 @@ async def test_a_repeat_in_flight_is_acknowledged_only_after_its_original_is_sto
     async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
         await env.add("g1", "sosbridge-mqtt-button")
         store = env.store
-        gate = asyncio.Event()
-        commits: list[str] = []
-        real_commit = store.commit
-
-        async def gated_commit(change: Any) -> None:
-            if change.dedupe_key is not None:  # a press (the forwarder's own bookkeeping is not held)
-                commits.append(change.dedupe_key)
-                await asyncio.wait_for(gate.wait(), 20)
-            await real_commit(change)
-
-        monkeypatch.setattr(store, "commit", gated_commit)
+        # A press (the forwarder's own bookkeeping is not held).
+        gate, commits = hold_commits(store, monkeypatch, lambda change: change.dedupe_key)
         before = env.adapter.handled
         frame = ("sosbridge/acme/g1/alert", json.dumps({"kind": "sos", "message_id": "g-1"}).encode(), False)
         await asyncio.to_thread(MqttPublisher(mosquitto_url).publish_many, [frame] * 5)
@@ -175,17 +186,15 @@ async def test_a_cancel_never_overtakes_copies_of_a_press_without_an_id(
     async with make_env(tmp_path, mosquitto_url, monkeypatch) as env, env.running():
         await env.add("g2", "sosbridge-mqtt-button")
         store = env.store
-        gate = asyncio.Event()
-        held: list[str] = []
-        real_commit = store.commit
+        first: list[str] = []
 
-        async def gated_commit(change: Any) -> None:
-            if change.alert.device_id == "g2" and not held:  # the first commit of the press only
-                held.append(change.alert.alert_id)
-                await asyncio.wait_for(gate.wait(), 20)
-            await real_commit(change)
+        def the_press(change: Any) -> str | None:  # the first commit of g2's press only
+            if change.alert.device_id != "g2" or first:
+                return None
+            first.append(change.alert.alert_id)
+            return change.alert.alert_id
 
-        monkeypatch.setattr(store, "commit", gated_commit)
+        gate, held = hold_commits(store, monkeypatch, the_press)
         before = env.adapter.handled
         topic = "sosbridge/acme/g2/alert"
         press_frame = (topic, json.dumps({"kind": "sos"}).encode(), False)
