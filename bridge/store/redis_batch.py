@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +37,22 @@ class NotReplicated(RedisError):
     """A write reached fewer replicas than min_replicas within replica_timeout_ms."""
 
 
+def replication_shortfall(copies: int, min_replicas: int, timeout_ms: int) -> NotReplicated | None:
+    """What `WAIT min_replicas timeout_ms` answering `copies` means for the writes it covers. Pure."""
+    if copies >= min_replicas:
+        return None
+    return NotReplicated(f"write held by {copies} of {min_replicas} replicas after {timeout_ms} ms (not acknowledged)")
+
+
 @dataclass
 class _Call:
     args: tuple[Any, ...]
     future: asyncio.Future[Any]
-    script: Any = None  # the redis-py Script of an EVALSHA, to load it again after NOSCRIPT
-    script_args: tuple[Any, ...] = ()
+    script: Any = None  # the redis-py Script of an EVALSHA (args: "EVALSHA", sha, 0, *its args), for NOSCRIPT
+
+    @property
+    def write(self) -> bool:
+        return str(self.args[0]).upper() in GUARDED_COMMANDS
 
 
 class AutoPipeline:
@@ -61,9 +72,8 @@ class AutoPipeline:
 
     async def script(self, script: Any, args: list[Any]) -> Any:
         """A registered redis-py Script, called with no keys (the store's scripts name theirs from args)."""
-        call = _Call(("EVALSHA", script.sha, 0, *args), asyncio.get_running_loop().create_future(), script,
-                     tuple(args))
-        return await self._ask(call)
+        return await self._ask(_Call(("EVALSHA", script.sha, 0, *args), asyncio.get_running_loop().create_future(),
+                                     script))
 
     async def close(self) -> None:
         """Stop: batches under way are cancelled, and their callers hear the store is closing."""
@@ -91,12 +101,16 @@ class AutoPipeline:
             asyncio.get_running_loop().call_soon(self._flush)
         live = [c for c in batch if not c.future.done()]  # a caller gone (cancelled) is not sent
         if live:
-            task = asyncio.create_task(self._send(live))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            self._track(self._send(live))
+
+    def _track(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` on a task of its own, held until done so that `close` can cancel it."""
+        task = asyncio.create_task(work)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[_Call]) -> None:
-        guarded = self._min_replicas > 0 and any(str(c.args[0]).upper() in GUARDED_COMMANDS for c in batch)
+        guarded = self._min_replicas > 0 and any(c.write for c in batch)
         try:
             pipe = self._client.pipeline(transaction=False)
             for call in batch:
@@ -115,20 +129,15 @@ class AutoPipeline:
         not_replicated: Exception | None = None
         if guarded:
             copies = replies.pop()
-            if isinstance(copies, Exception):
-                not_replicated = copies
-            elif int(copies) < self._min_replicas:
-                not_replicated = NotReplicated(
-                    f"write held by {copies} of {self._min_replicas} replicas after "
-                    f"{self._replica_timeout_ms} ms (not acknowledged)"
-                )
+            not_replicated = copies if isinstance(copies, Exception) else replication_shortfall(
+                int(copies), self._min_replicas, self._replica_timeout_ms)
         for call, reply in zip(batch, replies, strict=True):
             if isinstance(reply, NoScriptError) and call.script is not None:
                 # Loaded and sent again on its own (the client's Script does both; its guard waits too).
                 self._spawn_alone(call)
             elif isinstance(reply, Exception):
                 _fail(call, reply)
-            elif not_replicated is not None and str(call.args[0]).upper() in GUARDED_COMMANDS:
+            elif not_replicated is not None and call.write:
                 _fail(call, not_replicated)
             elif not call.future.done():
                 call.future.set_result(reply)
@@ -136,7 +145,7 @@ class AutoPipeline:
     def _spawn_alone(self, call: _Call) -> None:
         async def alone() -> None:
             try:
-                reply = await call.script(args=list(call.script_args), client=self._client)
+                reply = await call.script(args=list(call.args[3:]), client=self._client)
             except asyncio.CancelledError:
                 _fail(call, RedisError("the store is closing"))
                 raise
@@ -146,9 +155,7 @@ class AutoPipeline:
             if not call.future.done():
                 call.future.set_result(reply)
 
-        task = asyncio.create_task(alone())
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        self._track(alone())
 
 
 def _fail(call: _Call, exc: BaseException) -> None:

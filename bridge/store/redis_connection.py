@@ -129,7 +129,7 @@ def connect(url: str, **client_options: Any) -> Any:
     from redis.asyncio import BlockingConnectionPool, Redis
     from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
-    from bridge.store.redis_batch import GUARDED_COMMANDS, NotReplicated
+    from bridge.store.redis_batch import GUARDED_COMMANDS, replication_shortfall
 
     target = parse_target(url)
 
@@ -142,12 +142,10 @@ def connect(url: str, **client_options: Any) -> Any:
             if target.min_replicas and str(command_name).upper() in GUARDED_COMMANDS:
                 # WAIT counts the replicas that hold every write made so far on *this* connection.
                 await conn.send_command("WAIT", target.min_replicas, target.replica_timeout_ms)
-                copies = int(await conn.read_response())
-                if copies < target.min_replicas:
-                    raise NotReplicated(
-                        f"write held by {copies} of {target.min_replicas} replicas after "
-                        f"{target.replica_timeout_ms} ms (not acknowledged)"
-                    )
+                shortfall = replication_shortfall(int(await conn.read_response()), target.min_replicas,
+                                                  target.replica_timeout_ms)
+                if shortfall is not None:
+                    raise shortfall
             return reply
 
     # A command waits this long for a free connection, then fails (StoreError: not acknowledged).
