@@ -152,11 +152,8 @@ def loop_lag(url: str) -> dict[str, float] | None:
     return {"p99_s": p99, "max_s": top, "samples": int(total)}
 
 
-def stored_and_delivered(url: str) -> tuple[int, int] | None:
-    """New alerts stored and contacts delivered so far, from the bridge's own /metrics (None if unreadable)."""
-    text = metrics_text(url)
-    if text is None:
-        return None
+def stored_and_delivered(text: str) -> tuple[int, int]:
+    """New alerts stored and contacts delivered so far, from the text of the bridge's /metrics. Pure."""
     stored = delivered = 0.0
     for line in text.splitlines():
         if line.startswith("sosbridge_alerts_accepted_total{") and 'outcome="created"' in line:
@@ -166,10 +163,9 @@ def stored_and_delivered(url: str) -> tuple[int, int] | None:
     return int(stored), int(delivered)
 
 
-def gauge(url: str, name: str) -> float | None:
-    """One unlabelled gauge from the bridge's /metrics (None if unreadable or absent)."""
-    text = metrics_text(url)
-    for line in (text or "").splitlines():
+def gauge(text: str, name: str) -> float | None:
+    """One unlabelled gauge from the text of the bridge's /metrics (None if absent). Pure."""
+    for line in text.splitlines():
         if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
     return None
@@ -544,9 +540,11 @@ class Bench:
             storm_pub = window.get("pub")
             window["acked_at_probe"] = storm_pub.acked if storm_pub is not None else None
             probe_pub.client.publish(f"sosbridge/{TENANT}/{probe}/alert", button_alert(probe).payload, qos=1)
-            window["bridge_at_probe"] = stored_and_delivered(bridge.url)
-            # How far behind the platform was (refreshed every second by the bridge's health loop).
-            window["oldest_waiting_at_probe_s"] = gauge(bridge.url, "sosbridge_outbox_oldest_age_seconds")
+            text = metrics_text(bridge.url)  # one read of /metrics for both figures
+            if text is not None:
+                window["bridge_at_probe"] = stored_and_delivered(text)
+                # How far behind the platform was (refreshed every second by the bridge's health loop).
+                window["oldest_waiting_at_probe_s"] = gauge(text, "sosbridge_outbox_oldest_age_seconds")
 
         def send() -> dict[str, float]:
             pub = Publisher(self.broker_port, inflight=1000)
