@@ -30,6 +30,11 @@ from bridge.store.base import OutboxItem, Store, StoreError, lease_rank
 log = logging.getLogger("sosbridge.forwarder")
 
 STOP_DRAIN_S = 2.0  # how long a stopping forwarder waits for deliveries already under way
+# Windows of contacts (`workers` each) leased ahead while every worker is busy. Under a flood a lease waits
+# for the intake's group commit in flight (40-50 ms) while a POST takes 10-25 ms, so one window left the
+# workers idle most of that wait: the police got about 250 contacts a second while the bridge stored
+# 1,700 (docs/testing/benchmarks.md#delivery-in-step).
+AHEAD_WINDOWS = 4
 
 
 def backoff_delay(attempts: int, base_s: float, max_s: float, retry_after_s: float | None, rng: random.Random) -> float:
@@ -91,7 +96,8 @@ class Forwarder:
         self._recording: set[asyncio.Task[None]] = set()
         # Leased ahead while every worker is busy, started in lease order as workers come free: a worker
         # that comes free starts the next contact at once instead of waiting for a lease (one group commit,
-        # 0.1 s under a storm). At most one window (`workers`) of them; never empty while a worker is free.
+        # 0.04-0.15 s under a flood). At most AHEAD_WINDOWS windows (`workers` each) of them; never empty
+        # while a worker is free.
         self._ahead: collections.deque[OutboxItem] = collections.deque()
         self._ahead_as_of = 0  # FreshContacts.left_commits when the look-ahead was last leased
         self._stopping = False
@@ -180,8 +186,8 @@ class Forwarder:
                 self._start_ahead()
             for item in self.fresh.take():
                 self._spawn(item)
-            # Room for the free workers, and for one window more to lease ahead while all are busy.
-            room = max(0, self._free_workers()) + self.workers - len(self._ahead)
+            # Room for the free workers, and for the windows to lease ahead while all are busy.
+            room = max(0, self._free_workers()) + AHEAD_WINDOWS * self.workers - len(self._ahead)
             items: list[OutboxItem] = []
             left_commits = self.fresh.left_commits
             if room > 0:
@@ -223,6 +229,9 @@ class Forwarder:
         self._count_busy()
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery task failed", extra={"error": repr(task.exception())})
+        if not self._stopping and not self._outranked_may_wait():
+            # The next contact leased ahead starts now, not when the lease under way (if any) comes back.
+            self._start_ahead()
         self._wake.set()
 
     async def _deliver(self, item: OutboxItem) -> None:

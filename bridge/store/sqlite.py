@@ -40,7 +40,10 @@ from bridge.store.base import (
 
 T = TypeVar("T")
 
-MAX_BATCH = 256  # writes per group commit; bounds the time one transaction holds the write lock
+# Writes per group commit; bounds the time one transaction holds the write lock, and so how long an urgent
+# write (the forwarder's lease, a delivery's record, a platform's ack) waits behind the intake's transaction
+# in flight under a flood: 40-50 ms at 64, 125-150 ms at 256 (docs/testing/benchmarks.md#delivery-in-step).
+MAX_BATCH = 64
 # What a checkpoint leaves of a write-ahead log that a long read let grow past SQLite's auto-checkpoint
 # size (1,000 pages, 4 MiB): SQLite keeps the file at its largest unless told otherwise.
 WAL_SIZE_LIMIT = 4 * 1024 * 1024

@@ -1,7 +1,7 @@
-"""The forwarder leases one window ahead (bridge/delivery/forwarder.py): while every worker is busy, the next
-contacts are already leased, so a worker that comes free starts the next one at once instead of waiting for
-a lease (a group commit; about 0.1 s under a storm). They start in lease order, and a stopping forwarder
-gives back the ones it never started, due at once.
+"""The forwarder leases windows ahead (bridge/delivery/forwarder.py, AHEAD_WINDOWS): while every worker is
+busy, the next contacts are already leased, so a worker that comes free starts the next one at once instead
+of waiting for a lease (a group commit; 0.04-0.15 s under a flood), even while a lease is under way. They
+start in lease order, and a stopping forwarder gives back the ones it never started, due at once.
 
 Real parts (tests/support/delivery.py): the SQLite store, the ledger and the forwarder with its webhook sink,
 POSTing to an aiohttp server on loopback that holds every contact until the test releases it.
@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bridge.core.model import Alert
+from bridge.delivery.forwarder import AHEAD_WINDOWS
 from bridge.store.base import Change
 from bridge.store.sqlite import SqliteStore
 from tests.support.delivery import delivery_stack, loopback_receiver
@@ -39,7 +40,8 @@ async def test_a_worker_that_comes_free_starts_the_next_contact_without_a_lease(
         await asyncio.wait_for(gates[alert_id].wait(), 10)
         return web.Response(status=200)
 
-    alerts = [make_alert(device_id=f"d{n}") for n in range(6)]
+    leased = 2 + 2 * AHEAD_WINDOWS  # two in flight, and the windows (two each) leased ahead
+    alerts = [make_alert(device_id=f"d{n}") for n in range(leased + 2)]
     async with loopback_receiver(receive) as url, delivery_stack(tmp_path / "store.db", url, workers=2) as stack:
         leases: list[int] = []
         real_lease = stack.store.lease
@@ -53,10 +55,10 @@ async def test_a_worker_that_comes_free_starts_the_next_contact_without_a_lease(
         await store_waiting(stack.store, alerts)
         stack.forwarder.wake()
         await until(lambda: len(arrived) == 2, 10)
-        # Two in flight, and the next window (two) leased ahead: four rows leased, two POSTs.
-        await until(lambda: sum(leases) == 4, 10)
+        # Two in flight, and the windows leased ahead: every row but the last two leased, two POSTs.
+        await until(lambda: sum(leases) == leased, 10)
         rows = [await stack.store.outbox_items(a.alert_id) for a in alerts]
-        assert [r[0].state for r in rows] == ["inflight"] * 4 + ["pending"] * 2
+        assert [r[0].state for r in rows] == ["inflight"] * leased + ["pending"] * 2
 
         # Every lease the forwarder makes from here on is blocked: a contact that starts now was leased ahead.
         blocked = asyncio.Event()
@@ -72,7 +74,59 @@ async def test_a_worker_that_comes_free_starts_the_next_contact_without_a_lease(
         blocked.set()
         for alert in alerts:
             gates.setdefault(alert.alert_id, asyncio.Event()).set()
-        await until(lambda: len(arrived) == 6, 10)
+        await until(lambda: len(arrived) == len(alerts), 10)
+        assert arrived == [a.alert_id for a in alerts]
+
+
+async def test_a_worker_that_comes_free_during_a_lease_starts_the_next_contact_at_once(tmp_path: Path) -> None:
+    """Under a flood a lease waits for the intake's group commit; the workers that come free meanwhile start
+    what was leased ahead then, not when that lease comes back (which kept the police at about 250 contacts a
+    second while the bridge stored 1,700)."""
+    arrived: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+
+    async def receive(request: web.Request) -> web.Response:
+        alert_id = request.headers["X-SOSBridge-Alert-Id"]
+        arrived.append(alert_id)
+        gates.setdefault(alert_id, asyncio.Event())
+        await asyncio.wait_for(gates[alert_id].wait(), 10)
+        return web.Response(status=200)
+
+    alerts = [make_alert(device_id=f"d{n}") for n in range(2 + 2 * AHEAD_WINDOWS + 2)]
+    async with loopback_receiver(receive) as url, delivery_stack(tmp_path / "store.db", url, workers=2) as stack:
+        await store_waiting(stack.store, alerts)
+        stack.forwarder.wake()
+        await until(lambda: len(arrived) == 2, 10)
+        pending = [a.alert_id for a in alerts[-2:]]
+
+        async def all_but_the_last_two_leased() -> bool:
+            states = [(await stack.store.outbox_items(a.alert_id))[0].state for a in alerts]
+            return states == ["inflight" if a.alert_id not in pending else "pending" for a in alerts]
+
+        await until(all_but_the_last_two_leased, 10)
+        lease_started = asyncio.Event()
+        blocked = asyncio.Event()
+        real_lease = stack.store.lease
+
+        async def blocked_lease(limit: int, lease_s: float, now: float):  # type: ignore[no-untyped-def]
+            lease_started.set()
+            await asyncio.wait_for(blocked.wait(), 10)
+            return await real_lease(limit, lease_s, now)
+
+        stack.store.lease = blocked_lease  # type: ignore[method-assign]
+        gates[arrived[0]].set()  # the forwarder starts the third, then leases again: that lease hangs
+        await until(lambda: len(arrived) == 3, 10)
+        await asyncio.wait_for(lease_started.wait(), 10)
+        gates[arrived[1]].set()
+        gates[arrived[2]].set()
+        # Both freed workers start the next contacts leased ahead while the lease still hangs.
+        await until(lambda: len(arrived) == 5, 10)
+        assert not blocked.is_set()
+        assert arrived == [a.alert_id for a in alerts[:5]]
+        blocked.set()
+        for alert in alerts:
+            gates.setdefault(alert.alert_id, asyncio.Event()).set()
+        await until(lambda: len(arrived) == len(alerts), 10)
         assert arrived == [a.alert_id for a in alerts]
 
 
@@ -85,7 +139,8 @@ async def test_a_stopping_forwarder_gives_back_what_it_leased_ahead(tmp_path: Pa
         await asyncio.wait_for(release.wait(), 10)
         return web.Response(status=200)
 
-    alerts = [make_alert(device_id=f"d{n}") for n in range(3)]
+    ahead = AHEAD_WINDOWS  # one worker: windows of one
+    alerts = [make_alert(device_id=f"d{n}") for n in range(1 + ahead + 1)]
     async with loopback_receiver(receive) as url:
         async with delivery_stack(tmp_path / "store.db", url, workers=1) as stack:
             await store_waiting(stack.store, alerts)
@@ -96,20 +151,22 @@ async def test_a_stopping_forwarder_gives_back_what_it_leased_ahead(tmp_path: Pa
                 return [(await stack.store.outbox_items(a.alert_id))[0].state for a in alerts]
 
             async def leased_ahead() -> bool:
-                return await states() == ["inflight", "inflight", "pending"]
+                return await states() == ["inflight"] * (1 + ahead) + ["pending"]
 
-            await until(leased_ahead, 10)  # the second alert's contact waits in the look-ahead
+            await until(leased_ahead, 10)  # the next alerts' contacts wait in the look-ahead
             stopped_at = time.time()
         release.set()  # stopped (the first delivery cancelled, its lease kept) and closed
     reopened = SqliteStore(tmp_path / "store.db")
     await reopened.open()
     try:
-        first, second, third = [(await reopened.outbox_items(a.alert_id))[0] for a in alerts]
+        first, *never_started, last = [(await reopened.outbox_items(a.alert_id))[0] for a in alerts]
         assert first.state == "inflight"  # cancelled mid-delivery: sent again when its lease expires
         # Never started: due again at once, with no attempt spent.
-        assert second.state == "retry" and second.attempts == 0
-        assert stopped_at - 1 <= second.next_attempt_at <= time.time()
-        assert third.state == "pending"
+        assert len(never_started) == ahead
+        for item in never_started:
+            assert item.state == "retry" and item.attempts == 0
+            assert stopped_at - 1 <= item.next_attempt_at <= time.time()
+        assert last.state == "pending"
     finally:
         await reopened.close()
 
