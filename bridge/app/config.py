@@ -159,7 +159,12 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     )
     retry_base_s: float = Field(default=0.5, gt=0, description="First retry delay; doubles on each attempt")
     retry_max_s: float = Field(default=60.0, gt=0, description="Longest retry delay")
-    forwarder_workers: int = Field(default=32, ge=1, le=1024, description="Concurrent webhook deliveries")
+    forwarder_workers: int = Field(
+        default=128, ge=1, le=1024,
+        description="Contacts in flight to the platform at once, each on a connection of its own while it is "
+        "sent: lower it for a platform that cannot take that many connections, at the cost of delivery rate "
+        "under a storm",
+    )
     lease_s: float = Field(default=30.0, gt=0, description="How long a worker holds an outbox item before another may")
     workers: int = Field(
         default=0, ge=0, le=16,
