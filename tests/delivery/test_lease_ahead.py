@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -29,7 +30,9 @@ async def store_waiting(store: SqliteStore, alerts: list[Alert]) -> None:
         await asyncio.wait_for(store.commit(Change(alert=alert, outbox=[make_item(alert, 1)])), 10)
 
 
-async def test_a_worker_that_comes_free_starts_the_next_contact_without_a_lease(tmp_path: Path) -> None:
+def gated_receiver() -> tuple[list[str], dict[str, asyncio.Event], Callable[[web.Request], Awaitable[web.Response]]]:
+    """A platform that records each contact's alert id as it arrives and answers 200 once the test sets that
+    alert's gate (the arrivals list, the gates, the handler)."""
     arrived: list[str] = []
     gates: dict[str, asyncio.Event] = {}
 
@@ -39,6 +42,12 @@ async def test_a_worker_that_comes_free_starts_the_next_contact_without_a_lease(
         gates.setdefault(alert_id, asyncio.Event())
         await asyncio.wait_for(gates[alert_id].wait(), 10)
         return web.Response(status=200)
+
+    return arrived, gates, receive
+
+
+async def test_a_worker_that_comes_free_starts_the_next_contact_without_a_lease(tmp_path: Path) -> None:
+    arrived, gates, receive = gated_receiver()
 
     leased = 2 + 2 * AHEAD_WINDOWS  # two in flight, and the windows (two each) leased ahead
     alerts = [make_alert(device_id=f"d{n}") for n in range(leased + 2)]
@@ -82,15 +91,7 @@ async def test_a_worker_that_comes_free_during_a_lease_starts_the_next_contact_a
     """Under a flood a lease waits for the intake's group commit; the workers that come free meanwhile start
     what was leased ahead then, not when that lease comes back (which kept the police at about 250 contacts a
     second while the bridge stored 1,700)."""
-    arrived: list[str] = []
-    gates: dict[str, asyncio.Event] = {}
-
-    async def receive(request: web.Request) -> web.Response:
-        alert_id = request.headers["X-SOSBridge-Alert-Id"]
-        arrived.append(alert_id)
-        gates.setdefault(alert_id, asyncio.Event())
-        await asyncio.wait_for(gates[alert_id].wait(), 10)
-        return web.Response(status=200)
+    arrived, gates, receive = gated_receiver()
 
     alerts = [make_alert(device_id=f"d{n}") for n in range(2 + 2 * AHEAD_WINDOWS + 2)]
     async with loopback_receiver(receive) as url, delivery_stack(tmp_path / "store.db", url, workers=2) as stack:
