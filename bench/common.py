@@ -110,11 +110,17 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cpu_user_system_s(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds a process has used, every thread."""
-    with open(f"/proc/{pid}/stat") as fh:
+def stat_cpu_s(stat_path: str | Path) -> tuple[float, float]:
+    """User and system CPU seconds from a /proc `stat` file: a process's (every thread) or one thread's
+    (/proc/PID/task/TID/stat)."""
+    with open(stat_path) as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK  # utime, stime
+
+
+def cpu_user_system_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds a process has used, every thread."""
+    return stat_cpu_s(f"/proc/{pid}/stat")
 
 
 def cpu_s(pid: int) -> float:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import CLK_TCK, children_cpu_s
+from bench.common import CLK_TCK, children_cpu_s, stat_cpu_s
 
 Sample = tuple[float, dict[str, float], float, float]  # (time, CPU s per thread, children's CPU s, machine busy s)
 
@@ -27,8 +27,7 @@ def _thread_cpu_s(pid: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
-            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-            out[task.name] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+            out[task.name] = sum(stat_cpu_s(task / "stat"))
     return out
 
 
@@ -37,10 +36,6 @@ def _machine_busy_s() -> float:
         values = [int(v) for v in fh.readline().split()[1:]]
     idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
     return (sum(values) - idle) / CLK_TCK
-
-
-def _children_cpu_s(pid: int) -> float:
-    return sum(children_cpu_s(pid).values())
 
 
 @dataclass
@@ -66,7 +61,7 @@ class Timeline:
     def _run(self) -> None:
         while not self._stop.is_set():
             with contextlib.suppress(OSError):
-                self.samples.append((time.monotonic(), _thread_cpu_s(self.pid), _children_cpu_s(self.pid),
+                self.samples.append((time.monotonic(), _thread_cpu_s(self.pid), sum(children_cpu_s(self.pid).values()),
                                      _machine_busy_s()))
             self._stop.wait(self.interval_s)
 
