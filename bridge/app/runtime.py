@@ -15,8 +15,9 @@ from bridge.alerts.handoff import FreshContacts
 from bridge.alerts.ledger import Ledger
 from bridge.alerts.message_rate import MessageRate
 from bridge.alerts.pipeline import Pipeline
+from bridge.app.child_processes import ChildProcesses
 from bridge.app.config import Settings
-from bridge.app.delivery_process import DeliveryProcesses
+from bridge.app.delivery_process import delivery_processes
 from bridge.app.delivery_sinks import build_sinks, portable_routes, route_timeout_s
 from bridge.app.disk_alarm import check_disk
 from bridge.app.refusal_audit import RefusalAudit, flush_refusals
@@ -89,7 +90,7 @@ class BridgeRuntime:
             ledger=self.ledger,
             message_rate=MessageRate(settings.device_message_burst, settings.device_message_per_min),
         )
-        self.delivery_processes: DeliveryProcesses | None = None
+        self.delivery_processes: ChildProcesses | None = None
         forwarder_sinks = dict(sinks.primary)
         remote_routes = portable_routes(self.routes) if processes > 1 else []
         if remote_routes:
@@ -97,7 +98,7 @@ class BridgeRuntime:
             for route in remote_routes:  # the real sinks stay here to render bodies when a row is queued
                 forwarder_sinks[route] = RemoteSink(sinks.primary[route].name, route, remote,
                                                     route_timeout_s(settings, self.routes, route))
-            self.delivery_processes = DeliveryProcesses(
+            self.delivery_processes = delivery_processes(
                 settings, self.routes, processes - 1, remote,
                 lambda reason, detail: self.forwarder.raise_alarm(reason, detail),
                 lambda reason: self.forwarder.clear_alarm(reason),

@@ -15,15 +15,16 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from bridge.delivery.channel import READY, FramedProtocol, FrameError, outcome_of, request, unpack
+from bridge.delivery.channel import outcome_of, request
 from bridge.delivery.sinks.base import Outcome, Retry
 from bridge.infra.aio import wait_event
+from bridge.infra.channel import ParentEnd
 from bridge.store.base import OutboxItem
 
 GONE = "the delivery process exited before it answered"
 
 
-class Link(FramedProtocol):
+class Link(ParentEnd):
     """One delivery process's socket: requests out, outcomes in, by request id."""
 
     peer = "a delivery process"
@@ -32,9 +33,6 @@ class Link(FramedProtocol):
         super().__init__()
         self._on_ready = on_ready
         self._on_lost = on_lost
-        self.ready = False
-        self.ready_event = asyncio.Event()
-        self.lost = asyncio.get_running_loop().create_future()  # set when the socket closes
         self.pending: dict[int, asyncio.Future[Outcome]] = {}
         self._next_id = 0
 
@@ -49,28 +47,20 @@ class Link(FramedProtocol):
         finally:
             self.pending.pop(req_id, None)  # answered, lost or cancelled (a stopping forwarder)
 
-    def frame_received(self, body: bytes) -> None:
-        message = unpack(body)
-        if not self.ready:
-            if tuple(message) != READY:
-                raise FrameError(f"expected the hand-shake, got {message!r:.80}")
-            self.ready = True
-            self.ready_event.set()
-            self._on_ready(self)
-            return
+    def became_ready(self) -> None:
+        self._on_ready(self)
+
+    def message_received(self, message: tuple[object, ...]) -> None:
         req_id, outcome = outcome_of(message)
         future = self.pending.pop(req_id, None)
         if future is not None and not future.done():
             future.set_result(outcome)
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.ready = False
+    def channel_lost(self) -> None:
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():
                 future.set_result(Retry(GONE))
-        if not self.lost.done():
-            self.lost.set_result(None)
         self._on_lost(self)
 
 

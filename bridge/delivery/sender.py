@@ -15,9 +15,10 @@ import logging
 import socket
 from collections.abc import Callable
 
-from bridge.delivery.channel import READY, FramedProtocol, answer, item_from, pack, unpack
+from bridge.delivery.channel import answer, item_from
 from bridge.delivery.sinks.base import Sink, deliver_guarded
 from bridge.infra.aio import stop_tasks
+from bridge.infra.channel import READY, FramedProtocol, pack, unpack
 
 log = logging.getLogger("sosbridge.delivery")
 

@@ -1,5 +1,6 @@
-"""The delivery processes' wire (bridge/delivery/channel.py): frames split wherever the socket cut them,
-a row crosses with everything a sink reads, each outcome comes back as it was, a bad frame is refused."""
+"""The delivery processes' wire (bridge/delivery/channel.py over bridge/infra/channel.py): frames split
+wherever the socket cut them, a row crosses with everything a sink reads, each outcome comes back as it
+was, a bad frame is refused."""
 
 from __future__ import annotations
 
@@ -7,20 +8,9 @@ import marshal
 
 import pytest
 
-from bridge.delivery.channel import (
-    MAX_FRAME,
-    READY,
-    FrameError,
-    answer,
-    frame,
-    item_from,
-    outcome_of,
-    pack,
-    request,
-    split_frames,
-    unpack,
-)
+from bridge.delivery.channel import answer, item_from, outcome_of, request
 from bridge.delivery.sinks.base import Delivered, Permanent, Retry
+from bridge.infra.channel import MAX_FRAME, READY, FrameError, frame, pack, split_frames, unpack
 from bridge.store.base import OutboxItem
 
 
