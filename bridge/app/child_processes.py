@@ -1,6 +1,7 @@
 """Processes `sosbridge serve` starts beside itself, each on a socketpair, kept running until it stops.
 
-`ChildProcesses` starts `count` children (`python -m MODULE FD PARENT_PID`), sends each its hello, waits
+`ChildProcesses` starts `count` children (`python -m MODULE FD PARENT_PID`), sends each its hello (made
+when it starts: it may say what changed since the first), waits
 for its READY, and starts again one that exits or never became ready (alarm `alarm`, counted in
 `sosbridge_alarms_total`, cleared once the new one is ready; back-off from 0.1 s to 30 s). `stop()` closes
 every channel: a child ends on EOF, and is killed if it has not within 5 s. The channel's protocol
@@ -38,7 +39,7 @@ RESTART_MAX_S = 30.0
 
 class ChildProcesses:
     def __init__(
-        self, what: str, module: str, hello: bytes, count: int, make_link: Callable[[], ParentEnd],
+        self, what: str, module: str, hello: Callable[[], bytes], count: int, make_link: Callable[[int], ParentEnd],
         any_ready: asyncio.Event, alarm: str,
         raise_alarm: Callable[[str, str], None], clear_alarm: Callable[[str], None],
     ) -> None:
@@ -93,11 +94,11 @@ class ChildProcesses:
             theirs.close()
         self.pids[index] = proc.pid
         loop = asyncio.get_running_loop()
-        _, link = await loop.create_connection(self.make_link, sock=ours)
+        _, link = await loop.create_connection(lambda: self.make_link(index), sock=ours)
         self._links[index] = link
         if self._stopping:  # stop() came while it was starting: it ends at once with its channel
             link.close()
-        link.send_raw(self.hello)
+        link.send_raw(self.hello())
         log.info(f"{self.what} started", extra={"index": index, "pid": proc.pid})
         exited = asyncio.ensure_future(proc.wait())
         ready = asyncio.ensure_future(wait_event(link.ready_event, READY_TIMEOUT_S))

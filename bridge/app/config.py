@@ -172,6 +172,12 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
         "routes' webhook and SIP contacts are sent from N-1 delivery processes it starts and restarts itself; "
         "1 keeps one process; 0 (the default): 2 when at least two CPUs are available to it, else 1",
     )
+    intake_workers: int = Field(
+        default=0, ge=0, le=16,
+        description="Intake processes `sosbridge serve` runs beside itself: each identifies, decodes and stores "
+        "the frames of the senders that hash to it, so intake uses more than one core (a sender keeps its "
+        "order). Needs the Redis store (SOSBRIDGE_REDIS_URL); 0 (the default): intake runs in the main process",
+    )
 
     # transports own their settings (device_adapters/<t>/settings.py, registered under sosbridge.settings)
     profile_dirs: str | None = Field(
@@ -254,6 +260,14 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     def _default_db(self) -> Settings:
         if not self.db:
             self.db = str(Path(self.data_dir) / "sosbridge.db")
+        return self
+
+    @model_validator(mode="after")
+    def _intake_needs_redis(self) -> Settings:
+        if self.intake_workers and not self.redis_url:
+            # SQLite keeps one writer in the main process (docs/architecture.md#intake-processes).
+            raise ValueError("SOSBRIDGE_INTAKE_WORKERS needs the Redis store (SOSBRIDGE_REDIS_URL): with SQLite, "
+                             "intake runs in the main process")
         return self
 
     @property

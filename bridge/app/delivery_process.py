@@ -51,8 +51,9 @@ def delivery_processes(
     raise_alarm: Callable[[str, str], None], clear_alarm: Callable[[str], None],
 ) -> ChildProcesses:
     """`count` delivery processes, each told the settings and routes in its hello."""
-    return ChildProcesses("delivery process", MODULE, frame(pickle.dumps((settings, routes))), count, remote.link,
-                          remote.any_ready, ALARM, raise_alarm, clear_alarm)
+    hello = frame(pickle.dumps((settings, routes)))
+    return ChildProcesses("delivery process", MODULE, lambda: hello, count, remote.link, remote.any_ready, ALARM,
+                          raise_alarm, clear_alarm)
 
 
 # -- the delivery process ---------------------------------------------------------------------------------

@@ -10,25 +10,20 @@ import time
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bridge.alerts.emergency_contacts import Notifier, SmsGateway
+from bridge.alerts.emergency_contacts import SmsGateway
 from bridge.alerts.handoff import FreshContacts
-from bridge.alerts.ledger import Ledger
-from bridge.alerts.message_rate import MessageRate
-from bridge.alerts.pipeline import Pipeline
 from bridge.app.child_processes import ChildProcesses
 from bridge.app.config import Settings
 from bridge.app.delivery_process import delivery_processes
-from bridge.app.delivery_sinks import build_sinks, portable_routes, route_timeout_s
+from bridge.app.delivery_sinks import portable_routes, route_timeout_s
 from bridge.app.disk_alarm import check_disk
+from bridge.app.intake import DispatchingIngress, IntakeLinks, build_pipeline, intake_processes, sinks_with_notify
 from bridge.app.refusal_audit import RefusalAudit, flush_refusals
-from bridge.core.contact import Contact
 from bridge.core.events import StatusBus
 from bridge.core.model import utcnow
 from bridge.delivery.forwarder import Forwarder
-from bridge.delivery.queued_bodies import QueuedBodies
 from bridge.delivery.remote import RemoteDelivery, RemoteSink
 from bridge.delivery.routing import load_routes
-from bridge.delivery.sinks.notify import notification_sinks
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import stop_tasks
 from bridge.infra.health import TransportMonitor
@@ -63,33 +58,14 @@ class BridgeRuntime:
         self.auth_failures = TokenBuckets(settings.auth_failures_burst, settings.auth_failures_per_min / 60)
         self.refusals = RefusalAudit(settings.auth_audit_interval_s)
         self.transports = TransportMonitor()
-        sinks = build_sinks(settings, self.routes)
-        # The person's own emergency contacts: their channels' sinks next to the platform routes.
-        # SMS is offered once the serial adapter declares a GSM port on the gateway (SmsGateway.declare).
         gateway = SmsGateway()
         self.sms_gateway = gateway
-        notify_sinks = notification_sinks(settings, gateway)
-        sinks.primary.update(notify_sinks)
-        channels = [family.split(":", 1)[1] for family in notify_sinks if family != "notify:sms"]
+        sinks, channels = sinks_with_notify(settings, self.routes, gateway)
         # Built once and handed to each through its constructor: the ledger writes, the forwarder delivers,
         # and brand-new alerts' first contacts pass from one to the other in memory (FreshContacts).
         fresh = FreshContacts(settings.forwarder_workers, settings.lease_s)
-        self.ledger = Ledger(self.store, self.bus, fresh=fresh,
-                             notifier=Notifier(channels, settings.notify_map_url, sms=gateway),
-                             render_bodies=QueuedBodies(sinks.primary))
-        self.pipeline = Pipeline(
-            self.store,
-            self.bus,
-            self.metrics,
-            public_url=settings.effective_public_url,
-            default_status=settings.default_status,
-            last_known_max_age_s=settings.last_known_max_age_s,
-            kind_policy=self.profiles.allowed_kinds,
-            route_selector=self.select_routes,
-            update_limiter=TokenBuckets(settings.device_update_burst, settings.device_update_per_min / 60),
-            ledger=self.ledger,
-            message_rate=MessageRate(settings.device_message_burst, settings.device_message_per_min),
-        )
+        self.ledger, self.pipeline = build_pipeline(settings, self.store, self.bus, self.metrics, self.profiles,
+                                                    self.routes, sinks.primary, channels, gateway, fresh)
         self.delivery_processes: ChildProcesses | None = None
         forwarder_sinks = dict(sinks.primary)
         remote_routes = portable_routes(self.routes) if processes > 1 else []
@@ -117,8 +93,22 @@ class BridgeRuntime:
             retry_max_s=settings.retry_max_s,
             fallback_after_attempts=settings.fallback_after_attempts,
         )
-        self.ingress = Ingress(self.store, self.pipeline, self.profiles, self.metrics,
-                               max_frame_bytes=settings.max_body_bytes, device_cache_s=settings.device_cache_s)
+        self.intake_processes: ChildProcesses | None = None
+        if settings.intake_workers:
+            dispatching = DispatchingIngress(self.store, self.pipeline, self.profiles, self.metrics,
+                                             max_frame_bytes=settings.max_body_bytes,
+                                             device_cache_s=settings.device_cache_s)
+            dispatching.links = IntakeLinks(settings.intake_workers, self.bus, self.metrics, self.profiles,
+                                            self.forwarder.wake)
+            self.intake_processes = intake_processes(
+                settings, dispatching.links, gateway,
+                lambda reason, detail: self.forwarder.raise_alarm(reason, detail),
+                lambda reason: self.forwarder.clear_alarm(reason),
+            )
+            self.ingress: Ingress = dispatching
+        else:
+            self.ingress = Ingress(self.store, self.pipeline, self.profiles, self.metrics,
+                                   max_frame_bytes=settings.max_body_bytes, device_cache_s=settings.device_cache_s)
         self.plugins: dict[str, list[LoadedPlugin]] = load_all()
         self.adapters: list[Adapter] = []
         for plugin in self.plugins["sosbridge.adapters"]:
@@ -132,9 +122,6 @@ class BridgeRuntime:
         self._health_task: asyncio.Task[None] | None = None
         self._lag_task: asyncio.Task[None] | None = None
         self.supervisor: Supervisor | None = None
-
-    def select_routes(self, contact: Contact, previous: list[str]) -> list[str]:
-        return [route.name for route in self.routes.select(contact, previous)]
 
     async def start(self) -> None:
         private_dir(self.settings.data_path)  # 0700: the stores, keys and spool below it are private
@@ -156,6 +143,10 @@ class BridgeRuntime:
             except Exception as exc:
                 # One transport failing (a port in use, a broker down at boot) must not stop the others.
                 self.forwarder.raise_alarm(f"adapter_{adapter.name}_failed", repr(exc))
+        if self.intake_processes is not None:
+            # After the transports: a hello tells what they declared (a GSM port). Frames read meanwhile wait
+            # for their process (bridge/app/intake.py).
+            await self.intake_processes.start()
         if self.settings.supervision_enabled:
             from bridge.alerts.supervision import Supervisor
 
@@ -205,6 +196,8 @@ class BridgeRuntime:
             if adapter.name in self.started_adapters:
                 with contextlib.suppress(Exception):
                     await adapter.stop()
+        if self.intake_processes is not None:  # after the transports: they waited for their answers
+            await self.intake_processes.stop()
         await self.pipeline.stop()  # texts waiting for their rate are queued now, before the forwarder stops
         await self.forwarder.stop()
         if self.delivery_processes is not None:  # after the forwarder: nothing waits for them any more

@@ -71,8 +71,9 @@ class RemoteDelivery:
         self.links: list[Link] = []
         self.any_ready = asyncio.Event()
 
-    def link(self) -> Link:
-        """A new channel's protocol; it counts once its process said it is ready."""
+    def link(self, index: int) -> Link:
+        """A new channel's protocol; it counts once its process said it is ready (any process delivers any
+        contact: `index` does not matter)."""
         return Link(self._ready, self._lost)
 
     def _ready(self, link: Link) -> None:

@@ -54,6 +54,7 @@ class Metrics:
             ["profile"], registry=r,
         )
         self.alarms = Counter("sosbridge_operational_alarms", "Operational alarms raised", ["reason"], registry=r)
+        self._counters: dict[str, Counter] | None = None  # by name, for add_counts
 
     def accepted(self, transport: str, kind: str, outcome: str) -> None:
         self.alerts_accepted.labels(transport, kind, outcome).inc()
@@ -80,6 +81,27 @@ class Metrics:
 
     def duplicate(self, transport: str) -> None:
         self.duplicates.labels(transport).inc()
+
+    def counter_totals(self) -> dict[tuple[str, tuple[str, ...]], float]:
+        """Every counter's value per label set: what an intake process tells its parent (`add_counts`)."""
+        totals: dict[tuple[str, tuple[str, ...]], float] = {}
+        for family in self.registry.collect():
+            if family.type != "counter":
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    totals[(family.name, tuple(sample.labels.values()))] = sample.value
+        return totals
+
+    def add_counts(self, counts: list[tuple[str, tuple[str, ...], float]]) -> None:
+        """Counts made in an intake process, added to this process's counters of the same name."""
+        if self._counters is None:
+            counters = [metric for metric in vars(self).values() if isinstance(metric, Counter)]
+            self._counters = {next(iter(counter.describe())).name: counter for counter in counters}
+        for name, labels, amount in counts:
+            counter = self._counters.get(name)
+            if counter is not None:
+                (counter.labels(*labels) if labels else counter).inc(amount)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

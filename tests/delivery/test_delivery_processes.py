@@ -76,8 +76,10 @@ def flood(s: Stack, broker: Mosquitto, buttons: int, client_id: str) -> tuple[An
     return pub, {device_id for device_id, _ in devices}
 
 
-def statuses(broker: Mosquitto, devices: set[str], timeout: float = 30.0) -> dict[str, dict[str, Any]]:
-    """The retained status of each device's topic, once every device has one past `received`."""
+def statuses(broker: Mosquitto, devices: set[str], timeout: float = 30.0,
+             wanted: tuple[str, ...] = ("forwarded", "acknowledged")) -> dict[str, dict[str, Any]]:
+    """The retained status of each device's topic, once every device's state is one of `wanted` (by
+    default: past `received`)."""
     import paho.mqtt.client as mqtt
 
     seen: dict[str, dict[str, Any]] = {}
@@ -86,7 +88,7 @@ def statuses(broker: Mosquitto, devices: set[str], timeout: float = 30.0) -> dic
     def on_message(_c: Any, _u: Any, msg: Any) -> None:
         device = msg.topic.split("/")[2]
         seen[device] = json.loads(msg.payload)
-        if all(seen.get(d, {}).get("state") in ("forwarded", "acknowledged") for d in devices):
+        if all(seen.get(d, {}).get("state") in wanted for d in devices):
             done.set()
 
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="status-reader")

@@ -1,0 +1,238 @@
+"""Intake processes: `SOSBRIDGE_INTAKE_WORKERS=N` (with the Redis store) runs the ingress and the pipeline
+of every frame in N processes beside `sosbridge serve`, so intake uses more than one core (issue 27).
+
+The main process keeps the transports (reading, fair turns, repeats, acknowledging, answering), the
+status publisher, the forwarder, timers and the HTTP API. `DispatchingIngress.receive` and
+`receive_batch` send each frame to the intake process its sender hashes to (`dispatch_key`: one sender,
+one process, so its order, lane, edges and repeats stay in one place) and await its Receipt; the
+process identifies, decodes, admits and commits to Redis itself, as another instance would. Its status
+events come back before its answer: the parent publishes them on its bus and wakes its forwarder, then
+acknowledges the frame. A process that dies answers nothing: its frames come back `not_stored`, so the
+transport keeps them unacknowledged and retries (the dedupe keys make that at least once), and the
+process is started again. Other ingress calls (texts, platform-side observations, supervision) stay in
+the main process, on the same store. docs/architecture.md#intake-processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import marshal
+import pickle
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+from bridge.alerts.emergency_contacts import Notifier, SmsGateway
+from bridge.alerts.handoff import FreshContacts
+from bridge.alerts.ledger import Ledger
+from bridge.alerts.message_rate import MessageRate
+from bridge.alerts.pipeline import Pipeline
+from bridge.app.child_processes import ChildProcesses
+from bridge.app.config import Settings
+from bridge.app.delivery_sinks import Sinks, build_sinks
+from bridge.core.contact import Contact
+from bridge.core.events import StatusBus
+from bridge.delivery.queued_bodies import QueuedBodies
+from bridge.delivery.routing import RoutingTable
+from bridge.delivery.sinks.base import Sink
+from bridge.delivery.sinks.notify import notification_sinks
+from bridge.devices.frames import Frame
+from bridge.devices.profiles import ProfileRegistry
+from bridge.infra.aio import wait_event
+from bridge.infra.channel import ParentEnd, frame, pack
+from bridge.infra.metrics import Metrics
+from bridge.infra.ratelimit import TokenBuckets
+from bridge.ingress import Ingress
+from bridge.ingress.binding import Claim
+from bridge.ingress.receipt import Receipt
+from bridge.ingress.wire import (
+    ANSWER,
+    COUNTS,
+    EVENT,
+    BatchFrames,
+    Reader,
+    batch_request,
+    dispatch_key,
+    receive_request,
+)
+from bridge.store import Store
+
+log = logging.getLogger("sosbridge.intake")
+
+ALARM = "intake_process_exited"
+MODULE = "bridge.app.intake_process"
+# How long a frame waits for its intake process to be up (starting, or started again after it died)
+# before it is answered not_stored: the transport keeps it unacknowledged and tries again.
+WAIT_FOR_PROCESS_S = 10.0
+GONE = "the intake process ended before it answered; not stored, try again"
+
+
+def sinks_with_notify(settings: Settings, routes: RoutingTable, gateway: SmsGateway) -> tuple[Sinks, list[str]]:
+    """Every route's sinks plus the person's own emergency contacts' (their channels: SMS is offered once
+    the serial adapter declares a GSM port on `gateway`), and the channels configured."""
+    sinks = build_sinks(settings, routes)
+    notify = notification_sinks(settings, gateway)
+    sinks.primary.update(notify)
+    return sinks, [family.split(":", 1)[1] for family in notify if family != "notify:sms"]
+
+
+def build_pipeline(settings: Settings, store: Store, bus: StatusBus, metrics: Metrics, profiles: ProfileRegistry,
+                   routes: RoutingTable, sinks: dict[str, Sink], channels: list[str], gateway: SmsGateway,
+                   fresh: FreshContacts | None) -> tuple[Ledger, Pipeline]:
+    """The ledger and the pipeline, as the main process and each intake process build them. `sinks`
+    render bodies when a contact is queued; `fresh`: the main process's in-memory hand-over of new alerts'
+    first contacts to its forwarder (None in an intake process: they wait in the store, leased there)."""
+
+    def select_routes(contact: Contact, previous: list[str]) -> list[str]:
+        return [route.name for route in routes.select(contact, previous)]
+
+    ledger = Ledger(store, bus, fresh=fresh,
+                    notifier=Notifier(channels, settings.notify_map_url, sms=gateway),
+                    render_bodies=QueuedBodies(sinks))
+    pipeline = Pipeline(
+        store,
+        bus,
+        metrics,
+        public_url=settings.effective_public_url,
+        default_status=settings.default_status,
+        last_known_max_age_s=settings.last_known_max_age_s,
+        kind_policy=profiles.allowed_kinds,
+        route_selector=select_routes,
+        update_limiter=TokenBuckets(settings.device_update_burst, settings.device_update_per_min / 60),
+        ledger=ledger,
+        message_rate=MessageRate(settings.device_message_burst, settings.device_message_per_min),
+    )
+    return ledger, pipeline
+
+
+class IntakeLink(ParentEnd):
+    """One intake process's socket: requests out; answers, status events and counts in."""
+
+    peer = "an intake process"
+
+    def __init__(self, index: int, links: IntakeLinks) -> None:
+        super().__init__()
+        self.index = index
+        self.links = links
+        self.pending: dict[int, asyncio.Future[list[Receipt] | None]] = {}
+        self._ids = itertools.count(1)
+
+    async def ask(self, request: tuple[Any, ...]) -> list[Receipt] | None:
+        """The Receipts of one request; None: the process ended before it answered."""
+        req_id = next(self._ids)
+        future: asyncio.Future[list[Receipt] | None] = asyncio.get_running_loop().create_future()
+        self.pending[req_id] = future
+        self.send_raw(pack((req_id, *request)))
+        try:
+            return await future
+        finally:
+            self.pending.pop(req_id, None)
+
+    def became_ready(self) -> None:
+        self.links.ready(self)
+
+    def message_received(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == EVENT:
+            self.links.bus.publish(self.links.reader.event(message[1]))
+            self.links.wake()
+        elif kind == ANSWER:
+            receipts = [self.links.reader.receipt(fields) for fields in message[2]]
+            if any(r.stored for r in receipts):
+                self.links.wake()  # an update or a location may have queued a contact without an event
+            future = self.pending.pop(message[1], None)
+            if future is not None and not future.done():
+                future.set_result(receipts)
+        elif kind == COUNTS:
+            self.links.metrics.add_counts(message[1])
+        else:
+            raise ValueError(f"unknown message kind {kind!r}")
+
+    def channel_lost(self) -> None:
+        pending, self.pending = self.pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_result(None)
+        self.links.lost(self)
+
+
+class IntakeLinks:
+    """The intake processes by index, each up or not; a sender always goes to the same index."""
+
+    def __init__(self, count: int, bus: StatusBus, metrics: Metrics, profiles: ProfileRegistry,
+                 wake: Callable[[], None]) -> None:
+        self.count = count
+        self.bus = bus
+        self.metrics = metrics
+        self.reader = Reader(profiles.get)
+        self.wake = wake
+        self.up: list[IntakeLink | None] = [None] * count
+        self.up_events = [asyncio.Event() for _ in range(count)]
+        self.any_ready = asyncio.Event()
+
+    def link(self, index: int) -> IntakeLink:
+        return IntakeLink(index, self)
+
+    def ready(self, link: IntakeLink) -> None:
+        self.up[link.index] = link
+        self.up_events[link.index].set()
+        self.any_ready.set()
+
+    def lost(self, link: IntakeLink) -> None:
+        if self.up[link.index] is link:
+            self.up[link.index] = None
+            self.up_events[link.index].clear()
+        if not any(self.up):
+            self.any_ready.clear()
+
+    async def ask(self, key: str, request: tuple[Any, ...]) -> list[Receipt] | None:
+        index = zlib.crc32(key.encode()) % self.count
+        link = self.up[index]
+        if link is None:
+            if not await wait_event(self.up_events[index], WAIT_FOR_PROCESS_S):
+                return None
+            link = self.up[index]
+            if link is None:
+                return None
+        return await link.ask(request)
+
+
+def _not_stored(count: int) -> list[Receipt]:
+    return [Receipt("not_stored", "not_stored", GONE)] * count
+
+
+class DispatchingIngress(Ingress):
+    """The main process's ingress when intake processes run: frames go to them; the rest stays here."""
+
+    links: IntakeLinks
+
+    async def receive(self, frame: Frame, claim: Claim, *, raw: str | None = None,
+                      overrides: dict[str, Any] | None = None, ref_scheme: str | None = None,
+                      repeats_answered: bool = False) -> Receipt:
+        request = receive_request(frame, claim, raw, overrides, ref_scheme, repeats_answered)
+        try:
+            marshal.dumps(request)  # cheap; a value marshal cannot carry would close the channel otherwise
+        except ValueError:
+            return await super().receive(frame, claim, raw=raw, overrides=overrides, ref_scheme=ref_scheme,
+                                         repeats_answered=repeats_answered)
+        receipts = await self.links.ask(dispatch_key(claim), request)
+        return receipts[0] if receipts else _not_stored(1)[0]
+
+    async def receive_batch(self, frames: BatchFrames, *, ref_scheme: str | None = None,
+                            repeats_answered: bool = False) -> list[Receipt]:
+        if not frames:
+            return []
+        # One sender's backlog (the transports' contract): its first frame's claim places it.
+        receipts = await self.links.ask(dispatch_key(frames[0][1]), batch_request(frames, ref_scheme, repeats_answered))
+        return receipts if receipts is not None and len(receipts) == len(frames) else _not_stored(len(frames))
+
+
+def intake_processes(settings: Settings, links: IntakeLinks, gateway: SmsGateway,
+                     raise_alarm: Callable[[str, str], None], clear_alarm: Callable[[str], None]) -> ChildProcesses:
+    """`links.count` intake processes; each hello carries the settings and whether SMS is declared, so
+    processes started later learn what the transports declared when they started."""
+    return ChildProcesses("intake process", MODULE, lambda: frame(pickle.dumps((settings, gateway.declared))),
+                          links.count, links.link, links.any_ready, ALARM, raise_alarm, clear_alarm)
+

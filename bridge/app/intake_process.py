@@ -1,0 +1,175 @@
+"""An intake process (`python -m bridge.app.intake_process FD PARENT_PID`), started by `sosbridge serve`
+when `SOSBRIDGE_INTAKE_WORKERS` is set (bridge/app/intake.py).
+
+It builds the store (Redis), the profiles, the ledger, the pipeline and an ingress from the settings in
+its hello, says READY, then runs each request through its ingress on a task of its own and answers with
+the Receipts. Its status events go to the parent as they are published, before the answer of the frame
+that caused them; its counters' increments follow at most every `COUNTS_EVERY_S`. It has no transports,
+forwarder, timers or HTTP. When its channel closes (the parent stopped it, or died) it cancels what still
+runs (the parent has not acknowledged those frames: the broker or device sends them again), closes the
+store and exits. See docs/architecture.md#intake-processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pickle
+import socket
+import sys
+from typing import Any
+
+from bridge.alerts.emergency_contacts import SmsGateway
+from bridge.alerts.pipeline import Pipeline
+from bridge.app.child_processes import die_with_parent
+from bridge.app.config import Settings
+from bridge.app.intake import build_pipeline, sinks_with_notify
+from bridge.core.events import StatusBus, StatusEvent
+from bridge.delivery.routing import load_routes
+from bridge.devices.profiles import ProfileRegistry
+from bridge.infra.aio import stop_tasks
+from bridge.infra.channel import READY, FramedProtocol, pack, unpack
+from bridge.infra.metrics import Metrics
+from bridge.ingress import Ingress
+from bridge.ingress.receipt import Receipt
+from bridge.ingress.wire import ANSWER, BATCH, COUNTS, RECEIVE, claim_from, event_fields, frame_from, receipt_fields
+from bridge.store import Store, make_store
+
+log = logging.getLogger("sosbridge.intake")
+
+COUNTS_EVERY_S = 0.1
+
+
+class ChannelBus(StatusBus):
+    """Status events go to the parent, in the order they happen (the parent's bus publishes them)."""
+
+    def __init__(self, send: Any) -> None:
+        super().__init__()
+        self._send = send
+
+    def publish(self, event: StatusEvent) -> None:
+        self._send(pack(event_fields(event)))
+
+
+class Stack:
+    def __init__(self, store: Store, pipeline: Pipeline, ingress: Ingress, metrics: Metrics) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.ingress = ingress
+        self.metrics = metrics
+
+
+async def build(settings: Settings, sms_declared: int, send: Any) -> Stack:
+    store = make_store(settings)
+    await store.open()
+    metrics = Metrics()
+    bus = ChannelBus(send)
+    profiles = ProfileRegistry.load(settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else [])
+    routes = load_routes(settings)
+    gateway = SmsGateway()
+    for _ in range(sms_declared):
+        gateway.declare()
+    sinks, channels = sinks_with_notify(settings, routes, gateway)  # they render bodies here; nothing is sent
+    _, pipeline = build_pipeline(settings, store, bus, metrics, profiles, routes, sinks.primary, channels, gateway,
+                                 fresh=None)
+    ingress = Ingress(store, pipeline, profiles, metrics, max_frame_bytes=settings.max_body_bytes,
+                      device_cache_s=settings.device_cache_s)
+    return Stack(store, pipeline, ingress, metrics)
+
+
+class IntakeEnd(FramedProtocol):
+    peer = "the main process"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: Stack | None = None
+        self.setup: asyncio.Task[None] | None = None
+        self.closed = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._sent: dict[tuple[str, tuple[str, ...]], float] = {}
+
+    def frame_received(self, body: bytes) -> None:
+        if self.setup is None:
+            settings, sms_declared = pickle.loads(body)  # the parent's own socketpair: no one else holds it
+            self.setup = asyncio.create_task(self._start(settings, sms_declared))
+            return
+        req_id, method, args = unpack(body)
+        task = asyncio.create_task(self._serve(req_id, method, args))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _start(self, settings: Settings, sms_declared: int) -> None:
+        from bridge.infra.logs import configure_logging
+
+        configure_logging(settings.log_level)
+        try:
+            self.stack = await build(settings, sms_declared, self.send_raw)
+        except Exception as exc:  # a store that cannot be reached: exit, and the parent starts another
+            log.error("intake process could not start", extra={"error": repr(exc)})
+            self.close()
+            return
+        self.send_raw(pack(READY))
+        log.info("intake process ready", extra={"pid": os.getpid()})
+
+    async def _serve(self, req_id: int, method: int, args: tuple[Any, ...]) -> None:
+        assert self.stack is not None, "requests come after READY"
+        ingress = self.stack.ingress
+        receipts: list[Receipt]
+        try:
+            if method == RECEIVE:
+                frame, claim, raw, overrides, ref_scheme, repeats_answered = args
+                receipts = [await ingress.receive(frame_from(frame), claim_from(claim), raw=raw, overrides=overrides,
+                                                  ref_scheme=ref_scheme, repeats_answered=repeats_answered)]
+            elif method == BATCH:
+                frames, ref_scheme, repeats_answered = args
+                receipts = await ingress.receive_batch(
+                    [(frame_from(f), claim_from(c), raw) for f, c, raw in frames], ref_scheme=ref_scheme,
+                    repeats_answered=repeats_answered)
+            else:
+                raise ValueError(f"unknown request {method!r}")
+        except Exception as exc:  # a bug: nothing may be acknowledged that was not stored
+            log.error("intake request failed; not stored", extra={"error": repr(exc)}, exc_info=True)
+            count = len(args[0]) if method == BATCH else 1
+            receipts = [Receipt("not_stored", "not_stored", "not stored: an error in the intake process")] * count
+        self.send_raw(pack((ANSWER, req_id, [receipt_fields(r) for r in receipts])))
+
+    def send_counts(self) -> None:
+        if self.stack is None:
+            return
+        totals = self.stack.metrics.counter_totals()
+        counts = [(name, labels, value - self._sent.get((name, labels), 0.0))
+                  for (name, labels), value in totals.items() if value != self._sent.get((name, labels), 0.0)]
+        if counts:
+            self._sent = totals
+            self.send_raw(pack((COUNTS, counts)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed.set()
+
+
+async def serve(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    _, end = await loop.create_connection(IntakeEnd, sock=sock)
+    while not end.closed.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(end.closed.wait(), COUNTS_EVERY_S)
+        end.send_counts()
+    await stop_tasks([*end.tasks, *([end.setup] if end.setup is not None else [])])
+    if end.stack is not None:
+        with contextlib.suppress(Exception):
+            await end.stack.pipeline.stop()
+        with contextlib.suppress(Exception):
+            await end.stack.store.close()
+
+
+def main(argv: list[str]) -> int:
+    fd, parent_pid = int(argv[0]), int(argv[1])
+    die_with_parent(parent_pid)
+    asyncio.run(serve(socket.socket(fileno=fd)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,125 @@
+"""What the intake channel carries between `sosbridge serve` and its intake processes (framing:
+bridge/infra/channel.py). Pure functions; docs/architecture.md#intake-processes.
+
+Parent → child: `(req_id, RECEIVE, (frame, claim, raw, overrides, ref_scheme, repeats_answered))` or
+`(req_id, BATCH, ([(frame, claim, raw), ...], ref_scheme, repeats_answered))`.
+Child → parent: `(ANSWER, req_id, [receipt, ...])`, `(EVENT, status_event)`, `(COUNTS, [(metric, labels,
+amount), ...])`. A commit's status events go before the answer that follows it, so the parent publishes a
+device's `received` before it acknowledges the frame or wakes its forwarder.
+
+Only str, bytes, numbers, bool, None, tuples, lists and dicts cross (marshal): a device crosses as its
+JSON, a profile as its id, a state as its value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from bridge.alerts.pipeline import SubmitResult
+from bridge.core.events import StatusEvent, TextMessage
+from bridge.core.model import AlertState, Device
+from bridge.devices.frames import Frame
+from bridge.devices.profiles import DeviceProfile
+from bridge.ingress.binding import Claim
+from bridge.ingress.receipt import Receipt
+
+RECEIVE, BATCH = 0, 1  # requests
+ANSWER, EVENT, COUNTS = 0, 1, 2  # from the child
+
+BatchFrames = Sequence[tuple[Frame, Claim, str | None]]
+
+
+# -- requests ------------------------------------------------------------------------------------------------
+def frame_fields(frame: Frame) -> tuple[Any, ...]:
+    return (frame.payload, frame.meta, frame.retained)
+
+
+def frame_from(fields: tuple[Any, ...]) -> Frame:
+    payload, meta, retained = fields
+    return Frame.model_construct(payload=payload, meta=meta, retained=retained)  # built by the parent
+
+
+def claim_fields(claim: Claim) -> tuple[Any, ...]:
+    return (claim.transport, claim.identifiers, claim.device_id, claim.tenant, claim.fallback_profile,
+            claim.companion, claim.label, claim.auth)
+
+
+def claim_from(fields: tuple[Any, ...]) -> Claim:
+    transport, identifiers, device_id, tenant, fallback, companion, label, auth = fields
+    return Claim(transport, tuple(tuple(pair) for pair in identifiers), device_id, tenant, fallback, companion,
+                 label, auth)
+
+
+def dispatch_key(claim: Claim) -> str:
+    """What places a sender on one intake process: its device when the transport names it, else the first
+    identity it claims. The same sender always lands on the same process, so its frames keep their order
+    and its lane, edges and repeats live in one place."""
+    if claim.device_id:
+        return f"{claim.tenant or ''}/{claim.device_id}"
+    if claim.identifiers:
+        scheme, value = claim.identifiers[0]
+        return f"{scheme}:{value}"
+    return claim.label
+
+
+def receive_request(frame: Frame, claim: Claim, raw: str | None, overrides: dict[str, Any] | None,
+                    ref_scheme: str | None, repeats_answered: bool) -> tuple[Any, ...]:
+    return RECEIVE, (frame_fields(frame), claim_fields(claim), raw, overrides, ref_scheme, repeats_answered)
+
+
+def batch_request(frames: BatchFrames, ref_scheme: str | None, repeats_answered: bool) -> tuple[Any, ...]:
+    return BATCH, ([(frame_fields(f), claim_fields(c), raw) for f, c, raw in frames], ref_scheme, repeats_answered)
+
+
+# -- answers -------------------------------------------------------------------------------------------------
+def receipt_fields(receipt: Receipt) -> tuple[Any, ...]:
+    results = [(r.alert_id, r.outcome, r.state.value if r.state is not None else None) for r in receipt.results]
+    device = receipt.device.model_dump_json() if receipt.device is not None else None
+    profile = receipt.profile.id if receipt.profile is not None else None
+    return (receipt.status, receipt.code, receipt.reason, results, device, profile, receipt.details,
+            receipt.repeatable)
+
+
+class Reader:
+    """Rebuilds what the child sent, in the parent: devices from their JSON (each distinct one once per
+    answer: a backlog's receipts share their device), profiles from the parent's own registry (loaded
+    from the same files)."""
+
+    def __init__(self, profile: Callable[[str | None], DeviceProfile | None]) -> None:
+        self._profile = profile
+        self._devices: dict[str, Device] = {}
+
+    def device(self, doc: str | None) -> Device | None:
+        if doc is None:
+            return None
+        device = self._devices.get(doc)
+        if device is None:
+            if len(self._devices) > 64:
+                self._devices.clear()
+            device = self._devices[doc] = Device.model_validate_json(doc)
+        return device
+
+    def receipt(self, fields: Sequence[Any]) -> Receipt:
+        status, code, reason, results, device, profile, details, repeatable = fields
+        return Receipt(
+            status, code, reason,
+            tuple(SubmitResult(alert_id, outcome, AlertState(state) if state is not None else None)
+                  for alert_id, outcome, state in results),
+            self.device(device), self._profile(profile), details, repeatable,
+        )
+
+    def event(self, fields: Sequence[Any]) -> StatusEvent:
+        alert_id, device_id, tenant_id, state, event, text, kind, covert, transport, device = fields
+        return StatusEvent(alert_id, device_id, tenant_id, AlertState(state), event,
+                           TextMessage(*text) if text is not None else None, kind, covert, transport,
+                           self.device(device))
+
+
+def event_fields(event: StatusEvent) -> tuple[Any, ...]:
+    text = event.text
+    text_fields = (None if text is None else
+                   (text.message_id, text.text, text.language, text.discreet, text.audible, text.at))
+    device = event.device.model_dump_json() if event.device is not None else None
+    return (EVENT, (event.alert_id, event.device_id, event.tenant_id, event.state.value, event.event, text_fields,
+                    event.kind, event.covert, event.transport, device))

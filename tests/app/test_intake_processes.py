@@ -1,0 +1,176 @@
+"""`SOSBRIDGE_INTAKE_WORKERS`: frames are identified, decoded and stored in intake processes the bridge
+starts itself (bridge/app/intake.py), on the Redis store.
+
+Real processes only: `sosbridge serve`, `sosbridge receiver`, redis-server and Mosquitto
+(tests/faults/harness.py), QoS 1 floods, kill -9 of an intake process mid-flood. What must hold: 0 lost,
+each press one alert, the device told `forwarded` over its status topic, a cancel never overtaking its
+SOS, the counters of the intake processes in the parent's /metrics, HTTP frames through them too, and a
+clear refusal of the setting without Redis. docs/architecture.md#intake-processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.delivery.test_delivery_processes import (
+    alive,
+    check_once_per_button,
+    children,
+    flood,
+    statuses,
+    wait_until,
+)
+from tests.faults.harness import Mosquitto, RedisServer, Stack, stack
+from tests.faults.scenarios import _button_tally, _subscribed_publisher, alert_keys_by_device
+from tests.support.paths import need_binary
+
+# One delivery process and two intake processes: a sender's frames all go to one of the two.
+INTAKE = {"SOSBRIDGE_WORKERS": "2", "SOSBRIDGE_INTAKE_WORKERS": "2"}
+
+
+def intake_processes(s: Stack, count: int = 2) -> list[int]:
+    """The bridge's intake processes (its children running bridge.app.intake_process)."""
+
+    def found() -> list[int]:
+        pids = []
+        for pid in children(s.bridges[0].proc.pid):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    if b"bridge.app.intake_process" in fh.read():
+                        pids.append(pid)
+            except FileNotFoundError:
+                continue
+        return pids if len(pids) == count else []
+
+    return list(wait_until(f"{count} intake processes", found, 30))
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Any:
+    need_binary("mosquitto")
+    b = Mosquitto(tmp_path / "mosquitto")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Any:
+    need_binary("redis-server")
+    r = RedisServer(tmp_path / "redis")
+    r.start()
+    yield r
+    r.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_flood_through_intake_processes_loses_nothing_and_tells_each_device(
+        broker: Mosquitto, redis: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis.url) as s:
+        s.mqtt_url = broker.url + "?version=3.1.1"
+        s.start_receiver()
+        s.add_bridge()
+        pids = intake_processes(s)
+        pub, wanted = flood(s, broker, 200, "flooder")
+        tally = _button_tally(s, wanted, 60)
+        pub.loop_stop()
+        pub.disconnect()
+        check_once_per_button(tally, s)
+        assert tally.duplicates == 0  # nothing was killed: each contact went out once
+        told = statuses(broker, wanted)
+        assert all(told.get(d, {}).get("state") in ("forwarded", "acknowledged") for d in wanted), \
+            {d: told.get(d) for d in wanted if told.get(d, {}).get("state") not in ("forwarded", "acknowledged")}
+        assert intake_processes(s) == pids  # the same two did it all
+        # Their counts reach the parent's /metrics (sent at most 0.1 s after they are made): the flood's
+        # alerts and the probe button's that showed the bridge subscribed.
+        want = f'sosbridge_alerts_accepted_total{{kind="sos",outcome="created",transport="mqtt"}} {len(wanted) + 1}.0'
+        wait_until("the intake processes' counts in /metrics",
+                   lambda: want in httpx.get(f"{s.url(0)}/metrics", timeout=10).text, 10)
+
+
+@pytest.mark.timeout(150)
+def test_kill9_of_an_intake_process_mid_flood_restarts_it_and_loses_nothing(
+        broker: Mosquitto, redis: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis.url, lease_s=2.0) as s:
+        s.mqtt_url = broker.url + "?version=3.1.1"
+        s.start_receiver()
+        s.add_bridge()
+        victim, other = intake_processes(s)
+        pub, wanted = flood(s, broker, 400, "flooder")
+        share = int(len(wanted) * random.uniform(0.1, 0.5))
+        wait_until("part of the flood delivered", lambda: len(wanted & set(alert_keys_by_device(s))) >= share, 60)
+        os.kill(victim, signal.SIGKILL)
+        tally = _button_tally(s, wanted, 90, settle_s=s.lease_s + 0.5)
+        pub.loop_stop()
+        pub.disconnect()
+        # Frames it had not answered were not acknowledged: retried, and stored by its replacement.
+        check_once_per_button(tally, s)
+        again = intake_processes(s)
+        assert other in again and victim not in again and not alive(victim)
+        metrics = httpx.get(f"{s.url(0)}/metrics", timeout=10).text
+        assert 'sosbridge_operational_alarms_total{reason="intake_process_exited"} 1.0' in metrics
+
+
+@pytest.mark.timeout(120)
+def test_a_cancel_never_overtakes_its_sos_through_intake_processes(broker: Mosquitto, redis: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis.url) as s:
+        s.mqtt_url = broker.url + "?version=3.1.1"
+        s.start_receiver()
+        s.add_bridge()
+        intake_processes(s)
+        devices = s.register(30, prefix="btn", tenant_id="t1")
+        pub = _subscribed_publisher(s, broker, "canceller")
+        for device_id, _ in devices:
+            pub.publish(f"sosbridge/t1/{device_id}/alert",
+                        json.dumps({"kind": "sos", "message_id": f"{device_id}-m1"}), qos=1)
+            pub.publish(f"sosbridge/t1/{device_id}/alert",
+                        json.dumps({"action": "cancel", "message_id": f"{device_id}-c1"}), qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+
+        # Each SOS was stored before its cancel, so every alert ends cancelled: a cancel that overtook its SOS
+        # would find nothing to cancel, and the SOS after it would stay open.
+        wanted = {device_id for device_id, _ in devices}
+        told = statuses(broker, wanted, 60, wanted=("cancelled",))
+        assert all(told.get(d, {}).get("state") == "cancelled" for d in wanted), \
+            {d: told.get(d) for d in wanted if told.get(d, {}).get("state") != "cancelled"}
+
+
+@pytest.mark.timeout(90)
+def test_an_http_alert_goes_through_an_intake_process(redis: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis.url) as s:
+        s.start_receiver()
+        s.add_bridge()
+        intake_processes(s)
+        expected = set()
+        with httpx.Client(timeout=10) as client:
+            for n, (_device, token) in enumerate(s.register(10)):
+                r = client.post(f"{s.url(0)}/v1/alerts", json={"kind": "sos", "message_id": f"m{n}"},
+                                headers={"Authorization": f"Bearer {token}"})
+                assert r.status_code == 202, r.text
+                expected.add(f"{r.json()['alert_id']}:1")
+                again = client.post(f"{s.url(0)}/v1/alerts", json={"kind": "sos", "message_id": f"m{n}"},
+                                    headers={"Authorization": f"Bearer {token}"})
+                assert again.json()["alert_id"] == r.json()["alert_id"]  # the same press: the same alert
+        wait_until("every contact delivered", lambda: expected <= set(s.received()), 30)
+        assert sum(s.received()[k] for k in expected) == len(expected)
+
+
+@pytest.mark.timeout(60)
+def test_intake_processes_without_redis_are_refused_with_a_reason(tmp_path: Path) -> None:
+    env = {**os.environ, "SOSBRIDGE_INTAKE_WORKERS": "2", "SOSBRIDGE_DATA_DIR": str(tmp_path)}
+    env.pop("SOSBRIDGE_REDIS_URL", None)
+    out = subprocess.run([sys.executable, "-m", "bridge.app.cli", "serve", "--port", "0"], env=env,
+                         capture_output=True, text=True, timeout=50)
+    assert out.returncode != 0
+    assert "SOSBRIDGE_INTAKE_WORKERS needs the Redis store" in out.stdout + out.stderr
