@@ -116,7 +116,7 @@ class Bridge:
 
 
 PASSED_THROUGH = ("SOSBRIDGE_WORKERS", "SOSBRIDGE_FORWARDER_WORKERS", "SOSBRIDGE_MQTT_SENDER_WORKERS",
-                  "SOSBRIDGE_MQTT_SENDER_TURNS_PER_ROUND")
+                  "SOSBRIDGE_MQTT_SENDER_TURNS_PER_ROUND", "SOSBRIDGE_INTAKE_WORKERS")
 
 
 def bridge_env(workdir: Path, name: str, receiver_url: str, mqtt_port: int | None, redis_url: str | None = None,

@@ -1,9 +1,12 @@
 """Profile the bridge's hot path under MQTT load with py-spy (sampling, attached to the real process).
 
-Usage: python -m bench.profile [--n 3000] [--http] [--redis] [--timeline] [--no-spy] [--py-spy PATH]
+Usage: python -m bench.profile [--n 3000] [--http] [--redis] [--intake N [--spy-intake]] [--timeline] [--no-spy]
+                               [--py-spy PATH]
 (py-spy from PyPI: pip install py-spy)
 `--http` profiles `POST /v1/alerts` instead (16 concurrent wearables, as the bench's `http` step);
-`--redis` puts the bridge on a Redis store (a redis-server of its own, no persistence) instead of SQLite.
+`--redis` puts the bridge on a Redis store (a redis-server of its own, no persistence) instead of SQLite;
+`--intake N` runs N intake processes on it (py-spy records the main process; with `--spy-intake`, the first
+intake process).
 `--timeline` prints each thread's, the delivery processes' and the machine's CPU every 0.25 s
 (bench/timeline.py); `--no-spy` runs without py-spy (the rate, the CPU per alert and the timeline only).
 Writes bench/results/profile-<time>.txt (collapsed stacks) and prints the top frames by own and total
@@ -30,6 +33,19 @@ from bench.run import RESULTS, ids
 from bench.seed import seed_sync
 from bench.timeline import Timeline
 from bench.wearables import http_send
+
+
+def child_kind(pid: int) -> str:
+    """"delivery" or "intake": which `python -m bridge.app.<kind>_process` a child of the bridge runs."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmdline = fh.read()
+    except OSError:
+        return "gone"
+    for kind in ("delivery", "intake"):
+        if f"bridge.app.{kind}_process".encode() in cmdline:
+            return kind
+    return "other"
 
 
 def summarise(collapsed: Path, top: int = 25) -> str:
@@ -61,6 +77,9 @@ def main() -> int:
     ap.add_argument("--gil", action="store_true", help="only the thread holding the GIL (where Python spends CPU)")
     ap.add_argument("--http", action="store_true", help="POST /v1/alerts with 16 concurrent clients instead")
     ap.add_argument("--redis", action="store_true", help="the Redis store instead of SQLite")
+    ap.add_argument("--intake", type=int, default=0,
+                    help="intake processes (SOSBRIDGE_INTAKE_WORKERS; implies --redis); py-spy records the main one")
+    ap.add_argument("--spy-intake", action="store_true", help="py-spy records the first intake process")
     ap.add_argument("--timeline", action="store_true", help="CPU per thread and process every 0.25 s")
     ap.add_argument("--no-spy", action="store_true", help="no py-spy: rate, CPU per alert, timeline")
     args = ap.parse_args()
@@ -71,10 +90,13 @@ def main() -> int:
     redis = None
     try:
         redis_url = None
-        if args.redis:
+        if args.redis or args.intake:
             redis, redis_port = start_redis(workdir)
             redis_url = f"redis://127.0.0.1:{redis_port}/"
-        env = bridge_env(workdir, "profile", rx.url, port, redis_url, extra={"SOSBRIDGE_COAP_ENABLED": "false"})
+        extra = {"SOSBRIDGE_COAP_ENABLED": "false"}
+        if args.intake:
+            extra["SOSBRIDGE_INTAKE_WORKERS"] = str(args.intake)
+        env = bridge_env(workdir, "profile", rx.url, port, redis_url, extra=extra)
         from bridge.app.config import Settings
 
         keys = ids("p", args.n)
@@ -84,7 +106,15 @@ def main() -> int:
         time.sleep(1.0)
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}.txt"
-        cmd = [args.py_spy, "record", "--pid", str(bridge.proc.pid), "--format", "raw", "--rate", "200",
+        target = bridge.proc.pid
+        if args.spy_intake:
+            deadline = time.monotonic() + 30
+            while not (intake := [c for c in children_cpu_s(bridge.proc.pid) if child_kind(c) == "intake"]):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no intake process came up")
+                time.sleep(0.1)
+            target = intake[0]
+        cmd = [args.py_spy, "record", "--pid", str(target), "--format", "raw", "--rate", "200",
                "--output", str(out), "--nonblocking", "--threads"]
         if args.idle:
             cmd.append("--idle")
@@ -115,6 +145,10 @@ def main() -> int:
         children_after = children_cpu_s(bridge.proc.pid)
         user, system = (cpu_after[0] - cpu_before[0]), (cpu_after[1] - cpu_before[1])
         child = sum(children_after[c] - children_before[c] for c in children_after if c in children_before)
+        by_kind: collections.Counter[str] = collections.Counter()
+        for c in children_after:
+            if c in children_before:
+                by_kind[child_kind(c)] += children_after[c] - children_before[c]
         err = b""
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
@@ -126,8 +160,10 @@ def main() -> int:
         print(f"bridge CPU (every thread, every process) {total:.2f} s: {per * total:.0f} us per alert")
         # The main process is the bottleneck (one core): its share is the figure to compare.
         print(f"  main process {user + system:.2f} s: {per * (user + system):.0f} us per alert "
-              f"(user {per * user:.0f}, system {per * system:.0f}); delivery processes {child:.2f} s: "
+              f"(user {per * user:.0f}, system {per * system:.0f}); child processes {child:.2f} s: "
               f"{per * child:.0f} us per alert")
+        for kind, seconds in sorted(by_kind.items()):
+            print(f"  {kind} processes {seconds:.2f} s: {per * seconds:.0f} us per alert")
         if args.timeline:
             print("\nCPU over time, % of one core (the send starts at 0):")
             print(timeline.report())

@@ -9,6 +9,7 @@ in the summary come from one run. Steps (docs/testing/benchmarks.md says what ea
   bridge    N alerts from N distinct registered devices, then 500/s paced (SQLite, durable)
   redis     the same with the Redis store (not by default: --only ... redis)
   sentinel  the same on Redis Sentinel (primary, 2 replicas, 3 sentinels, the replication guard; not by default)
+  intake    the same on Redis with intake processes (--intake-workers, default 1; not by default)
   relay     the thin paho relay: the same N alerts and the paced run
   nodered   Node-RED 4.1 (npm install at bench time): the same
   storm     10,000 devices + 100,000 duplicate presses, a new device's SOS in the middle
@@ -75,7 +76,7 @@ from bench.wearables import HttpRun, http_send
 
 RESULTS = ROOT / "bench" / "results"
 DEFAULT_STEPS = ["validate", "ceiling", "raw", "bridge", "relay", "nodered", "storm", "fairness", "rest"]
-ALL_STEPS = [*DEFAULT_STEPS[:4], "redis", "sentinel", *DEFAULT_STEPS[4:], "http"]
+ALL_STEPS = [*DEFAULT_STEPS[:4], "redis", "sentinel", "intake", *DEFAULT_STEPS[4:], "http"]
 ALIASES = {"sqlite": "bridge", "flood": "bridge"}  # the step names of the earlier bench
 
 
@@ -101,6 +102,7 @@ class Sizes:
     rest_s: float = 5.0
     after_s: float = 5.0  # "RSS after the flood" is read this long after the last delivery
     http_n: int = 2000
+    intake_workers: int = 1  # the intake step's intake processes (beside the main and delivery processes)
     timeout_s: float = 300.0
 
 
@@ -416,14 +418,15 @@ class Bench:
         self.record(f"{key}_paced", res)
         return res
 
-    def bridge(self, store: str = "sqlite") -> None:
+    def bridge(self, store: str = "sqlite", intake: int = 0) -> None:
         s = self.s
         redis_proc: Proc | None = None
         sentinels: Any = None
         redis_url = None
         port = 0
-        key = "bridge" if store == "sqlite" else f"bridge_{store}"
-        label = f"bridge ({store})"
+        key = "bridge" if store == "sqlite" else "bridge_intake" if intake else f"bridge_{store}"
+        label = f"bridge ({store}, {intake} intake processes)" if intake else f"bridge ({store})"
+        extra_env = {"SOSBRIDGE_INTAKE_WORKERS": str(intake)} if intake else None
         if store == "redis":
             if importlib.util.find_spec("bridge.store.redis") is None:
                 self.note("bridge/store/redis.py is not there: the Redis runs are skipped")
@@ -441,7 +444,7 @@ class Bench:
         try:
             empty = redis_stats(port)[0] if redis_url else 0
             bridge = self.fresh_bridge(f"{key}-flood", ids(f"{key}w", s.warm) + ids(f"{key}f", s.n),
-                                       redis_url=f"{redis_url}0" if redis_url else None)
+                                       redis_url=f"{redis_url}0" if redis_url else None, extra_env=extra_env)
             seeded, _keys, commands, cpu = redis_stats(port) if redis_url else (0, 0, 0, 0.0)
             flood = self._flood(key, label, button_alert, key, bridge.proc.pid, rss_after=True)
             lag = loop_lag(bridge.url)
@@ -450,20 +453,21 @@ class Bench:
             if redis_url:  # Redis memory per device and per alert kept (alert, history, delivered contact)
                 alerts = flood.delivered + s.warm
                 flooded, _keys, commands_after, cpu_after = redis_stats(port)
-                self.out[f"{store}_memory"] = {
+                memory = "intake_memory" if intake else f"{store}_memory"
+                self.out[memory] = {
                     "devices": s.warm + s.n, "bytes_per_device": round((seeded - empty) / (s.warm + s.n)),
                     "alerts": alerts, "bytes_per_alert": round((flooded - seeded) / max(1, alerts)),
                     # every command the bridge sent while ingesting and delivering them (incl. retries)
                     "commands_per_alert": round((commands_after - commands) / max(1, alerts), 1),
                     # Redis's own CPU per alert: the alerts/s one Redis core could take from many bridges
                     "redis_cpu_us_per_alert": round((cpu_after - cpu) / max(1, alerts) * 1e6)}
-                print(f"  {store} memory: {json.dumps(self.out[f'{store}_memory'])}", flush=True)
+                print(f"  {memory}: {json.dumps(self.out[memory])}", flush=True)
             if self.template is None:
                 self.template = self.recorder.sample()
             bridge.proc.stop()
             warm, keys = self._paced_keys(key + "p")
             bridge = self.fresh_bridge(f"{key}-paced", warm + keys,
-                                       redis_url=f"{redis_url}1" if redis_url else None)
+                                       redis_url=f"{redis_url}1" if redis_url else None, extra_env=extra_env)
             self._paced(key, label, button_alert, key + "p", bridge.proc.pid)
         finally:
             stop_quietly(bridge.proc if bridge else None, redis_proc)
@@ -475,6 +479,9 @@ class Bench:
 
     def sentinel(self) -> None:
         self.bridge("sentinel")
+
+    def intake(self) -> None:
+        self.bridge("redis", intake=self.s.intake_workers)
 
     def relay(self) -> None:
         tpl = self.contact_template()
@@ -759,6 +766,7 @@ def report(out: dict[str, Any]) -> str:
                  + (" SMOKE SIZES: the numbers below only show the bench works." if out.get("smoke") else ""))
     nr = f"Node-RED {out.get('nodered_version', '')}".strip()
     contenders = [("bridge (SQLite, durable)", "bridge"), ("bridge (Redis)", "bridge_redis"),
+                  (f"bridge (Redis, {s.get('intake_workers', 1)} intake processes)", "bridge_intake"),
                   ("thin paho relay", "relay"), (nr, "nodered")]
 
     v = runs.get("validate")
@@ -944,6 +952,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fair-a-rate", type=float, default=None,
                     help="the fairness run's paced phase: device A floods at this many frames/s (default 3,000; "
                          "0 skips it); a flat-out phase follows")
+    ap.add_argument("--intake-workers", type=int, default=None,
+                    help="the intake step's intake processes (default 1: on 2 cores the main process, one "
+                         "intake process and the delivery process share them)")
     ap.add_argument("--broker-inflight", type=int, default=1000,
                     help="mosquitto max_inflight_messages per subscriber (default 1000, as the shipped "
                          "hardware/mosquitto/mosquitto.conf; Mosquitto's own default is 20)")
@@ -954,6 +965,8 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, n=args.n)
     if args.fair_a_rate is not None:
         sizes = dataclasses.replace(sizes, fair_a_rate=args.fair_a_rate)
+    if args.intake_workers is not None:
+        sizes = dataclasses.replace(sizes, intake_workers=args.intake_workers)
     want = {ALIASES.get(step, step) for step in (args.only or DEFAULT_STEPS)}
     if args.no_nodered or (args.smoke and args.only is None):
         want.discard("nodered")
