@@ -199,17 +199,26 @@ class Bench:
         self.broker_port = 0
         self.rx: RecorderClient | None = None
         self.template: dict[str, Any] | None = None
+        # --intake-on-redis: the storm, fairness and http steps' bridge runs on this Redis (a database of its
+        # own each) with intake processes, the configuration that scales past one core.
+        self.scaled_redis: Proc | None = None
+        self.scaled_url: str | None = None
+        self.scaled_dbs = iter(range(2, 16))
 
     # -- infrastructure ----------------------------------------------------------------------------------
     def __enter__(self) -> Bench:
         self.broker, self.broker_port = start_mosquitto(self.w, inflight=self.args.broker_inflight)
         self.rx = RecorderClient(self.w)
+        if getattr(self.args, "intake_on_redis", False):
+            self.scaled_redis, port = start_redis(self.w)
+            self.scaled_url = f"redis://127.0.0.1:{port}/"
+            self.out["scaled"] = f"Redis, {self.s.intake_workers} intake processes (storm, fairness, http)"
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self.rx is not None:
             self.rx.close()
-        stop_quietly(self.broker)
+        stop_quietly(self.broker, self.scaled_redis)
 
     @property
     def recorder(self) -> RecorderClient:
@@ -246,6 +255,9 @@ class Bench:
                      redis_url: str | None = None, http_ids: list[str] | None = None,
                      extra_env: dict[str, str] | None = None) -> Bridge:
         """A bridge on its own new database, seeded with exactly these devices."""
+        if self.scaled_url is not None and name in ("storm", "fairness", "http"):
+            redis_url = f"{self.scaled_url}{next(self.scaled_dbs)}"
+            extra_env = {**(extra_env or {}), "SOSBRIDGE_INTAKE_WORKERS": str(self.s.intake_workers)}
         env = bridge_env(self.w, name, receiver_url or self.recorder.url, self.broker_port, redis_url, extra_env)
         from bridge.app.config import Settings
 
@@ -763,7 +775,8 @@ def report(out: dict[str, Any]) -> str:
     m = out["machine"]
     parts.append(f"Machine: {m['nproc']} cores, {m['cpu_model']}, {m['mem_gb']} GB RAM, Python {m['python']}, "
                  f"SQLite {m['sqlite']}; broker, receiver, load generator and contender share the cores."
-                 + (" SMOKE SIZES: the numbers below only show the bench works." if out.get("smoke") else ""))
+                 + (" SMOKE SIZES: the numbers below only show the bench works." if out.get("smoke") else "")
+                 + (f" Storm, fairness and HTTP ran on {out['scaled']}." if out.get("scaled") else ""))
     nr = f"Node-RED {out.get('nodered_version', '')}".strip()
     contenders = [("bridge (SQLite, durable)", "bridge"), ("bridge (Redis)", "bridge_redis"),
                   (f"bridge (Redis, {s.get('intake_workers', 1)} intake processes)", "bridge_intake"),
@@ -955,6 +968,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--intake-workers", type=int, default=None,
                     help="the intake step's intake processes (default 1: on 2 cores the main process, one "
                          "intake process and the delivery process share them)")
+    ap.add_argument("--intake-on-redis", action="store_true",
+                    help="the storm, fairness and http steps run the bridge on Redis with --intake-workers intake "
+                         "processes (the summary's targets then judge that configuration for those steps)")
     ap.add_argument("--broker-inflight", type=int, default=1000,
                     help="mosquitto max_inflight_messages per subscriber (default 1000, as the shipped "
                          "hardware/mosquitto/mosquitto.conf; Mosquitto's own default is 20)")

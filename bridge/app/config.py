@@ -265,7 +265,7 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     @model_validator(mode="after")
     def _intake_needs_redis(self) -> Settings:
         if self.intake_workers and not self.redis_url:
-            # SQLite keeps one writer in the main process (docs/architecture.md#intake-processes).
+            # SQLite keeps one writer in the main process (docs/architecture.md#intake-on-more-than-one-core).
             raise ValueError("SOSBRIDGE_INTAKE_WORKERS needs the Redis store (SOSBRIDGE_REDIS_URL): with SQLite, "
                              "intake runs in the main process")
         return self

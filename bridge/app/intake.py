@@ -10,7 +10,7 @@ events come back before its answer: the parent publishes them on its bus and wak
 acknowledges the frame. A process that dies answers nothing: its frames come back `not_stored`, so the
 transport keeps them unacknowledged and retries (the dedupe keys make that at least once), and the
 process is started again. Other ingress calls (texts, platform-side observations, supervision) stay in
-the main process, on the same store. docs/architecture.md#intake-processes.
+the main process, on the same store. docs/architecture.md#intake-on-more-than-one-core.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import marshal
 import pickle
 import zlib
 from collections.abc import Callable
@@ -117,14 +116,13 @@ class IntakeLink(ParentEnd):
         self.index = index
         self.links = links
         self.pending: dict[int, asyncio.Future[list[Receipt] | None]] = {}
-        self._ids = itertools.count(1)
 
-    async def ask(self, request: tuple[Any, ...]) -> list[Receipt] | None:
-        """The Receipts of one request; None: the process ended before it answered."""
-        req_id = next(self._ids)
+    async def ask(self, req_id: int, request: bytes) -> list[Receipt] | None:
+        """The Receipts of one request (packed, `req_id` its first field); None: the process ended before
+        it answered."""
         future: asyncio.Future[list[Receipt] | None] = asyncio.get_running_loop().create_future()
         self.pending[req_id] = future
-        self.send_raw(pack((req_id, *request)))
+        self.send_raw(request)
         try:
             return await future
         finally:
@@ -171,6 +169,12 @@ class IntakeLinks:
         self.up: list[IntakeLink | None] = [None] * count
         self.up_events = [asyncio.Event() for _ in range(count)]
         self.any_ready = asyncio.Event()
+        self._ids = itertools.count(1)
+
+    def request(self, request: tuple[Any, ...]) -> tuple[int, bytes]:
+        """A request packed with an id of its own. ValueError: something in it that marshal cannot carry."""
+        req_id = next(self._ids)
+        return req_id, pack((req_id, *request))
 
     def link(self, index: int) -> IntakeLink:
         return IntakeLink(index, self)
@@ -187,7 +191,7 @@ class IntakeLinks:
         if not any(self.up):
             self.any_ready.clear()
 
-    async def ask(self, key: str, request: tuple[Any, ...]) -> list[Receipt] | None:
+    async def ask(self, key: str, req_id: int, request: bytes) -> list[Receipt] | None:
         index = zlib.crc32(key.encode()) % self.count
         link = self.up[index]
         if link is None:
@@ -196,7 +200,7 @@ class IntakeLinks:
             link = self.up[index]
             if link is None:
                 return None
-        return await link.ask(request)
+        return await link.ask(req_id, request)
 
 
 def _not_stored(count: int) -> list[Receipt]:
@@ -211,13 +215,13 @@ class DispatchingIngress(Ingress):
     async def receive(self, frame: Frame, claim: Claim, *, raw: str | None = None,
                       overrides: dict[str, Any] | None = None, ref_scheme: str | None = None,
                       repeats_answered: bool = False) -> Receipt:
-        request = receive_request(frame, claim, raw, overrides, ref_scheme, repeats_answered)
         try:
-            marshal.dumps(request)  # cheap; a value marshal cannot carry would close the channel otherwise
-        except ValueError:
+            req_id, request = self.links.request(
+                receive_request(frame, claim, raw, overrides, ref_scheme, repeats_answered))
+        except ValueError:  # an override marshal cannot carry (none of the transports sends one): stored here
             return await super().receive(frame, claim, raw=raw, overrides=overrides, ref_scheme=ref_scheme,
                                          repeats_answered=repeats_answered)
-        receipts = await self.links.ask(dispatch_key(claim), request)
+        receipts = await self.links.ask(dispatch_key(claim), req_id, request)
         return receipts[0] if receipts else _not_stored(1)[0]
 
     async def receive_batch(self, frames: BatchFrames, *, ref_scheme: str | None = None,
@@ -225,7 +229,8 @@ class DispatchingIngress(Ingress):
         if not frames:
             return []
         # One sender's backlog (the transports' contract): its first frame's claim places it.
-        receipts = await self.links.ask(dispatch_key(frames[0][1]), batch_request(frames, ref_scheme, repeats_answered))
+        req_id, request = self.links.request(batch_request(frames, ref_scheme, repeats_answered))
+        receipts = await self.links.ask(dispatch_key(frames[0][1]), req_id, request)
         return receipts if receipts is not None and len(receipts) == len(frames) else _not_stored(len(frames))
 
 

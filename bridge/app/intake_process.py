@@ -7,7 +7,7 @@ the Receipts. Its status events go to the parent as they are published, before t
 that caused them; its counters' increments follow at most every `COUNTS_EVERY_S`. It has no transports,
 forwarder, timers or HTTP. When its channel closes (the parent stopped it, or died) it cancels what still
 runs (the parent has not acknowledged those frames: the broker or device sends them again), closes the
-store and exits. See docs/architecture.md#intake-processes.
+store and exits. See docs/architecture.md#intake-on-more-than-one-core.
 """
 
 from __future__ import annotations
@@ -133,7 +133,8 @@ class IntakeEnd(FramedProtocol):
             log.error("intake request failed; not stored", extra={"error": repr(exc)}, exc_info=True)
             count = len(args[0]) if method == BATCH else 1
             receipts = [Receipt("not_stored", "not_stored", "not stored: an error in the intake process")] * count
-        self.send_raw(pack((ANSWER, req_id, [receipt_fields(r) for r in receipts])))
+        dumped: dict[int, str] = {}  # the receipts are alive until sent: their devices' ids stay theirs
+        self.send_raw(pack((ANSWER, req_id, [receipt_fields(r, dumped) for r in receipts])))
 
     def send_counts(self) -> None:
         if self.stack is None:

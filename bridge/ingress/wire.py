@@ -1,5 +1,5 @@
 """What the intake channel carries between `sosbridge serve` and its intake processes (framing:
-bridge/infra/channel.py). Pure functions; docs/architecture.md#intake-processes.
+bridge/infra/channel.py). Pure functions; docs/architecture.md#intake-on-more-than-one-core.
 
 Parent → child: `(req_id, RECEIVE, (frame, claim, raw, overrides, ref_scheme, repeats_answered))` or
 `(req_id, BATCH, ([(frame, claim, raw), ...], ref_scheme, repeats_answered))`.
@@ -73,9 +73,16 @@ def batch_request(frames: BatchFrames, ref_scheme: str | None, repeats_answered:
 
 
 # -- answers -------------------------------------------------------------------------------------------------
-def receipt_fields(receipt: Receipt) -> tuple[Any, ...]:
+def receipt_fields(receipt: Receipt, dumped: dict[int, str] | None = None) -> tuple[Any, ...]:
+    """`dumped`: the JSON of devices already written for this answer, by id (a backlog's receipts share
+    their device: written once, not once per frame)."""
     results = [(r.alert_id, r.outcome, r.state.value if r.state is not None else None) for r in receipt.results]
-    device = receipt.device.model_dump_json() if receipt.device is not None else None
+    device = None
+    if receipt.device is not None:
+        memo = dumped if dumped is not None else {}
+        device = memo.get(id(receipt.device))
+        if device is None:
+            device = memo[id(receipt.device)] = receipt.device.model_dump_json()
     profile = receipt.profile.id if receipt.profile is not None else None
     return (receipt.status, receipt.code, receipt.reason, results, device, profile, receipt.details,
             receipt.repeatable)

@@ -5,7 +5,7 @@ Real processes only: `sosbridge serve`, `sosbridge receiver`, redis-server and M
 (tests/faults/harness.py), QoS 1 floods, kill -9 of an intake process mid-flood. What must hold: 0 lost,
 each press one alert, the device told `forwarded` over its status topic, a cancel never overtaking its
 SOS, the counters of the intake processes in the parent's /metrics, HTTP frames through them too, and a
-clear refusal of the setting without Redis. docs/architecture.md#intake-processes.
+clear refusal of the setting without Redis. docs/architecture.md#intake-on-more-than-one-core.
 """
 
 from __future__ import annotations
@@ -174,3 +174,27 @@ def test_intake_processes_without_redis_are_refused_with_a_reason(tmp_path: Path
                          capture_output=True, text=True, timeout=50)
     assert out.returncode != 0
     assert "SOSBRIDGE_INTAKE_WORKERS needs the Redis store" in out.stdout + out.stderr
+
+
+@pytest.mark.timeout(60)
+def test_kill9_of_the_bridge_ends_its_intake_processes(redis: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis.url) as s:
+        s.start_receiver()
+        s.add_bridge()
+        pids = intake_processes(s)
+        s.bridges[0].kill9()
+        wait_until("the intake processes to end", lambda: not any(alive(pid) for pid in pids), 10)
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_stops_the_bridge_and_its_intake_processes(redis: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis.url) as s:
+        s.start_receiver()
+        s.add_bridge()
+        pids = intake_processes(s)
+        s.bridges[0].proc.terminate()
+        assert s.bridges[0].proc.wait(20) in (0, -signal.SIGTERM)
+        wait_until("the intake processes to end", lambda: not any(alive(pid) for pid in pids), 10)
+        log = s.bridges[0].log.read_text()
+        assert "intake_process_exited" not in log  # stopped, not restarted
+        assert "did not exit with its channel" not in log  # each ended on its own when its channel closed
