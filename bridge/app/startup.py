@@ -169,10 +169,14 @@ async def summary_lines(runtime: BridgeRuntime) -> list[str]:
             f"(critical ones also go to the spool {spool})"
         )
     lines.append(f"profiles   {len(runtime.profiles.profiles)} device profiles")
-    processes = runtime.delivery_processes
-    if processes is not None:
-        pids = ", ".join(str(p) for p in processes.pids if p is not None) or "starting"
-        lines.append(f"processes  {processes.count + 1}: this one, and delivery to the platform routes (pid {pids})")
+    children = [(group, what) for group, what in ((runtime.delivery_processes, "delivery to the platform routes"),
+                                                  (runtime.intake_processes, "intake, each sender in one"))
+                if group is not None]
+    if children:
+        parts = [f"{what} ({group.count}, pid {', '.join(str(p) for p in group.pids if p is not None) or 'starting'})"
+                 for group, what in children]
+        count = 1 + sum(group.count for group, _ in children)
+        lines.append(f"processes  {count}: this one; {'; '.join(parts)}")
     else:
         lines.append("processes  1")
     for warning in _credential_warnings(settings):

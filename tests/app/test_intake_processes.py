@@ -91,6 +91,7 @@ def test_a_flood_through_intake_processes_loses_nothing_and_tells_each_device(
         assert all(told.get(d, {}).get("state") in ("forwarded", "acknowledged") for d in wanted), \
             {d: told.get(d) for d in wanted if told.get(d, {}).get("state") not in ("forwarded", "acknowledged")}
         assert intake_processes(s) == pids  # the same two did it all
+        assert "intake, each sender in one (2" in s.bridges[0].log.read_text()  # the start-up summary says so
         # Their counts reach the parent's /metrics (sent at most 0.1 s after they are made): the flood's
         # alerts and the probe button's that showed the bridge subscribed.
         want = f'sosbridge_alerts_accepted_total{{kind="sos",outcome="created",transport="mqtt"}} {len(wanted) + 1}.0'
