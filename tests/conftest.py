@@ -116,3 +116,28 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Any]:
+    """A Mosquitto of this test's own (tests/faults/harness.py: persistent sessions, a deep queue), for
+    tests that restart or flood it, or that run `sosbridge serve` processes against it."""
+    from tests.faults.harness import Mosquitto
+
+    need_binary("mosquitto")
+    server = Mosquitto(tmp_path / "mosquitto")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[Any]:
+    """A durable redis-server of this test's own (tests/faults/harness.py), for `sosbridge serve` processes."""
+    from tests.faults.harness import RedisServer
+
+    need_binary("redis-server")
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()

@@ -17,7 +17,6 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -27,12 +26,12 @@ from tests.delivery.test_delivery_processes import (
     check_once_per_button,
     children,
     flood,
+    flood_told_once_each,
     statuses,
     wait_until,
 )
 from tests.faults.harness import Mosquitto, RedisServer, Stack, stack
 from tests.faults.scenarios import _button_tally, _subscribed_publisher, alert_keys_by_device
-from tests.support.paths import need_binary
 
 # One delivery process and two intake processes: a sender's frames all go to one of the two.
 INTAKE = {"SOSBRIDGE_WORKERS": "2", "SOSBRIDGE_INTAKE_WORKERS": "2"}
@@ -55,41 +54,15 @@ def intake_processes(s: Stack, count: int = 2) -> list[int]:
     return list(wait_until(f"{count} intake processes", found, 30))
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Any:
-    need_binary("mosquitto")
-    b = Mosquitto(tmp_path / "mosquitto")
-    b.start()
-    yield b
-    b.stop()
-
-
-@pytest.fixture
-def redis(tmp_path: Path) -> Any:
-    need_binary("redis-server")
-    r = RedisServer(tmp_path / "redis")
-    r.start()
-    yield r
-    r.stop()
-
-
 @pytest.mark.timeout(120)
 def test_a_flood_through_intake_processes_loses_nothing_and_tells_each_device(
-        broker: Mosquitto, redis: RedisServer) -> None:
-    with stack(extra_env=INTAKE, redis_url=redis.url) as s:
+        broker: Mosquitto, redis_server: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis_server.url) as s:
         s.mqtt_url = broker.url + "?version=3.1.1"
         s.start_receiver()
         s.add_bridge()
         pids = intake_processes(s)
-        pub, wanted = flood(s, broker, 200, "flooder")
-        tally = _button_tally(s, wanted, 60)
-        pub.loop_stop()
-        pub.disconnect()
-        check_once_per_button(tally, s)
-        assert tally.duplicates == 0  # nothing was killed: each contact went out once
-        told = statuses(broker, wanted)
-        assert all(told.get(d, {}).get("state") in ("forwarded", "acknowledged") for d in wanted), \
-            {d: told.get(d) for d in wanted if told.get(d, {}).get("state") not in ("forwarded", "acknowledged")}
+        wanted = flood_told_once_each(s, broker, 200)
         assert intake_processes(s) == pids  # the same two did it all
         assert "intake, each sender in one (2" in s.bridges[0].log.read_text()  # the start-up summary says so
         # Their counts reach the parent's /metrics (sent at most 0.1 s after they are made): the flood's
@@ -101,8 +74,8 @@ def test_a_flood_through_intake_processes_loses_nothing_and_tells_each_device(
 
 @pytest.mark.timeout(150)
 def test_kill9_of_an_intake_process_mid_flood_restarts_it_and_loses_nothing(
-        broker: Mosquitto, redis: RedisServer) -> None:
-    with stack(extra_env=INTAKE, redis_url=redis.url, lease_s=2.0) as s:
+        broker: Mosquitto, redis_server: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis_server.url, lease_s=2.0) as s:
         s.mqtt_url = broker.url + "?version=3.1.1"
         s.start_receiver()
         s.add_bridge()
@@ -123,8 +96,9 @@ def test_kill9_of_an_intake_process_mid_flood_restarts_it_and_loses_nothing(
 
 
 @pytest.mark.timeout(120)
-def test_a_cancel_never_overtakes_its_sos_through_intake_processes(broker: Mosquitto, redis: RedisServer) -> None:
-    with stack(extra_env=INTAKE, redis_url=redis.url) as s:
+def test_a_cancel_never_overtakes_its_sos_through_intake_processes(
+        broker: Mosquitto, redis_server: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis_server.url) as s:
         s.mqtt_url = broker.url + "?version=3.1.1"
         s.start_receiver()
         s.add_bridge()
@@ -148,8 +122,8 @@ def test_a_cancel_never_overtakes_its_sos_through_intake_processes(broker: Mosqu
 
 
 @pytest.mark.timeout(90)
-def test_an_http_alert_goes_through_an_intake_process(redis: RedisServer) -> None:
-    with stack(extra_env=INTAKE, redis_url=redis.url) as s:
+def test_an_http_alert_goes_through_an_intake_process(redis_server: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis_server.url) as s:
         s.start_receiver()
         s.add_bridge()
         intake_processes(s)
@@ -178,8 +152,8 @@ def test_intake_processes_without_redis_are_refused_with_a_reason(tmp_path: Path
 
 
 @pytest.mark.timeout(60)
-def test_kill9_of_the_bridge_ends_its_intake_processes(redis: RedisServer) -> None:
-    with stack(extra_env=INTAKE, redis_url=redis.url) as s:
+def test_kill9_of_the_bridge_ends_its_intake_processes(redis_server: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis_server.url) as s:
         s.start_receiver()
         s.add_bridge()
         pids = intake_processes(s)
@@ -188,8 +162,8 @@ def test_kill9_of_the_bridge_ends_its_intake_processes(redis: RedisServer) -> No
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_stops_the_bridge_and_its_intake_processes(redis: RedisServer) -> None:
-    with stack(extra_env=INTAKE, redis_url=redis.url) as s:
+def test_sigterm_stops_the_bridge_and_its_intake_processes(redis_server: RedisServer) -> None:
+    with stack(extra_env=INTAKE, redis_url=redis_server.url) as s:
         s.start_receiver()
         s.add_bridge()
         pids = intake_processes(s)

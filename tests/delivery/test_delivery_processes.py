@@ -27,7 +27,6 @@ import pytest
 
 from tests.faults.harness import Mosquitto, Stack, Tally, stack
 from tests.faults.scenarios import _button_tally, _subscribed_publisher, alert_keys_by_device
-from tests.support.paths import need_binary
 
 TWO_PROCESSES = {"SOSBRIDGE_WORKERS": "2"}
 
@@ -104,13 +103,19 @@ def statuses(broker: Mosquitto, devices: set[str], timeout: float = 30.0,
     return seen
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Any:
-    need_binary("mosquitto")
-    b = Mosquitto(tmp_path / "mosquitto")
-    b.start()
-    yield b
-    b.stop()
+def flood_told_once_each(s: Stack, broker: Mosquitto, buttons: int) -> set[str]:
+    """`buttons` buttons press once each: 0 lost, each contact sent once (nothing is killed here), and each
+    device told `forwarded` (or later) on its status topic. The buttons' device ids."""
+    pub, wanted = flood(s, broker, buttons, "flooder")
+    tally = _button_tally(s, wanted, 60)
+    pub.loop_stop()
+    pub.disconnect()
+    check_once_per_button(tally, s)
+    assert tally.duplicates == 0
+    told = statuses(broker, wanted)
+    assert all(told.get(d, {}).get("state") in ("forwarded", "acknowledged") for d in wanted), \
+        {d: told.get(d) for d in wanted if told.get(d, {}).get("state") not in ("forwarded", "acknowledged")}
+    return wanted
 
 
 @pytest.mark.timeout(120)
@@ -120,15 +125,7 @@ def test_flood_through_the_delivery_process_loses_nothing_and_tells_each_device(
         s.start_receiver()
         s.add_bridge()
         child = delivery_process(s)
-        pub, wanted = flood(s, broker, 200, "flooder")
-        tally = _button_tally(s, wanted, 60)
-        pub.loop_stop()
-        pub.disconnect()
-        check_once_per_button(tally, s)
-        assert tally.duplicates == 0  # nothing was killed: each contact went out once
-        told = statuses(broker, wanted)
-        assert all(told.get(d, {}).get("state") in ("forwarded", "acknowledged") for d in wanted), \
-            {d: told.get(d) for d in wanted if told.get(d, {}).get("state") not in ("forwarded", "acknowledged")}
+        flood_told_once_each(s, broker, 200)
         assert children(s.bridges[0].proc.pid) == [child]  # the same process did it all
 
 
