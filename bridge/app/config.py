@@ -178,6 +178,12 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
         "the frames of the senders that hash to it, so intake uses more than one core (a sender keeps its "
         "order). Needs the Redis store (SOSBRIDGE_REDIS_URL); 0 (the default): intake runs in the main process",
     )
+    intake_answer_timeout_s: float = Field(
+        default=60.0, ge=1, le=3600,
+        description="An intake process that has not answered a frame within this long is taken for hung: it "
+        "is ended and started again, and its unanswered frames are retried (a store failover answers "
+        "within it)",
+    )
 
     # transports own their settings (device_adapters/<t>/settings.py, registered under sosbridge.settings)
     profile_dirs: str | None = Field(

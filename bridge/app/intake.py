@@ -9,8 +9,9 @@ process identifies, decodes, admits and commits to Redis itself, as another inst
 events come back before its answer: the parent publishes them on its bus and wakes its forwarder, then
 acknowledges the frame. A process that dies answers nothing: its frames come back `not_stored`, so the
 transport keeps them unacknowledged and retries (the dedupe keys make that at least once), and the
-process is started again. Other ingress calls (texts, platform-side observations, supervision) stay in
-the main process, on the same store. docs/architecture.md#intake-on-more-than-one-core.
+process is started again; one that has not answered within `SOSBRIDGE_INTAKE_ANSWER_TIMEOUT_S` is ended
+and treated the same. Other ingress calls (texts, platform-side observations, supervision) stay in the
+main process, on the same store. docs/architecture.md#intake-on-more-than-one-core.
 """
 
 from __future__ import annotations
@@ -119,12 +120,20 @@ class IntakeLink(ParentEnd):
 
     async def ask(self, req_id: int, request: bytes) -> list[Receipt] | None:
         """The Receipts of one request (packed, `req_id` its first field); None: the process ended before
-        it answered."""
+        it answered, or did not answer in time and is ended now (its supervisor starts another)."""
         future: asyncio.Future[list[Receipt] | None] = asyncio.get_running_loop().create_future()
         self.pending[req_id] = future
         self.send_raw(request)
         try:
-            return await future
+            return await asyncio.wait_for(asyncio.shield(future), self.links.answer_timeout_s)
+        except TimeoutError:
+            # Hung (stopped, deadlocked, stuck on a store that never answers): the frames it holds would
+            # never be acknowledged nor retried. Closing the channel answers them all not_stored, and the
+            # supervisor kills the process if it does not exit on EOF (bridge/app/child_processes.py).
+            log.error("intake process did not answer in time; ending it",
+                      extra={"index": self.index, "timeout_s": self.links.answer_timeout_s})
+            self.close()
+            return None
         finally:
             self.pending.pop(req_id, None)
 
@@ -160,8 +169,9 @@ class IntakeLinks:
     """The intake processes by index, each up or not; a sender always goes to the same index."""
 
     def __init__(self, count: int, bus: StatusBus, metrics: Metrics, profiles: ProfileRegistry,
-                 wake: Callable[[], None]) -> None:
+                 wake: Callable[[], None], answer_timeout_s: float = 60.0) -> None:
         self.count = count
+        self.answer_timeout_s = answer_timeout_s
         self.bus = bus
         self.metrics = metrics
         self.reader = Reader(profiles.get)

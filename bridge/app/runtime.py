@@ -99,7 +99,7 @@ class BridgeRuntime:
                                              max_frame_bytes=settings.max_body_bytes,
                                              device_cache_s=settings.device_cache_s)
             dispatching.links = IntakeLinks(settings.intake_workers, self.bus, self.metrics, self.profiles,
-                                            self.forwarder.wake)
+                                            self.forwarder.wake, settings.intake_answer_timeout_s)
             self.intake_processes = intake_processes(
                 settings, dispatching.links, gateway,
                 lambda reason, detail: self.forwarder.raise_alarm(reason, detail),

@@ -173,3 +173,31 @@ def test_sigterm_stops_the_bridge_and_its_intake_processes(redis_server: RedisSe
         log = s.bridges[0].log.read_text()
         assert "intake_process_exited" not in log  # stopped, not restarted
         assert "did not exit with its channel" not in log  # each ended on its own when its channel closed
+
+
+@pytest.mark.timeout(120)
+def test_a_hung_intake_process_is_ended_and_its_frames_stored_by_the_next(
+        broker: Mosquitto, redis_server: RedisServer) -> None:
+    """SIGSTOP: the process neither answers nor dies. After the answer timeout the bridge ends it (a
+    stopped process never reads the EOF: it is killed), starts another, and the frames it held are stored."""
+    env = {**INTAKE, "SOSBRIDGE_INTAKE_WORKERS": "1", "SOSBRIDGE_INTAKE_ANSWER_TIMEOUT_S": "2"}
+    with stack(extra_env=env, redis_url=redis_server.url) as s:
+        s.mqtt_url = broker.url + "?version=3.1.1"
+        s.start_receiver()
+        s.add_bridge()
+        [hung] = intake_processes(s, 1)
+        os.kill(hung, signal.SIGSTOP)
+        try:
+            pub, wanted = flood(s, broker, 30, "flooder")
+            tally = _button_tally(s, wanted, 60)
+            pub.loop_stop()
+            pub.disconnect()
+        finally:
+            if alive(hung):
+                os.kill(hung, signal.SIGCONT)
+        check_once_per_button(tally, s)
+        [again] = intake_processes(s, 1)
+        assert again != hung and not alive(hung)
+        assert "intake process did not answer in time" in s.bridges[0].log.read_text()
+        metrics = httpx.get(f"{s.url(0)}/metrics", timeout=10).text
+        assert 'sosbridge_operational_alarms_total{reason="intake_process_exited"} 1.0' in metrics
