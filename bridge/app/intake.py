@@ -220,7 +220,9 @@ def _not_stored(count: int) -> list[Receipt]:
 class DispatchingIngress(Ingress):
     """The main process's ingress when intake processes run: frames go to them; the rest stays here."""
 
-    links: IntakeLinks
+    def __init__(self, links: IntakeLinks, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.links = links
 
     async def receive(self, frame: Frame, claim: Claim, *, raw: str | None = None,
                       overrides: dict[str, Any] | None = None, ref_scheme: str | None = None,

@@ -19,6 +19,8 @@ import os
 import pickle
 import socket
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.alerts.emergency_contacts import SmsGateway
@@ -45,7 +47,7 @@ COUNTS_EVERY_S = 0.1
 class ChannelBus(StatusBus):
     """Status events go to the parent, in the order they happen (the parent's bus publishes them)."""
 
-    def __init__(self, send: Any) -> None:
+    def __init__(self, send: Callable[[bytes], None]) -> None:
         super().__init__()
         self._send = send
 
@@ -53,15 +55,15 @@ class ChannelBus(StatusBus):
         self._send(pack(event_fields(event)))
 
 
+@dataclass
 class Stack:
-    def __init__(self, store: Store, pipeline: Pipeline, ingress: Ingress, metrics: Metrics) -> None:
-        self.store = store
-        self.pipeline = pipeline
-        self.ingress = ingress
-        self.metrics = metrics
+    store: Store
+    pipeline: Pipeline
+    ingress: Ingress
+    metrics: Metrics
 
 
-async def build(settings: Settings, sms_declared: int, send: Any) -> Stack:
+async def build(settings: Settings, sms_declared: int, send: Callable[[bytes], None]) -> Stack:
     store = make_store(settings)
     await store.open()
     metrics = Metrics()

@@ -95,17 +95,13 @@ class BridgeRuntime:
         )
         self.intake_processes: ChildProcesses | None = None
         if settings.intake_workers:
-            dispatching = DispatchingIngress(self.store, self.pipeline, self.profiles, self.metrics,
-                                             max_frame_bytes=settings.max_body_bytes,
-                                             device_cache_s=settings.device_cache_s)
-            dispatching.links = IntakeLinks(settings.intake_workers, self.bus, self.metrics, self.profiles,
-                                            self.forwarder.wake, settings.intake_answer_timeout_s)
-            self.intake_processes = intake_processes(
-                settings, dispatching.links, gateway,
-                lambda reason, detail: self.forwarder.raise_alarm(reason, detail),
-                lambda reason: self.forwarder.clear_alarm(reason),
-            )
-            self.ingress: Ingress = dispatching
+            links = IntakeLinks(settings.intake_workers, self.bus, self.metrics, self.profiles, self.forwarder.wake,
+                                settings.intake_answer_timeout_s)
+            self.intake_processes = intake_processes(settings, links, gateway, self.forwarder.raise_alarm,
+                                                     self.forwarder.clear_alarm)
+            self.ingress: Ingress = DispatchingIngress(links, self.store, self.pipeline, self.profiles, self.metrics,
+                                                       max_frame_bytes=settings.max_body_bytes,
+                                                       device_cache_s=settings.device_cache_s)
         else:
             self.ingress = Ingress(self.store, self.pipeline, self.profiles, self.metrics,
                                    max_frame_bytes=settings.max_body_bytes, device_cache_s=settings.device_cache_s)
