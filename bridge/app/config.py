@@ -181,8 +181,8 @@ class Settings(SecuritySettings):  # security and HTTP-limit fields: bridge/secu
     intake_answer_timeout_s: float = Field(
         default=60.0, ge=1, le=3600,
         description="An intake process that has not answered a frame within this long is taken for hung: it "
-        "is ended and started again, and its unanswered frames are retried (a store failover answers "
-        "within it)",
+        "is ended and started again, and its unanswered frames are retried; keep it above the longest store "
+        "failover you expect",
     )
 
     # transports own their settings (device_adapters/<t>/settings.py, registered under sosbridge.settings)
