@@ -51,6 +51,7 @@ from bridge.ingress.wire import (
     ANSWER,
     COUNTS,
     EVENT,
+    FORGET,
     BatchFrames,
     Reader,
     batch_request,
@@ -235,6 +236,14 @@ class DispatchingIngress(Ingress):
                                          repeats_answered=repeats_answered)
         receipts = await self.links.ask(dispatch_key(claim), req_id, request)
         return receipts[0] if receipts else _not_stored(1)[0]
+
+    def registry_changed(self) -> None:
+        """Here and in every intake process that is up (one starting now reads the registry afresh)."""
+        super().registry_changed()
+        message = pack((0, FORGET, ()))
+        for link in self.links.up:
+            if link is not None:
+                link.send_raw(message)
 
     async def receive_batch(self, frames: BatchFrames, *, ref_scheme: str | None = None,
                             repeats_answered: bool = False) -> list[Receipt]:

@@ -36,7 +36,17 @@ from bridge.infra.channel import READY, FramedProtocol, pack, unpack
 from bridge.infra.metrics import Metrics
 from bridge.ingress import Ingress
 from bridge.ingress.receipt import Receipt
-from bridge.ingress.wire import ANSWER, BATCH, COUNTS, RECEIVE, claim_from, event_fields, frame_from, receipt_fields
+from bridge.ingress.wire import (
+    ANSWER,
+    BATCH,
+    COUNTS,
+    FORGET,
+    RECEIVE,
+    claim_from,
+    event_fields,
+    frame_from,
+    receipt_fields,
+)
 from bridge.store import Store, make_store
 
 log = logging.getLogger("sosbridge.intake")
@@ -98,6 +108,10 @@ class IntakeEnd(FramedProtocol):
             self.setup = asyncio.create_task(self._start(settings, sms_declared))
             return
         req_id, method, args = unpack(body)
+        if method == FORGET:
+            if self.stack is not None:
+                self.stack.ingress.registry_changed()
+            return
         task = asyncio.create_task(self._serve(req_id, method, args))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)

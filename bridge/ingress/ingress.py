@@ -218,6 +218,10 @@ class Ingress:
         return receipt
 
     # -- the person's text for the platform (docs/platform/messages.md) ---------------------------------
+    def registry_changed(self) -> None:
+        """A device was registered, changed or removed (the API): the devices cached here are read again."""
+        self.devices.forget()
+
     async def receive_text(self, claim: Claim, payload: bytes, *, retained: bool = False) -> Receipt:
         """A text reply from a device channel (MQTT `.../reply`): identified like every frame, then the
         `message` observation goes through the device's lane in order with its alerts and cancels. The

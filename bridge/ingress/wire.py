@@ -2,7 +2,8 @@
 bridge/infra/channel.py). Pure functions; docs/architecture.md#intake-on-more-than-one-core.
 
 Parent → child: `(req_id, RECEIVE, (frame, claim, raw, overrides, ref_scheme, repeats_answered))` or
-`(req_id, BATCH, ([(frame, claim, raw), ...], ref_scheme, repeats_answered))`.
+`(req_id, BATCH, ([(frame, claim, raw), ...], ref_scheme, repeats_answered))`, or `(0, FORGET, ())`
+when the registry changed (the devices cached there are read again; nothing is answered).
 Child → parent: `(ANSWER, req_id, [receipt, ...])`, `(EVENT, status_event)`, `(COUNTS, [(metric, labels,
 amount), ...])`. A commit's status events go before the answer that follows it, so the parent publishes a
 device's `received` before it acknowledges the frame or wakes its forwarder.
@@ -24,7 +25,7 @@ from bridge.devices.profiles import DeviceProfile
 from bridge.ingress.binding import Claim
 from bridge.ingress.receipt import Receipt
 
-RECEIVE, BATCH = 0, 1  # requests
+RECEIVE, BATCH, FORGET = 0, 1, 2  # requests (FORGET: the registry changed; no answer)
 ANSWER, EVENT, COUNTS = 0, 1, 2  # from the child
 
 BatchFrames = Sequence[tuple[Frame, Claim, str | None]]

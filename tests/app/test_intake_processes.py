@@ -201,3 +201,29 @@ def test_a_hung_intake_process_is_ended_and_its_frames_stored_by_the_next(
         assert "intake process did not answer in time" in s.bridges[0].log.read_text()
         metrics = httpx.get(f"{s.url(0)}/metrics", timeout=10).text
         assert 'sosbridge_operational_alarms_total{reason="intake_process_exited"} 1.0' in metrics
+
+
+@pytest.mark.timeout(90)
+def test_a_device_registered_through_the_api_is_known_to_the_intake_processes_at_once(
+        broker: Mosquitto, redis_server: RedisServer) -> None:
+    """A frame from an unregistered button is refused, and the intake process remembers the unknown sender
+    (for SOSBRIDGE_DEVICE_CACHE_S, here a minute). Registering it through the API tells every intake
+    process: its next press is stored at once, not a minute later."""
+    env = {**INTAKE, "SOSBRIDGE_DEVICE_CACHE_S": "60"}
+    with stack(extra_env=env, redis_url=redis_server.url) as s:
+        s.mqtt_url = broker.url + "?version=3.1.1"
+        s.start_receiver()
+        s.add_bridge()
+        intake_processes(s)
+        pub = _subscribed_publisher(s, broker, "late-publisher")
+        refused = 'sosbridge_alerts_rejected_total{reason="unknown_device",transport="mqtt"} 1.0'
+        pub.publish("sosbridge/t1/late-0/alert", json.dumps({"kind": "sos", "message_id": "m0"}),
+                    qos=1).wait_for_publish(10)
+        wait_until("the unregistered press refused",
+                   lambda: refused in httpx.get(f"{s.url(0)}/metrics", timeout=10).text, 15)
+        s.register(1, prefix="late", tenant_id="t1")
+        pub.publish("sosbridge/t1/late-0/alert", json.dumps({"kind": "sos", "message_id": "m1"}),
+                    qos=1).wait_for_publish(10)
+        wait_until("the registered button's alert delivered", lambda: "late-0" in alert_keys_by_device(s), 15)
+        pub.loop_stop()
+        pub.disconnect()

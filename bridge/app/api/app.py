@@ -203,7 +203,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         await runtime.store.put_device(device)
         await runtime.store.set_credential(device.device_id, "token", token)
         await runtime.store.audit(utcnow(), "admin", "device_registered", device.device_id)
-        runtime.ingress.devices.forget()  # registry changes through the API take effect at once
+        runtime.ingress.registry_changed()  # registry changes through the API take effect at once
         if runtime.supervisor is not None:
             runtime.supervisor.rescan()  # a new check-in interval is watched at once, not at the next scan
         warnings = registration_warnings(device)
@@ -215,7 +215,7 @@ def create_app(runtime: BridgeRuntime) -> FastAPI:
         if not await runtime.store.remove_device(device_id):
             raise HTTPException(404, detail=error_body("not_found", f"device {device_id!r} not found"))
         await runtime.store.audit(utcnow(), "admin", "device_removed", device_id)
-        runtime.ingress.devices.forget()
+        runtime.ingress.registry_changed()
         return {"device_id": device_id, "removed": True}
 
     for adapter in runtime.adapters:
