@@ -994,6 +994,8 @@ def main(argv: list[str] | None = None) -> int:
     want = {ALIASES.get(step, step) for step in (args.only or DEFAULT_STEPS)}
     if args.no_nodered or (args.smoke and args.only is None):
         want.discard("nodered")
+    if args.smoke and args.only is None:
+        want |= {"redis", "intake"}  # so the bench's Redis and intake-process steps are exercised in CI too
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-bench-"))
     started = time.time()
     failed = False
