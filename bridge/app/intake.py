@@ -122,21 +122,26 @@ class IntakeLink(ParentEnd):
     async def ask(self, req_id: int, request: bytes) -> list[Receipt] | None:
         """The Receipts of one request (packed, `req_id` its first field); None: the process ended before
         it answered, or did not answer in time and is ended now (its supervisor starts another)."""
-        future: asyncio.Future[list[Receipt] | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Receipt] | None] = loop.create_future()
         self.pending[req_id] = future
         self.send_raw(request)
+        # A timer handle, not wait_for(shield(...)): that cost the main process 9 µs more per request.
+        overdue = loop.call_later(self.links.answer_timeout_s, self._overdue, req_id)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.links.answer_timeout_s)
-        except TimeoutError:
-            # Hung (stopped, deadlocked, stuck on a store that never answers): the frames it holds would
-            # never be acknowledged nor retried. Closing the channel answers them all not_stored, and the
-            # supervisor kills the process if it does not exit on EOF (bridge/app/child_processes.py).
+            return await future
+        finally:
+            overdue.cancel()
+            self.pending.pop(req_id, None)
+
+    def _overdue(self, req_id: int) -> None:
+        """Hung (stopped, deadlocked, stuck on a store that never answers): the frames it holds would never
+        be acknowledged nor retried. Closing the channel answers them all not_stored (`channel_lost`), and
+        the supervisor kills the process if it does not exit on EOF (bridge/app/child_processes.py)."""
+        if req_id in self.pending:
             log.error("intake process did not answer in time; ending it",
                       extra={"index": self.index, "timeout_s": self.links.answer_timeout_s})
             self.close()
-            return None
-        finally:
-            self.pending.pop(req_id, None)
 
     def became_ready(self) -> None:
         self.links.ready(self)
