@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.common import children_cpu_s, cpu_user_system_s, start_mosquitto, start_redis
+from bench.common import children, children_cpu_s, cpu_user_system_s, start_mosquitto, start_redis
 from bench.harness import RecorderClient, bridge_env, measure, start_bridge, stop_quietly
 from bench.http_stages import render, stages
 from bench.load import Publisher, button_alert
@@ -109,7 +109,7 @@ def main() -> int:
         target = bridge.proc.pid
         if args.spy_intake:
             deadline = time.monotonic() + 30
-            while not (intake := [c for c in children_cpu_s(bridge.proc.pid) if child_kind(c) == "intake"]):
+            while not (intake := [c for c in children(bridge.proc.pid) if child_kind(c) == "intake"]):
                 if time.monotonic() > deadline:
                     raise RuntimeError("no intake process came up")
                 time.sleep(0.1)
