@@ -118,6 +118,21 @@ def flood_told_once_each(s: Stack, broker: Mosquitto, buttons: int) -> set[str]:
     return wanted
 
 
+def kill9_mid_flood(s: Stack, broker: Mosquitto, buttons: int, pid: int, most: float, alarm: str) -> None:
+    """`buttons` buttons press once each; once 10 % to `most` of them are delivered (at random), `pid` (a
+    child of the bridge) is killed: 0 lost, one alert per button, and the alarm `alarm` counted once."""
+    pub, wanted = flood(s, broker, buttons, "flooder")
+    share = int(len(wanted) * random.uniform(0.1, most))
+    wait_until("part of the flood delivered", lambda: len(wanted & set(alert_keys_by_device(s))) >= share, 60)
+    os.kill(pid, signal.SIGKILL)
+    tally = _button_tally(s, wanted, 90, settle_s=s.lease_s + 0.5)
+    pub.loop_stop()
+    pub.disconnect()
+    check_once_per_button(tally, s)
+    metrics = httpx.get(f"{s.url(0)}/metrics", timeout=10).text
+    assert f'sosbridge_operational_alarms_total{{reason="{alarm}"}} 1.0' in metrics
+
+
 @pytest.mark.timeout(120)
 def test_flood_through_the_delivery_process_loses_nothing_and_tells_each_device(broker: Mosquitto) -> None:
     with stack(extra_env=TWO_PROCESSES) as s:
@@ -136,18 +151,9 @@ def test_kill9_of_the_delivery_process_mid_flood_restarts_it_and_loses_nothing(b
         s.start_receiver()
         s.add_bridge()
         child = delivery_process(s)
-        pub, wanted = flood(s, broker, 300, "flooder")
-        share = int(len(wanted) * random.uniform(0.1, 0.6))
-        wait_until("part of the flood delivered", lambda: len(wanted & set(alert_keys_by_device(s))) >= share, 60)
-        os.kill(child, signal.SIGKILL)
-        tally = _button_tally(s, wanted, 90, settle_s=s.lease_s + 0.5)
-        pub.loop_stop()
-        pub.disconnect()
-        check_once_per_button(tally, s)
+        kill9_mid_flood(s, broker, 300, child, 0.6, "delivery_process_exited")
         again = delivery_process(s)
         assert again != child and not alive(child)
-        metrics = httpx.get(f"{s.url(0)}/metrics", timeout=10).text
-        assert 'sosbridge_operational_alarms_total{reason="delivery_process_exited"} 1.0' in metrics
 
 
 @pytest.mark.timeout(60)
