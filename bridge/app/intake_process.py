@@ -31,7 +31,7 @@ from bridge.app.intake import build_pipeline, sinks_with_notify
 from bridge.core.events import StatusBus, StatusEvent
 from bridge.delivery.routing import load_routes
 from bridge.devices.profiles import ProfileRegistry
-from bridge.infra.aio import stop_tasks
+from bridge.infra.aio import stop_tasks, wait_event
 from bridge.infra.channel import READY, FramedProtocol, pack, unpack
 from bridge.infra.metrics import Metrics
 from bridge.ingress import Ingress
@@ -169,9 +169,7 @@ class IntakeEnd(FramedProtocol):
 async def serve(sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     _, end = await loop.create_connection(IntakeEnd, sock=sock)
-    while not end.closed.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(end.closed.wait(), COUNTS_EVERY_S)
+    while not await wait_event(end.closed, COUNTS_EVERY_S):
         end.send_counts()
     await stop_tasks([*end.tasks, *([end.setup] if end.setup is not None else [])])
     if end.stack is not None:

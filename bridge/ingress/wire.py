@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cachetools import LRUCache
+
 from bridge.alerts.pipeline import SubmitResult
 from bridge.core.events import StatusEvent, TextMessage
 from bridge.core.model import AlertState, Device
@@ -90,21 +92,19 @@ def receipt_fields(receipt: Receipt, dumped: dict[int, str] | None = None) -> tu
 
 
 class Reader:
-    """Rebuilds what the child sent, in the parent: devices from their JSON (each distinct one once per
-    answer: a backlog's receipts share their device), profiles from the parent's own registry (loaded
-    from the same files)."""
+    """Rebuilds what the child sent, in the parent: devices from their JSON (the last few kept by their
+    JSON: a backlog's receipts and a commit's event share their device, read once), profiles from the
+    parent's own registry (loaded from the same files)."""
 
     def __init__(self, profile: Callable[[str | None], DeviceProfile | None]) -> None:
         self._profile = profile
-        self._devices: dict[str, Device] = {}
+        self._devices: LRUCache[str, Device] = LRUCache(64)
 
     def device(self, doc: str | None) -> Device | None:
         if doc is None:
             return None
         device = self._devices.get(doc)
         if device is None:
-            if len(self._devices) > 64:
-                self._devices.clear()
             device = self._devices[doc] = Device.model_validate_json(doc)
         return device
 
