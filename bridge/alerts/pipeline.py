@@ -173,13 +173,17 @@ class Pipeline:
                 # One press, one key: the commit itself refuses a stored key (DuplicateMessage), so the
                 # common case (a new message) costs no read here.
                 unseen = fresh
-            for key in fresh if not unseen else []:
-                existing = await self.store.alert_for_dedupe(key)
-                if existing is None:
-                    unseen.append(key)
-                else:
-                    self._remember(key, existing)
-                    known = known or existing
+            else:
+                # A backlog's presses: their keys read together (a read per key cost a flooding device's
+                # backlog a round trip per press: 200 us each on Redis, issue 27).
+                stored = await self.store.alerts_for_dedupe(fresh) if fresh else {}
+                for key in fresh:
+                    existing = stored.get(key)
+                    if existing is None:
+                        unseen.append(key)
+                    else:
+                        self._remember(key, existing)
+                        known = known or existing
             if known is not None and not unseen and not unkeyed:
                 return await self._duplicate(known)
             if keys and (len(unseen) != len(keys) or obs.presses != len(unseen) + unkeyed):

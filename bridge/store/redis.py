@@ -798,8 +798,12 @@ class RedisStore:
         # a reply lost after the write could record a delivery twice.
         await self._call(partial(self._script, "append_history", alert_id, *docs))
 
-    async def alert_for_dedupe(self, dedupe_key: str) -> str | None:
-        return await self._call(lambda: self.batch.command("GET", self._k("dd", dedupe_key)), retries=2)
+    async def alerts_for_dedupe(self, dedupe_keys: Sequence[str]) -> dict[str, str]:
+        if not dedupe_keys:
+            return {}
+        keys = [self._k("dd", key) for key in dedupe_keys]
+        found = await self._call(lambda: self.batch.command("MGET", *keys), retries=2)
+        return {key: alert_id for key, alert_id in zip(dedupe_keys, found, strict=True) if alert_id is not None}
 
     async def contact_sent(self, alert_id: str) -> bool:
         return any(

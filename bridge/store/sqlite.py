@@ -44,6 +44,7 @@ T = TypeVar("T")
 # write (the forwarder's lease, a delivery's record, a platform's ack) waits behind the intake's transaction
 # in flight under a flood: 40-50 ms at 64, 125-150 ms at 256 (docs/testing/benchmarks.md#delivery-in-step).
 MAX_BATCH = 64
+LOOKUP_CHUNK = 500  # keys per `IN (...)` lookup, well under SQLite's bound on variables
 # What a checkpoint leaves of a write-ahead log that a long read let grow past SQLite's auto-checkpoint
 # size (1,000 pages, 4 MiB): SQLite keeps the file at its largest unless told otherwise.
 WAL_SIZE_LIMIT = 4 * 1024 * 1024
@@ -704,11 +705,17 @@ class SqliteStore:
         if rows:
             await self._write(body, urgent=True)
 
-    async def alert_for_dedupe(self, dedupe_key: str) -> str | None:
-        row = await self._lookup(
-            lambda c: c.execute("SELECT alert_id FROM dedupe WHERE key = ?", (dedupe_key,)).fetchone()
-        )
-        return row["alert_id"] if row else None
+    async def alerts_for_dedupe(self, dedupe_keys: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for start in range(0, len(dedupe_keys), LOOKUP_CHUNK):
+            chunk = dedupe_keys[start:start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = await self._lookup(
+                lambda c, chunk=chunk, marks=marks: c.execute(
+                    f"SELECT key, alert_id FROM dedupe WHERE key IN ({marks})", chunk).fetchall()
+            )
+            found.update((row["key"], row["alert_id"]) for row in rows)
+        return found
 
     async def contact_sent(self, alert_id: str) -> bool:
         row = await self._lookup(

@@ -122,7 +122,7 @@ async def test_failing_store_is_not_acknowledged(pipeline: Pipeline) -> None:
     with pytest.raises(StoreError):
         await pipeline.submit(obs(message_id="full", attributes={"pad": "x" * 20000}))
     await store._run(lambda c: c.execute("PRAGMA max_page_count=1073741823"))  # type: ignore[attr-defined]
-    assert await store.alert_for_dedupe("w1|http|full") is None
+    assert await store.alerts_for_dedupe(["w1|http|full"]) == {}
     retried = await pipeline.submit(obs(message_id="full", attributes={"pad": "x" * 20000}))
     assert retried.outcome == "created"
 

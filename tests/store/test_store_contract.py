@@ -64,12 +64,25 @@ async def test_tokens_are_hashed_and_resolve_their_device(store: Store, tmp_path
         assert "s3cret-token-value" not in raw
 
 
+async def test_dedupe_keys_are_read_together(store: Store) -> None:
+    """A backlog's presses: every stored key found in one read, keys never stored left out, past the
+    SQLite store's chunk of 500 keys per lookup."""
+    await store.put_device(Device(device_id="d1"))
+    alert = make_alert()
+    stored = [f"d1|mqtt|p{n}" for n in range(700)]
+    await store.commit(Change(alert=alert, outbox=[make_item(alert, 1)], dedupe_key=stored[0],
+                              extra_dedupe_keys=stored[1:]))
+    asked = [key for pair in zip(stored, (f"d1|mqtt|new{n}" for n in range(700)), strict=True) for key in pair]
+    assert await store.alerts_for_dedupe(asked) == dict.fromkeys(stored, alert.alert_id)
+    assert await store.alerts_for_dedupe([]) == {}
+
+
 async def test_commit_is_atomic_with_dedupe(store: Store) -> None:
     await store.put_device(Device(device_id="d1"))
     first = make_alert()
     history = [HistoryEntry(at=utcnow(), event="received", state=AlertState.received)]
     await store.commit(Change(alert=first, history=history, outbox=[make_item(first, 1)], dedupe_key="d1|http|m1"))
-    assert await store.alert_for_dedupe("d1|http|m1") == first.alert_id
+    assert await store.alerts_for_dedupe(["d1|http|m1"]) == {"d1|http|m1": first.alert_id}
     second = make_alert()
     with pytest.raises(DuplicateMessage) as dup:
         await store.commit(Change(alert=second, outbox=[make_item(second, 1)], dedupe_key="d1|http|m1"))
@@ -184,7 +197,7 @@ async def test_purge_closed_keeps_open_alerts(store: Store) -> None:
     assert await store.purge_closed(utcnow() + timedelta(seconds=1)) == 1
     assert await store.get_alert(old_closed.alert_id) is None
     assert await store.history(old_closed.alert_id) == []
-    assert await store.alert_for_dedupe("d1|http|old") is None
+    assert await store.alerts_for_dedupe(["d1|http|old"]) == {}
     assert await store.get_alert(old_open.alert_id) is not None
 
 
