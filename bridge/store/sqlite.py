@@ -708,13 +708,13 @@ class SqliteStore:
     async def alerts_for_dedupe(self, dedupe_keys: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
         for start in range(0, len(dedupe_keys), LOOKUP_CHUNK):
-            chunk = dedupe_keys[start:start + LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = await self._lookup(
-                lambda c, chunk=chunk, marks=marks: c.execute(
-                    f"SELECT key, alert_id FROM dedupe WHERE key IN ({marks})", chunk).fetchall()
-            )
-            found.update((row["key"], row["alert_id"]) for row in rows)
+            chunk = list(dedupe_keys[start:start + LOOKUP_CHUNK])
+
+            def read(c: sqlite3.Connection, chunk: list[str] = chunk) -> list[sqlite3.Row]:
+                marks = ",".join("?" * len(chunk))
+                return c.execute(f"SELECT key, alert_id FROM dedupe WHERE key IN ({marks})", chunk).fetchall()
+
+            found.update((row["key"], row["alert_id"]) for row in await self._lookup(read))
         return found
 
     async def contact_sent(self, alert_id: str) -> bool:
