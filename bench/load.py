@@ -10,6 +10,7 @@ import json
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,13 +57,26 @@ class Publisher:
         self.client.max_queued_messages_set(0)
         self.acked = 0
         self._lock = threading.Lock()
+        self._sent_mids: list[tuple[int, str]] = []  # (mid, key) in publish order
+        self._acked_mids: list[int] = []  # in the order the broker acknowledged them
         self.client.on_publish = self._on_publish
         self.client.connect("127.0.0.1", port, keepalive=30)
         self.client.loop_start()
 
-    def _on_publish(self, *_args: Any) -> None:
+    def _on_publish(self, _client: Any, _userdata: Any, mid: int, *_args: Any) -> None:
         with self._lock:
             self.acked += 1
+            self._acked_mids.append(mid)
+
+    def acked_keys(self) -> set[str]:
+        """The keys with at least one publish the broker acknowledged. paho's message ids wrap at 65,535, so
+        each acknowledgement is matched to the oldest unmatched publish with its id."""
+        waiting: dict[int, deque[str]] = {}
+        for mid, key in self._sent_mids:
+            waiting.setdefault(mid, deque()).append(key)
+        with self._lock:
+            acked = list(self._acked_mids)
+        return {waiting[mid].popleft() for mid in acked if waiting.get(mid)}
 
     def send(
         self, msgs: Sequence[Msg], rate: float | None = None, deadline_s: float = 120.0,
@@ -85,7 +99,14 @@ class Publisher:
             if now > stop:
                 break
             sent.setdefault(msg.key, time.time())
-            self.client.publish(msg.topic, msg.payload, qos=1)
+            info = self.client.publish(msg.topic, msg.payload, qos=1)
+            while info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                # Every one of paho's 65,535 message ids is held by a frame the broker has not acknowledged
+                # yet (a storm of 110,000 on a slow machine): paho refuses the frame rather than queue it, so
+                # wait for acknowledgements. Before, those frames were silently never sent.
+                time.sleep(0.001)
+                info = self.client.publish(msg.topic, msg.payload, qos=1)
+            self._sent_mids.append((info.mid, msg.key))
         for _, fn in pending:
             fn()
         return sent
