@@ -93,6 +93,26 @@ async def test_repeats_of_a_press_memory_forgot_are_answered_by_the_store(store:
         await store.close()
 
 
+async def test_a_backlog_counts_only_its_presses_the_store_has_not_seen(store: SqliteStore) -> None:
+    """A forgetful Pipeline (memory answers nothing) gets a backlog of four stored presses and two new ones,
+    interleaved: the store's keys, read together, leave exactly the two new presses to escalate."""
+    first = await asyncio.wait_for(Pipeline(store, StatusBus(), Metrics()).submit(
+        fold([press(f"m{n}") for n in range(4)])), 10)
+    alert = await store.get_alert(first.alert_id or "")
+    assert alert is not None and alert.escalation_count == 3
+    forgetful = Pipeline(store, StatusBus(), Metrics())
+    try:
+        backlog = [press("m0"), press("n0"), press("m1"), press("m2"), press("n1"), press("m3")]
+        again = await asyncio.wait_for(forgetful.submit(fold(backlog)), 10)
+        assert again.outcome == "escalated" and again.alert_id == first.alert_id
+        alert = await store.get_alert(first.alert_id or "")
+        assert alert is not None and alert.escalation_count == 5
+        replayed = await asyncio.wait_for(Pipeline(store, StatusBus(), Metrics()).submit(fold(backlog)), 10)
+        assert replayed.outcome == "duplicate"
+    finally:
+        await store.close()
+
+
 async def test_a_storm_of_repeats_with_one_message_id_causes_no_escalation(
     tmp_path: Path, mosquitto_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
