@@ -83,9 +83,15 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every expected contact")] = 60.0,
     stay: Annotated[bool, typer.Option(help="Keep everything running afterwards, with the operator console "
                                              "open, until Ctrl-C")] = False,
+    intake_workers: Annotated[int, typer.Option(
+        min=0, max=16, help="Store every frame through this many intake processes, on Redis (a redis-server "
+                            "of the demo's own unless --redis-url), as SOSBRIDGE_INTAKE_WORKERS does")] = 0,
+    redis_url: Annotated[str | None, typer.Option(help="The Redis for --intake-workers (default: the demo "
+                                                        "starts one from PATH)")] = None,
 ) -> None:
     """Start everything embedded, send alerts from simulated devices, show the contacts that arrive."""
     from simulator.demo import run_demo
 
-    ok = run_interruptible(run_demo(console, keep=keep, timeout=timeout, stay=stay))
+    ok = run_interruptible(run_demo(console, keep=keep, timeout=timeout, stay=stay, intake_workers=intake_workers,
+                                    redis_url=redis_url))
     raise typer.Exit(0 if ok else 1)

@@ -10,7 +10,7 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -21,6 +21,10 @@ from simulator.devices.carer import SCRATCH_KEY as CARER_PHONE
 from simulator.devices.carer import CarerPhone
 from simulator.harness import stack_for
 from simulator.platform.receiver import EmbeddedReceiver
+from simulator.redis_server import RedisNotInstalled, throwaway_redis
+
+if TYPE_CHECKING:
+    from simulator.scenario import Scenario, Step
 
 
 def contact_row(contact: dict[str, Any]) -> list[str]:
@@ -52,11 +56,13 @@ COLUMNS = ["time", "device", "via", "type", "kind", "severity", "where", "lang",
 
 async def run_demo(
     console: Console, keep: bool = False, timeout: float = 60.0, scenario_name: str = "showcase",
-    stay: bool = False,
+    stay: bool = False, intake_workers: int = 0, redis_url: str | None = None,
 ) -> bool:
     """Run the scenario and show what arrived; with `stay`, keep everything running afterwards (so an
-    audience can open the operator console and text the callers) until Ctrl-C."""
-    from simulator.scenario import Scenario, Step, register_devices, run_scenario
+    audience can open the operator console and text the callers) until Ctrl-C. `intake_workers`: every
+    frame goes through that many intake processes on Redis (`redis_url`, else a redis-server of the demo's
+    own), as `SOSBRIDGE_INTAKE_WORKERS` does for `sosbridge serve`."""
+    from simulator.scenario import Scenario
 
     logging.getLogger().setLevel(logging.ERROR)
     workdir = Path(tempfile.mkdtemp(prefix="sosbridge-demo-"))
@@ -64,60 +70,83 @@ async def run_demo(
     scenario.timeout_s = timeout
     ok = False
     try:
-        async with stack_for(scenario, workdir, conveyance=True) as stack:
-            eb, rx = stack.bridge, stack.receiver
-            console.rule("[bold]SOS Bridge demo[/bold]")
-            console.print(
-                f"bridge {eb.url}  ·  contact platform {rx.url} (operator console: {rx.base_url}/)  ·  adapters: "
-                f"{', '.join(eb.runtime.started_adapters)}  ·  data {workdir}"
-            )
-            ctx = stack.run_context()
-            await register_devices(scenario, ctx, eb.runtime.store)
-            phone: CarerPhone | None = ctx.scratch.get(CARER_PHONE)
-            if phone is not None:
-                console.print(f"emergency contacts (family, carers) are told by webhook at {phone.url}")
-            printer = asyncio.create_task(_print_contacts(console, rx))
-
-            def on_step(step: Step) -> None:
-                console.print(f"[dim]▶ {step.title or step.action} ({step.device or ''})[/dim]")
-
-            result = await run_scenario(scenario, ctx, on_step=on_step)
-            await asyncio.sleep(0.2)
-            printer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await printer
-            table = Table(*COLUMNS, title="Contacts received by the contact platform")
-            for contact in result.contacts:
-                table.add_row(*contact_row(contact))
-            console.print(table)
-            acknowledged = await _wait_acknowledged(eb, result.contacts)
-            talk = await conversation_table(eb, result.contacts)
-            if talk.row_count:
-                console.print(talk)
-            for note in phone.notes if phone is not None else []:
-                console.print(f"[bold magenta]emergency contact notified[/bold magenta] {note['contact_name']}: "
-                              f"{note['subject']}")
-            conveyed = await _show_conveyance(console, stack.virtual)
-            if result.failed_step:
-                console.print(f"[red]step failed[/red] {result.failed_step}")
-            for missing in result.missing:
-                console.print(f"[red]missing contact[/red] {missing.describe()}")
-            ok = result.ok and conveyed
-            verdict = "[green]OK[/green]" if ok else "[red]FAILED[/red]"
-            console.print(
-                f"{verdict}: {len(result.matched)}/{len(scenario.expected)} expected contacts arrived "
-                f"({len(result.contacts)} received, {acknowledged} alerts acknowledged) in {result.elapsed_s:.1f} s"
-            )
-            if stay:
-                await _stay_open(console, rx)
-            else:
-                console.print(f"[dim]The operator console was at {rx.base_url}/ while the demo ran; "
-                              "`sosbridge demo --stay` keeps it open.[/dim]")
+        with contextlib.ExitStack() as services:
+            scale: dict[str, Any] = {}
+            if intake_workers:
+                try:
+                    url = redis_url or services.enter_context(throwaway_redis(workdir))
+                except RedisNotInstalled as exc:
+                    console.print(f"[red]{exc}[/red]")
+                    return False
+                # The intake processes log as `sosbridge serve` would; the demo keeps its screen to errors.
+                scale = {"redis_url": url, "intake_workers": intake_workers, "log_level": "ERROR"}
+            ok = await _run(console, scenario, workdir, stay, scale)
     finally:
         if keep:
             console.print(f"data kept in {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    return ok
+
+
+async def _run(console: Console, scenario: Scenario, workdir: Path, stay: bool, scale: dict[str, Any]) -> bool:
+    """The demo itself, on the stack the scenario needs (`scale`: the intake processes' settings)."""
+    from simulator.scenario import register_devices, run_scenario
+
+    async with stack_for(scenario, workdir, conveyance=True, **scale) as stack:
+        eb, rx = stack.bridge, stack.receiver
+        console.rule("[bold]SOS Bridge demo[/bold]")
+        console.print(
+            f"bridge {eb.url}  ·  contact platform {rx.url} (operator console: {rx.base_url}/)  ·  adapters: "
+            f"{', '.join(eb.runtime.started_adapters)}  ·  data {workdir}"
+        )
+        intake = eb.runtime.intake_processes
+        if intake is not None:
+            pids = ", ".join(str(pid) for pid in intake.pids if pid is not None)
+            console.print(f"intake processes: {intake.count} (pids {pids}), every frame stored by one of them in "
+                          f"{stack.settings.store_description()}")
+        ctx = stack.run_context()
+        await register_devices(scenario, ctx, eb.runtime.store)
+        phone: CarerPhone | None = ctx.scratch.get(CARER_PHONE)
+        if phone is not None:
+            console.print(f"emergency contacts (family, carers) are told by webhook at {phone.url}")
+        printer = asyncio.create_task(_print_contacts(console, rx))
+
+        def on_step(step: Step) -> None:
+            console.print(f"[dim]▶ {step.title or step.action} ({step.device or ''})[/dim]")
+
+        result = await run_scenario(scenario, ctx, on_step=on_step)
+        await asyncio.sleep(0.2)
+        printer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await printer
+        table = Table(*COLUMNS, title="Contacts received by the contact platform")
+        for contact in result.contacts:
+            table.add_row(*contact_row(contact))
+        console.print(table)
+        acknowledged = await _wait_acknowledged(eb, result.contacts)
+        talk = await conversation_table(eb, result.contacts)
+        if talk.row_count:
+            console.print(talk)
+        for note in phone.notes if phone is not None else []:
+            console.print(f"[bold magenta]emergency contact notified[/bold magenta] {note['contact_name']}: "
+                          f"{note['subject']}")
+        conveyed = await _show_conveyance(console, stack.virtual)
+        if result.failed_step:
+            console.print(f"[red]step failed[/red] {result.failed_step}")
+        for missing in result.missing:
+            console.print(f"[red]missing contact[/red] {missing.describe()}")
+        ok = result.ok and conveyed
+        verdict = "[green]OK[/green]" if ok else "[red]FAILED[/red]"
+        console.print(
+            f"{verdict}: {len(result.matched)}/{len(scenario.expected)} expected contacts arrived "
+            f"({len(result.contacts)} received, {acknowledged} alerts acknowledged) in {result.elapsed_s:.1f} s"
+        )
+        if stay:
+            await _stay_open(console, rx)
+        else:
+            console.print(f"[dim]The operator console was at {rx.base_url}/ while the demo ran; "
+                          "`sosbridge demo --stay` keeps it open.[/dim]")
     return ok
 
 

@@ -3,13 +3,15 @@ contact arrived."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tests.support.paths import ROOT
+from tests.support.paths import ROOT, need_binary
 
 
 @pytest.mark.timeout(300)  # the whole demo, as `sosbridge demo` runs it (its own 300 s below)
@@ -48,6 +50,39 @@ def test_demo_command() -> None:
     assert jo and jo[0][3].startswith("http: sent, app: read; discreet")
     assert ["app-jo", "person", "He is in the kitchen", "to the platform as a message contact"] in rows
     assert re.search(r"│ app-jo +│ http +│ message +│ duress \(silent\)", run.stdout)
+
+
+@pytest.mark.timeout(300)  # the whole demo, as `sosbridge demo --intake-workers 2` runs it
+def test_demo_through_intake_processes_on_redis() -> None:
+    """`sosbridge demo --intake-workers 2`: the whole showcase with every frame stored by one of two intake
+    processes, on a redis-server the demo starts and stops itself; the processes are gone afterwards."""
+    need_binary("redis-server")
+    run = subprocess.run(
+        [sys.executable, "-m", "bridge.app.cli", "demo", "--intake-workers", "2"], capture_output=True, text=True,
+        timeout=300, cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    summary = re.search(r"OK: (\d+)/(\d+) expected contacts arrived", run.stdout)
+    assert summary and summary.group(1) == summary.group(2) and int(summary.group(2)) >= 19
+    flat = " ".join(run.stdout.split())
+    intake = re.search(r"intake processes: 2 \(pids (\d+), (\d+)\), every frame stored by one of them in "
+                       r"redis redis://127\.0\.0\.1:\d+/0", flat)
+    assert intake, flat[:2000]
+    for pid in map(int, intake.groups()):
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # ended with the demo
+
+
+@pytest.mark.timeout(60)
+def test_demo_with_intake_processes_says_why_without_redis(tmp_path: Path) -> None:
+    """No redis-server on PATH: the reason and what to do, exit 1, nothing left behind."""
+    run = subprocess.run(
+        [sys.executable, "-m", "bridge.app.cli", "demo", "--intake-workers", "1"], capture_output=True, text=True,
+        timeout=60, cwd=ROOT, env={**os.environ, "PATH": str(tmp_path), "TMPDIR": str(tmp_path)},
+    )
+    assert run.returncode == 1
+    assert "intake processes need Redis, and redis-server is not installed" in " ".join(run.stdout.split())
+    assert list(tmp_path.iterdir()) == []  # the demo's temporary directory is removed
 
 
 @pytest.mark.timeout(300)  # the demo first, then its --stay phase
