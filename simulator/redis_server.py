@@ -1,7 +1,8 @@
-"""A throwaway redis-server for `sosbridge demo --intake-workers N`: intake processes need the Redis store,
-and the demo stays one command. It runs from PATH on a free loopback port, its files in the demo's
-temporary directory, durable as a deployment's should be (append-only file, fsync on every write:
-docs/operations/redis.md), and is stopped with the demo. See docs/getting-started.md#the-demo.
+"""A throwaway redis-server for `sosbridge demo --intake-workers N` (and tests that need a Redis of their
+own): intake processes need the Redis store, and the demo stays one command. It runs from PATH on a free
+loopback port, its files in the given directory, durable as a deployment's should be (append-only file,
+fsync on every write: docs/operations/redis.md), and is stopped when the block ends. See
+docs/getting-started.md#the-demo.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ class RedisNotInstalled(RuntimeError):
 
 
 @contextlib.contextmanager
-def throwaway_redis(workdir: Path) -> Iterator[str]:
-    """A redis-server of the demo's own while the block runs; yields its URL."""
+def throwaway_redis(workdir: Path, durable: bool = True) -> Iterator[str]:
+    """A redis-server of our own while the block runs; yields its URL. `durable=False` (tests that only need
+    a private Redis): no append-only file."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RedisNotInstalled("intake processes need Redis, and redis-server is not installed: install it "
@@ -29,7 +31,7 @@ def throwaway_redis(workdir: Path) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
-         "--appendonly", "yes", "--appendfsync", "always"],
+         *(["--appendonly", "yes", "--appendfsync", "always"] if durable else ["--appendonly", "no"])],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

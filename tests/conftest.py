@@ -102,20 +102,11 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("SOSBRIDGE_TEST_REDIS_URL"):
         yield redis_url_for_worker(os.environ["SOSBRIDGE_TEST_REDIS_URL"])
         return
-    binary = need_binary("redis-server")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port)
-        yield redis_url_for_worker(f"redis://127.0.0.1:{port}/0")
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    from simulator.redis_server import throwaway_redis
+
+    need_binary("redis-server")
+    with throwaway_redis(tmp_path_factory.mktemp("redis"), durable=False) as url:
+        yield redis_url_for_worker(url)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ their first commit, so their waiting rows are still cancelled.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,29 +18,18 @@ import pytest
 import redis
 
 from bridge.core.model import Alert, AlertState
-from bridge.infra.serving import wait_port
 from bridge.store.base import Change
 from bridge.store.redis import RedisStore
+from simulator.redis_server import throwaway_redis
 from tests.support.factories import make_alert, make_item
 from tests.support.paths import need_binary
-from tests.support.ports import free_port
 
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [need_binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_port(port)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    need_binary("redis-server")
+    with throwaway_redis(tmp_path, durable=False) as url:
+        yield url
 
 
 @pytest.fixture
