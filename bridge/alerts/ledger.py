@@ -108,7 +108,7 @@ class Ledger:
         """A status event for the device's channels; `device`: the record the caller holds, if any."""
         self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, event,
                                      kind=alert.kind.value, covert=held_under_duress(alert),
-                                     transport=alert.transport, device=device))
+                                     transport=alert.transport, device=device, version=alert.version))
 
     # -- the person's emergency contacts --------------------------------------------------------------
     def queue_notifications(
@@ -234,5 +234,5 @@ class Ledger:
             alert, message = await self.commit_with_retry(attempt, "message")
         # The alert's real state (for delivery records); device channels show only the text of this event.
         self.bus.publish(StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, alert.state, "message",
-                                     text=message))
+                                     text=message, version=alert.version))
         return alert, message

@@ -337,7 +337,7 @@ class Pipeline:
         self.bus.publish(
             # Not covert: this pretend cancel is exactly what the device side is meant to show.
             StatusEvent(alert.alert_id, alert.device_id, alert.tenant_id, AlertState.cancelled, "cancelled",
-                        kind=alert.kind.value)
+                        kind=alert.kind.value, version=alert.version)
         )
         return SubmitResult(alert.alert_id, "cancelled", AlertState.cancelled)
 

@@ -12,6 +12,8 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from cachetools import LRUCache
+
 from bridge.core.lifecycle import DEVICE_MESSAGES
 from bridge.core.model import AlertState, Device
 
@@ -50,12 +52,17 @@ class StatusEvent:
     # The device record as the intake had it just now (in memory only): a channel deciding whether the
     # device is one of its own needs no store read (issue 27: one read per alert raised over HTTP).
     device: Device | None = field(default=None, compare=False, repr=False)
+    # The alert's version once the write this event follows was committed: a device channel never shows an
+    # older one after a newer (the event of a commit in one process can arrive after a later commit's
+    # event from another: intake processes). None: not from a versioned write.
+    version: int | None = None
 
     @property
     def message(self) -> str:
         return DEVICE_MESSAGES[self.state]
 
 
+STATUS_VERSIONS = 10_000  # alerts whose newest published version StatusBus remembers
 STOPPING = "bridge_stopping"  # StatusEvent.event of the one event `close()` gives `until_stop` subscribers
 
 
@@ -65,6 +72,9 @@ def stopping_event() -> StatusEvent:
 
 class StatusBus:
     def __init__(self, queue_size: int = 1000) -> None:
+        # The newest version published per alert (bounded: an alert not heard of for 10,000 others has
+        # settled long since, and forgetting it only lets a late event through).
+        self._versions: LRUCache[str, int] = LRUCache(STATUS_VERSIONS)
         self._subscribers: set[asyncio.Queue[StatusEvent]] = set()
         self._until_stop: set[asyncio.Queue[StatusEvent]] = set()
         self._queue_size = queue_size
@@ -86,6 +96,13 @@ class StatusBus:
                 q.get_nowait()
 
     def publish(self, event: StatusEvent) -> None:
+        if event.version is not None and event.text is None:
+            newest = self._versions.get(event.alert_id)
+            if newest is not None and event.version < newest:
+                # A state older than one already published (its event came late): the retained status
+                # would go backwards, e.g. `forwarded` after `cancelled`. Texts are never dropped.
+                return
+            self._versions[event.alert_id] = event.version
         for q in list(self._subscribers):
             with contextlib.suppress(asyncio.QueueFull):
                 # A slow listener loses status echoes, never alerts: the state is in the store.

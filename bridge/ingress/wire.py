@@ -118,10 +118,10 @@ class Reader:
         )
 
     def event(self, fields: Sequence[Any]) -> StatusEvent:
-        alert_id, device_id, tenant_id, state, event, text, kind, covert, transport, device = fields
+        alert_id, device_id, tenant_id, state, event, text, kind, covert, transport, device, version = fields
         return StatusEvent(alert_id, device_id, tenant_id, AlertState(state), event,
                            TextMessage(*text) if text is not None else None, kind, covert, transport,
-                           self.device(device))
+                           self.device(device), version)
 
 
 def event_fields(event: StatusEvent) -> tuple[Any, ...]:
@@ -130,4 +130,4 @@ def event_fields(event: StatusEvent) -> tuple[Any, ...]:
                    (text.message_id, text.text, text.language, text.discreet, text.audible, text.at))
     device = event.device.model_dump_json() if event.device is not None else None
     return (EVENT, (event.alert_id, event.device_id, event.tenant_id, event.state.value, event.event, text_fields,
-                    event.kind, event.covert, event.transport, device))
+                    event.kind, event.covert, event.transport, device, event.version))

@@ -10,6 +10,7 @@ clear refusal of the setting without Redis. docs/architecture.md#intake-on-more-
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.store.redis import RedisStore
 from tests.delivery.test_delivery_processes import (
     alive,
     check_once_per_button,
@@ -113,8 +115,20 @@ def test_a_cancel_never_overtakes_its_sos_through_intake_processes(
         # would find nothing to cancel, and the SOS after it would stay open.
         wanted = {device_id for device_id, _ in devices}
         told = statuses(broker, wanted, 60, wanted=("cancelled",))
+        # In the store too: a retained status can only say `cancelled` wrongly, never hide an open alert.
+        assert asyncio.run(asyncio.wait_for(still_open(redis_server.url, sorted(wanted)), 30)) == []
         assert all(told.get(d, {}).get("state") == "cancelled" for d in wanted), \
             {d: told.get(d) for d in wanted if told.get(d, {}).get("state") != "cancelled"}
+
+
+async def still_open(redis_url: str, devices: list[str]) -> list[str]:
+    """The devices with an open alert in the bridge's Redis store."""
+    store = RedisStore(redis_url)
+    await store.open()
+    try:
+        return [d for d in devices if await store.open_alert_for_device(d) is not None]
+    finally:
+        await store.close()
 
 
 @pytest.mark.timeout(90)
