@@ -46,6 +46,7 @@ from bridge.infra.metrics import Metrics
 from bridge.infra.ratelimit import TokenBuckets
 from bridge.ingress import Ingress
 from bridge.ingress.binding import Claim
+from bridge.ingress.ingress import SentAhead
 from bridge.ingress.receipt import Receipt
 from bridge.ingress.wire import (
     ANSWER,
@@ -119,20 +120,26 @@ class IntakeLink(ParentEnd):
         self.links = links
         self.pending: dict[int, asyncio.Future[list[Receipt] | None]] = {}
 
-    async def ask(self, req_id: int, request: bytes) -> list[Receipt] | None:
-        """The Receipts of one request (packed, `req_id` its first field); None: the process ended before
-        it answered, or did not answer in time and is ended now (its supervisor starts another)."""
+    def submit(self, req_id: int, request: bytes) -> asyncio.Future[list[Receipt] | None]:
+        """Send one request (packed, `req_id` its first field) now; the future gets its Receipts, or None:
+        the process ended before it answered, or did not answer in time and is ended now (its supervisor
+        starts another)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Receipt] | None] = loop.create_future()
         self.pending[req_id] = future
         self.send_raw(request)
         # A timer handle, not wait_for(shield(...)): that cost the main process 9 µs more per request.
         overdue = loop.call_later(self.links.answer_timeout_s, self._overdue, req_id)
-        try:
-            return await future
-        finally:
+
+        def answered(_: asyncio.Future[list[Receipt] | None]) -> None:
             overdue.cancel()
             self.pending.pop(req_id, None)
+
+        future.add_done_callback(answered)
+        return future
+
+    async def ask(self, req_id: int, request: bytes) -> list[Receipt] | None:
+        return await self.submit(req_id, request)
 
     def _overdue(self, req_id: int) -> None:
         """Hung (stopped, deadlocked, stuck on a store that never answers): the frames it holds would never
@@ -207,6 +214,10 @@ class IntakeLinks:
         if not any(self.up):
             self.any_ready.clear()
 
+    def up_for(self, key: str) -> IntakeLink | None:
+        """The process a sender goes to, if it is up now."""
+        return self.up[zlib.crc32(key.encode()) % self.count]
+
     async def ask(self, key: str, req_id: int, request: bytes) -> list[Receipt] | None:
         index = zlib.crc32(key.encode()) % self.count
         link = self.up[index]
@@ -249,6 +260,20 @@ class DispatchingIngress(Ingress):
         for link in self.links.up:
             if link is not None:
                 link.send_raw(message)
+
+    def send_ahead(self, frames: BatchFrames, *, ref_scheme: str | None = None, repeats_answered: bool = False,
+                   behind: object | None = None) -> SentAhead | None:
+        """To the sender's intake process now, if it is up and is the one its unanswered backlog (`behind`)
+        went to: that process stores a sender's requests one after another, in the order they came, and
+        refuses one sent `behind` another that was not stored entirely (bridge/app/intake_process.py)."""
+        if not frames:
+            return None
+        link = self.links.up_for(dispatch_key(frames[0][1]))
+        if link is None or link.lost.done() or (behind is not None and behind is not link):
+            return None
+        req_id, request = self.links.request(batch_request(frames, ref_scheme, repeats_answered,
+                                                           after_previous=behind is not None))
+        return SentAhead(link, link.submit(req_id, request))
 
     async def receive_batch(self, frames: BatchFrames, *, ref_scheme: str | None = None,
                             repeats_answered: bool = False) -> list[Receipt]:

@@ -46,12 +46,15 @@ from bridge.ingress.wire import (
     event_fields,
     frame_from,
     receipt_fields,
+    request_key,
 )
 from bridge.store import Store, make_store
 
 log = logging.getLogger("sosbridge.intake")
 
 COUNTS_EVERY_S = 0.1
+NOT_STORED_BEHIND = Receipt("not_stored", "not_stored",
+                            "not stored: the frames before it were not; send it again after them")
 
 
 class ChannelBus(StatusBus):
@@ -101,6 +104,12 @@ class IntakeEnd(FramedProtocol):
         self.closed = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
         self._sent: dict[tuple[str, tuple[str, ...]], float] = {}
+        # Per sender: its last request's end, so its requests are stored one after another in the order
+        # they came (a backlog may come before the one ahead of it is answered: Ingress.send_ahead).
+        self._last: dict[str, asyncio.Future[None]] = {}
+        # Senders whose last request was not stored entirely: a backlog sent behind it is refused until
+        # the parent has retried (its retry is not sent behind anything), so no frame overtakes one not stored.
+        self._unstored: set[str] = set()
 
     def frame_received(self, body: bytes) -> None:
         if self.setup is None:
@@ -112,9 +121,31 @@ class IntakeEnd(FramedProtocol):
             if self.stack is not None:
                 self.stack.ingress.registry_changed()
             return
-        task = asyncio.create_task(self._serve(req_id, method, args))
+        key = request_key(method, args)
+        previous = self._last.get(key)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._last[key] = done
+        task = asyncio.create_task(self._serve_in_turn(req_id, method, args, key, previous, done))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _serve_in_turn(self, req_id: int, method: int, args: tuple[Any, ...], key: str,
+                             previous: asyncio.Future[None] | None, done: asyncio.Future[None]) -> None:
+        try:
+            if previous is not None:
+                await previous
+            if method == BATCH and args[3] and key in self._unstored:
+                # Sent behind a request that was not stored: answered not stored, never stored ahead of it.
+                self.send_raw(pack((ANSWER, req_id, [receipt_fields(NOT_STORED_BEHIND)] * len(args[0]))))
+                return
+            if await self._serve(req_id, method, args):
+                self._unstored.discard(key)
+            else:
+                self._unstored.add(key)
+        finally:
+            done.set_result(None)
+            if self._last.get(key) is done:
+                del self._last[key]
 
     async def _start(self, settings: Settings, sms_declared: int) -> None:
         from bridge.infra.logs import configure_logging
@@ -129,7 +160,8 @@ class IntakeEnd(FramedProtocol):
         self.send_raw(pack(READY))
         log.info("intake process ready", extra={"pid": os.getpid()})
 
-    async def _serve(self, req_id: int, method: int, args: tuple[Any, ...]) -> None:
+    async def _serve(self, req_id: int, method: int, args: tuple[Any, ...]) -> bool:
+        """Answer one request; True when every frame of it was stored (or answered for good)."""
         assert self.stack is not None, "requests come after READY"
         ingress = self.stack.ingress
         receipts: list[Receipt]
@@ -139,7 +171,7 @@ class IntakeEnd(FramedProtocol):
                 receipts = [await ingress.receive(frame_from(frame), claim_from(claim), raw=raw, overrides=overrides,
                                                   ref_scheme=ref_scheme, repeats_answered=repeats_answered)]
             elif method == BATCH:
-                frames, ref_scheme, repeats_answered = args
+                frames, ref_scheme, repeats_answered, _after_previous = args
                 receipts = await ingress.receive_batch(
                     [(frame_from(f), claim_from(c), raw) for f, c, raw in frames], ref_scheme=ref_scheme,
                     repeats_answered=repeats_answered)
@@ -151,6 +183,7 @@ class IntakeEnd(FramedProtocol):
             receipts = [Receipt("not_stored", "not_stored", "not stored: an error in the intake process")] * count
         dumped: dict[int, str] = {}  # the receipts are alive until sent: their devices' ids stay theirs
         self.send_raw(pack((ANSWER, req_id, [receipt_fields(r, dumped) for r in receipts])))
+        return all(r.acknowledge for r in receipts)
 
     def send_counts(self) -> None:
         if self.stack is None:

@@ -54,6 +54,16 @@ class _Prepared:
     levels: list[tuple[str, bool]]
 
 
+@dataclass(frozen=True)
+class SentAhead:
+    """A backlog `Ingress.send_ahead` started storing: the channel it went on (a later backlog of the sender
+    is sent `behind` it) and its Receipts to come, in order (None: not stored, the process that had it
+    ended)."""
+
+    channel: object
+    receipts: asyncio.Future[list[Receipt] | None]
+
+
 class Ingress:
     def __init__(
         self,
@@ -216,6 +226,15 @@ class Ingress:
                 if self.levels.get(device.device_id, key) == level:
                     self.levels.set(device.device_id, key, not level)
         return receipt
+
+    def send_ahead(self, frames: Sequence[tuple[Frame, Claim, str | None]], *, ref_scheme: str | None = None,
+                   repeats_answered: bool = False, behind: object | None = None) -> SentAhead | None:
+        """Start storing one sender's backlog and return at once (`SentAhead.receipts` answers it), so a
+        transport can read and send that sender's next backlog while this one is stored. `behind`: the
+        channel of that sender's earlier backlog still unanswered; this one is stored only if that one was
+        entirely (else it comes back not_stored, to be retried after it, in order). None: not offered here
+        (intake in this process works the sender's backlogs one at a time; `receive_batch`), or not now."""
+        return None
 
     # -- the person's text for the platform (docs/platform/messages.md) ---------------------------------
     def registry_changed(self) -> None:

@@ -2,7 +2,7 @@
 bridge/infra/channel.py). Pure functions; docs/architecture.md#intake-on-more-than-one-core.
 
 Parent → child: `(req_id, RECEIVE, (frame, claim, raw, overrides, ref_scheme, repeats_answered))` or
-`(req_id, BATCH, ([(frame, claim, raw), ...], ref_scheme, repeats_answered))`, or `(0, FORGET, ())`
+`(req_id, BATCH, ([(frame, claim, raw), ...], ref_scheme, repeats_answered, after_previous))`, or `(0, FORGET, ())`
 when the registry changed (the devices cached there are read again; nothing is answered).
 Child → parent: `(ANSWER, req_id, [receipt, ...])`, `(EVENT, status_event)`, `(COUNTS, [(metric, labels,
 amount), ...])`. A commit's status events go before the answer that follows it, so the parent publishes a
@@ -71,8 +71,18 @@ def receive_request(frame: Frame, claim: Claim, raw: str | None, overrides: dict
     return RECEIVE, (frame_fields(frame), claim_fields(claim), raw, overrides, ref_scheme, repeats_answered)
 
 
-def batch_request(frames: BatchFrames, ref_scheme: str | None, repeats_answered: bool) -> tuple[Any, ...]:
-    return BATCH, ([(frame_fields(f), claim_fields(c), raw) for f, c, raw in frames], ref_scheme, repeats_answered)
+def batch_request(frames: BatchFrames, ref_scheme: str | None, repeats_answered: bool,
+                  after_previous: bool = False) -> tuple[Any, ...]:
+    """`after_previous`: sent while the sender's previous request was unanswered (`Ingress.send_ahead`): the
+    child stores it only if that one was stored entirely."""
+    return BATCH, ([(frame_fields(f), claim_fields(c), raw) for f, c, raw in frames], ref_scheme, repeats_answered,
+                   after_previous)
+
+
+def request_key(method: int, args: tuple[Any, ...]) -> str:
+    """The sender a request is for (`dispatch_key` of its claim, the first frame's for a backlog). Pure."""
+    claim = args[1] if method == RECEIVE else args[0][0][1]
+    return dispatch_key(claim_from(claim))
 
 
 # -- answers -------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from bridge.devices.decoding import DecodeError, Frame, parse_json_object
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import READY_TIMEOUT_S, await_ready, stop_tasks, wait_event
 from bridge.ingress import Claim, Receipt
+from bridge.ingress.ahead import SendersAhead
 from bridge.ingress.repeats import RepeatCache, digest
 from bridge.ingress.transport import AdapterContext, BaseAdapter
 from bridge.ingress.turns import SenderTurns
@@ -51,6 +52,10 @@ TRANSPORT = "mqtt"
 UNROUTED_ERROR_TOPIC = "sosbridge/_unrouted/error"
 RAW_LIMIT = 4096
 MQTT_DEVICE_CACHE = 50_000
+# A sender's backlogs handed to intake processes and not yet finished: while one is stored the next ones are
+# read and wait behind it, so reading and storing overlap. With A flat out, B's p99: 1.5 s at 2, 0.5-1.2 s at
+# 8 (docs/testing/benchmarks.md#send-ahead); the broker's window (1,000 frames) bounds them anyway.
+AHEAD_DEPTH = 8
 
 
 @dataclass
@@ -108,6 +113,8 @@ class MqttAdapter(BaseAdapter):
         # bounded number at a time, so the event loop's rounds stay short (bridge/ingress/turns.py).
         self._turns: SenderTurns[str, tuple[Inbound, bytes | None]] = SenderTurns(
             self._serve, self.options.sender_workers, self.options.sender_turns_per_round)
+        # Backlogs handed to intake processes before the last was answered (bridge/ingress/ahead.py).
+        self._ahead: SendersAhead[str] = SendersAhead(AHEAD_DEPTH)
         self._status_task: asyncio.Task[None] | None = None
         self._stopping = False
         # Whether a device listens on MQTT, per device id: bounded (a flood of new devices must not grow it).
@@ -159,14 +166,14 @@ class MqttAdapter(BaseAdapter):
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._turns.tasks:
+        if self._turns.tasks or self._ahead.tasks:
             # Let in-flight messages finish storing so they can be acknowledged before we go.
-            await asyncio.wait(list(self._turns.tasks), timeout=5)
+            await asyncio.wait([*self._turns.tasks, *self._ahead.tasks], timeout=5)
         if self._status_task is not None:
             await stop_tasks([self._status_task])
         if self._started:
             await self.conn.stop()
-        for task in list(self._turns.tasks):
+        for task in [*self._turns.tasks, *self._ahead.tasks]:
             task.cancel()
         for _ in self._turns.take_all():  # never acknowledged: the broker keeps them
             self.conn.release_slot()
@@ -199,13 +206,22 @@ class MqttAdapter(BaseAdapter):
     async def _serve(self, topic: str, batch: list[tuple[Inbound, bytes | None]]) -> None:
         """One sender's turn: every frame it had waiting goes to the ingress together (its lane folds the
         presses into one commit) and each is acknowledged once stored. Senders take turns (SenderTurns),
-        so a flooding sender's backlog is one job among many."""
+        so a flooding sender's backlog is one job among many. With intake processes a backlog goes ahead
+        (`_send_ahead`) and the turn ends once it is sent; whatever else the sender sends waits for its
+        backlogs sent ahead to be finished first."""
+        handed = False
         try:
             if len(batch) == 1:  # the common case: no task per frame (issue 27)
+                await self._ahead.wait_all(topic)
                 outcomes: list[BaseException | None] = [await _outcome(self._handle(*batch[0]))]
             elif (backlog := self._backlog(batch)) is not None:
+                handed = await self._send_ahead(topic, *backlog, len(batch))
+                if handed:
+                    return
+                await self._ahead.wait_all(topic)
                 outcomes = [await _outcome(self._handle_backlog(*backlog))] * len(batch)
             else:
+                await self._ahead.wait_all(topic)
                 outcomes = await asyncio.gather(*(self._handle(m, k) for m, k in batch),
                                                 return_exceptions=True)
             for (msg, _key), outcome in zip(batch, outcomes, strict=True):
@@ -213,7 +229,54 @@ class MqttAdapter(BaseAdapter):
                     log.error("mqtt frame not handled; not acknowledged",
                               extra={"topic": msg.topic, "error": repr(outcome)})
         finally:
-            for _ in batch:
+            if not handed:
+                for _ in batch:
+                    self.conn.release_slot()
+
+    async def _send_ahead(self, topic: str, route: topics.Route, batch: list[Inbound], keys: list[bytes],
+                          slots: int) -> bool:
+        """Hand a backlog to the ingress without waiting for its answer (`Ingress.send_ahead`: intake
+        processes), so the broker's window refills and the next backlog is read while this one is stored; a
+        task of its own finishes it, after the sender's backlog before it (bridge/ingress/ahead.py). False:
+        not offered, or not now (handled in this turn instead)."""
+        await self._ahead.wait_room(topic)
+        if not self._ahead.may_send(topic):
+            return False
+        sent = self.ctx.ingress.send_ahead(self._backlog_frames(route, batch), ref_scheme=_ref_scheme(route),
+                                           repeats_answered=True, behind=self._ahead.channel(topic))
+        if sent is None:
+            return False
+        for key in dict.fromkeys(keys):  # copies within the batch share their digest's one entry in flight
+            self.repeats.begin(key)
+        finishing = asyncio.create_task(self._finish_ahead(topic, route, batch, keys, sent.receipts,
+                                                           self._ahead.last(topic), slots))
+        self._ahead.add(topic, sent.channel, finishing)
+        return True
+
+    async def _finish_ahead(self, topic: str, route: topics.Route, batch: list[Inbound], keys: list[bytes],
+                            receipts: asyncio.Future[list[Receipt] | None], before: asyncio.Task[None] | None,
+                            slots: int) -> None:
+        """A backlog sent ahead, once answered and once the sender's backlog before it is finished: each
+        frame answered and acknowledged if stored, the others retried in order, as `_handle_backlog` does."""
+        answered: set[bytes] = set()
+        try:
+            got = await receipts
+            if got is None or len(got) != len(batch) or not all(r.acknowledge for r in got):
+                self._ahead.failed(topic)  # nothing more of this sender goes ahead until this is retried
+            if before is not None:
+                await asyncio.wait([before])
+            if got is None or len(got) != len(batch):  # the intake process ended before it answered
+                got = [Receipt("not_stored", "not_stored", "not stored; retry")] * len(batch)
+            again = self._settle(route, batch, keys, got, answered)
+            for msg, key in again:
+                await self._handle_remembered(msg, key)
+        except Exception as exc:  # a bug: logged; what was not acknowledged stays so, and the broker resends it
+            log.error("mqtt backlog not handled; not acknowledged", extra={"topic": topic, "error": repr(exc)})
+        finally:
+            for key in keys:
+                if key not in answered:
+                    self.repeats.finish(key, None)
+            for _ in range(slots):
                 self.conn.release_slot()
 
     def _backlog(self, batch: list[tuple[Inbound, bytes | None]]
@@ -251,27 +314,36 @@ class MqttAdapter(BaseAdapter):
             self.repeats.begin(key)
         answered: set[bytes] = set()
         try:
-            ref = "deveui" if route.kind in ("chirpstack", "ttn") else None
-            frames = [(Frame(payload=m.payload, meta=dict(route.meta)), self._claim(route, m.payload),
-                       m.payload[:RAW_LIMIT].decode("utf-8", "replace")) for m in batch]
             # Every frame of a backlog has its repeat key: this adapter remembers the stored ones.
-            receipts = await self.ctx.ingress.receive_batch(frames, ref_scheme=ref, repeats_answered=True)
-            again: list[tuple[Inbound, bytes]] = []
-            for msg, key, receipt in zip(batch, keys, receipts, strict=True):
-                self._answer(route, msg, receipt)
-                if receipt.acknowledge:
-                    self._acknowledge(msg)
-                    self.repeats.finish(key, True if receipt.repeatable else None)
-                else:
-                    self.repeats.finish(key, None)
-                    again.append((msg, key))
-                answered.add(key)
+            receipts = await self.ctx.ingress.receive_batch(self._backlog_frames(route, batch),
+                                                            ref_scheme=_ref_scheme(route), repeats_answered=True)
+            again = self._settle(route, batch, keys, receipts, answered)
         finally:
             for key in keys:
                 if key not in answered:
                     self.repeats.finish(key, None)
         for msg, key in again:
             await self._handle_remembered(msg, key)
+
+    def _backlog_frames(self, route: topics.Route, batch: list[Inbound]) -> list[tuple[Frame, Claim, str]]:
+        return [(Frame(payload=m.payload, meta=dict(route.meta)), self._claim(route, m.payload),
+                 m.payload[:RAW_LIMIT].decode("utf-8", "replace")) for m in batch]
+
+    def _settle(self, route: topics.Route, batch: list[Inbound], keys: list[bytes], receipts: list[Receipt],
+                answered: set[bytes]) -> list[tuple[Inbound, bytes]]:
+        """A backlog's Receipts on the wire: each stored frame acknowledged (its repeats remembered), the
+        others returned, in order, to be retried."""
+        again: list[tuple[Inbound, bytes]] = []
+        for msg, key, receipt in zip(batch, keys, receipts, strict=True):
+            self._answer(route, msg, receipt)
+            if receipt.acknowledge:
+                self._acknowledge(msg)
+                self.repeats.finish(key, True if receipt.repeatable else None)
+            else:
+                self.repeats.finish(key, None)
+                again.append((msg, key))
+            answered.add(key)
+        return again
 
     async def _handle(self, msg: Inbound, key: bytes | None) -> None:
         """One frame; `key` is its repeat digest (`_repeat_key`), None when a repeat needs the ingress too."""
@@ -351,8 +423,7 @@ class MqttAdapter(BaseAdapter):
         claim = self._claim(route, msg.payload)
         frame = Frame(payload=msg.payload, meta=meta, retained=msg.retain)
         raw = msg.payload[:RAW_LIMIT].decode("utf-8", "replace")
-        ref = "deveui" if route.kind in ("chirpstack", "ttn") else None
-        receipt = await self.ctx.ingress.receive(frame, claim, raw=raw, ref_scheme=ref,
+        receipt = await self.ctx.ingress.receive(frame, claim, raw=raw, ref_scheme=_ref_scheme(route),
                                                  repeats_answered=_has_repeat_key(msg))
         spoken = None
         if route.kind == "hermes":  # a satellite speaks the state: a redelivered intent needs it too
@@ -570,6 +641,11 @@ async def _outcome(handling: Coroutine[Any, Any, None]) -> BaseException | None:
     except Exception as exc:
         return exc
     return None
+
+
+def _ref_scheme(route: topics.Route) -> str | None:
+    """LoRaWAN network servers name a device by its DevEUI. Pure."""
+    return "deveui" if route.kind in ("chirpstack", "ttn") else None
 
 
 def _repeat_key(msg: Inbound) -> bytes | None:

@@ -27,6 +27,7 @@ from bridge.ingress.wire import (
     frame_from,
     receipt_fields,
     receive_request,
+    request_key,
 )
 
 PROFILES = ProfileRegistry.load()
@@ -50,10 +51,15 @@ def test_a_frame_and_its_claim_cross_unchanged() -> None:
     assert method == RECEIVE
     assert frame_from(f) == frame and claim_from(c) == claim
     assert (raw, overrides, ref, answered) == ("raw", {"alert_id": "a1"}, "deveui", True)
-    method, (frames, ref, answered) = through_the_wire(
-        batch_request([(frame, claim, None), (frame, claim, "r2")], None, False))
+    method, (frames, ref, answered, behind) = through_the_wire(
+        batch_request([(frame, claim, None), (frame, claim, "r2")], None, False, after_previous=True))
     assert method == BATCH and [(frame_from(f), claim_from(c), raw) for f, c, raw in frames] == [
         (frame, claim, None), (frame, claim, "r2")]
+    assert behind is True
+    # The child finds the sender of either request from it: the key the parent placed it by.
+    single = through_the_wire(receive_request(frame, claim, None, None, None, False))
+    batch = through_the_wire(batch_request([(frame, claim, None)], None, False))
+    assert request_key(*single) == request_key(*batch) == dispatch_key(claim) == "t1/btn-1"
     assert frame_fields(frame_from(frame_fields(frame))) == frame_fields(frame)
     assert claim_from(claim_fields(claim)) == claim
 
@@ -70,10 +76,11 @@ def test_a_receipt_crosses_with_its_device_profile_and_results() -> None:
 
 def test_a_status_event_crosses_with_its_text_and_device() -> None:
     text = TextMessage("m1", "Help is on the way", "gd", True, False, "2026-12-07T22:00:00Z")
-    event = StatusEvent("a1", "btn-1", "t1", AlertState.forwarded, "message", text, "sos", True, "mqtt", DEVICE)
+    event = StatusEvent("a1", "btn-1", "t1", AlertState.forwarded, "message", text, "sos", True, "mqtt", DEVICE,
+                        version=7)
     kind, fields = through_the_wire(event_fields(event))
     again = Reader(PROFILES.get).event(fields)
-    assert kind == EVENT and again == event and again.device == DEVICE
+    assert kind == EVENT and again == event and again.device == DEVICE and again.version == 7
 
 
 def test_a_sender_is_placed_by_its_device_or_first_identity() -> None:
