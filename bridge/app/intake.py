@@ -285,10 +285,13 @@ class DispatchingIngress(Ingress):
         return receipts if receipts is not None and len(receipts) == len(frames) else _not_stored(len(frames))
 
 
-def intake_processes(settings: Settings, links: IntakeLinks, gateway: SmsGateway,
+def intake_processes(settings: Settings, routes: RoutingTable, links: IntakeLinks, gateway: SmsGateway,
                      raise_alarm: Callable[[str, str], None], clear_alarm: Callable[[str], None]) -> ChildProcesses:
-    """`links.count` intake processes; each hello carries the settings and whether SMS is declared, so
-    processes started later learn what the transports declared when they started."""
-    return ChildProcesses("intake process", MODULE, lambda: frame(pickle.dumps((settings, gateway.declared))),
+    """`links.count` intake processes; each hello carries the settings, the main process's routes (a
+    contact queued in an intake process picks its routes from the same table as one queued here, whatever
+    the child's environment says, as for delivery processes) and whether SMS is declared, so processes
+    started later learn what the transports declared when they started."""
+    return ChildProcesses("intake process", MODULE,
+                          lambda: frame(pickle.dumps((settings, routes, gateway.declared))),
                           links.count, links.link, links.any_ready, ALARM, raise_alarm, clear_alarm)
 

@@ -1,9 +1,9 @@
 """An intake process (`python -m bridge.app.intake_process FD PARENT_PID`), started by `sosbridge serve`
 when `SOSBRIDGE_INTAKE_WORKERS` is set (bridge/app/intake.py).
 
-It builds the store (Redis), the profiles, the ledger, the pipeline and an ingress from the settings in
-its hello, says READY, then runs each request through its ingress on a task of its own and answers with
-the Receipts. Its status events go to the parent as they are published, before the answer of the frame
+It builds the store (Redis), the profiles, the ledger, the pipeline and an ingress from the settings and
+the main process's routes in its hello, says READY, then runs each sender's requests through its ingress
+one after another, in the order they came, and answers with the Receipts. Its status events go to the parent as they are published, before the answer of the frame
 that caused them; its counters' increments follow at most every `COUNTS_EVERY_S`. It has no transports,
 forwarder, timers or HTTP. When its channel closes (the parent stopped it, or died) it cancels what still
 runs (the parent has not acknowledged those frames: the broker or device sends them again), closes the
@@ -29,7 +29,7 @@ from bridge.app.child_processes import die_with_parent
 from bridge.app.config import Settings
 from bridge.app.intake import build_pipeline, sinks_with_notify
 from bridge.core.events import StatusBus, StatusEvent
-from bridge.delivery.routing import load_routes
+from bridge.delivery.routing import RoutingTable
 from bridge.devices.profiles import ProfileRegistry
 from bridge.infra.aio import stop_tasks, wait_event
 from bridge.infra.channel import READY, FramedProtocol, pack, unpack
@@ -76,13 +76,12 @@ class Stack:
     metrics: Metrics
 
 
-async def build(settings: Settings, sms_declared: int, send: Callable[[bytes], None]) -> Stack:
+async def build(settings: Settings, routes: RoutingTable, sms_declared: int, send: Callable[[bytes], None]) -> Stack:
     store = make_store(settings)
     await store.open()
     metrics = Metrics()
     bus = ChannelBus(send)
     profiles = ProfileRegistry.load(settings.profile_dirs.split(os.pathsep) if settings.profile_dirs else [])
-    routes = load_routes(settings)
     gateway = SmsGateway()
     for _ in range(sms_declared):
         gateway.declare()
@@ -113,8 +112,8 @@ class IntakeEnd(FramedProtocol):
 
     def frame_received(self, body: bytes) -> None:
         if self.setup is None:
-            settings, sms_declared = pickle.loads(body)  # the parent's own socketpair: no one else holds it
-            self.setup = asyncio.create_task(self._start(settings, sms_declared))
+            settings, routes, sms_declared = pickle.loads(body)  # the parent's own socketpair: no one else has it
+            self.setup = asyncio.create_task(self._start(settings, routes, sms_declared))
             return
         req_id, method, args = unpack(body)
         if method == FORGET:
@@ -147,12 +146,12 @@ class IntakeEnd(FramedProtocol):
             if self._last.get(key) is done:
                 del self._last[key]
 
-    async def _start(self, settings: Settings, sms_declared: int) -> None:
+    async def _start(self, settings: Settings, routes: RoutingTable, sms_declared: int) -> None:
         from bridge.infra.logs import configure_logging
 
         configure_logging(settings.log_level)
         try:
-            self.stack = await build(settings, sms_declared, self.send_raw)
+            self.stack = await build(settings, routes, sms_declared, self.send_raw)
         except Exception as exc:  # a store that cannot be reached: exit, and the parent starts another
             log.error("intake process could not start", extra={"error": repr(exc)})
             self.close()

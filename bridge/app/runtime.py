@@ -97,8 +97,8 @@ class BridgeRuntime:
         if settings.intake_workers:
             links = IntakeLinks(settings.intake_workers, self.bus, self.metrics, self.profiles, self.forwarder.wake,
                                 settings.intake_answer_timeout_s)
-            self.intake_processes = intake_processes(settings, links, gateway, self.forwarder.raise_alarm,
-                                                     self.forwarder.clear_alarm)
+            self.intake_processes = intake_processes(settings, self.routes, links, gateway,
+                                                     self.forwarder.raise_alarm, self.forwarder.clear_alarm)
             self.ingress: Ingress = DispatchingIngress(links, self.store, self.pipeline, self.profiles, self.metrics,
                                                        max_frame_bytes=settings.max_body_bytes,
                                                        device_cache_s=settings.device_cache_s)
