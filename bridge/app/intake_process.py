@@ -3,8 +3,10 @@ when `SOSBRIDGE_INTAKE_WORKERS` is set (bridge/app/intake.py).
 
 It builds the store (Redis), the profiles, the ledger, the pipeline and an ingress from the settings and
 the main process's routes in its hello, says READY, then runs each sender's requests through its ingress
-one after another, in the order they came, and answers with the Receipts. Its status events go to the parent as they are published, before the answer of the frame
-that caused them; its counters' increments follow at most every `COUNTS_EVERY_S`. It has no transports,
+one after another, in the order they came, and answers with the Receipts (a backlog sent behind one that
+was not stored is refused until the retry of that one comes). Its status events go to the parent as they
+are published, before the answer of the frame that caused them; its counters' increments follow at most
+every `COUNTS_EVERY_S`. It has no transports,
 forwarder, timers or HTTP. When its channel closes (the parent stopped it, or died) it cancels what still
 runs (the parent has not acknowledged those frames: the broker or device sends them again), closes the
 store and exits. See docs/architecture.md#intake-on-more-than-one-core.
