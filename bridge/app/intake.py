@@ -214,12 +214,12 @@ class IntakeLinks:
         if not any(self.up):
             self.any_ready.clear()
 
-    def up_for(self, key: str) -> IntakeLink | None:
-        """The process a sender goes to, if it is up now."""
-        return self.up[zlib.crc32(key.encode()) % self.count]
+    def index(self, key: str) -> int:
+        """The process a sender always goes to."""
+        return zlib.crc32(key.encode()) % self.count
 
     async def ask(self, key: str, req_id: int, request: bytes) -> list[Receipt] | None:
-        index = zlib.crc32(key.encode()) % self.count
+        index = self.index(key)
         link = self.up[index]
         if link is None:
             if not await wait_event(self.up_events[index], WAIT_FOR_PROCESS_S):
@@ -232,6 +232,11 @@ class IntakeLinks:
 
 def _not_stored(count: int) -> list[Receipt]:
     return [Receipt("not_stored", "not_stored", GONE)] * count
+
+
+def _each_answered(receipts: list[Receipt] | None, count: int) -> list[Receipt]:
+    """A backlog's Receipts, one per frame: not_stored for all when its process ended before it answered."""
+    return receipts if receipts is not None and len(receipts) == count else _not_stored(count)
 
 
 class DispatchingIngress(Ingress):
@@ -268,12 +273,16 @@ class DispatchingIngress(Ingress):
         refuses one sent `behind` another that was not stored entirely (bridge/app/intake_process.py)."""
         if not frames:
             return None
-        link = self.links.up_for(dispatch_key(frames[0][1]))
+        link = self.links.up[self.links.index(dispatch_key(frames[0][1]))]
         if link is None or link.lost.done() or (behind is not None and behind is not link):
             return None
         req_id, request = self.links.request(batch_request(frames, ref_scheme, repeats_answered,
                                                            after_previous=behind is not None))
-        return SentAhead(link, link.submit(req_id, request))
+        answer = link.submit(req_id, request)
+        receipts: asyncio.Future[list[Receipt]] = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(lambda done: receipts.set_result(
+            _each_answered(None if done.cancelled() else done.result(), len(frames))))
+        return SentAhead(link, receipts)
 
     async def receive_batch(self, frames: BatchFrames, *, ref_scheme: str | None = None,
                             repeats_answered: bool = False) -> list[Receipt]:
@@ -282,7 +291,7 @@ class DispatchingIngress(Ingress):
         # One sender's backlog (the transports' contract): its first frame's claim places it.
         req_id, request = self.links.request(batch_request(frames, ref_scheme, repeats_answered))
         receipts = await self.links.ask(dispatch_key(frames[0][1]), req_id, request)
-        return receipts if receipts is not None and len(receipts) == len(frames) else _not_stored(len(frames))
+        return _each_answered(receipts, len(frames))
 
 
 def intake_processes(settings: Settings, routes: RoutingTable, links: IntakeLinks, gateway: SmsGateway,

@@ -57,11 +57,10 @@ class _Prepared:
 @dataclass(frozen=True)
 class SentAhead:
     """A backlog `Ingress.send_ahead` started storing: the channel it went on (a later backlog of the sender
-    is sent `behind` it) and its Receipts to come, in order (None: not stored, the process that had it
-    ended)."""
+    is sent `behind` it) and its Receipts to come, one per frame in order, as `receive_batch` answers."""
 
     channel: object
-    receipts: asyncio.Future[list[Receipt] | None]
+    receipts: asyncio.Future[list[Receipt]]
 
 
 class Ingress:

@@ -254,19 +254,17 @@ class MqttAdapter(BaseAdapter):
         return True
 
     async def _finish_ahead(self, topic: str, route: topics.Route, batch: list[Inbound], keys: list[bytes],
-                            receipts: asyncio.Future[list[Receipt] | None], before: asyncio.Task[None] | None,
+                            receipts: asyncio.Future[list[Receipt]], before: asyncio.Task[None] | None,
                             slots: int) -> None:
         """A backlog sent ahead, once answered and once the sender's backlog before it is finished: each
         frame answered and acknowledged if stored, the others retried in order, as `_handle_backlog` does."""
         answered: set[bytes] = set()
         try:
             got = await receipts
-            if got is None or len(got) != len(batch) or not all(r.acknowledge for r in got):
+            if not all(r.acknowledge for r in got):
                 self._ahead.failed(topic)  # nothing more of this sender goes ahead until this is retried
             if before is not None:
                 await asyncio.wait([before])
-            if got is None or len(got) != len(batch):  # the intake process ended before it answered
-                got = [Receipt("not_stored", "not_stored", "not stored; retry")] * len(batch)
             again = self._settle(route, batch, keys, got, answered)
             for msg, key in again:
                 await self._handle_remembered(msg, key)
